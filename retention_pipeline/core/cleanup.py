@@ -1,0 +1,108 @@
+"""One function per cleanup step, each honouring the plan's dry_run; the Dagster ops call these."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import Table, inspect
+from sqlalchemy.engine import Engine
+
+from . import purge, queries
+from .files import StorageRoots
+from .plan import CleanupPlan
+from .schema import ensure_bookkeeping, gpu_stats, logs
+from .stats import FileCounts, RowCounts
+from .sweep import drain_file_queue, preview_file_deletions
+
+Progress = Callable[[str], None]
+
+# The columns retention reads or filters on; the camera system's tables may hold many more.
+REQUIRED_COLUMNS = {
+    "events": {"id", "started_at", "clip_path"},
+    "detections": {"id", "file_path", "thumbnail_path", "detected_at"},
+    "event_detections": {"event_id", "detection_id"},
+    "alerts": {"id", "event_id"},
+    "gpu_stats": {"id", "recorded_at"},
+    "logs": {"id", "timestamp"},
+}
+
+
+class SchemaError(RuntimeError):
+    """The database lacks a table or column retention needs."""
+
+
+def prepare_database(engine: Engine) -> None:
+    """Check the camera tables retention needs, then create the bookkeeping queue if missing."""
+    inspector = inspect(engine)
+    tables = set(inspector.get_table_names())
+    problems = []
+    for table, needed in REQUIRED_COLUMNS.items():
+        if table not in tables:
+            problems.append(f"table {table!r} is missing")
+            continue
+        have = {column["name"] for column in inspector.get_columns(table)}
+        if missing := needed - have:
+            problems.append(f"table {table!r} lacks column(s) {', '.join(sorted(missing))}")
+    if problems:
+        raise SchemaError(
+            f"{engine.url.render_as_string(hide_password=True)} is not a camera system database: "
+            + "; ".join(problems)
+            + ". Check DATABASE_URL."
+        )
+    ensure_bookkeeping(engine)
+
+
+def clean_detections(engine: Engine, plan: CleanupPlan, progress: Progress) -> RowCounts:
+    """Delete (or count) expired detections, queueing their files."""
+    if plan.dry_run:
+        return RowCounts(deleted=purge.count_rows(engine, queries.count_expired_detections(plan.cutoff)))
+    return purge.purge_detections(
+        engine, plan.cutoff, plan.batch_size, plan.delete_images, progress
+    )
+
+
+def clean_events(engine: Engine, plan: CleanupPlan, progress: Progress) -> RowCounts:
+    """Delete (or count) expired events with their alerts and links, queueing their clips."""
+    if plan.dry_run:
+        return RowCounts(
+            deleted=purge.count_rows(engine, queries.count_expired_events(plan.cutoff)),
+            children_deleted=purge.count_rows(
+                engine, queries.count_alerts_of_expired_events(plan.cutoff)
+            ),
+        )
+    return purge.purge_events(engine, plan.cutoff, plan.batch_size, progress)
+
+
+def clean_gpu_stats(engine: Engine, plan: CleanupPlan, progress: Progress) -> RowCounts:
+    """Delete (or count) GPU statistics older than the data cutoff."""
+    return _clean_table(engine, plan, gpu_stats, "recorded_at", plan.cutoff, progress)
+
+
+def clean_logs(engine: Engine, plan: CleanupPlan, progress: Progress) -> RowCounts:
+    """Delete (or count) log lines older than the log cutoff."""
+    return _clean_table(engine, plan, logs, "timestamp", plan.log_cutoff, progress)
+
+
+def _clean_table(
+    engine: Engine,
+    plan: CleanupPlan,
+    table: Table,
+    column: str,
+    cutoff: datetime,
+    progress: Progress,
+) -> RowCounts:
+    if plan.dry_run:
+        return RowCounts(
+            deleted=purge.count_rows(engine, queries.count_expired_rows(table, column, cutoff))
+        )
+    return purge.purge_rows(engine, table, column, cutoff, plan.batch_size, progress)
+
+
+def clean_files(engine: Engine, plan: CleanupPlan, progress: Progress) -> FileCounts:
+    """Delete the files of deleted rows (dry run: of the rows that would be deleted)."""
+    roots = StorageRoots.from_dirs(plan.media_root, plan.storage_dirs)
+    if plan.dry_run:
+        return preview_file_deletions(engine, roots, plan.cutoff, plan.delete_images, progress)
+    return drain_file_queue(engine, roots, progress)
+

@@ -1,0 +1,96 @@
+"""Engines and transactions tuned so the camera system keeps writing while the pipeline deletes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import DBAPIError
+
+SQLITE_BUSY_TIMEOUT_S = 10
+# A batch waiting longer than this for a row lock gives up and is retried later, so the pipeline
+# never becomes the head of a lock queue that stalls the camera system's writers.
+PG_LOCK_TIMEOUT_MS = 2000
+PG_STATEMENT_TIMEOUT_MS = 60_000
+
+# SQLSTATEs after which repeating the whole batch is safe and likely to succeed.
+_TRANSIENT_PG_CODES = {"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03"}
+_TRANSIENT_SQLITE_TEXT = ("database is locked", "database table is locked", "busy")
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for the camera database with the pipeline's connection settings."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(url)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        connect_args={
+            # Compare TIMESTAMP WITHOUT TIME ZONE columns as UTC, whatever the server's default.
+            "options": (
+                f"-c timezone=UTC -c lock_timeout={PG_LOCK_TIMEOUT_MS}"
+                f" -c statement_timeout={PG_STATEMENT_TIMEOUT_MS}"
+            ),
+            "application_name": "retention_pipeline",
+        },
+    )
+
+
+def _sqlite_engine(url: str) -> Engine:
+    database = make_url(url).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from pysqlite so `begin` below decides DEFERRED or IMMEDIATE.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        # Cascades (alerts, event_detections) only happen with foreign keys on, per connection.
+        cursor.execute("PRAGMA foreign_keys=ON")
+        # WAL lets the camera system read and write while a batch is open.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        # A write batch takes the write lock when it starts; a deferred transaction that reads first
+        # and writes later can fail with SQLITE_BUSY when another writer committed in between.
+        if connection.get_execution_options().get("sqlite_write"):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            connection.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """One short transaction that commits on success and rolls back on any error."""
+    with engine.connect() as connection:
+        connection = connection.execution_options(sqlite_write=True)
+        with connection.begin():
+            yield connection
+
+
+def is_transient(error: BaseException) -> bool:
+    """True for lock timeouts, deadlocks, busy SQLite files and dropped connections."""
+    if not isinstance(error, DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return True
+    code = getattr(error.orig, "pgcode", None)
+    if code is not None:
+        return code in _TRANSIENT_PG_CODES or code.startswith("08")
+    message = str(error.orig).lower()
+    if any(text in message for text in _TRANSIENT_SQLITE_TEXT):
+        return True
+    # psycopg2 reports a server that went away without a SQLSTATE.
+    return "server closed the connection" in message or "connection already closed" in message

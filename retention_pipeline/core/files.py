@@ -1,0 +1,110 @@
+"""Stored paths to files on disk: resolution, containment in the storage roots, deletion with accounting."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+
+class Outcome(Enum):
+    """What happened to one file."""
+
+    DELETED = "deleted"
+    MISSING = "missing"
+    REFUSED = "refused"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class StorageRoots:
+    """MEDIA_ROOT plus the directories files may be deleted from, all absolute and symlink-free."""
+
+    media_root: str
+    roots: tuple[str, ...]
+
+    @classmethod
+    def from_dirs(cls, media_root: Path, dirs: Iterable[Path]) -> StorageRoots:
+        """Resolve relative directories against MEDIA_ROOT and every symlink in them."""
+        media = os.path.abspath(media_root)
+        resolved = tuple(os.path.realpath(os.path.join(media, d)) for d in dirs)
+        return cls(media_root=media, roots=resolved)
+
+    def aliases(self, stored: str) -> list[str]:
+        """The strings a row may use for the same file: as stored, absolute, relative to MEDIA_ROOT.
+
+        Reference checks look for all of them, so a file stored once relative and once absolute is
+        seen as shared.
+        """
+        names = {stored}
+        if "\x00" not in stored and stored.strip():
+            absolute = os.path.normpath(os.path.join(self.media_root, stored))
+            names.add(absolute)
+            if _inside(absolute, self.media_root):
+                names.add(os.path.relpath(absolute, self.media_root))
+        return sorted(names)
+
+    def locate(self, stored: str) -> str | None:
+        """The path to unlink for a stored path, or None when it is not safely inside a root.
+
+        The directories leading to the file are resolved (symlinks included) and must lie inside a
+        root; a final symlink is unlinked itself, and only if it points inside a root too.
+        """
+        if not stored.strip() or "\x00" in stored:
+            return None
+        joined = os.path.join(self.media_root, stored)
+        name = os.path.basename(joined)
+        if name in ("", ".", ".."):
+            return None
+        try:
+            target = os.path.join(os.path.realpath(os.path.dirname(joined)), name)
+            pointed = os.path.realpath(target)
+        except (OSError, ValueError):
+            return None
+        if self._contains(target) and self._contains(pointed):
+            return target
+        return None
+
+    def _contains(self, path: str) -> bool:
+        return any(_inside(path, root) for root in self.roots)
+
+
+def _inside(path: str, root: str) -> bool:
+    return path != root and os.path.commonpath([path, root]) == root
+
+
+def remove_file(roots: StorageRoots, stored: str, dry_run: bool) -> tuple[Outcome, int]:
+    """Delete one stored path (or, dry, say what would happen) and the bytes that frees.
+
+    Bytes count only when this was the file's last hard link: that is space actually freed.
+    """
+    target = roots.locate(stored)
+    if target is None:
+        return Outcome.REFUSED, 0
+    try:
+        info = os.lstat(target)
+    except FileNotFoundError:
+        return Outcome.MISSING, 0
+    except OSError as exc:
+        if exc.errno in (errno.ENOTDIR, errno.ENOENT):
+            return Outcome.MISSING, 0
+        return Outcome.FAILED, 0
+    if stat.S_ISDIR(info.st_mode):
+        # A directory where a file should be is someone else's data; never recurse into it.
+        return Outcome.FAILED, 0
+    freed = info.st_size if info.st_nlink <= 1 else 0
+    if dry_run:
+        # Predict a permission failure so the preview matches the real run.
+        writable = os.access(os.path.dirname(target), os.W_OK | os.X_OK)
+        return (Outcome.DELETED, freed) if writable else (Outcome.FAILED, 0)
+    try:
+        os.unlink(target)
+    except FileNotFoundError:
+        return Outcome.MISSING, 0
+    except OSError:
+        return Outcome.FAILED, 0
+    return Outcome.DELETED, freed

@@ -1,0 +1,97 @@
+"""The plan of one cleanup run: cutoffs fixed once, policy validated before anything is deleted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from ..settings import Settings, SettingsError, parse_batch_size, parse_bool, parse_days
+
+
+@dataclass(frozen=True)
+class CleanupPlan:
+    """Everything a run needs, small enough to pass between ops."""
+
+    reference_time: datetime
+    cutoff: datetime
+    log_cutoff: datetime
+    dry_run: bool
+    retention_days: int
+    log_retention_days: int
+    batch_size: int
+    delete_images: bool
+    media_root: Path
+    storage_dirs: tuple[Path, ...]
+    planned_at: datetime
+
+    def describe(self) -> str:
+        """One line for the run log."""
+        mode = "DRY RUN - nothing will be deleted" if self.dry_run else "deleting"
+        return (
+            f"{mode}: rows before {self.cutoff.isoformat()} ({self.retention_days} days),"
+            f" logs before {self.log_cutoff.isoformat()} ({self.log_retention_days} days),"
+            f" batches of {self.batch_size}, delete_images={self.delete_images}"
+        )
+
+
+def parse_reference_time(raw: str) -> datetime:
+    """An ISO 8601 instant with an offset (or Z), as UTC."""
+    try:
+        value = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise SettingsError(
+            f"reference_time must be an ISO 8601 time with an offset, got {raw!r}"
+        ) from None
+    if value.tzinfo is None:
+        raise SettingsError(f"reference_time must include a UTC offset such as +00:00, got {raw!r}")
+    return value.astimezone(UTC)
+
+
+def make_plan(
+    settings: Settings,
+    *,
+    dry_run: bool,
+    reference_time: datetime,
+    retention_days: object = None,
+    log_retention_days: object = None,
+    batch_size: object = None,
+    delete_images: object = None,
+) -> CleanupPlan:
+    """Combine the environment's settings with a run's overrides; raise SettingsError on bad values."""
+    if reference_time.tzinfo is None:
+        raise SettingsError("reference_time must be timezone-aware")
+    errors: list[str] = []
+
+    def pick(name: str, override: object, default: object, parse: object) -> object:
+        if override is None:
+            return default
+        try:
+            return parse(name, override)  # type: ignore[operator]
+        except ValueError as exc:
+            errors.append(str(exc))
+            return default
+
+    days = pick("retention_days", retention_days, settings.retention_days, parse_days)
+    log_days = pick(
+        "log_retention_days", log_retention_days, settings.log_retention_days, parse_days
+    )
+    size = pick("batch_size", batch_size, settings.batch_size, parse_batch_size)
+    images = pick("delete_images", delete_images, settings.delete_images, parse_bool)
+    if errors:
+        raise SettingsError("Invalid run configuration: " + "; ".join(errors))
+    reference = reference_time.astimezone(UTC)
+    assert isinstance(days, int) and isinstance(log_days, int) and isinstance(size, int)
+    return CleanupPlan(
+        reference_time=reference,
+        cutoff=reference - timedelta(days=days),
+        log_cutoff=reference - timedelta(days=log_days),
+        dry_run=dry_run,
+        retention_days=days,
+        log_retention_days=log_days,
+        batch_size=size,
+        delete_images=bool(images),
+        media_root=settings.media_root.absolute(),
+        storage_dirs=settings.storage_roots,
+        planned_at=datetime.now(UTC),
+    )

@@ -1,0 +1,192 @@
+"""Batched deletion of expired rows: each batch is one short transaction that deletes its rows and queues
+their files durably; the caller loops until a step reports it is finished.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Table
+from sqlalchemy.engine import Connection, Engine
+
+from . import queries
+from .db import is_transient, write_transaction
+from .stats import RowCounts
+
+Progress = Callable[[str], None]
+T = TypeVar("T")
+
+RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
+QUEUE_INSERT_CHUNK = 2000  # rows per INSERT; stays far below SQLite's bound-parameter limit
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One committed batch: the id it reached (None when nothing was left) and what it deleted."""
+
+    last_id: int | None
+    deleted: int = 0
+    children: int = 0
+    queued: int = 0
+
+
+def _no_progress(_message: str) -> None:
+    pass
+
+
+def with_retries(step: Callable[[], T], counts: RowCounts, progress: Progress) -> T:
+    """Run one batch, repeating it with backoff after a transient database error.
+
+    Retrying here (rather than re-running the whole op) keeps the counts of batches already committed.
+    """
+    for delay in (*RETRY_DELAYS_S, None):
+        try:
+            return step()
+        except Exception as exc:
+            if delay is None or not is_transient(exc):
+                raise
+            counts.retries += 1
+            progress(f"transient database error, retrying the batch in {delay:.1f}s: {exc}")
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def _loop(
+    name: str,
+    step: Callable[[int], Batch],
+    progress: Progress,
+) -> RowCounts:
+    counts = RowCounts()
+    after_id = 0
+
+    def timed_step() -> tuple[Batch, float]:
+        started = time.perf_counter()
+        return step(after_id), time.perf_counter() - started
+
+    while True:
+        batch, seconds = with_retries(timed_step, counts, progress)
+        if batch.last_id is None:
+            break
+        counts.add_batch(batch.deleted, seconds, batch.children, batch.queued)
+        after_id = batch.last_id
+        progress(f"{name}: batch {counts.batches} deleted {batch.deleted} (total {counts.deleted})")
+    progress(f"{name}: done, {counts.deleted} deleted in {counts.batches} batches")
+    return counts
+
+
+def queue_files(connection: Connection, paths: dict[str, str]) -> int:
+    """Queue {path: kind} for deletion inside the caller's transaction; returns how many were given."""
+    now = datetime.now(UTC)
+    rows = [{"path": p, "kind": k, "queued_at": now} for p, k in sorted(paths.items())]
+    for start in range(0, len(rows), QUEUE_INSERT_CHUNK):
+        chunk = rows[start : start + QUEUE_INSERT_CHUNK]
+        connection.execute(queries.insert_queued_files(connection.dialect.name, chunk))
+    return len(rows)
+
+
+def _collect(paths: dict[str, str], path: str | None, kind: str) -> None:
+    # 'image' sorts before 'thumbnail', as in the dry-run preview, when one path is both.
+    if path and (path not in paths or kind < paths[path]):
+        paths[path] = kind
+
+
+def delete_detection_batch(
+    engine: Engine, cutoff: datetime, after_id: int, limit: int, delete_images: bool
+) -> Batch:
+    """Delete up to `limit` expired detections after `after_id` and queue their files."""
+    with write_transaction(engine) as conn:
+        ids = conn.execute(queries.select_expired_detection_ids(cutoff, after_id, limit)).scalars()
+        last_id = max(ids, default=None)
+        if last_id is None:
+            return Batch(None)
+        # A fresh statement re-checks the rule on rows we now hold locked, so a link to a retained
+        # event committed since the SELECT keeps its detection.
+        deleted = conn.execute(queries.delete_expired_detections(cutoff, after_id, last_id)).all()
+        paths: dict[str, str] = {}
+        for _id, thumbnail, image in deleted:
+            _collect(paths, thumbnail, "thumbnail")
+            if delete_images:
+                _collect(paths, image, "image")
+        queued = queue_files(conn, paths)
+    return Batch(last_id, deleted=len(deleted), queued=queued)
+
+
+def delete_event_batch(engine: Engine, cutoff: datetime, after_id: int, limit: int) -> Batch:
+    """Delete up to `limit` expired events after `after_id`, their alerts and links, queue their clips."""
+    with write_transaction(engine) as conn:
+        ids = conn.execute(queries.select_expired_event_ids(cutoff, after_id, limit)).scalars()
+        last_id = max(ids, default=None)
+        if last_id is None:
+            return Batch(None)
+        alerts = conn.execute(queries.delete_alerts_of_expired_events(cutoff, after_id, last_id))
+        conn.execute(queries.delete_links_of_expired_events(cutoff, after_id, last_id))
+        deleted = conn.execute(queries.delete_expired_events(cutoff, after_id, last_id)).all()
+        paths: dict[str, str] = {}
+        for _id, clip in deleted:
+            _collect(paths, clip, "clip")
+        queued = queue_files(conn, paths)
+    return Batch(last_id, deleted=len(deleted), children=alerts.rowcount, queued=queued)
+
+
+def delete_row_batch(
+    engine: Engine, table: Table, column: str, cutoff: datetime, after_id: int, limit: int
+) -> Batch:
+    """Delete up to `limit` expired rows after `after_id` from a table without files or children."""
+    with write_transaction(engine) as conn:
+        last_id = conn.execute(
+            queries.select_last_id_of_expired_batch(table, column, cutoff, after_id, limit)
+        ).scalar()
+        if last_id is None:
+            return Batch(None)
+        result = conn.execute(queries.delete_expired_rows(table, column, cutoff, after_id, last_id))
+    return Batch(last_id, deleted=result.rowcount)
+
+
+def purge_detections(
+    engine: Engine,
+    cutoff: datetime,
+    batch_size: int,
+    delete_images: bool,
+    progress: Progress = _no_progress,
+) -> RowCounts:
+    """Delete every expired detection, batch by batch, queueing its thumbnail (and image)."""
+    return _loop(
+        "detections",
+        lambda after: delete_detection_batch(engine, cutoff, after, batch_size, delete_images),
+        progress,
+    )
+
+
+def purge_events(
+    engine: Engine, cutoff: datetime, batch_size: int, progress: Progress = _no_progress
+) -> RowCounts:
+    """Delete every expired event with its alerts and links, batch by batch, queueing its clip."""
+    return _loop(
+        "events", lambda after: delete_event_batch(engine, cutoff, after, batch_size), progress
+    )
+
+
+def purge_rows(
+    engine: Engine,
+    table: Table,
+    column: str,
+    cutoff: datetime,
+    batch_size: int,
+    progress: Progress = _no_progress,
+) -> RowCounts:
+    """Delete every row of `table` whose `column` is before the cutoff, batch by batch."""
+    return _loop(
+        table.name,
+        lambda after: delete_row_batch(engine, table, column, cutoff, after, batch_size),
+        progress,
+    )
+
+
+def count_rows(engine: Engine, statement: Any) -> int:
+    """Run one COUNT statement for a dry run."""
+    with engine.connect() as conn:
+        return int(conn.execute(statement).scalar_one())

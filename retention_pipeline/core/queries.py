@@ -1,0 +1,273 @@
+"""Named statement builders, one per query. Every cutoff arrives as a bound, timezone-aware parameter."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Delete,
+    Insert,
+    Select,
+    Table,
+    and_,
+    exists,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    union,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+
+from .schema import (
+    UTCDateTime,
+    alerts,
+    detections,
+    event_detections,
+    events,
+    retention_file_queue,
+)
+
+
+class older_than(FunctionElement[bool]):  # noqa: N801 - reads like the SQL function it stands for
+    """`column < cutoff`, compared as instants on every engine."""
+
+    type = Boolean()
+    inherit_cache = True
+    name = "older_than"
+
+
+@compiles(older_than)
+def _older_than_default(element: older_than, compiler: SQLCompiler, **kw: Any) -> str:
+    column, cutoff = list(element.clauses)
+    return "(" + compiler.process(column < cutoff, **kw) + ")"
+
+
+@compiles(older_than, "sqlite")
+def _older_than_sqlite(element: older_than, compiler: SQLCompiler, **kw: Any) -> str:
+    # SQLite stores timestamps as text in whatever format the writer chose ('T' or ' ', with or without
+    # fractional seconds or '+00:00'); comparing the strings would misorder them. julianday() parses all
+    # of them, as UTC when naive. It rounds to whole milliseconds, which is monotonic, so a row at or
+    # after the cutoff can never compare as older.
+    column, cutoff = list(element.clauses)
+    return "(" + compiler.process(func.julianday(column) < func.julianday(cutoff), **kw) + ")"
+
+
+def older(column: Any, cutoff: datetime) -> ColumnElement[bool]:
+    """True where the timestamp column is strictly before the cutoff."""
+    return older_than(column, literal(cutoff, UTCDateTime()))  # type: ignore[return-value]
+
+
+def detection_expired(cutoff: datetime) -> ColumnElement[bool]:
+    """Old or linked to an expired event, and not linked to any retained event."""
+    linked_to = (
+        select(event_detections.c.event_id)
+        .join(events, events.c.id == event_detections.c.event_id)
+        .where(event_detections.c.detection_id == detections.c.id)
+    )
+    return and_(
+        or_(
+            older(detections.c.detected_at, cutoff),
+            exists(linked_to.where(older(events.c.started_at, cutoff))),
+        ),
+        not_(exists(linked_to.where(not_(older(events.c.started_at, cutoff))))),
+    )
+
+
+def select_expired_detection_ids(cutoff: datetime, after_id: int, limit: int) -> Select[Any]:
+    """Ids of the next expired detections after `after_id`, locked for deletion on PostgreSQL."""
+    return (
+        select(detections.c.id)
+        .where(detections.c.id > after_id, detection_expired(cutoff))
+        .order_by(detections.c.id)
+        .limit(limit)
+        .with_for_update(of=detections)
+    )
+
+
+def delete_expired_detections(cutoff: datetime, after_id: int, last_id: int) -> Delete:
+    """Delete the batch's detections that are still expired, returning their file paths."""
+    return (
+        detections.delete()
+        .where(
+            detections.c.id > after_id, detections.c.id <= last_id, detection_expired(cutoff)
+        )
+        .returning(detections.c.id, detections.c.thumbnail_path, detections.c.file_path)
+    )
+
+
+def count_expired_detections(cutoff: datetime) -> Select[Any]:
+    """How many detections a run at this cutoff deletes."""
+    return select(func.count()).select_from(detections).where(detection_expired(cutoff))
+
+
+def select_expired_event_ids(cutoff: datetime, after_id: int, limit: int) -> Select[Any]:
+    """Ids of the next expired events after `after_id`, locked so no child can be added meanwhile."""
+    return (
+        select(events.c.id)
+        .where(events.c.id > after_id, older(events.c.started_at, cutoff))
+        .order_by(events.c.id)
+        .limit(limit)
+        .with_for_update(of=events)
+    )
+
+
+def _expired_events_in_range(cutoff: datetime, after_id: int, last_id: int) -> Select[Any]:
+    return select(events.c.id).where(
+        events.c.id > after_id, events.c.id <= last_id, older(events.c.started_at, cutoff)
+    )
+
+
+def delete_alerts_of_expired_events(cutoff: datetime, after_id: int, last_id: int) -> Delete:
+    """Delete the alerts of the batch's expired events (children first, cascade or not)."""
+    batch = _expired_events_in_range(cutoff, after_id, last_id)
+    return alerts.delete().where(alerts.c.event_id.in_(batch.scalar_subquery()))
+
+
+def delete_links_of_expired_events(cutoff: datetime, after_id: int, last_id: int) -> Delete:
+    """Delete the event_detections rows of the batch's expired events."""
+    batch = _expired_events_in_range(cutoff, after_id, last_id)
+    return event_detections.delete().where(
+        event_detections.c.event_id.in_(batch.scalar_subquery())
+    )
+
+
+def delete_expired_events(cutoff: datetime, after_id: int, last_id: int) -> Delete:
+    """Delete the batch's expired events, returning their clip paths."""
+    return (
+        events.delete()
+        .where(events.c.id > after_id, events.c.id <= last_id, older(events.c.started_at, cutoff))
+        .returning(events.c.id, events.c.clip_path)
+    )
+
+
+def count_expired_events(cutoff: datetime) -> Select[Any]:
+    """How many events a run at this cutoff deletes."""
+    return select(func.count()).select_from(events).where(older(events.c.started_at, cutoff))
+
+
+def count_alerts_of_expired_events(cutoff: datetime) -> Select[Any]:
+    """How many alerts go with the expired events."""
+    expired = select(events.c.id).where(older(events.c.started_at, cutoff))
+    return (
+        select(func.count())
+        .select_from(alerts)
+        .where(alerts.c.event_id.in_(expired.scalar_subquery()))
+    )
+
+
+def select_last_id_of_expired_batch(
+    table: Table, column: str, cutoff: datetime, after_id: int, limit: int
+) -> Select[Any]:
+    """The highest id among the next `limit` expired rows of a table without children."""
+    batch = (
+        select(table.c.id)
+        .where(table.c.id > after_id, older(table.c[column], cutoff))
+        .order_by(table.c.id)
+        .limit(limit)
+        .subquery()
+    )
+    return select(func.max(batch.c.id))
+
+
+def delete_expired_rows(
+    table: Table, column: str, cutoff: datetime, after_id: int, last_id: int
+) -> Delete:
+    """Delete one id range of expired rows from a table without children."""
+    return table.delete().where(
+        table.c.id > after_id, table.c.id <= last_id, older(table.c[column], cutoff)
+    )
+
+
+def count_expired_rows(table: Table, column: str, cutoff: datetime) -> Select[Any]:
+    """How many rows of a table without children a run at this cutoff deletes."""
+    return select(func.count()).select_from(table).where(older(table.c[column], cutoff))
+
+
+def insert_queued_files(dialect_name: str, rows: Sequence[dict[str, Any]]) -> Insert:
+    """Queue file paths for deletion, ignoring paths already queued."""
+    insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
+    return (
+        insert(retention_file_queue)
+        .values(list(rows))
+        .on_conflict_do_nothing(index_elements=["path"])
+    )
+
+
+def select_queued_files(after_id: int, limit: int) -> Select[Any]:
+    """The next queued files after `after_id`, oldest first."""
+    q = retention_file_queue.c
+    return select(q.id, q.path, q.kind).where(q.id > after_id).order_by(q.id).limit(limit)
+
+
+def delete_queued_files(after_id: int, last_id: int) -> Delete:
+    """Forget one id range of queued files once they are handled."""
+    q = retention_file_queue.c
+    return retention_file_queue.delete().where(q.id > after_id, q.id <= last_id)
+
+
+def count_queued_files() -> Select[Any]:
+    """How many files are waiting in the queue (left by an interrupted run)."""
+    return select(func.count()).select_from(retention_file_queue)
+
+
+def select_referenced_paths(
+    candidates: Sequence[str], surviving_at: datetime | None = None
+) -> Select[Any]:
+    """Which of these stored path strings a row still references.
+
+    With `surviving_at`, rows that a run at that cutoff would delete do not count (dry-run preview).
+    """
+    d_live: list[ColumnElement[bool]] = []
+    e_live: list[ColumnElement[bool]] = []
+    if surviving_at is not None:
+        d_live.append(not_(detection_expired(surviving_at)))
+        e_live.append(not_(older(events.c.started_at, surviving_at)))
+    return select(
+        union(
+            select(detections.c.thumbnail_path.label("path")).where(
+                detections.c.thumbnail_path.in_(candidates), *d_live
+            ),
+            select(detections.c.file_path.label("path")).where(
+                detections.c.file_path.in_(candidates), *d_live
+            ),
+            select(events.c.clip_path.label("path")).where(
+                events.c.clip_path.in_(candidates), *e_live
+            ),
+        ).subquery()
+    )
+
+
+def select_stale_file_candidates(cutoff: datetime, delete_images: bool) -> Select[Any]:
+    """Distinct paths a run at this cutoff would consider deleting, with their kind, in path order."""
+    expired = detection_expired(cutoff)
+    sources = [
+        select(detections.c.thumbnail_path.label("path"), literal("thumbnail").label("kind")).where(
+            expired, detections.c.thumbnail_path.is_not(None)
+        ),
+        select(events.c.clip_path.label("path"), literal("clip").label("kind")).where(
+            older(events.c.started_at, cutoff), events.c.clip_path.is_not(None)
+        ),
+        select(retention_file_queue.c.path, retention_file_queue.c.kind),
+    ]
+    if delete_images:
+        sources.append(
+            select(detections.c.file_path.label("path"), literal("image").label("kind")).where(
+                expired
+            )
+        )
+    every = union(*sources).subquery()
+    return (
+        select(every.c.path, func.min(every.c.kind).label("kind"))
+        .where(every.c.path != "")
+        .group_by(every.c.path)
+        .order_by(every.c.path)
+    )

@@ -1,0 +1,131 @@
+"""What a cleanup run did (or, for a dry run, would do), measured rather than estimated."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
+from typing import Any
+
+
+@dataclass
+class RowCounts:
+    """Rows deleted by one purge step, with the longest transaction it held."""
+
+    deleted: int = 0
+    children_deleted: int = 0  # alerts of deleted events
+    files_queued: int = 0
+    batches: int = 0
+    retries: int = 0
+    longest_transaction_ms: float = 0.0
+
+    def add_batch(self, deleted: int, seconds: float, children: int = 0, queued: int = 0) -> None:
+        self.deleted += deleted
+        self.children_deleted += children
+        self.files_queued += queued
+        self.batches += 1
+        self.longest_transaction_ms = max(self.longest_transaction_ms, seconds * 1000)
+
+
+@dataclass
+class FileCounts:
+    """Files removed from disk (or that a dry run would remove), by outcome."""
+
+    thumbnails_deleted: int = 0
+    images_deleted: int = 0
+    clips_deleted: int = 0
+    space_reclaimed: int = 0
+    files_missing: int = 0
+    files_refused: int = 0
+    files_failed: int = 0
+    files_kept_shared: int = 0
+    refused_examples: list[str] = field(default_factory=list)
+    failed_examples: list[str] = field(default_factory=list)
+
+    def count_deleted(self, kind: str, freed: int) -> None:
+        attribute = {"thumbnail": "thumbnails_deleted", "image": "images_deleted"}.get(
+            kind, "clips_deleted"
+        )
+        setattr(self, attribute, getattr(self, attribute) + 1)
+        self.space_reclaimed += freed
+
+    def note(self, examples: list[str], text: str, keep: int = 20) -> None:
+        # Only a handful of examples are kept so memory stays bounded on a run with millions of files.
+        if len(examples) < keep:
+            examples.append(text)
+
+
+@dataclass(frozen=True)
+class CleanupStats:
+    """The numbers one data_cleanup run reports; field names are the public contract."""
+
+    dry_run: bool
+    cutoff: datetime
+    log_cutoff: datetime
+    events_deleted: int
+    alerts_deleted: int
+    detections_deleted: int
+    gpu_stats_deleted: int
+    logs_deleted: int
+    thumbnails_deleted: int
+    images_deleted: int
+    clips_deleted: int
+    space_reclaimed: int
+    files_missing: int
+    files_refused: int
+    files_failed: int
+    files_kept_shared: int
+    db_retries: int
+    longest_transaction_ms: float
+    duration_seconds: float
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """Every reported field, in report order."""
+        return [f.name for f in fields(cls)]
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values: datetimes as ISO 8601 UTC strings."""
+        out = asdict(self)
+        out["cutoff"] = self.cutoff.isoformat()
+        out["log_cutoff"] = self.log_cutoff.isoformat()
+        out["duration_seconds"] = round(self.duration_seconds, 3)
+        out["longest_transaction_ms"] = round(self.longest_transaction_ms, 1)
+        return out
+
+    @classmethod
+    def combine(
+        cls,
+        *,
+        dry_run: bool,
+        cutoff: datetime,
+        log_cutoff: datetime,
+        detections: RowCounts,
+        events: RowCounts,
+        gpu_stats: RowCounts,
+        logs: RowCounts,
+        files: FileCounts,
+        duration_seconds: float,
+    ) -> CleanupStats:
+        """Fold the per-step counts into one report."""
+        steps = (detections, events, gpu_stats, logs)
+        return cls(
+            dry_run=dry_run,
+            cutoff=cutoff,
+            log_cutoff=log_cutoff,
+            events_deleted=events.deleted,
+            alerts_deleted=events.children_deleted,
+            detections_deleted=detections.deleted,
+            gpu_stats_deleted=gpu_stats.deleted,
+            logs_deleted=logs.deleted,
+            thumbnails_deleted=files.thumbnails_deleted,
+            images_deleted=files.images_deleted,
+            clips_deleted=files.clips_deleted,
+            space_reclaimed=files.space_reclaimed,
+            files_missing=files.files_missing,
+            files_refused=files.files_refused,
+            files_failed=files.files_failed,
+            files_kept_shared=files.files_kept_shared,
+            db_retries=sum(s.retries for s in steps),
+            longest_transaction_ms=max(s.longest_transaction_ms for s in steps),
+            duration_seconds=duration_seconds,
+        )

@@ -1,0 +1,131 @@
+"""Removing the files of deleted rows: drain the durable queue after the rows' commit, or, for a dry run,
+preview exactly what that drain would do for the rows a run at the cutoff would delete.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+
+from sqlalchemy.engine import Engine
+
+from . import queries
+from .db import write_transaction
+from .files import Outcome, StorageRoots, remove_file
+from .stats import FileCounts
+
+Progress = Callable[[str], None]
+# Paths per reference check: each brings up to three aliases as bound parameters, which keeps a
+# statement well under SQLite's parameter limit.
+CHECK_CHUNK = 500
+UNLINK_THREADS = 4  # unlink releases the GIL; a few threads overlap the file system's latency
+
+
+def _no_progress(_message: str) -> None:
+    pass
+
+
+def referenced_paths(
+    engine: Engine,
+    roots: StorageRoots,
+    stored: Sequence[str],
+    surviving_at: datetime | None = None,
+) -> set[str]:
+    """The stored paths that some row still references, under any of their aliases."""
+    aliases = {path: roots.aliases(path) for path in stored}
+    # PostgreSQL text cannot hold NUL; such a name cannot be stored there, so it cannot be referenced.
+    names = sorted({a for names in aliases.values() for a in names if "\x00" not in a})
+    if not names:
+        return set()
+    with engine.connect() as conn:
+        hits = set(conn.execute(queries.select_referenced_paths(names, surviving_at)).scalars())
+    return {path for path, names in aliases.items() if hits.intersection(names)}
+
+
+def _settle(
+    counts: FileCounts,
+    roots: StorageRoots,
+    entries: Sequence[tuple[str, str]],
+    referenced: set[str],
+    dry_run: bool,
+    pool: ThreadPoolExecutor,
+) -> None:
+    """Keep referenced files, remove (or preview removing) the rest, and count every outcome."""
+    loose = [(path, kind) for path, kind in entries if path not in referenced]
+    counts.files_kept_shared += len(entries) - len(loose)
+    outcomes = pool.map(lambda entry: remove_file(roots, entry[0], dry_run), loose)
+    for (path, kind), (outcome, freed) in zip(loose, outcomes, strict=True):
+        if outcome is Outcome.DELETED:
+            counts.count_deleted(kind, freed)
+        elif outcome is Outcome.MISSING:
+            counts.files_missing += 1
+        elif outcome is Outcome.REFUSED:
+            counts.files_refused += 1
+            counts.note(counts.refused_examples, path)
+        else:
+            counts.files_failed += 1
+            counts.note(counts.failed_examples, path)
+
+
+def drain_file_queue(
+    engine: Engine, roots: StorageRoots, progress: Progress = _no_progress
+) -> FileCounts:
+    """Delete every queued file that no row references any more, then forget it, chunk by chunk.
+
+    The queue row goes only after its file is handled, so a crash here repeats the chunk next time
+    (a file already gone is then counted as missing).
+    """
+    counts = FileCounts()
+    after_id = 0
+    with ThreadPoolExecutor(UNLINK_THREADS) as pool:
+        while True:
+            with engine.connect() as conn:
+                rows = conn.execute(queries.select_queued_files(after_id, CHECK_CHUNK)).all()
+            if not rows:
+                break
+            entries = [(row.path, row.kind) for row in rows]
+            referenced = referenced_paths(engine, roots, [path for path, _ in entries])
+            _settle(counts, roots, entries, referenced, dry_run=False, pool=pool)
+            with write_transaction(engine) as conn:
+                conn.execute(queries.delete_queued_files(after_id, rows[-1].id))
+            after_id = rows[-1].id
+            progress(f"files: {_summary(counts)}")
+    return counts
+
+
+def preview_file_deletions(
+    engine: Engine,
+    roots: StorageRoots,
+    cutoff: datetime,
+    delete_images: bool,
+    progress: Progress = _no_progress,
+) -> FileCounts:
+    """What a real run at this cutoff would do to files, without touching any.
+
+    Streams the distinct candidate paths (files of rows that would expire, plus files already queued)
+    from the database in path order, so memory does not grow with their number.
+    """
+    counts = FileCounts()
+    statement = queries.select_stale_file_candidates(cutoff, delete_images)
+    with engine.connect() as conn, ThreadPoolExecutor(UNLINK_THREADS) as pool:
+        result = conn.execution_options(stream_results=True, yield_per=CHECK_CHUNK).execute(
+            statement
+        )
+        for part in result.partitions():
+            entries = [(row.path, row.kind) for row in part]
+            referenced = referenced_paths(
+                engine, roots, [path for path, _ in entries], surviving_at=cutoff
+            )
+            _settle(counts, roots, entries, referenced, dry_run=True, pool=pool)
+            progress(f"files (dry run): {_summary(counts)}")
+    return counts
+
+
+def _summary(counts: FileCounts) -> str:
+    deleted = counts.thumbnails_deleted + counts.images_deleted + counts.clips_deleted
+    return (
+        f"{deleted} deleted ({counts.space_reclaimed} bytes), {counts.files_kept_shared} kept shared,"
+        f" {counts.files_missing} missing, {counts.files_refused} refused,"
+        f" {counts.files_failed} failed"
+    )

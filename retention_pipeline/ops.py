@@ -1,0 +1,148 @@
+"""Thin ops: read config and resources, call one core function, log, attach metadata."""
+
+
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from .config import CleanupConfig
+from .core import cleanup
+from .core.plan import CleanupPlan, make_plan, parse_reference_time
+from .core.stats import CleanupStats, FileCounts, RowCounts
+from .resources import CameraSystemResource
+from .settings import SettingsError
+
+SCHEDULED_TIME_TAG = ".dagster/scheduled_execution_time"
+
+
+def _reference_time(context: dg.OpExecutionContext, config: CleanupConfig) -> datetime:
+    """The config's reference time, else the schedule tick's, else when the run was launched."""
+    if config.reference_time:
+        return parse_reference_time(config.reference_time)
+    if tick := context.run_tags.get(SCHEDULED_TIME_TAG):
+        return parse_reference_time(tick)
+    record = context.instance.get_run_record_by_id(context.run_id)
+    return record.create_timestamp.astimezone(UTC) if record else datetime.now(UTC)
+
+
+@dg.op(description="Validate the policy and fix the cutoffs once for the whole run.")
+def plan_cleanup(
+    context: dg.OpExecutionContext, config: CleanupConfig, camera_system: CameraSystemResource
+) -> CleanupPlan:
+    try:
+        plan = make_plan(
+            camera_system.settings(),
+            dry_run=config.dry_run,
+            reference_time=_reference_time(context, config),
+            retention_days=config.retention_days,
+            log_retention_days=config.log_retention_days,
+            batch_size=config.batch_size,
+            delete_images=config.delete_images,
+        )
+        cleanup.prepare_database(camera_system.engine())
+    except (SettingsError, cleanup.SchemaError) as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    context.log.info(plan.describe())
+    context.add_output_metadata(
+        {
+            "dry_run": plan.dry_run,
+            "cutoff": plan.cutoff.isoformat(),
+            "log_cutoff": plan.log_cutoff.isoformat(),
+        }
+    )
+    return plan
+
+
+def _rows_metadata(context: dg.OpExecutionContext, counts: RowCounts) -> None:
+    context.add_output_metadata(
+        {
+            "rows_deleted": counts.deleted,
+            "batches": counts.batches,
+            "retries": counts.retries,
+            "longest_transaction_ms": round(counts.longest_transaction_ms, 1),
+        }
+    )
+
+
+@dg.op(description="Delete expired detections in batches, queueing their files in the same commit.")
+def purge_detections(
+    context: dg.OpExecutionContext, plan: CleanupPlan, camera_system: CameraSystemResource
+) -> RowCounts:
+    counts = cleanup.clean_detections(camera_system.engine(), plan, context.log.info)
+    _rows_metadata(context, counts)
+    return counts
+
+
+@dg.op(description="Delete expired events, their alerts and links in batches, queueing clips.")
+def purge_events(
+    context: dg.OpExecutionContext,
+    plan: CleanupPlan,
+    detections: RowCounts,
+    camera_system: CameraSystemResource,
+) -> RowCounts:
+    # Runs after purge_detections: deleting events first would cut the links that make a young
+    # detection of an expired event expire with it.
+    counts = cleanup.clean_events(camera_system.engine(), plan, context.log.info)
+    _rows_metadata(context, counts)
+    return counts
+
+
+@dg.op(description="Delete GPU statistics older than the data cutoff in batches.")
+def purge_gpu_stats(
+    context: dg.OpExecutionContext, plan: CleanupPlan, camera_system: CameraSystemResource
+) -> RowCounts:
+    counts = cleanup.clean_gpu_stats(camera_system.engine(), plan, context.log.info)
+    _rows_metadata(context, counts)
+    return counts
+
+
+@dg.op(description="Delete log lines older than the log cutoff in batches.")
+def purge_logs(
+    context: dg.OpExecutionContext, plan: CleanupPlan, camera_system: CameraSystemResource
+) -> RowCounts:
+    counts = cleanup.clean_logs(camera_system.engine(), plan, context.log.info)
+    _rows_metadata(context, counts)
+    return counts
+
+
+@dg.op(description="Delete the queued files of deleted rows that no surviving row references.")
+def delete_expired_files(
+    context: dg.OpExecutionContext,
+    plan: CleanupPlan,
+    detections: RowCounts,
+    events: RowCounts,
+    camera_system: CameraSystemResource,
+) -> FileCounts:
+    counts = cleanup.clean_files(camera_system.engine(), plan, context.log.info)
+    for path in counts.refused_examples:
+        context.log.warning(f"refused to delete a path outside the storage roots: {path!r}")
+    for path in counts.failed_examples:
+        context.log.warning(f"could not delete {path!r} (permissions, or not a regular file)")
+    return counts
+
+
+@dg.op(description="Report the run's CleanupStats on the run page.")
+def report_cleanup(
+    context: dg.OpExecutionContext,
+    plan: CleanupPlan,
+    detections: RowCounts,
+    events: RowCounts,
+    gpu_stats: RowCounts,
+    logs: RowCounts,
+    files: FileCounts,
+) -> CleanupStats:
+    stats = CleanupStats.combine(
+        dry_run=plan.dry_run,
+        cutoff=plan.cutoff,
+        log_cutoff=plan.log_cutoff,
+        detections=detections,
+        events=events,
+        gpu_stats=gpu_stats,
+        logs=logs,
+        files=files,
+        duration_seconds=(datetime.now(UTC) - plan.planned_at).total_seconds(),
+    )
+    values = stats.as_dict()
+    context.log.info(("DRY RUN - would delete: " if plan.dry_run else "deleted: ") + str(values))
+    context.add_output_metadata(values)
+    return stats

@@ -1,0 +1,51 @@
+"""The one resource: where the camera database and the media live."""
+
+
+import dataclasses
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field, PrivateAttr
+from sqlalchemy.engine import Engine
+
+from .core.db import make_engine
+from .settings import Settings, normalise_database_url
+
+
+class CameraSystemResource(dg.ConfigurableResource):
+    """The camera system's database and media directories.
+
+    Fields left unset are read from the environment (DATABASE_URL, MEDIA_ROOT, THUMBNAIL_DIR, CLIPS_DIR,
+    IMAGES_DIR) when the run starts, so the run worker's environment decides, not the one that loaded
+    the code.
+    """
+
+    database_url: str | None = Field(default=None, description="Overrides DATABASE_URL.")
+    media_root: str | None = Field(default=None, description="Overrides MEDIA_ROOT.")
+    thumbnail_dir: str | None = Field(default=None, description="Overrides THUMBNAIL_DIR.")
+    clips_dir: str | None = Field(default=None, description="Overrides CLIPS_DIR.")
+    images_dir: str | None = Field(default=None, description="Overrides IMAGES_DIR.")
+
+    _engine: Engine | None = PrivateAttr(default=None)
+
+    def settings(self) -> Settings:
+        """The environment's settings with this resource's fields applied; raises SettingsError."""
+        base = Settings.from_env()
+        overrides: dict[str, object] = {}
+        if self.database_url:
+            overrides["database_url"] = normalise_database_url(self.database_url)
+        for name in ("media_root", "thumbnail_dir", "clips_dir", "images_dir"):
+            if (value := getattr(self, name)) is not None:
+                overrides[name] = Path(value)
+        return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
+
+    def engine(self) -> Engine:
+        """One engine per run, disposed when the run's resources are torn down."""
+        if self._engine is None:
+            self._engine = make_engine(self.settings().database_url)
+        return self._engine
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None

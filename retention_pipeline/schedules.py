@@ -1,0 +1,50 @@
+"""The daily schedule: a complete, real-run config whose cutoffs come from the tick's time."""
+
+
+from datetime import UTC, datetime
+from typing import Any
+
+import dagster as dg
+
+from .jobs import data_cleanup
+from .settings import Settings
+
+
+def scheduled_run_config(settings: Settings, tick: datetime) -> dict[str, Any]:
+    """Every field spelled out: a run config replaces the job's defaults instead of merging them."""
+    return {
+        "ops": {
+            "plan_cleanup": {
+                "config": {
+                    "dry_run": False,
+                    "retention_days": settings.retention_days,
+                    "log_retention_days": settings.log_retention_days,
+                    "delete_images": settings.delete_images,
+                    "batch_size": settings.batch_size,
+                    "reference_time": tick.astimezone(UTC).isoformat(),
+                }
+            }
+        }
+    }
+
+
+def build_daily_schedule(settings: Settings) -> dg.ScheduleDefinition:
+    """daily_data_cleanup at CLEANUP_TIME in CLEANUP_TIMEZONE, on by default."""
+
+    @dg.schedule(
+        name="daily_data_cleanup",
+        job=data_cleanup,
+        cron_schedule=settings.cleanup_cron,
+        execution_timezone=settings.cleanup_timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Runs data_cleanup for real (dry_run: false) every day at CLEANUP_TIME.",
+    )
+    def daily_data_cleanup(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        tick = context.scheduled_execution_time or datetime.now(UTC)
+        # The policy is read again at each tick, so a changed RETENTION_DAYS applies without reload.
+        return dg.RunRequest(
+            run_config=scheduled_run_config(Settings.from_env(), tick),
+            tags={"retention_pipeline/reference_time": tick.astimezone(UTC).isoformat()},
+        )
+
+    return daily_data_cleanup

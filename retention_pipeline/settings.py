@@ -1,0 +1,171 @@
+"""Typed settings read from the environment once, validated with messages a person can act on.
+
+This module never imports Dagster: the CLI, the resources and the tests all build settings the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import time
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+DEFAULT_DATABASE_URL = "sqlite:///data/retention.db"
+MAX_DAYS = 36_500  # a century; larger values overflow date arithmetic and are surely typos
+MAX_BATCH_SIZE = 100_000  # larger batches make one transaction hold locks for too long
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_HHMM = re.compile(r"^(?P<h>\d{2}):(?P<m>\d{2})$")
+
+
+class SettingsError(ValueError):
+    """One or more settings are invalid; the message lists every problem."""
+
+
+def parse_days(name: str, raw: object, minimum: int = 1) -> int:
+    """A whole number of days within [minimum, MAX_DAYS]."""
+    value = _parse_int(name, raw)
+    if not minimum <= value <= MAX_DAYS:
+        raise ValueError(f"{name} must be an integer between {minimum} and {MAX_DAYS}, got {raw!r}")
+    return value
+
+
+def parse_batch_size(name: str, raw: object) -> int:
+    """Rows per transaction, between 1 and MAX_BATCH_SIZE."""
+    value = _parse_int(name, raw)
+    if not 1 <= value <= MAX_BATCH_SIZE:
+        raise ValueError(f"{name} must be an integer between 1 and {MAX_BATCH_SIZE}, got {raw!r}")
+    return value
+
+
+def parse_bool(name: str, raw: object) -> bool:
+    """true/false, yes/no, on/off or 1/0, case-insensitive."""
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"{name} must be true or false, got {raw!r}")
+
+
+def parse_clock_time(name: str, raw: str) -> time:
+    """A 24-hour HH:MM time of day."""
+    match = _HHMM.match(raw.strip())
+    if match is None or int(match["h"]) > 23 or int(match["m"]) > 59:
+        raise ValueError(f"{name} must be a 24-hour time HH:MM such as 03:00, got {raw!r}")
+    return time(int(match["h"]), int(match["m"]))
+
+
+def parse_timezone(name: str, raw: str) -> str:
+    """An IANA time zone name such as UTC or Europe/Berlin."""
+    try:
+        ZoneInfo(raw.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"{name} must be an IANA time zone name such as UTC or Europe/Berlin, got {raw!r}"
+        ) from None
+    return raw.strip()
+
+
+def _parse_int(name: str, raw: object) -> int:
+    if isinstance(raw, bool):
+        raise ValueError(f"{name} must be an integer, got {raw!r}")
+    if isinstance(raw, int):
+        return raw
+    try:
+        return int(str(raw).strip())
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def normalise_database_url(url: str) -> str:
+    """Map plain postgresql:// to the psycopg2 driver the product ships with."""
+    url = url.strip()
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the pipeline reads from the environment, validated."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    retention_days: int = 30
+    log_retention_days: int = 7
+    cleanup_time: time = time(3, 0)
+    cleanup_timezone: str = "UTC"
+    batch_size: int = 1000
+    delete_images: bool = False
+    media_root: Path = Path(".")
+    thumbnail_dir: Path = Path("data/thumbnails")
+    clips_dir: Path = Path("data/clips")
+    images_dir: Path = Path("data/images")
+
+    @property
+    def storage_roots(self) -> tuple[Path, Path, Path]:
+        """The three media roots, absolute; relative ones are taken relative to MEDIA_ROOT."""
+        root = self.media_root.absolute()
+        return tuple(root / d for d in (self.thumbnail_dir, self.clips_dir, self.images_dir))  # type: ignore[return-value]
+
+    @property
+    def cleanup_cron(self) -> str:
+        """The daily cron expression for CLEANUP_TIME."""
+        return f"{self.cleanup_time.minute} {self.cleanup_time.hour} * * *"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate the environment; raise SettingsError listing every bad variable."""
+        env = os.environ if environ is None else environ
+        errors: list[str] = []
+        values: dict[str, object] = {}
+
+        def take(field: str, var: str, parse: object) -> None:
+            raw = env.get(var)
+            if raw is None or raw.strip() == "":
+                return
+            try:
+                values[field] = parse(var, raw)  # type: ignore[operator]
+            except ValueError as exc:
+                errors.append(str(exc))
+
+        take("retention_days", "RETENTION_DAYS", parse_days)
+        take("log_retention_days", "LOG_RETENTION_DAYS", parse_days)
+        take("cleanup_time", "CLEANUP_TIME", parse_clock_time)
+        take("cleanup_timezone", "CLEANUP_TIMEZONE", parse_timezone)
+        take("batch_size", "CLEANUP_BATCH_SIZE", parse_batch_size)
+        take("delete_images", "DELETE_IMAGES", parse_bool)
+        for field, var in (
+            ("media_root", "MEDIA_ROOT"),
+            ("thumbnail_dir", "THUMBNAIL_DIR"),
+            ("clips_dir", "CLIPS_DIR"),
+            ("images_dir", "IMAGES_DIR"),
+        ):
+            take(field, var, _parse_path)
+        take("database_url", "DATABASE_URL", _parse_database_url)
+        if errors:
+            raise SettingsError("Invalid configuration: " + "; ".join(errors))
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _parse_path(name: str, raw: str) -> Path:
+    if "\x00" in raw:
+        raise ValueError(f"{name} must be a directory path, got one with a NUL byte")
+    return Path(raw.strip())
+
+
+def _parse_database_url(name: str, raw: str) -> str:
+    url = normalise_database_url(raw)
+    if not url.startswith(("sqlite:", "postgresql+")):
+        raise ValueError(
+            f"{name} must be a sqlite:/// or postgresql:// URL, got {raw.split('@')[-1]!r}"
+        )
+    return url
