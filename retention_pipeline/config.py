@@ -1,6 +1,5 @@
 """The Launchpad config of data_cleanup, on its first op `plan_cleanup`."""
 
-
 import dagster as dg
 from pydantic import Field
 
@@ -16,15 +15,11 @@ class CleanupConfig(dg.Config):
     retention_days: int | None = Field(
         default=None, description="Keep events, detections and GPU stats this many days (>= 1)."
     )
-    log_retention_days: int | None = Field(
-        default=None, description="Keep log lines this many days (>= 1)."
-    )
+    log_retention_days: int | None = Field(default=None, description="Keep log lines this many days (>= 1).")
     delete_images: bool | None = Field(
         default=None, description="Also delete original images of deleted detections."
     )
-    batch_size: int | None = Field(
-        default=None, description="Rows per delete transaction (1 to 100000)."
-    )
+    batch_size: int | None = Field(default=None, description="Rows per delete transaction (1 to 100000).")
     reference_time: str | None = Field(
         default=None,
         description=(

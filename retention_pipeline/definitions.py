@@ -1,6 +1,5 @@
 """The one Definitions of the retention_pipeline code location."""
 
-
 import dagster as dg
 
 from .jobs import data_cleanup

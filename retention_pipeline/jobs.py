@@ -1,6 +1,5 @@
 """The data_cleanup job: plan, purge rows in dependency order, delete their files, report."""
 
-
 import dagster as dg
 
 from .ops import (

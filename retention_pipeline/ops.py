@@ -1,6 +1,5 @@
 """Thin ops: read config and resources, call one core function, log, attach metadata."""
 
-
 from datetime import UTC, datetime
 
 import dagster as dg

@@ -1,6 +1,5 @@
 """The one resource: where the camera database and the media live."""
 
-
 import dataclasses
 from pathlib import Path
 

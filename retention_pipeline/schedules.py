@@ -1,6 +1,5 @@
 """The daily schedule: a complete, real-run config whose cutoffs come from the tick's time."""
 
-
 from datetime import UTC, datetime
 from typing import Any
 

@@ -165,7 +165,5 @@ def _parse_path(name: str, raw: str) -> Path:
 def _parse_database_url(name: str, raw: str) -> str:
     url = normalise_database_url(raw)
     if not url.startswith(("sqlite:", "postgresql+")):
-        raise ValueError(
-            f"{name} must be a sqlite:/// or postgresql:// URL, got {raw.split('@')[-1]!r}"
-        )
+        raise ValueError(f"{name} must be a sqlite:/// or postgresql:// URL, got {raw.split('@')[-1]!r}")
     return url

@@ -1,0 +1,1 @@
+"""Plain-Python retention logic; nothing here imports Dagster."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import Table, inspect
 from sqlalchemy.engine import Engine
@@ -12,7 +12,7 @@ from . import purge, queries
 from .files import StorageRoots
 from .plan import CleanupPlan
 from .schema import ensure_bookkeeping, gpu_stats, logs
-from .stats import FileCounts, RowCounts
+from .stats import CleanupStats, FileCounts, RowCounts
 from .sweep import drain_file_queue, preview_file_deletions
 
 Progress = Callable[[str], None]
@@ -57,9 +57,7 @@ def clean_detections(engine: Engine, plan: CleanupPlan, progress: Progress) -> R
     """Delete (or count) expired detections, queueing their files."""
     if plan.dry_run:
         return RowCounts(deleted=purge.count_rows(engine, queries.count_expired_detections(plan.cutoff)))
-    return purge.purge_detections(
-        engine, plan.cutoff, plan.batch_size, plan.delete_images, progress
-    )
+    return purge.purge_detections(engine, plan.cutoff, plan.batch_size, plan.delete_images, progress)
 
 
 def clean_events(engine: Engine, plan: CleanupPlan, progress: Progress) -> RowCounts:
@@ -67,9 +65,7 @@ def clean_events(engine: Engine, plan: CleanupPlan, progress: Progress) -> RowCo
     if plan.dry_run:
         return RowCounts(
             deleted=purge.count_rows(engine, queries.count_expired_events(plan.cutoff)),
-            children_deleted=purge.count_rows(
-                engine, queries.count_alerts_of_expired_events(plan.cutoff)
-            ),
+            children_deleted=purge.count_rows(engine, queries.count_alerts_of_expired_events(plan.cutoff)),
         )
     return purge.purge_events(engine, plan.cutoff, plan.batch_size, progress)
 
@@ -93,9 +89,7 @@ def _clean_table(
     progress: Progress,
 ) -> RowCounts:
     if plan.dry_run:
-        return RowCounts(
-            deleted=purge.count_rows(engine, queries.count_expired_rows(table, column, cutoff))
-        )
+        return RowCounts(deleted=purge.count_rows(engine, queries.count_expired_rows(table, column, cutoff)))
     return purge.purge_rows(engine, table, column, cutoff, plan.batch_size, progress)
 
 
@@ -106,3 +100,21 @@ def clean_files(engine: Engine, plan: CleanupPlan, progress: Progress) -> FileCo
         return preview_file_deletions(engine, roots, plan.cutoff, plan.delete_images, progress)
     return drain_file_queue(engine, roots, progress)
 
+
+def run_cleanup(engine: Engine, plan: CleanupPlan, progress: Progress | None = None) -> CleanupStats:
+    """The whole data_cleanup in the job's order, without Dagster (tests, benchmark)."""
+    progress = progress or (lambda _message: None)
+    detections = clean_detections(engine, plan, progress)
+    events = clean_events(engine, plan, progress)
+    files = clean_files(engine, plan, progress)
+    return CleanupStats.combine(
+        dry_run=plan.dry_run,
+        cutoff=plan.cutoff,
+        log_cutoff=plan.log_cutoff,
+        detections=detections,
+        events=events,
+        gpu_stats=clean_gpu_stats(engine, plan, progress),
+        logs=clean_logs(engine, plan, progress),
+        files=files,
+        duration_seconds=(datetime.now(UTC) - plan.planned_at).total_seconds(),
+    )

@@ -61,7 +61,10 @@ def build_demo(base: Path, now: datetime | None = None) -> DemoSummary:
     camera_metadata.create_all(engine)
     ensure_bookkeeping(engine)
 
-    event_rows, detection_rows, link_rows, alert_rows = [], [], [], []
+    event_rows: list[dict[str, object]] = []
+    detection_rows: list[dict[str, object]] = []
+    link_rows: list[dict[str, object]] = []
+    alert_rows: list[dict[str, object]] = []
     files = 0
     for day in range(DEMO_DAYS):
         for number, (camera, _name) in enumerate(CAMERAS):
@@ -102,9 +105,7 @@ def build_demo(base: Path, now: datetime | None = None) -> DemoSummary:
                         "media_type": "image",
                     }
                 )
-                link_rows.append(
-                    {"event_id": event_id, "detection_id": detection_id, "created_at": started}
-                )
+                link_rows.append({"event_id": event_id, "detection_id": detection_id, "created_at": started})
             if event_rows[-1]["risk_score"] >= 70:  # type: ignore[operator]
                 alert_rows.append({"event_id": event_id, "created_at": started, "message": "High risk"})
 

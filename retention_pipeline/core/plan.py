@@ -40,9 +40,7 @@ def parse_reference_time(raw: str) -> datetime:
     try:
         value = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise SettingsError(
-            f"reference_time must be an ISO 8601 time with an offset, got {raw!r}"
-        ) from None
+        raise SettingsError(f"reference_time must be an ISO 8601 time with an offset, got {raw!r}") from None
     if value.tzinfo is None:
         raise SettingsError(f"reference_time must include a UTC offset such as +00:00, got {raw!r}")
     return value.astimezone(UTC)
@@ -73,9 +71,7 @@ def make_plan(
             return default
 
     days = pick("retention_days", retention_days, settings.retention_days, parse_days)
-    log_days = pick(
-        "log_retention_days", log_retention_days, settings.log_retention_days, parse_days
-    )
+    log_days = pick("log_retention_days", log_retention_days, settings.log_retention_days, parse_days)
     size = pick("batch_size", batch_size, settings.batch_size, parse_batch_size)
     images = pick("delete_images", delete_images, settings.delete_images, parse_bool)
     if errors:

@@ -165,9 +165,7 @@ def purge_events(
     engine: Engine, cutoff: datetime, batch_size: int, progress: Progress = _no_progress
 ) -> RowCounts:
     """Delete every expired event with its alerts and links, batch by batch, queueing its clip."""
-    return _loop(
-        "events", lambda after: delete_event_batch(engine, cutoff, after, batch_size), progress
-    )
+    return _loop("events", lambda after: delete_event_batch(engine, cutoff, after, batch_size), progress)
 
 
 def purge_rows(

@@ -25,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.dml import ReturningDelete
 from sqlalchemy.sql.functions import FunctionElement
 
 from .schema import (
@@ -37,7 +38,7 @@ from .schema import (
 )
 
 
-class older_than(FunctionElement[bool]):  # noqa: N801 - reads like the SQL function it stands for
+class older_than(FunctionElement[bool]):  # lower case: it reads like the SQL function it stands for
     """`column < cutoff`, compared as instants on every engine."""
 
     type = Boolean()
@@ -63,7 +64,7 @@ def _older_than_sqlite(element: older_than, compiler: SQLCompiler, **kw: Any) ->
 
 def older(column: Any, cutoff: datetime) -> ColumnElement[bool]:
     """True where the timestamp column is strictly before the cutoff."""
-    return older_than(column, literal(cutoff, UTCDateTime()))  # type: ignore[return-value]
+    return older_than(column, literal(cutoff, UTCDateTime()))
 
 
 def detection_expired(cutoff: datetime) -> ColumnElement[bool]:
@@ -93,13 +94,11 @@ def select_expired_detection_ids(cutoff: datetime, after_id: int, limit: int) ->
     )
 
 
-def delete_expired_detections(cutoff: datetime, after_id: int, last_id: int) -> Delete:
+def delete_expired_detections(cutoff: datetime, after_id: int, last_id: int) -> ReturningDelete[Any]:
     """Delete the batch's detections that are still expired, returning their file paths."""
     return (
         detections.delete()
-        .where(
-            detections.c.id > after_id, detections.c.id <= last_id, detection_expired(cutoff)
-        )
+        .where(detections.c.id > after_id, detections.c.id <= last_id, detection_expired(cutoff))
         .returning(detections.c.id, detections.c.thumbnail_path, detections.c.file_path)
     )
 
@@ -135,12 +134,10 @@ def delete_alerts_of_expired_events(cutoff: datetime, after_id: int, last_id: in
 def delete_links_of_expired_events(cutoff: datetime, after_id: int, last_id: int) -> Delete:
     """Delete the event_detections rows of the batch's expired events."""
     batch = _expired_events_in_range(cutoff, after_id, last_id)
-    return event_detections.delete().where(
-        event_detections.c.event_id.in_(batch.scalar_subquery())
-    )
+    return event_detections.delete().where(event_detections.c.event_id.in_(batch.scalar_subquery()))
 
 
-def delete_expired_events(cutoff: datetime, after_id: int, last_id: int) -> Delete:
+def delete_expired_events(cutoff: datetime, after_id: int, last_id: int) -> ReturningDelete[Any]:
     """Delete the batch's expired events, returning their clip paths."""
     return (
         events.delete()
@@ -157,11 +154,7 @@ def count_expired_events(cutoff: datetime) -> Select[Any]:
 def count_alerts_of_expired_events(cutoff: datetime) -> Select[Any]:
     """How many alerts go with the expired events."""
     expired = select(events.c.id).where(older(events.c.started_at, cutoff))
-    return (
-        select(func.count())
-        .select_from(alerts)
-        .where(alerts.c.event_id.in_(expired.scalar_subquery()))
-    )
+    return select(func.count()).select_from(alerts).where(alerts.c.event_id.in_(expired.scalar_subquery()))
 
 
 def select_last_id_of_expired_batch(
@@ -178,13 +171,9 @@ def select_last_id_of_expired_batch(
     return select(func.max(batch.c.id))
 
 
-def delete_expired_rows(
-    table: Table, column: str, cutoff: datetime, after_id: int, last_id: int
-) -> Delete:
+def delete_expired_rows(table: Table, column: str, cutoff: datetime, after_id: int, last_id: int) -> Delete:
     """Delete one id range of expired rows from a table without children."""
-    return table.delete().where(
-        table.c.id > after_id, table.c.id <= last_id, older(table.c[column], cutoff)
-    )
+    return table.delete().where(table.c.id > after_id, table.c.id <= last_id, older(table.c[column], cutoff))
 
 
 def count_expired_rows(table: Table, column: str, cutoff: datetime) -> Select[Any]:
@@ -195,11 +184,7 @@ def count_expired_rows(table: Table, column: str, cutoff: datetime) -> Select[An
 def insert_queued_files(dialect_name: str, rows: Sequence[dict[str, Any]]) -> Insert:
     """Queue file paths for deletion, ignoring paths already queued."""
     insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
-    return (
-        insert(retention_file_queue)
-        .values(list(rows))
-        .on_conflict_do_nothing(index_elements=["path"])
-    )
+    return insert(retention_file_queue).values(list(rows)).on_conflict_do_nothing(index_elements=["path"])
 
 
 def select_queued_files(after_id: int, limit: int) -> Select[Any]:
@@ -219,9 +204,7 @@ def count_queued_files() -> Select[Any]:
     return select(func.count()).select_from(retention_file_queue)
 
 
-def select_referenced_paths(
-    candidates: Sequence[str], surviving_at: datetime | None = None
-) -> Select[Any]:
+def select_referenced_paths(candidates: Sequence[str], surviving_at: datetime | None = None) -> Select[Any]:
     """Which of these stored path strings a row still references.
 
     With `surviving_at`, rows that a run at that cutoff would delete do not count (dry-run preview).
@@ -239,9 +222,7 @@ def select_referenced_paths(
             select(detections.c.file_path.label("path")).where(
                 detections.c.file_path.in_(candidates), *d_live
             ),
-            select(events.c.clip_path.label("path")).where(
-                events.c.clip_path.in_(candidates), *e_live
-            ),
+            select(events.c.clip_path.label("path")).where(events.c.clip_path.in_(candidates), *e_live),
         ).subquery()
     )
 
@@ -260,9 +241,7 @@ def select_stale_file_candidates(cutoff: datetime, delete_images: bool) -> Selec
     ]
     if delete_images:
         sources.append(
-            select(detections.c.file_path.label("path"), literal("image").label("kind")).where(
-                expired
-            )
+            select(detections.c.file_path.label("path"), literal("image").label("kind")).where(expired)
         )
     every = union(*sources).subquery()
     return (

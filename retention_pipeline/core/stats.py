@@ -42,9 +42,7 @@ class FileCounts:
     failed_examples: list[str] = field(default_factory=list)
 
     def count_deleted(self, kind: str, freed: int) -> None:
-        attribute = {"thumbnail": "thumbnails_deleted", "image": "images_deleted"}.get(
-            kind, "clips_deleted"
-        )
+        attribute = {"thumbnail": "thumbnails_deleted", "image": "images_deleted"}.get(kind, "clips_deleted")
         setattr(self, attribute, getattr(self, attribute) + 1)
         self.space_reclaimed += freed
 

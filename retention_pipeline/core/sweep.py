@@ -68,9 +68,7 @@ def _settle(
             counts.note(counts.failed_examples, path)
 
 
-def drain_file_queue(
-    engine: Engine, roots: StorageRoots, progress: Progress = _no_progress
-) -> FileCounts:
+def drain_file_queue(engine: Engine, roots: StorageRoots, progress: Progress = _no_progress) -> FileCounts:
     """Delete every queued file that no row references any more, then forget it, chunk by chunk.
 
     The queue row goes only after its file is handled, so a crash here repeats the chunk next time
@@ -109,14 +107,10 @@ def preview_file_deletions(
     counts = FileCounts()
     statement = queries.select_stale_file_candidates(cutoff, delete_images)
     with engine.connect() as conn, ThreadPoolExecutor(UNLINK_THREADS) as pool:
-        result = conn.execution_options(stream_results=True, yield_per=CHECK_CHUNK).execute(
-            statement
-        )
+        result = conn.execution_options(stream_results=True, yield_per=CHECK_CHUNK).execute(statement)
         for part in result.partitions():
             entries = [(row.path, row.kind) for row in part]
-            referenced = referenced_paths(
-                engine, roots, [path for path, _ in entries], surviving_at=cutoff
-            )
+            referenced = referenced_paths(engine, roots, [path for path, _ in entries], surviving_at=cutoff)
             _settle(counts, roots, entries, referenced, dry_run=True, pool=pool)
             progress(f"files (dry run): {_summary(counts)}")
     return counts

@@ -1,0 +1,137 @@
+"""`retention-pipeline`: build the demo, run data_cleanup against the Dagster instance, show its history."""
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+EXIT_FAILED = 1
+EXIT_BAD_CONFIG = 2
+EXIT_BUSY = 3
+
+
+def _say(message: str) -> None:
+    # stdout is reserved for results (one JSON document with --json); everything else goes to stderr.
+    print(message, file=sys.stderr)
+
+
+def _positive(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {raw!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {raw!r}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="retention-pipeline", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="(re)create the demo database and media under data/")
+    demo.add_argument("--dir", type=Path, default=Path("."), help="where data/ goes (default: .)")
+    run = commands.add_parser("run", help="run data_cleanup now and print its statistics")
+    run.add_argument("--dry-run", action="store_true", help="preview only; change nothing")
+    run.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    status = commands.add_parser("status", help="show the latest data_cleanup runs")
+    status.add_argument("--json", action="store_true", help="print a JSON list, newest first")
+    status.add_argument("--limit", type=_positive, default=10, help="how many runs (default 10)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "demo":
+        return _demo(args.dir)
+    # Dagster is imported only here so `demo` and `--help` stay fast.
+    from .settings import Settings, SettingsError
+
+    try:
+        Settings.from_env()
+    except SettingsError as exc:
+        _say(str(exc))
+        return EXIT_BAD_CONFIG
+    if args.command == "run":
+        return _run(dry_run=args.dry_run, as_json=args.json)
+    return _status(limit=args.limit, as_json=args.json)
+
+
+def _demo(base: Path) -> int:
+    from .core.demo import build_demo, demo_environment
+
+    summary = build_demo(base.absolute())
+    print(
+        f"demo: {summary.events} events, {summary.detections} detections and {summary.files} files"
+        f" in {summary.database_url}"
+    )
+    print("point the pipeline at it with:")
+    for name, value in demo_environment(base.absolute()).items():
+        print(f"  export {name}={value}")
+    return 0
+
+
+def _open_instance() -> Any:
+    import dagster as dg
+
+    from .history import local_instance_home
+
+    local_instance_home(_say)
+    return dg.DagsterInstance.get()
+
+
+def _run(dry_run: bool, as_json: bool) -> int:
+    from .definitions import defs
+    from .history import blocking_runs, this_process_tags
+
+    with _open_instance() as instance:
+        if busy := blocking_runs(instance):
+            _say(
+                f"another retention run is in progress ({busy[0].run_id}, {busy[0].status.value});"
+                " not starting a second one. Try again when it has finished."
+            )
+            return EXIT_BUSY
+        result = defs.get_job_def("data_cleanup").execute_in_process(
+            run_config={"ops": {"plan_cleanup": {"config": {"dry_run": dry_run}}}},
+            instance=instance,
+            tags={**this_process_tags(), "retention_pipeline/trigger": "cli"},
+            raise_on_error=False,
+        )
+    if not result.success:
+        for event in result.all_events:
+            if event.is_step_failure and event.step_failure_data.error is not None:
+                error = event.step_failure_data.error
+                _say(f"{event.step_key} failed: {error.message.strip()}")
+        _say(f"run {result.run_id} failed")
+        return EXIT_FAILED
+    stats = result.output_for_node("report_cleanup").as_dict()
+    if as_json:
+        print(json.dumps(stats))
+    else:
+        title = "DRY RUN - nothing was deleted" if dry_run else "data_cleanup"
+        print(f"{title} (run {result.run_id})")
+        print(pd.Series(stats).to_string())
+    return 0
+
+
+def _status(limit: int, as_json: bool) -> int:
+    from .history import recent_cleanup_runs
+
+    with _open_instance() as instance:
+        rows = recent_cleanup_runs(instance, limit)
+    if as_json:
+        print(json.dumps(rows))
+    elif not rows:
+        print("no data_cleanup runs yet")
+    else:
+        frame = pd.DataFrame(rows).set_index("run_id").T
+        frame.columns = [run_id[:8] for run_id in frame.columns]
+        print(frame.to_string())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,109 @@
+"""Reading data_cleanup runs and their CleanupStats back from the Dagster instance."""
+
+import os
+import socket
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from .core.stats import CleanupStats
+from .jobs import EXCLUSIVE_TAGS
+
+JOB_NAME = "data_cleanup"
+REPORT_STEP = "report_cleanup"
+PLAN_STEP = "plan_cleanup"
+PID_TAG = "retention_pipeline/pid"
+HOST_TAG = "retention_pipeline/host"
+_ACTIVE = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+
+def local_instance_home(announce: Any) -> Path:
+    """DAGSTER_HOME, or a local instance directory under the working directory when it is unset."""
+    if home := os.environ.get("DAGSTER_HOME"):
+        return Path(home)
+    home_path = Path.cwd() / ".dagster_home"
+    home_path.mkdir(exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(home_path)
+    announce(f"DAGSTER_HOME is not set; using the local Dagster instance in {home_path}")
+    return home_path
+
+
+def this_process_tags() -> dict[str, str]:
+    """Tags that let a later command tell whether the process running a run is still alive."""
+    return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+
+
+def _process_alive(run: dg.DagsterRun) -> bool | None:
+    """True/False for a run started by this CLI on this host, None when it cannot tell."""
+    pid, host = run.tags.get(PID_TAG), run.tags.get(HOST_TAG)
+    if pid is None or host != socket.gethostname():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def blocking_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
+    """Retention runs still in progress; runs whose CLI process died are marked failed instead.
+
+    A killed `retention-pipeline run` leaves its run STARTED forever (run monitoring only watches runs
+    the daemon launched), so it must not become a stale lock.
+    """
+    records = instance.get_run_records(dg.RunsFilter(tags=EXCLUSIVE_TAGS, statuses=_ACTIVE))
+    blocking = []
+    for record in records:
+        run = record.dagster_run
+        if _process_alive(run) is False:
+            instance.report_run_failed(run, "The process running this run is gone (killed).")
+        else:
+            blocking.append(run)
+    return blocking
+
+
+def _metadata(instance: dg.DagsterInstance, run_id: str, step: str) -> dict[str, Any]:
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_OUTPUT).records
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        if event is not None and event.step_key == step:
+            return {k: v.value for k, v in event.step_output_data.metadata.items()}
+    return {}
+
+
+def recent_cleanup_runs(instance: dg.DagsterInstance, limit: int) -> list[dict[str, Any]]:
+    """The latest data_cleanup runs, newest first, with every CleanupStats field (None if unknown)."""
+    rows = []
+    for record in instance.get_run_records(dg.RunsFilter(job_name=JOB_NAME), limit=limit):
+        run = record.dagster_run
+        plan = _metadata(instance, run.run_id, PLAN_STEP)
+        stats = _metadata(instance, run.run_id, REPORT_STEP)
+        config = run.run_config.get("ops", {}).get(PLAN_STEP, {}).get("config", {})
+        row: dict[str, Any] = {
+            "run_id": run.run_id,
+            "status": run.status.value,
+            "start": _iso(record.start_time),
+            "end": _iso(record.end_time),
+        }
+        for name in CleanupStats.field_names():
+            row[name] = stats.get(name, plan.get(name))
+        if row["dry_run"] is None:
+            row["dry_run"] = config.get("dry_run", True)
+        rows.append(row)
+    return rows
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat()

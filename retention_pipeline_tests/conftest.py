@@ -1,0 +1,80 @@
+"""Engine fixtures: every database test runs on SQLite and on PostgreSQL."""
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import OperationalError
+
+from retention_pipeline.core.db import make_engine
+from retention_pipeline.core.schema import bookkeeping_metadata, camera_metadata
+
+from .factories import CameraWorld
+
+ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+# CI sets this so a PostgreSQL that is down fails the suite instead of skipping half of it.
+REQUIRE_POSTGRES = os.environ.get("RETENTION_REQUIRE_POSTGRES") == "1"
+NOW = datetime(2026, 6, 15, 3, 0, tzinfo=UTC)
+
+
+def _postgres_problem() -> str | None:
+    try:
+        engine = create_engine(ADMIN_URL)
+        with engine.connect():
+            pass
+        engine.dispose()
+    except OperationalError as exc:
+        return f"PostgreSQL at {make_url(ADMIN_URL).render_as_string()} is not reachable: {exc}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session; its URL."""
+    problem = _postgres_problem()
+    if problem:
+        if REQUIRE_POSTGRES:
+            pytest.fail(problem + " (RETENTION_REQUIRE_POSTGRES=1)")
+        pytest.skip(problem + "; start it or set TEST_POSTGRES_URL")
+    name = f"retention_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty camera database (all tables created) on each engine."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'camera.db'}"
+    else:
+        url = request.getfixturevalue("postgres_database")
+    engine = make_engine(url)
+    bookkeeping_metadata.drop_all(engine)
+    camera_metadata.drop_all(engine)
+    camera_metadata.create_all(engine)
+    engine.dispose()
+    yield url
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """The pipeline's engine on the test database."""
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def world(engine: Engine, tmp_path: Path) -> CameraWorld:
+    """A camera database plus a media tree with the three storage roots under tmp_path/media."""
+    return CameraWorld(engine, tmp_path / "media", now=NOW)

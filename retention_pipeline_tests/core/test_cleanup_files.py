@@ -1,0 +1,210 @@
+"""Which files a cleanup deletes, and the numbers it reports about them, on SQLite and PostgreSQL."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from retention_pipeline.core import files as files_module
+from retention_pipeline.core.cleanup import clean_detections, prepare_database
+from retention_pipeline.core.schema import detections, events, retention_file_queue
+from retention_pipeline_tests.factories import CLIPS, IMAGES, THUMBS, CameraWorld, comparable
+
+
+def test_thumbnails_of_deleted_detections_go_and_images_stay_by_default(world: CameraWorld):
+    world.detection(world.old(), image=world.file(f"{IMAGES}/a.jpg", 200), thumbnail=world.file(f"{THUMBS}/a.jpg", 50))
+    world.detection(world.recent(), image=world.file(f"{IMAGES}/b.jpg"), thumbnail=world.file(f"{THUMBS}/b.jpg"))
+
+    stats = world.run()
+
+    assert not world.exists(f"{THUMBS}/a.jpg")
+    assert world.exists(f"{IMAGES}/a.jpg")
+    assert world.exists(f"{THUMBS}/b.jpg") and world.exists(f"{IMAGES}/b.jpg")
+    assert (stats.thumbnails_deleted, stats.images_deleted) == (1, 0)
+    assert stats.space_reclaimed == 50
+
+
+def test_images_go_too_when_delete_images_is_on(world: CameraWorld):
+    world.detection(world.old(), image=world.file(f"{IMAGES}/a.jpg", 200), thumbnail=world.file(f"{THUMBS}/a.jpg", 50))
+
+    stats = world.run(delete_images=True)
+
+    assert not world.exists(f"{IMAGES}/a.jpg") and not world.exists(f"{THUMBS}/a.jpg")
+    assert (stats.thumbnails_deleted, stats.images_deleted) == (1, 1)
+    assert stats.space_reclaimed == 250
+
+
+def test_shared_image_survives_while_a_recent_detection_uses_it(world: CameraWorld):
+    shared = world.file(f"{IMAGES}/shared.jpg", 200)
+    world.detection(world.old(), image=shared)
+    world.detection(world.old(2), image=shared)
+    world.detection(world.recent(), image=shared)
+
+    stats = world.run(delete_images=True)
+
+    assert world.exists(shared)
+    assert stats.images_deleted == 0
+    assert stats.files_kept_shared == 1
+    assert stats.thumbnails_deleted == 2
+
+
+def test_image_shared_only_by_expired_detections_is_deleted_once(world: CameraWorld):
+    shared = world.file(f"{IMAGES}/video.mp4", 1000)
+    for day in range(1, 6):
+        world.detection(world.old(day), image=shared, thumbnail=None)
+
+    stats = world.run(delete_images=True, batch_size=2)
+
+    assert not world.exists(shared)
+    assert stats.images_deleted == 1
+    assert stats.space_reclaimed == 1000
+    assert stats.files_kept_shared == 0
+
+
+def test_file_referenced_relative_by_one_row_and_absolute_by_another_is_kept(world: CameraWorld):
+    relative = world.file(f"{IMAGES}/alias.jpg")
+    world.detection(world.old(), image=str(world.media / relative))
+    world.detection(world.recent(), image=relative)
+
+    stats = world.run(delete_images=True)
+
+    assert world.exists(relative)
+    assert stats.files_kept_shared == 1 and stats.images_deleted == 0
+
+
+def test_clips_are_deleted_with_their_events(world: CameraWorld):
+    world.event(world.old(), clip=world.file(f"{CLIPS}/old.mp4", 300))
+    world.event(world.recent(), clip=world.file(f"{CLIPS}/new.mp4", 300))
+    world.event(world.old(), clip=None)
+
+    stats = world.run()
+
+    assert not world.exists(f"{CLIPS}/old.mp4") and world.exists(f"{CLIPS}/new.mp4")
+    assert stats.clips_deleted == 1 and stats.events_deleted == 2
+    assert stats.space_reclaimed == 300
+
+
+def test_paths_outside_the_storage_roots_are_refused(world: CameraWorld, tmp_path: Path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("keep me")
+    outside_dir = tmp_path / "elsewhere"
+    outside_dir.mkdir()
+    (outside_dir / "victim.jpg").write_text("keep me")
+    (world.media / THUMBS / "escape.jpg").symlink_to(secret)
+    (world.media / THUMBS / "dirlink").symlink_to(outside_dir)
+    for stored in (
+        f"{THUMBS}/../../../secret.txt",
+        str(secret),
+        f"{THUMBS}/escape.jpg",
+        f"{THUMBS}/dirlink/victim.jpg",
+        "data/unlisted.jpg",
+    ):
+        world.detection(world.old(), thumbnail=stored)
+    world.file("data/unlisted.jpg")
+
+    stats = world.run()
+
+    assert secret.read_text() == "keep me"
+    assert (outside_dir / "victim.jpg").read_text() == "keep me"
+    assert (world.media / THUMBS / "escape.jpg").is_symlink()
+    assert world.exists("data/unlisted.jpg")
+    assert stats.files_refused == 5
+    assert stats.detections_deleted == 5
+    assert stats.thumbnails_deleted == 0
+
+
+def test_missing_files_are_counted_not_errors(world: CameraWorld):
+    world.detection(world.old(), thumbnail=f"{THUMBS}/never-written.jpg")
+    world.event(world.old(), clip=f"{CLIPS}/gone.mp4")
+
+    stats = world.run()
+
+    assert stats.files_missing == 2
+    assert stats.detections_deleted == 1 and stats.events_deleted == 1
+    assert world.count(retention_file_queue) == 0
+
+
+def test_undeletable_file_is_counted_and_the_rest_still_goes(
+    world: CameraWorld, monkeypatch: pytest.MonkeyPatch
+):
+    stuck = world.file(f"{THUMBS}/stuck.jpg")
+    world.detection(world.old(), thumbnail=stuck)
+    world.detection(world.old(), thumbnail=world.file(f"{THUMBS}/fine.jpg", 50))
+    (world.media / THUMBS / "a-directory.jpg").mkdir()
+    world.detection(world.old(), thumbnail=f"{THUMBS}/a-directory.jpg")
+    real_unlink = os.unlink
+
+    def unlink(path, *args, **kwargs):
+        if str(path).endswith("stuck.jpg"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(files_module.os, "unlink", unlink)
+    stats = world.run()
+
+    assert world.exists(stuck) and not world.exists(f"{THUMBS}/fine.jpg")
+    assert (world.media / THUMBS / "a-directory.jpg").is_dir()
+    assert stats.files_failed == 2
+    assert stats.thumbnails_deleted == 1 and stats.space_reclaimed == 50
+    assert stats.detections_deleted == 3
+
+
+def test_dry_run_changes_nothing_and_predicts_the_real_run_exactly(world: CameraWorld):
+    shared = world.file(f"{IMAGES}/shared.jpg", 200)
+    both_old = world.file(f"{IMAGES}/both-old.jpg", 300)
+    retained_event = world.event(world.recent(), clip=world.file(f"{CLIPS}/keep.mp4"))
+    old_event = world.event(world.old(), alerts_count=2, clip=world.file(f"{CLIPS}/old.mp4", 400))
+    world.detection(world.old(), image=shared, events_=(old_event,))
+    world.detection(world.recent(), image=shared)
+    world.detection(world.old(), image=both_old)
+    world.detection(world.old(2), image=both_old, thumbnail=f"{THUMBS}/missing.jpg")
+    world.detection(world.old(5), events_=(retained_event,))
+    world.detection(world.recent(), events_=(old_event,))
+    world.detection(world.old(), thumbnail="/etc/hostname")
+    world.gpu(world.old())
+    world.log(world.log_cutoff - world.log_cutoff.resolution * 1000)
+    files_before = sorted(str(p) for p in world.media.rglob("*"))
+    rows_before = (world.ids(events), world.ids(detections))
+
+    preview = world.run(dry_run=True, delete_images=True)
+
+    assert sorted(str(p) for p in world.media.rglob("*")) == files_before
+    assert (world.ids(events), world.ids(detections)) == rows_before
+    real = world.run(delete_images=True)
+    assert comparable(preview) == comparable(real)
+    assert preview.dry_run and not real.dry_run
+    assert real.images_deleted == 3 and real.files_kept_shared == 1
+    assert real.files_missing == 1 and real.files_refused == 1
+
+
+def test_crash_after_a_committed_batch_is_repaired_by_the_next_run(world: CameraWorld):
+    thumbs = [world.file(f"{THUMBS}/t{i}.jpg", 10) for i in range(3)]
+    for thumb in thumbs:
+        world.detection(world.old(), thumbnail=thumb)
+    prepare_database(world.engine)
+    # The rows commit with their files queued, then the process dies before any file is removed.
+    clean_detections(world.engine, world.plan(batch_size=1), lambda _m: None)
+    assert world.count(detections) == 0
+    assert all(world.exists(t) for t in thumbs)
+
+    preview = world.run(dry_run=True)
+    repaired = world.run()
+
+    assert not any(world.exists(t) for t in thumbs)
+    assert repaired.thumbnails_deleted == preview.thumbnails_deleted == 3
+    assert repaired.space_reclaimed == preview.space_reclaimed == 30
+    assert world.count(retention_file_queue) == 0
+
+
+def test_file_relinked_after_it_was_queued_is_kept(world: CameraWorld):
+    thumb = world.file(f"{THUMBS}/reused.jpg")
+    world.detection(world.old(), thumbnail=thumb)
+    prepare_database(world.engine)
+    clean_detections(world.engine, world.plan(), lambda _m: None)
+    world.detection(world.recent(), thumbnail=thumb)  # a new row points at the queued file
+
+    stats = world.run()
+
+    assert world.exists(thumb)
+    assert stats.files_kept_shared == 1 and stats.thumbnails_deleted == 0
+    assert world.count(retention_file_queue) == 0

@@ -1,0 +1,159 @@
+"""A small camera world for tests: rows in a real database, real files under real storage roots."""
+
+import itertools
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Table, func, insert, select
+from sqlalchemy.engine import Engine
+
+from retention_pipeline.core.cleanup import prepare_database, run_cleanup
+from retention_pipeline.core.plan import CleanupPlan, make_plan
+from retention_pipeline.core.schema import (
+    alerts,
+    cameras,
+    detections,
+    event_detections,
+    events,
+    gpu_stats,
+    logs,
+)
+from retention_pipeline.core.stats import CleanupStats
+from retention_pipeline.settings import Settings
+
+RETENTION_DAYS = 30
+LOG_RETENTION_DAYS = 7
+THUMBS, CLIPS, IMAGES = "data/thumbnails", "data/clips", "data/images"
+
+
+class CameraWorld:
+    """Builds rows and files relative to a fixed `now`; cutoff = now - 30 days, logs now - 7 days."""
+
+    def __init__(self, engine: Engine, media_root: Path, now: datetime) -> None:
+        self.engine = engine
+        self.media = media_root
+        self.now = now
+        self.cutoff = now - timedelta(days=RETENTION_DAYS)
+        self.log_cutoff = now - timedelta(days=LOG_RETENTION_DAYS)
+        self._names = itertools.count(1)
+        for root in (THUMBS, CLIPS, IMAGES):
+            (media_root / root).mkdir(parents=True, exist_ok=True)
+        with engine.begin() as conn:
+            conn.execute(insert(cameras).values(id="cam1", name="Front door"))
+
+    # --- files ---------------------------------------------------------------------------------
+    def file(self, relative: str, size: int = 100) -> str:
+        """Write a file of `size` bytes under the media root; returns the relative path."""
+        path = self.media / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * size)
+        return relative
+
+    def exists(self, stored: str) -> bool:
+        path = Path(stored) if Path(stored).is_absolute() else self.media / stored
+        return path.exists() or path.is_symlink()
+
+    # --- rows ----------------------------------------------------------------------------------
+    def _insert(self, table: Table, **values: Any) -> int:
+        with self.engine.begin() as conn:
+            return int(conn.execute(insert(table).values(**values).returning(table.c.id)).scalar_one())
+
+    def event(
+        self, at: datetime, clip: str | bool | None = True, alerts_count: int = 0, size: int = 300
+    ) -> int:
+        """An event started at `at`, with its own clip file unless clip is False/None/a path."""
+        if clip is True:
+            clip = self.file(f"{CLIPS}/clip{next(self._names)}.mp4", size)
+        event_id = self._insert(events, batch_id="b", camera_id="cam1", started_at=at, clip_path=clip or None)
+        for _ in range(alerts_count):
+            self._insert(alerts, event_id=event_id, created_at=at, message="alert")
+        return event_id
+
+    def detection(
+        self,
+        at: datetime,
+        image: str | None = None,
+        thumbnail: str | bool | None = True,
+        events_: tuple[int, ...] = (),
+        thumb_size: int = 50,
+        image_size: int = 200,
+    ) -> int:
+        """A detection at `at` with its own thumbnail and (unless given) its own image file."""
+        n = next(self._names)
+        if image is None:
+            image = self.file(f"{IMAGES}/img{n}.jpg", image_size)
+        if thumbnail is True:
+            thumbnail = self.file(f"{THUMBS}/thumb{n}.jpg", thumb_size)
+        detection_id = self._insert(
+            detections,
+            camera_id="cam1",
+            file_path=image,
+            thumbnail_path=thumbnail or None,
+            detected_at=at,
+            object_type="person",
+            confidence=0.9,
+            media_type="image",
+        )
+        for event_id in events_:
+            self.link(event_id, detection_id)
+        return detection_id
+
+    def link(self, event_id: int, detection_id: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(event_detections).values(
+                    event_id=event_id, detection_id=detection_id, created_at=self.now
+                )
+            )
+
+    def gpu(self, at: datetime) -> int:
+        return self._insert(gpu_stats, recorded_at=at, gpu_utilization=50.0, memory_used=1, temperature=60.0)
+
+    def log(self, at: datetime) -> int:
+        return self._insert(logs, timestamp=at, level="INFO", component="t", message="m")
+
+    def old(self, days: float = 1) -> datetime:
+        """`days` before the data cutoff (expired)."""
+        return self.cutoff - timedelta(days=days)
+
+    def recent(self, days: float = 1) -> datetime:
+        """`days` after the data cutoff (retained)."""
+        return self.cutoff + timedelta(days=days)
+
+    # --- reading -------------------------------------------------------------------------------
+    def count(self, table: Table) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+    def ids(self, table: Table) -> set[int]:
+        with self.engine.connect() as conn:
+            return set(conn.execute(select(table.c.id)).scalars())
+
+    # --- running -------------------------------------------------------------------------------
+    def settings(self) -> Settings:
+        return Settings(
+            database_url=self.engine.url.render_as_string(hide_password=False),
+            retention_days=RETENTION_DAYS,
+            log_retention_days=LOG_RETENTION_DAYS,
+            media_root=self.media,
+            thumbnail_dir=Path(THUMBS),
+            clips_dir=Path(CLIPS),
+            images_dir=Path(IMAGES),
+        )
+
+    def plan(self, dry_run: bool = False, **overrides: Any) -> CleanupPlan:
+        return make_plan(self.settings(), dry_run=dry_run, reference_time=self.now, **overrides)
+
+    def run(self, dry_run: bool = False, **overrides: Any) -> CleanupStats:
+        """One whole cleanup through the core, in the job's order."""
+        prepare_database(self.engine)
+        return run_cleanup(self.engine, self.plan(dry_run=dry_run, **overrides))
+
+
+def comparable(stats: CleanupStats) -> dict[str, Any]:
+    """The numbers a dry run must predict exactly (timings and the mode itself excluded)."""
+    values = stats.as_dict()
+    for key in ("dry_run", "duration_seconds", "longest_transaction_ms", "db_retries"):
+        values.pop(key)
+    return values
