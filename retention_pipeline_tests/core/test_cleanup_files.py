@@ -12,8 +12,12 @@ from retention_pipeline_tests.factories import CLIPS, IMAGES, THUMBS, CameraWorl
 
 
 def test_thumbnails_of_deleted_detections_go_and_images_stay_by_default(world: CameraWorld):
-    world.detection(world.old(), image=world.file(f"{IMAGES}/a.jpg", 200), thumbnail=world.file(f"{THUMBS}/a.jpg", 50))
-    world.detection(world.recent(), image=world.file(f"{IMAGES}/b.jpg"), thumbnail=world.file(f"{THUMBS}/b.jpg"))
+    world.detection(
+        world.old(), image=world.file(f"{IMAGES}/a.jpg", 200), thumbnail=world.file(f"{THUMBS}/a.jpg", 50)
+    )
+    world.detection(
+        world.recent(), image=world.file(f"{IMAGES}/b.jpg"), thumbnail=world.file(f"{THUMBS}/b.jpg")
+    )
 
     stats = world.run()
 
@@ -25,7 +29,9 @@ def test_thumbnails_of_deleted_detections_go_and_images_stay_by_default(world: C
 
 
 def test_images_go_too_when_delete_images_is_on(world: CameraWorld):
-    world.detection(world.old(), image=world.file(f"{IMAGES}/a.jpg", 200), thumbnail=world.file(f"{THUMBS}/a.jpg", 50))
+    world.detection(
+        world.old(), image=world.file(f"{IMAGES}/a.jpg", 200), thumbnail=world.file(f"{THUMBS}/a.jpg", 50)
+    )
 
     stats = world.run(delete_images=True)
 

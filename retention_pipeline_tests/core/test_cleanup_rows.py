@@ -3,7 +3,6 @@
 from datetime import timedelta
 
 import pytest
-
 from sqlalchemy import insert
 
 from retention_pipeline.core.schema import alerts, detections, event_detections, events, gpu_stats, logs

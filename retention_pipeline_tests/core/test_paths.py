@@ -1,0 +1,76 @@
+"""Stored paths: what counts as inside the storage roots, and the aliases a reference check uses."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from retention_pipeline.core.files import Outcome, StorageRoots, remove_file
+
+
+@pytest.fixture
+def roots(tmp_path: Path) -> StorageRoots:
+    for name in ("thumbs", "clips", "images"):
+        (tmp_path / "media" / name).mkdir(parents=True)
+    return StorageRoots.from_dirs(tmp_path / "media", [Path("thumbs"), Path("clips"), Path("images")])
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "../../etc/passwd",
+        "thumbs/../../secret",
+        "/etc/hosts",
+        "thumbs",  # a root itself
+        "thumbs/..",
+        "",
+        "   ",
+        "thumbs/a\x00b.jpg",
+        "other/file.jpg",  # under MEDIA_ROOT but in no storage root
+    ],
+)
+def test_paths_outside_the_roots_are_not_located(roots: StorageRoots, stored: str):
+    assert roots.locate(stored) is None
+
+
+def test_relative_and_absolute_paths_inside_a_root_are_located(roots: StorageRoots):
+    inside = os.path.join(roots.media_root, "thumbs", "a.jpg")
+
+    assert roots.locate("thumbs/a.jpg") == inside
+    assert roots.locate(inside) == inside
+    assert roots.locate("thumbs/sub/../a.jpg") == inside
+
+
+def test_symlinks_leaving_the_roots_are_not_located(roots: StorageRoots, tmp_path: Path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "f.jpg").write_text("x")
+    thumbs = Path(roots.media_root) / "thumbs"
+    (thumbs / "link.jpg").symlink_to(outside / "f.jpg")
+    (thumbs / "dir").symlink_to(outside)
+    (thumbs / "inner.jpg").symlink_to(thumbs / "real.jpg")
+
+    assert roots.locate("thumbs/link.jpg") is None
+    assert roots.locate("thumbs/dir/f.jpg") is None
+    # A link that stays inside is itself the file to unlink; its target is left alone.
+    assert roots.locate("thumbs/inner.jpg") == str(thumbs / "inner.jpg")
+
+
+def test_aliases_cover_relative_and_absolute_spellings(roots: StorageRoots):
+    absolute = os.path.join(roots.media_root, "thumbs", "a.jpg")
+
+    assert roots.aliases("thumbs/a.jpg") == sorted({"thumbs/a.jpg", absolute})
+    assert roots.aliases(absolute) == sorted({absolute, "thumbs/a.jpg"})
+
+
+def test_remove_file_counts_bytes_only_for_the_last_hard_link(roots: StorageRoots):
+    thumbs = Path(roots.media_root) / "thumbs"
+    (thumbs / "a.jpg").write_bytes(b"x" * 10)
+    os.link(thumbs / "a.jpg", thumbs / "b.jpg")
+
+    first = remove_file(roots, "thumbs/a.jpg", dry_run=False)
+    second = remove_file(roots, "thumbs/b.jpg", dry_run=False)
+
+    assert first == (Outcome.DELETED, 0)
+    assert second == (Outcome.DELETED, 10)
+    assert remove_file(roots, "thumbs/b.jpg", dry_run=False) == (Outcome.MISSING, 0)

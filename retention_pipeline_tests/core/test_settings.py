@@ -1,0 +1,88 @@
+"""Settings from the environment: defaults, and clear messages for every bad value."""
+
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
+
+import pytest
+
+from retention_pipeline.core.plan import make_plan, parse_reference_time
+from retention_pipeline.settings import Settings, SettingsError
+
+
+def test_defaults_match_the_documented_ones():
+    settings = Settings.from_env({})
+
+    assert settings.database_url == "sqlite:///data/retention.db"
+    assert (settings.retention_days, settings.log_retention_days) == (30, 7)
+    assert settings.cleanup_time == time(3, 0) and settings.cleanup_timezone == "UTC"
+    assert settings.batch_size == 1000 and settings.delete_images is False
+    assert settings.cleanup_cron == "0 3 * * *"
+
+
+def test_relative_storage_dirs_are_relative_to_media_root(tmp_path: Path):
+    settings = Settings.from_env(
+        {"MEDIA_ROOT": str(tmp_path), "THUMBNAIL_DIR": "t", "CLIPS_DIR": "/abs/clips", "IMAGES_DIR": "i"}
+    )
+
+    assert settings.storage_roots == (tmp_path / "t", Path("/abs/clips"), tmp_path / "i")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("RETENTION_DAYS", "0", "RETENTION_DAYS must be an integer between 1 and 36500, got '0'"),
+        ("RETENTION_DAYS", "-3", "RETENTION_DAYS must be an integer between 1 and 36500, got '-3'"),
+        ("RETENTION_DAYS", "abc", "RETENTION_DAYS must be an integer, got 'abc'"),
+        ("LOG_RETENTION_DAYS", "1.5", "LOG_RETENTION_DAYS must be an integer, got '1.5'"),
+        ("CLEANUP_TIME", "25:00", "CLEANUP_TIME must be a 24-hour time HH:MM such as 03:00, got '25:00'"),
+        ("CLEANUP_TIME", "3am", "CLEANUP_TIME must be a 24-hour time HH:MM"),
+        ("CLEANUP_TIMEZONE", "Mars/Olympus", "CLEANUP_TIMEZONE must be an IANA time zone name"),
+        ("CLEANUP_BATCH_SIZE", "0", "CLEANUP_BATCH_SIZE must be an integer between 1 and 100000"),
+        ("DELETE_IMAGES", "maybe", "DELETE_IMAGES must be true or false, got 'maybe'"),
+        ("DATABASE_URL", "mysql://u:secret@h/db", "DATABASE_URL must be a sqlite:/// or postgresql://"),
+    ],
+)
+def test_bad_values_are_rejected_with_a_message_naming_the_variable(variable, value, message):
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({variable: value})
+
+    assert message in str(caught.value)
+    assert "secret" not in str(caught.value)
+
+
+def test_every_bad_variable_is_listed_at_once():
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"RETENTION_DAYS": "0", "CLEANUP_TIME": "24:00"})
+
+    assert "RETENTION_DAYS" in str(caught.value) and "CLEANUP_TIME" in str(caught.value)
+
+
+def test_plain_postgresql_urls_use_the_psycopg2_driver():
+    settings = Settings.from_env({"DATABASE_URL": "postgresql://u@h/db"})
+
+    assert settings.database_url == "postgresql+psycopg2://u@h/db"
+
+
+def test_plan_fixes_cutoffs_from_the_reference_time_in_utc():
+    berlin_tick = datetime.fromisoformat("2026-03-29T03:00:00+02:00")  # DST day in Europe/Berlin
+
+    plan = make_plan(Settings(), dry_run=False, reference_time=berlin_tick, retention_days=10)
+
+    assert plan.reference_time == datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
+    assert plan.cutoff == plan.reference_time - timedelta(days=10)
+    assert plan.log_cutoff == plan.reference_time - timedelta(days=7)
+    assert plan.cutoff.tzinfo is UTC
+
+
+@pytest.mark.parametrize("bad", [0, -3, "abc", 100_001])
+def test_plan_rejects_bad_run_overrides(bad):
+    with pytest.raises(SettingsError, match="Invalid run configuration"):
+        make_plan(
+            Settings(), dry_run=False, reference_time=datetime.now(UTC), retention_days=bad, batch_size=bad
+        )
+
+
+def test_reference_time_must_carry_an_offset():
+    with pytest.raises(SettingsError, match="must include a UTC offset"):
+        parse_reference_time("2026-01-01T03:00:00")
+    assert parse_reference_time("2026-01-01T03:00:00Z") == datetime(2026, 1, 1, 3, tzinfo=UTC)

@@ -1,0 +1,46 @@
+"""Running data_cleanup through Dagster against a test CameraWorld."""
+
+from typing import Any
+
+import dagster as dg
+
+from retention_pipeline.jobs import data_cleanup
+from retention_pipeline.resources import CameraSystemResource
+from retention_pipeline_tests.factories import CLIPS, IMAGES, THUMBS, CameraWorld
+
+
+def camera_resource(world: CameraWorld) -> CameraSystemResource:
+    return CameraSystemResource(
+        database_url=world.engine.url.render_as_string(hide_password=False),
+        media_root=str(world.media),
+        thumbnail_dir=THUMBS,
+        clips_dir=CLIPS,
+        images_dir=IMAGES,
+    )
+
+
+def plan_config(**config: Any) -> dict[str, Any]:
+    return {"ops": {"plan_cleanup": {"config": config}}}
+
+
+def execute(
+    world: CameraWorld,
+    instance: dg.DagsterInstance,
+    run_config: dict[str, Any] | None = None,
+    tags: dict[str, str] | None = None,
+) -> dg.ExecuteInProcessResult:
+    return data_cleanup.execute_in_process(
+        run_config=run_config,
+        resources={"camera_system": camera_resource(world)},
+        instance=instance,
+        tags=tags,
+        raise_on_error=False,
+    )
+
+
+def failure_messages(result: dg.ExecuteInProcessResult) -> str:
+    return " ".join(
+        (event.message or "") + " " + str(event.event_specific_data)
+        for event in result.all_events
+        if event.is_failure
+    )

@@ -1,0 +1,174 @@
+"""`retention-pipeline` as a user runs it: a subprocess, real instance directory, real databases."""
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from sqlalchemy.engine import Engine
+
+from retention_pipeline.core.schema import detections, events
+from retention_pipeline.core.stats import CleanupStats
+from retention_pipeline.history import HOST_TAG, PID_TAG
+from retention_pipeline.jobs import EXCLUSIVE_TAGS, data_cleanup
+from retention_pipeline_tests.factories import CLIPS, IMAGES, THUMBS, CameraWorld
+
+
+@pytest.fixture
+def live_world(engine: Engine, tmp_path: Path) -> CameraWorld:
+    """A world whose `now` is the real clock, since the CLI measures cutoffs from the launch time."""
+    world = CameraWorld(engine, tmp_path / "media", now=datetime.now(UTC))
+    old_event = world.event(world.old(), alerts_count=1)
+    world.detection(world.old(), events_=(old_event,))
+    world.detection(world.recent())
+    world.event(world.recent())
+    return world
+
+
+def cli(world: CameraWorld, tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {
+        **os.environ,
+        "DATABASE_URL": world.engine.url.render_as_string(hide_password=False),
+        "MEDIA_ROOT": str(world.media),
+        "THUMBNAIL_DIR": THUMBS,
+        "CLIPS_DIR": CLIPS,
+        "IMAGES_DIR": IMAGES,
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        **env,
+    }
+    (tmp_path / "dagster_home").mkdir(exist_ok=True)
+    return subprocess.run(
+        [sys.executable, "-m", "retention_pipeline.cli", *args],
+        env=environment,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_dry_run_then_real_run_print_one_json_object_each(live_world: CameraWorld, tmp_path: Path):
+    preview = cli(live_world, tmp_path, "run", "--dry-run", "--json")
+    assert preview.returncode == 0, preview.stderr
+    dry = json.loads(preview.stdout)
+    assert live_world.count(events) == 2 and live_world.count(detections) == 2
+
+    real_run = cli(live_world, tmp_path, "run", "--json")
+    assert real_run.returncode == 0, real_run.stderr
+    real = json.loads(real_run.stdout)
+
+    assert list(dry) == list(real) == CleanupStats.field_names()
+    assert dry["dry_run"] is True and real["dry_run"] is False
+    assert dry["events_deleted"] == real["events_deleted"] == 1
+    assert dry["thumbnails_deleted"] == real["thumbnails_deleted"] == 1
+    assert dry["space_reclaimed"] == real["space_reclaimed"] > 0
+    assert live_world.count(events) == 1 and live_world.count(detections) == 1
+
+
+def test_status_lists_runs_newest_first_with_every_stat(live_world: CameraWorld, tmp_path: Path):
+    cli(live_world, tmp_path, "run", "--dry-run")
+    cli(live_world, tmp_path, "run")
+
+    shown = cli(live_world, tmp_path, "status", "--json", "--limit", "5")
+    table = cli(live_world, tmp_path, "status", "--limit", "1")
+
+    assert shown.returncode == 0, shown.stderr
+    rows = json.loads(shown.stdout)
+    assert [r["dry_run"] for r in rows] == [False, True]
+    assert [r["status"] for r in rows] == ["SUCCESS", "SUCCESS"]
+    assert all(set(CleanupStats.field_names()) <= set(r) for r in rows)
+    assert rows[0]["detections_deleted"] == 1 and rows[0]["run_id"]
+    assert "detections_deleted" in table.stdout and rows[0]["run_id"][:8] in table.stdout
+
+
+def test_invalid_configuration_exits_2_and_deletes_nothing(live_world: CameraWorld, tmp_path: Path):
+    done = cli(live_world, tmp_path, "run", "--json", RETENTION_DAYS="0")
+
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert "RETENTION_DAYS must be an integer between 1 and 36500, got '0'" in done.stderr
+    assert live_world.count(events) == 2
+
+
+def test_failed_run_exits_non_zero_with_the_error(live_world: CameraWorld, tmp_path: Path):
+    done = cli(live_world, tmp_path, "run", DATABASE_URL=f"sqlite:///{tmp_path / 'not-a-camera.db'}")
+
+    assert done.returncode == 1
+    assert "is not a camera system database" in done.stderr
+
+
+def test_without_dagster_home_a_local_instance_is_used_and_named(live_world: CameraWorld, tmp_path: Path):
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    env.update(
+        DATABASE_URL=live_world.engine.url.render_as_string(hide_password=False),
+        MEDIA_ROOT=str(live_world.media),
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "retention_pipeline.cli", "status"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert f"using the local Dagster instance in {tmp_path / '.dagster_home'}" in done.stderr
+    assert (tmp_path / ".dagster_home").is_dir()
+
+
+def _started_run(home: Path, pid: int) -> str:
+    os.environ["DAGSTER_HOME"] = str(home)
+    try:
+        with dg.DagsterInstance.get() as instance:
+            run = instance.create_run_for_job(
+                data_cleanup,
+                status=dg.DagsterRunStatus.STARTED,
+                tags={**EXCLUSIVE_TAGS, PID_TAG: str(pid), HOST_TAG: os.uname().nodename},
+            )
+            return run.run_id
+    finally:
+        del os.environ["DAGSTER_HOME"]
+
+
+def _status_of(home: Path, run_id: str) -> dg.DagsterRunStatus:
+    os.environ["DAGSTER_HOME"] = str(home)
+    try:
+        with dg.DagsterInstance.get() as instance:
+            run = instance.get_run_by_id(run_id)
+            assert run is not None
+            return run.status
+    finally:
+        del os.environ["DAGSTER_HOME"]
+
+
+def test_a_second_run_is_refused_while_one_is_in_progress(live_world: CameraWorld, tmp_path: Path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    _started_run(home, os.getpid())  # this test process is alive: a genuine run in progress
+
+    done = cli(live_world, tmp_path, "run")
+
+    assert done.returncode == 3
+    assert "another retention run is in progress" in done.stderr
+    assert live_world.count(events) == 2
+
+
+def test_a_killed_run_does_not_block_the_next_one(live_world: CameraWorld, tmp_path: Path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    stale = _started_run(home, int(dead.stdout))
+
+    done = cli(live_world, tmp_path, "run")
+
+    assert done.returncode == 0, done.stderr
+    assert live_world.count(events) == 1
+    assert _status_of(home, stale) == dg.DagsterRunStatus.FAILURE

@@ -1,0 +1,129 @@
+"""data_cleanup through Dagster, on SQLite and PostgreSQL: config, dry runs, metadata on the run page."""
+
+from collections.abc import Iterator
+
+import dagster as dg
+import pytest
+
+from retention_pipeline.core.schema import detections, events, logs
+from retention_pipeline.core.stats import CleanupStats
+from retention_pipeline.history import recent_cleanup_runs
+from retention_pipeline_tests.dagster_helpers import execute, failure_messages, plan_config
+from retention_pipeline_tests.factories import THUMBS, CameraWorld
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+@pytest.fixture
+def seeded(world: CameraWorld) -> CameraWorld:
+    old_event = world.event(world.old(), alerts_count=1, clip=world.file("data/clips/old.mp4", 300))
+    world.detection(world.old(), events_=(old_event,), thumbnail=world.file(f"{THUMBS}/old.jpg", 50))
+    world.event(world.recent())
+    world.detection(world.recent())
+    world.log(world.log_cutoff - world.log_cutoff.resolution * 1000)
+    return world
+
+
+def test_default_launchpad_config_is_valid_and_is_a_dry_run(seeded: CameraWorld, instance):
+    before = (seeded.ids(events), seeded.ids(detections), seeded.ids(logs))
+
+    result = execute(seeded, instance, run_config=None)
+
+    assert result.success
+    stats = result.output_for_node("report_cleanup")
+    assert stats.dry_run is True
+    # Without reference_time the cutoff is measured from the launch: the whole test world has expired.
+    assert stats.events_deleted == 2 and stats.thumbnails_deleted == 2
+    assert (seeded.ids(events), seeded.ids(detections), seeded.ids(logs)) == before
+    assert seeded.exists(f"{THUMBS}/old.jpg")
+
+
+def test_real_run_deletes_and_its_stats_reach_the_run_page_and_status(seeded: CameraWorld, instance):
+    reference = seeded.now.isoformat()
+
+    result = execute(seeded, instance, plan_config(dry_run=False, reference_time=reference))
+
+    assert result.success
+    assert seeded.count(events) == 1 and seeded.count(detections) == 1
+    assert not seeded.exists(f"{THUMBS}/old.jpg")
+    [row] = recent_cleanup_runs(instance, limit=5)
+    assert row["run_id"] == result.run_id and row["status"] == "SUCCESS"
+    assert row["dry_run"] is False
+    assert row["cutoff"] == seeded.cutoff.isoformat()
+    assert row["events_deleted"] == 1 and row["detections_deleted"] == 1
+    assert row["alerts_deleted"] == 1 and row["logs_deleted"] == 1
+    assert row["thumbnails_deleted"] == 1 and row["clips_deleted"] == 1
+    assert row["space_reclaimed"] == 350
+    assert set(CleanupStats.field_names()) <= set(row)
+
+
+def test_status_lists_dry_runs_too_newest_first(seeded: CameraWorld, instance):
+    reference = seeded.now.isoformat()
+    first = execute(seeded, instance, plan_config(dry_run=True, reference_time=reference))
+    second = execute(seeded, instance, plan_config(dry_run=False, reference_time=reference))
+
+    rows = recent_cleanup_runs(instance, limit=5)
+
+    assert [r["run_id"] for r in rows] == [second.run_id, first.run_id]
+    assert [r["dry_run"] for r in rows] == [False, True]
+    assert rows[1]["events_deleted"] == rows[0]["events_deleted"] == 1
+
+
+@pytest.mark.parametrize("bad", [0, -3])
+def test_invalid_retention_is_rejected_before_anything_is_deleted(seeded: CameraWorld, instance, bad):
+    before = (seeded.ids(events), seeded.ids(detections))
+
+    result = execute(seeded, instance, plan_config(dry_run=False, retention_days=bad))
+
+    assert not result.success
+    assert f"retention_days must be an integer between 1 and 36500, got {bad}" in failure_messages(result)
+    assert (seeded.ids(events), seeded.ids(detections)) == before
+    assert seeded.exists(f"{THUMBS}/old.jpg")
+
+
+def test_non_numeric_retention_is_rejected_by_the_config_system(seeded: CameraWorld, instance):
+    with pytest.raises(dg.DagsterInvalidConfigError, match="retention_days"):
+        execute(seeded, instance, plan_config(dry_run=False, retention_days="abc"))
+    assert seeded.count(events) == 2
+
+
+def test_bad_environment_fails_the_run_with_the_variable_named(
+    seeded: CameraWorld, instance, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("RETENTION_DAYS", "0")
+
+    result = execute(seeded, instance, plan_config(dry_run=False))
+
+    assert not result.success
+    assert "RETENTION_DAYS must be an integer between 1 and 36500, got '0'" in failure_messages(result)
+    assert seeded.count(events) == 2
+
+
+def test_a_database_without_the_camera_tables_fails_clearly(world: CameraWorld, instance, tmp_path):
+    from retention_pipeline.jobs import data_cleanup
+    from retention_pipeline.resources import CameraSystemResource
+
+    result = data_cleanup.execute_in_process(
+        run_config=plan_config(dry_run=False),
+        resources={"camera_system": CameraSystemResource(database_url=f"sqlite:///{tmp_path / 'empty.db'}")},
+        instance=instance,
+        raise_on_error=False,
+    )
+
+    assert not result.success
+    assert "is not a camera system database: table 'events' is missing" in failure_messages(result)
+
+
+def test_scheduled_run_uses_the_tick_time_even_when_it_runs_late(seeded: CameraWorld, instance):
+    tick = seeded.now
+    config = plan_config(dry_run=False, reference_time=None)
+    tags = {".dagster/scheduled_execution_time": tick.isoformat()}
+
+    result = execute(seeded, instance, config, tags=tags)
+
+    assert result.success
+    assert result.output_for_node("report_cleanup").cutoff == seeded.cutoff
