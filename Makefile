@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export DAGSTER_HOME
 
-.PHONY: install demo test lint dev bench clean
+.PHONY: install instance demo test lint dev bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,12 +16,26 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Dagster reads dagster.yaml (run queue, one cleanup at a time, run monitoring) from DAGSTER_HOME.
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p "$(DAGSTER_HOME)"
+	cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
+
+instance: $(DAGSTER_HOME)/dagster.yaml
+
+# The demo always works on its own files under data/, whatever DATABASE_URL says in your shell.
+DEMO_ENV := DATABASE_URL=sqlite:///$(CURDIR)/data/retention.db MEDIA_ROOT=$(CURDIR) \
+	THUMBNAIL_DIR=data/thumbnails CLIPS_DIR=data/clips IMAGES_DIR=data/images DELETE_IMAGES=true
+
 # Builds the demo database and media tree under data/, then a dry run and a real run of data_cleanup.
-demo: install
+demo: install instance
 	$(BIN)/retention-pipeline demo
-	$(BIN)/retention-pipeline run --dry-run
-	$(BIN)/retention-pipeline run
-	$(BIN)/retention-pipeline status --limit 2
+	@echo "== dry run: what data_cleanup would delete =="
+	$(DEMO_ENV) $(BIN)/retention-pipeline run --dry-run
+	@echo "== real run =="
+	$(DEMO_ENV) $(BIN)/retention-pipeline run
+	@echo "== retention-pipeline status =="
+	$(DEMO_ENV) $(BIN)/retention-pipeline status --limit 2
 
 lint: install
 	$(BIN)/ruff format --check .
@@ -33,9 +47,7 @@ test: lint
 	$(BIN)/pytest
 
 # The Dagster UI and daemon on 127.0.0.1:3000, with the daily schedule.
-dev: install
-	mkdir -p "$(DAGSTER_HOME)"
-	test -f "$(DAGSTER_HOME)/dagster.yaml" || cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
+dev: install instance
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
 bench: install

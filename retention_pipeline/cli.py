@@ -95,7 +95,11 @@ def _run(dry_run: bool, as_json: bool) -> int:
             )
             return EXIT_BUSY
         result = defs.get_job_def("data_cleanup").execute_in_process(
-            run_config={"ops": {"plan_cleanup": {"config": {"dry_run": dry_run}}}},
+            run_config={
+                "ops": {"plan_cleanup": {"config": {"dry_run": dry_run}}},
+                # Progress at INFO on stderr; Dagster's step-by-step DEBUG events stay in the run log.
+                "loggers": {"console": {"config": {"log_level": "INFO"}}},
+            },
             instance=instance,
             tags={**this_process_tags(), "retention_pipeline/trigger": "cli"},
             raise_on_error=False,

@@ -28,6 +28,7 @@ _ACTIVE = [
 def local_instance_home(announce: Any) -> Path:
     """DAGSTER_HOME, or a local instance directory under the working directory when it is unset."""
     if home := os.environ.get("DAGSTER_HOME"):
+        Path(home).mkdir(parents=True, exist_ok=True)
         return Path(home)
     home_path = Path.cwd() / ".dagster_home"
     home_path.mkdir(exist_ok=True)

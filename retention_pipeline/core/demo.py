@@ -109,6 +109,8 @@ def build_demo(base: Path, now: datetime | None = None) -> DemoSummary:
             if event_rows[-1]["risk_score"] >= 70:  # type: ignore[operator]
                 alert_rows.append({"event_id": event_id, "created_at": started, "message": "High risk"})
 
+    _add_edge_cases(base, now, event_rows, detection_rows, link_rows)
+
     with engine.begin() as conn:
         conn.execute(insert(cameras), [{"id": c, "name": n} for c, n in CAMERAS])
         conn.execute(insert(events), event_rows)
@@ -149,6 +151,39 @@ def build_demo(base: Path, now: datetime | None = None) -> DemoSummary:
     )
 
 
+def _add_edge_cases(
+    base: Path,
+    now: datetime,
+    event_rows: list[dict[str, object]],
+    detection_rows: list[dict[str, object]],
+    link_rows: list[dict[str, object]],
+) -> None:
+    """Rows that show the safety rules: a shared image, a retained event's old detection, a bad path."""
+    old_image = detection_rows[-1]["file_path"]  # the oldest event's image, otherwise expired
+    recent_event = event_rows[0]["id"]
+    extras = [
+        # A recent detection reuses an expired detection's image: the image must stay.
+        {"file_path": old_image, "detected_at": now - timedelta(hours=5), "thumbnail_path": None},
+        # An old detection linked to a recent event: a retained event never loses its detections.
+        {"file_path": old_image, "detected_at": now - timedelta(days=DEMO_DAYS), "thumbnail_path": None},
+        # A stored path that escapes the storage roots: refused and counted, never deleted.
+        {"file_path": "../../etc/hostname", "detected_at": now - timedelta(days=40), "thumbnail_path": None},
+    ]
+    for extra in extras:
+        detection_id = len(detection_rows) + 1
+        detection_rows.append(
+            {
+                "id": detection_id,
+                "camera_id": CAMERAS[0][0],
+                "object_type": "person",
+                "confidence": 0.8,
+                "media_type": "image",
+                **extra,
+            }
+        )
+    link_rows.append({"event_id": recent_event, "detection_id": len(detection_rows) - 1, "created_at": now})
+
+
 def demo_environment(base: Path) -> dict[str, str]:
     """The environment that points the pipeline at the demo under `base`."""
     return {
@@ -157,4 +192,5 @@ def demo_environment(base: Path) -> dict[str, str]:
         "THUMBNAIL_DIR": "data/thumbnails",
         "CLIPS_DIR": "data/clips",
         "IMAGES_DIR": "data/images",
+        "DELETE_IMAGES": "true",
     }
