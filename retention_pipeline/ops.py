@@ -6,6 +6,7 @@ import dagster as dg
 
 from .config import CleanupConfig
 from .core import cleanup
+from .core.lock import RunLockBusy
 from .core.plan import CleanupPlan, make_plan, parse_reference_time
 from .core.stats import CleanupStats, FileCounts, RowCounts
 from .resources import CameraSystemResource
@@ -38,8 +39,9 @@ def plan_cleanup(
             batch_size=config.batch_size,
             delete_images=config.delete_images,
         )
+        camera_system.claim_exclusive_run()
         cleanup.prepare_database(camera_system.engine())
-    except (SettingsError, cleanup.SchemaError) as exc:
+    except (SettingsError, cleanup.SchemaError, RunLockBusy) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     context.log.info(plan.describe())
     context.add_output_metadata(

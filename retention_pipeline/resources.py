@@ -8,6 +8,7 @@ from pydantic import Field, PrivateAttr
 from sqlalchemy.engine import Engine
 
 from .core.db import make_engine
+from .core.lock import ExclusiveRunLock
 from .settings import Settings, normalise_database_url
 
 
@@ -26,6 +27,7 @@ class CameraSystemResource(dg.ConfigurableResource):
     images_dir: str | None = Field(default=None, description="Overrides IMAGES_DIR.")
 
     _engine: Engine | None = PrivateAttr(default=None)
+    _lock: ExclusiveRunLock | None = PrivateAttr(default=None)
 
     def settings(self) -> Settings:
         """The environment's settings with this resource's fields applied; raises SettingsError."""
@@ -44,7 +46,20 @@ class CameraSystemResource(dg.ConfigurableResource):
             self._engine = make_engine(self.settings().database_url)
         return self._engine
 
+    def claim_exclusive_run(self) -> None:
+        """Take the database's run lock for the rest of the run; raises RunLockBusy.
+
+        Resources live for the whole run under the in-process executor, so the lock does too.
+        """
+        if self._lock is None:
+            lock = ExclusiveRunLock(self.engine())
+            lock.acquire()
+            self._lock = lock
+
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None

@@ -127,3 +127,15 @@ def test_scheduled_run_uses_the_tick_time_even_when_it_runs_late(seeded: CameraW
 
     assert result.success
     assert result.output_for_node("report_cleanup").cutoff == seeded.cutoff
+
+
+def test_a_run_that_finds_another_holding_the_database_stops_before_deleting(seeded: CameraWorld, instance):
+    from retention_pipeline.core.lock import ExclusiveRunLock
+
+    with ExclusiveRunLock(seeded.engine):
+        blocked = execute(seeded, instance, plan_config(dry_run=False))
+    after = execute(seeded, instance, plan_config(dry_run=False, reference_time=seeded.now.isoformat()))
+
+    assert not blocked.success
+    assert "another retention run is working on" in failure_messages(blocked)
+    assert after.success and after.output_for_node("report_cleanup").events_deleted == 1

@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 SQLITE_BUSY_TIMEOUT_S = 10
 # A batch waiting longer than this for a row lock gives up and is retried later, so the pipeline
 # never becomes the head of a lock queue that stalls the camera system's writers.
-PG_LOCK_TIMEOUT_MS = 2000
+PG_LOCK_TIMEOUT_MS = 500
 PG_STATEMENT_TIMEOUT_MS = 60_000
 
 # SQLSTATEs after which repeating the whole batch is safe and likely to succeed.

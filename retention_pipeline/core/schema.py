@@ -23,8 +23,10 @@ from sqlalchemy import (
     Table,
     Text,
 )
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 from sqlalchemy.types import TypeDecorator
+
+from .db import write_transaction
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -150,6 +152,9 @@ retention_file_queue = Table(
 FILE_KINDS = ("clip", "image", "thumbnail")
 
 
-def ensure_bookkeeping(bind: Engine | Connection) -> None:
+def ensure_bookkeeping(engine: Engine) -> None:
     """Create the pipeline's own queue table if it is missing; camera tables are never touched."""
-    bookkeeping_metadata.create_all(bind, checkfirst=True)
+    # A write transaction from the start: on SQLite, upgrading a read transaction to a write one fails
+    # at once with "database is locked" while the camera system is writing.
+    with write_transaction(engine) as connection:
+        bookkeeping_metadata.create_all(connection, checkfirst=True)
