@@ -36,6 +36,8 @@ demo: install instance
 	$(DEMO_ENV) $(BIN)/retention-pipeline run
 	@echo "== retention-pipeline status =="
 	$(DEMO_ENV) $(BIN)/retention-pipeline status --limit 2
+	@echo "== orphaned-file sweep, dry run =="
+	$(DEMO_ENV) $(BIN)/retention-pipeline orphans
 
 lint: install
 	$(BIN)/ruff format --check .

@@ -37,6 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run data_cleanup now and print its statistics")
     run.add_argument("--dry-run", action="store_true", help="preview only; change nothing")
     run.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    orphans = commands.add_parser("orphans", help="run orphaned_file_cleanup (a dry run unless --delete)")
+    orphans.add_argument("--delete", action="store_true", help="delete the orphans found")
+    orphans.add_argument("--include-images", action="store_true", help="also sweep IMAGES_DIR")
+    orphans.add_argument("--force", action="store_true", help="delete even past the safety stops")
+    orphans.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     status = commands.add_parser("status", help="show the latest data_cleanup runs")
     status.add_argument("--json", action="store_true", help="print a JSON list, newest first")
     status.add_argument("--limit", type=_positive, default=10, help="how many runs (default 10)")
@@ -56,7 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(str(exc))
         return EXIT_BAD_CONFIG
     if args.command == "run":
-        return _run(dry_run=args.dry_run, as_json=args.json)
+        config = {"dry_run": args.dry_run}
+        return _run("data_cleanup", "plan_cleanup", config, "report_cleanup", as_json=args.json)
+    if args.command == "orphans":
+        config = {"dry_run": not args.delete, "include_images": args.include_images, "force": args.force}
+        return _run("orphaned_file_cleanup", "plan_orphan_sweep", config, "report_orphan_sweep", args.json)
     return _status(limit=args.limit, as_json=args.json)
 
 
@@ -83,7 +92,7 @@ def _open_instance() -> Any:
     return dg.DagsterInstance.get()
 
 
-def _run(dry_run: bool, as_json: bool) -> int:
+def _run(job: str, first_op: str, config: dict[str, Any], report_op: str, as_json: bool) -> int:
     from .definitions import defs
     from .history import blocking_runs, this_process_tags
 
@@ -94,9 +103,9 @@ def _run(dry_run: bool, as_json: bool) -> int:
                 " not starting a second one. Try again when it has finished."
             )
             return EXIT_BUSY
-        result = defs.get_job_def("data_cleanup").execute_in_process(
+        result = defs.resolve_job_def(job).execute_in_process(
             run_config={
-                "ops": {"plan_cleanup": {"config": {"dry_run": dry_run}}},
+                "ops": {first_op: {"config": config}},
                 # Progress at INFO on stderr; Dagster's step-by-step DEBUG events stay in the run log.
                 "loggers": {"console": {"config": {"log_level": "INFO"}}},
             },
@@ -111,11 +120,11 @@ def _run(dry_run: bool, as_json: bool) -> int:
                 _say(f"{event.step_key} failed: {error.message.strip()}")
         _say(f"run {result.run_id} failed")
         return EXIT_FAILED
-    stats = result.output_for_node("report_cleanup").as_dict()
+    stats = result.output_for_node(report_op).as_dict()
     if as_json:
         print(json.dumps(stats))
     else:
-        title = "DRY RUN - nothing was deleted" if dry_run else "data_cleanup"
+        title = "DRY RUN - nothing was deleted" if config["dry_run"] else job
         print(f"{title} (run {result.run_id})")
         print(pd.Series(stats).to_string())
     return 0

@@ -27,3 +27,26 @@ class CleanupConfig(dg.Config):
             " retried or late run uses the same cutoff; empty means the time the run was launched."
         ),
     )
+
+
+class OrphanSweepConfig(dg.Config):
+    """Launchpad config of orphaned_file_cleanup, on its first op `plan_orphan_sweep`."""
+
+    dry_run: bool = Field(
+        default=True, description="Report what would be deleted, change nothing. Set false to delete."
+    )
+    include_images: bool = Field(
+        default=False, description="Also sweep IMAGES_DIR (original images), not only thumbnails and clips."
+    )
+    min_age_hours: float = Field(
+        default=24.0,
+        description="Only files older than this (by modification time) can be orphans (>= 1): a file"
+        " written just before its row commits must not be taken for one.",
+    )
+    max_orphan_fraction: float = Field(
+        default=0.5, description="Stop, deleting nothing, if more than this share of files look orphaned."
+    )
+    max_delete_bytes: int = Field(
+        default=10 * 1024**3, description="Stop, deleting nothing, if the orphans hold more bytes than this."
+    )
+    force: bool = Field(default=False, description="Delete even when a safety stop applies.")

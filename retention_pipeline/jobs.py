@@ -11,6 +11,12 @@ from .ops import (
     purge_logs,
     report_cleanup,
 )
+from .orphan_ops import (
+    delete_orphaned_files,
+    plan_orphan_sweep,
+    report_orphan_sweep,
+    scan_orphaned_files,
+)
 
 # dagster.yaml limits runs carrying this tag to one at a time, across every retention job.
 EXCLUSIVE_TAG = "retention_pipeline/exclusive"
@@ -33,3 +39,17 @@ def data_cleanup() -> None:
     events = purge_events(plan, detections)
     files = delete_expired_files(plan, detections, events)
     report_cleanup(plan, detections, events, purge_gpu_stats(plan), purge_logs(plan), files)
+
+
+@dg.job(
+    description=(
+        "Find media files that no row references and delete those older than min_age_hours, with"
+        " safety stops against a wrong or empty database. A manual launch with the default config is"
+        " a dry run."
+    ),
+    tags=EXCLUSIVE_TAGS,
+    executor_def=dg.in_process_executor,
+)
+def orphaned_file_cleanup() -> None:
+    plan = plan_orphan_sweep()
+    report_orphan_sweep(delete_orphaned_files(plan, scan_orphaned_files(plan)))

@@ -5,7 +5,8 @@ from typing import Any
 
 import dagster as dg
 
-from .jobs import data_cleanup
+from .config import OrphanSweepConfig
+from .jobs import data_cleanup, orphaned_file_cleanup
 from .settings import Settings
 
 
@@ -47,3 +48,18 @@ def build_daily_schedule(settings: Settings) -> dg.ScheduleDefinition:
         )
 
     return daily_data_cleanup
+
+
+def build_weekly_orphan_schedule(settings: Settings) -> dg.ScheduleDefinition:
+    """weekly_orphaned_file_cleanup, Sundays an hour after CLEANUP_TIME; off until an operator turns it on."""
+    hour = (settings.cleanup_time.hour + 1) % 24
+    return dg.ScheduleDefinition(
+        name="weekly_orphaned_file_cleanup",
+        job=orphaned_file_cleanup,
+        cron_schedule=f"{settings.cleanup_time.minute} {hour} * * 0",
+        execution_timezone=settings.cleanup_timezone,
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        # Complete config: the safety stops still apply, so a real sweep is the useful default here.
+        run_config={"ops": {"plan_orphan_sweep": {"config": OrphanSweepConfig(dry_run=False).model_dump()}}},
+        description="Deletes orphaned media files weekly (off by default; safety stops apply).",
+    )

@@ -143,6 +143,7 @@ def build_demo(base: Path, now: datetime | None = None) -> DemoSummary:
             ],
         )
     engine.dispose()
+    files += _plant_orphans(base, now)
     return DemoSummary(
         database_url=url,
         events=len(event_rows),
@@ -182,6 +183,17 @@ def _add_edge_cases(
             }
         )
     link_rows.append({"event_id": recent_event, "detection_id": len(detection_rows) - 1, "created_at": now})
+
+
+def _plant_orphans(base: Path, now: datetime) -> int:
+    """Files no row references, for the orphan sweep: three old enough to go, one too young."""
+    ages = {"lost1.jpg": 72, "lost2.jpg": 96, "renamed_cam/lost3.jpg": 200, "just_written.jpg": 0}
+    for name, hours in ages.items():
+        path = base / "data" / "thumbnails" / "orphans" / name
+        _write(path, 700)
+        stamp = (now - timedelta(hours=hours)).timestamp()
+        os.utime(path, (stamp, stamp))
+    return len(ages)
 
 
 def demo_environment(base: Path) -> dict[str, str]:

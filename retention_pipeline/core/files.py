@@ -26,13 +26,15 @@ class StorageRoots:
 
     media_root: str
     roots: tuple[str, ...]
+    walk_roots: tuple[str, ...] = ()  # the same directories as configured, before resolving symlinks
 
     @classmethod
     def from_dirs(cls, media_root: Path, dirs: Iterable[Path]) -> StorageRoots:
         """Resolve relative directories against MEDIA_ROOT and every symlink in them."""
         media = os.path.abspath(media_root)
-        resolved = tuple(os.path.realpath(os.path.join(media, d)) for d in dirs)
-        return cls(media_root=media, roots=resolved)
+        configured = tuple(os.path.normpath(os.path.join(media, d)) for d in dirs)
+        resolved = tuple(os.path.realpath(d) for d in configured)
+        return cls(media_root=media, roots=resolved, walk_roots=configured)
 
     def aliases(self, stored: str) -> list[str]:
         """The strings a row may use for the same file: as stored, absolute, relative to MEDIA_ROOT.
@@ -43,9 +45,11 @@ class StorageRoots:
         names = {stored}
         if "\x00" not in stored and stored.strip():
             absolute = os.path.normpath(os.path.join(self.media_root, stored))
-            names.add(absolute)
-            if _inside(absolute, self.media_root):
-                names.add(os.path.relpath(absolute, self.media_root))
+            # Through a symlinked root the same file has a second spelling; a row may use either.
+            for spelling in {absolute, os.path.realpath(absolute)}:
+                names.add(spelling)
+                if _inside(spelling, self.media_root):
+                    names.add(os.path.relpath(spelling, self.media_root))
         return sorted(names)
 
     def locate(self, stored: str) -> str | None:

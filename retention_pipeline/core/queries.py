@@ -250,3 +250,21 @@ def select_stale_file_candidates(cutoff: datetime, delete_images: bool) -> Selec
         .group_by(every.c.path)
         .order_by(every.c.path)
     )
+
+
+def count_referencing_rows() -> Select[Any]:
+    """How many rows reference a media file at all (detections, and events with a clip)."""
+    with_clip = select(func.count()).select_from(events).where(events.c.clip_path.is_not(None))
+    return select(
+        select(func.count()).select_from(detections).scalar_subquery() + with_clip.scalar_subquery()
+    )
+
+
+def select_every_referenced_path() -> Select[Any]:
+    """Every distinct stored media path (thumbnails, images, clips)."""
+    every = union(
+        select(detections.c.thumbnail_path.label("path")).where(detections.c.thumbnail_path.is_not(None)),
+        select(detections.c.file_path.label("path")),
+        select(events.c.clip_path.label("path")).where(events.c.clip_path.is_not(None)),
+    ).subquery()
+    return select(every.c.path)

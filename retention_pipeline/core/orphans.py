@@ -1,0 +1,234 @@
+"""The orphaned-file sweep: files under the storage roots that no row references.
+
+Streaming design, so memory stays flat at millions of files: the roots are walked lazily, files are
+checked against the database 500 at a time (under every spelling a row may use), and orphans are written
+to a CSV manifest on disk. Only when the whole scan has passed the safety stops is the manifest read back,
+chunk by chunk, re-checked against the database and deleted.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from . import queries
+from .files import Outcome, StorageRoots, remove_file
+from .scan import ScanCounts, ScannedFile, check_roots, walk_files
+from .sweep import CHECK_CHUNK, referenced_paths
+
+Progress = Callable[[str], None]
+GIB = 1024**3
+
+
+class SafetyStop(RuntimeError):
+    """The sweep would delete suspiciously much; nothing was deleted."""
+
+
+@dataclass(frozen=True)
+class OrphanPolicy:
+    """How careful the sweep is; validated on creation."""
+
+    dry_run: bool = True
+    include_images: bool = False
+    min_age_hours: float = 24.0
+    max_orphan_fraction: float = 0.5
+    max_delete_bytes: int = 10 * GIB
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.min_age_hours >= 1:
+            problems.append(f"min_age_hours must be at least 1, got {self.min_age_hours!r}")
+        if not 0 < self.max_orphan_fraction <= 1:
+            problems.append(
+                f"max_orphan_fraction must be above 0 and at most 1, got {self.max_orphan_fraction!r}"
+            )
+        if self.max_delete_bytes < 0:
+            problems.append(f"max_delete_bytes must be 0 or more, got {self.max_delete_bytes!r}")
+        if problems:
+            raise ValueError("Invalid orphan sweep configuration: " + "; ".join(problems))
+
+
+@dataclass(frozen=True)
+class OrphanSweepPlan:
+    """One sweep: its policy, the roots it scans, when it started and where its manifest goes."""
+
+    policy: OrphanPolicy
+    roots: StorageRoots
+    started_at: datetime
+    manifest: Path
+
+
+@dataclass
+class OrphanStats:
+    """What the sweep found and did; a dry run predicts `orphans_deleted` and `bytes_reclaimed`."""
+
+    dry_run: bool = True
+    files_scanned: int = 0
+    orphans_found: int = 0
+    orphan_bytes: int = 0
+    orphans_deleted: int = 0
+    bytes_reclaimed: int = 0
+    skipped_too_young: int = 0
+    kept_newly_referenced: int = 0
+    files_missing: int = 0
+    files_failed: int = 0
+    symlinks_skipped: int = 0
+    rows_missing_files: int = 0
+    referencing_rows: int = 0
+    report_csv: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def scan_for_orphans(
+    engine: Engine,
+    roots: StorageRoots,
+    policy: OrphanPolicy,
+    manifest: Path,
+    now: datetime,
+    progress: Progress,
+) -> OrphanStats:
+    """Walk the roots, write every orphan old enough to the CSV manifest, and count everything."""
+    check_roots(list(roots.walk_roots))
+    stats = OrphanStats(dry_run=policy.dry_run, report_csv=str(manifest))
+    oldest_allowed = (now - timedelta(hours=policy.min_age_hours)).timestamp()
+    scan_counts = ScanCounts()
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    with manifest.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "size", "mtime"])
+        for chunk in _chunks(_walk_all(roots, scan_counts), CHECK_CHUNK):
+            stats.files_scanned += len(chunk)
+            referenced = referenced_paths(engine, roots, [f.path for f in chunk])
+            for found in chunk:
+                if found.path in referenced:
+                    continue
+                if found.mtime > oldest_allowed:
+                    stats.skipped_too_young += 1
+                    continue
+                stats.orphans_found += 1
+                stats.orphan_bytes += found.size
+                writer.writerow([found.path, found.size, found.mtime])
+            progress(f"scanned {stats.files_scanned} files, {stats.orphans_found} orphans so far")
+    stats.symlinks_skipped = scan_counts.symlinks_skipped
+    with engine.connect() as conn:
+        stats.referencing_rows = int(conn.execute(queries.count_referencing_rows()).scalar_one())
+    stats.rows_missing_files = count_rows_missing_files(engine, roots)
+    if policy.dry_run:
+        stats.orphans_deleted, stats.bytes_reclaimed = stats.orphans_found, stats.orphan_bytes
+    return stats
+
+
+def safety_stop_reason(stats: OrphanStats, policy: OrphanPolicy) -> str | None:
+    """Why deleting these orphans looks like a mistake (wrong or empty database, wrong roots), if it does."""
+    if stats.files_scanned == 0 and stats.rows_missing_files:
+        return (
+            f"the storage roots hold no files while {stats.rows_missing_files} rows reference files in"
+            " them: is the volume mounted?"
+        )
+    if stats.files_scanned and stats.referencing_rows == 0:
+        return (
+            f"the database has no rows referencing media while the roots hold {stats.files_scanned}"
+            " files: a fresh or wrong DATABASE_URL would make every file look orphaned"
+        )
+    if stats.files_scanned and stats.orphans_found / stats.files_scanned > policy.max_orphan_fraction:
+        share = stats.orphans_found / stats.files_scanned
+        return (
+            f"{stats.orphans_found} of {stats.files_scanned} files ({share:.0%}) look orphaned, more than"
+            f" max_orphan_fraction {policy.max_orphan_fraction:.0%}: check MEDIA_ROOT and the *_DIR settings"
+        )
+    if stats.orphan_bytes > policy.max_delete_bytes:
+        return (
+            f"the orphans hold {stats.orphan_bytes} bytes, more than max_delete_bytes"
+            f" {policy.max_delete_bytes}"
+        )
+    return None
+
+
+def check_safety(stats: OrphanStats, policy: OrphanPolicy) -> str | None:
+    """Raise SafetyStop for a real run (unless forced); return the reason, if any, for the report."""
+    reason = safety_stop_reason(stats, policy)
+    if reason and not policy.dry_run and not policy.force:
+        raise SafetyStop(f"orphan sweep stopped, nothing deleted: {reason}. Set force: true to override.")
+    return reason
+
+
+def delete_orphans(
+    engine: Engine,
+    roots: StorageRoots,
+    policy: OrphanPolicy,
+    stats: OrphanStats,
+    now: datetime,
+    progress: Progress,
+) -> OrphanStats:
+    """Delete the manifest's orphans that are still unreferenced and unchanged; count every outcome."""
+    if policy.dry_run:
+        return stats
+    oldest_allowed = (now - timedelta(hours=policy.min_age_hours)).timestamp()
+    with open(stats.report_csv, newline="") as handle:
+        rows = csv.DictReader(handle)
+        for chunk in _chunks(rows, CHECK_CHUNK):
+            # A row written since the scan makes its file live again.
+            referenced = referenced_paths(engine, roots, [row["path"] for row in chunk])
+            for row in chunk:
+                path = row["path"]
+                if path in referenced:
+                    stats.kept_newly_referenced += 1
+                    continue
+                try:
+                    if os.lstat(path).st_mtime > oldest_allowed:  # rewritten since the scan
+                        stats.skipped_too_young += 1
+                        continue
+                except FileNotFoundError:
+                    pass  # remove_file counts it as missing
+                outcome, freed = remove_file(roots, path, dry_run=False)
+                if outcome is Outcome.DELETED:
+                    stats.orphans_deleted += 1
+                    stats.bytes_reclaimed += freed
+                elif outcome is Outcome.MISSING:
+                    stats.files_missing += 1
+                else:
+                    stats.files_failed += 1
+            progress(f"deleted {stats.orphans_deleted} of {stats.orphans_found} orphans")
+    return stats
+
+
+def count_rows_missing_files(engine: Engine, roots: StorageRoots) -> int:
+    """Stored paths inside the scanned roots whose file is not on disk (reported, never acted on)."""
+    missing = 0
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True, yield_per=CHECK_CHUNK).execute(
+            queries.select_every_referenced_path()
+        )
+        for (stored,) in result:
+            target = roots.locate(stored)
+            if target is not None and not os.path.lexists(target):
+                missing += 1
+    return missing
+
+
+def orphan_report_rows(manifest: str, limit: int) -> list[dict[str, str]]:
+    """The first `limit` orphans of the manifest, for a table on the run page."""
+    with open(manifest, newline="") as handle:
+        return list(islice(csv.DictReader(handle), limit))
+
+
+def _walk_all(roots: StorageRoots, counts: ScanCounts) -> Iterator[ScannedFile]:
+    for root in roots.walk_roots:
+        yield from walk_files(root, counts)
+
+
+def _chunks(items: Any, size: int) -> Iterator[list[Any]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk

@@ -1,0 +1,87 @@
+"""Thin ops of orphaned_file_cleanup: plan, scan, delete, report."""
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+
+from .config import OrphanSweepConfig
+from .core import orphans
+from .core.files import StorageRoots
+from .core.lock import RunLockBusy
+from .core.scan import RootMissing
+from .resources import CameraSystemResource
+from .settings import SettingsError
+
+REPORT_ROWS = 50
+
+
+@dg.op(description="Validate the sweep's policy, check the roots are there, take the run lock.")
+def plan_orphan_sweep(
+    context: dg.OpExecutionContext, config: OrphanSweepConfig, camera_system: CameraSystemResource
+) -> orphans.OrphanSweepPlan:
+    try:
+        policy = orphans.OrphanPolicy(**config.model_dump())
+        settings = camera_system.settings()
+        dirs = [settings.thumbnail_dir, settings.clips_dir]
+        if policy.include_images:
+            dirs.append(settings.images_dir)
+        roots = StorageRoots.from_dirs(settings.media_root, dirs)
+        orphans.check_roots(list(roots.walk_roots))
+        camera_system.claim_exclusive_run()
+    except (ValueError, SettingsError, RootMissing, RunLockBusy) as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    manifest = Path(context.instance.storage_directory()) / context.run_id / "orphans.csv"
+    context.log.info(
+        ("DRY RUN - nothing will be deleted: " if policy.dry_run else "sweeping: ")
+        + ", ".join(roots.walk_roots)
+        + f" (files older than {policy.min_age_hours} h)"
+    )
+    return orphans.OrphanSweepPlan(policy, roots, datetime.now(UTC), manifest)
+
+
+@dg.op(description="Walk the roots and write every unreferenced file old enough to a CSV manifest.")
+def scan_orphaned_files(
+    context: dg.OpExecutionContext, plan: orphans.OrphanSweepPlan, camera_system: CameraSystemResource
+) -> orphans.OrphanStats:
+    stats = orphans.scan_for_orphans(
+        camera_system.engine(), plan.roots, plan.policy, plan.manifest, plan.started_at, context.log.info
+    )
+    context.add_output_metadata({"files_scanned": stats.files_scanned, "orphans_found": stats.orphans_found})
+    return stats
+
+
+@dg.op(description="Apply the safety stops, then delete the orphans that are still unreferenced.")
+def delete_orphaned_files(
+    context: dg.OpExecutionContext,
+    plan: orphans.OrphanSweepPlan,
+    scanned: orphans.OrphanStats,
+    camera_system: CameraSystemResource,
+) -> orphans.OrphanStats:
+    try:
+        reason = orphans.check_safety(scanned, plan.policy)
+    except orphans.SafetyStop as exc:
+        raise dg.Failure(description=str(exc), metadata=scanned.as_dict(), allow_retries=False) from None
+    if reason:
+        context.log.warning(("a real run would stop: " if plan.policy.dry_run else "forced past: ") + reason)
+    return orphans.delete_orphans(
+        camera_system.engine(), plan.roots, plan.policy, scanned, plan.started_at, context.log.info
+    )
+
+
+@dg.op(description="Report the sweep's numbers and the first orphans on the run page.")
+def report_orphan_sweep(context: dg.OpExecutionContext, stats: orphans.OrphanStats) -> orphans.OrphanStats:
+    rows = orphans.orphan_report_rows(stats.report_csv, REPORT_ROWS)
+    table = "| path | size | mtime |\n|---|---|---|\n" + "".join(
+        f"| `{r['path']}` | {r['size']} | {datetime.fromtimestamp(float(r['mtime']), UTC):%Y-%m-%d %H:%M} |\n"
+        for r in rows
+    )
+    context.log.info(f"orphan sweep: {stats.as_dict()}")
+    context.add_output_metadata(
+        {
+            **stats.as_dict(),
+            "report_csv": dg.MetadataValue.path(stats.report_csv),
+            f"first_{REPORT_ROWS}_orphans": dg.MetadataValue.md(table),
+        }
+    )
+    return stats

@@ -1,0 +1,177 @@
+"""The orphaned-file sweep on SQLite and PostgreSQL: what it deletes, keeps, and refuses to do."""
+
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from retention_pipeline.core import orphans
+from retention_pipeline.core.files import StorageRoots
+from retention_pipeline.core.scan import RootMissing
+from retention_pipeline_tests.factories import CLIPS, IMAGES, THUMBS, CameraWorld
+
+DAY = 24 * 3600
+
+
+def aged(world: CameraWorld, relative: str, hours: float, size: int = 100) -> str:
+    world.file(relative, size)
+    stamp = time.time() - hours * 3600
+    os.utime(world.media / relative, (stamp, stamp))
+    return relative
+
+
+def sweep(world: CameraWorld, tmp_path: Path, include_images: bool = False, **policy) -> orphans.OrphanStats:
+    dirs = [Path(THUMBS), Path(CLIPS)] + ([Path(IMAGES)] if include_images else [])
+    roots = StorageRoots.from_dirs(world.media, dirs)
+    rules = orphans.OrphanPolicy(include_images=include_images, **policy)
+    now = datetime.now(UTC)
+    stats = orphans.scan_for_orphans(
+        world.engine, roots, rules, tmp_path / "orphans.csv", now, lambda _m: None
+    )
+    orphans.check_safety(stats, rules)
+    return orphans.delete_orphans(world.engine, roots, rules, stats, now, lambda _m: None)
+
+
+@pytest.fixture
+def live(world: CameraWorld) -> CameraWorld:
+    """Three referenced files, one for each way a row can reference one."""
+    world.detection(
+        world.recent(),
+        image=aged(world, f"{IMAGES}/live.jpg", 48),
+        thumbnail=aged(world, f"{THUMBS}/live.jpg", 48),
+    )
+    world.detection(
+        world.recent(), image=str(world.media / aged(world, f"{THUMBS}/abs.jpg", 48)), thumbnail=None
+    )
+    world.event(world.recent(), clip=aged(world, f"{CLIPS}/live.mp4", 48))
+    for n in range(4):  # enough live files that a few orphans stay under the 50% stop
+        world.detection(world.recent(), thumbnail=aged(world, f"{THUMBS}/more{n}.jpg", 48))
+    return world
+
+
+def test_old_orphans_go_young_ones_and_referenced_files_stay(live: CameraWorld, tmp_path: Path):
+    aged(live, f"{THUMBS}/orphan.jpg", 48, size=70)
+    aged(live, f"{CLIPS}/sub/orphan.mp4", 30, size=30)
+    aged(live, f"{THUMBS}/fresh.jpg", 1)
+
+    stats = sweep(live, tmp_path, dry_run=False)
+
+    assert not live.exists(f"{THUMBS}/orphan.jpg") and not live.exists(f"{CLIPS}/sub/orphan.mp4")
+    assert live.exists(f"{THUMBS}/fresh.jpg")
+    for kept in (f"{THUMBS}/live.jpg", f"{THUMBS}/abs.jpg", f"{CLIPS}/live.mp4", f"{IMAGES}/live.jpg"):
+        assert live.exists(kept)
+    assert (stats.orphans_found, stats.orphans_deleted, stats.bytes_reclaimed) == (2, 2, 100)
+    assert stats.skipped_too_young == 1
+    assert stats.files_scanned == 10
+
+
+def test_images_dir_is_swept_only_when_asked(live: CameraWorld, tmp_path: Path):
+    aged(live, f"{IMAGES}/orphan.jpg", 48)
+
+    without = sweep(live, tmp_path, dry_run=False)
+    assert live.exists(f"{IMAGES}/orphan.jpg") and without.orphans_found == 0
+
+    with_images = sweep(live, tmp_path, include_images=True, dry_run=False)
+    assert not live.exists(f"{IMAGES}/orphan.jpg") and live.exists(f"{IMAGES}/live.jpg")
+    assert with_images.orphans_deleted == 1
+
+
+def test_file_referenced_between_scan_and_delete_is_kept(live: CameraWorld, tmp_path: Path):
+    late = aged(live, f"{THUMBS}/late.jpg", 48)
+    roots = StorageRoots.from_dirs(live.media, [Path(THUMBS), Path(CLIPS)])
+    rules = orphans.OrphanPolicy(dry_run=False)
+    now = datetime.now(UTC)
+    stats = orphans.scan_for_orphans(live.engine, roots, rules, tmp_path / "o.csv", now, lambda _m: None)
+    assert stats.orphans_found == 1
+
+    live.detection(live.recent(), thumbnail=late)  # the camera system commits its row now
+    stats = orphans.delete_orphans(live.engine, roots, rules, stats, now, lambda _m: None)
+
+    assert live.exists(late)
+    assert stats.kept_newly_referenced == 1 and stats.orphans_deleted == 0
+
+
+def test_an_empty_database_stops_the_sweep(world: CameraWorld, tmp_path: Path):
+    files = [aged(world, f"{THUMBS}/f{n}.jpg", 48) for n in range(3)]
+
+    with pytest.raises(orphans.SafetyStop, match="no rows referencing media"):
+        sweep(world, tmp_path, dry_run=False)
+
+    assert all(world.exists(f) for f in files)
+
+
+def test_too_many_orphans_stop_the_sweep_unless_forced(live: CameraWorld, tmp_path: Path):
+    extra = [aged(live, f"{THUMBS}/o{n}.jpg", 48) for n in range(10)]
+
+    with pytest.raises(orphans.SafetyStop, match="look orphaned, more than max_orphan_fraction 50%"):
+        sweep(live, tmp_path, dry_run=False)
+    assert all(live.exists(f) for f in extra)
+
+    forced = sweep(live, tmp_path, dry_run=False, force=True)
+    assert forced.orphans_deleted == 10 and not any(live.exists(f) for f in extra)
+    assert live.exists(f"{THUMBS}/live.jpg")
+
+
+def test_too_many_bytes_stop_the_sweep(live: CameraWorld, tmp_path: Path):
+    aged(live, f"{THUMBS}/big.jpg", 48, size=5000)
+
+    with pytest.raises(orphans.SafetyStop, match="more than max_delete_bytes 1000"):
+        sweep(live, tmp_path, dry_run=False, max_delete_bytes=1000)
+    assert live.exists(f"{THUMBS}/big.jpg")
+
+
+def test_a_missing_root_is_an_error_not_zero_files(live: CameraWorld, tmp_path: Path):
+    os.rename(live.media / CLIPS, live.media / "unmounted")
+
+    with pytest.raises(RootMissing, match="data/clips"):
+        sweep(live, tmp_path, dry_run=False)
+    assert live.exists(f"{THUMBS}/live.jpg")
+
+
+def test_a_symlinked_directory_pointing_outside_is_not_followed(live: CameraWorld, tmp_path: Path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victim = outside / "victim.jpg"
+    victim.write_text("keep")
+    os.utime(victim, (time.time() - 3 * DAY, time.time() - 3 * DAY))
+    (live.media / THUMBS / "escape").symlink_to(outside)
+
+    stats = sweep(live, tmp_path, dry_run=False)
+
+    assert victim.read_text() == "keep"
+    assert stats.symlinks_skipped == 1 and stats.orphans_found == 0
+
+
+def test_dry_run_changes_nothing_and_predicts_the_real_run(live: CameraWorld, tmp_path: Path):
+    aged(live, f"{THUMBS}/a.jpg", 48, size=10)
+    aged(live, f"{CLIPS}/b.mp4", 48, size=20)
+    aged(live, f"{THUMBS}/young.jpg", 2)
+    before = sorted(live.media.rglob("*"))
+
+    preview = sweep(live, tmp_path, dry_run=True)
+    assert sorted(live.media.rglob("*")) == before
+    real = sweep(live, tmp_path, dry_run=False)
+
+    keys = ("files_scanned", "orphans_found", "orphans_deleted", "bytes_reclaimed", "skipped_too_young")
+    assert {k: getattr(preview, k) for k in keys} == {k: getattr(real, k) for k in keys}
+    assert (real.orphans_deleted, real.bytes_reclaimed) == (2, 30)
+
+
+def test_rows_whose_files_are_missing_are_reported_not_touched(live: CameraWorld, tmp_path: Path):
+    live.detection(live.recent(), thumbnail=f"{THUMBS}/gone.jpg", image=f"{IMAGES}/gone-too.jpg")
+
+    stats = sweep(live, tmp_path, dry_run=True)
+
+    assert stats.rows_missing_files == 1  # IMAGES_DIR was not scanned, so only the thumbnail counts
+    assert stats.referencing_rows == 8
+
+
+def test_report_csv_lists_the_orphans(live: CameraWorld, tmp_path: Path):
+    aged(live, f"{THUMBS}/listed.jpg", 48, size=42)
+
+    stats = sweep(live, tmp_path, dry_run=True)
+    rows = orphans.orphan_report_rows(stats.report_csv, 10)
+
+    assert [(Path(r["path"]).name, r["size"]) for r in rows] == [("listed.jpg", "42")]

@@ -1,0 +1,115 @@
+"""orphaned_file_cleanup through Dagster and the CLI, on SQLite and PostgreSQL."""
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from retention_pipeline.jobs import orphaned_file_cleanup
+from retention_pipeline.schedules import build_weekly_orphan_schedule
+from retention_pipeline.settings import Settings
+from retention_pipeline_tests.dagster_helpers import camera_resource, failure_messages
+from retention_pipeline_tests.factories import THUMBS, CameraWorld
+from retention_pipeline_tests.test_cli import cli
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+def old_file(world: CameraWorld, relative: str) -> str:
+    world.file(relative, 10)
+    stamp = time.time() - 48 * 3600
+    os.utime(world.media / relative, (stamp, stamp))
+    return relative
+
+
+@pytest.fixture
+def tree(world: CameraWorld) -> CameraWorld:
+    for n in range(3):
+        world.detection(world.recent(), thumbnail=old_file(world, f"{THUMBS}/live{n}.jpg"))
+    old_file(world, f"{THUMBS}/orphan.jpg")
+    return world
+
+
+def sweep(world: CameraWorld, instance, **config) -> dg.ExecuteInProcessResult:
+    return orphaned_file_cleanup.execute_in_process(
+        run_config={"ops": {"plan_orphan_sweep": {"config": config}}} if config else None,
+        resources={"camera_system": camera_resource(world)},
+        instance=instance,
+        raise_on_error=False,
+    )
+
+
+def test_default_config_is_a_dry_run_that_reports_on_the_run_page(tree: CameraWorld, instance):
+    result = sweep(tree, instance)
+
+    assert result.success
+    assert tree.exists(f"{THUMBS}/orphan.jpg")
+    [output] = instance.get_records_for_run(result.run_id, of_type=dg.DagsterEventType.STEP_OUTPUT).records[
+        -1:
+    ]
+    metadata = output.event_log_entry.dagster_event.step_output_data.metadata
+    assert metadata["dry_run"].value is True
+    assert metadata["files_scanned"].value == 4 and metadata["orphans_found"].value == 1
+    assert metadata["orphans_deleted"].value == 1 and metadata["bytes_reclaimed"].value == 10
+    assert "orphan.jpg" in metadata["first_50_orphans"].value
+    assert Path(metadata["report_csv"].value).is_file()
+
+
+def test_real_sweep_deletes_the_orphan(tree: CameraWorld, instance):
+    result = sweep(tree, instance, dry_run=False)
+
+    assert result.success
+    assert not tree.exists(f"{THUMBS}/orphan.jpg") and tree.exists(f"{THUMBS}/live0.jpg")
+
+
+def test_safety_stop_fails_the_run_with_the_reason(tree: CameraWorld, instance):
+    for n in range(5):
+        old_file(tree, f"{THUMBS}/more{n}.jpg")
+
+    result = sweep(tree, instance, dry_run=False)
+
+    assert not result.success
+    assert "look orphaned, more than max_orphan_fraction 50%" in failure_messages(result)
+    assert tree.exists(f"{THUMBS}/orphan.jpg")
+
+
+def test_bad_policy_is_rejected_before_scanning(tree: CameraWorld, instance):
+    result = sweep(tree, instance, dry_run=False, min_age_hours=0.0)
+
+    assert not result.success
+    assert "min_age_hours must be at least 1, got 0.0" in failure_messages(result)
+
+
+def test_weekly_schedule_is_off_by_default_and_sends_a_complete_real_config():
+    schedule = build_weekly_orphan_schedule(Settings())
+
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    assert schedule.cron_schedule == "0 4 * * 0"
+    with dg.instance_for_test() as instance:
+        context = dg.build_schedule_context(instance=instance)
+        [request] = schedule.evaluate_tick(context).run_requests or []
+    config = request.run_config["ops"]["plan_orphan_sweep"]["config"]
+    assert config["dry_run"] is False and config["max_orphan_fraction"] == 0.5
+    assert config["min_age_hours"] == 24.0 and config["force"] is False
+    dg.validate_run_config(orphaned_file_cleanup, request.run_config)
+
+
+def test_cli_orphans_dry_run_then_delete(tree: CameraWorld, tmp_path: Path):
+    preview = cli(tree, tmp_path, "orphans", "--json")
+    assert preview.returncode == 0, preview.stderr
+    assert json.loads(preview.stdout)["orphans_found"] == 1
+    assert tree.exists(f"{THUMBS}/orphan.jpg")
+
+    deleted = cli(tree, tmp_path, "orphans", "--delete", "--json")
+
+    assert deleted.returncode == 0, deleted.stderr
+    assert json.loads(deleted.stdout)["orphans_deleted"] == 1
+    assert not tree.exists(f"{THUMBS}/orphan.jpg")
