@@ -8,6 +8,7 @@ import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
+from functools import lru_cache
 from pathlib import Path
 
 
@@ -40,13 +41,13 @@ class StorageRoots:
         """The strings a row may use for the same file: as stored, absolute, relative to MEDIA_ROOT.
 
         Reference checks look for all of them, so a file stored once relative and once absolute is
-        seen as shared.
+        seen as shared. Through a symlinked root the same file has a second spelling; a row may use either.
         """
         names = {stored}
         if "\x00" not in stored and stored.strip():
             absolute = os.path.normpath(os.path.join(self.media_root, stored))
-            # Through a symlinked root the same file has a second spelling; a row may use either.
-            for spelling in {absolute, os.path.realpath(absolute)}:
+            folder, name = os.path.split(absolute)
+            for spelling in {absolute, os.path.join(_resolved_dir(folder), name)}:
                 names.add(spelling)
                 if _inside(spelling, self.media_root):
                     names.add(os.path.relpath(spelling, self.media_root))
@@ -66,7 +67,7 @@ class StorageRoots:
             return None
         try:
             target = os.path.join(os.path.realpath(os.path.dirname(joined)), name)
-            pointed = os.path.realpath(target)
+            pointed = os.path.realpath(target) if os.path.islink(target) else target
         except (OSError, ValueError):
             return None
         if self._contains(target) and self._contains(pointed):
@@ -78,7 +79,15 @@ class StorageRoots:
 
 
 def _inside(path: str, root: str) -> bool:
-    return path != root and os.path.commonpath([path, root]) == root
+    # Both sides are normalised absolute paths, so a prefix test on whole components is exact.
+    return path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+@lru_cache(maxsize=4096)
+def _resolved_dir(folder: str) -> str:
+    # Only for spelling aliases in reference look-ups, never for deciding what may be deleted: a cached
+    # answer there could outlive a directory being swapped for a symlink.
+    return os.path.realpath(folder)
 
 
 def remove_file(roots: StorageRoots, stored: str, dry_run: bool) -> tuple[Outcome, int]:

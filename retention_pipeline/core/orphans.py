@@ -211,8 +211,9 @@ def count_rows_missing_files(engine: Engine, roots: StorageRoots) -> int:
             queries.select_every_referenced_path()
         )
         for (stored,) in result:
-            target = roots.locate(stored)
-            if target is not None and not os.path.lexists(target):
+            if "\x00" in stored or os.path.lexists(os.path.join(roots.media_root, stored)):
+                continue
+            if roots.locate(stored) is not None:  # only files the sweep is responsible for
                 missing += 1
     return missing
 
