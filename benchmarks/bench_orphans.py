@@ -53,8 +53,12 @@ def build(workdir: Path, files: int) -> str:
         if n % 10:
             relative = f"thumbnails/{n // FILES_PER_DIR:05d}/{n}.jpg"
             rows.append(
-                {"camera_id": "cam", "file_path": relative, "thumbnail_path": relative,
-                 "detected_at": now - timedelta(days=1)}
+                {
+                    "camera_id": "cam",
+                    "file_path": relative,
+                    "thumbnail_path": relative,
+                    "detected_at": now - timedelta(days=1),
+                }
             )
         if len(rows) >= 20_000:
             with engine.begin() as conn:
@@ -89,7 +93,9 @@ print(json.dumps({"seconds": seconds, "files_scanned": stats.files_scanned,
 def measure(url: str, workdir: Path) -> dict[str, float]:
     done = subprocess.run(
         [sys.executable, "-c", CHILD, url, str(workdir / "media"), str(workdir / "orphans.csv")],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -118,8 +124,10 @@ def main() -> None:
     print(frame.to_markdown(index=False, floatfmt=".1f"))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "orphans.json").write_text(json.dumps(results, indent=2))
-    print(f"parent peak RSS while building: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB",
-          file=sys.stderr)
+    print(
+        f"parent peak RSS while building: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

@@ -47,17 +47,20 @@ class StorageRoots:
         if "\x00" not in stored and stored.strip():
             absolute = os.path.normpath(os.path.join(self.media_root, stored))
             folder, name = os.path.split(absolute)
+            prefix = self.media_root.rstrip(os.sep) + os.sep
             for spelling in {absolute, os.path.join(_resolved_dir(folder), name)}:
                 names.add(spelling)
-                if _inside(spelling, self.media_root):
-                    names.add(os.path.relpath(spelling, self.media_root))
+                if spelling.startswith(prefix):
+                    names.add(spelling[len(prefix) :])
         return sorted(names)
 
-    def locate(self, stored: str) -> str | None:
+    def locate(self, stored: str, resolved_dirs: dict[str, str] | None = None) -> str | None:
         """The path to unlink for a stored path, or None when it is not safely inside a root.
 
         The directories leading to the file are resolved (symlinks included) and must lie inside a
         root; a final symlink is unlinked itself, and only if it points inside a root too.
+        `resolved_dirs` may carry directory resolutions across one short chunk of files, never longer,
+        so a directory swapped for a symlink is noticed by the next chunk.
         """
         if not stored.strip() or "\x00" in stored:
             return None
@@ -66,7 +69,12 @@ class StorageRoots:
         if name in ("", ".", ".."):
             return None
         try:
-            target = os.path.join(os.path.realpath(os.path.dirname(joined)), name)
+            folder = os.path.dirname(joined)
+            cached = resolved_dirs.get(folder) if resolved_dirs is not None else None
+            resolved = cached or os.path.realpath(folder)
+            if resolved_dirs is not None:
+                resolved_dirs[folder] = resolved
+            target = os.path.join(resolved, name)
             pointed = os.path.realpath(target) if os.path.islink(target) else target
         except (OSError, ValueError):
             return None
@@ -90,12 +98,14 @@ def _resolved_dir(folder: str) -> str:
     return os.path.realpath(folder)
 
 
-def remove_file(roots: StorageRoots, stored: str, dry_run: bool) -> tuple[Outcome, int]:
+def remove_file(
+    roots: StorageRoots, stored: str, dry_run: bool, resolved_dirs: dict[str, str] | None = None
+) -> tuple[Outcome, int]:
     """Delete one stored path (or, dry, say what would happen) and the bytes that frees.
 
     Bytes count only when this was the file's last hard link: that is space actually freed.
     """
-    target = roots.locate(stored)
+    target = roots.locate(stored, resolved_dirs)
     if target is None:
         return Outcome.REFUSED, 0
     try:

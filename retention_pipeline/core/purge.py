@@ -21,7 +21,6 @@ Progress = Callable[[str], None]
 T = TypeVar("T")
 
 RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
-QUEUE_INSERT_CHUNK = 2000  # rows per INSERT; stays far below SQLite's bound-parameter limit
 
 
 @dataclass(frozen=True)
@@ -80,11 +79,12 @@ def _loop(
 
 def queue_files(connection: Connection, paths: dict[str, str]) -> int:
     """Queue {path: kind} for deletion inside the caller's transaction; returns how many were given."""
+    if not paths:
+        return 0
     now = datetime.now(UTC)
     rows = [{"path": p, "kind": k, "queued_at": now} for p, k in sorted(paths.items())]
-    for start in range(0, len(rows), QUEUE_INSERT_CHUNK):
-        chunk = rows[start : start + QUEUE_INSERT_CHUNK]
-        connection.execute(queries.insert_queued_files(connection.dialect.name, chunk))
+    # One cached statement, many parameter sets: SQLAlchemy batches them ("insertmanyvalues").
+    connection.execute(queries.insert_queued_file(connection.dialect.name), rows)
     return len(rows)
 
 

@@ -181,10 +181,10 @@ def count_expired_rows(table: Table, column: str, cutoff: datetime) -> Select[An
     return select(func.count()).select_from(table).where(older(table.c[column], cutoff))
 
 
-def insert_queued_files(dialect_name: str, rows: Sequence[dict[str, Any]]) -> Insert:
-    """Queue file paths for deletion, ignoring paths already queued."""
+def insert_queued_file(dialect_name: str) -> Insert:
+    """Queue one file path for deletion (executed with many rows), ignoring paths already queued."""
     insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
-    return insert(retention_file_queue).values(list(rows)).on_conflict_do_nothing(index_elements=["path"])
+    return insert(retention_file_queue).on_conflict_do_nothing(index_elements=["path"])
 
 
 def select_queued_files(after_id: int, limit: int) -> Select[Any]:

@@ -1,0 +1,394 @@
+"""data_cleanup benchmark against the floor and the naive design, on SQLite and PostgreSQL.
+
+For each engine and size N it generates one camera database (N detections; N/5 events with clips, each
+with its detections linked and every other one with an alert; N/2 GPU stats and N/2 log lines; half of
+everything expired) and copies it once per variant, with real files for the expired rows (one thumbnail
+per detection, one original image per event shared by its detections, one clip per event). Each variant
+runs in its own child process so its peak RSS is its own:
+
+- floor: one plain DELETE per table in one transaction, then a single-threaded os.unlink loop;
+- naive: every path collected into a Python list, unbounded DELETEs in one transaction, then unlink;
+- dry: data_cleanup with dry_run true (through the job); real: data_cleanup for real (through the job);
+- noop: data_cleanup again with nothing left to delete.
+
+    python benchmarks/bench_cleanup.py [--sizes 100000,1000000] [--engines sqlite,postgresql]
+
+Prints a Markdown table and writes benchmarks/results/cleanup.json.
+"""
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+from sqlalchemy import create_engine, delete, insert, select, text, union_all
+
+from retention_pipeline.core.db import make_engine
+from retention_pipeline.core.schema import (
+    alerts,
+    camera_metadata,
+    cameras,
+    detections,
+    ensure_bookkeeping,
+    event_detections,
+    events,
+    gpu_stats,
+    logs,
+)
+
+RESULTS = Path(__file__).parent / "results"
+PG_ADMIN = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+NOW = datetime.now(UTC).replace(microsecond=0)
+CUTOFF = NOW - timedelta(days=30)
+PER_EVENT = 5
+CHUNK = 50_000
+
+
+def _rows(n: int) -> dict[str, list[dict]]:
+    """All rows for N detections; the first half (by id and time) is expired."""
+    n_events = n // PER_EVENT
+    out: dict[str, list[dict]] = {
+        "events": [],
+        "detections": [],
+        "links": [],
+        "alerts": [],
+        "gpu": [],
+        "logs": [],
+    }
+    for e in range(1, n_events + 1):
+        expired = e <= n_events // 2
+        at = (CUTOFF - timedelta(days=10, seconds=n_events - e)) if expired else (NOW - timedelta(seconds=e))
+        clip = f"clips/{e // 1000}/{e}.mp4"
+        out["events"].append(
+            {"id": e, "batch_id": "b", "camera_id": "cam", "started_at": at, "clip_path": clip}
+        )
+        if e % 2:
+            out["alerts"].append({"event_id": e, "created_at": at, "message": "a"})
+        for k in range(PER_EVENT):
+            d = (e - 1) * PER_EVENT + k + 1
+            out["detections"].append(
+                {
+                    "id": d,
+                    "camera_id": "cam",
+                    "file_path": f"images/{e // 1000}/{e}.jpg",
+                    "thumbnail_path": f"thumbnails/{d // 1000}/{d}.jpg",
+                    "detected_at": at,
+                    "object_type": "person",
+                    "confidence": 0.9,
+                    "media_type": "image",
+                }
+            )
+            out["links"].append({"event_id": e, "detection_id": d, "created_at": at})
+    for i in range(1, n // 2 + 1):
+        at = (CUTOFF - timedelta(seconds=n - i)) if i <= n // 4 else (NOW - timedelta(seconds=i))
+        out["gpu"].append(
+            {"id": i, "recorded_at": at, "gpu_utilization": 1.0, "memory_used": 1, "temperature": 1.0}
+        )
+        out["logs"].append({"id": i, "timestamp": at, "level": "INFO", "component": "c", "message": "m"})
+    return out
+
+
+def build_database(url: str, n: int) -> None:
+    engine = make_engine(url)
+    camera_metadata.create_all(engine)
+    ensure_bookkeeping(engine)
+    rows = _rows(n)
+    tables = [
+        (cameras, [{"id": "cam", "name": "cam"}]),
+        (events, rows["events"]),
+        (detections, rows["detections"]),
+        (event_detections, rows["links"]),
+        (alerts, rows["alerts"]),
+        (gpu_stats, rows["gpu"]),
+        (logs, rows["logs"]),
+    ]
+    for table, data in tables:
+        for start in range(0, len(data), CHUNK):
+            with engine.begin() as conn:
+                conn.execute(insert(table), data[start : start + CHUNK])
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("ANALYZE"))
+    engine.dispose()
+
+
+def expired_files(n: int) -> list[str]:
+    n_events = n // PER_EVENT
+    paths = []
+    for e in range(1, n_events // 2 + 1):
+        paths += [f"clips/{e // 1000}/{e}.mp4", f"images/{e // 1000}/{e}.jpg"]
+        paths += [
+            f"thumbnails/{d // 1000}/{d}.jpg" for d in range((e - 1) * PER_EVENT + 1, e * PER_EVENT + 1)
+        ]
+    return paths
+
+
+def build_files(media: Path, paths: list[str]) -> None:
+    made: set[str] = set()
+    for relative in paths:
+        folder = os.path.dirname(relative)
+        if folder not in made:
+            (media / folder).mkdir(parents=True, exist_ok=True)
+            made.add(folder)
+        with open(media / relative, "wb") as handle:
+            handle.write(b"x" * 256)
+
+
+def copy_database(url: str, engine_name: str, workdir: Path, label: str) -> str:
+    if engine_name == "sqlite":
+        source = url.removeprefix("sqlite:///")
+        target = workdir / f"{label}.db"
+        engine = make_engine(url)
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        engine.dispose()
+        shutil.copy(source, target)
+        return f"sqlite:///{target}"
+    name = f"{url.rsplit('/', 1)[1]}_{label}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{url.rsplit("/", 1)[1]}"'))
+    admin.dispose()
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+# --- variants, each run in a child process --------------------------------------------------------------
+def run_floor(url: str, media: Path, n: int) -> dict:
+    engine = make_engine(url)
+    expired_events = select(events.c.id).where(events.c.started_at < CUTOFF).scalar_subquery()
+    started = time.perf_counter()
+    with engine.begin() as conn:
+        rows = 0
+        for statement in (
+            delete(alerts).where(alerts.c.event_id.in_(expired_events)),
+            delete(event_detections).where(event_detections.c.event_id.in_(expired_events)),
+            delete(detections).where(detections.c.detected_at < CUTOFF),
+            delete(events).where(events.c.started_at < CUTOFF),
+            delete(gpu_stats).where(gpu_stats.c.recorded_at < CUTOFF),
+            delete(logs).where(logs.c.timestamp < CUTOFF),
+        ):
+            rows += conn.execute(statement).rowcount
+    db_seconds = time.perf_counter() - started
+    paths = [str(media / p) for p in expired_files(n)]
+    started = time.perf_counter()
+    for path in paths:
+        os.unlink(path)
+    file_seconds = time.perf_counter() - started
+    return {
+        "rows": rows,
+        "files": len(paths),
+        "db_seconds": db_seconds,
+        "file_seconds": file_seconds,
+        "longest_txn_ms": db_seconds * 1000,
+    }
+
+
+def run_naive(url: str, media: Path, n: int) -> dict:
+    engine = make_engine(url)
+    started = time.perf_counter()
+    with engine.begin() as conn:
+        paths = list(
+            conn.execute(
+                union_all(
+                    select(detections.c.thumbnail_path).where(detections.c.detected_at < CUTOFF),
+                    select(detections.c.file_path).where(detections.c.detected_at < CUTOFF),
+                    select(events.c.clip_path).where(events.c.started_at < CUTOFF),
+                )
+            ).scalars()
+        )
+        rows = 0
+        for table, column in (
+            (detections, "detected_at"),
+            (events, "started_at"),
+            (gpu_stats, "recorded_at"),
+            (logs, "timestamp"),
+        ):
+            rows += conn.execute(delete(table).where(table.c[column] < CUTOFF)).rowcount  # cascades
+    db_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    files = 0
+    for path in paths:
+        full = media / path
+        if os.path.exists(full):
+            os.unlink(full)
+            files += 1
+    return {
+        "rows": rows,
+        "files": files,
+        "db_seconds": db_seconds,
+        "file_seconds": time.perf_counter() - started,
+        "longest_txn_ms": db_seconds * 1000,
+    }
+
+
+def run_job(url: str, media: Path, dry_run: bool) -> dict:
+    import dagster as dg
+
+    from retention_pipeline.jobs import data_cleanup
+    from retention_pipeline.resources import CameraSystemResource
+
+    resource_ = CameraSystemResource(
+        database_url=url,
+        media_root=str(media),
+        thumbnail_dir="thumbnails",
+        clips_dir="clips",
+        images_dir="images",
+    )
+    config = {
+        "dry_run": dry_run,
+        "delete_images": True,
+        "batch_size": 10_000,
+        "reference_time": NOW.isoformat(),
+    }
+    with dg.instance_for_test() as instance:
+        started = time.perf_counter()
+        result = data_cleanup.execute_in_process(
+            run_config={
+                "ops": {"plan_cleanup": {"config": config}},
+                "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+            },
+            resources={"camera_system": resource_},
+            instance=instance,
+        )
+        wall = time.perf_counter() - started
+        steps = {s.step_key: s.end_time - s.start_time for s in instance.get_run_step_stats(result.run_id)}
+    stats = result.output_for_node("report_cleanup")
+    rows = (
+        stats.events_deleted
+        + stats.alerts_deleted
+        + stats.detections_deleted
+        + stats.gpu_stats_deleted
+        + stats.logs_deleted
+    )
+    files = stats.thumbnails_deleted + stats.images_deleted + stats.clips_deleted
+    db = sum(v for k, v in steps.items() if k.startswith("purge_"))
+    return {
+        "rows": rows,
+        "files": files,
+        "db_seconds": db,
+        "file_seconds": steps["delete_expired_files"],
+        "longest_txn_ms": stats.longest_transaction_ms,
+        "wall_job": wall,
+    }
+
+
+def child(args: argparse.Namespace) -> None:
+    media, n = Path(args.media), args.n
+    started = time.perf_counter()
+    if args.variant == "floor":
+        figures = run_floor(args.url, media, n)
+    elif args.variant == "naive":
+        figures = run_naive(args.url, media, n)
+    else:
+        figures = run_job(args.url, media, dry_run=args.variant == "dry")
+    figures["wall_seconds"] = time.perf_counter() - started
+    figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(figures))
+
+
+def measure(variant: str, url: str, media: Path, n: int) -> dict:
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", variant, "--url", url, "--media", str(media), "--n", str(n)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode:
+        raise SystemExit(f"{variant} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench(engine_name: str, n: int, workdir: Path) -> list[dict]:
+    if engine_name == "sqlite":
+        base = f"sqlite:///{workdir / 'base.db'}"
+    else:
+        base_name = f"bench_{uuid.uuid4().hex[:8]}"
+        admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{base_name}"'))
+        admin.dispose()
+        base = PG_ADMIN.rsplit("/", 1)[0] + "/" + base_name
+    started = time.perf_counter()
+    build_database(base, n)
+    print(f"[{engine_name} {n}] database built in {time.perf_counter() - started:.0f}s", file=sys.stderr)
+    paths = expired_files(n)
+    results = []
+    for variant in ("floor", "naive", "dry", "real", "noop"):
+        if variant in ("floor", "naive", "dry"):
+            url = copy_database(base, engine_name, workdir, variant)
+            media = workdir / f"media_{variant}"
+            build_files(media, paths)
+        figures = measure(variant, url, media, n)
+        figures.update(engine=engine_name, n=n, variant=variant)
+        results.append(figures)
+        print(f"[{engine_name} {n}] {variant}: {figures}", file=sys.stderr)
+        if variant in ("floor", "naive"):
+            shutil.rmtree(media, ignore_errors=True)
+    if engine_name == "postgresql":
+        admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            for suffix in ("", "_floor", "_naive", "_dry"):
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{base.rsplit("/", 1)[1]}{suffix}" WITH (FORCE)'))
+        admin.dispose()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100000,1000000")
+    parser.add_argument("--engines", default="sqlite,postgresql")
+    parser.add_argument("--child", default=None)
+    parser.add_argument("--url"), parser.add_argument("--media"), parser.add_argument("--n", type=int)
+    args = parser.parse_args()
+    if args.child:
+        args.variant = args.child
+        return child(args)
+    results = []
+    for engine_name in args.engines.split(","):
+        for n in (int(s) for s in args.sizes.split(",")):
+            workdir = Path(tempfile.mkdtemp(prefix=f"bench_cleanup_{engine_name}_{n}_"))
+            try:
+                results += bench(engine_name, n, workdir)
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
+    frame = pd.DataFrame(results)
+    floor = frame[frame.variant == "floor"].set_index(["engine", "n"])
+    frame["rows_per_s"] = frame.rows / frame.db_seconds.where(frame.db_seconds > 0)
+    frame["files_per_s"] = frame.files / frame.file_seconds.where(frame.file_seconds > 0)
+    frame["db_vs_floor"] = [
+        r.db_seconds / floor.loc[(r.engine, r.n), "db_seconds"] for r in frame.itertuples()
+    ]
+    frame["wall_vs_floor"] = [
+        r.wall_seconds / floor.loc[(r.engine, r.n), "wall_seconds"] for r in frame.itertuples()
+    ]
+    columns = [
+        "engine",
+        "n",
+        "variant",
+        "rows",
+        "files",
+        "wall_seconds",
+        "db_seconds",
+        "rows_per_s",
+        "file_seconds",
+        "files_per_s",
+        "peak_rss_mb",
+        "longest_txn_ms",
+        "db_vs_floor",
+        "wall_vs_floor",
+    ]
+    print(frame[columns].to_markdown(index=False, floatfmt=".2f"))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "cleanup.json").write_text(frame[columns].to_json(orient="records", indent=2))
+
+
+if __name__ == "__main__":
+    main()
