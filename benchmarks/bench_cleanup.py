@@ -51,6 +51,7 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 CUTOFF = NOW - timedelta(days=30)
 PER_EVENT = 5
 CHUNK = 50_000
+BATCH_SIZE = int(os.environ.get("BENCH_BATCH_SIZE", "2000"))
 
 
 def _rows(n: int) -> dict[str, list[dict]]:

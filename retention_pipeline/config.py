@@ -20,6 +20,11 @@ class CleanupConfig(dg.Config):
         default=None, description="Also delete original images of deleted detections."
     )
     batch_size: int | None = Field(default=None, description="Rows per delete transaction (1 to 100000).")
+    file_chunk_size: int | None = Field(
+        default=None,
+        description="Queued files per delete_expired_files share (default 50000); shares run in parallel"
+        " under a multiprocess, Celery or Kubernetes executor.",
+    )
     reference_time: str | None = Field(
         default=None,
         description=(

@@ -38,6 +38,7 @@ def plan_cleanup(
             log_retention_days=config.log_retention_days,
             batch_size=config.batch_size,
             delete_images=config.delete_images,
+            file_chunk_size=config.file_chunk_size,
         )
         camera_system.claim_exclusive_run()
         cleanup.prepare_database(camera_system.engine())
@@ -106,15 +107,30 @@ def purge_logs(
     return counts
 
 
-@dg.op(description="Delete the queued files of deleted rows that no surviving row references.")
-def delete_expired_files(
+@dg.op(
+    description="Split the file step into shares of the durable queue (one preview share for a dry run).",
+    out=dg.DynamicOut(cleanup.FileChunk),
+)
+def plan_file_chunks(
     context: dg.OpExecutionContext,
     plan: CleanupPlan,
     detections: RowCounts,
     events: RowCounts,
     camera_system: CameraSystemResource,
+):
+    # Runs after both row purges, so every file of every deleted row is already queued.
+    for chunk in cleanup.file_chunks(camera_system.engine(), plan, plan.file_chunk_size):
+        yield dg.DynamicOutput(chunk, mapping_key=chunk.key)
+
+
+@dg.op(description="Delete one share of queued files that no surviving row references.")
+def delete_expired_files(
+    context: dg.OpExecutionContext,
+    plan: CleanupPlan,
+    chunk: cleanup.FileChunk,
+    camera_system: CameraSystemResource,
 ) -> FileCounts:
-    counts = cleanup.clean_files(camera_system.engine(), plan, context.log.info)
+    counts = cleanup.clean_files(camera_system.engine(), plan, context.log.info, chunk)
     for path in counts.refused_examples:
         context.log.warning(f"refused to delete a path outside the storage roots: {path!r}")
     for path in counts.failed_examples:
@@ -130,7 +146,7 @@ def report_cleanup(
     events: RowCounts,
     gpu_stats: RowCounts,
     logs: RowCounts,
-    files: FileCounts,
+    files: list[FileCounts],
 ) -> CleanupStats:
     stats = CleanupStats.combine(
         dry_run=plan.dry_run,
@@ -140,7 +156,7 @@ def report_cleanup(
         events=events,
         gpu_stats=gpu_stats,
         logs=logs,
-        files=files,
+        files=FileCounts.merge(files),
         duration_seconds=(datetime.now(UTC) - plan.planned_at).total_seconds(),
     )
     values = stats.as_dict()

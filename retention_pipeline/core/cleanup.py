@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import Table, inspect
@@ -13,7 +14,7 @@ from .files import StorageRoots
 from .plan import CleanupPlan
 from .schema import ensure_bookkeeping, gpu_stats, logs
 from .stats import CleanupStats, FileCounts, RowCounts
-from .sweep import drain_file_queue, preview_file_deletions
+from .sweep import drain_file_queue, preview_file_deletions, queue_ranges
 
 Progress = Callable[[str], None]
 
@@ -93,12 +94,38 @@ def _clean_table(
     return purge.purge_rows(engine, table, column, cutoff, plan.batch_size, progress)
 
 
-def clean_files(engine: Engine, plan: CleanupPlan, progress: Progress) -> FileCounts:
-    """Delete the files of deleted rows (dry run: of the rows that would be deleted)."""
+@dataclass(frozen=True)
+class FileChunk:
+    """A share of the file step: a range of the durable queue, or the whole dry-run preview."""
+
+    after_id: int = 0
+    last_id: int | None = None  # None: to the end of the queue
+    preview: bool = False
+
+    @property
+    def key(self) -> str:
+        """A name for Dagster's mapping key."""
+        return "preview" if self.preview else f"ids_{self.after_id}_{self.last_id or 'end'}"
+
+
+def file_chunks(engine: Engine, plan: CleanupPlan, size: int) -> Iterator[FileChunk]:
+    """How the file step splits: queue ranges of `size` files, or one preview for a dry run."""
+    if plan.dry_run:
+        yield FileChunk(preview=True)
+        return
+    for after_id, last_id in queue_ranges(engine, size):
+        yield FileChunk(after_id, last_id)
+
+
+def clean_files(
+    engine: Engine, plan: CleanupPlan, progress: Progress, chunk: FileChunk | None = None
+) -> FileCounts:
+    """Delete the files of deleted rows (dry run: of the rows that would be deleted); one chunk or all."""
     roots = StorageRoots.from_dirs(plan.media_root, plan.storage_dirs)
     if plan.dry_run:
         return preview_file_deletions(engine, roots, plan.cutoff, plan.delete_images, progress)
-    return drain_file_queue(engine, roots, progress)
+    chunk = chunk or FileChunk()
+    return drain_file_queue(engine, roots, progress, chunk.after_id, chunk.last_id)
 
 
 def run_cleanup(engine: Engine, plan: CleanupPlan, progress: Progress | None = None) -> CleanupStats:

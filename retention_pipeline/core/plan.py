@@ -24,6 +24,7 @@ class CleanupPlan:
     media_root: Path
     storage_dirs: tuple[Path, ...]
     planned_at: datetime
+    file_chunk_size: int = 50_000
 
     def describe(self) -> str:
         """One line for the run log."""
@@ -55,6 +56,7 @@ def make_plan(
     log_retention_days: object = None,
     batch_size: object = None,
     delete_images: object = None,
+    file_chunk_size: object = None,
 ) -> CleanupPlan:
     """Combine the environment's settings with a run's overrides; raise SettingsError on bad values."""
     if reference_time.tzinfo is None:
@@ -74,10 +76,12 @@ def make_plan(
     log_days = pick("log_retention_days", log_retention_days, settings.log_retention_days, parse_days)
     size = pick("batch_size", batch_size, settings.batch_size, parse_batch_size)
     images = pick("delete_images", delete_images, settings.delete_images, parse_bool)
+    chunk = pick("file_chunk_size", file_chunk_size, 50_000, parse_batch_size)
     if errors:
         raise SettingsError("Invalid run configuration: " + "; ".join(errors))
     reference = reference_time.astimezone(UTC)
     assert isinstance(days, int) and isinstance(log_days, int) and isinstance(size, int)
+    assert isinstance(chunk, int)
     return CleanupPlan(
         reference_time=reference,
         cutoff=reference - timedelta(days=days),
@@ -90,4 +94,5 @@ def make_plan(
         media_root=settings.media_root.absolute(),
         storage_dirs=settings.storage_roots,
         planned_at=datetime.now(UTC),
+        file_chunk_size=chunk,
     )

@@ -187,10 +187,19 @@ def insert_queued_file(dialect_name: str) -> Insert:
     return insert(retention_file_queue).on_conflict_do_nothing(index_elements=["path"])
 
 
-def select_queued_files(after_id: int, limit: int) -> Select[Any]:
-    """The next queued files after `after_id`, oldest first."""
+def select_queued_files(after_id: int, limit: int, last_id: int | None = None) -> Select[Any]:
+    """The next queued files after `after_id` (up to `last_id` if given), oldest first."""
     q = retention_file_queue.c
-    return select(q.id, q.path, q.kind).where(q.id > after_id).order_by(q.id).limit(limit)
+    statement = select(q.id, q.path, q.kind).where(q.id > after_id)
+    if last_id is not None:
+        statement = statement.where(q.id <= last_id)
+    return statement.order_by(q.id).limit(limit)
+
+
+def select_queue_boundary(after_id: int, size: int) -> Select[Any]:
+    """The id of the `size`-th queued file after `after_id` (None when fewer are left)."""
+    q = retention_file_queue.c
+    return select(q.id).where(q.id > after_id).order_by(q.id).limit(1).offset(size - 1)
 
 
 def delete_queued_files(after_id: int, last_id: int) -> Delete:

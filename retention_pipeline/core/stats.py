@@ -46,6 +46,19 @@ class FileCounts:
         setattr(self, attribute, getattr(self, attribute) + 1)
         self.space_reclaimed += freed
 
+    @classmethod
+    def merge(cls, parts: list[FileCounts]) -> FileCounts:
+        """The sum of the file step's shares."""
+        total = cls()
+        for part in parts:
+            for name, value in vars(part).items():
+                if isinstance(value, list):
+                    for example in value:
+                        total.note(getattr(total, name), example)
+                else:
+                    setattr(total, name, getattr(total, name) + value)
+        return total
+
     def note(self, examples: list[str], text: str, keep: int = 20) -> None:
         # Only a handful of examples are kept so memory stays bounded on a run with millions of files.
         if len(examples) < keep:

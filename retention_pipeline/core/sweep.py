@@ -4,7 +4,7 @@ preview exactly what that drain would do for the rows a run at the cutoff would 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
@@ -76,18 +76,24 @@ def _settle(
             counts.note(counts.failed_examples, path)
 
 
-def drain_file_queue(engine: Engine, roots: StorageRoots, progress: Progress = _no_progress) -> FileCounts:
-    """Delete every queued file that no row references any more, then forget it, chunk by chunk.
+def drain_file_queue(
+    engine: Engine,
+    roots: StorageRoots,
+    progress: Progress = _no_progress,
+    after_id: int = 0,
+    last_id: int | None = None,
+) -> FileCounts:
+    """Delete the queued files in ids (after_id, last_id] that no row references any more, then forget
+    them, chunk by chunk; `last_id` None means to the end of the queue.
 
     The queue row goes only after its file is handled, so a crash here repeats the chunk next time
     (a file already gone is then counted as missing).
     """
     counts = FileCounts()
-    after_id = 0
     with ThreadPoolExecutor(UNLINK_THREADS) as pool:
         while True:
             with engine.connect() as conn:
-                rows = conn.execute(queries.select_queued_files(after_id, CHECK_CHUNK)).all()
+                rows = conn.execute(queries.select_queued_files(after_id, CHECK_CHUNK, last_id)).all()
             if not rows:
                 break
             entries = [(row.path, row.kind) for row in rows]
@@ -98,6 +104,22 @@ def drain_file_queue(engine: Engine, roots: StorageRoots, progress: Progress = _
             after_id = rows[-1].id
             progress(f"files: {_summary(counts)}")
     return counts
+
+
+def queue_ranges(engine: Engine, size: int) -> Iterator[tuple[int, int | None]]:
+    """Split the queue into id ranges of about `size` files, so workers can drain them in parallel.
+
+    Always yields at least one range, so the file step runs (and reports) even with an empty queue.
+    """
+    after_id = 0
+    while True:
+        with engine.connect() as conn:
+            boundary = conn.execute(queries.select_queue_boundary(after_id, size)).scalar()
+        if boundary is None:
+            yield after_id, None
+            return
+        yield after_id, boundary
+        after_id = boundary
 
 
 def preview_file_deletions(

@@ -1,0 +1,65 @@
+"""The production shape: instance in PostgreSQL, file deletion spread over a multiprocess executor."""
+
+import dagster as dg
+import pytest
+
+from retention_pipeline.core.schema import detections
+from retention_pipeline.jobs import EXCLUSIVE_TAGS, data_cleanup_graph
+from retention_pipeline.resources import CameraSystemResource
+from retention_pipeline_tests.factories import CLIPS, IMAGES, THUMBS, CameraWorld
+from retention_pipeline_tests.test_postgres_instance import postgres_instance  # noqa: F401 - fixture
+
+
+def multiprocess_data_cleanup() -> dg.JobDefinition:
+    """data_cleanup as a production deployment would build it; the resource reads the environment."""
+    return data_cleanup_graph.to_job(
+        name="data_cleanup",
+        tags=EXCLUSIVE_TAGS,
+        executor_def=dg.multiprocess_executor,
+        resource_defs={"camera_system": CameraSystemResource()},
+    )
+
+
+def test_file_shares_run_as_separate_steps_under_the_multiprocess_executor(
+    world: CameraWorld,
+    postgres_instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+):
+    if world.engine.dialect.name != "postgresql":
+        pytest.skip("the production shape is PostgreSQL throughout; one run of ~12 processes is enough")
+    thumbs = [world.file(f"{THUMBS}/t{n}.jpg", 10) for n in range(7)]
+    for thumb in thumbs:
+        world.detection(world.old(), thumbnail=thumb)
+    world.detection(world.recent())
+    for name, value in {
+        "DATABASE_URL": world.engine.url.render_as_string(hide_password=False),
+        "MEDIA_ROOT": str(world.media),
+        "THUMBNAIL_DIR": THUMBS,
+        "CLIPS_DIR": CLIPS,
+        "IMAGES_DIR": IMAGES,
+    }.items():
+        monkeypatch.setenv(name, value)
+    config = {
+        "dry_run": False,
+        "reference_time": world.now.isoformat(),
+        "file_chunk_size": 3,
+        "delete_images": True,
+    }
+
+    with dg.execute_job(
+        dg.reconstructable(multiprocess_data_cleanup),
+        instance=postgres_instance,
+        run_config={
+            "ops": {"plan_cleanup": {"config": config}},
+            "execution": {"config": {"max_concurrent": 2}},
+        },
+    ) as result:
+        assert result.success
+        stats = result.output_for_node("report_cleanup")
+        steps = {s.step_key for s in postgres_instance.get_run_step_stats(result.run_id)}
+
+    shares = sorted(k for k in steps if k.startswith("delete_expired_files"))
+    assert len(shares) == 5  # 14 queued files (7 thumbnails, 7 images) in shares of 3
+    assert not any(world.exists(t) for t in thumbs)
+    assert world.count(detections) == 1
+    assert (stats.thumbnails_deleted, stats.images_deleted) == (7, 7)
