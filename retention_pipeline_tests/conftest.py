@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import dagster as dg
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
@@ -78,3 +79,19 @@ def engine(database_url: str) -> Iterator[Engine]:
 def world(engine: Engine, tmp_path: Path) -> CameraWorld:
     """A camera database plus a media tree with the three storage roots under tmp_path/media."""
     return CameraWorld(engine, tmp_path / "media", now=NOW)
+
+
+@pytest.fixture
+def postgres_instance(postgres_database: str) -> Iterator[dg.DagsterInstance]:
+    """A Dagster instance whose runs, events and schedules live in PostgreSQL (dagster-postgres)."""
+    name = f"dagster_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    storage = {"postgres": {"postgres_url": url}}
+    with dg.instance_for_test(overrides={"storage": storage}) as instance:
+        yield instance
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()

@@ -7,7 +7,6 @@ from retention_pipeline.core.schema import detections
 from retention_pipeline.jobs import EXCLUSIVE_TAGS, data_cleanup_graph
 from retention_pipeline.resources import CameraSystemResource
 from retention_pipeline_tests.factories import CLIPS, IMAGES, THUMBS, CameraWorld
-from retention_pipeline_tests.test_postgres_instance import postgres_instance  # noqa: F401 - fixture
 
 
 def multiprocess_data_cleanup() -> dg.JobDefinition:
@@ -23,7 +22,7 @@ def multiprocess_data_cleanup() -> dg.JobDefinition:
 def test_file_shares_run_as_separate_steps_under_the_multiprocess_executor(
     world: CameraWorld,
     postgres_instance: dg.DagsterInstance,
-    monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
 ):
     if world.engine.dialect.name != "postgresql":
         pytest.skip("the production shape is PostgreSQL throughout; one run of ~12 processes is enough")
