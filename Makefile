@@ -17,11 +17,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Dagster reads dagster.yaml (run queue, one cleanup at a time, run monitoring) from DAGSTER_HOME.
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+# An existing one is kept: it may point at PostgreSQL storage.
+instance:
 	mkdir -p "$(DAGSTER_HOME)"
-	cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
-
-instance: $(DAGSTER_HOME)/dagster.yaml
+	test -f "$(DAGSTER_HOME)/dagster.yaml" || cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
 
 # The demo always works on its own files under data/, whatever DATABASE_URL says in your shell.
 DEMO_ENV := DATABASE_URL=sqlite:///$(CURDIR)/data/retention.db MEDIA_ROOT=$(CURDIR) \

@@ -9,13 +9,11 @@ from typing import Any
 import dagster as dg
 
 from .core.stats import CleanupStats
-from .jobs import EXCLUSIVE_TAGS
+from .tags import EXCLUSIVE_TAGS, HOST_TAG, PID_TAG
 
 JOB_NAME = "data_cleanup"
 REPORT_STEP = "report_cleanup"
 PLAN_STEP = "plan_cleanup"
-PID_TAG = "retention_pipeline/pid"
-HOST_TAG = "retention_pipeline/host"
 _ACTIVE = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -57,10 +55,12 @@ def _process_alive(run: dg.DagsterRun) -> bool | None:
 
 
 def blocking_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
-    """Retention runs still in progress; runs whose CLI process died are marked failed instead.
+    """Retention runs still in progress; runs whose process died are marked failed instead.
 
-    A killed `retention-pipeline run` leaves its run STARTED forever (run monitoring only watches runs
-    the daemon launched), so it must not become a stale lock.
+    Every retention run tags itself with its pid and host when it starts (see `tag_this_process`). A
+    run whose process is gone (killed, host crashed and rebooted) would otherwise stay STARTED forever
+    (the default run launcher cannot check its worker's health) and hold the one concurrency slot of
+    the exclusive tag: it must not become a stale lock.
     """
     records = instance.get_run_records(dg.RunsFilter(tags=EXCLUSIVE_TAGS, statuses=_ACTIVE))
     blocking = []
@@ -71,6 +71,11 @@ def blocking_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
         else:
             blocking.append(run)
     return blocking
+
+
+def tag_this_process(instance: dg.DagsterInstance, run_id: str) -> None:
+    """Record which process runs this run, so a later check can tell whether it died."""
+    instance.add_run_tags(run_id, this_process_tags())
 
 
 def _metadata(instance: dg.DagsterInstance, run_id: str, step: str) -> dict[str, Any]:

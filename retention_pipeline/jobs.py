@@ -18,10 +18,7 @@ from .orphan_ops import (
     report_orphan_sweep,
     scan_orphaned_files,
 )
-
-# dagster.yaml limits runs carrying this tag to one at a time, across every retention job.
-EXCLUSIVE_TAG = "retention_pipeline/exclusive"
-EXCLUSIVE_TAGS = {EXCLUSIVE_TAG: "true"}
+from .tags import EXCLUSIVE_TAGS
 
 
 @dg.graph(

@@ -9,6 +9,7 @@ from .core import cleanup
 from .core.lock import RunLockBusy
 from .core.plan import CleanupPlan, make_plan, parse_reference_time
 from .core.stats import CleanupStats, FileCounts, RowCounts
+from .history import tag_this_process
 from .resources import CameraSystemResource
 from .settings import SettingsError
 
@@ -41,6 +42,7 @@ def plan_cleanup(
             file_chunk_size=config.file_chunk_size,
         )
         camera_system.claim_exclusive_run()
+        tag_this_process(context.instance, context.run_id)
         cleanup.prepare_database(camera_system.engine())
     except (SettingsError, cleanup.SchemaError, RunLockBusy) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None

@@ -10,6 +10,7 @@ from .core import orphans
 from .core.files import StorageRoots
 from .core.lock import RunLockBusy
 from .core.scan import RootMissing
+from .history import tag_this_process
 from .resources import CameraSystemResource
 from .settings import SettingsError
 
@@ -29,6 +30,7 @@ def plan_orphan_sweep(
         roots = StorageRoots.from_dirs(settings.media_root, dirs)
         orphans.check_roots(list(roots.walk_roots))
         camera_system.claim_exclusive_run()
+        tag_this_process(context.instance, context.run_id)
     except (ValueError, SettingsError, RootMissing, RunLockBusy) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     manifest = Path(context.instance.storage_directory()) / context.run_id / "orphans.csv"

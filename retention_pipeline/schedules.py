@@ -6,6 +6,7 @@ from typing import Any
 import dagster as dg
 
 from .config import OrphanSweepConfig
+from .history import blocking_runs
 from .jobs import data_cleanup, orphaned_file_cleanup
 from .settings import Settings
 
@@ -41,6 +42,8 @@ def build_daily_schedule(settings: Settings) -> dg.ScheduleDefinition:
     )
     def daily_data_cleanup(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
         tick = context.scheduled_execution_time or datetime.now(UTC)
+        # A run whose process died would hold the exclusive slot and queue this one forever.
+        blocking_runs(context.instance)
         # The policy is read again at each tick, so a changed RETENTION_DAYS applies without reload.
         return dg.RunRequest(
             run_config=scheduled_run_config(Settings.from_env(), tick),

@@ -54,6 +54,17 @@ def parse_bool(name: str, raw: object) -> bool:
     raise ValueError(f"{name} must be true or false, got {raw!r}")
 
 
+def parse_percent(name: str, raw: object) -> float:
+    """A percentage between 0 and 100."""
+    try:
+        value = float(str(raw).strip())
+    except ValueError:
+        raise ValueError(f"{name} must be a number between 0 and 100, got {raw!r}") from None
+    if not 0 <= value <= 100:
+        raise ValueError(f"{name} must be a number between 0 and 100, got {raw!r}")
+    return value
+
+
 def parse_clock_time(name: str, raw: str) -> time:
     """A 24-hour HH:MM time of day."""
     match = _HHMM.match(raw.strip())
@@ -109,6 +120,10 @@ class Settings:
     thumbnail_dir: Path = Path("data/thumbnails")
     clips_dir: Path = Path("data/clips")
     images_dir: Path = Path("data/images")
+    disk_free_min_percent: float = 10.0
+    disk_free_target_percent: float = 15.0
+    min_retention_days: int = 1
+    dagster_run_retention_days: int = 90
 
     @property
     def storage_roots(self) -> tuple[Path, Path, Path]:
@@ -151,6 +166,14 @@ class Settings:
         ):
             take(field, var, _parse_path)
         take("database_url", "DATABASE_URL", _parse_database_url)
+        take("disk_free_min_percent", "DISK_FREE_MIN_PERCENT", parse_percent)
+        take("disk_free_target_percent", "DISK_FREE_TARGET_PERCENT", parse_percent)
+        take("min_retention_days", "MIN_RETENTION_DAYS", parse_days)
+        take("dagster_run_retention_days", "DAGSTER_RUN_RETENTION_DAYS", parse_days)
+        low = values.get("disk_free_min_percent", cls.disk_free_min_percent)
+        high = values.get("disk_free_target_percent", cls.disk_free_target_percent)
+        if not errors and low >= high:  # type: ignore[operator]
+            errors.append(f"DISK_FREE_TARGET_PERCENT ({high}) must be above DISK_FREE_MIN_PERCENT ({low})")
         if errors:
             raise SettingsError("Invalid configuration: " + "; ".join(errors))
         return cls(**values)  # type: ignore[arg-type]

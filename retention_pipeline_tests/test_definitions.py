@@ -84,3 +84,31 @@ def test_reference_time_of_a_schedule_is_utc():
         [request] = schedule.evaluate_tick(context).run_requests or []
 
     assert request.run_config["ops"]["plan_cleanup"]["config"]["reference_time"] == tick.isoformat()
+
+
+def test_a_schedule_tick_frees_the_slot_held_by_a_run_whose_process_died():
+    import socket
+    import subprocess
+
+    from retention_pipeline.tags import EXCLUSIVE_TAGS, HOST_TAG, PID_TAG
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    schedule = build_daily_schedule(Settings())
+    with dg.instance_for_test() as instance:
+        stale = instance.create_run_for_job(
+            data_cleanup,
+            status=dg.DagsterRunStatus.STARTED,
+            tags={**EXCLUSIVE_TAGS, PID_TAG: dead.stdout.strip(), HOST_TAG: socket.gethostname()},
+        )
+        alive = instance.create_run_for_job(
+            data_cleanup,
+            status=dg.DagsterRunStatus.STARTED,
+            tags={**EXCLUSIVE_TAGS, PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()},
+        )
+        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=datetime.now(UTC))
+        schedule.evaluate_tick(context)
+
+        assert instance.get_run_by_id(stale.run_id).status == dg.DagsterRunStatus.FAILURE
+        assert instance.get_run_by_id(alive.run_id).status == dg.DagsterRunStatus.STARTED

@@ -1,6 +1,5 @@
 """The production shape: the Dagster instance itself stored in PostgreSQL (dagster-postgres)."""
 
-
 from retention_pipeline.core.schema import events
 from retention_pipeline.history import recent_cleanup_runs
 from retention_pipeline_tests.dagster_helpers import execute, plan_config

@@ -49,9 +49,19 @@ class StorageRoots:
             folder, name = os.path.split(absolute)
             prefix = self.media_root.rstrip(os.sep) + os.sep
             for spelling in {absolute, os.path.join(_resolved_dir(folder), name)}:
-                names.add(spelling)
+                forms = [spelling]
                 if spelling.startswith(prefix):
-                    names.add(spelling[len(prefix) :])
+                    relative = spelling[len(prefix) :]
+                    forms += [relative, "./" + relative]
+                names.update(forms)
+                # A writer that joins a directory ending in "/" with "/name" stores "dir//name".
+                for root in self.walk_roots:
+                    if spelling.startswith(root + os.sep):
+                        rest = spelling[len(root) + 1 :]
+                        doubled = [root + "//" + rest]
+                        if root.startswith(prefix):
+                            doubled.append(root[len(prefix) :] + "//" + rest)
+                        names.update(doubled)
         return sorted(names)
 
     def locate(self, stored: str, resolved_dirs: dict[str, str] | None = None) -> str | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from itertools import islice
 from pathlib import Path
@@ -85,6 +85,8 @@ class OrphanStats:
     rows_missing_files: int = 0
     referencing_rows: int = 0
     report_csv: str = ""
+    # root -> files, bytes and oldest mtime found there (for the media assets' observations)
+    per_root: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,7 +109,7 @@ def scan_for_orphans(
     with manifest.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "size", "mtime"])
-        for chunk in _chunks(_walk_all(roots, scan_counts), CHECK_CHUNK):
+        for chunk in _chunks(_walk_all(roots, scan_counts, stats.per_root), CHECK_CHUNK):
             stats.files_scanned += len(chunk)
             referenced = referenced_paths(engine, roots, [f.path for f in chunk])
             for found in chunk:
@@ -224,9 +226,17 @@ def orphan_report_rows(manifest: str, limit: int) -> list[dict[str, str]]:
         return list(islice(csv.DictReader(handle), limit))
 
 
-def _walk_all(roots: StorageRoots, counts: ScanCounts) -> Iterator[ScannedFile]:
+def _walk_all(
+    roots: StorageRoots, counts: ScanCounts, per_root: dict[str, dict[str, float]]
+) -> Iterator[ScannedFile]:
     for root in roots.walk_roots:
-        yield from walk_files(root, counts)
+        totals = per_root.setdefault(root, {"files": 0, "bytes": 0, "oldest_mtime": 0.0})
+        for found in walk_files(root, counts):
+            totals["files"] += 1
+            totals["bytes"] += found.size
+            if not totals["oldest_mtime"] or found.mtime < totals["oldest_mtime"]:
+                totals["oldest_mtime"] = found.mtime
+            yield found
 
 
 def _chunks(items: Any, size: int) -> Iterator[list[Any]]:

@@ -94,17 +94,25 @@ def _collect(paths: dict[str, str], path: str | None, kind: str) -> None:
         paths[path] = kind
 
 
+def _batch_end(engine: Engine, statement: Any) -> int | None:
+    """Where the next batch ends, found in a read transaction: scanning for it takes no write lock."""
+    with engine.connect() as conn:
+        value = conn.execute(statement).scalar()
+    return None if value is None else int(value)
+
+
 def delete_detection_batch(
     engine: Engine, cutoff: datetime, after_id: int, limit: int, delete_images: bool
 ) -> Batch:
     """Delete up to `limit` expired detections after `after_id` and queue their files."""
+    last_id = _batch_end(engine, queries.select_detection_batch_end(cutoff, after_id, limit))
+    if last_id is None:
+        return Batch(None)
     with write_transaction(engine) as conn:
-        ids = conn.execute(queries.select_expired_detection_ids(cutoff, after_id, limit)).scalars()
-        last_id = max(ids, default=None)
-        if last_id is None:
-            return Batch(None)
-        # A fresh statement re-checks the rule on rows we now hold locked, so a link to a retained
-        # event committed since the SELECT keeps its detection.
+        if conn.dialect.name == "postgresql":
+            # Linking a detection to an event takes a KEY SHARE lock on it: once the batch is locked no
+            # new link can appear, and the DELETE below re-checks the rule in a fresh snapshot.
+            conn.execute(queries.lock_expired_detections(cutoff, after_id, last_id))
         deleted = conn.execute(queries.delete_expired_detections(cutoff, after_id, last_id)).all()
         paths: dict[str, str] = {}
         for _id, thumbnail, image in deleted:
@@ -117,11 +125,12 @@ def delete_detection_batch(
 
 def delete_event_batch(engine: Engine, cutoff: datetime, after_id: int, limit: int) -> Batch:
     """Delete up to `limit` expired events after `after_id`, their alerts and links, queue their clips."""
+    last_id = _batch_end(engine, queries.select_event_batch_end(cutoff, after_id, limit))
+    if last_id is None:
+        return Batch(None)
     with write_transaction(engine) as conn:
-        ids = conn.execute(queries.select_expired_event_ids(cutoff, after_id, limit)).scalars()
-        last_id = max(ids, default=None)
-        if last_id is None:
-            return Batch(None)
+        if conn.dialect.name == "postgresql":
+            conn.execute(queries.lock_expired_events(cutoff, after_id, last_id))
         alerts = conn.execute(queries.delete_alerts_of_expired_events(cutoff, after_id, last_id))
         conn.execute(queries.delete_links_of_expired_events(cutoff, after_id, last_id))
         deleted = conn.execute(queries.delete_expired_events(cutoff, after_id, last_id)).all()
@@ -136,12 +145,12 @@ def delete_row_batch(
     engine: Engine, table: Table, column: str, cutoff: datetime, after_id: int, limit: int
 ) -> Batch:
     """Delete up to `limit` expired rows after `after_id` from a table without files or children."""
+    last_id = _batch_end(
+        engine, queries.select_last_id_of_expired_batch(table, column, cutoff, after_id, limit)
+    )
+    if last_id is None:
+        return Batch(None)
     with write_transaction(engine) as conn:
-        last_id = conn.execute(
-            queries.select_last_id_of_expired_batch(table, column, cutoff, after_id, limit)
-        ).scalar()
-        if last_id is None:
-            return Batch(None)
         result = conn.execute(queries.delete_expired_rows(table, column, cutoff, after_id, last_id))
     return Batch(last_id, deleted=result.rowcount)
 

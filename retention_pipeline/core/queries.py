@@ -83,13 +83,23 @@ def detection_expired(cutoff: datetime) -> ColumnElement[bool]:
     )
 
 
-def select_expired_detection_ids(cutoff: datetime, after_id: int, limit: int) -> Select[Any]:
-    """Ids of the next expired detections after `after_id`, locked for deletion on PostgreSQL."""
-    return (
+def select_detection_batch_end(cutoff: datetime, after_id: int, limit: int) -> Select[Any]:
+    """The highest id among the next `limit` expired detections after `after_id` (None: none left)."""
+    batch = (
         select(detections.c.id)
         .where(detections.c.id > after_id, detection_expired(cutoff))
         .order_by(detections.c.id)
         .limit(limit)
+        .subquery()
+    )
+    return select(func.max(batch.c.id))
+
+
+def lock_expired_detections(cutoff: datetime, after_id: int, last_id: int) -> Select[Any]:
+    """Lock the expired detections of one id range (PostgreSQL) before deleting them."""
+    return (
+        select(detections.c.id)
+        .where(detections.c.id > after_id, detections.c.id <= last_id, detection_expired(cutoff))
         .with_for_update(of=detections)
     )
 
@@ -108,15 +118,14 @@ def count_expired_detections(cutoff: datetime) -> Select[Any]:
     return select(func.count()).select_from(detections).where(detection_expired(cutoff))
 
 
-def select_expired_event_ids(cutoff: datetime, after_id: int, limit: int) -> Select[Any]:
-    """Ids of the next expired events after `after_id`, locked so no child can be added meanwhile."""
-    return (
-        select(events.c.id)
-        .where(events.c.id > after_id, older(events.c.started_at, cutoff))
-        .order_by(events.c.id)
-        .limit(limit)
-        .with_for_update(of=events)
-    )
+def select_event_batch_end(cutoff: datetime, after_id: int, limit: int) -> Select[Any]:
+    """The highest id among the next `limit` expired events after `after_id` (None: none left)."""
+    return select_last_id_of_expired_batch(events, "started_at", cutoff, after_id, limit)
+
+
+def lock_expired_events(cutoff: datetime, after_id: int, last_id: int) -> Select[Any]:
+    """Lock the expired events of one id range (PostgreSQL) so no child can be added meanwhile."""
+    return _expired_events_in_range(cutoff, after_id, last_id).with_for_update(of=events)
 
 
 def _expired_events_in_range(cutoff: datetime, after_id: int, last_id: int) -> Select[Any]:
@@ -182,9 +191,19 @@ def count_expired_rows(table: Table, column: str, cutoff: datetime) -> Select[An
 
 
 def insert_queued_file(dialect_name: str) -> Insert:
-    """Queue one file path for deletion (executed with many rows), ignoring paths already queued."""
-    insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
-    return insert(retention_file_queue).on_conflict_do_nothing(index_elements=["path"])
+    """Queue one file path for deletion (executed with many rows); a path queued already keeps the
+    smaller kind, which is what the dry-run preview reports for it."""
+    q = retention_file_queue.c
+    if dialect_name == "postgresql":
+        pg = postgresql.insert(retention_file_queue)
+        return pg.on_conflict_do_update(
+            index_elements=["path"], set_={"kind": func.least(q.kind, pg.excluded.kind)}
+        )
+    lite = sqlite.insert(retention_file_queue)
+    # Two-argument min() is SQLite's scalar minimum, not the aggregate.
+    return lite.on_conflict_do_update(
+        index_elements=["path"], set_={"kind": func.min(q.kind, lite.excluded.kind)}
+    )
 
 
 def select_queued_files(after_id: int, limit: int, last_id: int | None = None) -> Select[Any]:

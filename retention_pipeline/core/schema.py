@@ -144,7 +144,8 @@ retention_file_queue = Table(
     "retention_file_queue",
     bookkeeping_metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("path", String(1024), nullable=False, unique=True),
+    # Unbounded like the camera system's path columns, so no stored path can fail the batch.
+    Column("path", String, nullable=False, unique=True),
     Column("kind", String(16), nullable=False),
     Column("queued_at", UTCDateTime, nullable=False),
 )

@@ -41,9 +41,15 @@ class FileCounts:
     refused_examples: list[str] = field(default_factory=list)
     failed_examples: list[str] = field(default_factory=list)
 
+    thumbnail_bytes: int = 0
+    image_bytes: int = 0
+    clip_bytes: int = 0
+
     def count_deleted(self, kind: str, freed: int) -> None:
-        attribute = {"thumbnail": "thumbnails_deleted", "image": "images_deleted"}.get(kind, "clips_deleted")
-        setattr(self, attribute, getattr(self, attribute) + 1)
+        kind = kind if kind in ("thumbnail", "image") else "clip"
+        plural = {"thumbnail": "thumbnails", "image": "images", "clip": "clips"}[kind]
+        setattr(self, f"{plural}_deleted", getattr(self, f"{plural}_deleted") + 1)
+        setattr(self, f"{kind}_bytes", getattr(self, f"{kind}_bytes") + freed)
         self.space_reclaimed += freed
 
     @classmethod

@@ -214,3 +214,28 @@ def test_file_relinked_after_it_was_queued_is_kept(world: CameraWorld):
     assert world.exists(thumb)
     assert stats.files_kept_shared == 1 and stats.thumbnails_deleted == 0
     assert world.count(retention_file_queue) == 0
+
+
+@pytest.mark.parametrize("spelling", ["./{rel}", "data/thumbnails//{name}", "{abs}"])
+def test_a_file_kept_by_a_row_that_spells_its_path_differently_survives(world: CameraWorld, spelling: str):
+    relative = world.file(f"{THUMBS}/spelled.jpg")
+    stored = spelling.format(rel=relative, name="spelled.jpg", abs=world.media / relative)
+    world.detection(world.old(), thumbnail=relative)
+    world.detection(world.recent(), thumbnail=stored)
+
+    stats = world.run()
+
+    assert world.exists(relative)
+    assert stats.files_kept_shared == 1 and stats.thumbnails_deleted == 0
+
+
+def test_one_path_used_as_thumbnail_and_as_image_is_reported_alike_by_dry_and_real_runs(world: CameraWorld):
+    both = world.file(f"{IMAGES}/both.jpg", 10)
+    world.detection(world.old(2), thumbnail=both)  # queued first, as a thumbnail
+    world.detection(world.old(1), image=both, thumbnail=None)  # then again, as an image
+
+    preview = world.run(dry_run=True, delete_images=True, batch_size=1)
+    real = world.run(delete_images=True, batch_size=1)
+
+    assert comparable(preview) == comparable(real)
+    assert (real.images_deleted, real.thumbnails_deleted) == (2, 0)  # 'both' counted once, as an image
