@@ -235,7 +235,7 @@ def run_job(url: str, media: Path, dry_run: bool) -> dict:
     import dagster as dg
 
     from retention_pipeline.jobs import data_cleanup
-    from retention_pipeline.resources import CameraSystemResource
+    from retention_pipeline.resources import CameraSystemResource, DiskSpaceResource
 
     resource_ = CameraSystemResource(
         database_url=url,

@@ -25,6 +25,12 @@ class CleanupConfig(dg.Config):
         description="Queued files per delete_expired_files share (default 50000); shares run in parallel"
         " under a multiprocess, Celery or Kubernetes executor.",
     )
+    emergency: bool = Field(
+        default=False,
+        description="Disk-pressure mode (set by disk_pressure_sensor): after the normal cleanup, shorten"
+        " retention one day at a time until DISK_FREE_TARGET_PERCENT is free, never below"
+        " MIN_RETENTION_DAYS.",
+    )
     reference_time: str | None = Field(
         default=None,
         description=(

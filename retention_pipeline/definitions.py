@@ -2,9 +2,18 @@
 
 import dagster as dg
 
+from .assets import camera_assets
+from .checks import orphan_checks, retention_checks, retention_health_job
+from .dagster_history import dagster_history_cleanup
 from .jobs import data_cleanup, orphaned_file_cleanup
-from .resources import CameraSystemResource
-from .schedules import build_daily_schedule, build_weekly_orphan_schedule
+from .resources import CameraSystemResource, DiskSpaceResource
+from .schedules import (
+    build_daily_schedule,
+    build_retention_health_schedule,
+    build_weekly_history_schedule,
+    build_weekly_orphan_schedule,
+)
+from .sensors import disk_pressure_sensor
 from .settings import Settings
 
 # Invalid CLEANUP_TIME or CLEANUP_TIMEZONE stops the code location from loading, with the message,
@@ -12,7 +21,15 @@ from .settings import Settings
 _settings = Settings.from_env()
 
 defs = dg.Definitions(
-    jobs=[data_cleanup, orphaned_file_cleanup],
-    schedules=[build_daily_schedule(_settings), build_weekly_orphan_schedule(_settings)],
-    resources={"camera_system": CameraSystemResource()},
+    assets=camera_assets,
+    asset_checks=[*retention_checks, *orphan_checks],
+    jobs=[data_cleanup, orphaned_file_cleanup, retention_health_job, dagster_history_cleanup],
+    schedules=[
+        build_daily_schedule(_settings),
+        build_weekly_orphan_schedule(_settings),
+        build_retention_health_schedule(_settings),
+        build_weekly_history_schedule(_settings),
+    ],
+    sensors=[disk_pressure_sensor],
+    resources={"camera_system": CameraSystemResource(), "disk": DiskSpaceResource()},
 )

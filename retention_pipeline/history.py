@@ -113,3 +113,15 @@ def _iso(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
     return datetime.fromtimestamp(timestamp, UTC).isoformat()
+
+
+def last_sweep_report(instance: dg.DagsterInstance) -> dict[str, Any] | None:
+    """The report of the latest successful real orphaned_file_cleanup run, if any."""
+    records = instance.get_run_records(
+        dg.RunsFilter(job_name="orphaned_file_cleanup", statuses=[dg.DagsterRunStatus.SUCCESS]), limit=20
+    )
+    for record in records:
+        report = _metadata(instance, record.dagster_run.run_id, "report_orphan_sweep")
+        if report and report.get("dry_run") is False:
+            return report
+    return None

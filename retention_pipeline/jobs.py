@@ -10,6 +10,7 @@ from .ops import (
     purge_events,
     purge_gpu_stats,
     purge_logs,
+    relieve_disk_pressure,
     report_cleanup,
 )
 from .orphan_ops import (
@@ -33,7 +34,8 @@ def data_cleanup_graph() -> None:
     detections = purge_detections(plan)
     events = purge_events(plan, detections)
     files = plan_file_chunks(plan, detections, events).map(lambda chunk: delete_expired_files(plan, chunk))
-    report_cleanup(plan, detections, events, purge_gpu_stats(plan), purge_logs(plan), files.collect())
+    stats = report_cleanup(plan, detections, events, purge_gpu_stats(plan), purge_logs(plan), files.collect())
+    relieve_disk_pressure(plan, stats)
 
 
 def build_data_cleanup_job(executor_def: dg.ExecutorDefinition = dg.in_process_executor) -> dg.JobDefinition:

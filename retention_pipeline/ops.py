@@ -4,13 +4,15 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from .assets import observe_after_cleanup
 from .config import CleanupConfig
 from .core import cleanup
 from .core.lock import RunLockBusy
 from .core.plan import CleanupPlan, make_plan, parse_reference_time
+from .core.pressure import PressureNotRelieved, relieve_pressure
 from .core.stats import CleanupStats, FileCounts, RowCounts
 from .history import tag_this_process
-from .resources import CameraSystemResource
+from .resources import CameraSystemResource, DiskSpaceResource
 from .settings import SettingsError
 
 SCHEDULED_TIME_TAG = ".dagster/scheduled_execution_time"
@@ -40,6 +42,7 @@ def plan_cleanup(
             batch_size=config.batch_size,
             delete_images=config.delete_images,
             file_chunk_size=config.file_chunk_size,
+            emergency=config.emergency,
         )
         camera_system.claim_exclusive_run()
         tag_this_process(context.instance, context.run_id)
@@ -149,6 +152,7 @@ def report_cleanup(
     gpu_stats: RowCounts,
     logs: RowCounts,
     files: list[FileCounts],
+    camera_system: CameraSystemResource,
 ) -> CleanupStats:
     stats = CleanupStats.combine(
         dry_run=plan.dry_run,
@@ -164,4 +168,38 @@ def report_cleanup(
     values = stats.as_dict()
     context.log.info(("DRY RUN - would delete: " if plan.dry_run else "deleted: ") + str(values))
     context.add_output_metadata(values)
+    if not plan.dry_run:
+        observe_after_cleanup(context, camera_system.engine(), stats, FileCounts.merge(files))
     return stats
+
+
+@dg.op(description="Emergency mode only: shorten retention day by day until the disk has room again.")
+def relieve_disk_pressure(
+    context: dg.OpExecutionContext,
+    plan: CleanupPlan,
+    stats: CleanupStats,
+    camera_system: CameraSystemResource,
+    disk: DiskSpaceResource,
+) -> None:
+    if not plan.emergency or plan.dry_run:
+        return
+    settings = camera_system.settings()
+    media_root = str(settings.media_root.absolute())
+
+    def clean_at(days: int) -> dict[str, int]:
+        step = cleanup.run_cleanup(camera_system.engine(), plan.with_retention(days), context.log.info)
+        return {"rows_deleted": step.events_deleted + step.detections_deleted, "bytes": step.space_reclaimed}
+
+    try:
+        relief = relieve_pressure(
+            clean_at,
+            lambda: disk.free_percent(media_root),
+            plan.retention_days,
+            min(settings.min_retention_days, plan.retention_days),
+            settings.disk_free_target_percent,
+            context.log.info,
+        )
+    except PressureNotRelieved as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    context.log.info(relief.metadata()["emergency_reason"])
+    context.add_output_metadata({**relief.metadata(), "steps": relief.steps})

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from .assets import observe_after_sweep
 from .config import OrphanSweepConfig
 from .core import orphans
 from .core.files import StorageRoots
@@ -72,7 +73,9 @@ def delete_orphaned_files(
 
 
 @dg.op(description="Report the sweep's numbers and the first orphans on the run page.")
-def report_orphan_sweep(context: dg.OpExecutionContext, stats: orphans.OrphanStats) -> orphans.OrphanStats:
+def report_orphan_sweep(
+    context: dg.OpExecutionContext, stats: orphans.OrphanStats, camera_system: CameraSystemResource
+) -> orphans.OrphanStats:
     rows = orphans.orphan_report_rows(stats.report_csv, REPORT_ROWS)
     table = "| path | size | mtime |\n|---|---|---|\n" + "".join(
         f"| `{r['path']}` | {r['size']} | {datetime.fromtimestamp(float(r['mtime']), UTC):%Y-%m-%d %H:%M} |\n"
@@ -86,4 +89,6 @@ def report_orphan_sweep(context: dg.OpExecutionContext, stats: orphans.OrphanSta
             f"first_{REPORT_ROWS}_orphans": dg.MetadataValue.md(table),
         }
     )
+    if not stats.dry_run:
+        observe_after_sweep(context, camera_system.engine(), camera_system.settings(), stats)
     return stats

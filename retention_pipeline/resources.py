@@ -1,6 +1,7 @@
 """The one resource: where the camera database and the media live."""
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -63,3 +64,12 @@ class CameraSystemResource(dg.ConfigurableResource):
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
+
+
+class DiskSpaceResource(dg.ConfigurableResource):
+    """Free space on the volume holding a path (tests replace it with scripted readings)."""
+
+    def free_percent(self, path: str) -> float:
+        """Free space of the volume holding `path`, in percent of its size."""
+        usage = shutil.disk_usage(path)
+        return 100.0 * usage.free / usage.total if usage.total else 100.0

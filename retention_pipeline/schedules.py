@@ -66,3 +66,35 @@ def build_weekly_orphan_schedule(settings: Settings) -> dg.ScheduleDefinition:
         run_config={"ops": {"plan_orphan_sweep": {"config": OrphanSweepConfig(dry_run=False).model_dump()}}},
         description="Deletes orphaned media files weekly (off by default; safety stops apply).",
     )
+
+
+def build_retention_health_schedule(settings: Settings) -> dg.ScheduleDefinition:
+    """retention_health daily, an hour after CLEANUP_TIME, once the daily cleanup has had its time."""
+    hour = (settings.cleanup_time.hour + 1) % 24
+    return dg.ScheduleDefinition(
+        name="daily_retention_health",
+        job_name="retention_health",
+        cron_schedule=f"{settings.cleanup_time.minute} {hour} * * *",
+        execution_timezone=settings.cleanup_timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Runs the retention_enforced and orphan checks after the daily cleanup.",
+    )
+
+
+def build_weekly_history_schedule(settings: Settings) -> dg.ScheduleDefinition:
+    """weekly_dagster_history_cleanup, Saturdays at CLEANUP_TIME, deleting for real; on by default."""
+    return dg.ScheduleDefinition(
+        name="weekly_dagster_history_cleanup",
+        job_name="dagster_history_cleanup",
+        cron_schedule=f"{settings.cleanup_time.minute} {settings.cleanup_time.hour} * * 6",
+        execution_timezone=settings.cleanup_timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        run_config={
+            "ops": {
+                "delete_old_dagster_runs": {
+                    "config": {"dry_run": False, "retention_days": settings.dagster_run_retention_days}
+                }
+            }
+        },
+        description="Deletes Dagster runs older than DAGSTER_RUN_RETENTION_DAYS every week.",
+    )

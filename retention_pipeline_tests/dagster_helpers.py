@@ -5,7 +5,7 @@ from typing import Any
 import dagster as dg
 
 from retention_pipeline.jobs import data_cleanup
-from retention_pipeline.resources import CameraSystemResource
+from retention_pipeline.resources import CameraSystemResource, DiskSpaceResource
 from retention_pipeline_tests.factories import CLIPS, IMAGES, THUMBS, CameraWorld
 
 
@@ -31,7 +31,7 @@ def execute(
 ) -> dg.ExecuteInProcessResult:
     return data_cleanup.execute_in_process(
         run_config=run_config,
-        resources={"camera_system": camera_resource(world)},
+        resources={"camera_system": camera_resource(world), "disk": DiskSpaceResource()},
         instance=instance,
         tags=tags,
         raise_on_error=False,

@@ -105,11 +105,14 @@ def test_bad_environment_fails_the_run_with_the_variable_named(
 
 def test_a_database_without_the_camera_tables_fails_clearly(world: CameraWorld, instance, tmp_path):
     from retention_pipeline.jobs import data_cleanup
-    from retention_pipeline.resources import CameraSystemResource
+    from retention_pipeline.resources import CameraSystemResource, DiskSpaceResource
 
     result = data_cleanup.execute_in_process(
         run_config=plan_config(dry_run=False),
-        resources={"camera_system": CameraSystemResource(database_url=f"sqlite:///{tmp_path / 'empty.db'}")},
+        resources={
+            "camera_system": CameraSystemResource(database_url=f"sqlite:///{tmp_path / 'empty.db'}"),
+            "disk": DiskSpaceResource(),
+        },
         instance=instance,
         raise_on_error=False,
     )

@@ -5,7 +5,7 @@ import pytest
 
 from retention_pipeline.core.schema import detections
 from retention_pipeline.jobs import EXCLUSIVE_TAGS, data_cleanup_graph
-from retention_pipeline.resources import CameraSystemResource
+from retention_pipeline.resources import CameraSystemResource, DiskSpaceResource
 from retention_pipeline_tests.factories import CLIPS, IMAGES, THUMBS, CameraWorld
 
 
@@ -15,7 +15,7 @@ def multiprocess_data_cleanup() -> dg.JobDefinition:
         name="data_cleanup",
         tags=EXCLUSIVE_TAGS,
         executor_def=dg.multiprocess_executor,
-        resource_defs={"camera_system": CameraSystemResource()},
+        resource_defs={"camera_system": CameraSystemResource(), "disk": DiskSpaceResource()},
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,6 +25,11 @@ class CleanupPlan:
     storage_dirs: tuple[Path, ...]
     planned_at: datetime
     file_chunk_size: int = 50_000
+    emergency: bool = False
+
+    def with_retention(self, days: int) -> CleanupPlan:
+        """The same run with a shorter data retention (emergency mode); logs keep their own."""
+        return replace(self, retention_days=days, cutoff=self.reference_time - timedelta(days=days))
 
     def describe(self) -> str:
         """One line for the run log."""
@@ -57,6 +62,7 @@ def make_plan(
     batch_size: object = None,
     delete_images: object = None,
     file_chunk_size: object = None,
+    emergency: bool = False,
 ) -> CleanupPlan:
     """Combine the environment's settings with a run's overrides; raise SettingsError on bad values."""
     if reference_time.tzinfo is None:
@@ -95,4 +101,5 @@ def make_plan(
         storage_dirs=settings.storage_roots,
         planned_at=datetime.now(UTC),
         file_chunk_size=chunk,
+        emergency=emergency,
     )

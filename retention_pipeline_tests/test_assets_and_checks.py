@@ -1,0 +1,144 @@
+"""The asset graph, its observations and the retention health checks, on SQLite and PostgreSQL."""
+
+import os
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from sqlalchemy.engine import Engine
+
+from retention_pipeline.definitions import defs
+from retention_pipeline_tests.dagster_helpers import execute, plan_config
+from retention_pipeline_tests.factories import CLIPS, IMAGES, THUMBS, CameraWorld
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+@pytest.fixture
+def live_world(engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CameraWorld:
+    """A world on the real clock, with the environment pointing the Definitions' resources at it."""
+    world = CameraWorld(engine, tmp_path / "media", now=datetime.now(UTC))
+    for name, value in {
+        "DATABASE_URL": engine.url.render_as_string(hide_password=False),
+        "MEDIA_ROOT": str(world.media),
+        "THUMBNAIL_DIR": THUMBS,
+        "CLIPS_DIR": CLIPS,
+        "IMAGES_DIR": IMAGES,
+    }.items():
+        monkeypatch.setenv(name, value)
+    return world
+
+
+def latest_observation(instance: dg.DagsterInstance, key: str) -> dict:
+    records = instance.fetch_observations(dg.AssetKey(key), limit=1).records
+    assert records, f"no observation of {key}"
+    observation = records[0].asset_observation
+    return {k: v.value for k, v in observation.metadata.items()}
+
+
+def test_the_camera_data_is_declared_as_assets_with_their_lineage():
+    graph = defs.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+
+    assert keys == {"events", "detections", "gpu_stats", "logs", "thumbnails", "images", "clips"}
+    assert {k.to_user_string() for k in graph.get(dg.AssetKey("thumbnails")).parent_keys} == {"detections"}
+    assert {k.to_user_string() for k in graph.get(dg.AssetKey("clips")).parent_keys} == {"events"}
+    specs = {spec.key.to_user_string(): spec for spec in defs.assets}
+    assert all(spec.group_name == "camera_system" for spec in specs.values())
+    assert "RETENTION_DAYS" in specs["events"].description
+
+
+def test_a_real_cleanup_observes_every_asset_and_a_dry_run_none(world: CameraWorld, instance):
+    world.event(world.old(), clip=world.file(f"{CLIPS}/c.mp4", 300))
+    world.detection(world.old(), thumbnail=world.file(f"{THUMBS}/t.jpg", 50))
+    world.detection(world.recent())
+    world.gpu(world.old())
+    world.log(world.log_cutoff - timedelta(hours=1))
+
+    execute(world, instance, plan_config(dry_run=True, reference_time=world.now.isoformat()))
+    assert not instance.fetch_observations(dg.AssetKey("events"), limit=1).records
+
+    execute(world, instance, plan_config(dry_run=False, reference_time=world.now.isoformat()))
+    detections = latest_observation(instance, "detections")
+    assert detections["rows_deleted"] == 1
+    assert detections["oldest_age_days"] > 0
+    assert detections["rows"] >= 0 and isinstance(detections["rows_estimated"], bool)
+    if not detections["rows_estimated"]:
+        assert detections["rows"] == 1
+    assert latest_observation(instance, "events")["rows_deleted"] == 1
+    assert latest_observation(instance, "gpu_stats")["rows_deleted"] == 1
+    assert latest_observation(instance, "logs")["rows_deleted"] == 1
+    assert latest_observation(instance, "thumbnails") == {"files_deleted": 1, "bytes_deleted": 50}
+    assert latest_observation(instance, "clips") == {"files_deleted": 1, "bytes_deleted": 300}
+
+
+def test_a_real_orphan_sweep_observes_the_media_stores(live_world: CameraWorld, instance):
+    stamp = time.time() - 48 * 3600
+    for n in range(3):
+        live_world.detection(live_world.recent(), thumbnail=live_world.file(f"{THUMBS}/t{n}.jpg", 10))
+        os.utime(live_world.media / THUMBS / f"t{n}.jpg", (stamp, stamp))
+
+    result = defs.resolve_job_def("orphaned_file_cleanup").execute_in_process(
+        run_config={"ops": {"plan_orphan_sweep": {"config": {"dry_run": False}}}}, instance=instance
+    )
+
+    assert result.success
+    thumbnails = latest_observation(instance, "thumbnails")
+    assert thumbnails["files"] == 3 and thumbnails["bytes"] == 30
+    assert 1.9 < thumbnails["oldest_age_days"] < 2.1
+
+
+def run_health(instance: dg.DagsterInstance) -> dict[str, dg.AssetCheckEvaluation]:
+    result = defs.resolve_job_def("retention_health").execute_in_process(instance=instance)
+    return {f"{e.asset_key.to_user_string()}:{e.check_name}": e for e in result.get_asset_check_evaluations()}
+
+
+def test_retention_check_warns_after_one_missed_run_errors_after_two_and_passes_after_cleanup(
+    live_world: CameraWorld, instance
+):
+    live_world.detection(live_world.now - timedelta(days=30, hours=12))  # due, not overdue: healthy
+    live_world.event(live_world.now - timedelta(days=31, hours=12))  # one missed run
+    live_world.gpu(live_world.now - timedelta(days=33))  # two missed runs
+
+    checks = run_health(instance)
+
+    assert checks["detections:retention_enforced"].passed
+    events = checks["events:retention_enforced"]
+    assert not events.passed and events.severity == dg.AssetCheckSeverity.WARN
+    assert events.metadata["overdue_rows"].value == 1
+    gpu = checks["gpu_stats:retention_enforced"]
+    assert not gpu.passed and gpu.severity == dg.AssetCheckSeverity.ERROR
+    assert gpu.metadata["oldest"].value.startswith((live_world.now - timedelta(days=33)).strftime("%Y-%m-%d"))
+
+    cleaned = defs.resolve_job_def("data_cleanup").execute_in_process(
+        run_config=plan_config(dry_run=False), instance=instance
+    )
+    assert cleaned.success
+    after = run_health(instance)
+    assert all(
+        after[f"{name}:retention_enforced"].passed for name in ("events", "detections", "gpu_stats", "logs")
+    )
+
+
+def test_orphan_check_reports_what_the_last_sweep_found(live_world: CameraWorld, instance):
+    stamp = time.time() - 48 * 3600
+    for n in range(4):
+        live_world.detection(live_world.recent(), thumbnail=live_world.file(f"{THUMBS}/t{n}.jpg"))
+        os.utime(live_world.media / THUMBS / f"t{n}.jpg", (stamp, stamp))
+    live_world.file(f"{THUMBS}/orphan.jpg")
+    os.utime(live_world.media / THUMBS / "orphan.jpg", (stamp, stamp))
+    assert run_health(instance)["thumbnails:no_orphans_in_last_sweep"].passed  # no sweep yet
+
+    defs.resolve_job_def("orphaned_file_cleanup").execute_in_process(
+        run_config={"ops": {"plan_orphan_sweep": {"config": {"dry_run": False}}}}, instance=instance
+    )
+
+    check = run_health(instance)["thumbnails:no_orphans_in_last_sweep"]
+    assert not check.passed and check.metadata["orphans_found"].value == 1
