@@ -9,10 +9,13 @@ from pydantic import Field
 
 from .resources import CameraSystemResource
 from .settings import SettingsError, parse_days
-from .tags import EXCLUSIVE_TAGS
 
 FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 PAGE = 100
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 class DagsterHistoryConfig(dg.Config):
@@ -36,7 +39,7 @@ def delete_old_dagster_runs(
         )
     except (ValueError, SettingsError) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
-    cutoff = datetime.now(UTC) - timedelta(days=days)
+    cutoff = _now() - timedelta(days=days)
     instance = context.instance
     storage = Path(instance.storage_directory())
     # Queued and in-progress runs never match: only finished statuses are selected.
@@ -69,7 +72,6 @@ def delete_old_dagster_runs(
 @dg.job(
     description="Delete Dagster's own run history (runs, event logs, stored outputs) older than"
     " DAGSTER_RUN_RETENTION_DAYS. A manual launch with the default config is a dry run.",
-    tags=EXCLUSIVE_TAGS,
     executor_def=dg.in_process_executor,
 )
 def dagster_history_cleanup() -> None:
