@@ -4,9 +4,12 @@ preview exactly what that drain would do for the rows a run at the cutoff would 
 
 from __future__ import annotations
 
+import csv
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from itertools import islice
 
 from sqlalchemy.engine import Engine
 
@@ -131,18 +134,28 @@ def preview_file_deletions(
 ) -> FileCounts:
     """What a real run at this cutoff would do to files, without touching any.
 
-    Streams the distinct candidate paths (files of rows that would expire, plus files already queued)
-    from the database in path order, so memory does not grow with their number.
+    The distinct candidate paths (files of rows that would expire, plus files already queued) are
+    streamed from the database into a temporary file first, so the read transaction lasts one query,
+    not the whole preview (a long one would hold back WAL checkpoints and vacuum), and memory does not
+    grow with their number. The checks and stat() calls then run chunk by chunk from that file.
     """
     counts = FileCounts()
     statement = queries.select_stale_file_candidates(cutoff, delete_images)
-    with engine.connect() as conn, ThreadPoolExecutor(UNLINK_THREADS) as pool:
-        result = conn.execution_options(stream_results=True, yield_per=CHECK_CHUNK).execute(statement)
-        for part in result.partitions():
-            entries = [(row.path, row.kind) for row in part]
-            referenced = referenced_paths(engine, roots, [path for path, _ in entries], surviving_at=cutoff)
-            _settle(counts, roots, entries, referenced, dry_run=True, pool=pool)
-            progress(f"files (dry run): {_summary(counts)}")
+    with tempfile.TemporaryFile("w+", newline="", encoding="utf-8", errors="surrogateescape") as spill:
+        writer = csv.writer(spill)
+        with engine.connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=CHECK_CHUNK).execute(statement)
+            for part in result.partitions():
+                writer.writerows((row.path, row.kind) for row in part)
+        spill.seek(0)
+        rows = csv.reader(spill)
+        with ThreadPoolExecutor(UNLINK_THREADS) as pool:
+            while entries := [(path, kind) for path, kind in islice(rows, CHECK_CHUNK)]:
+                referenced = referenced_paths(
+                    engine, roots, [path for path, _ in entries], surviving_at=cutoff
+                )
+                _settle(counts, roots, entries, referenced, dry_run=True, pool=pool)
+                progress(f"files (dry run): {_summary(counts)}")
     return counts
 
 
