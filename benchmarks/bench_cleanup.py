@@ -257,7 +257,7 @@ def run_job(url: str, media: Path, dry_run: bool) -> dict:
                 "ops": {"plan_cleanup": {"config": config}},
                 "loggers": {"console": {"config": {"log_level": "WARNING"}}},
             },
-            resources={"camera_system": resource_},
+            resources={"camera_system": resource_, "disk": DiskSpaceResource()},
             instance=instance,
         )
         wall = time.perf_counter() - started
@@ -276,7 +276,7 @@ def run_job(url: str, media: Path, dry_run: bool) -> dict:
         "rows": rows,
         "files": files,
         "db_seconds": db,
-        "file_seconds": steps["delete_expired_files"],
+        "file_seconds": sum(v for k, v in steps.items() if k.startswith("delete_expired_files")),
         "longest_txn_ms": stats.longest_transaction_ms,
         "wall_job": wall,
     }

@@ -25,7 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.dml import ReturningDelete
+from sqlalchemy.sql.dml import ReturningDelete, ReturningInsert
 from sqlalchemy.sql.functions import FunctionElement
 
 from .schema import (
@@ -190,15 +190,17 @@ def count_expired_rows(table: Table, column: str, cutoff: datetime) -> Select[An
     return select(func.count()).select_from(table).where(older(table.c[column], cutoff))
 
 
-def insert_queued_file(dialect_name: str) -> Insert:
+def insert_queued_file(dialect_name: str) -> Insert | ReturningInsert[Any]:
     """Queue one file path for deletion (executed with many rows); a path queued already keeps the
     smaller kind, which is what the dry-run preview reports for it."""
     q = retention_file_queue.c
     if dialect_name == "postgresql":
         pg = postgresql.insert(retention_file_queue)
+        # RETURNING makes SQLAlchemy batch the rows into multi-row VALUES ("insertmanyvalues");
+        # without it psycopg2 sends one statement per row, ten times slower.
         return pg.on_conflict_do_update(
             index_elements=["path"], set_={"kind": func.least(q.kind, pg.excluded.kind)}
-        )
+        ).returning(q.id)
     lite = sqlite.insert(retention_file_queue)
     # Two-argument min() is SQLite's scalar minimum, not the aggregate.
     return lite.on_conflict_do_update(
