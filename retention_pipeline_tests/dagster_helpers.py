@@ -44,3 +44,14 @@ def failure_messages(result: dg.ExecuteInProcessResult) -> str:
         for event in result.all_events
         if event.is_failure
     )
+
+
+def environment_for(world: CameraWorld) -> dict[str, str]:
+    """The environment that points the Definitions' resources (which read it at run time) at `world`."""
+    return {
+        "DATABASE_URL": world.engine.url.render_as_string(hide_password=False),
+        "MEDIA_ROOT": str(world.media),
+        "THUMBNAIL_DIR": THUMBS,
+        "CLIPS_DIR": CLIPS,
+        "IMAGES_DIR": IMAGES,
+    }

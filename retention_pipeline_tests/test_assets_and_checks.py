@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from retention_pipeline.definitions import defs
-from retention_pipeline_tests.dagster_helpers import execute, plan_config
-from retention_pipeline_tests.factories import CLIPS, IMAGES, THUMBS, CameraWorld
+from retention_pipeline_tests.dagster_helpers import environment_for, execute, plan_config
+from retention_pipeline_tests.factories import CLIPS, THUMBS, CameraWorld
 
 
 @pytest.fixture
@@ -25,13 +25,7 @@ def instance() -> Iterator[dg.DagsterInstance]:
 def live_world(engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CameraWorld:
     """A world on the real clock, with the environment pointing the Definitions' resources at it."""
     world = CameraWorld(engine, tmp_path / "media", now=datetime.now(UTC))
-    for name, value in {
-        "DATABASE_URL": engine.url.render_as_string(hide_password=False),
-        "MEDIA_ROOT": str(world.media),
-        "THUMBNAIL_DIR": THUMBS,
-        "CLIPS_DIR": CLIPS,
-        "IMAGES_DIR": IMAGES,
-    }.items():
+    for name, value in environment_for(world).items():
         monkeypatch.setenv(name, value)
     return world
 

@@ -6,7 +6,8 @@ import pytest
 from retention_pipeline.core.schema import detections
 from retention_pipeline.jobs import EXCLUSIVE_TAGS, data_cleanup_graph
 from retention_pipeline.resources import CameraSystemResource, DiskSpaceResource
-from retention_pipeline_tests.factories import CLIPS, IMAGES, THUMBS, CameraWorld
+from retention_pipeline_tests.dagster_helpers import environment_for
+from retention_pipeline_tests.factories import THUMBS, CameraWorld
 
 
 def multiprocess_data_cleanup() -> dg.JobDefinition:
@@ -30,13 +31,7 @@ def test_file_shares_run_as_separate_steps_under_the_multiprocess_executor(
     for thumb in thumbs:
         world.detection(world.old(), thumbnail=thumb)
     world.detection(world.recent())
-    for name, value in {
-        "DATABASE_URL": world.engine.url.render_as_string(hide_password=False),
-        "MEDIA_ROOT": str(world.media),
-        "THUMBNAIL_DIR": THUMBS,
-        "CLIPS_DIR": CLIPS,
-        "IMAGES_DIR": IMAGES,
-    }.items():
+    for name, value in environment_for(world).items():
         monkeypatch.setenv(name, value)
     config = {
         "dry_run": False,
