@@ -69,10 +69,14 @@ def older(column: Any, cutoff: datetime) -> ColumnElement[bool]:
 
 def detection_expired(cutoff: datetime) -> ColumnElement[bool]:
     """Old or linked to an expired event, and not linked to any retained event."""
+    # OFFSET 0 keeps PostgreSQL from turning the NOT EXISTS into a merge anti-join, which walks the
+    # link index from its start on every batch (quadratic over a run); as a correlated sub-plan it is
+    # one index look-up per detection of the batch.
     linked_to = (
         select(event_detections.c.event_id)
         .join(events, events.c.id == event_detections.c.event_id)
         .where(event_detections.c.detection_id == detections.c.id)
+        .offset(0)
     )
     return and_(
         or_(
