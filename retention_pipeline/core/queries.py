@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -12,8 +13,11 @@ from sqlalchemy import (
     Delete,
     Insert,
     Select,
+    String,
     Table,
     and_,
+    any_,
+    bindparam,
     exists,
     func,
     literal,
@@ -23,6 +27,7 @@ from sqlalchemy import (
     union,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import ReturningDelete, ReturningInsert
@@ -238,7 +243,20 @@ def count_queued_files() -> Select[Any]:
     return select(func.count()).select_from(retention_file_queue)
 
 
-def select_referenced_paths(candidates: Sequence[str], surviving_at: datetime | None = None) -> Select[Any]:
+def _one_of(column: ColumnElement[Any], names: Sequence[str], dialect_name: str) -> ColumnElement[bool]:
+    """`column IN names` with the whole list as one bound value, not one parameter per name.
+
+    Thousands of expanded parameters per statement cost more to bind than the look-ups themselves.
+    """
+    if dialect_name == "postgresql":
+        return column == any_(bindparam("names", list(names), type_=ARRAY(String)))
+    values = func.json_each(bindparam("names", json.dumps(list(names)), type_=String)).table_valued("value")
+    return column.in_(select(values.c.value))
+
+
+def select_referenced_paths(
+    candidates: Sequence[str], dialect_name: str, surviving_at: datetime | None = None
+) -> Select[Any]:
     """Which of these stored path strings a row still references.
 
     With `surviving_at`, rows that a run at that cutoff would delete do not count (dry-run preview).
@@ -251,12 +269,14 @@ def select_referenced_paths(candidates: Sequence[str], surviving_at: datetime | 
     return select(
         union(
             select(detections.c.thumbnail_path.label("path")).where(
-                detections.c.thumbnail_path.in_(candidates), *d_live
+                _one_of(detections.c.thumbnail_path, candidates, dialect_name), *d_live
             ),
             select(detections.c.file_path.label("path")).where(
-                detections.c.file_path.in_(candidates), *d_live
+                _one_of(detections.c.file_path, candidates, dialect_name), *d_live
             ),
-            select(events.c.clip_path.label("path")).where(events.c.clip_path.in_(candidates), *e_live),
+            select(events.c.clip_path.label("path")).where(
+                _one_of(events.c.clip_path, candidates, dialect_name), *e_live
+            ),
         ).subquery()
     )
 

@@ -41,8 +41,9 @@ def referenced_paths(
     names = sorted({a for names in aliases.values() for a in names if "\x00" not in a})
     if not names:
         return set()
+    statement = queries.select_referenced_paths(names, engine.dialect.name, surviving_at)
     with engine.connect() as conn:
-        hits = set(conn.execute(queries.select_referenced_paths(names, surviving_at)).scalars())
+        hits = set(conn.execute(statement).scalars())
     return {path for path, names in aliases.items() if hits.intersection(names)}
 
 
