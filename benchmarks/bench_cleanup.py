@@ -282,6 +282,14 @@ def run_job(url: str, media: Path, dry_run: bool) -> dict:
     }
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS. Not ru_maxrss: Linux carries that over exec from the parent."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child(args: argparse.Namespace) -> None:
     media, n = Path(args.media), args.n
     started = time.perf_counter()
@@ -292,7 +300,7 @@ def child(args: argparse.Namespace) -> None:
     else:
         figures = run_job(args.url, media, dry_run=args.variant == "dry")
     figures["wall_seconds"] = time.perf_counter() - started
-    figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    figures["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(figures))
 
 
