@@ -1,0 +1,1 @@
+"""Reliability suite: the real job against real databases and real files, under kills and faults."""
