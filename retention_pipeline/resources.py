@@ -58,12 +58,14 @@ class CameraSystemResource(dg.ConfigurableResource):
             self._lock = lock
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        if self._lock is not None:
-            self._lock.release()
+        try:
+            if self._lock is not None:
+                self._lock.release()
+        finally:
             self._lock = None
-        if self._engine is not None:
-            self._engine.dispose()
-            self._engine = None
+            if self._engine is not None:
+                self._engine.dispose()
+                self._engine = None
 
 
 class DiskSpaceResource(dg.ConfigurableResource):

@@ -77,7 +77,7 @@ def parse_timezone(name: str, raw: str) -> str:
     """An IANA time zone name such as UTC or Europe/Berlin."""
     try:
         ZoneInfo(raw.strip())
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: 'Europe' is a tzdata directory
         raise ValueError(
             f"{name} must be an IANA time zone name such as UTC or Europe/Berlin, got {raw!r}"
         ) from None

@@ -18,7 +18,8 @@ class Outcome(Enum):
     DELETED = "deleted"
     MISSING = "missing"
     REFUSED = "refused"
-    FAILED = "failed"
+    FAILED = "failed"  # not a file we can ever delete (a directory in its place, an impossible name)
+    BLOCKED = "blocked"  # unlink refused (permissions, busy, I/O error): worth trying again later
 
 
 @dataclass(frozen=True)
@@ -139,5 +140,5 @@ def remove_file(
     except FileNotFoundError:
         return Outcome.MISSING, 0
     except OSError:
-        return Outcome.FAILED, 0
+        return Outcome.BLOCKED, 0
     return Outcome.DELETED, freed

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 # pg_advisory_lock takes a bigint; any constant works as long as every retention run uses the same one.
 ADVISORY_LOCK_KEY = 0x52455445_4E54494F  # "RETENTIO"
@@ -68,10 +69,14 @@ class ExclusiveRunLock:
     def release(self) -> None:
         """Give the lock back; safe to call when it is not held."""
         if self._connection is not None:
-            self._connection.execute(select(func.pg_advisory_unlock(ADVISORY_LOCK_KEY)))
-            self._connection.commit()
-            self._connection.close()
-            self._connection = None
+            connection, self._connection = self._connection, None
+            try:
+                connection.execute(select(func.pg_advisory_unlock(ADVISORY_LOCK_KEY)))
+                connection.commit()
+            except DBAPIError:
+                pass  # the session is gone, and its advisory lock went with it
+            finally:
+                connection.close()
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None

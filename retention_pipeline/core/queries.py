@@ -226,6 +226,11 @@ def select_queued_files(after_id: int, limit: int, last_id: int | None = None) -
     return statement.order_by(q.id).limit(limit)
 
 
+def select_last_queued_id() -> Select[Any]:
+    """The highest id in the file queue (None when it is empty)."""
+    return select(func.max(retention_file_queue.c.id))
+
+
 def select_queue_boundary(after_id: int, size: int) -> Select[Any]:
     """The id of the `size`-th queued file after `after_id` (None when fewer are left)."""
     q = retention_file_queue.c

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 from . import queries
 from .db import write_transaction
 from .files import Outcome, StorageRoots, remove_file
+from .purge import queue_files
 from .stats import FileCounts
 
 Progress = Callable[[str], None]
@@ -54,8 +55,11 @@ def _settle(
     referenced: set[str],
     dry_run: bool,
     pool: ThreadPoolExecutor,
-) -> None:
-    """Keep referenced files, remove (or preview removing) the rest, and count every outcome."""
+) -> set[str]:
+    """Keep referenced files, remove (or preview removing) the rest, and count every outcome.
+
+    Returns the paths whose unlink was refused (permissions, I/O), which stay queued for the next run.
+    """
     loose = [(path, kind) for path, kind in entries if path not in referenced]
     counts.files_kept_shared += len(entries) - len(loose)
     resolved_dirs: dict[str, str] = {}  # shared by this chunk only
@@ -67,6 +71,7 @@ def _settle(
     step = max(1, -(-len(loose) // UNLINK_THREADS))
     slices = [loose[start : start + step] for start in range(0, len(loose), step)]
     outcomes = [outcome for part in pool.map(remove_slice, slices) for outcome in part]
+    blocked: set[str] = set()
     for (path, kind), (outcome, freed) in zip(loose, outcomes, strict=True):
         if outcome is Outcome.DELETED:
             counts.count_deleted(kind, freed)
@@ -78,6 +83,9 @@ def _settle(
         else:
             counts.files_failed += 1
             counts.note(counts.failed_examples, path)
+            if outcome is Outcome.BLOCKED:
+                blocked.add(path)
+    return blocked
 
 
 def drain_file_queue(
@@ -94,6 +102,12 @@ def drain_file_queue(
     (a file already gone is then counted as missing).
     """
     counts = FileCounts()
+    if last_id is None:
+        # Stop at today's end of the queue: files re-queued after a failure wait for the next run.
+        with engine.connect() as conn:
+            last_id = conn.execute(queries.select_last_queued_id()).scalar()
+        if last_id is None:
+            return counts
     with ThreadPoolExecutor(UNLINK_THREADS) as pool:
         while True:
             with engine.connect() as conn:
@@ -102,9 +116,13 @@ def drain_file_queue(
                 break
             entries = [(row.path, row.kind) for row in rows]
             referenced = referenced_paths(engine, roots, [path for path, _ in entries])
-            _settle(counts, roots, entries, referenced, dry_run=False, pool=pool)
+            blocked = _settle(counts, roots, entries, referenced, dry_run=False, pool=pool)
             with write_transaction(engine) as conn:
                 conn.execute(queries.delete_queued_files(after_id, rows[-1].id))
+                # A file that could not be deleted stays queued: the next run tries again.
+                kept = {path: kind for path, kind in entries if path in blocked}
+                if kept:
+                    queue_files(conn, kept)
             after_id = rows[-1].id
             progress(f"files: {_summary(counts)}")
     return counts

@@ -308,11 +308,6 @@ def test_a_run_that_loses_its_lock_session_never_overlaps_with_another_run(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: releasing an advisory lock whose session is gone raises, so the run log of a"
-    " successful run ends with 'Teardown of resources [...] failed' and the engine is never disposed",
-)
 def test_a_run_that_loses_its_lock_session_ends_without_a_teardown_error(
     postgresql_only: None, world: CameraWorld, tmp_path: Path, instance: dg.DagsterInstance, observer: Engine
 ):

@@ -155,12 +155,6 @@ def test_files_in_a_read_only_directory_are_counted_failed_and_the_rest_still_go
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a file whose unlink failed (EACCES, EBUSY, EIO) is dropped from the durable queue with"
-    " the rest of its chunk, so no later run retries it once the cause is fixed; only the orphan sweep,"
-    " off by default, would ever find it",
-)
 def test_a_file_that_could_not_be_deleted_is_deleted_by_the_next_run_once_it_can_be(
     world: CameraWorld, read_only_directory: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -169,7 +163,7 @@ def test_a_file_that_could_not_be_deleted_is_deleted_by_the_next_run_once_it_can
     first = world.run()
     assert first.files_failed == 1 and world.exists(stuck)
 
-    monkeypatch.setattr(files_module.os, "unlink", os.unlink)  # the administrator fixed the permissions
+    monkeypatch.undo()  # the administrator fixed the permissions
     world.run()
 
     assert not world.exists(stuck), "the file of a deleted row stays on disk for good"

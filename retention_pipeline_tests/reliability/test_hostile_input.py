@@ -332,12 +332,6 @@ def test_every_launchpad_override_is_accepted_as_valid_or_rejected_naming_its_fi
         assert 1 <= getattr(plan, field) <= MAX_DAYS
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: parse_timezone catches ZoneInfoNotFoundError and ValueError only; a region name"
-    " ('Europe', 'America') is a directory in tzdata and a long name exceeds NAME_MAX, so ZoneInfo raises"
-    " IsADirectoryError / OSError and the code location fails with a traceback instead of the message",
-)
 @pytest.mark.parametrize("zone", ["Europe", "America", "Etc", pytest.param("x" * 300, id="300-characters")])
 def test_a_time_zone_naming_a_directory_or_too_long_is_rejected_naming_the_variable(zone: str):
     with pytest.raises(SettingsError, match="CLEANUP_TIMEZONE must be an IANA time zone name"):
