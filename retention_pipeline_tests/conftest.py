@@ -95,3 +95,15 @@ def postgres_instance(postgres_database: str) -> Iterator[dg.DagsterInstance]:
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture
+def postgresql_only(request: pytest.FixtureRequest) -> None:
+    """Skips the SQLite half of a scenario that needs a database server, before its database is built.
+
+    List it first among the test's fixtures.
+    """
+    if request.node.callspec.params.get("database_url") != "postgresql":
+        pytest.skip(
+            "needs a PostgreSQL server (sessions, pg_terminate_backend, advisory locks); SQLite has none"
+        )

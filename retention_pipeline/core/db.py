@@ -20,6 +20,8 @@ PG_STATEMENT_TIMEOUT_MS = 60_000
 # SQLSTATEs after which repeating the whole batch is safe and likely to succeed.
 _TRANSIENT_PG_CODES = {"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03"}
 _TRANSIENT_SQLITE_TEXT = ("database is locked", "database table is locked", "busy")
+# Set on connections that delete or queue: SQLite begins them IMMEDIATE, the run lock checks itself first.
+WRITE_OPTION = "retention_write"
 
 
 def make_engine(url: str) -> Engine:
@@ -64,7 +66,7 @@ def _sqlite_engine(url: str) -> Engine:
     def _on_begin(connection: Connection) -> None:
         # A write batch takes the write lock when it starts; a deferred transaction that reads first
         # and writes later can fail with SQLITE_BUSY when another writer committed in between.
-        if connection.get_execution_options().get("sqlite_write"):
+        if is_write_transaction(connection):
             connection.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             connection.exec_driver_sql("BEGIN")
@@ -72,11 +74,16 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
+def is_write_transaction(connection: Connection) -> bool:
+    """True on a connection opened by `write_transaction`."""
+    return bool(connection.get_execution_options().get(WRITE_OPTION))
+
+
 @contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """One short transaction that commits on success and rolls back on any error."""
     with engine.connect() as connection:
-        connection = connection.execution_options(sqlite_write=True)
+        connection = connection.execution_options(**{WRITE_OPTION: True})
         with connection.begin():
             yield connection
 

@@ -2,7 +2,10 @@
 
 Dagster's run queue already serialises runs it launches; this lock also covers runs that bypass the queue
 (the CLI, a second Dagster deployment). It cannot go stale: PostgreSQL drops an advisory lock with its
-session, and the kernel drops a flock with its process, however the process dies.
+session, and the kernel drops a flock with its process, however the process dies. Because the server can
+also end that session under a live run (restart, failover, idle_session_timeout), a held PostgreSQL lock
+checks itself before every write transaction of the run's engine commits, and takes itself again or stops
+the run (rolling that transaction back).
 """
 
 from __future__ import annotations
@@ -11,16 +14,47 @@ import fcntl
 import os
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, column, event, exists, func, select, table
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
+
+from .db import is_write_transaction
 
 # pg_advisory_lock takes a bigint; any constant works as long as every retention run uses the same one.
 ADVISORY_LOCK_KEY = 0x52455445_4E54494F  # "RETENTIO"
 
 
+_PG_LOCKS = table(
+    "pg_locks",
+    column("locktype"),
+    column("classid"),
+    column("objid"),
+    column("objsubid"),
+    column("pid"),
+    column("granted"),
+)
+
+
 class RunLockBusy(RuntimeError):
     """Another cleanup run holds the lock on this database."""
+
+
+class RunLockLost(RuntimeError):
+    """The run's lock ended with its database session, and another run holds it now."""
+
+
+def select_run_lock_held() -> Select[tuple[bool]]:
+    """Whether this session holds the run's advisory lock (a bigint key shows as classid:objid, subid 1)."""
+    return select(
+        exists().where(
+            _PG_LOCKS.c.locktype == "advisory",
+            _PG_LOCKS.c.pid == func.pg_backend_pid(),
+            _PG_LOCKS.c.classid == ADVISORY_LOCK_KEY >> 32,
+            _PG_LOCKS.c.objid == ADVISORY_LOCK_KEY & 0xFFFFFFFF,
+            _PG_LOCKS.c.objsubid == 1,
+            _PG_LOCKS.c.granted,
+        )
+    )
 
 
 class ExclusiveRunLock:
@@ -45,7 +79,45 @@ class ExclusiveRunLock:
         if not got:
             connection.close()
             raise RunLockBusy(self._busy_message())
+        if not event.contains(self._engine, "commit", self._before_commit):
+            event.listen(self._engine, "commit", self._before_commit)
         self._connection = connection
+
+    def _before_commit(self, connection: Connection) -> None:
+        # Raising here rolls the batch back: no write commits unless the lock was held just before.
+        if is_write_transaction(connection):
+            self.ensure_held()
+
+    def ensure_held(self) -> None:
+        """Confirm the lock is still this run's, taking it again if its session ended; raises RunLockLost.
+
+        A run that takes the lock in the moment between this check and the commit that follows it can
+        overlap with that one commit; batches are idempotent, so that costs nothing but a retry.
+        """
+        connection = self._connection
+        if connection is None:
+            return  # a flock, or nothing held: neither can be lost under a live process
+        try:
+            held = bool(connection.execute(select_run_lock_held()).scalar())
+            connection.commit()
+        except DBAPIError:
+            held = False
+        if held:
+            return
+        self._connection = None
+        connection.invalidate()
+        try:
+            self._acquire_advisory()
+        except RunLockBusy:
+            self._stop_guarding()
+            raise RunLockLost(
+                "this run lost its lock on the database (the server ended its session) and another"
+                " retention run holds it now; this run stopped so the two never delete at the same time."
+            ) from None
+
+    def _stop_guarding(self) -> None:
+        if event.contains(self._engine, "commit", self._before_commit):
+            event.remove(self._engine, "commit", self._before_commit)
 
     def _acquire_file(self) -> None:
         database = self._engine.url.database
@@ -68,6 +140,7 @@ class ExclusiveRunLock:
 
     def release(self) -> None:
         """Give the lock back; safe to call when it is not held."""
+        self._stop_guarding()
         if self._connection is not None:
             connection, self._connection = self._connection, None
             try:

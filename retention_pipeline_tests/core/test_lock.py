@@ -5,9 +5,31 @@ import sys
 import textwrap
 
 import pytest
+from sqlalchemy import create_engine, func, insert, select, text
 from sqlalchemy.engine import Engine
 
-from retention_pipeline.core.lock import ExclusiveRunLock, RunLockBusy
+from retention_pipeline.core.db import write_transaction
+from retention_pipeline.core.lock import ExclusiveRunLock, RunLockBusy, RunLockLost
+from retention_pipeline.core.schema import logs
+
+LOCK_SESSIONS = text("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted")
+
+
+def _end_lock_sessions(engine: Engine) -> None:
+    """What a server restart or idle_session_timeout does to the run lock's session."""
+    with create_engine(engine.url).connect() as admin:
+        for pid in admin.execute(LOCK_SESSIONS).scalars().all():
+            admin.execute(select(func.pg_terminate_backend(pid)))
+
+
+def _write_a_log_line(engine: Engine) -> None:
+    with write_transaction(engine) as conn:
+        conn.execute(insert(logs).values(timestamp=func.now(), level="INFO", component="t", message="m"))
+
+
+def _log_lines(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(logs)).scalar_one())
 
 
 def test_a_second_holder_is_refused_until_the_first_releases(engine: Engine):
@@ -60,3 +82,35 @@ def test_a_killed_holder_leaves_no_stale_lock(engine: Engine, database_url: str)
 
             time.sleep(0.1)
     pytest.fail("the lock of a killed process was still held 5 s later")
+
+
+def test_a_lock_whose_session_ended_takes_itself_again_before_the_next_commit(
+    postgresql_only: None, engine: Engine
+):
+    with ExclusiveRunLock(engine):
+        _end_lock_sessions(engine)
+
+        _write_a_log_line(engine)
+
+        assert _log_lines(engine) == 1
+        with pytest.raises(RunLockBusy):
+            ExclusiveRunLock(engine).acquire()
+
+
+def test_a_lock_taken_by_another_run_meanwhile_rolls_the_write_back_and_stops(
+    postgresql_only: None, engine: Engine
+):
+    first = ExclusiveRunLock(engine)
+    first.acquire()
+    _end_lock_sessions(engine)
+    other_engine = create_engine(engine.url)
+    try:
+        with ExclusiveRunLock(other_engine):
+            with pytest.raises(RunLockLost, match="another retention run holds it now"):
+                _write_a_log_line(engine)
+            assert _log_lines(engine) == 0
+    finally:
+        first.release()
+        other_engine.dispose()
+    _write_a_log_line(engine)  # a released lock no longer guards the engine
+    assert _log_lines(engine) == 1

@@ -43,18 +43,6 @@ def dagster_home(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
-def postgresql_only(request: pytest.FixtureRequest) -> None:
-    """Skips the SQLite half of a scenario that needs a database server, before its database is built.
-
-    List it first among the test's fixtures.
-    """
-    if request.node.callspec.params.get("database_url") != "postgresql":
-        pytest.skip(
-            "needs a PostgreSQL server (sessions, pg_terminate_backend, advisory locks); SQLite has none"
-        )
-
-
-@pytest.fixture
 def instance() -> Iterator[dg.DagsterInstance]:
     """A throw-away Dagster instance for runs executed in this process."""
     with dg.instance_for_test() as instance:
