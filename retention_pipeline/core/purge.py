@@ -88,12 +88,6 @@ def queue_files(connection: Connection, paths: dict[str, str]) -> int:
     return len(rows)
 
 
-def _collect(paths: dict[str, str], path: str | None, kind: str) -> None:
-    # 'image' sorts before 'thumbnail', as in the dry-run preview, when one path is both.
-    if path and (path not in paths or kind < paths[path]):
-        paths[path] = kind
-
-
 def _batch_end(engine: Engine, statement: Any) -> int | None:
     """Where the next batch ends, found in a read transaction: scanning for it takes no write lock."""
     with engine.connect() as conn:
@@ -108,19 +102,22 @@ def delete_detection_batch(
     last_id = _batch_end(engine, queries.select_detection_batch_end(cutoff, after_id, limit))
     if last_id is None:
         return Batch(None)
+    now = datetime.now(UTC)
     with write_transaction(engine) as conn:
         if conn.dialect.name == "postgresql":
             # Linking a detection to an event takes a KEY SHARE lock on it: once the batch is locked no
             # new link can appear, and the DELETE below re-checks the rule in a fresh snapshot.
             conn.execute(queries.lock_expired_detections(cutoff, after_id, last_id))
-        deleted = conn.execute(queries.delete_expired_detections(cutoff, after_id, last_id)).all()
-        paths: dict[str, str] = {}
-        for _id, thumbnail, image in deleted:
-            _collect(paths, thumbnail, "thumbnail")
-            if delete_images:
-                _collect(paths, image, "image")
-        queued = queue_files(conn, paths)
-    return Batch(last_id, deleted=len(deleted), queued=queued)
+            # The paths go from the deleted rows into the queue inside the server: none cross the wire.
+            statement = queries.delete_expired_detections_queueing_files(
+                cutoff, after_id, last_id, delete_images, now
+            )
+            deleted, queued = conn.execute(statement).one()
+        else:
+            queue = queries.queue_files_of_expired_detections(cutoff, after_id, last_id, delete_images, now)
+            queued = conn.execute(queue).rowcount
+            deleted = conn.execute(queries.delete_expired_detections(cutoff, after_id, last_id)).rowcount
+    return Batch(last_id, deleted=deleted, queued=queued)
 
 
 def delete_event_batch(engine: Engine, cutoff: datetime, after_id: int, limit: int) -> Batch:
@@ -128,17 +125,21 @@ def delete_event_batch(engine: Engine, cutoff: datetime, after_id: int, limit: i
     last_id = _batch_end(engine, queries.select_event_batch_end(cutoff, after_id, limit))
     if last_id is None:
         return Batch(None)
+    now = datetime.now(UTC)
     with write_transaction(engine) as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(queries.lock_expired_events(cutoff, after_id, last_id))
         alerts = conn.execute(queries.delete_alerts_of_expired_events(cutoff, after_id, last_id))
         conn.execute(queries.delete_links_of_expired_events(cutoff, after_id, last_id))
-        deleted = conn.execute(queries.delete_expired_events(cutoff, after_id, last_id)).all()
-        paths: dict[str, str] = {}
-        for _id, clip in deleted:
-            _collect(paths, clip, "clip")
-        queued = queue_files(conn, paths)
-    return Batch(last_id, deleted=len(deleted), children=alerts.rowcount, queued=queued)
+        if conn.dialect.name == "postgresql":
+            statement = queries.delete_expired_events_queueing_clips(cutoff, after_id, last_id, now)
+            deleted, queued = conn.execute(statement).one()
+        else:
+            queued = conn.execute(
+                queries.queue_clips_of_expired_events(cutoff, after_id, last_id, now)
+            ).rowcount
+            deleted = conn.execute(queries.delete_expired_events(cutoff, after_id, last_id)).rowcount
+    return Batch(last_id, deleted=deleted, children=alerts.rowcount, queued=queued)
 
 
 def delete_row_batch(

@@ -25,12 +25,13 @@ from sqlalchemy import (
     or_,
     select,
     union,
+    union_all,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.dml import ReturningDelete, ReturningInsert
+from sqlalchemy.sql.dml import ReturningInsert
 from sqlalchemy.sql.functions import FunctionElement
 
 from .schema import (
@@ -113,13 +114,87 @@ def lock_expired_detections(cutoff: datetime, after_id: int, last_id: int) -> Se
     )
 
 
-def delete_expired_detections(cutoff: datetime, after_id: int, last_id: int) -> ReturningDelete[Any]:
-    """Delete the batch's detections that are still expired, returning their file paths."""
-    return (
-        detections.delete()
-        .where(detections.c.id > after_id, detections.c.id <= last_id, detection_expired(cutoff))
-        .returning(detections.c.id, detections.c.thumbnail_path, detections.c.file_path)
+def _expired_detections_in_range(cutoff: datetime, after_id: int, last_id: int) -> ColumnElement[bool]:
+    return and_(detections.c.id > after_id, detections.c.id <= last_id, detection_expired(cutoff))
+
+
+def _detection_files(source: Any, delete_images: bool) -> list[Select[Any]]:
+    """(path, kind) of each file of the detections in `source`: thumbnails, and images if deleted too."""
+    files = [
+        select(source.c.thumbnail_path.label("path"), literal("thumbnail", String).label("kind")).where(
+            source.c.thumbnail_path != ""
+        )
+    ]
+    if delete_images:
+        files.append(
+            select(source.c.file_path.label("path"), literal("image", String).label("kind")).where(
+                source.c.file_path != ""
+            )
+        )
+    return files
+
+
+def _queue_paths(files: list[Select[Any]], queued_at: datetime, dialect_name: str) -> Any:
+    """INSERT the distinct paths of `files` into the queue; a path queued already keeps the smaller kind
+    ('image' before 'thumbnail'), which is what the dry-run preview reports for it."""
+    every = union_all(*files).subquery()
+    # The WHERE keeps SQLite from reading ON CONFLICT as a join constraint of INSERT ... SELECT.
+    rows = (
+        select(every.c.path, func.min(every.c.kind), literal(queued_at, UTCDateTime()))
+        .where(every.c.path.is_not(None))
+        .group_by(every.c.path)
     )
+    q = retention_file_queue.c
+    if dialect_name == "postgresql":
+        pg = postgresql.insert(retention_file_queue).from_select(["path", "kind", "queued_at"], rows)
+        return pg.on_conflict_do_update(
+            index_elements=["path"], set_={"kind": func.least(q.kind, pg.excluded.kind)}
+        )
+    lite = sqlite.insert(retention_file_queue).from_select(["path", "kind", "queued_at"], rows)
+    # Two-argument min() is SQLite's scalar minimum, not the aggregate.
+    return lite.on_conflict_do_update(
+        index_elements=["path"], set_={"kind": func.min(q.kind, lite.excluded.kind)}
+    )
+
+
+def delete_expired_detections_queueing_files(
+    cutoff: datetime, after_id: int, last_id: int, delete_images: bool, queued_at: datetime
+) -> Select[Any]:
+    """PostgreSQL: in one statement, delete the batch's still-expired detections and queue their files;
+    returns (rows deleted, paths queued)."""
+    deleted = (
+        detections.delete()
+        .where(_expired_detections_in_range(cutoff, after_id, last_id))
+        .returning(detections.c.thumbnail_path, detections.c.file_path)
+        .cte("deleted")
+    )
+    queued = (
+        _queue_paths(_detection_files(deleted, delete_images), queued_at, "postgresql")
+        .returning(retention_file_queue.c.id)
+        .cte("queued")
+    )
+    return _counts_of(deleted, queued)
+
+
+def _counts_of(deleted: Any, queued: Any) -> Select[Any]:
+    return select(
+        select(func.count()).select_from(deleted).scalar_subquery(),
+        select(func.count()).select_from(queued).scalar_subquery(),
+    )
+
+
+def queue_files_of_expired_detections(
+    cutoff: datetime, after_id: int, last_id: int, delete_images: bool, queued_at: datetime
+) -> Any:
+    """SQLite: queue the files of the batch's expired detections (the DELETE follows in the same
+    transaction, which holds the write lock, so both see the same rows)."""
+    batch = select(detections).where(_expired_detections_in_range(cutoff, after_id, last_id)).subquery()
+    return _queue_paths(_detection_files(batch, delete_images), queued_at, "sqlite")
+
+
+def delete_expired_detections(cutoff: datetime, after_id: int, last_id: int) -> Delete:
+    """Delete the batch's detections that are still expired."""
+    return detections.delete().where(_expired_detections_in_range(cutoff, after_id, last_id))
 
 
 def count_expired_detections(cutoff: datetime) -> Select[Any]:
@@ -155,12 +230,45 @@ def delete_links_of_expired_events(cutoff: datetime, after_id: int, last_id: int
     return event_detections.delete().where(event_detections.c.event_id.in_(batch.scalar_subquery()))
 
 
-def delete_expired_events(cutoff: datetime, after_id: int, last_id: int) -> ReturningDelete[Any]:
-    """Delete the batch's expired events, returning their clip paths."""
-    return (
+def _event_clips(source: Any) -> list[Select[Any]]:
+    return [
+        select(source.c.clip_path.label("path"), literal("clip", String).label("kind")).where(
+            source.c.clip_path != ""
+        )
+    ]
+
+
+def delete_expired_events_queueing_clips(
+    cutoff: datetime, after_id: int, last_id: int, queued_at: datetime
+) -> Select[Any]:
+    """PostgreSQL: in one statement, delete the batch's expired events and queue their clips;
+    returns (rows deleted, paths queued)."""
+    deleted = (
         events.delete()
         .where(events.c.id > after_id, events.c.id <= last_id, older(events.c.started_at, cutoff))
-        .returning(events.c.id, events.c.clip_path)
+        .returning(events.c.clip_path)
+        .cte("deleted")
+    )
+    queued = (
+        _queue_paths(_event_clips(deleted), queued_at, "postgresql")
+        .returning(retention_file_queue.c.id)
+        .cte("queued")
+    )
+    return _counts_of(deleted, queued)
+
+
+def queue_clips_of_expired_events(cutoff: datetime, after_id: int, last_id: int, queued_at: datetime) -> Any:
+    """SQLite: queue the clips of the batch's expired events (their DELETE follows in the transaction)."""
+    batch = select(events).where(
+        events.c.id > after_id, events.c.id <= last_id, older(events.c.started_at, cutoff)
+    )
+    return _queue_paths(_event_clips(batch.subquery()), queued_at, "sqlite")
+
+
+def delete_expired_events(cutoff: datetime, after_id: int, last_id: int) -> Delete:
+    """Delete the batch's expired events."""
+    return events.delete().where(
+        events.c.id > after_id, events.c.id <= last_id, older(events.c.started_at, cutoff)
     )
 
 
