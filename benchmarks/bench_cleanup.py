@@ -247,7 +247,7 @@ def run_job(url: str, media: Path, dry_run: bool) -> dict:
     config = {
         "dry_run": dry_run,
         "delete_images": True,
-        "batch_size": 10_000,
+        "batch_size": BATCH_SIZE,
         "reference_time": NOW.isoformat(),
     }
     with dg.instance_for_test() as instance:
@@ -335,6 +335,7 @@ def bench(engine_name: str, n: int, workdir: Path) -> list[dict]:
             url = copy_database(base, engine_name, workdir, variant)
             media = workdir / f"media_{variant}"
             build_files(media, paths)
+            os.sync()  # otherwise the variant pays for writing back the files just created
         figures = measure(variant, url, media, n)
         figures.update(engine=engine_name, n=n, variant=variant)
         results.append(figures)

@@ -14,7 +14,7 @@ from sqlalchemy import Table
 from sqlalchemy.engine import Connection, Engine
 
 from . import queries
-from .db import is_transient, write_transaction
+from .db import WriterTurns, is_transient, write_transaction
 from .stats import RowCounts
 
 Progress = Callable[[str], None]
@@ -55,12 +55,14 @@ def with_retries(step: Callable[[], T], counts: RowCounts, progress: Progress) -
 
 
 def _loop(
+    engine: Engine,
     name: str,
     step: Callable[[int], Batch],
     progress: Progress,
 ) -> RowCounts:
     counts = RowCounts()
     after_id = 0
+    turns = WriterTurns(engine)
 
     def timed_step() -> tuple[Batch, float]:
         started = time.perf_counter()
@@ -73,6 +75,7 @@ def _loop(
         counts.add_batch(batch.deleted, seconds, batch.children, batch.queued)
         after_id = batch.last_id
         progress(f"{name}: batch {counts.batches} deleted {batch.deleted} (total {counts.deleted})")
+        turns.after_commit()
     progress(f"{name}: done, {counts.deleted} deleted in {counts.batches} batches")
     return counts
 
@@ -165,6 +168,7 @@ def purge_detections(
 ) -> RowCounts:
     """Delete every expired detection, batch by batch, queueing its thumbnail (and image)."""
     return _loop(
+        engine,
         "detections",
         lambda after: delete_detection_batch(engine, cutoff, after, batch_size, delete_images),
         progress,
@@ -175,7 +179,9 @@ def purge_events(
     engine: Engine, cutoff: datetime, batch_size: int, progress: Progress = _no_progress
 ) -> RowCounts:
     """Delete every expired event with its alerts and links, batch by batch, queueing its clip."""
-    return _loop("events", lambda after: delete_event_batch(engine, cutoff, after, batch_size), progress)
+    return _loop(
+        engine, "events", lambda after: delete_event_batch(engine, cutoff, after, batch_size), progress
+    )
 
 
 def purge_rows(
@@ -188,6 +194,7 @@ def purge_rows(
 ) -> RowCounts:
     """Delete every row of `table` whose `column` is before the cutoff, batch by batch."""
     return _loop(
+        engine,
         table.name,
         lambda after: delete_row_batch(engine, table, column, cutoff, after, batch_size),
         progress,

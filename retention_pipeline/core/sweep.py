@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import csv
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import datetime
 from itertools import islice
+from typing import TypeVar
 
 from sqlalchemy.engine import Engine
 
@@ -20,10 +21,11 @@ from .purge import queue_files
 from .stats import FileCounts
 
 Progress = Callable[[str], None]
+T = TypeVar("T")
 # Paths per reference check: each brings two to four aliases as bound parameters, which keeps a
 # statement under SQLite's limit of 32766 while scanning an unindexed path column as rarely as possible.
 CHECK_CHUNK = 2000
-UNLINK_THREADS = 4  # unlink releases the GIL; a few threads overlap the file system's latency
+FILE_WORKERS = 4  # chunks handled at once: enough to overlap database and file-system waits on 2 cores
 
 
 def _no_progress(_message: str) -> None:
@@ -54,25 +56,18 @@ def _settle(
     entries: Sequence[tuple[str, str]],
     referenced: set[str],
     dry_run: bool,
-    pool: ThreadPoolExecutor,
 ) -> set[str]:
     """Keep referenced files, remove (or preview removing) the rest, and count every outcome.
 
     Returns the paths whose unlink was refused (permissions, I/O), which stay queued for the next run.
     """
-    loose = [(path, kind) for path, kind in entries if path not in referenced]
-    counts.files_kept_shared += len(entries) - len(loose)
     resolved_dirs: dict[str, str] = {}  # shared by this chunk only
-
-    def remove_slice(entries: Sequence[tuple[str, str]]) -> list[tuple[Outcome, int]]:
-        return [remove_file(roots, path, dry_run, resolved_dirs) for path, _kind in entries]
-
-    # One task per thread and chunk: a task per file would cost more than its unlink.
-    step = max(1, -(-len(loose) // UNLINK_THREADS))
-    slices = [loose[start : start + step] for start in range(0, len(loose), step)]
-    outcomes = [outcome for part in pool.map(remove_slice, slices) for outcome in part]
     blocked: set[str] = set()
-    for (path, kind), (outcome, freed) in zip(loose, outcomes, strict=True):
+    for path, kind in entries:
+        if path in referenced:
+            counts.files_kept_shared += 1
+            continue
+        outcome, freed = remove_file(roots, path, dry_run, resolved_dirs)
         if outcome is Outcome.DELETED:
             counts.count_deleted(kind, freed)
         elif outcome is Outcome.MISSING:
@@ -88,6 +83,37 @@ def _settle(
     return blocked
 
 
+def _in_parallel(
+    chunks: Iterable[T], handle: Callable[[T], FileCounts], progress: Progress, label: str
+) -> FileCounts:
+    """Handle chunks on worker threads, a few in flight at a time, and sum their counts.
+
+    The reference check of one chunk waits on the database while another chunk's unlinks wait on the
+    file system; both release the GIL, so the two overlap. At most 2 x FILE_WORKERS chunks are held.
+    """
+    total = FileCounts()
+    with ThreadPoolExecutor(FILE_WORKERS) as pool:
+        pending: set[Future[FileCounts]] = set()
+        try:
+            for chunk in chunks:
+                pending.add(pool.submit(handle, chunk))
+                if len(pending) >= 2 * FILE_WORKERS:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    total = _add(total, done, progress, label)
+            total = _add(total, pending, progress, label)
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+    return total
+
+
+def _add(total: FileCounts, done: Iterable[Future[FileCounts]], progress: Progress, label: str) -> FileCounts:
+    total = FileCounts.merge([total, *(future.result() for future in done)])
+    progress(f"{label}: {_summary(total)}")
+    return total
+
+
 def drain_file_queue(
     engine: Engine,
     roots: StorageRoots,
@@ -98,34 +124,40 @@ def drain_file_queue(
     """Delete the queued files in ids (after_id, last_id] that no row references any more, then forget
     them, chunk by chunk; `last_id` None means to the end of the queue.
 
-    The queue row goes only after its file is handled, so a crash here repeats the chunk next time
-    (a file already gone is then counted as missing).
+    The queue rows of a chunk go only after its files are handled, so a crash here repeats the chunk next
+    time (a file already gone is then counted as missing).
     """
-    counts = FileCounts()
     if last_id is None:
         # Stop at today's end of the queue: files re-queued after a failure wait for the next run.
         with engine.connect() as conn:
             last_id = conn.execute(queries.select_last_queued_id()).scalar()
         if last_id is None:
-            return counts
-    with ThreadPoolExecutor(UNLINK_THREADS) as pool:
+            return FileCounts()
+
+    def chunks() -> Iterator[tuple[int, list[tuple[int, str, str]]]]:
+        start = after_id
         while True:
             with engine.connect() as conn:
-                rows = conn.execute(queries.select_queued_files(after_id, CHECK_CHUNK, last_id)).all()
+                rows = conn.execute(queries.select_queued_files(start, CHECK_CHUNK, last_id)).all()
             if not rows:
-                break
-            entries = [(row.path, row.kind) for row in rows]
-            referenced = referenced_paths(engine, roots, [path for path, _ in entries])
-            blocked = _settle(counts, roots, entries, referenced, dry_run=False, pool=pool)
-            with write_transaction(engine) as conn:
-                conn.execute(queries.delete_queued_files(after_id, rows[-1].id))
-                # A file that could not be deleted stays queued: the next run tries again.
-                kept = {path: kind for path, kind in entries if path in blocked}
-                if kept:
-                    queue_files(conn, kept)
-            after_id = rows[-1].id
-            progress(f"files: {_summary(counts)}")
-    return counts
+                return
+            yield start, [(row.id, row.path, row.kind) for row in rows]
+            start = rows[-1].id
+
+    def handle(chunk: tuple[int, list[tuple[int, str, str]]]) -> FileCounts:
+        start, rows = chunk
+        counts = FileCounts()
+        entries = [(path, kind) for _id, path, kind in rows]
+        referenced = referenced_paths(engine, roots, [path for path, _ in entries])
+        blocked = _settle(counts, roots, entries, referenced, dry_run=False)
+        with write_transaction(engine) as conn:
+            conn.execute(queries.delete_queued_files(start, rows[-1][0]))
+            # A file that could not be deleted stays queued: the next run tries again.
+            if kept := {path: kind for path, kind in entries if path in blocked}:
+                queue_files(conn, kept)
+        return counts
+
+    return _in_parallel(chunks(), handle, progress, "files")
 
 
 def queue_ranges(engine: Engine, size: int) -> Iterator[tuple[int, int | None]]:
@@ -158,7 +190,6 @@ def preview_file_deletions(
     not the whole preview (a long one would hold back WAL checkpoints and vacuum), and memory does not
     grow with their number. The checks and stat() calls then run chunk by chunk from that file.
     """
-    counts = FileCounts()
     statement = queries.select_stale_file_candidates(cutoff, delete_images)
     with tempfile.TemporaryFile("w+", newline="", encoding="utf-8", errors="surrogateescape") as spill:
         writer = csv.writer(spill)
@@ -168,14 +199,19 @@ def preview_file_deletions(
                 writer.writerows((row.path, row.kind) for row in part)
         spill.seek(0)
         rows = csv.reader(spill)
-        with ThreadPoolExecutor(UNLINK_THREADS) as pool:
+
+        def chunks() -> Iterator[list[tuple[str, str]]]:
             while entries := [(path, kind) for path, kind in islice(rows, CHECK_CHUNK)]:
-                referenced = referenced_paths(
-                    engine, roots, [path for path, _ in entries], surviving_at=cutoff
-                )
-                _settle(counts, roots, entries, referenced, dry_run=True, pool=pool)
-                progress(f"files (dry run): {_summary(counts)}")
-    return counts
+                yield entries
+
+        def handle(entries: list[tuple[str, str]]) -> FileCounts:
+            counts = FileCounts()
+            stored = [path for path, _ in entries]
+            referenced = referenced_paths(engine, roots, stored, surviving_at=cutoff)
+            _settle(counts, roots, entries, referenced, dry_run=True)
+            return counts
+
+        return _in_parallel(chunks(), handle, progress, "files (dry run)")
 
 
 def _summary(counts: FileCounts) -> str:
