@@ -3,6 +3,7 @@
 from datetime import UTC, datetime
 
 import dagster as dg
+from sqlalchemy.engine import Engine
 
 from .assets import observe_after_cleanup
 from .config import CleanupConfig
@@ -28,6 +29,21 @@ def _reference_time(context: dg.OpExecutionContext, config: CleanupConfig) -> da
     return record.create_timestamp.astimezone(UTC) if record else datetime.now(UTC)
 
 
+def _claimed_engine(context: dg.OpExecutionContext, camera_system: CameraSystemResource) -> Engine:
+    """The camera database, with this run holding its run lock and tagged with its process.
+
+    The ops on the run's one sequential chain ask, not only plan_cleanup, because a retry from failure
+    reuses the plan without running plan_cleanup again. The ops a multiprocess executor may run beside
+    them (GPU stats, logs, file shares) do not: they would be refused the lock their own run holds.
+    """
+    try:
+        if camera_system.claim_exclusive_run():
+            tag_this_process(context.instance, context.run_id)
+    except RunLockBusy as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    return camera_system.engine()
+
+
 @dg.op(description="Validate the policy and fix the cutoffs once for the whole run.")
 def plan_cleanup(
     context: dg.OpExecutionContext, config: CleanupConfig, camera_system: CameraSystemResource
@@ -44,10 +60,8 @@ def plan_cleanup(
             file_chunk_size=config.file_chunk_size,
             emergency=config.emergency,
         )
-        camera_system.claim_exclusive_run()
-        tag_this_process(context.instance, context.run_id)
-        cleanup.prepare_database(camera_system.engine())
-    except (SettingsError, cleanup.SchemaError, RunLockBusy) as exc:
+        cleanup.prepare_database(_claimed_engine(context, camera_system))
+    except (SettingsError, cleanup.SchemaError) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     context.log.info(plan.describe())
     context.add_output_metadata(
@@ -75,7 +89,7 @@ def _rows_metadata(context: dg.OpExecutionContext, counts: RowCounts) -> None:
 def purge_detections(
     context: dg.OpExecutionContext, plan: CleanupPlan, camera_system: CameraSystemResource
 ) -> RowCounts:
-    counts = cleanup.clean_detections(camera_system.engine(), plan, context.log.info)
+    counts = cleanup.clean_detections(_claimed_engine(context, camera_system), plan, context.log.info)
     _rows_metadata(context, counts)
     return counts
 
@@ -89,7 +103,7 @@ def purge_events(
 ) -> RowCounts:
     # Runs after purge_detections: deleting events first would cut the links that make a young
     # detection of an expired event expire with it.
-    counts = cleanup.clean_events(camera_system.engine(), plan, context.log.info)
+    counts = cleanup.clean_events(_claimed_engine(context, camera_system), plan, context.log.info)
     _rows_metadata(context, counts)
     return counts
 
@@ -185,9 +199,10 @@ def relieve_disk_pressure(
         return
     settings = camera_system.settings()
     media_root = str(settings.media_root.absolute())
+    engine = _claimed_engine(context, camera_system)
 
     def clean_at(days: int) -> dict[str, int]:
-        step = cleanup.run_cleanup(camera_system.engine(), plan.with_retention(days), context.log.info)
+        step = cleanup.run_cleanup(engine, plan.with_retention(days), context.log.info)
         return {"rows_deleted": step.events_deleted + step.detections_deleted, "bytes": step.space_reclaimed}
 
     try:

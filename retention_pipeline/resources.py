@@ -47,15 +47,18 @@ class CameraSystemResource(dg.ConfigurableResource):
             self._engine = make_engine(self.settings().database_url)
         return self._engine
 
-    def claim_exclusive_run(self) -> None:
-        """Take the database's run lock for the rest of the run; raises RunLockBusy.
+    def claim_exclusive_run(self) -> bool:
+        """Take the database's run lock for the rest of the run, if not taken yet; raises RunLockBusy.
 
-        Resources live for the whole run under the in-process executor, so the lock does too.
+        Returns whether this call took it. Resources live for the whole run under the in-process
+        executor, so the lock does too.
         """
-        if self._lock is None:
-            lock = ExclusiveRunLock(self.engine())
-            lock.acquire()
-            self._lock = lock
+        if self._lock is not None:
+            return False
+        lock = ExclusiveRunLock(self.engine())
+        lock.acquire()
+        self._lock = lock
+        return True
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         try:
