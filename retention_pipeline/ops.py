@@ -17,6 +17,8 @@ from .resources import CameraSystemResource, DiskSpaceResource
 from .settings import SettingsError
 
 SCHEDULED_TIME_TAG = ".dagster/scheduled_execution_time"
+# The job's own executor, and the one `execute_in_process` (the CLI, tests) puts in its place.
+IN_PROCESS_EXECUTORS = {"in_process", "execute_in_process_executor"}
 
 
 def _reference_time(context: dg.OpExecutionContext, config: CleanupConfig) -> datetime:
@@ -37,7 +39,10 @@ def _claimed_engine(context: dg.OpExecutionContext, camera_system: CameraSystemR
     them (GPU stats, logs, file shares) do not: they would be refused the lock their own run holds.
     """
     try:
-        if camera_system.claim_exclusive_run():
+        # Only the in-process executor runs every step in the run worker, whose pid lives as long as the
+        # run; a step process of another executor exits while its run goes on, and its pid would make
+        # the run look dead to `blocking_runs`.
+        if camera_system.claim_exclusive_run() and context.job_def.executor_def.name in IN_PROCESS_EXECUTORS:
             tag_this_process(context.instance, context.run_id)
     except RunLockBusy as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None

@@ -1,5 +1,7 @@
 """data_cleanup through Dagster, on SQLite and PostgreSQL: config, dry runs, metadata on the run page."""
 
+import os
+import socket
 from collections.abc import Iterator
 
 import dagster as dg
@@ -7,7 +9,7 @@ import pytest
 
 from retention_pipeline.core.schema import detections, events, logs
 from retention_pipeline.core.stats import CleanupStats
-from retention_pipeline.history import recent_cleanup_runs
+from retention_pipeline.history import HOST_TAG, PID_TAG, recent_cleanup_runs
 from retention_pipeline_tests.dagster_helpers import execute, failure_messages, plan_config
 from retention_pipeline_tests.factories import THUMBS, CameraWorld
 
@@ -40,6 +42,16 @@ def test_default_launchpad_config_is_valid_and_is_a_dry_run(seeded: CameraWorld,
     assert stats.events_deleted == 2 and stats.thumbnails_deleted == 2
     assert (seeded.ids(events), seeded.ids(detections), seeded.ids(logs)) == before
     assert seeded.exists(f"{THUMBS}/old.jpg")
+
+
+def test_a_run_is_tagged_with_the_process_that_runs_it_so_its_death_can_be_told(
+    seeded: CameraWorld, instance
+):
+    result = execute(seeded, instance, plan_config(dry_run=False, reference_time=seeded.now.isoformat()))
+
+    run = instance.get_run_by_id(result.run_id)
+    assert result.success and run is not None
+    assert (run.tags[PID_TAG], run.tags[HOST_TAG]) == (str(os.getpid()), socket.gethostname())
 
 
 def test_real_run_deletes_and_its_stats_reach_the_run_page_and_status(seeded: CameraWorld, instance):

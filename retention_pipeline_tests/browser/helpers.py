@@ -98,9 +98,12 @@ def _get(url: str) -> bytes | None:
         return None
 
 
-def server_environment(demo_env: Mapping[str, str], home: Path) -> dict[str, str]:
+def server_environment(
+    demo_env: Mapping[str, str], home: Path, overrides: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """The shell's environment with the demo's settings, a private DAGSTER_HOME, and nothing that fires by
     itself during the test: the schedules are twelve hours away, the disk-pressure sensor needs a full disk.
+    `overrides` come last, for a test that needs one of these otherwise (e.g. its own CLEANUP_TIME).
     """
     env = dict(os.environ)
     env.update(demo_env)
@@ -117,6 +120,7 @@ def server_environment(demo_env: Mapping[str, str], home: Path) -> dict[str, str
             "PYTHONUNBUFFERED": "1",
         }
     )
+    env.update(overrides or {})
     return env
 
 
@@ -146,7 +150,10 @@ def _stop_group(process: subprocess.Popen[bytes]) -> str:
 
 @contextmanager
 def dagster_dev(
-    workdir: Path, demo_env: Mapping[str, str], startup_timeout: float = 120.0
+    workdir: Path,
+    demo_env: Mapping[str, str],
+    startup_timeout: float = 120.0,
+    env_overrides: Mapping[str, str] | None = None,
 ) -> Iterator[DagsterServer]:
     """`dagster dev` on 127.0.0.1 with a fresh DAGSTER_HOME holding a copy of the repository's
     dagster.yaml; yields once the webserver answers, the code location has loaded and the daemon
@@ -162,7 +169,7 @@ def dagster_dev(
         process = subprocess.Popen(
             command,
             cwd=workdir,
-            env=server_environment(demo_env, home),
+            env=server_environment(demo_env, home, env_overrides),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
