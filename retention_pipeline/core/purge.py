@@ -4,6 +4,7 @@ their files durably; the caller loops until a step reports it is finished.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,12 +26,14 @@ RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 @dataclass(frozen=True)
 class Batch:
-    """One committed batch: the id it reached (None when nothing was left) and what it deleted."""
+    """One committed batch: the id it reached (None when nothing was left), what it deleted, and how long
+    its write transaction was open (from BEGIN to the end of COMMIT)."""
 
     last_id: int | None
     deleted: int = 0
     children: int = 0
     queued: int = 0
+    seconds: float = 0.0
 
 
 def _no_progress(_message: str) -> None:
@@ -64,15 +67,11 @@ def _loop(
     after_id = 0
     turns = WriterTurns(engine)
 
-    def timed_step() -> tuple[Batch, float]:
-        started = time.perf_counter()
-        return step(after_id), time.perf_counter() - started
-
     while True:
-        batch, seconds = with_retries(timed_step, counts, progress)
+        batch = with_retries(functools.partial(step, after_id), counts, progress)
         if batch.last_id is None:
             break
-        counts.add_batch(batch.deleted, seconds, batch.children, batch.queued)
+        counts.add_batch(batch.deleted, batch.seconds, batch.children, batch.queued)
         after_id = batch.last_id
         progress(f"{name}: batch {counts.batches} deleted {batch.deleted} (total {counts.deleted})")
         turns.after_commit()
@@ -106,6 +105,7 @@ def delete_detection_batch(
     if last_id is None:
         return Batch(None)
     now = datetime.now(UTC)
+    started = time.perf_counter()
     with write_transaction(engine) as conn:
         if conn.dialect.name == "postgresql":
             # Linking a detection to an event takes a KEY SHARE lock on it: once the batch is locked no
@@ -120,7 +120,7 @@ def delete_detection_batch(
             queue = queries.queue_files_of_expired_detections(cutoff, after_id, last_id, delete_images, now)
             queued = conn.execute(queue).rowcount
             deleted = conn.execute(queries.delete_expired_detections(cutoff, after_id, last_id)).rowcount
-    return Batch(last_id, deleted=deleted, queued=queued)
+    return Batch(last_id, deleted=deleted, queued=queued, seconds=time.perf_counter() - started)
 
 
 def delete_event_batch(engine: Engine, cutoff: datetime, after_id: int, limit: int) -> Batch:
@@ -129,6 +129,7 @@ def delete_event_batch(engine: Engine, cutoff: datetime, after_id: int, limit: i
     if last_id is None:
         return Batch(None)
     now = datetime.now(UTC)
+    started = time.perf_counter()
     with write_transaction(engine) as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(queries.lock_expired_events(cutoff, after_id, last_id))
@@ -142,7 +143,8 @@ def delete_event_batch(engine: Engine, cutoff: datetime, after_id: int, limit: i
                 queries.queue_clips_of_expired_events(cutoff, after_id, last_id, now)
             ).rowcount
             deleted = conn.execute(queries.delete_expired_events(cutoff, after_id, last_id)).rowcount
-    return Batch(last_id, deleted=deleted, children=alerts.rowcount, queued=queued)
+    seconds = time.perf_counter() - started
+    return Batch(last_id, deleted=deleted, children=alerts.rowcount, queued=queued, seconds=seconds)
 
 
 def delete_row_batch(
@@ -154,9 +156,10 @@ def delete_row_batch(
     )
     if last_id is None:
         return Batch(None)
+    started = time.perf_counter()
     with write_transaction(engine) as conn:
         result = conn.execute(queries.delete_expired_rows(table, column, cutoff, after_id, last_id))
-    return Batch(last_id, deleted=result.rowcount)
+    return Batch(last_id, deleted=result.rowcount, seconds=time.perf_counter() - started)
 
 
 def purge_detections(
