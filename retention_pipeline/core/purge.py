@@ -101,50 +101,77 @@ def delete_detection_batch(
     engine: Engine, cutoff: datetime, after_id: int, limit: int, delete_images: bool
 ) -> Batch:
     """Delete up to `limit` expired detections after `after_id` and queue their files."""
+    if engine.dialect.name == "postgresql":
+        return _delete_detection_batch_locking_rows(engine, cutoff, after_id, limit, delete_images)
     last_id = _batch_end(engine, queries.select_detection_batch_end(cutoff, after_id, limit))
     if last_id is None:
         return Batch(None)
     now = datetime.now(UTC)
     started = time.perf_counter()
     with write_transaction(engine) as conn:
-        if conn.dialect.name == "postgresql":
-            # Linking a detection to an event takes a KEY SHARE lock on it: once the batch is locked no
-            # new link can appear, and the DELETE below re-checks the rule in a fresh snapshot.
-            conn.execute(queries.lock_expired_detections(cutoff, after_id, last_id))
-            # The paths go from the deleted rows into the queue inside the server: none cross the wire.
-            statement = queries.delete_expired_detections_queueing_files(
-                cutoff, after_id, last_id, delete_images, now
-            )
-            deleted, queued = conn.execute(statement).one()
-        else:
-            queue = queries.queue_files_of_expired_detections(cutoff, after_id, last_id, delete_images, now)
-            queued = conn.execute(queue).rowcount
-            deleted = conn.execute(queries.delete_expired_detections(cutoff, after_id, last_id)).rowcount
+        # The write lock is the database's: nothing changes between the INSERT's read and the DELETE.
+        queue = queries.queue_files_of_expired_detections(cutoff, after_id, last_id, delete_images, now)
+        queued = conn.execute(queue).rowcount
+        deleted = conn.execute(queries.delete_expired_detections(cutoff, after_id, last_id)).rowcount
+    return Batch(last_id, deleted=deleted, queued=queued, seconds=time.perf_counter() - started)
+
+
+def _delete_detection_batch_locking_rows(
+    engine: Engine, cutoff: datetime, after_id: int, limit: int, delete_images: bool
+) -> Batch:
+    now = datetime.now(UTC)
+    started = time.perf_counter()
+    with write_transaction(engine) as conn:
+        # Linking a detection to an event takes a KEY SHARE lock on it: once the batch is locked no new
+        # link can appear, and the DELETE below re-checks the rule in a fresh snapshot.
+        last_id = conn.execute(queries.lock_next_expired_detections(cutoff, after_id, limit)).scalar()
+        if last_id is None:
+            return Batch(None)
+        # The paths go from the deleted rows into the queue inside the server: none cross the wire.
+        statement = queries.delete_expired_detections_queueing_files(
+            cutoff, after_id, last_id, delete_images, now
+        )
+        deleted, queued = conn.execute(statement).one()
     return Batch(last_id, deleted=deleted, queued=queued, seconds=time.perf_counter() - started)
 
 
 def delete_event_batch(engine: Engine, cutoff: datetime, after_id: int, limit: int) -> Batch:
     """Delete up to `limit` expired events after `after_id`, their alerts and links, queue their clips."""
+    if engine.dialect.name == "postgresql":
+        return _delete_event_batch_locking_rows(engine, cutoff, after_id, limit)
     last_id = _batch_end(engine, queries.select_event_batch_end(cutoff, after_id, limit))
     if last_id is None:
         return Batch(None)
     now = datetime.now(UTC)
     started = time.perf_counter()
     with write_transaction(engine) as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(queries.lock_expired_events(cutoff, after_id, last_id))
-        alerts = conn.execute(queries.delete_alerts_of_expired_events(cutoff, after_id, last_id))
-        conn.execute(queries.delete_links_of_expired_events(cutoff, after_id, last_id))
-        if conn.dialect.name == "postgresql":
-            statement = queries.delete_expired_events_queueing_clips(cutoff, after_id, last_id, now)
-            deleted, queued = conn.execute(statement).one()
-        else:
-            queued = conn.execute(
-                queries.queue_clips_of_expired_events(cutoff, after_id, last_id, now)
-            ).rowcount
-            deleted = conn.execute(queries.delete_expired_events(cutoff, after_id, last_id)).rowcount
+        alerts = _delete_children_of_events(conn, cutoff, after_id, last_id)
+        queued = conn.execute(queries.queue_clips_of_expired_events(cutoff, after_id, last_id, now)).rowcount
+        deleted = conn.execute(queries.delete_expired_events(cutoff, after_id, last_id)).rowcount
     seconds = time.perf_counter() - started
-    return Batch(last_id, deleted=deleted, children=alerts.rowcount, queued=queued, seconds=seconds)
+    return Batch(last_id, deleted=deleted, children=alerts, queued=queued, seconds=seconds)
+
+
+def _delete_event_batch_locking_rows(engine: Engine, cutoff: datetime, after_id: int, limit: int) -> Batch:
+    now = datetime.now(UTC)
+    started = time.perf_counter()
+    with write_transaction(engine) as conn:
+        # Locked events cannot gain a child (alert, link) until this batch commits.
+        last_id = conn.execute(queries.lock_next_expired_events(cutoff, after_id, limit)).scalar()
+        if last_id is None:
+            return Batch(None)
+        alerts = _delete_children_of_events(conn, cutoff, after_id, last_id)
+        statement = queries.delete_expired_events_queueing_clips(cutoff, after_id, last_id, now)
+        deleted, queued = conn.execute(statement).one()
+    seconds = time.perf_counter() - started
+    return Batch(last_id, deleted=deleted, children=alerts, queued=queued, seconds=seconds)
+
+
+def _delete_children_of_events(conn: Connection, cutoff: datetime, after_id: int, last_id: int) -> int:
+    """Delete the alerts and links of one range of expired events; returns how many alerts went."""
+    alerts = conn.execute(queries.delete_alerts_of_expired_events(cutoff, after_id, last_id))
+    conn.execute(queries.delete_links_of_expired_events(cutoff, after_id, last_id))
+    return alerts.rowcount
 
 
 def delete_row_batch(

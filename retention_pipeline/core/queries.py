@@ -105,13 +105,17 @@ def select_detection_batch_end(cutoff: datetime, after_id: int, limit: int) -> S
     return select(func.max(batch.c.id))
 
 
-def lock_expired_detections(cutoff: datetime, after_id: int, last_id: int) -> Select[Any]:
-    """Lock the expired detections of one id range (PostgreSQL) before deleting them."""
-    return (
+def lock_next_expired_detections(cutoff: datetime, after_id: int, limit: int) -> Select[Any]:
+    """PostgreSQL: lock the next `limit` expired detections after `after_id`; the highest id locked."""
+    batch = (
         select(detections.c.id)
-        .where(detections.c.id > after_id, detections.c.id <= last_id, detection_expired(cutoff))
+        .where(detections.c.id > after_id, detection_expired(cutoff))
+        .order_by(detections.c.id)
+        .limit(limit)
         .with_for_update(of=detections)
+        .subquery()
     )
+    return select(func.max(batch.c.id))
 
 
 def _expired_detections_in_range(cutoff: datetime, after_id: int, last_id: int) -> ColumnElement[bool]:
@@ -207,9 +211,17 @@ def select_event_batch_end(cutoff: datetime, after_id: int, limit: int) -> Selec
     return select_last_id_of_expired_batch(events, "started_at", cutoff, after_id, limit)
 
 
-def lock_expired_events(cutoff: datetime, after_id: int, last_id: int) -> Select[Any]:
-    """Lock the expired events of one id range (PostgreSQL) so no child can be added meanwhile."""
-    return _expired_events_in_range(cutoff, after_id, last_id).with_for_update(of=events)
+def lock_next_expired_events(cutoff: datetime, after_id: int, limit: int) -> Select[Any]:
+    """PostgreSQL: lock the next `limit` expired events after `after_id`; the highest id locked."""
+    batch = (
+        select(events.c.id)
+        .where(events.c.id > after_id, older(events.c.started_at, cutoff))
+        .order_by(events.c.id)
+        .limit(limit)
+        .with_for_update(of=events)
+        .subquery()
+    )
+    return select(func.max(batch.c.id))
 
 
 def _expired_events_in_range(cutoff: datetime, after_id: int, last_id: int) -> Select[Any]:
