@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from . import queries
 from .db import WriterTurns, is_transient, write_transaction
+from .schema import events
 from .stats import RowCounts
 
 Progress = Callable[[str], None]
@@ -60,15 +61,20 @@ def with_retries(step: Callable[[], T], counts: RowCounts, progress: Progress) -
 def _loop(
     engine: Engine,
     name: str,
-    step: Callable[[int], Batch],
+    id_span: Any,
+    step: Callable[[int, int], Batch],
     progress: Progress,
 ) -> RowCounts:
     counts = RowCounts()
-    after_id = 0
+    first_id, until_id = with_retries(functools.partial(_id_span, engine, id_span), counts, progress)
+    if first_id is None or until_id is None:
+        progress(f"{name}: nothing expired")
+        return counts
+    after_id = first_id - 1
     turns = WriterTurns(engine)
 
     while True:
-        batch = with_retries(functools.partial(step, after_id), counts, progress)
+        batch = with_retries(functools.partial(step, after_id, until_id), counts, progress)
         if batch.last_id is None:
             break
         counts.add_batch(batch.deleted, batch.seconds, batch.children, batch.queued)
@@ -77,6 +83,12 @@ def _loop(
         turns.after_commit()
     progress(f"{name}: done, {counts.deleted} deleted in {counts.batches} batches")
     return counts
+
+
+def _id_span(engine: Engine, statement: Any) -> tuple[int | None, int | None]:
+    with engine.connect() as conn:
+        low, high = conn.execute(statement).one()
+    return low, high
 
 
 def queue_files(connection: Connection, paths: dict[str, str]) -> int:
@@ -98,12 +110,12 @@ def _batch_end(engine: Engine, statement: Any) -> int | None:
 
 
 def delete_detection_batch(
-    engine: Engine, cutoff: datetime, after_id: int, limit: int, delete_images: bool
+    engine: Engine, cutoff: datetime, after_id: int, until_id: int, limit: int, delete_images: bool
 ) -> Batch:
-    """Delete up to `limit` expired detections after `after_id` and queue their files."""
+    """Delete up to `limit` expired detections in (after_id, until_id] and queue their files."""
     if engine.dialect.name == "postgresql":
-        return _delete_detection_batch_locking_rows(engine, cutoff, after_id, limit, delete_images)
-    last_id = _batch_end(engine, queries.select_detection_batch_end(cutoff, after_id, limit))
+        return _delete_detection_batch_locking_rows(engine, cutoff, after_id, until_id, limit, delete_images)
+    last_id = _batch_end(engine, queries.select_detection_batch_end(cutoff, after_id, until_id, limit))
     if last_id is None:
         return Batch(None)
     now = datetime.now(UTC)
@@ -117,14 +129,15 @@ def delete_detection_batch(
 
 
 def _delete_detection_batch_locking_rows(
-    engine: Engine, cutoff: datetime, after_id: int, limit: int, delete_images: bool
+    engine: Engine, cutoff: datetime, after_id: int, until_id: int, limit: int, delete_images: bool
 ) -> Batch:
     now = datetime.now(UTC)
     started = time.perf_counter()
     with write_transaction(engine) as conn:
         # Linking a detection to an event takes a KEY SHARE lock on it: once the batch is locked no new
         # link can appear, and the DELETE below re-checks the rule in a fresh snapshot.
-        last_id = conn.execute(queries.lock_next_expired_detections(cutoff, after_id, limit)).scalar()
+        lock = queries.lock_next_expired_detections(cutoff, after_id, until_id, limit)
+        last_id = conn.execute(lock).scalar()
         if last_id is None:
             return Batch(None)
         # The paths go from the deleted rows into the queue inside the server: none cross the wire.
@@ -135,11 +148,11 @@ def _delete_detection_batch_locking_rows(
     return Batch(last_id, deleted=deleted, queued=queued, seconds=time.perf_counter() - started)
 
 
-def delete_event_batch(engine: Engine, cutoff: datetime, after_id: int, limit: int) -> Batch:
-    """Delete up to `limit` expired events after `after_id`, their alerts and links, queue their clips."""
+def delete_event_batch(engine: Engine, cutoff: datetime, after_id: int, until_id: int, limit: int) -> Batch:
+    """Delete up to `limit` expired events in (after_id, until_id], their alerts and links; queue clips."""
     if engine.dialect.name == "postgresql":
-        return _delete_event_batch_locking_rows(engine, cutoff, after_id, limit)
-    last_id = _batch_end(engine, queries.select_event_batch_end(cutoff, after_id, limit))
+        return _delete_event_batch_locking_rows(engine, cutoff, after_id, until_id, limit)
+    last_id = _batch_end(engine, queries.select_event_batch_end(cutoff, after_id, until_id, limit))
     if last_id is None:
         return Batch(None)
     now = datetime.now(UTC)
@@ -152,12 +165,14 @@ def delete_event_batch(engine: Engine, cutoff: datetime, after_id: int, limit: i
     return Batch(last_id, deleted=deleted, children=alerts, queued=queued, seconds=seconds)
 
 
-def _delete_event_batch_locking_rows(engine: Engine, cutoff: datetime, after_id: int, limit: int) -> Batch:
+def _delete_event_batch_locking_rows(
+    engine: Engine, cutoff: datetime, after_id: int, until_id: int, limit: int
+) -> Batch:
     now = datetime.now(UTC)
     started = time.perf_counter()
     with write_transaction(engine) as conn:
         # Locked events cannot gain a child (alert, link) until this batch commits.
-        last_id = conn.execute(queries.lock_next_expired_events(cutoff, after_id, limit)).scalar()
+        last_id = conn.execute(queries.lock_next_expired_events(cutoff, after_id, until_id, limit)).scalar()
         if last_id is None:
             return Batch(None)
         alerts = _delete_children_of_events(conn, cutoff, after_id, last_id)
@@ -175,12 +190,11 @@ def _delete_children_of_events(conn: Connection, cutoff: datetime, after_id: int
 
 
 def delete_row_batch(
-    engine: Engine, table: Table, column: str, cutoff: datetime, after_id: int, limit: int
+    engine: Engine, table: Table, column: str, cutoff: datetime, after_id: int, until_id: int, limit: int
 ) -> Batch:
-    """Delete up to `limit` expired rows after `after_id` from a table without files or children."""
-    last_id = _batch_end(
-        engine, queries.select_last_id_of_expired_batch(table, column, cutoff, after_id, limit)
-    )
+    """Delete up to `limit` expired rows in (after_id, until_id] from a table without files or children."""
+    batch_end = queries.select_last_id_of_expired_batch(table, column, cutoff, after_id, until_id, limit)
+    last_id = _batch_end(engine, batch_end)
     if last_id is None:
         return Batch(None)
     started = time.perf_counter()
@@ -200,7 +214,8 @@ def purge_detections(
     return _loop(
         engine,
         "detections",
-        lambda after: delete_detection_batch(engine, cutoff, after, batch_size, delete_images),
+        queries.select_expired_detection_id_span(cutoff),
+        lambda after, until: delete_detection_batch(engine, cutoff, after, until, batch_size, delete_images),
         progress,
     )
 
@@ -210,7 +225,11 @@ def purge_events(
 ) -> RowCounts:
     """Delete every expired event with its alerts and links, batch by batch, queueing its clip."""
     return _loop(
-        engine, "events", lambda after: delete_event_batch(engine, cutoff, after, batch_size), progress
+        engine,
+        "events",
+        queries.select_expired_id_span(events, "started_at", cutoff),
+        lambda after, until: delete_event_batch(engine, cutoff, after, until, batch_size),
+        progress,
     )
 
 
@@ -226,7 +245,8 @@ def purge_rows(
     return _loop(
         engine,
         table.name,
-        lambda after: delete_row_batch(engine, table, column, cutoff, after, batch_size),
+        queries.select_expired_id_span(table, column, cutoff),
+        lambda after, until: delete_row_batch(engine, table, column, cutoff, after, until, batch_size),
         progress,
     )
 

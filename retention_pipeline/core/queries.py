@@ -93,11 +93,32 @@ def detection_expired(cutoff: datetime) -> ColumnElement[bool]:
     )
 
 
-def select_detection_batch_end(cutoff: datetime, after_id: int, limit: int) -> Select[Any]:
-    """The highest id among the next `limit` expired detections after `after_id` (None: none left)."""
+def select_expired_detection_id_span(cutoff: datetime) -> Select[Any]:
+    """The lowest and highest id a detection expired at this cutoff can have (None, None: none expired).
+
+    Found through the time indexes, so a run with nothing expired reads almost nothing, and batches
+    never scan the retained rows past the last expired one.
+    """
+    linked = (
+        select(event_detections.c.detection_id.label("id"))
+        .join(events, events.c.id == event_detections.c.event_id)
+        .where(older(events.c.started_at, cutoff))
+    )
+    candidates = union_all(select(detections.c.id).where(older(detections.c.detected_at, cutoff)), linked)
+    every = candidates.subquery()
+    return select(func.min(every.c.id), func.max(every.c.id))
+
+
+def select_expired_id_span(table: Table, column: str, cutoff: datetime) -> Select[Any]:
+    """The lowest and highest id among a table's rows expired at this cutoff (None, None: none)."""
+    return select(func.min(table.c.id), func.max(table.c.id)).where(older(table.c[column], cutoff))
+
+
+def select_detection_batch_end(cutoff: datetime, after_id: int, until_id: int, limit: int) -> Select[Any]:
+    """The highest id among the next `limit` expired detections in (after_id, until_id] (None: none left)."""
     batch = (
         select(detections.c.id)
-        .where(detections.c.id > after_id, detection_expired(cutoff))
+        .where(detections.c.id > after_id, detections.c.id <= until_id, detection_expired(cutoff))
         .order_by(detections.c.id)
         .limit(limit)
         .subquery()
@@ -105,11 +126,11 @@ def select_detection_batch_end(cutoff: datetime, after_id: int, limit: int) -> S
     return select(func.max(batch.c.id))
 
 
-def lock_next_expired_detections(cutoff: datetime, after_id: int, limit: int) -> Select[Any]:
-    """PostgreSQL: lock the next `limit` expired detections after `after_id`; the highest id locked."""
+def lock_next_expired_detections(cutoff: datetime, after_id: int, until_id: int, limit: int) -> Select[Any]:
+    """PostgreSQL: lock the next `limit` expired detections in (after_id, until_id]; the highest id locked."""
     batch = (
         select(detections.c.id)
-        .where(detections.c.id > after_id, detection_expired(cutoff))
+        .where(detections.c.id > after_id, detections.c.id <= until_id, detection_expired(cutoff))
         .order_by(detections.c.id)
         .limit(limit)
         .with_for_update(of=detections)
@@ -206,16 +227,16 @@ def count_expired_detections(cutoff: datetime) -> Select[Any]:
     return select(func.count()).select_from(detections).where(detection_expired(cutoff))
 
 
-def select_event_batch_end(cutoff: datetime, after_id: int, limit: int) -> Select[Any]:
-    """The highest id among the next `limit` expired events after `after_id` (None: none left)."""
-    return select_last_id_of_expired_batch(events, "started_at", cutoff, after_id, limit)
+def select_event_batch_end(cutoff: datetime, after_id: int, until_id: int, limit: int) -> Select[Any]:
+    """The highest id among the next `limit` expired events in (after_id, until_id] (None: none left)."""
+    return select_last_id_of_expired_batch(events, "started_at", cutoff, after_id, until_id, limit)
 
 
-def lock_next_expired_events(cutoff: datetime, after_id: int, limit: int) -> Select[Any]:
-    """PostgreSQL: lock the next `limit` expired events after `after_id`; the highest id locked."""
+def lock_next_expired_events(cutoff: datetime, after_id: int, until_id: int, limit: int) -> Select[Any]:
+    """PostgreSQL: lock the next `limit` expired events in (after_id, until_id]; the highest id locked."""
     batch = (
         select(events.c.id)
-        .where(events.c.id > after_id, older(events.c.started_at, cutoff))
+        .where(events.c.id > after_id, events.c.id <= until_id, older(events.c.started_at, cutoff))
         .order_by(events.c.id)
         .limit(limit)
         .with_for_update(of=events)
@@ -296,12 +317,12 @@ def count_alerts_of_expired_events(cutoff: datetime) -> Select[Any]:
 
 
 def select_last_id_of_expired_batch(
-    table: Table, column: str, cutoff: datetime, after_id: int, limit: int
+    table: Table, column: str, cutoff: datetime, after_id: int, until_id: int, limit: int
 ) -> Select[Any]:
-    """The highest id among the next `limit` expired rows of a table without children."""
+    """The highest id among the next `limit` expired rows in (after_id, until_id] of a table."""
     batch = (
         select(table.c.id)
-        .where(table.c.id > after_id, older(table.c[column], cutoff))
+        .where(table.c.id > after_id, table.c.id <= until_id, older(table.c[column], cutoff))
         .order_by(table.c.id)
         .limit(limit)
         .subquery()

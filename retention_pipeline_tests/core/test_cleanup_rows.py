@@ -84,6 +84,25 @@ def test_young_detection_of_an_expired_event_goes_with_it(world: CameraWorld):
     assert stats.detections_deleted == 1
 
 
+def test_expired_rows_anywhere_among_retained_ones_are_found_by_the_batches(world: CameraWorld):
+    # The batches walk only the ids between the first and last candidate: a detection that expires
+    # through its event alone, with the highest id, must still be inside that walk.
+    old_event = world.event(world.old())
+    world.event(world.recent())
+    first = world.detection(world.old())
+    kept = {world.detection(world.recent())}
+    middle = world.detection(world.old(2))
+    kept.add(world.detection(world.recent()))
+    last = world.detection(world.recent(), events_=(old_event,))
+    kept.add(world.detection(world.recent()))
+
+    stats = world.run(batch_size=1)
+
+    assert world.ids(detections) == kept
+    assert {first, middle, last}.isdisjoint(world.ids(detections))
+    assert (stats.detections_deleted, stats.events_deleted) == (3, 1)
+
+
 def test_a_retained_event_never_loses_its_detections(world: CameraWorld):
     retained = world.event(world.recent())
     expired = world.event(world.old())
