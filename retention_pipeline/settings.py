@@ -65,6 +65,17 @@ def parse_percent(name: str, raw: object) -> float:
     return value
 
 
+def parse_seconds(name: str, raw: object) -> float:
+    """A number of seconds between 0 and an hour."""
+    try:
+        value = float(str(raw).strip())
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds between 0 and 3600, got {raw!r}") from None
+    if not 0 <= value <= 3600:
+        raise ValueError(f"{name} must be a number of seconds between 0 and 3600, got {raw!r}")
+    return value
+
+
 def parse_clock_time(name: str, raw: str) -> time:
     """A 24-hour HH:MM time of day."""
     match = _HHMM.match(raw.strip())
@@ -124,6 +135,7 @@ class Settings:
     disk_free_target_percent: float = 15.0
     min_retention_days: int = 1
     dagster_run_retention_days: int = 90
+    progress_interval_seconds: float = 2.0
 
     @property
     def storage_roots(self) -> tuple[Path, Path, Path]:
@@ -170,6 +182,7 @@ class Settings:
         take("disk_free_target_percent", "DISK_FREE_TARGET_PERCENT", parse_percent)
         take("min_retention_days", "MIN_RETENTION_DAYS", parse_days)
         take("dagster_run_retention_days", "DAGSTER_RUN_RETENTION_DAYS", parse_days)
+        take("progress_interval_seconds", "PROGRESS_INTERVAL_SECONDS", parse_seconds)
         low = values.get("disk_free_min_percent", cls.disk_free_min_percent)
         high = values.get("disk_free_target_percent", cls.disk_free_target_percent)
         if not errors and low >= high:  # type: ignore[operator]

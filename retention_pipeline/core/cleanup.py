@@ -58,7 +58,9 @@ def clean_detections(engine: Engine, plan: CleanupPlan, progress: Progress) -> R
     """Delete (or count) expired detections, queueing their files."""
     if plan.dry_run:
         return RowCounts(deleted=purge.count_rows(engine, queries.count_expired_detections(plan.cutoff)))
-    return purge.purge_detections(engine, plan.cutoff, plan.batch_size, plan.delete_images, progress)
+    return purge.purge_detections(
+        engine, plan.cutoff, plan.batch_size, plan.delete_images, progress, plan.progress_interval_seconds
+    )
 
 
 def clean_events(engine: Engine, plan: CleanupPlan, progress: Progress) -> RowCounts:
@@ -68,7 +70,7 @@ def clean_events(engine: Engine, plan: CleanupPlan, progress: Progress) -> RowCo
             deleted=purge.count_rows(engine, queries.count_expired_events(plan.cutoff)),
             children_deleted=purge.count_rows(engine, queries.count_alerts_of_expired_events(plan.cutoff)),
         )
-    return purge.purge_events(engine, plan.cutoff, plan.batch_size, progress)
+    return purge.purge_events(engine, plan.cutoff, plan.batch_size, progress, plan.progress_interval_seconds)
 
 
 def clean_gpu_stats(engine: Engine, plan: CleanupPlan, progress: Progress) -> RowCounts:
@@ -91,7 +93,9 @@ def _clean_table(
 ) -> RowCounts:
     if plan.dry_run:
         return RowCounts(deleted=purge.count_rows(engine, queries.count_expired_rows(table, column, cutoff)))
-    return purge.purge_rows(engine, table, column, cutoff, plan.batch_size, progress)
+    return purge.purge_rows(
+        engine, table, column, cutoff, plan.batch_size, progress, plan.progress_interval_seconds
+    )
 
 
 @dataclass(frozen=True)
@@ -123,9 +127,13 @@ def clean_files(
     """Delete the files of deleted rows (dry run: of the rows that would be deleted); one chunk or all."""
     roots = StorageRoots.from_dirs(plan.media_root, plan.storage_dirs)
     if plan.dry_run:
-        return preview_file_deletions(engine, roots, plan.cutoff, plan.delete_images, progress)
+        return preview_file_deletions(
+            engine, roots, plan.cutoff, plan.delete_images, progress, plan.progress_interval_seconds
+        )
     chunk = chunk or FileChunk()
-    return drain_file_queue(engine, roots, progress, chunk.after_id, chunk.last_id)
+    return drain_file_queue(
+        engine, roots, progress, chunk.after_id, chunk.last_id, plan.progress_interval_seconds
+    )
 
 
 def run_cleanup(engine: Engine, plan: CleanupPlan, progress: Progress | None = None) -> CleanupStats:

@@ -26,6 +26,7 @@ class CleanupPlan:
     planned_at: datetime
     file_chunk_size: int = 50_000
     emergency: bool = False
+    progress_interval_seconds: float = 2.0
 
     def with_retention(self, days: int) -> CleanupPlan:
         """The same run with a shorter data retention (emergency mode); logs keep their own."""
@@ -102,4 +103,5 @@ def make_plan(
         planned_at=datetime.now(UTC),
         file_chunk_size=chunk,
         emergency=emergency,
+        progress_interval_seconds=settings.progress_interval_seconds,
     )

@@ -41,6 +41,22 @@ def _no_progress(_message: str) -> None:
     pass
 
 
+class EverySoOften:
+    """Passes progress on at most once every few seconds (each message is an event in Dagster's run
+    log, a write of its own), plus the messages that must always be seen."""
+
+    def __init__(self, progress: Progress, seconds: float = 2.0) -> None:
+        self._progress = progress
+        self._seconds = seconds
+        self._last = float("-inf")
+
+    def __call__(self, message: str, always: bool = False) -> None:
+        now = time.monotonic()
+        if always or now - self._last >= self._seconds:
+            self._last = now
+            self._progress(message)
+
+
 def with_retries(step: Callable[[], T], counts: RowCounts, progress: Progress) -> T:
     """Run one batch, repeating it with backoff after a transient database error.
 
@@ -64,6 +80,7 @@ def _loop(
     id_span: Any,
     step: Callable[[int, int], Batch],
     progress: Progress,
+    progress_every_s: float,
 ) -> RowCounts:
     counts = RowCounts()
     first_id, until_id = with_retries(functools.partial(_id_span, engine, id_span), counts, progress)
@@ -72,6 +89,7 @@ def _loop(
         return counts
     after_id = first_id - 1
     turns = WriterTurns(engine)
+    every_so_often = EverySoOften(progress, progress_every_s)
 
     while True:
         batch = with_retries(functools.partial(step, after_id, until_id), counts, progress)
@@ -79,7 +97,7 @@ def _loop(
             break
         counts.add_batch(batch.deleted, batch.seconds, batch.children, batch.queued)
         after_id = batch.last_id
-        progress(f"{name}: batch {counts.batches} deleted {batch.deleted} (total {counts.deleted})")
+        every_so_often(f"{name}: batch {counts.batches} deleted {batch.deleted} (total {counts.deleted})")
         turns.after_commit()
     progress(f"{name}: done, {counts.deleted} deleted in {counts.batches} batches")
     return counts
@@ -209,6 +227,7 @@ def purge_detections(
     batch_size: int,
     delete_images: bool,
     progress: Progress = _no_progress,
+    progress_every_s: float = 2.0,
 ) -> RowCounts:
     """Delete every expired detection, batch by batch, queueing its thumbnail (and image)."""
     return _loop(
@@ -217,11 +236,16 @@ def purge_detections(
         queries.select_expired_detection_id_span(cutoff),
         lambda after, until: delete_detection_batch(engine, cutoff, after, until, batch_size, delete_images),
         progress,
+        progress_every_s,
     )
 
 
 def purge_events(
-    engine: Engine, cutoff: datetime, batch_size: int, progress: Progress = _no_progress
+    engine: Engine,
+    cutoff: datetime,
+    batch_size: int,
+    progress: Progress = _no_progress,
+    progress_every_s: float = 2.0,
 ) -> RowCounts:
     """Delete every expired event with its alerts and links, batch by batch, queueing its clip."""
     return _loop(
@@ -230,6 +254,7 @@ def purge_events(
         queries.select_expired_id_span(events, "started_at", cutoff),
         lambda after, until: delete_event_batch(engine, cutoff, after, until, batch_size),
         progress,
+        progress_every_s,
     )
 
 
@@ -240,6 +265,7 @@ def purge_rows(
     cutoff: datetime,
     batch_size: int,
     progress: Progress = _no_progress,
+    progress_every_s: float = 2.0,
 ) -> RowCounts:
     """Delete every row of `table` whose `column` is before the cutoff, batch by batch."""
     return _loop(
@@ -248,6 +274,7 @@ def purge_rows(
         queries.select_expired_id_span(table, column, cutoff),
         lambda after, until: delete_row_batch(engine, table, column, cutoff, after, until, batch_size),
         progress,
+        progress_every_s,
     )
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from . import queries
 from .db import write_transaction
 from .files import Outcome, StorageRoots, remove_file
-from .purge import queue_files
+from .purge import EverySoOften, queue_files
 from .stats import FileCounts
 
 Progress = Callable[[str], None]
@@ -84,7 +84,11 @@ def _settle(
 
 
 def _in_parallel(
-    chunks: Iterable[T], handle: Callable[[T], FileCounts], progress: Progress, label: str
+    chunks: Iterable[T],
+    handle: Callable[[T], FileCounts],
+    progress: Progress,
+    label: str,
+    progress_every_s: float,
 ) -> FileCounts:
     """Handle chunks on worker threads, a few in flight at a time, and sum their counts.
 
@@ -92,6 +96,7 @@ def _in_parallel(
     file system; both release the GIL, so the two overlap. At most 2 x FILE_WORKERS chunks are held.
     """
     total = FileCounts()
+    every_so_often = EverySoOften(progress, progress_every_s)
     with ThreadPoolExecutor(FILE_WORKERS) as pool:
         pending: set[Future[FileCounts]] = set()
         try:
@@ -99,8 +104,8 @@ def _in_parallel(
                 pending.add(pool.submit(handle, chunk))
                 if len(pending) >= 2 * FILE_WORKERS:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    total = _add(total, done, progress, label)
-            total = _add(total, pending, progress, label)
+                    total = _add(total, done, every_so_often, label)
+            total = _add(total, pending, every_so_often, label, last=True)
         except BaseException:
             for future in pending:
                 future.cancel()
@@ -108,9 +113,15 @@ def _in_parallel(
     return total
 
 
-def _add(total: FileCounts, done: Iterable[Future[FileCounts]], progress: Progress, label: str) -> FileCounts:
+def _add(
+    total: FileCounts,
+    done: Iterable[Future[FileCounts]],
+    progress: EverySoOften,
+    label: str,
+    last: bool = False,
+) -> FileCounts:
     total = FileCounts.merge([total, *(future.result() for future in done)])
-    progress(f"{label}: {_summary(total)}")
+    progress(f"{label}: {_summary(total)}", always=last)
     return total
 
 
@@ -120,6 +131,7 @@ def drain_file_queue(
     progress: Progress = _no_progress,
     after_id: int = 0,
     last_id: int | None = None,
+    progress_every_s: float = 2.0,
 ) -> FileCounts:
     """Delete the queued files in ids (after_id, last_id] that no row references any more, then forget
     them, chunk by chunk; `last_id` None means to the end of the queue.
@@ -157,7 +169,7 @@ def drain_file_queue(
                 queue_files(conn, kept)
         return counts
 
-    return _in_parallel(chunks(), handle, progress, "files")
+    return _in_parallel(chunks(), handle, progress, "files", progress_every_s)
 
 
 def queue_ranges(engine: Engine, size: int) -> Iterator[tuple[int, int | None]]:
@@ -182,6 +194,7 @@ def preview_file_deletions(
     cutoff: datetime,
     delete_images: bool,
     progress: Progress = _no_progress,
+    progress_every_s: float = 2.0,
 ) -> FileCounts:
     """What a real run at this cutoff would do to files, without touching any.
 
@@ -211,7 +224,7 @@ def preview_file_deletions(
             _settle(counts, roots, entries, referenced, dry_run=True)
             return counts
 
-        return _in_parallel(chunks(), handle, progress, "files (dry run)")
+        return _in_parallel(chunks(), handle, progress, "files (dry run)", progress_every_s)
 
 
 def _summary(counts: FileCounts) -> str:

@@ -5,6 +5,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import insert
 
+from retention_pipeline.core import purge
 from retention_pipeline.core.schema import alerts, detections, event_detections, events, gpu_stats, logs
 from retention_pipeline_tests.factories import CameraWorld
 
@@ -163,3 +164,19 @@ def test_naive_sqlite_style_timestamps_in_other_formats_compare_as_instants(worl
 
     assert stats.logs_deleted == 2
     assert world.count(logs) == 2
+
+
+def test_progress_names_every_batch_or_one_per_interval_and_always_the_total(world: CameraWorld):
+    for _ in range(3):
+        world.gpu(world.old())
+    sparse: list[str] = []
+    purge.purge_rows(world.engine, gpu_stats, "recorded_at", world.cutoff, 1, sparse.append, 3600)
+    for _ in range(3):
+        world.gpu(world.old())
+    every: list[str] = []
+    purge.purge_rows(world.engine, gpu_stats, "recorded_at", world.cutoff, 1, every.append, 0)
+
+    assert sparse == ["gpu_stats: batch 1 deleted 1 (total 1)", "gpu_stats: done, 3 deleted in 3 batches"]
+    assert every == [f"gpu_stats: batch {n} deleted 1 (total {n})" for n in (1, 2, 3)] + [
+        "gpu_stats: done, 3 deleted in 3 batches"
+    ]

@@ -40,6 +40,12 @@ def test_relative_storage_dirs_are_relative_to_media_root(tmp_path: Path):
         ("CLEANUP_BATCH_SIZE", "0", "CLEANUP_BATCH_SIZE must be an integer between 1 and 100000"),
         ("DELETE_IMAGES", "maybe", "DELETE_IMAGES must be true or false, got 'maybe'"),
         ("DATABASE_URL", "mysql://u:secret@h/db", "DATABASE_URL must be a sqlite:/// or postgresql://"),
+        (
+            "PROGRESS_INTERVAL_SECONDS",
+            "-1",
+            "PROGRESS_INTERVAL_SECONDS must be a number of seconds between 0",
+        ),
+        ("PROGRESS_INTERVAL_SECONDS", "often", "PROGRESS_INTERVAL_SECONDS must be a number of seconds"),
     ],
 )
 def test_bad_values_are_rejected_with_a_message_naming_the_variable(variable, value, message):

@@ -155,6 +155,8 @@ class Cli:
             "CLIPS_DIR": CLIPS,
             "IMAGES_DIR": IMAGES,
             "DAGSTER_HOME": str(self.home),
+            # Every batch logs a line: the kill points are aimed at them.
+            "PROGRESS_INTERVAL_SECONDS": "0",
             **self.env,
         }
 
