@@ -159,9 +159,8 @@ def _detection_files(source: Any, delete_images: bool) -> list[Select[Any]]:
     return files
 
 
-def _queue_paths(files: list[Select[Any]], queued_at: datetime, dialect_name: str) -> Any:
-    """INSERT the distinct paths of `files` into the queue; a path queued already keeps the smaller kind
-    ('image' before 'thumbnail'), which is what the dry-run preview reports for it."""
+def _queue_paths(files: list[Select[Any]], queued_at: datetime, dialect_name: str) -> Insert:
+    """INSERT the distinct paths of `files` into the queue."""
     every = union_all(*files).subquery()
     # The WHERE keeps SQLite from reading ON CONFLICT as a join constraint of INSERT ... SELECT.
     rows = (
@@ -169,17 +168,7 @@ def _queue_paths(files: list[Select[Any]], queued_at: datetime, dialect_name: st
         .where(every.c.path.is_not(None))
         .group_by(every.c.path)
     )
-    q = retention_file_queue.c
-    if dialect_name == "postgresql":
-        pg = postgresql.insert(retention_file_queue).from_select(["path", "kind", "queued_at"], rows)
-        return pg.on_conflict_do_update(
-            index_elements=["path"], set_={"kind": func.least(q.kind, pg.excluded.kind)}
-        )
-    lite = sqlite.insert(retention_file_queue).from_select(["path", "kind", "queued_at"], rows)
-    # Two-argument min() is SQLite's scalar minimum, not the aggregate.
-    return lite.on_conflict_do_update(
-        index_elements=["path"], set_={"kind": func.min(q.kind, lite.excluded.kind)}
-    )
+    return _queue_upsert(dialect_name, rows)
 
 
 def delete_expired_detections_queueing_files(
@@ -341,17 +330,27 @@ def count_expired_rows(table: Table, column: str, cutoff: datetime) -> Select[An
 
 
 def insert_queued_file(dialect_name: str) -> Insert | ReturningInsert[Any]:
-    """Queue one file path for deletion (executed with many rows); a path queued already keeps the
-    smaller kind, which is what the dry-run preview reports for it."""
-    q = retention_file_queue.c
+    """Queue one file path for deletion (executed with many rows)."""
     if dialect_name == "postgresql":
-        pg = postgresql.insert(retention_file_queue)
         # RETURNING makes SQLAlchemy batch the rows into multi-row VALUES ("insertmanyvalues");
         # without it psycopg2 sends one statement per row, ten times slower.
+        return _queue_upsert(dialect_name).returning(retention_file_queue.c.id)
+    return _queue_upsert(dialect_name)
+
+
+def _queue_upsert(dialect_name: str, rows: Select[Any] | None = None) -> Insert:
+    """INSERT into the queue, from `rows` or from parameters; a path queued already keeps the smaller kind
+    ('image' before 'thumbnail'), which is what the dry-run preview reports for it."""
+    q = retention_file_queue.c
+    columns = ["path", "kind", "queued_at"]
+    if dialect_name == "postgresql":
+        pg = postgresql.insert(retention_file_queue)
+        pg = pg if rows is None else pg.from_select(columns, rows)
         return pg.on_conflict_do_update(
             index_elements=["path"], set_={"kind": func.least(q.kind, pg.excluded.kind)}
-        ).returning(q.id)
+        )
     lite = sqlite.insert(retention_file_queue)
+    lite = lite if rows is None else lite.from_select(columns, rows)
     # Two-argument min() is SQLite's scalar minimum, not the aggregate.
     return lite.on_conflict_do_update(
         index_elements=["path"], set_={"kind": func.min(q.kind, lite.excluded.kind)}
