@@ -56,23 +56,22 @@ def parse_bool(name: str, raw: object) -> bool:
 
 def parse_percent(name: str, raw: object) -> float:
     """A percentage between 0 and 100."""
-    try:
-        value = float(str(raw).strip())
-    except ValueError:
-        raise ValueError(f"{name} must be a number between 0 and 100, got {raw!r}") from None
-    if not 0 <= value <= 100:
-        raise ValueError(f"{name} must be a number between 0 and 100, got {raw!r}")
-    return value
+    return _parse_number(name, raw, 0, 100, "a number")
 
 
 def parse_seconds(name: str, raw: object) -> float:
     """A number of seconds between 0 and an hour."""
+    return _parse_number(name, raw, 0, 3600, "a number of seconds")
+
+
+def _parse_number(name: str, raw: object, low: float, high: float, what: str) -> float:
+    message = f"{name} must be {what} between {low:g} and {high:g}, got {raw!r}"
     try:
         value = float(str(raw).strip())
     except ValueError:
-        raise ValueError(f"{name} must be a number of seconds between 0 and 3600, got {raw!r}") from None
-    if not 0 <= value <= 3600:
-        raise ValueError(f"{name} must be a number of seconds between 0 and 3600, got {raw!r}")
+        raise ValueError(message) from None
+    if not low <= value <= high:
+        raise ValueError(message)
     return value
 
 
