@@ -26,7 +26,7 @@ class CleanupPlan:
     planned_at: datetime
     file_chunk_size: int = 50_000
     emergency: bool = False
-    progress_interval_seconds: float = 2.0
+    progress_interval_seconds: float = Settings.progress_interval_seconds
 
     def with_retention(self, days: int) -> CleanupPlan:
         """The same run with a shorter data retention (emergency mode); logs keep their own."""

@@ -23,6 +23,7 @@ Progress = Callable[[str], None]
 T = TypeVar("T")
 
 RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
+PROGRESS_EVERY_S = 2.0  # the library default; runs take PROGRESS_INTERVAL_SECONDS from their plan
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class EverySoOften:
     """Passes progress on at most once every few seconds (each message is an event in Dagster's run
     log, a write of its own), plus the messages that must always be seen."""
 
-    def __init__(self, progress: Progress, seconds: float = 2.0) -> None:
+    def __init__(self, progress: Progress, seconds: float) -> None:
         self._progress = progress
         self._seconds = seconds
         self._last = float("-inf")
@@ -227,7 +228,7 @@ def purge_detections(
     batch_size: int,
     delete_images: bool,
     progress: Progress = _no_progress,
-    progress_every_s: float = 2.0,
+    progress_every_s: float = PROGRESS_EVERY_S,
 ) -> RowCounts:
     """Delete every expired detection, batch by batch, queueing its thumbnail (and image)."""
     return _loop(
@@ -245,7 +246,7 @@ def purge_events(
     cutoff: datetime,
     batch_size: int,
     progress: Progress = _no_progress,
-    progress_every_s: float = 2.0,
+    progress_every_s: float = PROGRESS_EVERY_S,
 ) -> RowCounts:
     """Delete every expired event with its alerts and links, batch by batch, queueing its clip."""
     return _loop(
@@ -265,7 +266,7 @@ def purge_rows(
     cutoff: datetime,
     batch_size: int,
     progress: Progress = _no_progress,
-    progress_every_s: float = 2.0,
+    progress_every_s: float = PROGRESS_EVERY_S,
 ) -> RowCounts:
     """Delete every row of `table` whose `column` is before the cutoff, batch by batch."""
     return _loop(

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from . import queries
 from .db import write_transaction
 from .files import Outcome, StorageRoots, remove_file
-from .purge import EverySoOften, queue_files
+from .purge import PROGRESS_EVERY_S, EverySoOften, queue_files
 from .stats import FileCounts
 
 Progress = Callable[[str], None]
@@ -131,7 +131,7 @@ def drain_file_queue(
     progress: Progress = _no_progress,
     after_id: int = 0,
     last_id: int | None = None,
-    progress_every_s: float = 2.0,
+    progress_every_s: float = PROGRESS_EVERY_S,
 ) -> FileCounts:
     """Delete the queued files in ids (after_id, last_id] that no row references any more, then forget
     them, chunk by chunk; `last_id` None means to the end of the queue.
@@ -194,7 +194,7 @@ def preview_file_deletions(
     cutoff: datetime,
     delete_images: bool,
     progress: Progress = _no_progress,
-    progress_every_s: float = 2.0,
+    progress_every_s: float = PROGRESS_EVERY_S,
 ) -> FileCounts:
     """What a real run at this cutoff would do to files, without touching any.
 
