@@ -116,27 +116,27 @@ def select_expired_id_span(table: Table, column: str, cutoff: datetime) -> Selec
 
 def select_detection_batch_end(cutoff: datetime, after_id: int, until_id: int, limit: int) -> Select[Any]:
     """The highest id among the next `limit` expired detections in (after_id, until_id] (None: none left)."""
-    batch = (
-        select(detections.c.id)
-        .where(detections.c.id > after_id, detections.c.id <= until_id, detection_expired(cutoff))
-        .order_by(detections.c.id)
-        .limit(limit)
-        .subquery()
-    )
-    return select(func.max(batch.c.id))
+    return _end_of_next_batch(detections, detection_expired(cutoff), after_id, until_id, limit)
 
 
 def lock_next_expired_detections(cutoff: datetime, after_id: int, until_id: int, limit: int) -> Select[Any]:
     """PostgreSQL: lock the next `limit` expired detections in (after_id, until_id]; the highest id locked."""
+    expired = detection_expired(cutoff)
+    return _end_of_next_batch(detections, expired, after_id, until_id, limit, lock=True)
+
+
+def _end_of_next_batch(
+    table: Table, expired: ColumnElement[bool], after_id: int, until_id: int, limit: int, lock: bool = False
+) -> Select[Any]:
     batch = (
-        select(detections.c.id)
-        .where(detections.c.id > after_id, detections.c.id <= until_id, detection_expired(cutoff))
-        .order_by(detections.c.id)
+        select(table.c.id)
+        .where(table.c.id > after_id, table.c.id <= until_id, expired)
+        .order_by(table.c.id)
         .limit(limit)
-        .with_for_update(of=detections)
-        .subquery()
     )
-    return select(func.max(batch.c.id))
+    if lock:
+        batch = batch.with_for_update(of=table)
+    return select(func.max(batch.subquery().c.id))
 
 
 def _expired_detections_in_range(cutoff: datetime, after_id: int, last_id: int) -> ColumnElement[bool]:
@@ -223,21 +223,16 @@ def select_event_batch_end(cutoff: datetime, after_id: int, until_id: int, limit
 
 def lock_next_expired_events(cutoff: datetime, after_id: int, until_id: int, limit: int) -> Select[Any]:
     """PostgreSQL: lock the next `limit` expired events in (after_id, until_id]; the highest id locked."""
-    batch = (
-        select(events.c.id)
-        .where(events.c.id > after_id, events.c.id <= until_id, older(events.c.started_at, cutoff))
-        .order_by(events.c.id)
-        .limit(limit)
-        .with_for_update(of=events)
-        .subquery()
-    )
-    return select(func.max(batch.c.id))
+    expired = older(events.c.started_at, cutoff)
+    return _end_of_next_batch(events, expired, after_id, until_id, limit, lock=True)
+
+
+def _event_expired_in_range(cutoff: datetime, after_id: int, last_id: int) -> ColumnElement[bool]:
+    return and_(events.c.id > after_id, events.c.id <= last_id, older(events.c.started_at, cutoff))
 
 
 def _expired_events_in_range(cutoff: datetime, after_id: int, last_id: int) -> Select[Any]:
-    return select(events.c.id).where(
-        events.c.id > after_id, events.c.id <= last_id, older(events.c.started_at, cutoff)
-    )
+    return select(events.c.id).where(_event_expired_in_range(cutoff, after_id, last_id))
 
 
 def delete_alerts_of_expired_events(cutoff: datetime, after_id: int, last_id: int) -> Delete:
@@ -267,7 +262,7 @@ def delete_expired_events_queueing_clips(
     returns (rows deleted, paths queued)."""
     deleted = (
         events.delete()
-        .where(events.c.id > after_id, events.c.id <= last_id, older(events.c.started_at, cutoff))
+        .where(_event_expired_in_range(cutoff, after_id, last_id))
         .returning(events.c.clip_path)
         .cte("deleted")
     )
@@ -281,17 +276,13 @@ def delete_expired_events_queueing_clips(
 
 def queue_clips_of_expired_events(cutoff: datetime, after_id: int, last_id: int, queued_at: datetime) -> Any:
     """SQLite: queue the clips of the batch's expired events (their DELETE follows in the transaction)."""
-    batch = select(events).where(
-        events.c.id > after_id, events.c.id <= last_id, older(events.c.started_at, cutoff)
-    )
-    return _queue_paths(_event_clips(batch.subquery()), queued_at, "sqlite")
+    batch = select(events).where(_event_expired_in_range(cutoff, after_id, last_id)).subquery()
+    return _queue_paths(_event_clips(batch), queued_at, "sqlite")
 
 
 def delete_expired_events(cutoff: datetime, after_id: int, last_id: int) -> Delete:
     """Delete the batch's expired events."""
-    return events.delete().where(
-        events.c.id > after_id, events.c.id <= last_id, older(events.c.started_at, cutoff)
-    )
+    return events.delete().where(_event_expired_in_range(cutoff, after_id, last_id))
 
 
 def count_expired_events(cutoff: datetime) -> Select[Any]:
@@ -309,14 +300,7 @@ def select_last_id_of_expired_batch(
     table: Table, column: str, cutoff: datetime, after_id: int, until_id: int, limit: int
 ) -> Select[Any]:
     """The highest id among the next `limit` expired rows in (after_id, until_id] of a table."""
-    batch = (
-        select(table.c.id)
-        .where(table.c.id > after_id, table.c.id <= until_id, older(table.c[column], cutoff))
-        .order_by(table.c.id)
-        .limit(limit)
-        .subquery()
-    )
-    return select(func.max(batch.c.id))
+    return _end_of_next_batch(table, older(table.c[column], cutoff), after_id, until_id, limit)
 
 
 def delete_expired_rows(table: Table, column: str, cutoff: datetime, after_id: int, last_id: int) -> Delete:
