@@ -78,7 +78,8 @@ def tag_this_process(instance: dg.DagsterInstance, run_id: str) -> None:
     instance.add_run_tags(run_id, this_process_tags())
 
 
-def _metadata(instance: dg.DagsterInstance, run_id: str, step: str) -> dict[str, Any]:
+def step_metadata(instance: dg.DagsterInstance, run_id: str, step: str) -> dict[str, Any]:
+    """One step's output metadata, as the run page shows it ({} if the step has not reported)."""
     records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_OUTPUT).records
     for record in records:
         event = record.event_log_entry.dagster_event
@@ -92,8 +93,8 @@ def recent_cleanup_runs(instance: dg.DagsterInstance, limit: int) -> list[dict[s
     rows = []
     for record in instance.get_run_records(dg.RunsFilter(job_name=JOB_NAME), limit=limit):
         run = record.dagster_run
-        plan = _metadata(instance, run.run_id, PLAN_STEP)
-        stats = _metadata(instance, run.run_id, REPORT_STEP)
+        plan = step_metadata(instance, run.run_id, PLAN_STEP)
+        stats = step_metadata(instance, run.run_id, REPORT_STEP)
         config = run.run_config.get("ops", {}).get(PLAN_STEP, {}).get("config", {})
         row: dict[str, Any] = {
             "run_id": run.run_id,
@@ -121,7 +122,7 @@ def last_sweep_report(instance: dg.DagsterInstance) -> dict[str, Any] | None:
         dg.RunsFilter(job_name="orphaned_file_cleanup", statuses=[dg.DagsterRunStatus.SUCCESS]), limit=20
     )
     for record in records:
-        report = _metadata(instance, record.dagster_run.run_id, "report_orphan_sweep")
+        report = step_metadata(instance, record.dagster_run.run_id, "report_orphan_sweep")
         if report and report.get("dry_run") is False:
             return report
     return None

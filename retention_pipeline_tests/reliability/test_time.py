@@ -18,6 +18,7 @@ from retention_pipeline.core import cleanup
 from retention_pipeline.core.lock import ExclusiveRunLock, RunLockBusy
 from retention_pipeline.core.schema import UTCDateTime, camera_metadata
 from retention_pipeline.definitions import defs
+from retention_pipeline.history import PLAN_STEP, REPORT_STEP, step_metadata
 from retention_pipeline.ops import SCHEDULED_TIME_TAG
 from retention_pipeline.schedules import build_daily_schedule
 from retention_pipeline.settings import Settings
@@ -104,18 +105,14 @@ class TimeScene:
         verify_finished_run(self.policy, before, self.snapshot(), stats.as_dict())
 
 
-def reported(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict[str, Any]]:
-    """Each step's output metadata, as the run page shows it."""
-    steps = {}
-    for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_OUTPUT).records:
-        event = record.event_log_entry.dagster_event
-        assert event is not None and event.step_key is not None
-        steps[event.step_key] = {k: v.value for k, v in event.step_output_data.metadata.items()}
-    return steps
+def reported(instance: dg.DagsterInstance, run_id: str) -> dict[str, Any]:
+    return step_metadata(instance, run_id, REPORT_STEP)
 
 
 def cutoffs(instance: dg.DagsterInstance, run_id: str) -> set[str]:
-    return {meta["cutoff"] for meta in reported(instance, run_id).values() if "cutoff" in meta}
+    """The cutoff as the plan and the report show it on the run page, from whichever of them ran."""
+    shown = (step_metadata(instance, run_id, step) for step in (PLAN_STEP, REPORT_STEP))
+    return {meta["cutoff"] for meta in shown if "cutoff" in meta}
 
 
 @pytest.mark.parametrize(("tick", "expected_cutoff"), DST_TICKS.values(), ids=DST_TICKS.keys())
@@ -146,7 +143,7 @@ def test_a_tick_on_a_dst_change_day_cuts_off_exactly_retention_days_before_the_t
     on_disk = {at for at, paths in files.items() if all(world.exists(path) for path in paths)}
     gone = {at for at, paths in files.items() if not any(world.exists(path) for path in paths)}
     assert kept == on_disk == {timedelta(0), SECOND} and gone == {-SECOND}
-    verify_finished_run(scene.policy, before, after, reported(instance, result.run_id)["report_cleanup"])
+    verify_finished_run(scene.policy, before, after, reported(instance, result.run_id))
     scene.finish_and_verify()
 
 
@@ -235,7 +232,7 @@ def test_naive_timestamps_are_taken_as_utc_on_both_sides_of_the_cutoff(
     }
     assert {at for at, rows in edge.items() if rows <= present} == {timedelta(0), SECOND}
     assert not edge[-SECOND] & present
-    verify_finished_run(scene.policy, before, after, reported(instance, result.run_id)["report_cleanup"])
+    verify_finished_run(scene.policy, before, after, reported(instance, result.run_id))
     scene.finish_and_verify()
 
 
@@ -309,7 +306,7 @@ def test_a_retry_an_hour_after_the_tick_keeps_the_cutoff_of_the_first_attempt(
     after = scene.snapshot()
     assert cutoffs(instance, first.run_id) == cutoffs(instance, retry.run_id) == {world.cutoff.isoformat()}
     assert set(young) <= set(after.detections) and young_event in after.events
-    report = reported(instance, retry.run_id)["report_cleanup"]
+    report = reported(instance, retry.run_id)
     # A retry from failure reports the reused steps' counts too: its report covers both attempts.
     since = first_before if strategy == "from_failure" else retry_before
     problems = check_safe(scene.policy, retry_before, after)
