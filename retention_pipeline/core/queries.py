@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    CTE,
     Boolean,
     ColumnElement,
     Delete,
@@ -20,12 +21,14 @@ from sqlalchemy import (
     bindparam,
     exists,
     func,
+    insert,
     literal,
     not_,
     or_,
     select,
     union,
     union_all,
+    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -159,8 +162,8 @@ def _detection_files(source: Any, delete_images: bool) -> list[Select[Any]]:
     return files
 
 
-def _queue_paths(files: list[Select[Any]], queued_at: datetime, dialect_name: str) -> Insert:
-    """INSERT the distinct paths of `files` into the queue."""
+def _queue_paths(files: list[Select[Any]], queued_at: datetime) -> Insert:
+    """SQLite: INSERT the distinct paths of `files` into the queue (an upsert costs SQLite no more)."""
     every = union_all(*files).subquery()
     # The WHERE keeps SQLite from reading ON CONFLICT as a join constraint of INSERT ... SELECT.
     rows = (
@@ -168,7 +171,7 @@ def _queue_paths(files: list[Select[Any]], queued_at: datetime, dialect_name: st
         .where(every.c.path.is_not(None))
         .group_by(every.c.path)
     )
-    return _queue_upsert(dialect_name, rows)
+    return _queue_upsert("sqlite", rows)
 
 
 def delete_expired_detections_queueing_files(
@@ -182,19 +185,47 @@ def delete_expired_detections_queueing_files(
         .returning(detections.c.thumbnail_path, detections.c.file_path)
         .cte("deleted")
     )
-    queued = (
-        _queue_paths(_detection_files(deleted, delete_images), queued_at, "postgresql")
-        .returning(retention_file_queue.c.id)
-        .cte("queued")
+    return _deleting_and_queueing(deleted, _detection_files(deleted, delete_images), queued_at)
+
+
+def _deleting_and_queueing(deleted: CTE, files: list[Select[Any]], queued_at: datetime) -> Select[Any]:
+    """PostgreSQL: (rows deleted, distinct paths queued) of one DELETE ... RETURNING whose files go into
+    the queue in the same statement.
+
+    Not INSERT ... ON CONFLICT: its speculative insertion made the queue ~40 % of a detection batch.
+    One outer join to the queue's path index sorts the batch's paths into new ones (plain INSERT) and
+    ones already queued (UPDATE to the smaller kind, rarely any row). No other writer queues while the
+    run holds its lock, and the unique index still refuses a duplicate if one ever did.
+    """
+    q = retention_file_queue
+    every = union_all(*files).subquery()
+    paths = (
+        select(every.c.path, func.min(every.c.kind).label("kind"))
+        .where(every.c.path.is_not(None))
+        .group_by(every.c.path)
+        .cte("paths")
     )
-    return _counts_of(deleted, queued)
-
-
-def _counts_of(deleted: Any, queued: Any) -> Select[Any]:
+    matched = (
+        select(paths.c.path, paths.c.kind, q.c.id.label("queued_id"), q.c.kind.label("queued_kind"))
+        .select_from(paths.outerjoin(q, q.c.path == paths.c.path))
+        .cte("matched")
+    )
+    new = select(matched.c.path, matched.c.kind, literal(queued_at, UTCDateTime())).where(
+        matched.c.queued_id.is_(None)
+    )
+    inserted = insert(q).from_select(["path", "kind", "queued_at"], new).returning(q.c.id).cte("inserted")
+    rekinded = (
+        update(q)
+        .where(q.c.id == matched.c.queued_id, matched.c.kind < matched.c.queued_kind)
+        .values(kind=matched.c.kind)
+        .returning(q.c.id)
+        .cte("rekinded")
+    )
+    # Both writes are named so they run; PostgreSQL runs a data-modifying WITH to completion either way.
     return select(
         select(func.count()).select_from(deleted).scalar_subquery(),
-        select(func.count()).select_from(queued).scalar_subquery(),
-    )
+        select(func.count()).select_from(matched).scalar_subquery(),
+    ).add_cte(inserted, rekinded)
 
 
 def queue_files_of_expired_detections(
@@ -203,7 +234,7 @@ def queue_files_of_expired_detections(
     """SQLite: queue the files of the batch's expired detections (the DELETE follows in the same
     transaction, which holds the write lock, so both see the same rows)."""
     batch = select(detections).where(_expired_detections_in_range(cutoff, after_id, last_id)).subquery()
-    return _queue_paths(_detection_files(batch, delete_images), queued_at, "sqlite")
+    return _queue_paths(_detection_files(batch, delete_images), queued_at)
 
 
 def delete_expired_detections(cutoff: datetime, after_id: int, last_id: int) -> Delete:
@@ -266,18 +297,13 @@ def delete_expired_events_queueing_clips(
         .returning(events.c.clip_path)
         .cte("deleted")
     )
-    queued = (
-        _queue_paths(_event_clips(deleted), queued_at, "postgresql")
-        .returning(retention_file_queue.c.id)
-        .cte("queued")
-    )
-    return _counts_of(deleted, queued)
+    return _deleting_and_queueing(deleted, _event_clips(deleted), queued_at)
 
 
 def queue_clips_of_expired_events(cutoff: datetime, after_id: int, last_id: int, queued_at: datetime) -> Any:
     """SQLite: queue the clips of the batch's expired events (their DELETE follows in the transaction)."""
     batch = select(events).where(_event_expired_in_range(cutoff, after_id, last_id)).subquery()
-    return _queue_paths(_event_clips(batch), queued_at, "sqlite")
+    return _queue_paths(_event_clips(batch), queued_at)
 
 
 def delete_expired_events(cutoff: datetime, after_id: int, last_id: int) -> Delete:
