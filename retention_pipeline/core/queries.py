@@ -76,24 +76,28 @@ def older(column: Any, cutoff: datetime) -> ColumnElement[bool]:
     return older_than(column, literal(cutoff, UTCDateTime()))
 
 
-def detection_expired(cutoff: datetime) -> ColumnElement[bool]:
-    """Old or linked to an expired event, and not linked to any retained event."""
-    # OFFSET 0 keeps PostgreSQL from turning the NOT EXISTS into a merge anti-join, which walks the
+def _linked_to(events_where: ColumnElement[bool]) -> ColumnElement[bool]:
+    """The detection is linked to an event matching `events_where`."""
+    # OFFSET 0 keeps PostgreSQL from turning a NOT EXISTS into a merge anti-join, which walks the
     # link index from its start on every batch (quadratic over a run); as a correlated sub-plan it is
     # one index look-up per detection of the batch.
     linked_to = (
         select(event_detections.c.event_id)
         .join(events, events.c.id == event_detections.c.event_id)
-        .where(event_detections.c.detection_id == detections.c.id)
+        .where(event_detections.c.detection_id == detections.c.id, events_where)
         .offset(0)
     )
-    return and_(
-        or_(
-            older(detections.c.detected_at, cutoff),
-            exists(linked_to.where(older(events.c.started_at, cutoff))),
-        ),
-        not_(exists(linked_to.where(not_(older(events.c.started_at, cutoff))))),
-    )
+    return exists(linked_to)
+
+
+def detection_may_expire(cutoff: datetime) -> ColumnElement[bool]:
+    """Old or linked to an expired event: expired unless also linked to a retained event."""
+    return or_(older(detections.c.detected_at, cutoff), _linked_to(older(events.c.started_at, cutoff)))
+
+
+def detection_expired(cutoff: datetime) -> ColumnElement[bool]:
+    """Old or linked to an expired event, and not linked to any retained event."""
+    return and_(detection_may_expire(cutoff), not_(_linked_to(not_(older(events.c.started_at, cutoff)))))
 
 
 def select_expired_detection_id_span(cutoff: datetime) -> Select[Any]:
@@ -122,10 +126,13 @@ def select_detection_batch_end(cutoff: datetime, after_id: int, until_id: int, l
     return _end_of_next_batch(detections, detection_expired(cutoff), after_id, until_id, limit)
 
 
-def lock_next_expired_detections(cutoff: datetime, after_id: int, until_id: int, limit: int) -> Select[Any]:
-    """PostgreSQL: lock the next `limit` expired detections in (after_id, until_id]; the highest id locked."""
-    expired = detection_expired(cutoff)
-    return _end_of_next_batch(detections, expired, after_id, until_id, limit, lock=True)
+def lock_next_detections_that_may_expire(
+    cutoff: datetime, after_id: int, until_id: int, limit: int
+) -> Select[Any]:
+    """PostgreSQL: lock the next `limit` detections in (after_id, until_id] that may have expired; the
+    highest id locked. Which of them have is for the DELETE to decide, once the locks are held."""
+    candidates = detection_may_expire(cutoff)
+    return _end_of_next_batch(detections, candidates, after_id, until_id, limit, lock=True)
 
 
 def _end_of_next_batch(

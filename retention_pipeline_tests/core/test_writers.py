@@ -3,10 +3,10 @@
 import threading
 import time
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from retention_pipeline.core.db import write_transaction
-from retention_pipeline.core.schema import detections
+from retention_pipeline.core.schema import detections, event_detections
 from retention_pipeline_tests.factories import CameraWorld
 
 
@@ -35,3 +35,31 @@ def test_a_batch_blocked_by_a_writers_lock_completes_after_it_is_released(world:
     assert time.perf_counter() - started >= 1.0  # it really waited for the writer
     if world.engine.dialect.name == "postgresql":
         assert stats.db_retries >= 1  # lock_timeout (500 ms) ended the wait; the batch was repeated
+
+
+def test_an_expired_detection_linked_to_a_retained_event_while_its_batch_waits_is_kept(world: CameraWorld):
+    expired = [world.detection(world.old(), thumbnail=None) for _ in range(4)]
+    retained_event = world.event(world.recent(), clip=None)
+    linked = threading.Event()
+
+    def writer_linking_an_old_detection() -> None:
+        # The link is not committed when the batch starts: the batch must wait for it (PostgreSQL: the
+        # link's KEY SHARE lock on the detection; SQLite: the write lock) and then see it.
+        with write_transaction(world.engine) as conn:
+            conn.execute(
+                insert(event_detections).values(
+                    event_id=retained_event, detection_id=expired[1], created_at=world.now
+                )
+            )
+            linked.set()
+            time.sleep(0.3)
+
+    writer = threading.Thread(target=writer_linking_an_old_detection)
+    writer.start()
+    linked.wait(5)
+    stats = world.run(batch_size=10)
+    writer.join()
+
+    assert world.ids(detections) == {expired[1]}
+    assert world.count(event_detections) == 1
+    assert stats.detections_deleted == 3
