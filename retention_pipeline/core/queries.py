@@ -275,14 +275,21 @@ def _expired_events_in_range(cutoff: datetime, after_id: int, last_id: int) -> S
 
 def delete_alerts_of_expired_events(cutoff: datetime, after_id: int, last_id: int) -> Delete:
     """Delete the alerts of the batch's expired events (children first, cascade or not)."""
-    batch = _expired_events_in_range(cutoff, after_id, last_id)
-    return alerts.delete().where(alerts.c.event_id.in_(batch.scalar_subquery()))
+    return alerts.delete().where(_of_expired_events(alerts.c.event_id, cutoff, after_id, last_id))
 
 
 def delete_links_of_expired_events(cutoff: datetime, after_id: int, last_id: int) -> Delete:
     """Delete the event_detections rows of the batch's expired events."""
+    return event_detections.delete().where(
+        _of_expired_events(event_detections.c.event_id, cutoff, after_id, last_id)
+    )
+
+
+def _of_expired_events(event_id: Any, cutoff: datetime, after_id: int, last_id: int) -> ColumnElement[bool]:
+    # The id range on the child's own column lets its event_id index find the batch's children; with
+    # only the IN (...) PostgreSQL read every alert per batch (hash join), 28 ms of a 2000-event batch.
     batch = _expired_events_in_range(cutoff, after_id, last_id)
-    return event_detections.delete().where(event_detections.c.event_id.in_(batch.scalar_subquery()))
+    return and_(event_id > after_id, event_id <= last_id, event_id.in_(batch.scalar_subquery()))
 
 
 def _event_clips(source: Any) -> list[Select[Any]]:
