@@ -46,6 +46,8 @@ def referenced_paths(
         return set()
     statement = queries.select_referenced_paths(names, engine.dialect.name, surviving_at)
     with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(queries.prefer_index_lookups())
         hits = set(conn.execute(statement).scalars())
     return {path for path, names in aliases.items() if hits.intersection(names)}
 
