@@ -51,7 +51,7 @@ test: lint
 dev: install instance
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
-# 100k detections on both engines, about 4 minutes; bench-full adds 1M (about 45 minutes on this disk,
+# 100k detections on both engines, about 7 minutes here; bench-full adds 1M (about 45 minutes on this disk,
 # most of it creating and unlinking 2.8 million files for the four variants that need them).
 bench: install
 	$(BIN)/python benchmarks/bench_cleanup.py --sizes 100000
