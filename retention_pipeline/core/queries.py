@@ -169,16 +169,20 @@ def _detection_files(source: Any, delete_images: bool) -> list[Select[Any]]:
     return files
 
 
-def _queue_paths(files: list[Select[Any]], queued_at: datetime) -> Insert:
-    """SQLite: INSERT the distinct paths of `files` into the queue (an upsert costs SQLite no more)."""
+def _distinct_paths(files: list[Select[Any]], *also: Any) -> Select[Any]:
+    """Each path of `files` once, with its smallest kind (and the columns in `also`)."""
     every = union_all(*files).subquery()
-    # The WHERE keeps SQLite from reading ON CONFLICT as a join constraint of INSERT ... SELECT.
-    rows = (
-        select(every.c.path, func.min(every.c.kind), literal(queued_at, UTCDateTime()))
+    # On SQLite the WHERE also keeps ON CONFLICT from being read as a join constraint of INSERT ... SELECT.
+    return (
+        select(every.c.path, func.min(every.c.kind).label("kind"), *also)
         .where(every.c.path.is_not(None))
         .group_by(every.c.path)
     )
-    return _queue_upsert("sqlite", rows)
+
+
+def _queue_paths(files: list[Select[Any]], queued_at: datetime) -> Insert:
+    """SQLite: INSERT the distinct paths of `files` into the queue (an upsert costs SQLite no more)."""
+    return _queue_upsert("sqlite", _distinct_paths(files, literal(queued_at, UTCDateTime())))
 
 
 def delete_expired_detections_queueing_files(
@@ -205,13 +209,7 @@ def _deleting_and_queueing(deleted: CTE, files: list[Select[Any]], queued_at: da
     run holds its lock, and the unique index still refuses a duplicate if one ever did.
     """
     q = retention_file_queue
-    every = union_all(*files).subquery()
-    paths = (
-        select(every.c.path, func.min(every.c.kind).label("kind"))
-        .where(every.c.path.is_not(None))
-        .group_by(every.c.path)
-        .cte("paths")
-    )
+    paths = _distinct_paths(files).cte("paths")
     matched = (
         select(paths.c.path, paths.c.kind, q.c.id.label("queued_id"), q.c.kind.label("queued_kind"))
         .select_from(paths.outerjoin(q, q.c.path == paths.c.path))
