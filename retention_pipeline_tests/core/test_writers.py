@@ -2,33 +2,52 @@
 
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from sqlalchemy import insert, select
+from sqlalchemy.engine import Connection, Engine
 
 from retention_pipeline.core.db import write_transaction
 from retention_pipeline.core.schema import detections, event_detections
 from retention_pipeline_tests.factories import CameraWorld
 
 
+@contextmanager
+def writer_holding_a_transaction(
+    engine: Engine, work: Callable[[Connection], None], seconds: float
+) -> Iterator[None]:
+    """A camera-system writer that does `work` and keeps its transaction open `seconds` longer, on a thread
+    started (and its work done) before the body runs and joined after it."""
+    ready = threading.Event()
+
+    def writer() -> None:
+        with write_transaction(engine) as conn:
+            work(conn)
+            ready.set()
+            time.sleep(seconds)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    ready.wait(5)
+    try:
+        yield
+    finally:
+        thread.join()
+
+
 def test_a_batch_blocked_by_a_writers_lock_completes_after_it_is_released(world: CameraWorld):
     expired = [world.detection(world.old(), thumbnail=None) for _ in range(5)]
     kept = world.detection(world.recent(), thumbnail=None)
-    locked = threading.Event()
 
-    def writer_holding_a_lock() -> None:
+    def lock_a_row(conn: Connection) -> None:
         # On PostgreSQL a row lock on an expired detection; on SQLite the database's write lock.
-        with write_transaction(world.engine) as conn:
-            conn.execute(select(detections.c.id).where(detections.c.id == expired[2]).with_for_update())
-            conn.execute(detections.update().where(detections.c.id == kept).values(object_type="car"))
-            locked.set()
-            time.sleep(1.5)
+        conn.execute(select(detections.c.id).where(detections.c.id == expired[2]).with_for_update())
+        conn.execute(detections.update().where(detections.c.id == kept).values(object_type="car"))
 
-    writer = threading.Thread(target=writer_holding_a_lock)
-    writer.start()
-    locked.wait(5)
-    started = time.perf_counter()
-    stats = world.run(batch_size=2)
-    writer.join()
+    with writer_holding_a_transaction(world.engine, lock_a_row, 1.5):
+        started = time.perf_counter()
+        stats = world.run(batch_size=2)
 
     assert world.ids(detections) == {kept}
     assert stats.detections_deleted == 5
@@ -40,25 +59,15 @@ def test_a_batch_blocked_by_a_writers_lock_completes_after_it_is_released(world:
 def test_an_expired_detection_linked_to_a_retained_event_while_its_batch_waits_is_kept(world: CameraWorld):
     expired = [world.detection(world.old(), thumbnail=None) for _ in range(4)]
     retained_event = world.event(world.recent(), clip=None)
-    linked = threading.Event()
 
-    def writer_linking_an_old_detection() -> None:
+    def link_an_old_detection(conn: Connection) -> None:
         # The link is not committed when the batch starts: the batch must wait for it (PostgreSQL: the
         # link's KEY SHARE lock on the detection; SQLite: the write lock) and then see it.
-        with write_transaction(world.engine) as conn:
-            conn.execute(
-                insert(event_detections).values(
-                    event_id=retained_event, detection_id=expired[1], created_at=world.now
-                )
-            )
-            linked.set()
-            time.sleep(0.3)
+        link = {"event_id": retained_event, "detection_id": expired[1], "created_at": world.now}
+        conn.execute(insert(event_detections).values(**link))
 
-    writer = threading.Thread(target=writer_linking_an_old_detection)
-    writer.start()
-    linked.wait(5)
-    stats = world.run(batch_size=10)
-    writer.join()
+    with writer_holding_a_transaction(world.engine, link_an_old_detection, 0.3):
+        stats = world.run(batch_size=10)
 
     assert world.ids(detections) == {expired[1]}
     assert world.count(event_detections) == 1
