@@ -51,6 +51,7 @@ CUTOFF = NOW - timedelta(days=30)
 PER_EVENT = 5
 CHUNK = 50_000
 BATCH_SIZE = int(os.environ.get("BENCH_BATCH_SIZE", "2000"))
+TARGET_MS = float(os.environ.get("BENCH_TARGET_MS", "50"))  # the job's transaction_target_ms (0: off)
 
 
 def _rows(n: int) -> dict[str, list[dict]]:
@@ -247,6 +248,7 @@ def run_job(url: str, media: Path, dry_run: bool) -> dict:
         "dry_run": dry_run,
         "delete_images": True,
         "batch_size": BATCH_SIZE,
+        "transaction_target_ms": TARGET_MS,
         "reference_time": NOW.isoformat(),
     }
     with dg.instance_for_test() as instance:

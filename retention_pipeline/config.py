@@ -19,7 +19,14 @@ class CleanupConfig(dg.Config):
     delete_images: bool | None = Field(
         default=None, description="Also delete original images of deleted detections."
     )
-    batch_size: int | None = Field(default=None, description="Rows per delete transaction (1 to 100000).")
+    batch_size: int | None = Field(
+        default=None, description="Most rows per delete transaction (1 to 100000)."
+    )
+    transaction_target_ms: float | None = Field(
+        default=None,
+        description="Milliseconds each delete transaction aims for: batches shrink below batch_size when"
+        " one runs longer (0: always batch_size; default TRANSACTION_TARGET_MS, 50).",
+    )
     file_chunk_size: int | None = Field(
         default=None,
         description="Queued files per delete_expired_files share (default 50000); shares run in parallel"

@@ -63,6 +63,7 @@ def plan_cleanup(
             batch_size=config.batch_size,
             delete_images=config.delete_images,
             file_chunk_size=config.file_chunk_size,
+            transaction_target_ms=config.transaction_target_ms,
             emergency=config.emergency,
         )
         cleanup.prepare_database(_claimed_engine(context, camera_system))

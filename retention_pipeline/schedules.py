@@ -22,6 +22,7 @@ def scheduled_run_config(settings: Settings, tick: datetime) -> dict[str, Any]:
                     "log_retention_days": settings.log_retention_days,
                     "delete_images": settings.delete_images,
                     "batch_size": settings.batch_size,
+                    "transaction_target_ms": settings.transaction_target_ms,
                     "reference_time": tick.astimezone(UTC).isoformat(),
                 }
             }

@@ -75,6 +75,11 @@ def _parse_number(name: str, raw: object, low: float, high: float, what: str) ->
     return value
 
 
+def parse_transaction_target(name: str, raw: object) -> float:
+    """Milliseconds a delete transaction should aim for, between 0 (off: fixed batch size) and a minute."""
+    return _parse_number(name, raw, 0, 60_000, "a number of milliseconds")
+
+
 def parse_clock_time(name: str, raw: str) -> time:
     """A 24-hour HH:MM time of day."""
     match = _HHMM.match(raw.strip())
@@ -125,6 +130,7 @@ class Settings:
     cleanup_time: time = time(3, 0)
     cleanup_timezone: str = "UTC"
     batch_size: int = 1000
+    transaction_target_ms: float = 50.0
     delete_images: bool = False
     media_root: Path = Path(".")
     thumbnail_dir: Path = Path("data/thumbnails")
@@ -168,6 +174,7 @@ class Settings:
         take("cleanup_time", "CLEANUP_TIME", parse_clock_time)
         take("cleanup_timezone", "CLEANUP_TIMEZONE", parse_timezone)
         take("batch_size", "CLEANUP_BATCH_SIZE", parse_batch_size)
+        take("transaction_target_ms", "TRANSACTION_TARGET_MS", parse_transaction_target)
         take("delete_images", "DELETE_IMAGES", parse_bool)
         for field, var in (
             ("media_root", "MEDIA_ROOT"),

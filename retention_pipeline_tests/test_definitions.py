@@ -33,6 +33,7 @@ def test_empty_launchpad_config_validates_as_a_dry_run():
 def test_schedule_sends_a_complete_real_run_config_with_its_tick(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("RETENTION_DAYS", "14")
     monkeypatch.setenv("CLEANUP_BATCH_SIZE", "500")
+    monkeypatch.setenv("TRANSACTION_TARGET_MS", "80")
     settings = Settings(cleanup_time=Settings().cleanup_time, cleanup_timezone="Europe/Berlin")
     schedule = build_daily_schedule(settings)
     tick = datetime.fromisoformat("2026-03-29T03:00:00+02:00")  # the spring-forward day in Berlin
@@ -48,6 +49,7 @@ def test_schedule_sends_a_complete_real_run_config_with_its_tick(monkeypatch: py
         "log_retention_days": 7,
         "delete_images": False,
         "batch_size": 500,
+        "transaction_target_ms": 80.0,
         "reference_time": "2026-03-29T01:00:00+00:00",
     }
     dg.validate_run_config(data_cleanup, request.run_config)

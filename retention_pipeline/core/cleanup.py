@@ -59,7 +59,13 @@ def clean_detections(engine: Engine, plan: CleanupPlan, progress: Progress) -> R
     if plan.dry_run:
         return RowCounts(deleted=purge.count_rows(engine, queries.count_expired_detections(plan.cutoff)))
     return purge.purge_detections(
-        engine, plan.cutoff, plan.batch_size, plan.delete_images, progress, plan.progress_interval_seconds
+        engine,
+        plan.cutoff,
+        plan.batch_size,
+        plan.delete_images,
+        progress,
+        plan.progress_interval_seconds,
+        plan.transaction_target_s,
     )
 
 
@@ -70,7 +76,14 @@ def clean_events(engine: Engine, plan: CleanupPlan, progress: Progress) -> RowCo
             deleted=purge.count_rows(engine, queries.count_expired_events(plan.cutoff)),
             children_deleted=purge.count_rows(engine, queries.count_alerts_of_expired_events(plan.cutoff)),
         )
-    return purge.purge_events(engine, plan.cutoff, plan.batch_size, progress, plan.progress_interval_seconds)
+    return purge.purge_events(
+        engine,
+        plan.cutoff,
+        plan.batch_size,
+        progress,
+        plan.progress_interval_seconds,
+        plan.transaction_target_s,
+    )
 
 
 def clean_gpu_stats(engine: Engine, plan: CleanupPlan, progress: Progress) -> RowCounts:
@@ -94,7 +107,14 @@ def _clean_table(
     if plan.dry_run:
         return RowCounts(deleted=purge.count_rows(engine, queries.count_expired_rows(table, column, cutoff)))
     return purge.purge_rows(
-        engine, table, column, cutoff, plan.batch_size, progress, plan.progress_interval_seconds
+        engine,
+        table,
+        column,
+        cutoff,
+        plan.batch_size,
+        progress,
+        plan.progress_interval_seconds,
+        plan.transaction_target_s,
     )
 
 

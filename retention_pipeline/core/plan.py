@@ -6,7 +6,14 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from ..settings import Settings, SettingsError, parse_batch_size, parse_bool, parse_days
+from ..settings import (
+    Settings,
+    SettingsError,
+    parse_batch_size,
+    parse_bool,
+    parse_days,
+    parse_transaction_target,
+)
 
 
 @dataclass(frozen=True)
@@ -27,6 +34,12 @@ class CleanupPlan:
     file_chunk_size: int = 50_000
     emergency: bool = False
     progress_interval_seconds: float = Settings.progress_interval_seconds
+    transaction_target_ms: float = Settings.transaction_target_ms
+
+    @property
+    def transaction_target_s(self) -> float | None:
+        """The time each delete transaction aims for; None keeps every batch at batch_size."""
+        return self.transaction_target_ms / 1000 or None
 
     def with_retention(self, days: int) -> CleanupPlan:
         """The same run with a shorter data retention (emergency mode); logs keep their own."""
@@ -38,8 +51,13 @@ class CleanupPlan:
         return (
             f"{mode}: rows before {self.cutoff.isoformat()} ({self.retention_days} days),"
             f" logs before {self.log_cutoff.isoformat()} ({self.log_retention_days} days),"
-            f" batches of {self.batch_size}, delete_images={self.delete_images}"
+            f" batches of {self.batch_size}{self._target()}, delete_images={self.delete_images}"
         )
+
+    def _target(self) -> str:
+        if not self.transaction_target_ms:
+            return ""
+        return f" (fewer when a transaction runs past {self.transaction_target_ms:g} ms)"
 
 
 def parse_reference_time(raw: str) -> datetime:
@@ -63,6 +81,7 @@ def make_plan(
     batch_size: object = None,
     delete_images: object = None,
     file_chunk_size: object = None,
+    transaction_target_ms: object = None,
     emergency: bool = False,
 ) -> CleanupPlan:
     """Combine the environment's settings with a run's overrides; raise SettingsError on bad values."""
@@ -84,11 +103,17 @@ def make_plan(
     size = pick("batch_size", batch_size, settings.batch_size, parse_batch_size)
     images = pick("delete_images", delete_images, settings.delete_images, parse_bool)
     chunk = pick("file_chunk_size", file_chunk_size, 50_000, parse_batch_size)
+    target = pick(
+        "transaction_target_ms",
+        transaction_target_ms,
+        settings.transaction_target_ms,
+        parse_transaction_target,
+    )
     if errors:
         raise SettingsError("Invalid run configuration: " + "; ".join(errors))
     reference = reference_time.astimezone(UTC)
     assert isinstance(days, int) and isinstance(log_days, int) and isinstance(size, int)
-    assert isinstance(chunk, int)
+    assert isinstance(chunk, int) and isinstance(target, float | int)
     return CleanupPlan(
         reference_time=reference,
         cutoff=reference - timedelta(days=days),
@@ -104,4 +129,5 @@ def make_plan(
         file_chunk_size=chunk,
         emergency=emergency,
         progress_interval_seconds=settings.progress_interval_seconds,
+        transaction_target_ms=float(target),
     )

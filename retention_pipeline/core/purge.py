@@ -58,6 +58,31 @@ class EverySoOften:
             self._progress(message)
 
 
+class BatchSizer:
+    """How many rows the next batch may take: at most the configured batch size, and fewer when batches
+    run past the time target, so no transaction holds its locks much longer than the target whatever the
+    disk, the table's size or the machine's load (pt-online-schema-change's --chunk-time).
+
+    With a target, the first batch is small (nothing is known yet about how long a row takes) and each
+    quick batch lets the next grow by half; a long batch shrinks the next one at once, in proportion.
+    """
+
+    GROWTH = 1.5
+    FIRST = 100
+
+    def __init__(self, largest: int, target_s: float | None) -> None:
+        self.largest = largest
+        self.target_s = target_s or None
+        self.size = largest if self.target_s is None else min(largest, self.FIRST)
+
+    def record(self, seconds: float) -> None:
+        """Size the next batch from how long one of the current size held its transaction."""
+        if self.target_s is None or seconds <= 0:
+            return
+        fitting = int(self.size * self.target_s / seconds)
+        self.size = max(1, min(self.largest, fitting, int(self.size * self.GROWTH) or 1))
+
+
 def with_retries(step: Callable[[], T], counts: RowCounts, progress: Progress) -> T:
     """Run one batch, repeating it with backoff after a transient database error.
 
@@ -79,7 +104,8 @@ def _loop(
     engine: Engine,
     name: str,
     id_span: Any,
-    step: Callable[[int, int], Batch],
+    step: Callable[[int, int, int], Batch],
+    sizer: BatchSizer,
     progress: Progress,
     progress_every_s: float,
 ) -> RowCounts:
@@ -93,12 +119,16 @@ def _loop(
     every_so_often = EverySoOften(progress, progress_every_s)
 
     while True:
-        batch = with_retries(functools.partial(step, after_id, until_id), counts, progress)
+        batch = with_retries(functools.partial(step, after_id, until_id, sizer.size), counts, progress)
         if batch.last_id is None:
             break
         counts.add_batch(batch.deleted, batch.seconds, batch.children, batch.queued)
         after_id = batch.last_id
-        every_so_often(f"{name}: batch {counts.batches} deleted {batch.deleted} (total {counts.deleted})")
+        sizer.record(batch.seconds)
+        smaller = f", next batch {sizer.size} rows" if sizer.size < sizer.largest else ""
+        every_so_often(
+            f"{name}: batch {counts.batches} deleted {batch.deleted} (total {counts.deleted}{smaller})"
+        )
         turns.after_commit()
     progress(f"{name}: done, {counts.deleted} deleted in {counts.batches} batches")
     return counts
@@ -231,13 +261,15 @@ def purge_detections(
     delete_images: bool,
     progress: Progress = _no_progress,
     progress_every_s: float = PROGRESS_EVERY_S,
+    target_s: float | None = None,
 ) -> RowCounts:
     """Delete every expired detection, batch by batch, queueing its thumbnail (and image)."""
     return _loop(
         engine,
         "detections",
         queries.select_expired_detection_id_span(cutoff),
-        lambda after, until: delete_detection_batch(engine, cutoff, after, until, batch_size, delete_images),
+        lambda after, until, size: delete_detection_batch(engine, cutoff, after, until, size, delete_images),
+        BatchSizer(batch_size, target_s),
         progress,
         progress_every_s,
     )
@@ -249,13 +281,15 @@ def purge_events(
     batch_size: int,
     progress: Progress = _no_progress,
     progress_every_s: float = PROGRESS_EVERY_S,
+    target_s: float | None = None,
 ) -> RowCounts:
     """Delete every expired event with its alerts and links, batch by batch, queueing its clip."""
     return _loop(
         engine,
         "events",
         queries.select_expired_id_span(events, "started_at", cutoff),
-        lambda after, until: delete_event_batch(engine, cutoff, after, until, batch_size),
+        lambda after, until, size: delete_event_batch(engine, cutoff, after, until, size),
+        BatchSizer(batch_size, target_s),
         progress,
         progress_every_s,
     )
@@ -269,13 +303,15 @@ def purge_rows(
     batch_size: int,
     progress: Progress = _no_progress,
     progress_every_s: float = PROGRESS_EVERY_S,
+    target_s: float | None = None,
 ) -> RowCounts:
     """Delete every row of `table` whose `column` is before the cutoff, batch by batch."""
     return _loop(
         engine,
         table.name,
         queries.select_expired_id_span(table, column, cutoff),
-        lambda after, until: delete_row_batch(engine, table, column, cutoff, after, until, batch_size),
+        lambda after, until, size: delete_row_batch(engine, table, column, cutoff, after, until, size),
+        BatchSizer(batch_size, target_s),
         progress,
         progress_every_s,
     )

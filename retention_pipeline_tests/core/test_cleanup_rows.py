@@ -180,3 +180,36 @@ def test_progress_names_every_batch_or_one_per_interval_and_always_the_total(wor
     assert every == [f"gpu_stats: batch {n} deleted 1 (total {n})" for n in (1, 2, 3)] + [
         "gpu_stats: done, 3 deleted in 3 batches"
     ]
+
+
+def test_batches_shrink_to_the_transaction_target_and_still_delete_exactly_the_expired_rows(
+    world: CameraWorld,
+):
+    expired = [world.gpu(world.old()) for _ in range(12)]
+    kept = world.gpu(world.recent())
+
+    # No batch can finish within a nanosecond: after the first (of batch_size rows, as that is below
+    # BatchSizer.FIRST) every one is cut to a single row.
+    counts = purge.purge_rows(world.engine, gpu_stats, "recorded_at", world.cutoff, 5, target_s=1e-9)
+
+    assert world.ids(gpu_stats) == {kept}
+    assert (counts.deleted, counts.batches) == (len(expired), 1 + 7)
+
+
+def test_a_run_under_a_tight_transaction_target_deletes_and_counts_what_a_fixed_batch_run_does(
+    world: CameraWorld,
+):
+    for day in range(6):
+        event = world.event(world.old(day + 1), alerts_count=1)
+        world.detection(world.old(day + 1), events_=(event,))
+        world.gpu(world.old(day + 1))
+    kept_event = world.event(world.recent())
+    kept_detection = world.detection(world.recent(), events_=(kept_event,))
+
+    stats = world.run(batch_size=4, transaction_target_ms=0.000001)
+
+    assert world.ids(events) == {kept_event}
+    assert world.ids(detections) == {kept_detection}
+    assert (world.count(alerts), world.count(gpu_stats)) == (0, 0)
+    assert (stats.events_deleted, stats.alerts_deleted, stats.detections_deleted) == (6, 6, 6)
+    assert stats.gpu_stats_deleted == 6

@@ -16,6 +16,7 @@ def test_defaults_match_the_documented_ones():
     assert (settings.retention_days, settings.log_retention_days) == (30, 7)
     assert settings.cleanup_time == time(3, 0) and settings.cleanup_timezone == "UTC"
     assert settings.batch_size == 1000 and settings.delete_images is False
+    assert settings.transaction_target_ms == 50
     assert settings.cleanup_cron == "0 3 * * *"
 
 
@@ -38,6 +39,11 @@ def test_relative_storage_dirs_are_relative_to_media_root(tmp_path: Path):
         ("CLEANUP_TIME", "3am", "CLEANUP_TIME must be a 24-hour time HH:MM"),
         ("CLEANUP_TIMEZONE", "Mars/Olympus", "CLEANUP_TIMEZONE must be an IANA time zone name"),
         ("CLEANUP_BATCH_SIZE", "0", "CLEANUP_BATCH_SIZE must be an integer between 1 and 100000"),
+        (
+            "TRANSACTION_TARGET_MS",
+            "-5",
+            "TRANSACTION_TARGET_MS must be a number of milliseconds between 0 and 60000, got '-5'",
+        ),
         ("DELETE_IMAGES", "maybe", "DELETE_IMAGES must be true or false, got 'maybe'"),
         ("DATABASE_URL", "mysql://u:secret@h/db", "DATABASE_URL must be a sqlite:/// or postgresql://"),
         (
