@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -15,7 +14,8 @@ from sqlalchemy import Table
 from sqlalchemy.engine import Connection, Engine
 
 from . import queries
-from .db import WriterTurns, is_transient, write_transaction
+from .batch_steps import Step, detection_batches, event_batches, row_batches
+from .db import WriterTurns, is_transient
 from .schema import events
 from .stats import RowCounts
 
@@ -24,18 +24,6 @@ T = TypeVar("T")
 
 RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 PROGRESS_EVERY_S = 2.0  # the library default; runs take PROGRESS_INTERVAL_SECONDS from their plan
-
-
-@dataclass(frozen=True)
-class Batch:
-    """One committed batch: the id it reached (None when nothing was left), what it deleted, and how long
-    its write transaction was open (from BEGIN to the end of COMMIT)."""
-
-    last_id: int | None
-    deleted: int = 0
-    children: int = 0
-    queued: int = 0
-    seconds: float = 0.0
 
 
 def _no_progress(_message: str) -> None:
@@ -104,7 +92,7 @@ def _loop(
     engine: Engine,
     name: str,
     id_span: Any,
-    step: Callable[[int, int, int], Batch],
+    step: Step,
     sizer: BatchSizer,
     progress: Progress,
     progress_every_s: float,
@@ -151,109 +139,6 @@ def queue_files(connection: Connection, paths: dict[str, str]) -> int:
     return len(rows)
 
 
-def _batch_end(engine: Engine, statement: Any) -> int | None:
-    """Where the next batch ends, found in a read transaction: scanning for it takes no write lock."""
-    with engine.connect() as conn:
-        value = conn.execute(statement).scalar()
-    return None if value is None else int(value)
-
-
-def delete_detection_batch(
-    engine: Engine, cutoff: datetime, after_id: int, until_id: int, limit: int, delete_images: bool
-) -> Batch:
-    """Delete up to `limit` expired detections in (after_id, until_id] and queue their files."""
-    if engine.dialect.name == "postgresql":
-        return _delete_detection_batch_locking_rows(engine, cutoff, after_id, until_id, limit, delete_images)
-    last_id = _batch_end(engine, queries.select_detection_batch_end(cutoff, after_id, until_id, limit))
-    if last_id is None:
-        return Batch(None)
-    now = datetime.now(UTC)
-    started = time.perf_counter()
-    with write_transaction(engine) as conn:
-        # The write lock is the database's: nothing changes between the INSERT's read and the DELETE.
-        queue = queries.queue_files_of_expired_detections(cutoff, after_id, last_id, delete_images, now)
-        queued = conn.execute(queue).rowcount
-        deleted = conn.execute(queries.delete_expired_detections(cutoff, after_id, last_id)).rowcount
-    return Batch(last_id, deleted=deleted, queued=queued, seconds=time.perf_counter() - started)
-
-
-def _delete_detection_batch_locking_rows(
-    engine: Engine, cutoff: datetime, after_id: int, until_id: int, limit: int, delete_images: bool
-) -> Batch:
-    now = datetime.now(UTC)
-    started = time.perf_counter()
-    with write_transaction(engine) as conn:
-        # Linking a detection to an event takes a KEY SHARE lock on it: once the batch is locked no new
-        # link can appear, and the DELETE below applies the whole rule in a fresh snapshot that sees every
-        # link committed before the locks. Locking by the cheap half of the rule spares checking the
-        # links to retained events twice per row.
-        lock = queries.lock_next_detections_that_may_expire(cutoff, after_id, until_id, limit)
-        last_id = conn.execute(lock).scalar()
-        if last_id is None:
-            return Batch(None)
-        # The paths go from the deleted rows into the queue inside the server: none cross the wire.
-        statement = queries.delete_expired_detections_queueing_files(
-            cutoff, after_id, last_id, delete_images, now
-        )
-        deleted, queued = conn.execute(statement).one()
-    return Batch(last_id, deleted=deleted, queued=queued, seconds=time.perf_counter() - started)
-
-
-def delete_event_batch(engine: Engine, cutoff: datetime, after_id: int, until_id: int, limit: int) -> Batch:
-    """Delete up to `limit` expired events in (after_id, until_id], their alerts and links; queue clips."""
-    if engine.dialect.name == "postgresql":
-        return _delete_event_batch_locking_rows(engine, cutoff, after_id, until_id, limit)
-    last_id = _batch_end(engine, queries.select_event_batch_end(cutoff, after_id, until_id, limit))
-    if last_id is None:
-        return Batch(None)
-    now = datetime.now(UTC)
-    started = time.perf_counter()
-    with write_transaction(engine) as conn:
-        alerts = _delete_children_of_events(conn, cutoff, after_id, last_id)
-        queued = conn.execute(queries.queue_clips_of_expired_events(cutoff, after_id, last_id, now)).rowcount
-        deleted = conn.execute(queries.delete_expired_events(cutoff, after_id, last_id)).rowcount
-    seconds = time.perf_counter() - started
-    return Batch(last_id, deleted=deleted, children=alerts, queued=queued, seconds=seconds)
-
-
-def _delete_event_batch_locking_rows(
-    engine: Engine, cutoff: datetime, after_id: int, until_id: int, limit: int
-) -> Batch:
-    now = datetime.now(UTC)
-    started = time.perf_counter()
-    with write_transaction(engine) as conn:
-        # Locked events cannot gain a child (alert, link) until this batch commits.
-        last_id = conn.execute(queries.lock_next_expired_events(cutoff, after_id, until_id, limit)).scalar()
-        if last_id is None:
-            return Batch(None)
-        alerts = _delete_children_of_events(conn, cutoff, after_id, last_id)
-        statement = queries.delete_expired_events_queueing_clips(cutoff, after_id, last_id, now)
-        deleted, queued = conn.execute(statement).one()
-    seconds = time.perf_counter() - started
-    return Batch(last_id, deleted=deleted, children=alerts, queued=queued, seconds=seconds)
-
-
-def _delete_children_of_events(conn: Connection, cutoff: datetime, after_id: int, last_id: int) -> int:
-    """Delete the alerts and links of one range of expired events; returns how many alerts went."""
-    alerts = conn.execute(queries.delete_alerts_of_expired_events(cutoff, after_id, last_id))
-    conn.execute(queries.delete_links_of_expired_events(cutoff, after_id, last_id))
-    return alerts.rowcount
-
-
-def delete_row_batch(
-    engine: Engine, table: Table, column: str, cutoff: datetime, after_id: int, until_id: int, limit: int
-) -> Batch:
-    """Delete up to `limit` expired rows in (after_id, until_id] from a table without files or children."""
-    batch_end = queries.select_last_id_of_expired_batch(table, column, cutoff, after_id, until_id, limit)
-    last_id = _batch_end(engine, batch_end)
-    if last_id is None:
-        return Batch(None)
-    started = time.perf_counter()
-    with write_transaction(engine) as conn:
-        result = conn.execute(queries.delete_expired_rows(table, column, cutoff, after_id, last_id))
-    return Batch(last_id, deleted=result.rowcount, seconds=time.perf_counter() - started)
-
-
 def purge_detections(
     engine: Engine,
     cutoff: datetime,
@@ -268,7 +153,7 @@ def purge_detections(
         engine,
         "detections",
         queries.select_expired_detection_id_span(cutoff),
-        lambda after, until, size: delete_detection_batch(engine, cutoff, after, until, size, delete_images),
+        detection_batches(engine, cutoff, delete_images),
         BatchSizer(batch_size, target_s),
         progress,
         progress_every_s,
@@ -288,7 +173,7 @@ def purge_events(
         engine,
         "events",
         queries.select_expired_id_span(events, "started_at", cutoff),
-        lambda after, until, size: delete_event_batch(engine, cutoff, after, until, size),
+        event_batches(engine, cutoff),
         BatchSizer(batch_size, target_s),
         progress,
         progress_every_s,
@@ -310,7 +195,7 @@ def purge_rows(
         engine,
         table.name,
         queries.select_expired_id_span(table, column, cutoff),
-        lambda after, until, size: delete_row_batch(engine, table, column, cutoff, after, until, size),
+        row_batches(engine, table, column, cutoff),
         BatchSizer(batch_size, target_s),
         progress,
         progress_every_s,

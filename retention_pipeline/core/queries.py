@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    CTE,
     Boolean,
     ColumnElement,
     Delete,
@@ -21,14 +20,12 @@ from sqlalchemy import (
     bindparam,
     exists,
     func,
-    insert,
     literal,
     not_,
     or_,
     select,
     union,
     union_all,
-    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -121,55 +118,7 @@ def select_expired_id_span(table: Table, column: str, cutoff: datetime) -> Selec
     return select(func.min(table.c.id), func.max(table.c.id)).where(older(table.c[column], cutoff))
 
 
-def select_detection_batch_end(cutoff: datetime, after_id: int, until_id: int, limit: int) -> Select[Any]:
-    """The highest id among the next `limit` expired detections in (after_id, until_id] (None: none left)."""
-    return _end_of_next_batch(detections, detection_expired(cutoff), after_id, until_id, limit)
-
-
-def lock_next_detections_that_may_expire(
-    cutoff: datetime, after_id: int, until_id: int, limit: int
-) -> Select[Any]:
-    """PostgreSQL: lock the next `limit` detections in (after_id, until_id] that may have expired; the
-    highest id locked. Which of them have is for the DELETE to decide, once the locks are held."""
-    candidates = detection_may_expire(cutoff)
-    return _end_of_next_batch(detections, candidates, after_id, until_id, limit, lock=True)
-
-
-def _end_of_next_batch(
-    table: Table, expired: ColumnElement[bool], after_id: int, until_id: int, limit: int, lock: bool = False
-) -> Select[Any]:
-    batch = (
-        select(table.c.id)
-        .where(table.c.id > after_id, table.c.id <= until_id, expired)
-        .order_by(table.c.id)
-        .limit(limit)
-    )
-    if lock:
-        batch = batch.with_for_update(of=table)
-    return select(func.max(batch.subquery().c.id))
-
-
-def _expired_detections_in_range(cutoff: datetime, after_id: int, last_id: int) -> ColumnElement[bool]:
-    return and_(detections.c.id > after_id, detections.c.id <= last_id, detection_expired(cutoff))
-
-
-def _detection_files(source: Any, delete_images: bool) -> list[Select[Any]]:
-    """(path, kind) of each file of the detections in `source`: thumbnails, and images if deleted too."""
-    files = [
-        select(source.c.thumbnail_path.label("path"), literal("thumbnail", String).label("kind")).where(
-            source.c.thumbnail_path != ""
-        )
-    ]
-    if delete_images:
-        files.append(
-            select(source.c.file_path.label("path"), literal("image", String).label("kind")).where(
-                source.c.file_path != ""
-            )
-        )
-    return files
-
-
-def _distinct_paths(files: list[Select[Any]], *also: Any) -> Select[Any]:
+def distinct_paths(files: list[Select[Any]], *also: Any) -> Select[Any]:
     """Each path of `files` once, with its smallest kind (and the columns in `also`)."""
     every = union_all(*files).subquery()
     # On SQLite the WHERE also keeps ON CONFLICT from being read as a join constraint of INSERT ... SELECT.
@@ -180,147 +129,9 @@ def _distinct_paths(files: list[Select[Any]], *also: Any) -> Select[Any]:
     )
 
 
-def _queue_paths(files: list[Select[Any]], queued_at: datetime) -> Insert:
-    """SQLite: INSERT the distinct paths of `files` into the queue (an upsert costs SQLite no more)."""
-    return _queue_upsert("sqlite", _distinct_paths(files, literal(queued_at, UTCDateTime())))
-
-
-def delete_expired_detections_queueing_files(
-    cutoff: datetime, after_id: int, last_id: int, delete_images: bool, queued_at: datetime
-) -> Select[Any]:
-    """PostgreSQL: in one statement, delete the batch's still-expired detections and queue their files;
-    returns (rows deleted, paths queued)."""
-    deleted = (
-        detections.delete()
-        .where(_expired_detections_in_range(cutoff, after_id, last_id))
-        .returning(detections.c.thumbnail_path, detections.c.file_path)
-        .cte("deleted")
-    )
-    return _deleting_and_queueing(deleted, _detection_files(deleted, delete_images), queued_at)
-
-
-def _deleting_and_queueing(deleted: CTE, files: list[Select[Any]], queued_at: datetime) -> Select[Any]:
-    """PostgreSQL: (rows deleted, distinct paths queued) of one DELETE ... RETURNING whose files go into
-    the queue in the same statement.
-
-    Not INSERT ... ON CONFLICT: its speculative insertion made the queue ~40 % of a detection batch.
-    One outer join to the queue's path index sorts the batch's paths into new ones (plain INSERT) and
-    ones already queued (UPDATE to the smaller kind, rarely any row). No other writer queues while the
-    run holds its lock, and the unique index still refuses a duplicate if one ever did.
-    """
-    q = retention_file_queue
-    paths = _distinct_paths(files).cte("paths")
-    matched = (
-        select(paths.c.path, paths.c.kind, q.c.id.label("queued_id"), q.c.kind.label("queued_kind"))
-        .select_from(paths.outerjoin(q, q.c.path == paths.c.path))
-        .cte("matched")
-    )
-    new = select(matched.c.path, matched.c.kind, literal(queued_at, UTCDateTime())).where(
-        matched.c.queued_id.is_(None)
-    )
-    inserted = insert(q).from_select(["path", "kind", "queued_at"], new).returning(q.c.id).cte("inserted")
-    rekinded = (
-        update(q)
-        .where(q.c.id == matched.c.queued_id, matched.c.kind < matched.c.queued_kind)
-        .values(kind=matched.c.kind)
-        .returning(q.c.id)
-        .cte("rekinded")
-    )
-    # Both writes are named so they run; PostgreSQL runs a data-modifying WITH to completion either way.
-    return select(
-        select(func.count()).select_from(deleted).scalar_subquery(),
-        select(func.count()).select_from(matched).scalar_subquery(),
-    ).add_cte(inserted, rekinded)
-
-
-def queue_files_of_expired_detections(
-    cutoff: datetime, after_id: int, last_id: int, delete_images: bool, queued_at: datetime
-) -> Any:
-    """SQLite: queue the files of the batch's expired detections (the DELETE follows in the same
-    transaction, which holds the write lock, so both see the same rows)."""
-    batch = select(detections).where(_expired_detections_in_range(cutoff, after_id, last_id)).subquery()
-    return _queue_paths(_detection_files(batch, delete_images), queued_at)
-
-
-def delete_expired_detections(cutoff: datetime, after_id: int, last_id: int) -> Delete:
-    """Delete the batch's detections that are still expired."""
-    return detections.delete().where(_expired_detections_in_range(cutoff, after_id, last_id))
-
-
 def count_expired_detections(cutoff: datetime) -> Select[Any]:
     """How many detections a run at this cutoff deletes."""
     return select(func.count()).select_from(detections).where(detection_expired(cutoff))
-
-
-def select_event_batch_end(cutoff: datetime, after_id: int, until_id: int, limit: int) -> Select[Any]:
-    """The highest id among the next `limit` expired events in (after_id, until_id] (None: none left)."""
-    return select_last_id_of_expired_batch(events, "started_at", cutoff, after_id, until_id, limit)
-
-
-def lock_next_expired_events(cutoff: datetime, after_id: int, until_id: int, limit: int) -> Select[Any]:
-    """PostgreSQL: lock the next `limit` expired events in (after_id, until_id]; the highest id locked."""
-    expired = older(events.c.started_at, cutoff)
-    return _end_of_next_batch(events, expired, after_id, until_id, limit, lock=True)
-
-
-def _event_expired_in_range(cutoff: datetime, after_id: int, last_id: int) -> ColumnElement[bool]:
-    return and_(events.c.id > after_id, events.c.id <= last_id, older(events.c.started_at, cutoff))
-
-
-def _expired_events_in_range(cutoff: datetime, after_id: int, last_id: int) -> Select[Any]:
-    return select(events.c.id).where(_event_expired_in_range(cutoff, after_id, last_id))
-
-
-def delete_alerts_of_expired_events(cutoff: datetime, after_id: int, last_id: int) -> Delete:
-    """Delete the alerts of the batch's expired events (children first, cascade or not)."""
-    return alerts.delete().where(_of_expired_events(alerts.c.event_id, cutoff, after_id, last_id))
-
-
-def delete_links_of_expired_events(cutoff: datetime, after_id: int, last_id: int) -> Delete:
-    """Delete the event_detections rows of the batch's expired events."""
-    return event_detections.delete().where(
-        _of_expired_events(event_detections.c.event_id, cutoff, after_id, last_id)
-    )
-
-
-def _of_expired_events(event_id: Any, cutoff: datetime, after_id: int, last_id: int) -> ColumnElement[bool]:
-    # The id range on the child's own column lets its event_id index find the batch's children; with
-    # only the IN (...) PostgreSQL read every alert per batch (hash join), 28 ms of a 2000-event batch.
-    batch = _expired_events_in_range(cutoff, after_id, last_id)
-    return and_(event_id > after_id, event_id <= last_id, event_id.in_(batch.scalar_subquery()))
-
-
-def _event_clips(source: Any) -> list[Select[Any]]:
-    return [
-        select(source.c.clip_path.label("path"), literal("clip", String).label("kind")).where(
-            source.c.clip_path != ""
-        )
-    ]
-
-
-def delete_expired_events_queueing_clips(
-    cutoff: datetime, after_id: int, last_id: int, queued_at: datetime
-) -> Select[Any]:
-    """PostgreSQL: in one statement, delete the batch's expired events and queue their clips;
-    returns (rows deleted, paths queued)."""
-    deleted = (
-        events.delete()
-        .where(_event_expired_in_range(cutoff, after_id, last_id))
-        .returning(events.c.clip_path)
-        .cte("deleted")
-    )
-    return _deleting_and_queueing(deleted, _event_clips(deleted), queued_at)
-
-
-def queue_clips_of_expired_events(cutoff: datetime, after_id: int, last_id: int, queued_at: datetime) -> Any:
-    """SQLite: queue the clips of the batch's expired events (their DELETE follows in the transaction)."""
-    batch = select(events).where(_event_expired_in_range(cutoff, after_id, last_id)).subquery()
-    return _queue_paths(_event_clips(batch), queued_at)
-
-
-def delete_expired_events(cutoff: datetime, after_id: int, last_id: int) -> Delete:
-    """Delete the batch's expired events."""
-    return events.delete().where(_event_expired_in_range(cutoff, after_id, last_id))
 
 
 def count_expired_events(cutoff: datetime) -> Select[Any]:
@@ -334,18 +145,6 @@ def count_alerts_of_expired_events(cutoff: datetime) -> Select[Any]:
     return select(func.count()).select_from(alerts).where(alerts.c.event_id.in_(expired.scalar_subquery()))
 
 
-def select_last_id_of_expired_batch(
-    table: Table, column: str, cutoff: datetime, after_id: int, until_id: int, limit: int
-) -> Select[Any]:
-    """The highest id among the next `limit` expired rows in (after_id, until_id] of a table."""
-    return _end_of_next_batch(table, older(table.c[column], cutoff), after_id, until_id, limit)
-
-
-def delete_expired_rows(table: Table, column: str, cutoff: datetime, after_id: int, last_id: int) -> Delete:
-    """Delete one id range of expired rows from a table without children."""
-    return table.delete().where(table.c.id > after_id, table.c.id <= last_id, older(table.c[column], cutoff))
-
-
 def count_expired_rows(table: Table, column: str, cutoff: datetime) -> Select[Any]:
     """How many rows of a table without children a run at this cutoff deletes."""
     return select(func.count()).select_from(table).where(older(table.c[column], cutoff))
@@ -356,11 +155,11 @@ def insert_queued_file(dialect_name: str) -> Insert | ReturningInsert[Any]:
     if dialect_name == "postgresql":
         # RETURNING makes SQLAlchemy batch the rows into multi-row VALUES ("insertmanyvalues");
         # without it psycopg2 sends one statement per row, ten times slower.
-        return _queue_upsert(dialect_name).returning(retention_file_queue.c.id)
-    return _queue_upsert(dialect_name)
+        return queue_upsert(dialect_name).returning(retention_file_queue.c.id)
+    return queue_upsert(dialect_name)
 
 
-def _queue_upsert(dialect_name: str, rows: Select[Any] | None = None) -> Insert:
+def queue_upsert(dialect_name: str, rows: Select[Any] | None = None) -> Insert:
     """INSERT into the queue, from `rows` or from parameters; a path queued already keeps the smaller kind
     ('image' before 'thumbnail'), which is what the dry-run preview reports for it."""
     q = retention_file_queue.c

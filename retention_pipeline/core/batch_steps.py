@@ -1,0 +1,154 @@
+"""What one purge batch does on each engine: find (or lock) the next batch of expired rows, delete it
+and queue its files, all in one short write transaction. The statements are built once per purge.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.engine import Connection, Engine
+
+from . import batch_statements as statements
+from .db import write_transaction
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One committed batch: the id it reached (None when nothing was left), what it deleted, and how long
+    its write transaction was open (from BEGIN to the end of COMMIT)."""
+
+    last_id: int | None
+    deleted: int = 0
+    children: int = 0
+    queued: int = 0
+    seconds: float = 0.0
+
+
+# One batch: (after_id, until_id, limit) -> what it committed.
+Step = Callable[[int, int, int], Batch]
+
+
+def _batch_end(engine: Engine, statement: Any, parameters: dict[str, int]) -> int | None:
+    """Where the next batch ends, found in a read transaction: scanning for it takes no write lock."""
+    with engine.connect() as conn:
+        value = conn.execute(statement, parameters).scalar()
+    return None if value is None else int(value)
+
+
+def detection_batches(engine: Engine, cutoff: datetime, delete_images: bool) -> Step:
+    """The batch step of purge_detections: delete up to `limit` expired detections in (after_id,
+    until_id] and queue their files."""
+    if engine.dialect.name == "postgresql":
+        lock = statements.lock_next_detections_that_may_expire(cutoff)
+        delete_and_queue = statements.delete_expired_detections_queueing_files(cutoff, delete_images)
+
+        def locking_rows(after_id: int, until_id: int, limit: int) -> Batch:
+            now = datetime.now(UTC)
+            started = time.perf_counter()
+            with write_transaction(engine) as conn:
+                # Linking a detection to an event takes a KEY SHARE lock on it: once the batch is locked
+                # no new link can appear, and the DELETE below applies the whole rule in a fresh snapshot
+                # that sees every link committed before the locks. Locking by the cheap half of the rule
+                # spares checking the links to retained events twice per row.
+                last_id = conn.execute(lock, statements.span(after_id, until_id, limit)).scalar()
+                if last_id is None:
+                    return Batch(None)
+                # The paths go from the deleted rows into the queue inside the server: none cross the wire.
+                result = conn.execute(delete_and_queue, statements.id_range(after_id, last_id, now))
+                deleted, queued = result.one()
+            return Batch(last_id, deleted=deleted, queued=queued, seconds=time.perf_counter() - started)
+
+        return locking_rows
+
+    batch_end = statements.select_detection_batch_end(cutoff)
+    queue = statements.queue_files_of_expired_detections(cutoff, delete_images)
+    delete = statements.delete_expired_detections(cutoff)
+
+    def under_write_lock(after_id: int, until_id: int, limit: int) -> Batch:
+        last_id = _batch_end(engine, batch_end, statements.span(after_id, until_id, limit))
+        if last_id is None:
+            return Batch(None)
+        now = datetime.now(UTC)
+        started = time.perf_counter()
+        with write_transaction(engine) as conn:
+            # The write lock is the database's: nothing changes between the INSERT's read and the DELETE.
+            queued = conn.execute(queue, statements.id_range(after_id, last_id, now)).rowcount
+            deleted = conn.execute(delete, statements.id_range(after_id, last_id)).rowcount
+        return Batch(last_id, deleted=deleted, queued=queued, seconds=time.perf_counter() - started)
+
+    return under_write_lock
+
+
+def event_batches(engine: Engine, cutoff: datetime) -> Step:
+    """The batch step of purge_events: delete up to `limit` expired events in (after_id, until_id], their
+    alerts and links, and queue their clips."""
+    alerts = statements.delete_alerts_of_expired_events(cutoff)
+    links = statements.delete_links_of_expired_events(cutoff)
+
+    def delete_children(conn: Connection, after_id: int, last_id: int) -> int:
+        """Delete the alerts and links of one range of expired events; returns how many alerts went."""
+        deleted_alerts = conn.execute(alerts, statements.id_range(after_id, last_id)).rowcount
+        conn.execute(links, statements.id_range(after_id, last_id))
+        return deleted_alerts
+
+    if engine.dialect.name == "postgresql":
+        lock = statements.lock_next_expired_events(cutoff)
+        delete_and_queue = statements.delete_expired_events_queueing_clips(cutoff)
+
+        def locking_rows(after_id: int, until_id: int, limit: int) -> Batch:
+            now = datetime.now(UTC)
+            started = time.perf_counter()
+            with write_transaction(engine) as conn:
+                # Locked events cannot gain a child (alert, link) until this batch commits.
+                last_id = conn.execute(lock, statements.span(after_id, until_id, limit)).scalar()
+                if last_id is None:
+                    return Batch(None)
+                children = delete_children(conn, after_id, last_id)
+                result = conn.execute(delete_and_queue, statements.id_range(after_id, last_id, now))
+                deleted, queued = result.one()
+            seconds = time.perf_counter() - started
+            return Batch(last_id, deleted=deleted, children=children, queued=queued, seconds=seconds)
+
+        return locking_rows
+
+    batch_end = statements.select_event_batch_end(cutoff)
+    queue = statements.queue_clips_of_expired_events(cutoff)
+    delete = statements.delete_expired_events(cutoff)
+
+    def under_write_lock(after_id: int, until_id: int, limit: int) -> Batch:
+        last_id = _batch_end(engine, batch_end, statements.span(after_id, until_id, limit))
+        if last_id is None:
+            return Batch(None)
+        now = datetime.now(UTC)
+        started = time.perf_counter()
+        with write_transaction(engine) as conn:
+            children = delete_children(conn, after_id, last_id)
+            queued = conn.execute(queue, statements.id_range(after_id, last_id, now)).rowcount
+            deleted = conn.execute(delete, statements.id_range(after_id, last_id)).rowcount
+        seconds = time.perf_counter() - started
+        return Batch(last_id, deleted=deleted, children=children, queued=queued, seconds=seconds)
+
+    return under_write_lock
+
+
+def row_batches(engine: Engine, table: Table, column: str, cutoff: datetime) -> Step:
+    """The batch step of purge_rows: delete up to `limit` expired rows in (after_id, until_id] from a
+    table without files or children."""
+    batch_end = statements.select_last_id_of_expired_batch(table, column, cutoff)
+    delete = statements.delete_expired_rows(table, column, cutoff)
+
+    def step(after_id: int, until_id: int, limit: int) -> Batch:
+        last_id = _batch_end(engine, batch_end, statements.span(after_id, until_id, limit))
+        if last_id is None:
+            return Batch(None)
+        started = time.perf_counter()
+        with write_transaction(engine) as conn:
+            deleted = conn.execute(delete, statements.id_range(after_id, last_id)).rowcount
+        return Batch(last_id, deleted=deleted, seconds=time.perf_counter() - started)
+
+    return step
