@@ -57,7 +57,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_cleanup.py --sizes 100000
 
 # 1M detections on both engines without files: the database figures (rows/s, longest transaction, db time
-# against the floor) in about 12 minutes here.
+# against the floor); PostgreSQL alone took 8 min 45 s here (both engines: not measured yet).
 bench-rows: install
 	$(BIN)/python benchmarks/bench_cleanup.py --sizes 1000000 --rows-only
 

@@ -40,48 +40,71 @@ def _batch_end(engine: Engine, statement: Any, parameters: dict[str, int]) -> in
     return None if value is None else int(value)
 
 
-def detection_batches(engine: Engine, cutoff: datetime, delete_images: bool) -> Step:
-    """The batch step of purge_detections: delete up to `limit` expired detections in (after_id,
-    until_id] and queue their files."""
-    if engine.dialect.name == "postgresql":
-        lock = statements.lock_next_detections_that_may_expire(cutoff)
-        delete_and_queue = statements.delete_expired_detections_queueing_files(cutoff, delete_images)
+Children = Callable[[Connection, int, int], int]  # deletes a batch's children; returns how many
 
-        def locking_rows(after_id: int, until_id: int, limit: int) -> Batch:
-            now = datetime.now(UTC)
-            started = time.perf_counter()
-            with write_transaction(engine) as conn:
-                # Linking a detection to an event takes a KEY SHARE lock on it: once the batch is locked
-                # no new link can appear, and the DELETE below applies the whole rule in a fresh snapshot
-                # that sees every link committed before the locks. Locking by the cheap half of the rule
-                # spares checking the links to retained events twice per row.
-                last_id = conn.execute(lock, statements.span(after_id, until_id, limit)).scalar()
-                if last_id is None:
-                    return Batch(None)
-                # The paths go from the deleted rows into the queue inside the server: none cross the wire.
-                result = conn.execute(delete_and_queue, statements.id_range(after_id, last_id, now))
-                deleted, queued = result.one()
-            return Batch(last_id, deleted=deleted, queued=queued, seconds=time.perf_counter() - started)
 
-        return locking_rows
+def _locking_rows(engine: Engine, lock: Any, delete_and_queue: Any, children: Children | None = None) -> Step:
+    """PostgreSQL: in one transaction, lock the next batch's rows, delete their children, then the rows,
+    queueing their files in the same statement (none cross the wire)."""
 
-    batch_end = statements.select_detection_batch_end(cutoff)
-    queue = statements.queue_files_of_expired_detections(cutoff, delete_images)
-    delete = statements.delete_expired_detections(cutoff)
+    def step(after_id: int, until_id: int, limit: int) -> Batch:
+        now = datetime.now(UTC)
+        started = time.perf_counter()
+        with write_transaction(engine) as conn:
+            last_id = conn.execute(lock, statements.span(after_id, until_id, limit)).scalar()
+            if last_id is None:
+                return Batch(None)
+            deleted_children = children(conn, after_id, last_id) if children else 0
+            result = conn.execute(delete_and_queue, statements.id_range(after_id, last_id, now))
+            deleted, queued = result.one()
+        seconds = time.perf_counter() - started
+        return Batch(last_id, deleted=deleted, children=deleted_children, queued=queued, seconds=seconds)
 
-    def under_write_lock(after_id: int, until_id: int, limit: int) -> Batch:
+    return step
+
+
+def _under_write_lock(
+    engine: Engine, batch_end: Any, queue: Any, delete: Any, children: Children | None = None
+) -> Step:
+    """SQLite: find where the next batch ends in a read transaction, then in one write transaction delete
+    its children, queue its files and delete its rows. The write lock is the database's: nothing changes
+    between the queueing INSERT's read and the DELETE."""
+
+    def step(after_id: int, until_id: int, limit: int) -> Batch:
         last_id = _batch_end(engine, batch_end, statements.span(after_id, until_id, limit))
         if last_id is None:
             return Batch(None)
         now = datetime.now(UTC)
         started = time.perf_counter()
         with write_transaction(engine) as conn:
-            # The write lock is the database's: nothing changes between the INSERT's read and the DELETE.
+            deleted_children = children(conn, after_id, last_id) if children else 0
             queued = conn.execute(queue, statements.id_range(after_id, last_id, now)).rowcount
             deleted = conn.execute(delete, statements.id_range(after_id, last_id)).rowcount
-        return Batch(last_id, deleted=deleted, queued=queued, seconds=time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        return Batch(last_id, deleted=deleted, children=deleted_children, queued=queued, seconds=seconds)
 
-    return under_write_lock
+    return step
+
+
+def detection_batches(engine: Engine, cutoff: datetime, delete_images: bool) -> Step:
+    """The batch step of purge_detections: delete up to `limit` expired detections in (after_id,
+    until_id] and queue their files."""
+    if engine.dialect.name == "postgresql":
+        # Linking a detection to an event takes a KEY SHARE lock on it: once the batch is locked no new
+        # link can appear, and the DELETE applies the whole rule in a fresh snapshot that sees every link
+        # committed before the locks. Locking by the cheap half of the rule spares checking the links to
+        # retained events twice per row.
+        return _locking_rows(
+            engine,
+            statements.lock_next_detections_that_may_expire(cutoff),
+            statements.delete_expired_detections_queueing_files(cutoff, delete_images),
+        )
+    return _under_write_lock(
+        engine,
+        statements.select_detection_batch_end(cutoff),
+        statements.queue_files_of_expired_detections(cutoff, delete_images),
+        statements.delete_expired_detections(cutoff),
+    )
 
 
 def event_batches(engine: Engine, cutoff: datetime) -> Step:
@@ -97,43 +120,20 @@ def event_batches(engine: Engine, cutoff: datetime) -> Step:
         return deleted_alerts
 
     if engine.dialect.name == "postgresql":
-        lock = statements.lock_next_expired_events(cutoff)
-        delete_and_queue = statements.delete_expired_events_queueing_clips(cutoff)
-
-        def locking_rows(after_id: int, until_id: int, limit: int) -> Batch:
-            now = datetime.now(UTC)
-            started = time.perf_counter()
-            with write_transaction(engine) as conn:
-                # Locked events cannot gain a child (alert, link) until this batch commits.
-                last_id = conn.execute(lock, statements.span(after_id, until_id, limit)).scalar()
-                if last_id is None:
-                    return Batch(None)
-                children = delete_children(conn, after_id, last_id)
-                result = conn.execute(delete_and_queue, statements.id_range(after_id, last_id, now))
-                deleted, queued = result.one()
-            seconds = time.perf_counter() - started
-            return Batch(last_id, deleted=deleted, children=children, queued=queued, seconds=seconds)
-
-        return locking_rows
-
-    batch_end = statements.select_event_batch_end(cutoff)
-    queue = statements.queue_clips_of_expired_events(cutoff)
-    delete = statements.delete_expired_events(cutoff)
-
-    def under_write_lock(after_id: int, until_id: int, limit: int) -> Batch:
-        last_id = _batch_end(engine, batch_end, statements.span(after_id, until_id, limit))
-        if last_id is None:
-            return Batch(None)
-        now = datetime.now(UTC)
-        started = time.perf_counter()
-        with write_transaction(engine) as conn:
-            children = delete_children(conn, after_id, last_id)
-            queued = conn.execute(queue, statements.id_range(after_id, last_id, now)).rowcount
-            deleted = conn.execute(delete, statements.id_range(after_id, last_id)).rowcount
-        seconds = time.perf_counter() - started
-        return Batch(last_id, deleted=deleted, children=children, queued=queued, seconds=seconds)
-
-    return under_write_lock
+        # Locked events cannot gain a child (alert, link) until their batch commits.
+        return _locking_rows(
+            engine,
+            statements.lock_next_expired_events(cutoff),
+            statements.delete_expired_events_queueing_clips(cutoff),
+            delete_children,
+        )
+    return _under_write_lock(
+        engine,
+        statements.select_event_batch_end(cutoff),
+        statements.queue_clips_of_expired_events(cutoff),
+        statements.delete_expired_events(cutoff),
+        delete_children,
+    )
 
 
 def row_batches(engine: Engine, table: Table, column: str, cutoff: datetime) -> Step:
