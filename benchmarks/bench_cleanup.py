@@ -9,7 +9,8 @@ runs in its own child process so its peak RSS is its own:
 - floor: one plain DELETE per table in one transaction, then a single-threaded os.unlink loop;
 - naive: every path collected into a Python list, unbounded DELETEs in one transaction, then unlink;
 - dry: data_cleanup with dry_run true (through the job); real: data_cleanup for real (through the job);
-- noop: data_cleanup again with nothing left to delete.
+- noop: data_cleanup again with nothing left to delete; noop_cli: the same as an operator runs it
+  (`retention-pipeline run`, Python start to exit, on an existing Dagster instance).
 
     python benchmarks/bench_cleanup.py [--sizes 100000,1000000] [--engines sqlite,postgresql] [--rows-only]
 
@@ -46,6 +47,7 @@ from retention_pipeline.core.schema import (
     gpu_stats,
     logs,
 )
+from retention_pipeline.settings import Settings
 
 RESULTS = Path(__file__).parent / "results"
 PG_ADMIN = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
@@ -53,8 +55,9 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 CUTOFF = NOW - timedelta(days=30)
 PER_EVENT = 5
 CHUNK = 50_000
-BATCH_SIZE = int(os.environ.get("BENCH_BATCH_SIZE", "2000"))
-TARGET_MS = float(os.environ.get("BENCH_TARGET_MS", "50"))  # the job's transaction_target_ms (0: off)
+# The product's defaults unless set: batch_size is an upper bound, the time target sizes the batches.
+BATCH_SIZE = int(os.environ.get("BENCH_BATCH_SIZE", str(Settings().batch_size)))
+TARGET_MS = float(os.environ.get("BENCH_TARGET_MS", str(Settings().transaction_target_ms)))  # 0: off
 
 
 def _rows(n: int) -> dict[str, list[dict]]:
@@ -286,6 +289,32 @@ def run_job(url: str, media: Path, dry_run: bool) -> dict:
     }
 
 
+def run_cli(url: str, media: Path, dagster_home: Path) -> float:
+    """Seconds `retention-pipeline run` takes end to end (Python start to exit), as an operator runs it,
+    on an instance that already exists: the first call creates it and is not counted."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "MEDIA_ROOT": str(media),
+        "THUMBNAIL_DIR": "thumbnails",
+        "CLIPS_DIR": "clips",
+        "IMAGES_DIR": "images",
+        "DELETE_IMAGES": "true",
+        "DAGSTER_HOME": str(dagster_home),
+    }
+    command = [str(Path(sys.executable).parent / "retention-pipeline"), "run", "--json"]
+    for _first_creates_the_instance in range(2):
+        started = time.perf_counter()
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        seconds = time.perf_counter() - started
+        if done.returncode:
+            raise SystemExit(f"retention-pipeline run failed:\n{done.stderr[-3000:]}")
+    deleted = json.loads(done.stdout.strip().splitlines()[-1])
+    if any(deleted[k] for k in deleted if k.endswith("_deleted")):
+        raise SystemExit(f"the end-to-end run was meant to find nothing expired: {deleted}")
+    return seconds
+
+
 def peak_rss_mb() -> float:
     """This process's peak RSS. Not ru_maxrss: Linux carries that over exec from the parent."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -347,6 +376,12 @@ def bench(engine_name: str, n: int, workdir: Path, rows_only: bool) -> list[dict
         print(f"[{engine_name} {n}] {variant}: {figures}", file=sys.stderr)
         if variant in ("floor", "naive"):
             shutil.rmtree(media, ignore_errors=True)
+    # What an operator sees: the command line, nothing expired, Python start to exit.
+    seconds = run_cli(url, media, workdir / "dagster_home")
+    results.append(
+        {"engine": engine_name, "n": n, "variant": "noop_cli", "rows": 0, "files": 0, "wall_seconds": seconds}
+    )
+    print(f"[{engine_name} {n}] noop_cli: {seconds:.2f}s end to end", file=sys.stderr)
     if engine_name == "postgresql":
         admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:

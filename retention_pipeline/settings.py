@@ -129,7 +129,7 @@ class Settings:
     log_retention_days: int = 7
     cleanup_time: time = time(3, 0)
     cleanup_timezone: str = "UTC"
-    batch_size: int = 1000
+    batch_size: int = 10_000  # an upper bound: the transaction target sizes the batches below it
     transaction_target_ms: float = 50.0
     delete_images: bool = False
     media_root: Path = Path(".")

@@ -15,7 +15,7 @@ def test_defaults_match_the_documented_ones():
     assert settings.database_url == "sqlite:///data/retention.db"
     assert (settings.retention_days, settings.log_retention_days) == (30, 7)
     assert settings.cleanup_time == time(3, 0) and settings.cleanup_timezone == "UTC"
-    assert settings.batch_size == 1000 and settings.delete_images is False
+    assert settings.batch_size == 10_000 and settings.delete_images is False
     assert settings.transaction_target_ms == 50
     assert settings.cleanup_cron == "0 3 * * *"
 
