@@ -20,7 +20,9 @@ class CleanupConfig(dg.Config):
         default=None, description="Also delete original images of deleted detections."
     )
     batch_size: int | None = Field(
-        default=None, description="Most rows per delete transaction (1 to 100000)."
+        default=None,
+        description="Most rows per delete transaction, 1 to 100000 (default CLEANUP_BATCH_SIZE, 10000);"
+        " the transaction target sizes batches below it.",
     )
     transaction_target_ms: float | None = Field(
         default=None,

@@ -3,7 +3,8 @@ ids, size and queueing time are bound parameters given at execution (`span`, `id
 for building a statement again (about 8 ms a batch on PostgreSQL, measured).
 
 Bound parameters: `after_id`, `until_id`, `limit` to find (or lock) the next batch, whose ids are
-(after_id, last_id]; `after_id`, `last_id`, `queue_time` to delete it and queue its files.
+(after_id, last_id], plus `time_cap` (milliseconds) when locking it; `after_id`, `last_id`, `queue_time`
+to delete it and queue its files.
 """
 
 from __future__ import annotations
@@ -38,11 +39,17 @@ LAST_ID = bindparam("last_id", type_=Integer)
 LIMIT = bindparam("limit", type_=Integer)
 # Not "queued_at": a parameter named like a column would also be SET by the queue's UPDATE.
 QUEUED_AT = bindparam("queue_time", type_=UTCDateTime())
+TIME_CAP = bindparam("time_cap", type_=String)
 
 
 def span(after_id: int, until_id: int, limit: int) -> dict[str, int]:
     """The parameters of a statement that finds or locks the next batch."""
     return {"after_id": after_id, "until_id": until_id, "limit": limit}
+
+
+def locking_span(after_id: int, until_id: int, limit: int, time_cap_ms: float) -> dict[str, Any]:
+    """The parameters of a statement that locks the next batch and caps the statements after it."""
+    return {**span(after_id, until_id, limit), "time_cap": str(max(1, round(time_cap_ms)))}
 
 
 def id_range(after_id: int, last_id: int, queued_at: datetime | None = None) -> dict[str, Any]:
@@ -60,9 +67,12 @@ def _end_of_next_batch(table: Table, expired: ColumnElement[bool], lock: bool = 
         .order_by(table.c.id)
         .limit(LIMIT)
     )
-    if lock:
-        batch = batch.with_for_update(of=table)
-    return select(func.max(batch.subquery().c.id))
+    if not lock:
+        return select(func.max(batch.subquery().c.id))
+    # set_config(..., true) lasts until the transaction ends, and a statement reads statement_timeout
+    # when it starts: the lock itself runs uncapped, every later statement of the batch is cut off.
+    batch = batch.with_for_update(of=table)
+    return select(func.max(batch.subquery().c.id), func.set_config("statement_timeout", TIME_CAP, True))
 
 
 def _in_batch(table: Table) -> ColumnElement[bool]:
@@ -76,7 +86,8 @@ def select_detection_batch_end(cutoff: datetime) -> Select[Any]:
 
 def lock_next_detections_that_may_expire(cutoff: datetime) -> Select[Any]:
     """PostgreSQL: lock the next `limit` detections in (after_id, until_id] that may have expired; the
-    highest id locked. Which of them have is for the DELETE to decide, once the locks are held."""
+    highest id locked (the rest of the batch is capped at `time_cap` ms). Which of them have expired
+    is for the DELETE to decide, once the locks are held."""
     return _end_of_next_batch(detections, detection_may_expire(cutoff), lock=True)
 
 
@@ -167,7 +178,8 @@ def select_event_batch_end(cutoff: datetime) -> Select[Any]:
 
 
 def lock_next_expired_events(cutoff: datetime) -> Select[Any]:
-    """PostgreSQL: lock the next `limit` expired events in (after_id, until_id]; the highest id locked."""
+    """PostgreSQL: lock the next `limit` expired events in (after_id, until_id]; the highest id locked
+    (the rest of the batch is capped at `time_cap` ms)."""
     return _end_of_next_batch(events, older(events.c.started_at, cutoff), lock=True)
 
 

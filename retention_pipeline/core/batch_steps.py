@@ -12,21 +12,24 @@ from typing import Any
 
 from sqlalchemy import Table
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from . import batch_statements as statements
-from .db import write_transaction
+from .db import PG_STATEMENT_TIMEOUT_MS, is_statement_timeout, write_transaction
 
 
 @dataclass(frozen=True)
 class Batch:
     """One committed batch: the id it reached (None when nothing was left), what it deleted, and how long
-    its write transaction was open (from BEGIN to the end of COMMIT)."""
+    its write transaction was open (from BEGIN to the end of COMMIT). `overran`: cut off at its time cap
+    and rolled back, nothing deleted; the same ids are due again, in a smaller batch."""
 
     last_id: int | None
     deleted: int = 0
     children: int = 0
     queued: int = 0
     seconds: float = 0.0
+    overran: bool = False
 
 
 # One batch: (after_id, until_id, limit) -> what it committed.
@@ -43,20 +46,38 @@ def _batch_end(engine: Engine, statement: Any, parameters: dict[str, int]) -> in
 Children = Callable[[Connection, int, int], int]  # deletes a batch's children; returns how many
 
 
-def _locking_rows(engine: Engine, lock: Any, delete_and_queue: Any, children: Children | None = None) -> Step:
+def _locking_rows(
+    engine: Engine,
+    lock: Any,
+    delete_and_queue: Any,
+    time_cap_ms: float | None,
+    children: Children | None = None,
+) -> Step:
     """PostgreSQL: in one transaction, lock the next batch's rows, delete their children, then the rows,
-    queueing their files in the same statement (none cross the wire)."""
+    queueing their files in the same statement (none cross the wire).
+
+    Each statement after the lock is cut off at `time_cap_ms` (statement_timeout, local to the batch): a
+    batch caught by a checkpoint or a slow disk rolls back instead of holding its locks on.
+    """
+    cap_ms = time_cap_ms or PG_STATEMENT_TIMEOUT_MS
 
     def step(after_id: int, until_id: int, limit: int) -> Batch:
         now = datetime.now(UTC)
         started = time.perf_counter()
-        with write_transaction(engine) as conn:
-            last_id = conn.execute(lock, statements.span(after_id, until_id, limit)).scalar()
-            if last_id is None:
-                return Batch(None)
-            deleted_children = children(conn, after_id, last_id) if children else 0
-            result = conn.execute(delete_and_queue, statements.id_range(after_id, last_id, now))
-            deleted, queued = result.one()
+        try:
+            with write_transaction(engine) as conn:
+                last_id = conn.execute(
+                    lock, statements.locking_span(after_id, until_id, limit, cap_ms)
+                ).scalar()
+                if last_id is None:
+                    return Batch(None)
+                deleted_children = children(conn, after_id, last_id) if children else 0
+                result = conn.execute(delete_and_queue, statements.id_range(after_id, last_id, now))
+                deleted, queued = result.one()
+        except DBAPIError as exc:
+            if time_cap_ms is None or not is_statement_timeout(exc):
+                raise
+            return Batch(after_id, seconds=time.perf_counter() - started, overran=True)
         seconds = time.perf_counter() - started
         return Batch(last_id, deleted=deleted, children=deleted_children, queued=queued, seconds=seconds)
 
@@ -86,9 +107,11 @@ def _under_write_lock(
     return step
 
 
-def detection_batches(engine: Engine, cutoff: datetime, delete_images: bool) -> Step:
+def detection_batches(
+    engine: Engine, cutoff: datetime, delete_images: bool, time_cap_ms: float | None = None
+) -> Step:
     """The batch step of purge_detections: delete up to `limit` expired detections in (after_id,
-    until_id] and queue their files."""
+    until_id] and queue their files; on PostgreSQL within `time_cap_ms` or not at all."""
     if engine.dialect.name == "postgresql":
         # Linking a detection to an event takes a KEY SHARE lock on it: once the batch is locked no new
         # link can appear, and the DELETE applies the whole rule in a fresh snapshot that sees every link
@@ -98,6 +121,7 @@ def detection_batches(engine: Engine, cutoff: datetime, delete_images: bool) -> 
             engine,
             statements.lock_next_detections_that_may_expire(cutoff),
             statements.delete_expired_detections_queueing_files(cutoff, delete_images),
+            time_cap_ms,
         )
     return _under_write_lock(
         engine,
@@ -107,9 +131,9 @@ def detection_batches(engine: Engine, cutoff: datetime, delete_images: bool) -> 
     )
 
 
-def event_batches(engine: Engine, cutoff: datetime) -> Step:
+def event_batches(engine: Engine, cutoff: datetime, time_cap_ms: float | None = None) -> Step:
     """The batch step of purge_events: delete up to `limit` expired events in (after_id, until_id], their
-    alerts and links, and queue their clips."""
+    alerts and links, and queue their clips; on PostgreSQL each statement within `time_cap_ms`."""
     alerts = statements.delete_alerts_of_expired_events(cutoff)
     links = statements.delete_links_of_expired_events(cutoff)
 
@@ -125,6 +149,7 @@ def event_batches(engine: Engine, cutoff: datetime) -> Step:
             engine,
             statements.lock_next_expired_events(cutoff),
             statements.delete_expired_events_queueing_clips(cutoff),
+            time_cap_ms,
             delete_children,
         )
     return _under_write_lock(

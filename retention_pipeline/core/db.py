@@ -112,6 +112,12 @@ class WriterTurns:
             self._since = time.monotonic()
 
 
+def is_statement_timeout(error: BaseException) -> bool:
+    """True when PostgreSQL cut a statement off at statement_timeout (not a cancel by a person)."""
+    orig = getattr(error, "orig", None)
+    return getattr(orig, "pgcode", None) == "57014" and "statement timeout" in str(orig)
+
+
 def is_transient(error: BaseException) -> bool:
     """True for lock timeouts, deadlocks, busy SQLite files and dropped connections."""
     if not isinstance(error, DBAPIError):

@@ -23,6 +23,7 @@ Progress = Callable[[str], None]
 T = TypeVar("T")
 
 RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
+ONE_ROW_OVERRUNS = 5  # one-row batches cut off in a row before the purge gives up
 PROGRESS_EVERY_S = 2.0  # the library default; runs take PROGRESS_INTERVAL_SECONDS from their plan
 
 
@@ -57,18 +58,38 @@ class BatchSizer:
 
     GROWTH = 1.5
     FIRST = 100
+    # On PostgreSQL a batch's statements are cut off at CAP_FACTOR x the target (never under MIN_CAP_MS,
+    # so a tiny target does not cut off every batch): 80 ms at the default 50.
+    CAP_FACTOR = 1.6
+    MIN_CAP_MS = 50.0
 
     def __init__(self, largest: int, target_s: float | None) -> None:
         self.largest = largest
         self.target_s = target_s or None
         self.size = largest if self.target_s is None else min(largest, self.FIRST)
 
+    @property
+    def time_cap_ms(self) -> float | None:
+        """How long a batch's statements may run before it is rolled back (None: no cap)."""
+        if self.target_s is None:
+            return None
+        return max(self.target_s * 1000 * self.CAP_FACTOR, self.MIN_CAP_MS)
+
     def record(self, seconds: float) -> None:
         """Size the next batch from how long one of the current size held its transaction."""
         if self.target_s is None or seconds <= 0:
             return
         fitting = int(self.size * self.target_s / seconds)
-        self.size = max(1, min(self.largest, fitting, int(self.size * self.GROWTH) or 1))
+        grown = max(int(self.size * self.GROWTH), self.size + 1)  # int(1 * 1.5) would stay at 1
+        self.size = max(1, min(self.largest, fitting, grown))
+
+    def overran(self) -> None:
+        """A batch was cut off at the cap: halve the next (at least one row)."""
+        self.size = max(1, self.size // 2)
+
+
+class BatchTooSlow(RuntimeError):
+    """Even one-row batches keep running past the time cap: the database is too slow for the target."""
 
 
 def with_retries(step: Callable[[], T], counts: RowCounts, progress: Progress) -> T:
@@ -106,8 +127,24 @@ def _loop(
     turns = WriterTurns(engine)
     every_so_often = EverySoOften(progress, progress_every_s)
 
+    one_row_overruns = 0
     while True:
         batch = with_retries(functools.partial(step, after_id, until_id, sizer.size), counts, progress)
+        if batch.overran:
+            counts.add_overrun(batch.seconds)
+            one_row_overruns = one_row_overruns + 1 if sizer.size == 1 else 0
+            if one_row_overruns >= ONE_ROW_OVERRUNS:
+                raise BatchTooSlow(
+                    f"{name}: {ONE_ROW_OVERRUNS} batches of a single row in a row ran past"
+                    f" {sizer.time_cap_ms:.0f} ms and were rolled back; the database is too slow for"
+                    f" TRANSACTION_TARGET_MS={(sizer.target_s or 0) * 1000:g}. Raise it, or set 0 for no cap."
+                )
+            every_so_often(
+                f"{name}: a batch of {sizer.size} rows ran past {sizer.time_cap_ms:.0f} ms and was"
+                " rolled back; repeating it smaller"
+            )
+            sizer.overran()
+            continue
         if batch.last_id is None:
             break
         counts.add_batch(batch.deleted, batch.seconds, batch.children, batch.queued)
@@ -149,12 +186,13 @@ def purge_detections(
     target_s: float | None = None,
 ) -> RowCounts:
     """Delete every expired detection, batch by batch, queueing its thumbnail (and image)."""
+    sizer = BatchSizer(batch_size, target_s)
     return _loop(
         engine,
         "detections",
         queries.select_expired_detection_id_span(cutoff),
-        detection_batches(engine, cutoff, delete_images),
-        BatchSizer(batch_size, target_s),
+        detection_batches(engine, cutoff, delete_images, sizer.time_cap_ms),
+        sizer,
         progress,
         progress_every_s,
     )
@@ -169,12 +207,13 @@ def purge_events(
     target_s: float | None = None,
 ) -> RowCounts:
     """Delete every expired event with its alerts and links, batch by batch, queueing its clip."""
+    sizer = BatchSizer(batch_size, target_s)
     return _loop(
         engine,
         "events",
         queries.select_expired_id_span(events, "started_at", cutoff),
-        event_batches(engine, cutoff),
-        BatchSizer(batch_size, target_s),
+        event_batches(engine, cutoff, sizer.time_cap_ms),
+        sizer,
         progress,
         progress_every_s,
     )

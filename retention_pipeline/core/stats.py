@@ -25,6 +25,11 @@ class RowCounts:
         self.batches += 1
         self.longest_transaction_ms = max(self.longest_transaction_ms, seconds * 1000)
 
+    def add_overrun(self, seconds: float) -> None:
+        """A batch cut off at its time cap and rolled back: repeated smaller, and its locks were held."""
+        self.retries += 1
+        self.longest_transaction_ms = max(self.longest_transaction_ms, seconds * 1000)
+
 
 @dataclass
 class FileCounts:

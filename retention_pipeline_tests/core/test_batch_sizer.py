@@ -38,3 +38,24 @@ def test_a_batch_far_over_the_target_leaves_at_least_one_row():
     sizer.record(60.0)
 
     assert sizer.size == 1
+
+
+def test_a_one_row_batch_that_was_quick_grows_again():
+    sizer = BatchSizer(1000, target_s=0.05)
+    sizer.size = 1
+
+    sizer.record(0.001)
+    sizer.record(0.001)
+
+    assert sizer.size == 3
+
+
+def test_a_batch_cut_off_at_its_cap_halves_the_next_and_the_cap_follows_the_target():
+    sizer = BatchSizer(1000, target_s=0.05)
+    sizer.size = 801
+
+    sizer.overran()
+
+    assert (sizer.size, sizer.time_cap_ms) == (400, 80.0)
+    assert BatchSizer(1000, target_s=1e-9).time_cap_ms == BatchSizer.MIN_CAP_MS
+    assert BatchSizer(1000, target_s=None).time_cap_ms is None
