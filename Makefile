@@ -51,13 +51,13 @@ test: lint
 dev: install instance
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
-# 100k detections on both engines, about 7 minutes here; bench-full adds 1M (about 45 minutes on this disk,
+# 100k detections on both engines, 5-7 minutes here; bench-full adds 1M (about 45 minutes on this disk,
 # most of it creating and unlinking 2.8 million files for the four variants that need them).
 bench: install
 	$(BIN)/python benchmarks/bench_cleanup.py --sizes 100000
 
 # 1M detections on both engines without files: the database figures (rows/s, longest transaction, db time
-# against the floor); PostgreSQL alone took 8 min 45 s here (both engines: not measured yet).
+# against the floor); both engines 4.5-6 minutes here.
 bench-rows: install
 	$(BIN)/python benchmarks/bench_cleanup.py --sizes 1000000 --rows-only
 
