@@ -1,5 +1,6 @@
 """Thin ops: read config and resources, call one core function, log, attach metadata."""
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -11,6 +12,7 @@ from .core import cleanup
 from .core.lock import RunLockBusy
 from .core.plan import CleanupPlan, make_plan, parse_reference_time
 from .core.pressure import PressureNotRelieved, relieve_pressure
+from .core.purge import BatchTooSlow
 from .core.stats import CleanupStats, FileCounts, RowCounts
 from .history import tag_this_process
 from .resources import CameraSystemResource, DiskSpaceResource
@@ -91,11 +93,22 @@ def _rows_metadata(context: dg.OpExecutionContext, counts: RowCounts) -> None:
     )
 
 
+def _capped(purge: Callable[[], RowCounts]) -> RowCounts:
+    """Run a purge whose batches are time-capped; a database too slow for the cap fails the step with
+    the advice and what was already committed, and no retry (the next one would be as slow)."""
+    try:
+        return purge()
+    except BatchTooSlow as exc:
+        committed = {"rows_deleted": exc.counts.deleted, "batches": exc.counts.batches}
+        raise dg.Failure(description=str(exc), metadata=committed, allow_retries=False) from None
+
+
 @dg.op(description="Delete expired detections in batches, queueing their files in the same commit.")
 def purge_detections(
     context: dg.OpExecutionContext, plan: CleanupPlan, camera_system: CameraSystemResource
 ) -> RowCounts:
-    counts = cleanup.clean_detections(_claimed_engine(context, camera_system), plan, context.log.info)
+    engine = _claimed_engine(context, camera_system)
+    counts = _capped(lambda: cleanup.clean_detections(engine, plan, context.log.info))
     _rows_metadata(context, counts)
     return counts
 
@@ -109,7 +122,8 @@ def purge_events(
 ) -> RowCounts:
     # Runs after purge_detections: deleting events first would cut the links that make a young
     # detection of an expired event expire with it.
-    counts = cleanup.clean_events(_claimed_engine(context, camera_system), plan, context.log.info)
+    engine = _claimed_engine(context, camera_system)
+    counts = _capped(lambda: cleanup.clean_events(engine, plan, context.log.info))
     _rows_metadata(context, counts)
     return counts
 

@@ -30,6 +30,7 @@ from sqlalchemy import (
     update,
 )
 
+from .db import PG_STATEMENT_TIMEOUT_MS
 from .queries import detection_expired, detection_may_expire, distinct_paths, older, queue_upsert
 from .schema import UTCDateTime, alerts, detections, event_detections, events, retention_file_queue
 
@@ -129,7 +130,7 @@ def delete_expired_detections_queueing_files(cutoff: datetime, delete_images: bo
 
 
 def _deleting_and_queueing(deleted: CTE, files: list[Select[Any]]) -> Select[Any]:
-    """PostgreSQL: (rows deleted, distinct paths queued) of one DELETE ... RETURNING whose files go into
+    """PostgreSQL: (rows deleted, distinct paths queued, _) of one DELETE ... RETURNING whose files go into
     the queue in the same statement.
 
     Not INSERT ... ON CONFLICT: its speculative insertion made the queue ~40 % of a detection batch.
@@ -154,9 +155,12 @@ def _deleting_and_queueing(deleted: CTE, files: list[Select[Any]]) -> Select[Any
         .cte("rekinded")
     )
     # Both writes are named so they run; PostgreSQL runs a data-modifying WITH to completion either way.
+    # The third column lifts the batch's time cap for what follows, the COMMIT: a commit waiting for a
+    # synchronous standby and cancelled by the cap would stay committed here but unconfirmed there.
     return select(
         select(func.count()).select_from(deleted).scalar_subquery(),
         select(func.count()).select_from(matched).scalar_subquery(),
+        func.set_config("statement_timeout", literal(str(PG_STATEMENT_TIMEOUT_MS)), True),
     ).add_cte(inserted, rekinded)
 
 

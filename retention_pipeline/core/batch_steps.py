@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from . import batch_statements as statements
-from .db import PG_STATEMENT_TIMEOUT_MS, is_statement_timeout, write_transaction
+from .db import PG_STATEMENT_TIMEOUT_MS, is_query_cancelled, write_transaction
 
 
 @dataclass(frozen=True)
@@ -64,18 +64,22 @@ def _locking_rows(
     def step(after_id: int, until_id: int, limit: int) -> Batch:
         now = datetime.now(UTC)
         started = time.perf_counter()
+        locked = False
         try:
             with write_transaction(engine) as conn:
                 last_id = conn.execute(
                     lock, statements.locking_span(after_id, until_id, limit, cap_ms)
                 ).scalar()
+                locked = True
                 if last_id is None:
                     return Batch(None)
                 deleted_children = children(conn, after_id, last_id) if children else 0
                 result = conn.execute(delete_and_queue, statements.id_range(after_id, last_id, now))
-                deleted, queued = result.one()
+                deleted, queued, _uncapped = result.one()
         except DBAPIError as exc:
-            if time_cap_ms is None or not is_statement_timeout(exc):
+            # Cancelled after the lock: by the cap (the SQLSTATE, not the server's translated message).
+            # A lock statement cancelled at the connection's own timeout stays a transient error.
+            if time_cap_ms is None or not locked or not is_query_cancelled(exc):
                 raise
             return Batch(after_id, seconds=time.perf_counter() - started, overran=True)
         seconds = time.perf_counter() - started

@@ -112,10 +112,9 @@ class WriterTurns:
             self._since = time.monotonic()
 
 
-def is_statement_timeout(error: BaseException) -> bool:
-    """True when PostgreSQL cut a statement off at statement_timeout (not a cancel by a person)."""
-    orig = getattr(error, "orig", None)
-    return getattr(orig, "pgcode", None) == "57014" and "statement timeout" in str(orig)
+def is_query_cancelled(error: BaseException) -> bool:
+    """True when PostgreSQL cancelled the statement (query_canceled: statement_timeout or a cancel)."""
+    return getattr(getattr(error, "orig", None), "pgcode", None) == "57014"
 
 
 def is_transient(error: BaseException) -> bool:

@@ -14,7 +14,7 @@ from sqlalchemy import Table
 from sqlalchemy.engine import Connection, Engine
 
 from . import queries
-from .batch_steps import Step, detection_batches, event_batches, row_batches
+from .batch_steps import Batch, Step, detection_batches, event_batches, row_batches
 from .db import WriterTurns, is_transient
 from .schema import events
 from .stats import RowCounts
@@ -89,7 +89,12 @@ class BatchSizer:
 
 
 class BatchTooSlow(RuntimeError):
-    """Even one-row batches keep running past the time cap: the database is too slow for the target."""
+    """Even one-row batches keep running past the time cap: the database is too slow for the target.
+    `counts` holds what the purge committed before it stopped."""
+
+    def __init__(self, message: str, counts: RowCounts) -> None:
+        super().__init__(message)
+        self.counts = counts
 
 
 def with_retries(step: Callable[[], T], counts: RowCounts, progress: Progress) -> T:
@@ -131,22 +136,12 @@ def _loop(
     while True:
         batch = with_retries(functools.partial(step, after_id, until_id, sizer.size), counts, progress)
         if batch.overran:
-            counts.add_overrun(batch.seconds)
             one_row_overruns = one_row_overruns + 1 if sizer.size == 1 else 0
-            if one_row_overruns >= ONE_ROW_OVERRUNS:
-                raise BatchTooSlow(
-                    f"{name}: {ONE_ROW_OVERRUNS} batches of a single row in a row ran past"
-                    f" {sizer.time_cap_ms:.0f} ms and were rolled back; the database is too slow for"
-                    f" TRANSACTION_TARGET_MS={(sizer.target_s or 0) * 1000:g}. Raise it, or set 0 for no cap."
-                )
-            every_so_often(
-                f"{name}: a batch of {sizer.size} rows ran past {sizer.time_cap_ms:.0f} ms and was"
-                " rolled back; repeating it smaller"
-            )
-            sizer.overran()
+            _after_overrun(name, batch, sizer, counts, one_row_overruns, every_so_often)
             continue
         if batch.last_id is None:
             break
+        one_row_overruns = 0
         counts.add_batch(batch.deleted, batch.seconds, batch.children, batch.queued)
         after_id = batch.last_id
         sizer.record(batch.seconds)
@@ -157,6 +152,23 @@ def _loop(
         turns.after_commit()
     progress(f"{name}: done, {counts.deleted} deleted in {counts.batches} batches")
     return counts
+
+
+def _after_overrun(
+    name: str, batch: Batch, sizer: BatchSizer, counts: RowCounts, one_row_overruns: int, progress: Progress
+) -> None:
+    """Count a batch cut off at its time cap and halve the next, or give up when even single rows are."""
+    counts.add_overrun(batch.seconds)
+    cap = f"{sizer.time_cap_ms or 0:.0f} ms"
+    if one_row_overruns >= ONE_ROW_OVERRUNS:
+        target = f"TRANSACTION_TARGET_MS={(sizer.target_s or 0) * 1000:g}"
+        raise BatchTooSlow(
+            f"{name}: {ONE_ROW_OVERRUNS} batches of a single row in a row ran past {cap} and were rolled"
+            f" back; the database is too slow for {target}. Raise it, or set 0 for no cap.",
+            counts,
+        )
+    progress(f"{name}: a batch of {sizer.size} rows ran past {cap} and was rolled back; repeating it smaller")
+    sizer.overran()
 
 
 def _id_span(engine: Engine, statement: Any) -> tuple[int | None, int | None]:
