@@ -1,13 +1,15 @@
 """PostgreSQL cuts a batch off at its time cap: the batch rolls back and is repeated smaller, so no
 transaction holds the camera rows' locks much past the target, whatever stalls the database."""
 
+import dagster as dg
 import pytest
 from sqlalchemy import text
 
 from retention_pipeline.core import purge, queries
 from retention_pipeline.core.batch_steps import Batch
 from retention_pipeline.core.cleanup import prepare_database
-from retention_pipeline.core.schema import alerts, detections, events, gpu_stats
+from retention_pipeline.core.schema import alerts, detections, events, gpu_stats, retention_file_queue
+from retention_pipeline_tests.dagster_helpers import execute, failure_messages, plan_config
 from retention_pipeline_tests.factories import CameraWorld
 
 
@@ -113,3 +115,22 @@ def test_one_row_batches_cut_off_now_and_then_never_add_up_to_giving_up(world: C
     assert set(limits) == {1}
     assert (counts.retries, counts.batches) == (2 * purge.ONE_ROW_OVERRUNS, 2 * purge.ONE_ROW_OVERRUNS)
     assert round(counts.longest_transaction_ms) == 90
+
+
+def test_through_the_job_a_row_slower_than_the_cap_fails_the_step_with_the_advice_and_no_file_is_lost(
+    postgresql_only: None, world: CameraWorld
+):
+    ids = [world.detection(world.old()) for _ in range(10)]
+    _slow_deletes(world, 0.3, only_id=ids[4])
+    config = plan_config(dry_run=False, reference_time=world.now.isoformat(), transaction_target_ms=50)
+
+    with dg.instance_for_test() as instance:
+        result = execute(world, instance, config)
+
+    assert not result.success
+    assert "detections: 5 batches of a single row in a row ran past 80 ms" in failure_messages(result)
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert failure.step_key == "purge_detections"
+    assert failure.step_failure_data.user_failure_data.metadata["rows_deleted"].value == 4
+    assert world.ids(detections) == set(ids[4:])
+    assert world.count(retention_file_queue) == 4  # their thumbnails wait for the next run
