@@ -105,5 +105,6 @@ def postgresql_only(request: pytest.FixtureRequest) -> None:
     """
     if request.node.callspec.params.get("database_url") != "postgresql":
         pytest.skip(
-            "needs a PostgreSQL server (sessions, pg_terminate_backend, advisory locks); SQLite has none"
+            "needs a PostgreSQL server (sessions, pg_terminate_backend, advisory locks, statement_timeout);"
+            " SQLite has none"
         )
