@@ -82,15 +82,17 @@ def plan_cleanup(
     return plan
 
 
+def _rows_figures(counts: RowCounts) -> dict[str, float]:
+    return {
+        "rows_deleted": counts.deleted,
+        "batches": counts.batches,
+        "retries": counts.retries,
+        "longest_transaction_ms": round(counts.longest_transaction_ms, 1),
+    }
+
+
 def _rows_metadata(context: dg.OpExecutionContext, counts: RowCounts) -> None:
-    context.add_output_metadata(
-        {
-            "rows_deleted": counts.deleted,
-            "batches": counts.batches,
-            "retries": counts.retries,
-            "longest_transaction_ms": round(counts.longest_transaction_ms, 1),
-        }
-    )
+    context.add_output_metadata(_rows_figures(counts))
 
 
 def _capped(purge: Callable[[], RowCounts]) -> RowCounts:
@@ -99,8 +101,9 @@ def _capped(purge: Callable[[], RowCounts]) -> RowCounts:
     try:
         return purge()
     except BatchTooSlow as exc:
-        committed = {"rows_deleted": exc.counts.deleted, "batches": exc.counts.batches}
-        raise dg.Failure(description=str(exc), metadata=committed, allow_retries=False) from None
+        raise dg.Failure(
+            description=str(exc), metadata=_rows_figures(exc.counts), allow_retries=False
+        ) from None
 
 
 @dg.op(description="Delete expired detections in batches, queueing their files in the same commit.")
