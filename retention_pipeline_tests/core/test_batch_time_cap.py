@@ -44,8 +44,10 @@ def test_batches_past_the_cap_roll_back_and_are_repeated_smaller_until_every_exp
     assert world.ids(detections) == {kept}
     assert counts.deleted == len(expired)
     assert counts.retries >= 2  # 100 and 50 rows ran past the 80 ms cap
-    # The rolled-back attempts count too; the margin over the 80 ms cap is for a loaded CI machine.
-    assert counts.longest_transaction_ms < 200
+    # Wall-clock ceilings fail on a loaded machine; what the cap guarantees does not: a statement that
+    # committed ran under 80 ms at 3 ms a row, so no batch held more than 26 rows (uncapped: 100 + 20).
+    assert counts.batches >= len(expired) / 26
+    assert counts.longest_transaction_ms >= 80  # the rolled-back attempts' held time is reported
     with world.engine.connect() as conn:  # the cap was the batches' own, not left on pooled connections
         assert conn.execute(text("SHOW statement_timeout")).scalar() == "1min"
 
@@ -62,7 +64,8 @@ def test_event_batches_past_the_cap_roll_back_with_their_alerts_and_are_repeated
     assert world.ids(events) == {kept}
     assert (counts.deleted, counts.children_deleted, world.count(alerts)) == (len(expired), len(expired), 1)
     assert counts.retries >= 2
-    assert counts.longest_transaction_ms < 250
+    assert counts.batches >= len(expired) / 20  # 4 ms an event under the 80 ms cap (uncapped: 1 batch)
+    assert counts.longest_transaction_ms >= 80
 
 
 def test_without_a_target_nothing_is_cut_off_and_the_slow_batch_holds_its_locks(
