@@ -1,6 +1,7 @@
 """`retention-pipeline`: build the demo, run data_cleanup against the Dagster instance, show its history."""
 
 import argparse
+import gc
 import json
 import sys
 from collections.abc import Sequence
@@ -44,6 +45,16 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print a JSON list, newest first")
     status.add_argument("--limit", type=_positive, default=10, help="how many runs (default 10)")
     return parser
+
+
+def console() -> int:
+    """The `retention-pipeline` command: main(), then an exit that does not walk the heap."""
+    code = main()
+    # Python's shutdown garbage-collects every object still alive, ~200k once Dagster is imported: 0.6 s
+    # of a 2.8 s run with nothing to delete. By now every transaction is committed and the instance closed;
+    # frozen objects are left to the OS (refcounted ones are still freed, atexit handlers still run).
+    gc.freeze()
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -150,4 +161,4 @@ def _status(limit: int, as_json: bool) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(console())

@@ -17,6 +17,9 @@ from retention_pipeline.history import HOST_TAG, PID_TAG
 from retention_pipeline.jobs import EXCLUSIVE_TAGS, data_cleanup
 from retention_pipeline_tests.factories import CLIPS, IMAGES, THUMBS, CameraWorld
 
+# The command pyproject.toml installs, not `python -m`: its entry point is what users run.
+CONSOLE_SCRIPT = Path(sys.executable).parent / "retention-pipeline"
+
 
 @pytest.fixture
 def live_world(engine: Engine, tmp_path: Path) -> CameraWorld:
@@ -42,7 +45,7 @@ def cli(world: CameraWorld, tmp_path: Path, *args: str, **env: str) -> subproces
     }
     (tmp_path / "dagster_home").mkdir(exist_ok=True)
     return subprocess.run(
-        [sys.executable, "-m", "retention_pipeline.cli", *args],
+        [str(CONSOLE_SCRIPT), *args],
         env=environment,
         cwd=tmp_path,
         capture_output=True,
