@@ -31,7 +31,8 @@ from sqlalchemy import (
 )
 
 from .db import PG_STATEMENT_TIMEOUT_MS
-from .queries import detection_expired, detection_may_expire, distinct_paths, older, queue_upsert
+from .instants import older
+from .queries import detection_expired, detection_may_expire, distinct_paths, queue_upsert
 from .schema import UTCDateTime, alerts, detections, event_detections, events, retention_file_queue
 
 AFTER_ID = bindparam("after_id", type_=Integer)

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Table, column, func, select, table
 from sqlalchemy.engine import Connection, Engine
 
-from . import queries
+from .instants import older
 from .schema import detections, events, gpu_stats, logs
 
 # asset name -> (table, timestamp column, which retention applies)
@@ -88,7 +88,7 @@ def retention_health(engine: Engine, name: str, retention_days: int, now: dateti
     with engine.connect() as conn:
         overdue = int(
             conn.execute(
-                select(func.count()).select_from(target).where(queries.older(target.c[ts], warn_cutoff))
+                select(func.count()).select_from(target).where(older(target.c[ts], warn_cutoff))
             ).scalar_one()
         )
         oldest = conn.execute(select(func.min(target.c[ts]))).scalar()

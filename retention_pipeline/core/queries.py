@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    Boolean,
     ColumnElement,
     Delete,
     Insert,
@@ -29,48 +28,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import ReturningInsert
-from sqlalchemy.sql.functions import FunctionElement
 
+from .instants import older
 from .schema import (
-    UTCDateTime,
     alerts,
     detections,
     event_detections,
     events,
     retention_file_queue,
 )
-
-
-class older_than(FunctionElement[bool]):  # lower case: it reads like the SQL function it stands for
-    """`column < cutoff`, compared as instants on every engine."""
-
-    type = Boolean()
-    inherit_cache = True
-    name = "older_than"
-
-
-@compiles(older_than)
-def _older_than_default(element: older_than, compiler: SQLCompiler, **kw: Any) -> str:
-    column, cutoff = list(element.clauses)
-    return "(" + compiler.process(column < cutoff, **kw) + ")"
-
-
-@compiles(older_than, "sqlite")
-def _older_than_sqlite(element: older_than, compiler: SQLCompiler, **kw: Any) -> str:
-    # SQLite stores timestamps as text in whatever format the writer chose ('T' or ' ', with or without
-    # fractional seconds or '+00:00'); comparing the strings would misorder them. julianday() parses all
-    # of them, as UTC when naive. It rounds to whole milliseconds, which is monotonic, so a row at or
-    # after the cutoff can never compare as older.
-    column, cutoff = list(element.clauses)
-    return "(" + compiler.process(func.julianday(column) < func.julianday(cutoff), **kw) + ")"
-
-
-def older(column: Any, cutoff: datetime) -> ColumnElement[bool]:
-    """True where the timestamp column is strictly before the cutoff."""
-    return older_than(column, literal(cutoff, UTCDateTime()))
 
 
 def _linked_to(events_where: ColumnElement[bool]) -> ColumnElement[bool]:

@@ -2,9 +2,6 @@
 
 from datetime import timedelta
 
-import pytest
-from sqlalchemy import insert
-
 from retention_pipeline.core import purge
 from retention_pipeline.core.schema import alerts, detections, event_detections, events, gpu_stats, logs
 from retention_pipeline_tests.factories import CameraWorld
@@ -141,29 +138,6 @@ def test_second_run_changes_nothing(world: CameraWorld):
     assert again.events_deleted == again.detections_deleted == again.gpu_stats_deleted == 0
     assert again.thumbnails_deleted == again.images_deleted == again.clips_deleted == 0
     assert again.space_reclaimed == 0
-
-
-def test_naive_sqlite_style_timestamps_in_other_formats_compare_as_instants(world: CameraWorld):
-    # Another writer may store '2026-05-16T03:00:00' or '...+00:00'; all are UTC instants.
-    from sqlalchemy import String, column, table
-
-    if world.engine.dialect.name != "sqlite":
-        pytest.skip("PostgreSQL stores TIMESTAMPTZ, not text; the text formats are SQLite's problem")
-    raw_logs = table("logs", column("timestamp", String), column("level", String))
-    cutoff = world.log_cutoff
-    rows = [
-        (cutoff - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S"),
-        (cutoff - timedelta(seconds=1)).strftime("%Y-%m-%d %H:%M:%S+00:00"),
-        cutoff.strftime("%Y-%m-%d %H:%M:%S"),  # exactly at the cutoff, no fraction: kept
-        cutoff.strftime("%Y-%m-%dT%H:%M:%S.000000"),
-    ]
-    with world.engine.begin() as conn:
-        conn.execute(insert(raw_logs), [{"timestamp": r, "level": "INFO"} for r in rows])
-
-    stats = world.run()
-
-    assert stats.logs_deleted == 2
-    assert world.count(logs) == 2
 
 
 def test_progress_names_every_batch_or_one_per_interval_and_always_the_total(world: CameraWorld):
