@@ -77,6 +77,11 @@ def _end_of_next_batch(table: Table, expired: ColumnElement[bool], lock: bool = 
     return select(func.max(batch.subquery().c.id), func.set_config("statement_timeout", TIME_CAP, True))
 
 
+def cap_following_statements() -> Select[Any]:
+    """PostgreSQL: cut off the transaction's following statements at `time_cap` ms."""
+    return select(func.set_config("statement_timeout", TIME_CAP, True))
+
+
 def _in_batch(table: Table) -> ColumnElement[bool]:
     return and_(table.c.id > AFTER_ID, table.c.id <= LAST_ID)
 

@@ -69,6 +69,31 @@ def test_event_batches_past_the_cap_roll_back_with_their_alerts_and_are_repeated
     assert counts.longest_transaction_ms >= 80
 
 
+def test_the_cap_bounds_an_event_batch_s_statements_together_not_each_one(
+    postgresql_only: None, world: CameraWorld
+):
+    ids = [world.event(world.old(), alerts_count=1) for _ in range(10)]
+    prepare_database(world.engine)
+    with world.engine.begin() as conn:  # deleting one event costs 50 ms, and deleting its alert 50 more
+        conn.execute(
+            text(
+                "CREATE OR REPLACE FUNCTION slow_event_delete() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                f" IF (to_jsonb(OLD) ->> TG_ARGV[0])::int = {ids[4]}"
+                " THEN PERFORM pg_sleep(0.05); END IF; RETURN OLD; END $$"
+            )
+        )
+        for table, event_id in (("events", "id"), ("alerts", "event_id")):
+            trigger = f"CREATE TRIGGER slow BEFORE DELETE ON {table} FOR EACH ROW"
+            conn.execute(text(trigger + f" EXECUTE FUNCTION slow_event_delete('{event_id}')"))
+
+    # Each statement of that event's batch ends well within the 80 ms cap; the batch does not.
+    with pytest.raises(purge.BatchTooSlow, match="events: 5 batches of a single row"):
+        purge.purge_events(world.engine, world.cutoff, 1000, target_s=0.05)
+
+    assert world.ids(events) == set(ids[4:])
+    assert world.count(alerts) == len(ids[4:])
+
+
 def test_without_a_target_nothing_is_cut_off_and_the_slow_batch_holds_its_locks(
     postgresql_only: None, world: CameraWorld
 ):
