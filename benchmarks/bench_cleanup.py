@@ -288,6 +288,7 @@ def run_job(url: str, media: Path, dry_run: bool) -> dict:
         "db_seconds": db,
         "file_seconds": sum(v for k, v in steps.items() if k.startswith("delete_expired_files")),
         "longest_txn_ms": stats.longest_transaction_ms,
+        "retries": stats.db_retries,  # batches cut off at the time cap and repeated, transient errors
         "wall_job": wall,
     }
 
@@ -450,6 +451,7 @@ def main() -> None:
         "files_per_s",
         "peak_rss_mb",
         "longest_txn_ms",
+        "retries",
         "db_vs_floor",
         "wall_vs_floor",
     ]
