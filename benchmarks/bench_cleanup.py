@@ -395,10 +395,11 @@ def bench(engine_name: str, n: int, workdir: Path, rows_only: bool) -> list[dict
     # (until then the time indexes still hold the deleted rows' entries, which "nothing expired" reads).
     results.append(noop_cli(engine_name, n, "noop_cli", url, media, workdir))
     if engine_name == "postgresql":
-        with create_engine(url, isolation_level="AUTOCOMMIT").connect() as conn:
+        vacuuming = create_engine(url, isolation_level="AUTOCOMMIT")
+        with vacuuming.connect() as conn:
             conn.execute(text("VACUUM (ANALYZE)"))
+        vacuuming.dispose()
         results.append(noop_cli(engine_name, n, "noop_cli_vacuumed", url, media, workdir))
-    if engine_name == "postgresql":
         admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             for suffix in ("", "_floor", "_naive", "_dry"):
