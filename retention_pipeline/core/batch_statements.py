@@ -31,6 +31,7 @@ from sqlalchemy import (
 )
 
 from .db import PG_STATEMENT_TIMEOUT_MS
+from .durability import commit_without_waiting
 from .instants import older
 from .queries import detection_expired, detection_may_expire, distinct_paths, queue_upsert
 from .schema import UTCDateTime, alerts, detections, event_detections, events, retention_file_queue
@@ -73,8 +74,13 @@ def _end_of_next_batch(table: Table, expired: ColumnElement[bool], lock: bool = 
         return select(func.max(batch.subquery().c.id))
     # set_config(..., true) lasts until the transaction ends, and a statement reads statement_timeout
     # when it starts: the lock itself runs uncapped, every later statement of the batch is cut off.
+    # The batch's COMMIT does not wait for the disk: see durability.py.
     batch = batch.with_for_update(of=table)
-    return select(func.max(batch.subquery().c.id), func.set_config("statement_timeout", TIME_CAP, True))
+    return select(
+        func.max(batch.subquery().c.id),
+        func.set_config("statement_timeout", TIME_CAP, True),
+        commit_without_waiting(),
+    )
 
 
 def cap_following_statements() -> Select[Any]:

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from . import batch_statements as statements
+from . import durability
 from .db import PG_STATEMENT_TIMEOUT_MS, is_query_cancelled, write_transaction
 
 CAP_SLACK = 0.1  # how far past its cap a batch may run before a statement's own timeout is narrowed
@@ -206,6 +207,7 @@ def row_batches(engine: Engine, table: Table, column: str, cutoff: datetime) -> 
     table without files or children."""
     batch_end = statements.select_last_id_of_expired_batch(table, column, cutoff)
     delete = statements.delete_expired_rows(table, column, cutoff)
+    deferred = durability.defer_flush() if engine.dialect.name == "postgresql" else None
 
     def step(after_id: int, until_id: int, limit: int) -> Batch:
         last_id = _batch_end(engine, batch_end, statements.span(after_id, until_id, limit))
@@ -213,6 +215,8 @@ def row_batches(engine: Engine, table: Table, column: str, cutoff: datetime) -> 
             return Batch(None)
         started = time.perf_counter()
         with write_transaction(engine) as conn:
+            if deferred is not None:
+                conn.execute(deferred)
             deleted = conn.execute(delete, statements.id_range(after_id, last_id)).rowcount
         return Batch(last_id, deleted=deleted, seconds=time.perf_counter() - started)
 

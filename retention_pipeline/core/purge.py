@@ -4,6 +4,7 @@ their files durably; the caller loops until a step reports it is finished.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 from . import queries
 from .batch_steps import Batch, Step, detection_batches, event_batches, row_batches
 from .db import WriterTurns, is_transient
+from .durability import flush_commits
 from .schema import events
 from .stats import RowCounts
 
@@ -132,24 +134,32 @@ def _loop(
     turns = WriterTurns(engine)
     every_so_often = EverySoOften(progress, progress_every_s)
 
-    one_row_overruns = 0
-    while True:
-        batch = with_retries(functools.partial(step, after_id, until_id, sizer.size), counts, progress)
-        if batch.overran:
-            one_row_overruns = one_row_overruns + 1 if sizer.size == 1 else 0
-            _after_overrun(name, batch, sizer, counts, one_row_overruns, every_so_often)
-            continue
-        if batch.last_id is None:
-            break
+    try:
         one_row_overruns = 0
-        counts.add_batch(batch.deleted, batch.seconds, batch.children, batch.queued)
-        after_id = batch.last_id
-        sizer.record(batch.seconds)
-        smaller = f", next batch {sizer.size} rows" if sizer.size < sizer.largest else ""
-        every_so_often(
-            f"{name}: batch {counts.batches} deleted {batch.deleted} (total {counts.deleted}{smaller})"
-        )
-        turns.after_commit()
+        while True:
+            batch = with_retries(functools.partial(step, after_id, until_id, sizer.size), counts, progress)
+            if batch.overran:
+                one_row_overruns = one_row_overruns + 1 if sizer.size == 1 else 0
+                _after_overrun(name, batch, sizer, counts, one_row_overruns, every_so_often)
+                continue
+            if batch.last_id is None:
+                break
+            one_row_overruns = 0
+            counts.add_batch(batch.deleted, batch.seconds, batch.children, batch.queued)
+            after_id = batch.last_id
+            sizer.record(batch.seconds)
+            smaller = f", next batch {sizer.size} rows" if sizer.size < sizer.largest else ""
+            every_so_often(
+                f"{name}: batch {counts.batches} deleted {batch.deleted} (total {counts.deleted}{smaller})"
+            )
+            turns.after_commit()
+    except BaseException:
+        # What committed before the failure is reported as deleted too: have it on disk if the server
+        # still answers, without hiding the failure behind one of the flush's own.
+        with contextlib.suppress(Exception):
+            flush_commits(engine)
+        raise
+    with_retries(functools.partial(flush_commits, engine), counts, progress)
     progress(f"{name}: done, {counts.deleted} deleted in {counts.batches} batches")
     return counts
 

@@ -1,0 +1,142 @@
+"""PostgreSQL: purge batches commit without waiting for the disk (their row locks go at once, whatever a
+checkpoint is writing), and each purge step returns only once its batches are on disk, before anything
+reports them or unlinks their files."""
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import event, text
+
+from retention_pipeline.core import purge
+from retention_pipeline.core.cleanup import prepare_database
+from retention_pipeline.core.durability import flush_commits
+from retention_pipeline.core.schema import detections, events, gpu_stats
+from retention_pipeline_tests.factories import CameraWorld
+
+TABLES = ("detections", "events", "gpu_stats", "logs", "retention_file_queue")
+
+
+@pytest.fixture
+def noted_deletes(world: CameraWorld) -> Iterator[None]:
+    """Each DELETE statement on the purged tables (and the file queue) notes how its transaction will
+    commit and where the WAL stood once its rows were gone. Call before the cleanup, after the rows."""
+    prepare_database(world.engine)
+    with world.engine.begin() as conn:
+        conn.execute(text("CREATE TABLE seen_deletes (tbl text, mode text, lsn pg_lsn)"))
+        conn.execute(
+            text(
+                "CREATE OR REPLACE FUNCTION note_delete() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                " INSERT INTO seen_deletes VALUES"
+                " (TG_TABLE_NAME, current_setting('synchronous_commit'), pg_current_wal_insert_lsn());"
+                " RETURN NULL; END $$"
+            )
+        )
+        for table in TABLES:
+            conn.execute(
+                text(
+                    f"CREATE TRIGGER note AFTER DELETE ON {table}"
+                    " FOR EACH STATEMENT EXECUTE FUNCTION note_delete()"
+                )
+            )
+    yield
+    with world.engine.begin() as conn:  # the database outlives the test; its camera tables are rebuilt
+        conn.execute(text("DROP TABLE seen_deletes"))
+
+
+def _flushed_past(conn, lsn: str) -> bool:
+    return bool(
+        conn.execute(text("SELECT pg_current_wal_flush_lsn() >= CAST(:l AS pg_lsn)"), {"l": lsn}).scalar()
+    )
+
+
+def _modes(world: CameraWorld) -> dict[str, set[str]]:
+    with world.engine.connect() as conn:
+        rows = conn.execute(text("SELECT tbl, mode FROM seen_deletes")).all()
+    modes: dict[str, set[str]] = {}
+    for table, mode in rows:
+        modes.setdefault(table, set()).add(mode)
+    return modes
+
+
+def test_batches_commit_without_waiting_for_the_disk_and_the_file_queue_is_forgotten_waiting(
+    postgresql_only: None, world: CameraWorld, request: pytest.FixtureRequest
+):
+    for _ in range(3):
+        event = world.event(world.old(), clip=True, alerts_count=1)
+        world.link(event, world.detection(world.old(), thumbnail=True))
+        world.gpu(world.old())
+        world.log(world.old())
+    request.getfixturevalue("noted_deletes")
+
+    stats = world.run(batch_size=2)
+
+    assert (stats.detections_deleted, stats.events_deleted, stats.gpu_stats_deleted) == (3, 3, 3)
+    assert (stats.thumbnails_deleted, stats.clips_deleted, stats.logs_deleted) == (3, 3, 3)
+    modes = _modes(world)
+    for table in ("detections", "events", "gpu_stats", "logs"):
+        assert modes[table] == {"off"}, table
+    # The queue's rows go only after their files did; a lost commit there would just repeat them.
+    assert modes["retention_file_queue"] == {"on"}
+    with world.engine.connect() as conn:  # local to each batch, not left on pooled connections
+        assert conn.execute(text("SHOW synchronous_commit")).scalar() == "on"
+
+
+@pytest.mark.parametrize("table", [detections, events, gpu_stats])
+def test_a_purge_step_returns_only_once_every_batch_it_committed_is_on_disk(
+    postgresql_only: None, world: CameraWorld, request: pytest.FixtureRequest, table
+):
+    for _ in range(40):
+        if table is gpu_stats:
+            world.gpu(world.old())
+        else:
+            world.event(world.old(), clip=True) if table is events else world.detection(world.old())
+    request.getfixturevalue("noted_deletes")
+
+    if table is detections:
+        counts = purge.purge_detections(world.engine, world.cutoff, 4, False)
+    elif table is events:
+        counts = purge.purge_events(world.engine, world.cutoff, 4)
+    else:
+        counts = purge.purge_rows(world.engine, gpu_stats, "recorded_at", world.cutoff, 4)
+
+    # The check runs at once: the WAL writer, left alone, flushes deferred commits only every 200 ms.
+    with world.engine.connect() as conn:
+        last_delete = conn.execute(
+            text("SELECT max(lsn) FROM seen_deletes WHERE tbl = :t"), {"t": table.name}
+        ).scalar()
+        on_disk = _flushed_past(conn, last_delete)
+    assert counts.batches == 10
+    assert on_disk, f"the last batch deleted at {last_delete}, not yet flushed"
+
+
+def test_the_flush_commits_waiting_for_the_disk_even_on_a_server_set_not_to_wait(
+    postgresql_only: None, world: CameraWorld
+):
+    committing: list[tuple[str, str]] = []
+
+    def note_commit(conn) -> None:  # before COMMIT is sent: how it will commit, and whether it must
+        with conn.connection.dbapi_connection.cursor() as cursor:
+            cursor.execute("SELECT current_setting('synchronous_commit'), pg_current_wal_insert_lsn()")
+            committing.append(cursor.fetchone())
+
+    def server_set_not_to_wait(dbapi_connection, _record) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET synchronous_commit = off")
+
+    world.engine.dispose()
+    event.listen(world.engine, "connect", server_set_not_to_wait)
+    event.listen(world.engine, "commit", note_commit)
+    try:
+        flush_commits(world.engine)
+        with world.engine.connect() as conn:
+            flushed = _flushed_past(conn, committing[-1][1])
+            session_default = conn.execute(text("SHOW synchronous_commit")).scalar()
+    finally:
+        event.remove(world.engine, "commit", note_commit)
+        event.remove(world.engine, "connect", server_set_not_to_wait)
+        world.engine.dispose()
+
+    assert session_default == "off"
+    # A transaction with an id writes a commit record, and "local" makes its COMMIT wait for the flush.
+    assert [mode for mode, _lsn in committing] == ["local"]
+    assert flushed  # the WAL as it stood just before the COMMIT, the batches' included, is on disk
