@@ -56,6 +56,35 @@ def test_symlinks_leaving_the_roots_are_not_located(roots: StorageRoots, tmp_pat
     assert roots.locate("thumbs/inner.jpg") == str(thumbs / "inner.jpg")
 
 
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_remove_file_unlinks_a_link_inside_the_roots_and_refuses_one_leaving_them(
+    roots: StorageRoots, tmp_path: Path, dry_run: bool
+):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "f.jpg").write_text("keep me")
+    thumbs = Path(roots.media_root) / "thumbs"
+    (thumbs / "real.jpg").write_text("shared")
+    (thumbs / "inner.jpg").symlink_to(thumbs / "real.jpg")
+    (thumbs / "escape.jpg").symlink_to(outside / "f.jpg")
+    (thumbs / "dangling.jpg").symlink_to(outside / "never-written.jpg")
+
+    outcomes = {
+        name: remove_file(roots, f"thumbs/{name}", dry_run)[0]
+        for name in ("inner.jpg", "escape.jpg", "dangling.jpg")
+    }
+
+    assert outcomes == {
+        "inner.jpg": Outcome.DELETED,
+        "escape.jpg": Outcome.REFUSED,
+        "dangling.jpg": Outcome.REFUSED,
+    }
+    assert (thumbs / "inner.jpg").is_symlink() is dry_run  # the link goes, never what it points to
+    assert (thumbs / "real.jpg").read_text() == "shared"
+    assert (outside / "f.jpg").read_text() == "keep me"
+    assert (thumbs / "escape.jpg").is_symlink() and (thumbs / "dangling.jpg").is_symlink()
+
+
 def test_aliases_cover_relative_and_absolute_spellings(roots: StorageRoots):
     absolute = os.path.join(roots.media_root, "thumbs", "a.jpg")
 
