@@ -23,8 +23,8 @@ from .stats import FileCounts
 Progress = Callable[[str], None]
 T = TypeVar("T")
 # Paths per reference check and per commit of the drained queue rows. Their aliases (up to five a path)
-# travel as one bound value (queries._one_of), so no parameter limit applies; at 2000 a check takes
-# 70-85 ms at 1M on PostgreSQL, and 5x larger chunks drained no faster (measured 2026-12-01).
+# travel as one bound value (queries._candidate_names), so no parameter limit applies; at 2000 a check
+# takes 42-59 ms at 1M on PostgreSQL, and 5x larger chunks drained no faster (measured 2026-12-01/02).
 CHECK_CHUNK = 2000
 FILE_WORKERS = 4  # chunks handled at once: enough to overlap database and file-system waits on 2 cores
 
