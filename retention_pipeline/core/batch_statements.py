@@ -167,8 +167,8 @@ def _deleting_and_queueing(deleted: CTE, files: list[Select[Any]]) -> Select[Any
         .cte("rekinded")
     )
     # Both writes are named so they run; PostgreSQL runs a data-modifying WITH to completion either way.
-    # The third column lifts the batch's time cap for what follows, the COMMIT: a commit waiting for a
-    # synchronous standby and cancelled by the cap would stay committed here but unconfirmed there.
+    # The third column lifts the batch's time cap before its COMMIT, which must never be cancelled
+    # midway (a commit record already written stays committed, whatever the client is told).
     return select(
         select(func.count()).select_from(deleted).scalar_subquery(),
         select(func.count()).select_from(matched).scalar_subquery(),

@@ -1,12 +1,17 @@
 """PostgreSQL: purge batches commit without waiting for their WAL to reach the disk, and each purge step
-ends with one commit that waits, so nothing is reported deleted, nor its files unlinked, before it is
-durable.
+ends with one commit that waits, so a step reports its counts, and the file step unlinks files, only
+once every batch before it is on disk.
 
 A batch's COMMIT waited for its WAL flush 179-341 ms while a checkpoint wrote (measured at 1M rows), all
 that time holding the batch's row locks against the camera system's writers. With the flush deferred
-the server writes it within wal_writer_delay (200 ms by default) on its own; a server crash in between
-brings those batches' rows back, queue entries included, before anything reported them or touched
-their files. SQLite is unchanged.
+the server writes it within three times wal_writer_delay (200 ms by default) on its own. A server crash
+(or a failover) in that window undoes the last batches, rows and queue entries together, so no file of
+theirs is ever unlinked. What it can make untrue is a count: a step that reconnects after such a crash
+and finishes still counts the undone batches (their rows wait for the next run, which counts them
+again), and the progress lines before the final flush, like a failed step's counts when that flush
+cannot reach the server, are not yet durable. SQLite is unchanged.
+
+The flush needs EXECUTE on pg_logical_emit_message (granted to PUBLIC by default, PostgreSQL 9.6+).
 """
 
 from __future__ import annotations

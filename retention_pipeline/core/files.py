@@ -75,13 +75,15 @@ class StorageRoots:
         """
         target = self.place(stored, resolved_dirs)
         try:
-            return target if target is None or self.may_follow(target, os.path.islink(target)) else None
+            return (
+                target if target is None or self.link_stays_inside(target, os.path.islink(target)) else None
+            )
         except (OSError, ValueError):
             return None
 
     def place(self, stored: str, resolved_dirs: dict[str, str] | None = None) -> str | None:
         """`locate` without looking at the final name: its directories resolved and inside a root, or
-        None. The caller checks a symlink there with `may_follow` before unlinking it."""
+        None. The caller checks a symlink there with `link_stays_inside` before unlinking it."""
         if not stored.strip() or "\x00" in stored:
             return None
         joined = os.path.join(self.media_root, stored)
@@ -99,8 +101,9 @@ class StorageRoots:
         target = os.path.join(resolved, name)
         return target if self._contains(target) else None
 
-    def may_follow(self, target: str, is_symlink: bool) -> bool:
-        """False for a symlink at a placed path that points outside every root."""
+    def link_stays_inside(self, target: str, is_symlink: bool) -> bool:
+        """False when the placed path is a symlink that points outside every root (it is never followed:
+        unlink removes the link itself)."""
         return not is_symlink or self._contains(os.path.realpath(target))
 
     def _contains(self, path: str) -> bool:
@@ -140,7 +143,7 @@ def remove_file(
             return Outcome.MISSING, 0
         return Outcome.FAILED, 0
     try:
-        if not roots.may_follow(target, stat.S_ISLNK(info.st_mode)):
+        if not roots.link_stays_inside(target, stat.S_ISLNK(info.st_mode)):
             return Outcome.REFUSED, 0
     except (OSError, ValueError):
         return Outcome.REFUSED, 0

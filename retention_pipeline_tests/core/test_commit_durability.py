@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import event, text
+from sqlalchemy.exc import DBAPIError
 
 from retention_pipeline.core import purge
 from retention_pipeline.core.cleanup import prepare_database
@@ -112,12 +113,12 @@ def test_a_purge_step_returns_only_once_every_batch_it_committed_is_on_disk(
 def test_the_flush_commits_waiting_for_the_disk_even_on_a_server_set_not_to_wait(
     postgresql_only: None, world: CameraWorld
 ):
-    committing: list[tuple[str, str]] = []
+    committing: list[str] = []
 
-    def note_commit(conn) -> None:  # before COMMIT is sent: how it will commit, and whether it must
+    def note_commit(conn) -> None:  # before COMMIT is sent: how it will commit
         with conn.connection.dbapi_connection.cursor() as cursor:
-            cursor.execute("SELECT current_setting('synchronous_commit'), pg_current_wal_insert_lsn()")
-            committing.append(cursor.fetchone())
+            cursor.execute("SELECT current_setting('synchronous_commit')")
+            committing.append(cursor.fetchone()[0])
 
     def server_set_not_to_wait(dbapi_connection, _record) -> None:
         with dbapi_connection.cursor() as cursor:
@@ -125,18 +126,56 @@ def test_the_flush_commits_waiting_for_the_disk_even_on_a_server_set_not_to_wait
 
     world.engine.dispose()
     event.listen(world.engine, "connect", server_set_not_to_wait)
-    event.listen(world.engine, "commit", note_commit)
     try:
-        flush_commits(world.engine)
+        with world.engine.begin() as conn:  # a write that commits without waiting, like a batch
+            conn.execute(text("CREATE TABLE IF NOT EXISTS unflushed (n int)"))
+            conn.execute(text("INSERT INTO unflushed VALUES (1)"))
         with world.engine.connect() as conn:
-            flushed = _flushed_past(conn, committing[-1][1])
+            written = conn.execute(text("SELECT pg_current_wal_insert_lsn()")).scalar()
+        event.listen(world.engine, "commit", note_commit)
+        flush_commits(world.engine)  # at once: the WAL writer, left alone, takes up to 600 ms
+        event.remove(world.engine, "commit", note_commit)
+        with world.engine.connect() as conn:
+            flushed = _flushed_past(conn, written)
             session_default = conn.execute(text("SHOW synchronous_commit")).scalar()
     finally:
-        event.remove(world.engine, "commit", note_commit)
         event.remove(world.engine, "connect", server_set_not_to_wait)
         world.engine.dispose()
+        with world.engine.begin() as conn:
+            conn.execute(text("DROP TABLE IF EXISTS unflushed"))
 
     assert session_default == "off"
-    # A transaction with an id writes a commit record, and "local" makes its COMMIT wait for the flush.
-    assert [mode for mode, _lsn in committing] == ["local"]
-    assert flushed  # the WAL as it stood just before the COMMIT, the batches' included, is on disk
+    # "local" makes the flush's COMMIT wait, and its WAL record gives it a commit record to wait for.
+    assert committing == ["local"]
+    assert flushed, "the write before the flush is not on disk yet"
+
+
+def test_a_purge_step_that_fails_still_flushes_what_it_committed_before(
+    postgresql_only: None, world: CameraWorld, request: pytest.FixtureRequest
+):
+    ids = [world.detection(world.old()) for _ in range(30)]
+    request.getfixturevalue("noted_deletes")
+    with world.engine.begin() as conn:  # the last detection cannot be deleted: not a transient error
+        conn.execute(
+            text(
+                "CREATE OR REPLACE FUNCTION refuse_delete() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                f" IF OLD.id = {int(ids[-1])} THEN RAISE EXCEPTION 'refused'; END IF; RETURN OLD; END $$"
+            )
+        )
+        conn.execute(
+            text(
+                "CREATE TRIGGER refuse BEFORE DELETE ON detections"
+                " FOR EACH ROW EXECUTE FUNCTION refuse_delete()"
+            )
+        )
+
+    with pytest.raises(DBAPIError, match="refused"):
+        purge.purge_detections(world.engine, world.cutoff, 4, False)
+
+    assert world.ids(detections) == set(ids[-2:])  # the batch of the last two rolled back
+    # Checked at once, a few ms after the last batch committed without waiting.
+    with world.engine.connect() as conn:
+        last_delete = conn.execute(
+            text("SELECT max(lsn) FROM seen_deletes WHERE tbl = 'detections'")
+        ).scalar()
+        assert _flushed_past(conn, last_delete), "the batches committed before the failure are not on disk"
