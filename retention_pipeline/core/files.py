@@ -74,12 +74,9 @@ class StorageRoots:
         so a directory swapped for a symlink is noticed by the next chunk.
         """
         target = self.place(stored, resolved_dirs)
-        try:
-            return (
-                target if target is None or self.link_stays_inside(target, os.path.islink(target)) else None
-            )
-        except (OSError, ValueError):
+        if target is None or not self.link_stays_inside(target, os.path.islink(target)):
             return None
+        return target
 
     def place(self, stored: str, resolved_dirs: dict[str, str] | None = None) -> str | None:
         """`locate` without looking at the final name: its directories resolved and inside a root, or
@@ -103,8 +100,13 @@ class StorageRoots:
 
     def link_stays_inside(self, target: str, is_symlink: bool) -> bool:
         """False when the placed path is a symlink that points outside every root (it is never followed:
-        unlink removes the link itself)."""
-        return not is_symlink or self._contains(os.path.realpath(target))
+        unlink removes the link itself); False too when where it points cannot be read."""
+        if not is_symlink:
+            return True
+        try:
+            return self._contains(os.path.realpath(target))
+        except (OSError, ValueError):
+            return False
 
     def _contains(self, path: str) -> bool:
         return any(_inside(path, root) for root in self.roots)
@@ -142,10 +144,7 @@ def remove_file(
         if exc.errno in (errno.ENOTDIR, errno.ENOENT):
             return Outcome.MISSING, 0
         return Outcome.FAILED, 0
-    try:
-        if not roots.link_stays_inside(target, stat.S_ISLNK(info.st_mode)):
-            return Outcome.REFUSED, 0
-    except (OSError, ValueError):
+    if not roots.link_stays_inside(target, stat.S_ISLNK(info.st_mode)):
         return Outcome.REFUSED, 0
     if stat.S_ISDIR(info.st_mode):
         # A directory where a file should be is someone else's data; never recurse into it.
