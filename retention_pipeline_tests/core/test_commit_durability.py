@@ -11,7 +11,7 @@ from sqlalchemy.exc import DBAPIError
 from retention_pipeline.core import purge
 from retention_pipeline.core.cleanup import prepare_database
 from retention_pipeline.core.durability import flush_commits
-from retention_pipeline.core.schema import detections, events, gpu_stats
+from retention_pipeline.core.schema import detections, gpu_stats
 from retention_pipeline_tests.factories import CameraWorld
 
 TABLES = ("detections", "events", "gpu_stats", "logs", "retention_file_queue")
@@ -82,28 +82,35 @@ def test_batches_commit_without_waiting_for_the_disk_and_the_file_queue_is_forgo
         assert conn.execute(text("SHOW synchronous_commit")).scalar() == "on"
 
 
-@pytest.mark.parametrize("table", [detections, events, gpu_stats])
+# For each table: one expired row, and its purge step in batches of 4.
+PURGE_STEPS = {
+    "detections": (
+        lambda w: w.detection(w.old()),
+        lambda w: purge.purge_detections(w.engine, w.cutoff, 4, False),
+    ),
+    "events": (lambda w: w.event(w.old(), clip=True), lambda w: purge.purge_events(w.engine, w.cutoff, 4)),
+    "gpu_stats": (
+        lambda w: w.gpu(w.old()),
+        lambda w: purge.purge_rows(w.engine, gpu_stats, "recorded_at", w.cutoff, 4),
+    ),
+}
+
+
+@pytest.mark.parametrize("table", list(PURGE_STEPS))
 def test_a_purge_step_returns_only_once_every_batch_it_committed_is_on_disk(
-    postgresql_only: None, world: CameraWorld, request: pytest.FixtureRequest, table
+    postgresql_only: None, world: CameraWorld, request: pytest.FixtureRequest, table: str
 ):
+    expired_row, purge_step = PURGE_STEPS[table]
     for _ in range(40):
-        if table is gpu_stats:
-            world.gpu(world.old())
-        else:
-            world.event(world.old(), clip=True) if table is events else world.detection(world.old())
+        expired_row(world)
     request.getfixturevalue("noted_deletes")
 
-    if table is detections:
-        counts = purge.purge_detections(world.engine, world.cutoff, 4, False)
-    elif table is events:
-        counts = purge.purge_events(world.engine, world.cutoff, 4)
-    else:
-        counts = purge.purge_rows(world.engine, gpu_stats, "recorded_at", world.cutoff, 4)
+    counts = purge_step(world)
 
     # The check runs at once: the WAL writer, left alone, flushes deferred commits only every 200 ms.
     with world.engine.connect() as conn:
         last_delete = conn.execute(
-            text("SELECT max(lsn) FROM seen_deletes WHERE tbl = :t"), {"t": table.name}
+            text("SELECT max(lsn) FROM seen_deletes WHERE tbl = :t"), {"t": table}
         ).scalar()
         on_disk = _flushed_past(conn, last_delete)
     assert counts.batches == 10
