@@ -3,8 +3,8 @@ ids, size and queueing time are bound parameters given at execution (`span`, `id
 for building a statement again (about 8 ms a batch on PostgreSQL, measured).
 
 Bound parameters: `after_id`, `until_id`, `limit` to find (or lock) the next batch, whose ids are
-(after_id, last_id], plus `time_cap` (milliseconds) when locking it; `after_id`, `last_id`, `queue_time`
-to delete it and queue its files.
+(after_id, last_id]; `after_id`, `last_id`, `queue_time` to delete it and queue its files; `time_cap` and
+`lock_cap` (milliseconds) to cap a PostgreSQL batch's statements and lock waits.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ LIMIT = bindparam("limit", type_=Integer)
 # Not "queued_at": a parameter named like a column would also be SET by the queue's UPDATE.
 QUEUED_AT = bindparam("queue_time", type_=UTCDateTime())
 TIME_CAP = bindparam("time_cap", type_=String)
+LOCK_CAP = bindparam("lock_cap", type_=String)
 
 
 def span(after_id: int, until_id: int, limit: int) -> dict[str, int]:
@@ -50,9 +51,9 @@ def span(after_id: int, until_id: int, limit: int) -> dict[str, int]:
     return {"after_id": after_id, "until_id": until_id, "limit": limit}
 
 
-def locking_span(after_id: int, until_id: int, limit: int, time_cap_ms: float) -> dict[str, Any]:
-    """The parameters of a statement that locks the next batch and caps the statements after it."""
-    return {**span(after_id, until_id, limit), "time_cap": str(max(1, round(time_cap_ms)))}
+def caps(time_cap_ms: float, lock_cap_ms: float) -> dict[str, str]:
+    """The parameters of `cap_batch`."""
+    return {"time_cap": str(max(1, round(time_cap_ms))), "lock_cap": str(max(1, round(lock_cap_ms)))}
 
 
 def id_range(after_id: int, last_id: int, queued_at: datetime | None = None) -> dict[str, Any]:
@@ -70,15 +71,19 @@ def _end_of_next_batch(table: Table, expired: ColumnElement[bool], lock: bool = 
         .order_by(table.c.id)
         .limit(LIMIT)
     )
-    if not lock:
-        return select(func.max(batch.subquery().c.id))
-    # set_config(..., true) lasts until the transaction ends, and a statement reads statement_timeout
-    # when it starts: the lock itself runs uncapped, every later statement of the batch is cut off.
-    # The batch's COMMIT does not wait for the disk: see durability.py.
-    batch = batch.with_for_update(of=table)
+    if lock:
+        batch = batch.with_for_update(of=table)
+    return select(func.max(batch.subquery().c.id))
+
+
+def cap_batch() -> Select[Any]:
+    """PostgreSQL: cut off the transaction's statements at `time_cap` ms and its lock waits at `lock_cap`
+    ms; its COMMIT does not wait for the disk (see durability.py)."""
+    # set_config(..., true) lasts until the transaction ends; a statement reads statement_timeout when it
+    # starts, so this must run before the batch's first lock is taken.
     return select(
-        func.max(batch.subquery().c.id),
         func.set_config("statement_timeout", TIME_CAP, True),
+        func.set_config("lock_timeout", LOCK_CAP, True),
         commit_without_waiting(),
     )
 
@@ -99,8 +104,7 @@ def select_detection_batch_end(cutoff: datetime) -> Select[Any]:
 
 def lock_next_detections_that_may_expire(cutoff: datetime) -> Select[Any]:
     """PostgreSQL: lock the next `limit` detections in (after_id, until_id] that may have expired; the
-    highest id locked (the rest of the batch is capped at `time_cap` ms). Which of them have expired
-    is for the DELETE to decide, once the locks are held."""
+    highest id locked. Which of them have expired is for the DELETE to decide, once the locks are held."""
     return _end_of_next_batch(detections, detection_may_expire(cutoff), lock=True)
 
 
@@ -167,13 +171,17 @@ def _deleting_and_queueing(deleted: CTE, files: list[Select[Any]]) -> Select[Any
         .cte("rekinded")
     )
     # Both writes are named so they run; PostgreSQL runs a data-modifying WITH to completion either way.
-    # The third column lifts the batch's time cap before its COMMIT, which must never be cancelled
-    # midway (a commit record already written stays committed, whatever the client is told).
     return select(
         select(func.count()).select_from(deleted).scalar_subquery(),
         select(func.count()).select_from(matched).scalar_subquery(),
-        func.set_config("statement_timeout", literal(str(PG_STATEMENT_TIMEOUT_MS)), True),
+        _lift_cap(),
     ).add_cte(inserted, rekinded)
+
+
+def _lift_cap() -> ColumnElement[Any]:
+    # The last statement of a capped batch lifts the cap before its COMMIT, which must never be cancelled
+    # midway (a commit record already written stays committed, whatever the client is told).
+    return func.set_config("statement_timeout", literal(str(PG_STATEMENT_TIMEOUT_MS)), True)
 
 
 def queue_files_of_expired_detections(cutoff: datetime, delete_images: bool) -> Insert:
@@ -194,8 +202,7 @@ def select_event_batch_end(cutoff: datetime) -> Select[Any]:
 
 
 def lock_next_expired_events(cutoff: datetime) -> Select[Any]:
-    """PostgreSQL: lock the next `limit` expired events in (after_id, until_id]; the highest id locked
-    (the rest of the batch is capped at `time_cap` ms)."""
+    """PostgreSQL: lock the next `limit` expired events in (after_id, until_id]; the highest id locked."""
     return _end_of_next_batch(events, older(events.c.started_at, cutoff), lock=True)
 
 
@@ -256,3 +263,10 @@ def select_last_id_of_expired_batch(table: Table, column: str, cutoff: datetime)
 def delete_expired_rows(table: Table, column: str, cutoff: datetime) -> Delete:
     """Delete one id range of expired rows from a table without children."""
     return table.delete().where(_in_batch(table), older(table.c[column], cutoff))
+
+
+def delete_expired_rows_lifting_cap(table: Table, column: str, cutoff: datetime) -> Select[Any]:
+    """PostgreSQL: delete one id range of expired rows from a table without children and lift the batch's
+    time cap; returns the rows deleted."""
+    deleted = delete_expired_rows(table, column, cutoff).returning(table.c.id).cte("deleted")
+    return select(select(func.count()).select_from(deleted).scalar_subquery(), _lift_cap())

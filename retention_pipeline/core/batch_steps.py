@@ -15,10 +15,15 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from . import batch_statements as statements
-from . import durability
+from . import db
 from .db import PG_STATEMENT_TIMEOUT_MS, is_query_cancelled, write_transaction
 
 CAP_SLACK = 0.1  # how far past its cap a batch may run before a statement's own timeout is narrowed
+# A capped batch waits for a writer's row lock at most this share of its cap, holding the rows it has
+# already locked meanwhile: the wait ends as a lock timeout (a writer is busy: the batch is repeated after
+# a pause), not as a cut-off (too much work: the batch is repeated smaller).
+LOCK_WAIT_SHARE = 0.5
+_CAP_BATCH = statements.cap_batch()
 _CAP_FOLLOWING = statements.cap_following_statements()
 
 
@@ -59,8 +64,8 @@ def _within_cap(conn: Connection, started: float, cap_ms: float) -> Execute:
     """PostgreSQL: run a batch's statements after its lock so that together, not each, they end within
     `cap_ms` of the batch's start: a statement starting late gets what is left of the cap.
 
-    The lock set the cap for the statement after it; while that would end by the cap plus a little slack,
-    no extra round trip is spent narrowing it.
+    The batch's first statement set the cap for each statement; while the next would end by the cap plus
+    a little slack, no extra round trip is spent narrowing it.
     """
     in_force_ms = cap_ms
     slack_ms = cap_ms * CAP_SLACK
@@ -79,6 +84,21 @@ def _within_cap(conn: Connection, started: float, cap_ms: float) -> Execute:
     return execute
 
 
+def _batch_caps(time_cap_ms: float | None) -> dict[str, str]:
+    """PostgreSQL: the statement and lock-wait caps of one batch (the connection's own without a cap)."""
+    if time_cap_ms is None:
+        return statements.caps(PG_STATEMENT_TIMEOUT_MS, db.PG_LOCK_TIMEOUT_MS)
+    return statements.caps(time_cap_ms, min(db.PG_LOCK_TIMEOUT_MS, time_cap_ms * LOCK_WAIT_SHARE))
+
+
+def _cut_off(exc: DBAPIError, time_cap_ms: float | None, after_id: int, started: float) -> Batch:
+    """The batch cancelled at its cap (the SQLSTATE, not the server's translated message), rolled back;
+    any other error is raised (a lock timeout or a dropped connection stays a transient error)."""
+    if time_cap_ms is None or not is_query_cancelled(exc):
+        raise exc
+    return Batch(after_id, seconds=time.perf_counter() - started, overran=True)
+
+
 def _locking_rows(
     engine: Engine,
     lock: Any,
@@ -89,22 +109,19 @@ def _locking_rows(
     """PostgreSQL: in one transaction, lock the next batch's rows, delete their children, then the rows,
     queueing their files in the same statement (none cross the wire).
 
-    The statements after the lock are cut off once the batch has run `time_cap_ms` (statement_timeout,
-    local to the batch, narrowed for each one that starts late): a batch caught by a checkpoint or a slow
-    disk rolls back instead of holding its locks on.
+    The batch's statements, its lock first, are cut off once it has run `time_cap_ms` (statement_timeout,
+    local to the batch, narrowed for each one that starts late), and its lock waits sooner: a batch
+    caught by a checkpoint, a slow disk or a busy writer rolls back instead of holding its locks on.
     """
-    cap_ms = time_cap_ms or PG_STATEMENT_TIMEOUT_MS
+    batch_caps = _batch_caps(time_cap_ms)
 
     def step(after_id: int, until_id: int, limit: int) -> Batch:
         now = datetime.now(UTC)
         started = time.perf_counter()
-        locked = False
         try:
             with write_transaction(engine) as conn:
-                last_id = conn.execute(
-                    lock, statements.locking_span(after_id, until_id, limit, cap_ms)
-                ).scalar()
-                locked = True
+                conn.execute(_CAP_BATCH, batch_caps)
+                last_id = conn.execute(lock, statements.span(after_id, until_id, limit)).scalar()
                 if last_id is None:
                     return Batch(None)
                 execute = _within_cap(conn, started, time_cap_ms) if time_cap_ms else conn.execute
@@ -114,11 +131,7 @@ def _locking_rows(
         except _OutOfTime:
             return Batch(after_id, seconds=time.perf_counter() - started, overran=True)
         except DBAPIError as exc:
-            # Cancelled after the lock: by the cap (the SQLSTATE, not the server's translated message).
-            # A lock statement cancelled at the connection's own timeout stays a transient error.
-            if time_cap_ms is None or not locked or not is_query_cancelled(exc):
-                raise
-            return Batch(after_id, seconds=time.perf_counter() - started, overran=True)
+            return _cut_off(exc, time_cap_ms, after_id, started)
         seconds = time.perf_counter() - started
         return Batch(last_id, deleted=deleted, children=deleted_children, queued=queued, seconds=seconds)
 
@@ -202,22 +215,33 @@ def event_batches(engine: Engine, cutoff: datetime, time_cap_ms: float | None = 
     )
 
 
-def row_batches(engine: Engine, table: Table, column: str, cutoff: datetime) -> Step:
+def row_batches(
+    engine: Engine, table: Table, column: str, cutoff: datetime, time_cap_ms: float | None = None
+) -> Step:
     """The batch step of purge_rows: delete up to `limit` expired rows in (after_id, until_id] from a
-    table without files or children."""
+    table without files or children; on PostgreSQL within `time_cap_ms` or not at all."""
     batch_end = statements.select_last_id_of_expired_batch(table, column, cutoff)
-    delete = statements.delete_expired_rows(table, column, cutoff)
-    deferred = durability.defer_flush() if engine.dialect.name == "postgresql" else None
+    postgresql = engine.dialect.name == "postgresql"
+    if postgresql:
+        delete: Any = statements.delete_expired_rows_lifting_cap(table, column, cutoff)
+        batch_caps = _batch_caps(time_cap_ms)
+    else:
+        delete = statements.delete_expired_rows(table, column, cutoff)
 
     def step(after_id: int, until_id: int, limit: int) -> Batch:
         last_id = _batch_end(engine, batch_end, statements.span(after_id, until_id, limit))
         if last_id is None:
             return Batch(None)
         started = time.perf_counter()
-        with write_transaction(engine) as conn:
-            if deferred is not None:
-                conn.execute(deferred)
-            deleted = conn.execute(delete, statements.id_range(after_id, last_id)).rowcount
+        try:
+            with write_transaction(engine) as conn:
+                if postgresql:
+                    conn.execute(_CAP_BATCH, batch_caps)
+                    deleted = int(conn.execute(delete, statements.id_range(after_id, last_id)).scalar_one())
+                else:
+                    deleted = conn.execute(delete, statements.id_range(after_id, last_id)).rowcount
+        except DBAPIError as exc:
+            return _cut_off(exc, time_cap_ms, after_id, started)
         return Batch(last_id, deleted=deleted, seconds=time.perf_counter() - started)
 
     return step

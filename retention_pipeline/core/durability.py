@@ -31,11 +31,6 @@ def commit_without_waiting() -> ColumnElement[Any]:
     return func.set_config("synchronous_commit", "off", True)
 
 
-def defer_flush() -> Select[Any]:
-    """PostgreSQL: let this transaction's COMMIT return before its WAL is on disk."""
-    return select(commit_without_waiting())
-
-
 def wait_for_flush() -> Select[Any]:
     """PostgreSQL: write one WAL record in this transaction, so its COMMIT waits for the WAL to reach the
     disk, every earlier commit's with it."""

@@ -252,12 +252,13 @@ def purge_rows(
     target_s: float | None = None,
 ) -> RowCounts:
     """Delete every row of `table` whose `column` is before the cutoff, batch by batch."""
+    sizer = BatchSizer(batch_size, target_s)
     return _loop(
         engine,
         table.name,
         queries.select_expired_id_span(table, column, cutoff),
-        row_batches(engine, table, column, cutoff),
-        BatchSizer(batch_size, target_s),
+        row_batches(engine, table, column, cutoff, sizer.time_cap_ms),
+        sizer,
         progress,
         progress_every_s,
     )

@@ -3,12 +3,14 @@ transaction holds the camera rows' locks much past the target, whatever stalls t
 
 import dagster as dg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
+from sqlalchemy.engine import Connection
 
-from retention_pipeline.core import purge, queries
+from retention_pipeline.core import batch_steps, db, purge, queries
 from retention_pipeline.core.batch_steps import Batch
 from retention_pipeline.core.cleanup import prepare_database
 from retention_pipeline.core.schema import alerts, detections, events, gpu_stats, retention_file_queue
+from retention_pipeline_tests.core.test_writers import writer_holding_a_transaction
 from retention_pipeline_tests.dagster_helpers import execute, failure_messages, plan_config
 from retention_pipeline_tests.factories import CameraWorld
 
@@ -26,7 +28,7 @@ def _slow_deletes(
                 f" IF {condition} THEN PERFORM pg_sleep({float(seconds)}); END IF; RETURN OLD; END $$"
             )
         )
-        assert table in ("detections", "events")
+        assert table in ("detections", "events", "gpu_stats")
         conn.execute(
             text(f"CREATE TRIGGER slow BEFORE DELETE ON {table} FOR EACH ROW EXECUTE FUNCTION slow_delete()")
         )
@@ -163,3 +165,90 @@ def test_through_the_job_a_row_slower_than_the_cap_fails_the_step_with_the_advic
     assert failure.step_failure_data.user_failure_data.metadata["rows_deleted"].value == 4
     assert world.ids(detections) == set(ids[4:])
     assert world.count(retention_file_queue) == 4  # their thumbnails wait for the next run
+
+
+def test_gpu_stats_batches_past_the_cap_roll_back_and_are_repeated_smaller(
+    postgresql_only: None, world: CameraWorld
+):
+    expired = [world.gpu(world.old()) for _ in range(120)]
+    kept = world.gpu(world.recent())
+    _slow_deletes(world, 0.003, table="gpu_stats")
+
+    counts = purge.purge_rows(world.engine, gpu_stats, "recorded_at", world.cutoff, 1000, target_s=0.05)
+
+    assert world.ids(gpu_stats) == {kept}
+    assert counts.deleted == len(expired)
+    assert counts.retries >= 2  # uncapped, the first batch commits 100 rows in 300 ms and none is repeated
+    assert counts.batches >= len(expired) / 26
+    with world.engine.connect() as conn:
+        assert conn.execute(text("SHOW statement_timeout")).scalar() == "1min"
+
+
+def test_a_gpu_stats_row_slower_than_the_cap_stops_the_purge_with_advice(
+    postgresql_only: None, world: CameraWorld
+):
+    ids = [world.gpu(world.old()) for _ in range(10)]
+    _slow_deletes(world, 0.3, only_id=ids[4], table="gpu_stats")
+
+    with pytest.raises(purge.BatchTooSlow, match="gpu_stats: 5 batches of a single row"):
+        purge.purge_rows(world.engine, gpu_stats, "recorded_at", world.cutoff, 1000, target_s=0.05)
+
+    assert world.ids(gpu_stats) == set(ids[4:])
+
+
+def _lock_detection(detection_id: int):
+    def lock(conn: Connection) -> None:
+        conn.execute(select(detections.c.id).where(detections.c.id == detection_id).with_for_update())
+
+    return lock
+
+
+@pytest.mark.parametrize("target_s", [0.05, None])
+def test_a_capped_batch_stops_waiting_for_a_writers_row_lock_within_its_cap(
+    postgresql_only: None, world: CameraWorld, monkeypatch: pytest.MonkeyPatch, target_s: float | None
+):
+    # The connections' lock_timeout is 5 s here: a batch that waited by it would still be waiting, holding
+    # the rows it locked before the writer's, when the writer commits after 1.5 s.
+    monkeypatch.setattr(db, "PG_LOCK_TIMEOUT_MS", 5000)
+    engine = db.make_engine(world.engine.url.render_as_string(hide_password=False))
+    expired = [world.detection(world.old(), thumbnail=None) for _ in range(5)]
+    prepare_database(world.engine)
+    progress: list[str] = []
+
+    with writer_holding_a_transaction(world.engine, _lock_detection(expired[2]), 1.5):
+        counts = purge.purge_detections(
+            engine, world.cutoff, 1000, False, progress=progress.append, target_s=target_s
+        )
+    engine.dispose()
+
+    assert world.ids(detections) == set()
+    assert counts.deleted == len(expired)
+    if target_s is None:  # no cap: the batch waited for the writer and committed once
+        assert (counts.retries, counts.batches) == (0, 1)
+        assert counts.longest_transaction_ms >= 1000
+    else:  # its lock wait ended at 40 ms (half the 80 ms cap) as a lock timeout, repeated after a pause
+        assert counts.retries >= 1
+        assert any("lock timeout" in message for message in progress), progress
+        assert counts.longest_transaction_ms < 1000
+
+
+def test_a_lock_statement_that_runs_past_the_cap_is_cut_off_and_repeated_smaller(
+    postgresql_only: None, world: CameraWorld, monkeypatch: pytest.MonkeyPatch
+):
+    # Lock waits allowed past the cap, so the 80 ms statement cap ends this one: the lock statement is
+    # under the batch's cap like the statements after it (it used to run under the connection's 60 s).
+    monkeypatch.setattr(batch_steps, "LOCK_WAIT_SHARE", 4.0)
+    expired = [world.detection(world.old(), thumbnail=None) for _ in range(5)]
+    prepare_database(world.engine)
+    progress: list[str] = []
+
+    with writer_holding_a_transaction(world.engine, _lock_detection(expired[2]), 0.25):
+        counts = purge.purge_detections(
+            world.engine, world.cutoff, 1000, False, progress=progress.append, target_s=0.05
+        )
+
+    assert world.ids(detections) == set()
+    assert counts.deleted == len(expired)
+    assert counts.retries >= 1
+    assert any("ran past 80 ms and was rolled back" in message for message in progress), progress
+    assert not any("lock timeout" in message for message in progress), progress
