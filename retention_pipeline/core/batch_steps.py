@@ -91,12 +91,17 @@ def _batch_caps(time_cap_ms: float | None) -> dict[str, str]:
     return statements.caps(time_cap_ms, min(db.PG_LOCK_TIMEOUT_MS, time_cap_ms * LOCK_WAIT_SHARE))
 
 
+def _overran(after_id: int, started: float) -> Batch:
+    """A batch that started at `started` and was cut off at its cap, rolled back."""
+    return Batch(after_id, seconds=time.perf_counter() - started, overran=True)
+
+
 def _cut_off(exc: DBAPIError, time_cap_ms: float | None, after_id: int, started: float) -> Batch:
     """The batch cancelled at its cap (the SQLSTATE, not the server's translated message), rolled back;
     any other error is raised (a lock timeout or a dropped connection stays a transient error)."""
     if time_cap_ms is None or not is_query_cancelled(exc):
         raise exc
-    return Batch(after_id, seconds=time.perf_counter() - started, overran=True)
+    return _overran(after_id, started)
 
 
 def _locking_rows(
@@ -129,7 +134,7 @@ def _locking_rows(
                 result = execute(delete_and_queue, statements.id_range(after_id, last_id, now))
                 deleted, queued, _uncapped = result.one()
         except _OutOfTime:
-            return Batch(after_id, seconds=time.perf_counter() - started, overran=True)
+            return _overran(after_id, started)
         except DBAPIError as exc:
             return _cut_off(exc, time_cap_ms, after_id, started)
         seconds = time.perf_counter() - started
