@@ -103,14 +103,18 @@ def with_retries(step: Callable[[], T], counts: RowCounts, progress: Progress) -
     """Run one batch, repeating it with backoff after a transient database error.
 
     Retrying here (rather than re-running the whole op) keeps the counts of batches already committed.
+    A failed attempt's time counts as a transaction held: a batch that waited for a writer's row lock
+    held the rows it had locked before, until its lock timeout. Timed around the whole attempt, it is an
+    upper bound, so the longest transaction reported is never less than the truth.
     """
     for delay in (*RETRY_DELAYS_S, None):
+        started = time.perf_counter()
         try:
             return step()
         except Exception as exc:
             if delay is None or not is_transient(exc):
                 raise
-            counts.retries += 1
+            counts.add_failed_attempt(time.perf_counter() - started)
             progress(f"transient database error, retrying the batch in {delay:.1f}s: {exc}")
             time.sleep(delay)
     raise AssertionError("unreachable")

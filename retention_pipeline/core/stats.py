@@ -27,6 +27,10 @@ class RowCounts:
 
     def add_overrun(self, seconds: float) -> None:
         """A batch cut off at its time cap and rolled back: repeated smaller, and its locks were held."""
+        self.add_failed_attempt(seconds)
+
+    def add_failed_attempt(self, seconds: float) -> None:
+        """A batch rolled back and repeated (cut off, or a transient error): its locks were held too."""
         self.retries += 1
         self.longest_transaction_ms = max(self.longest_transaction_ms, seconds * 1000)
 

@@ -229,7 +229,9 @@ def test_a_capped_batch_stops_waiting_for_a_writers_row_lock_within_its_cap(
     else:  # its lock wait ended at 40 ms (half the 80 ms cap) as a lock timeout, repeated after a pause
         assert counts.retries >= 1
         assert any("lock timeout" in message for message in progress), progress
-        assert counts.longest_transaction_ms < 1000
+        # The failed attempt held the two rows it had locked for those 40 ms: that counts, though the
+        # batch that committed took a few ms.
+        assert 40 <= counts.longest_transaction_ms < 1000
 
 
 def test_a_lock_statement_that_runs_past_the_cap_is_cut_off_and_repeated_smaller(

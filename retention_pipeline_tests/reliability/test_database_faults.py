@@ -66,9 +66,16 @@ def _wait_until(condition: Callable[[], bool], timeout: float = 60) -> bool:
     return False
 
 
-def _config(world: CameraWorld) -> dict:
+def _config(world: CameraWorld, waits_to_watch: bool = False) -> dict:
+    """The run's plan. `waits_to_watch`: batches without a time cap, so a batch waits for a writer's row
+    lock up to lock_timeout (500 ms) at a time, long enough for the observer's polling to see it on a
+    loaded machine; a capped batch waits 40 ms (test_batch_time_cap holds that)."""
     return plan_config(
-        dry_run=False, reference_time=world.now.isoformat(), batch_size=BATCH_SIZE, delete_images=True
+        dry_run=False,
+        reference_time=world.now.isoformat(),
+        batch_size=BATCH_SIZE,
+        delete_images=True,
+        **({"transaction_target_ms": 0} if waits_to_watch else {}),
     )
 
 
@@ -178,7 +185,7 @@ def test_a_batch_that_meets_a_writers_lock_waits_or_retries_and_the_run_complete
     scene = Scene(world, tmp_path)
     # Held 1.5 s: past PostgreSQL's lock_timeout (500 ms), within SQLite's busy timeout (10 s).
     with _writers_lock(scene, observer, seconds=1.5) as holder:
-        result = execute(world, instance, _config(world))
+        result = execute(world, instance, _config(world, waits_to_watch=True))
 
     assert holder.locked.is_set()
     assert result.success, failure_messages(result)
@@ -241,7 +248,7 @@ def test_backends_terminated_mid_run_are_retried_and_the_run_completes(
     with LockHolder(observer, scene.expired_detection(0.3)) as holder:
         injector = threading.Thread(target=fault_injector, args=(holder,))
         injector.start()
-        result = execute(world, instance, _config(world))
+        result = execute(world, instance, _config(world, waits_to_watch=True))
         injector.join()
 
     assert terminated[:2] == ["a detections batch waiting for a row lock", "purging events"], terminated
@@ -285,7 +292,7 @@ def _run_that_loses_its_lock_session(
     with LockHolder(observer, scene.expired_detection(0.3)) as holder:
         contender = threading.Thread(target=second_run, args=(holder,))
         contender.start()
-        result = execute(world, instance, _config(world))
+        result = execute(world, instance, _config(world, waits_to_watch=True))
         contender.join()
     scene.verify(result)
     scene.finish_and_verify()
