@@ -1,0 +1,93 @@
+"""The file step against a bare unlink loop, alternating on identical file trees (SQLite, 100k by default).
+
+`make bench` measures each variant once, on its own tree, minutes apart; on this disk the unlink rate of
+one tree can differ from the next by a third, which is as large as the difference it looks for. Here the
+queue is filled once by the row purges, then, for each round, a fresh tree is written and synced and
+either `data_cleanup` runs on a copy of the purged database (its purges find nothing; its file step drains
+the queue) or a single-threaded `os.unlink` loop removes the same files. Prints each round and the
+medians, and writes benchmarks/results/file_step.json.
+
+    python benchmarks/bench_file_step.py [--n 100000] [--rounds 3]
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import bench_cleanup as generator
+
+from retention_pipeline.core import purge
+from retention_pipeline.core.cleanup import prepare_database
+from retention_pipeline.core.db import make_engine
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def purged_database(workdir: Path, n: int) -> Path:
+    """An N-detection database whose expired rows are deleted and whose files are queued."""
+    path = workdir / "purged.db"
+    url = f"sqlite:///{path}"
+    generator.build_database(url, n)
+    engine = make_engine(url)
+    prepare_database(engine)
+    target_s = generator.TARGET_MS / 1000 or None
+    purge.purge_detections(engine, generator.CUTOFF, generator.BATCH_SIZE, True, target_s=target_s)
+    purge.purge_events(engine, generator.CUTOFF, generator.BATCH_SIZE, target_s=target_s)
+    engine.dispose()
+    return path
+
+
+def bare_loop(media: Path, paths: list[str]) -> float:
+    """Files per second of one thread unlinking every path."""
+    full = [str(media / p) for p in paths]
+    started = time.perf_counter()
+    for path in full:
+        os.unlink(path)
+    return len(full) / (time.perf_counter() - started)
+
+
+def file_step(database: Path, media: Path) -> float:
+    """Files per second of data_cleanup's file step (its steps' own times, as bench_cleanup reads them)."""
+    figures = generator.run_job(f"sqlite:///{database}", media, dry_run=False)
+    return figures["files"] / figures["file_seconds"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    paths = generator.expired_files(args.n)
+    figures: dict[str, list[float]] = {"bare_loop": [], "file_step": []}
+    with tempfile.TemporaryDirectory(prefix="bench_file_step_") as tmp:
+        workdir = Path(tmp)
+        purged = purged_database(workdir, args.n)
+        for round_ in range(args.rounds):
+            for variant in ("file_step", "bare_loop") if round_ % 2 == 0 else ("bare_loop", "file_step"):
+                media = workdir / "media"
+                shutil.rmtree(media, ignore_errors=True)
+                generator.build_files(media, paths)
+                database = workdir / "run.db"
+                shutil.copy(purged, database)
+                os.sync()
+                rate = file_step(database, media) if variant == "file_step" else bare_loop(media, paths)
+                figures[variant].append(rate)
+                print(f"round {round_ + 1} {variant}: {rate:,.0f} files/s", file=sys.stderr)
+    medians = {variant: statistics.median(rates) for variant, rates in figures.items()}
+    ratio = medians["file_step"] / medians["bare_loop"]
+    print(f"{len(paths)} files; median files/s: file step {medians['file_step']:,.0f},", end=" ")
+    print(f"bare loop {medians['bare_loop']:,.0f}; file step / bare loop {ratio:.2f}x")
+    RESULTS.mkdir(exist_ok=True)
+    out = {"n": args.n, "files": len(paths), "rounds": figures, "medians": medians, "ratio": ratio}
+    (RESULTS / "file_step.json").write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
