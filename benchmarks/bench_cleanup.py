@@ -153,6 +153,20 @@ def build_files(media: Path, paths: list[str]) -> None:
             handle.write(b"x" * 256)
 
 
+def pg_url(name: str) -> str:
+    """The URL of database `name` on the PG_ADMIN server."""
+    return PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+
+
+def pg_admin(*statements: str) -> None:
+    """Run statements that cannot run in a transaction (CREATE/DROP DATABASE) on the PG_ADMIN server."""
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        for statement in statements:
+            conn.execute(text(statement))
+    admin.dispose()
+
+
 def copy_database(url: str, engine_name: str, workdir: Path, label: str) -> str:
     if engine_name == "sqlite":
         source = url.removeprefix("sqlite:///")
@@ -164,11 +178,8 @@ def copy_database(url: str, engine_name: str, workdir: Path, label: str) -> str:
         shutil.copy(source, target)
         return f"sqlite:///{target}"
     name = f"{url.rsplit('/', 1)[1]}_{label}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{url.rsplit("/", 1)[1]}"'))
-    admin.dispose()
-    return url.rsplit("/", 1)[0] + "/" + name
+    pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{url.rsplit("/", 1)[1]}"')
+    return pg_url(name)
 
 
 # --- variants, each run in a child process --------------------------------------------------------------
@@ -367,11 +378,8 @@ def bench(engine_name: str, n: int, workdir: Path, rows_only: bool) -> list[dict
         base = f"sqlite:///{workdir / 'base.db'}"
     else:
         base_name = f"bench_{uuid.uuid4().hex[:8]}"
-        admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{base_name}"'))
-        admin.dispose()
-        base = PG_ADMIN.rsplit("/", 1)[0] + "/" + base_name
+        pg_admin(f'CREATE DATABASE "{base_name}"')
+        base = pg_url(base_name)
     started = time.perf_counter()
     build_database(base, n)
     print(f"[{engine_name} {n}] database built in {time.perf_counter() - started:.0f}s", file=sys.stderr)
@@ -400,11 +408,13 @@ def bench(engine_name: str, n: int, workdir: Path, rows_only: bool) -> list[dict
             conn.execute(text("VACUUM (ANALYZE)"))
         vacuuming.dispose()
         results.append(noop_cli(engine_name, n, "noop_cli_vacuumed", url, media, workdir))
-        admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            for suffix in ("", "_floor", "_naive", "_dry"):
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{base.rsplit("/", 1)[1]}{suffix}" WITH (FORCE)'))
-        admin.dispose()
+        base_name = base.rsplit("/", 1)[1]
+        pg_admin(
+            *(
+                f'DROP DATABASE IF EXISTS "{base_name}{suffix}" WITH (FORCE)'
+                for suffix in ("", "_floor", "_naive", "_dry")
+            )
+        )
     return results
 
 

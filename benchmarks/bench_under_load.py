@@ -35,29 +35,17 @@ from retention_pipeline.core.db import make_engine
 from retention_pipeline.core.schema import detections, event_detections, events, gpu_stats, logs
 
 RESULTS = Path(__file__).parent / "results"
-ADMIN = generator.PG_ADMIN
 TARGET_S = generator.TARGET_MS / 1000 or None
 WRITER_EVERY_S = 0.02
 FIRST_NEW_ID = 100_000_000  # the writer's rows, clear of the generator's ids
 
 
-def _url(name: str) -> str:
-    return ADMIN.rsplit("/", 1)[0] + "/" + name
-
-
-def _admin(statement: str) -> None:
-    engine = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(statement))
-    engine.dispose()
-
-
 def _bulk_loader(name: str, n: int) -> None:
     """Builds an N-detection database, drops it and starts again, until terminated."""
     while True:
-        _admin(f'CREATE DATABASE "{name}"')
-        generator.build_database(_url(name), n)
-        _admin(f'DROP DATABASE "{name}" WITH (FORCE)')
+        generator.pg_admin(f'CREATE DATABASE "{name}"')
+        generator.build_database(generator.pg_url(name), n)
+        generator.pg_admin(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 class Writer(multiprocessing.Process):
@@ -199,8 +187,8 @@ def _wait_for_inserts(name: str) -> None:
     """Until the bulk load has generated its rows in Python and its inserts reach the server."""
     while True:
         time.sleep(1)
+        engine = create_engine(generator.pg_url(name))
         try:
-            engine = create_engine(_url(name))
             with engine.connect() as conn:
                 if conn.execute(text("SELECT EXISTS (SELECT FROM events)")).scalar():
                     return
@@ -232,25 +220,25 @@ def main() -> None:
     copies = [base, f"{base}_loaded", f"{base}_bulk_load"]
     results = []
     try:
-        _admin(f'CREATE DATABASE "{base}"')
+        generator.pg_admin(f'CREATE DATABASE "{base}"')
         started = time.perf_counter()
-        generator.build_database(_url(base), args.n)
-        _admin(f'CREATE DATABASE "{copies[1]}" TEMPLATE "{base}"')
+        generator.build_database(generator.pg_url(base), args.n)
+        generator.pg_admin(f'CREATE DATABASE "{copies[1]}" TEMPLATE "{base}"')
         print(f"[n={args.n}] databases built in {time.perf_counter() - started:.0f}s", file=sys.stderr)
-        results.append(_in_child(_url(base), "none"))
+        results.append(_in_child(generator.pg_url(base), "none"))
         print(f"  quiet: {results[-1]}", file=sys.stderr)
         loader = multiprocessing.Process(target=_bulk_loader, args=(copies[2], args.n))
         loader.start()
         _wait_for_inserts(copies[2])
         try:
-            results.append(_in_child(_url(copies[1]), "bulk load of another database"))
+            results.append(_in_child(generator.pg_url(copies[1]), "bulk load of another database"))
         finally:
             loader.terminate()
             loader.join()
         print(f"  loaded: {results[-1]}", file=sys.stderr)
     finally:
         for name in copies:
-            _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            generator.pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     frame = pd.DataFrame([{k: v for k, v in r.items() if k != "longest_by_step"} for r in results])
     print(frame.to_markdown(index=False))
     for r in results:
