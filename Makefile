@@ -65,7 +65,7 @@ bench-full: install
 	$(BIN)/python benchmarks/bench_cleanup.py --sizes 100000,1000000
 
 # PostgreSQL only: every batch's held time and a camera writer's commit times at 1M, on a quiet server and
-# while another database bulk-loads on it (about 4 minutes here).
+# while another database bulk-loads on it (3.5 minutes here).
 bench-load: install
 	$(BIN)/python benchmarks/bench_under_load.py --n 1000000
 
