@@ -14,6 +14,11 @@ runs in its own child process so its peak RSS is its own:
   noop_cli_vacuumed: the same after a VACUUM, as the next daily run finds the tables.
 
     python benchmarks/bench_cleanup.py [--sizes 100000,1000000] [--engines sqlite,postgresql] [--rows-only]
+        [--shape camera|ours]
+
+--shape camera (the default) measures the camera system's own schema
+(retention_pipeline_tests/camera_schema.py: no index on any path column, uuid alerts, BRIN-only gpu_stats,
+its child tables present and empty); --shape ours measures core/schema.py, which indexes every path column.
 
 --rows-only creates no files (the floor's unlink loop is skipped and the job finds every file missing):
 the database figures of 1M rows in minutes instead of the better part of an hour on a slow disk.
@@ -49,6 +54,7 @@ from retention_pipeline.core.schema import (
     logs,
 )
 from retention_pipeline.settings import Settings
+from retention_pipeline_tests.camera_schema import camera_system_metadata
 
 RESULTS = Path(__file__).parent / "results"
 PG_ADMIN = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
@@ -63,7 +69,7 @@ TARGET_MS = float(os.environ.get("BENCH_TARGET_MS", str(DEFAULTS.transaction_tar
 CLI_RUNS = 5  # the noop_cli row is their median; all of them go to stderr
 
 
-def _rows(n: int) -> dict[str, list[dict]]:
+def _rows(n: int, shape: str = "camera") -> dict[str, list[dict]]:
     """All rows for N detections; the first half (by id and time) is expired."""
     n_events = n // PER_EVENT
     out: dict[str, list[dict]] = {
@@ -82,7 +88,10 @@ def _rows(n: int) -> dict[str, list[dict]]:
             {"id": e, "batch_id": "b", "camera_id": "cam", "started_at": at, "clip_path": clip}
         )
         if e % 2:
-            out["alerts"].append({"event_id": e, "created_at": at, "message": "a"})
+            alert = {"event_id": e, "created_at": at, "message": "a"}
+            if shape == "camera":
+                alert["id"] = str(uuid.UUID(int=e))  # the camera system keys alerts by uuid
+            out["alerts"].append(alert)
         for k in range(PER_EVENT):
             d = (e - 1) * PER_EVENT + k + 1
             out["detections"].append(
@@ -107,13 +116,14 @@ def _rows(n: int) -> dict[str, list[dict]]:
     return out
 
 
-def build_database(url: str, n: int) -> None:
+def build_database(url: str, n: int, shape: str = "camera") -> None:
     engine = make_engine(url)
-    camera_metadata.create_all(engine)
+    (camera_system_metadata if shape == "camera" else camera_metadata).create_all(engine)
     ensure_bookkeeping(engine)
-    rows = _rows(n)
+    rows = _rows(n, shape)
+    camera = {"id": "cam", "name": "cam"}
     tables = [
-        (cameras, [{"id": "cam", "name": "cam"}]),
+        (cameras, [camera]),
         (events, rows["events"]),
         (detections, rows["detections"]),
         (event_detections, rows["links"]),
@@ -121,6 +131,12 @@ def build_database(url: str, n: int) -> None:
         (gpu_stats, rows["gpu"]),
         (logs, rows["logs"]),
     ]
+    if shape == "camera":
+        with engine.begin() as conn:  # the camera system's cameras row has a folder_path
+            conn.execute(
+                text("INSERT INTO cameras (id, name, folder_path) VALUES ('cam', 'cam', '/export/cam')")
+            )
+        tables = tables[1:]
     for table, data in tables:
         for start in range(0, len(data), CHUNK):
             with engine.begin() as conn:
@@ -378,7 +394,7 @@ def noop_cli(engine_name: str, n: int, variant: str, url: str, media: Path, work
     return {"engine": engine_name, "n": n, "variant": variant, "rows": 0, "files": 0, "wall_seconds": seconds}
 
 
-def bench(engine_name: str, n: int, workdir: Path, rows_only: bool) -> list[dict]:
+def bench(engine_name: str, n: int, workdir: Path, rows_only: bool, shape: str) -> list[dict]:
     if engine_name == "sqlite":
         base = f"sqlite:///{workdir / 'base.db'}"
     else:
@@ -386,8 +402,10 @@ def bench(engine_name: str, n: int, workdir: Path, rows_only: bool) -> list[dict
         pg_admin(f'CREATE DATABASE "{base_name}"')
         base = pg_url(base_name)
     started = time.perf_counter()
-    build_database(base, n)
-    print(f"[{engine_name} {n}] database built in {time.perf_counter() - started:.0f}s", file=sys.stderr)
+    build_database(base, n, shape)
+    print(
+        f"[{engine_name} {n}] {shape} schema built in {time.perf_counter() - started:.0f}s", file=sys.stderr
+    )
     paths = expired_files(n)
     results = []
     for variant in ("floor", "naive", "dry", "real", "noop"):
@@ -398,7 +416,7 @@ def bench(engine_name: str, n: int, workdir: Path, rows_only: bool) -> list[dict
                 build_files(media, paths)
                 os.sync()  # otherwise the variant pays for writing back the files just created
         figures = measure(variant, url, media, n)
-        figures.update(engine=engine_name, n=n, variant=variant, rows_only=rows_only)
+        figures.update(engine=engine_name, n=n, variant=variant, rows_only=rows_only, shape=shape)
         results.append(figures)
         print(f"[{engine_name} {n}] {variant}: {figures}", file=sys.stderr)
         if variant in ("floor", "naive"):
@@ -428,6 +446,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--engines", default="sqlite,postgresql")
     parser.add_argument("--rows-only", action="store_true", help="no files: database figures only")
+    parser.add_argument("--shape", choices=("camera", "ours"), default="camera")
     parser.add_argument("--child", default=None)
     parser.add_argument("--url"), parser.add_argument("--media"), parser.add_argument("--n", type=int)
     args = parser.parse_args()
@@ -441,7 +460,7 @@ def main() -> None:
         for n in (int(s) for s in args.sizes.split(",")):
             workdir = Path(tempfile.mkdtemp(prefix=f"bench_cleanup_{engine_name}_{n}_"))
             try:
-                results += bench(engine_name, n, workdir, args.rows_only)
+                results += bench(engine_name, n, workdir, args.rows_only, args.shape)
             finally:
                 shutil.rmtree(workdir, ignore_errors=True)
     frame = pd.DataFrame(results)
@@ -454,6 +473,7 @@ def main() -> None:
     frame["wall_vs_floor"] = [
         r.wall_seconds / floor.loc[(r.engine, r.n), "wall_seconds"] for r in frame.itertuples()
     ]
+    print(f"schema: {args.shape} ({'no path indexes' if args.shape == 'camera' else 'path columns indexed'})")
     columns = [
         "engine",
         "n",

@@ -41,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     orphans.add_argument("--include-images", action="store_true", help="also sweep IMAGES_DIR")
     orphans.add_argument("--force", action="store_true", help="delete even past the safety stops")
     orphans.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    doctor = commands.add_parser(
+        "doctor", help="check the camera database and storage before a run (changes nothing)"
+    )
+    doctor.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     status = commands.add_parser("status", help="show the latest data_cleanup runs")
     status.add_argument("--json", action="store_true", help="print a JSON list, newest first")
     status.add_argument("--limit", type=_positive, default=10, help="how many runs (default 10)")
@@ -72,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         config = {"dry_run": args.dry_run}
         return _run("data_cleanup", "plan_cleanup", config, "report_cleanup", as_json=args.json)
+    if args.command == "doctor":
+        return _doctor(as_json=args.json)
     if args.command == "orphans":
         config = {"dry_run": not args.delete, "include_images": args.include_images, "force": args.force}
         return _run("orphaned_file_cleanup", "plan_orphan_sweep", config, "report_orphan_sweep", args.json)
@@ -139,6 +145,31 @@ def _run(job: str, first_op: str, config: dict[str, Any], report_op: str, as_jso
         for name, value in stats.items():
             print(f"{name:<{width}}  {value}")
     return 0
+
+
+def _doctor(as_json: bool) -> int:
+    """Exit 0 when nothing blocks a run, 1 when something would make it fail."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .core.db import make_engine
+    from .core.doctor import diagnose, render
+    from .core.plan import make_plan
+    from .settings import Settings
+
+    settings = Settings.from_env()
+    plan = make_plan(settings, dry_run=True, reference_time=datetime.now(UTC))
+    engine = make_engine(settings.database_url)
+    try:
+        report = diagnose(engine, plan)
+    except SQLAlchemyError as exc:
+        _say(f"cannot read the camera database: {exc}")
+        return EXIT_FAILED
+    finally:
+        engine.dispose()
+    print(json.dumps(report.as_dict()) if as_json else render(report))
+    return 0 if report.ok else EXIT_FAILED
 
 
 def _status(limit: int, as_json: bool) -> int:

@@ -13,8 +13,9 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError
 
 from retention_pipeline.core.db import make_engine
-from retention_pipeline.core.schema import bookkeeping_metadata, camera_metadata
+from retention_pipeline.core.schema import camera_metadata
 
+from .camera_schema import camera_system_metadata
 from .factories import CameraWorld
 
 ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
@@ -52,17 +53,33 @@ def postgres_database() -> Iterator[str]:
     admin.dispose()
 
 
+# The two database shapes a test can run on: our demo schema (core/schema.py, every path column indexed)
+# and the camera system's real one (camera_schema.py: no path indexes, a dozen child tables, uuid alerts).
+SHAPES = ["ours", "camera"]
+both_shapes = pytest.mark.parametrize("schema_shape", SHAPES, indirect=True)
+
+
+@pytest.fixture
+def schema_shape(request: pytest.FixtureRequest) -> str:
+    """Which schema the test database has: "ours" unless a test is marked `both_shapes`."""
+    return str(getattr(request, "param", "ours"))
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty camera database (all tables created) on each engine."""
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, schema_shape: str) -> Iterator[str]:
+    """An empty camera database (all tables created, in the test's schema shape) on each engine."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'camera.db'}"
     else:
         url = request.getfixturevalue("postgres_database")
     engine = make_engine(url)
-    bookkeeping_metadata.drop_all(engine)
-    camera_metadata.drop_all(engine)
-    camera_metadata.create_all(engine)
+    if request.param == "postgresql":
+        # One database serves the session: start each test from an empty schema, whatever tables,
+        # triggers or functions the last one added.
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+    (camera_system_metadata if schema_shape == "camera" else camera_metadata).create_all(engine)
     engine.dispose()
     yield url
 

@@ -1,18 +1,18 @@
 """A small camera world for tests: rows in a real database, real files under real storage roots."""
 
 import itertools
+import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Table, func, insert, select
+from sqlalchemy import Table, column, func, insert, inspect, select, table
 from sqlalchemy.engine import Engine
 
 from retention_pipeline.core.cleanup import prepare_database, run_cleanup
 from retention_pipeline.core.plan import CleanupPlan, make_plan
 from retention_pipeline.core.schema import (
     alerts,
-    cameras,
     detections,
     event_detections,
     events,
@@ -39,8 +39,13 @@ class CameraWorld:
         self._names = itertools.count(1)
         for root in (THUMBS, CLIPS, IMAGES):
             (media_root / root).mkdir(parents=True, exist_ok=True)
+        # The camera system's own shape also has cameras.folder_path (NOT NULL UNIQUE) and uuid alert keys.
+        self.camera_shape = "folder_path" in {c["name"] for c in inspect(engine).get_columns("cameras")}
+        camera: dict[str, Any] = {"id": "cam1", "name": "Front door"}
+        if self.camera_shape:
+            camera["folder_path"] = str(media_root / IMAGES)
         with engine.begin() as conn:
-            conn.execute(insert(cameras).values(id="cam1", name="Front door"))
+            conn.execute(insert(table("cameras", *(column(name) for name in camera))).values(camera))
 
     # --- files ---------------------------------------------------------------------------------
     def file(self, relative: str, size: int = 100) -> str:
@@ -67,7 +72,7 @@ class CameraWorld:
             clip = self.file(f"{CLIPS}/clip{next(self._names)}.mp4", size)
         event_id = self._insert(events, batch_id="b", camera_id="cam1", started_at=at, clip_path=clip or None)
         for _ in range(alerts_count):
-            self._insert(alerts, event_id=event_id, created_at=at, message="alert")
+            self.alert(event_id, at)
         return event_id
 
     def detection(
@@ -98,6 +103,13 @@ class CameraWorld:
         for event_id in events_:
             self.link(event_id, detection_id)
         return detection_id
+
+    def alert(self, event_id: int, at: datetime) -> None:
+        values: dict[str, Any] = {"event_id": event_id, "created_at": at, "message": "alert"}
+        if self.camera_shape:
+            values["id"] = str(uuid.uuid4())
+        with self.engine.begin() as conn:
+            conn.execute(insert(alerts).values(**values))
 
     def link(self, event_id: int, detection_id: int) -> None:
         with self.engine.begin() as conn:

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 from . import purge, queries
 from .files import StorageRoots
 from .plan import CleanupPlan
+from .references import blocking_references_message, references_to_parents
 from .schema import ensure_bookkeeping, gpu_stats, logs
 from .stats import CleanupStats, FileCounts, RowCounts
 from .sweep import drain_file_queue, preview_file_deletions, queue_ranges
@@ -33,8 +34,8 @@ class SchemaError(RuntimeError):
     """The database lacks a table or column retention needs."""
 
 
-def prepare_database(engine: Engine) -> None:
-    """Check the camera tables retention needs, then create the bookkeeping queue if missing."""
+def schema_problems(engine: Engine) -> list[str]:
+    """The tables and columns retention needs that the database lacks."""
     inspector = inspect(engine)
     tables = set(inspector.get_table_names())
     problems = []
@@ -45,27 +46,57 @@ def prepare_database(engine: Engine) -> None:
         have = {column["name"] for column in inspector.get_columns(table)}
         if missing := needed - have:
             problems.append(f"table {table!r} lacks column(s) {', '.join(sorted(missing))}")
-    if problems:
+    return problems
+
+
+def prepare_database(engine: Engine) -> None:
+    """Check the camera tables retention needs and that nothing would refuse their deletes, then create
+    the bookkeeping queue if missing."""
+    if problems := schema_problems(engine):
         raise SchemaError(
             f"{engine.url.render_as_string(hide_password=True)} is not a camera system database: "
             + "; ".join(problems)
             + ". Check DATABASE_URL."
         )
+    # Refused before the first batch: a NO ACTION reference found half-way would leave a run that stopped
+    # with part of its batches committed.
+    if blocked := blocking_references_message(references_to_parents(engine)):
+        raise SchemaError(f"{engine.url.render_as_string(hide_password=True)}: {blocked}")
     ensure_bookkeeping(engine)
+
+
+def _advising_indexes(engine: Engine, parent: str, run: Callable[[], RowCounts]) -> RowCounts:
+    """Run a purge; if even one-row batches overran, name the unindexed foreign keys that make a row slow."""
+    try:
+        return run()
+    except purge.BatchTooSlow as exc:
+        slow = [r for r in references_to_parents(engine) if r.parent == parent and r.slows_deletes]
+        if not slow:
+            raise
+        advice = " ".join(r.index_advice(engine.dialect.name) for r in slow)
+        raise purge.BatchTooSlow(
+            f"{exc} Each deleted {parent} row makes the database scan every row of"
+            f" {', '.join(r.table for r in slow)}, whose foreign key has no index: {advice}",
+            exc.counts,
+        ) from None
 
 
 def clean_detections(engine: Engine, plan: CleanupPlan, progress: Progress) -> RowCounts:
     """Delete (or count) expired detections, queueing their files."""
     if plan.dry_run:
         return RowCounts(deleted=purge.count_rows(engine, queries.count_expired_detections(plan.cutoff)))
-    return purge.purge_detections(
+    return _advising_indexes(
         engine,
-        plan.cutoff,
-        plan.batch_size,
-        plan.delete_images,
-        progress,
-        plan.progress_interval_seconds,
-        plan.transaction_target_s,
+        "detections",
+        lambda: purge.purge_detections(
+            engine,
+            plan.cutoff,
+            plan.batch_size,
+            plan.delete_images,
+            progress,
+            plan.progress_interval_seconds,
+            plan.transaction_target_s,
+        ),
     )
 
 
@@ -76,13 +107,17 @@ def clean_events(engine: Engine, plan: CleanupPlan, progress: Progress) -> RowCo
             deleted=purge.count_rows(engine, queries.count_expired_events(plan.cutoff)),
             children_deleted=purge.count_rows(engine, queries.count_alerts_of_expired_events(plan.cutoff)),
         )
-    return purge.purge_events(
+    return _advising_indexes(
         engine,
-        plan.cutoff,
-        plan.batch_size,
-        progress,
-        plan.progress_interval_seconds,
-        plan.transaction_target_s,
+        "events",
+        lambda: purge.purge_events(
+            engine,
+            plan.cutoff,
+            plan.batch_size,
+            progress,
+            plan.progress_interval_seconds,
+            plan.transaction_target_s,
+        ),
     )
 
 

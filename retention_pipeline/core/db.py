@@ -85,8 +85,16 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
     """One short transaction that commits on success and rolls back on any error."""
     with engine.connect() as connection:
         connection = connection.execution_options(**{WRITE_OPTION: True})
-        with connection.begin():
-            yield connection
+        try:
+            with connection.begin():
+                yield connection
+        except DBAPIError:
+            # A statement cut off by its timeout, or a failed COMMIT, can leave the server's transaction
+            # aborted while the driver believes it ended (psycopg2 marks a connection idle after any
+            # failed COMMIT, and its rollback then sends nothing). Such a connection must never serve
+            # another batch: closing it costs one reconnect, reusing it fails the run.
+            connection.invalidate()
+            raise
 
 
 class WriterTurns:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 from typing import Any
 
 from sqlalchemy import Select, column, event, exists, func, select, table
@@ -64,6 +65,9 @@ class ExclusiveRunLock:
         self._engine = engine
         self._connection: Connection | None = None
         self._fd: int | None = None
+        # The file step commits from several threads, and each commit checks the lock on its one
+        # connection: unguarded, two checks interleave on it and one commits the other's transaction.
+        self._guard = threading.RLock()
 
     def acquire(self) -> None:
         """Take the lock now or raise RunLockBusy; never waits."""
@@ -94,6 +98,10 @@ class ExclusiveRunLock:
         A run that takes the lock in the moment between this check and the commit that follows it can
         overlap with that one commit; batches are idempotent, so that costs nothing but a retry.
         """
+        with self._guard:
+            self._ensure_held()
+
+    def _ensure_held(self) -> None:
         connection = self._connection
         if connection is None:
             return  # a flock, or nothing held: neither can be lost under a live process
@@ -140,6 +148,10 @@ class ExclusiveRunLock:
 
     def release(self) -> None:
         """Give the lock back; safe to call when it is not held."""
+        with self._guard:
+            self._release()
+
+    def _release(self) -> None:
         self._stop_guarding()
         if self._connection is not None:
             connection, self._connection = self._connection, None

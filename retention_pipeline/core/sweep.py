@@ -22,10 +22,12 @@ from .stats import FileCounts
 
 Progress = Callable[[str], None]
 T = TypeVar("T")
-# Paths per reference check and per commit of the drained queue rows. Their aliases (up to five a path)
-# travel as one bound value (queries._candidate_names), so no parameter limit applies; at 2000 a check
-# takes 42-59 ms at 1M on PostgreSQL, and 5x larger chunks drained no faster (measured 2026-12-01/02).
+# Queued paths per unlink chunk and per commit of the drained queue rows.
 CHECK_CHUNK = 2000
+# Paths per reference check. Each check reads the referencing rows once (a hash join on PostgreSQL, the
+# staged names' own index on SQLite): without indexes on the path columns a check per unlink chunk made
+# the file step quadratic in the table's size, so chunks of unlinks share one check.
+REFERENCE_CHUNK = 25_000
 FILE_WORKERS = 4  # chunks handled at once: enough to overlap database and file-system waits on 2 cores
 
 
@@ -45,11 +47,16 @@ def referenced_paths(
     names = sorted({a for names in aliases.values() for a in names if "\x00" not in a})
     if not names:
         return set()
-    statement = queries.select_referenced_paths(names, engine.dialect.name, surviving_at)
     with engine.connect() as conn:
+        conn.execute(queries.create_check_names())
+        conn.commit()
+        conn.execute(queries.insert_check_name(), [{"name": name} for name in names])
         if engine.dialect.name == "postgresql":
             conn.execute(queries.prefer_index_lookups())
-        hits = set(conn.execute(statement).scalars())
+        hits = set(conn.execute(queries.select_referenced_names(surviving_at)).scalars())
+        if engine.dialect.name == "sqlite":
+            conn.execute(queries.clear_check_names())
+        conn.commit()  # PostgreSQL empties the scratch table at COMMIT
     return {path for path, names in aliases.items() if hits.intersection(names)}
 
 
@@ -149,21 +156,25 @@ def drain_file_queue(
         if last_id is None:
             return FileCounts()
 
-    def chunks() -> Iterator[tuple[int, list[tuple[int, str, str]]]]:
+    Chunk = tuple[int, list[tuple[int, str, str]], set[str]]
+
+    def chunks() -> Iterator[Chunk]:
+        # Runs on the caller's thread: the next reference check overlaps the workers' unlinks.
         start = after_id
         while True:
             with engine.connect() as conn:
-                rows = conn.execute(queries.select_queued_files(start, CHECK_CHUNK, last_id)).all()
+                rows = conn.execute(queries.select_queued_files(start, REFERENCE_CHUNK, last_id)).all()
             if not rows:
                 return
-            yield start, [(row.id, row.path, row.kind) for row in rows]
-            start = rows[-1].id
+            referenced = referenced_paths(engine, roots, [row.path for row in rows])
+            for part in _slices(rows, CHECK_CHUNK):
+                yield start, [(row.id, row.path, row.kind) for row in part], referenced
+                start = part[-1].id
 
-    def handle(chunk: tuple[int, list[tuple[int, str, str]]]) -> FileCounts:
-        start, rows = chunk
+    def handle(chunk: Chunk) -> FileCounts:
+        start, rows, referenced = chunk
         counts = FileCounts()
         entries = [(path, kind) for _id, path, kind in rows]
-        referenced = referenced_paths(engine, roots, [path for path, _ in entries])
         blocked = _settle(counts, roots, entries, referenced, dry_run=False)
         with write_transaction(engine) as conn:
             conn.execute(queries.delete_queued_files(start, rows[-1][0]))
@@ -216,18 +227,25 @@ def preview_file_deletions(
         spill.seek(0)
         rows = csv.reader(spill)
 
-        def chunks() -> Iterator[list[tuple[str, str]]]:
-            while entries := [(path, kind) for path, kind in islice(rows, CHECK_CHUNK)]:
-                yield entries
+        def chunks() -> Iterator[tuple[list[tuple[str, str]], set[str]]]:
+            while entries := [(path, kind) for path, kind in islice(rows, REFERENCE_CHUNK)]:
+                stored = [path for path, _ in entries]
+                referenced = referenced_paths(engine, roots, stored, surviving_at=cutoff)
+                for part in _slices(entries, CHECK_CHUNK):
+                    yield part, referenced
 
-        def handle(entries: list[tuple[str, str]]) -> FileCounts:
+        def handle(chunk: tuple[list[tuple[str, str]], set[str]]) -> FileCounts:
+            entries, referenced = chunk
             counts = FileCounts()
-            stored = [path for path, _ in entries]
-            referenced = referenced_paths(engine, roots, stored, surviving_at=cutoff)
             _settle(counts, roots, entries, referenced, dry_run=True)
             return counts
 
         return _in_parallel(chunks(), handle, progress, "files (dry run)", progress_every_s)
+
+
+def _slices(items: Sequence[T], size: int) -> Iterator[list[T]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
 
 
 def _summary(counts: FileCounts) -> str:

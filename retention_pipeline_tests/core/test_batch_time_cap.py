@@ -10,9 +10,12 @@ from retention_pipeline.core import batch_steps, db, purge, queries
 from retention_pipeline.core.batch_steps import Batch
 from retention_pipeline.core.cleanup import prepare_database
 from retention_pipeline.core.schema import alerts, detections, events, gpu_stats, retention_file_queue
+from retention_pipeline_tests.conftest import both_shapes
 from retention_pipeline_tests.core.test_writers import writer_holding_a_transaction
 from retention_pipeline_tests.dagster_helpers import execute, failure_messages, plan_config
 from retention_pipeline_tests.factories import CameraWorld
+
+pytestmark = both_shapes
 
 
 def _slow_deletes(

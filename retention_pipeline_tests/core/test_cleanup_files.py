@@ -8,7 +8,10 @@ import pytest
 from retention_pipeline.core import files as files_module
 from retention_pipeline.core.cleanup import clean_detections, prepare_database
 from retention_pipeline.core.schema import detections, events, retention_file_queue
+from retention_pipeline_tests.conftest import both_shapes
 from retention_pipeline_tests.factories import CLIPS, IMAGES, THUMBS, CameraWorld, comparable
+
+pytestmark = both_shapes
 
 
 def test_thumbnails_of_deleted_detections_go_and_images_stay_by_default(world: CameraWorld):

@@ -4,7 +4,10 @@ from datetime import timedelta
 
 from retention_pipeline.core import purge
 from retention_pipeline.core.schema import alerts, detections, event_detections, events, gpu_stats, logs
+from retention_pipeline_tests.conftest import both_shapes
 from retention_pipeline_tests.factories import CameraWorld
+
+pytestmark = both_shapes
 
 
 def test_rows_exactly_at_the_cutoff_are_kept_and_one_millisecond_older_expire(world: CameraWorld):

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 import textwrap
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import create_engine, func, insert, select, text
@@ -114,3 +116,17 @@ def test_a_lock_taken_by_another_run_meanwhile_rolls_the_write_back_and_stops(
         other_engine.dispose()
     _write_a_log_line(engine)  # a released lock no longer guards the engine
     assert _log_lines(engine) == 1
+
+
+def test_commits_from_several_threads_check_the_held_lock_one_at_a_time(engine: Engine):
+    # The file step commits from four threads; each commit checks the lock on the lock's one connection.
+    # Interleaved on it, one check committed another's transaction ("transaction already deassociated").
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with ExclusiveRunLock(engine) as lock, ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda _n: _write_a_log_line(engine), range(200)))
+            lock.ensure_held()
+            with pytest.raises(RunLockBusy):
+                ExclusiveRunLock(engine).acquire()
+
+    assert _log_lines(engine) == 200

@@ -5,10 +5,13 @@ from pathlib import Path
 from sqlalchemy import delete
 
 from retention_pipeline.core.schema import detections
+from retention_pipeline_tests.conftest import both_shapes
 from retention_pipeline_tests.factories import THUMBS, CameraWorld, comparable
 
 from .invariants import Policy, check_complete, check_safe, check_stats, take_snapshot, verify_finished_run
 from .worlds import Recorder, Recording, plant_sentinels
+
+pytestmark = both_shapes
 
 
 def test_an_undisturbed_run_keeps_every_promise_and_its_dry_run_predicts_it(

@@ -6,12 +6,15 @@ together with its file (deleted with it or kept with it, never half).
 import time
 from pathlib import Path
 
+from retention_pipeline_tests.conftest import both_shapes
 from retention_pipeline_tests.factories import CameraWorld
 
 from .invariants import Policy, assert_no_problems, check_complete, check_safe, take_snapshot
 from .launcher import process_context
 from .worlds import Recorder, Recording, analyze
 from .writers import WriterReport, record_detections, update_recent_rows
+
+pytestmark = both_shapes
 
 BATCH_SIZE = 100
 # SQLite has one write lock, which the cleanup could take again right after each commit while a waiting

@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import text
 
 from retention_pipeline.history import JOB_NAME
+from retention_pipeline_tests.conftest import both_shapes
 from retention_pipeline_tests.factories import CameraWorld
 
 from .invariants import (
@@ -33,6 +34,8 @@ from .invariants import (
 )
 from .launcher import Cli, CliProcess
 from .worlds import Recorder, Recording, plant_sentinels
+
+pytestmark = both_shapes
 
 KILLS = 10  # per engine
 BATCH_SIZE = 20

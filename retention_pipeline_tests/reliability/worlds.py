@@ -2,6 +2,7 @@
 
 import itertools
 import random
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -109,6 +110,10 @@ class Recorder:
                 for detection_id in detection_ids
                 if event_ids and rng.random() < 0.3
             ]
+            if self.world.camera_shape:  # uuid alert keys, and children behind the camera's foreign keys
+                for alert in alert_rows:
+                    alert["id"] = str(uuid.UUID(int=rng.getrandbits(128)))
+                self._camera_children(conn, detection_ids)
             for table, rows in ((alerts, alert_rows), (event_detections, link_rows)):
                 if rows:
                     conn.execute(insert(table), rows)
@@ -136,6 +141,17 @@ class Recorder:
                     for _ in range(amount.logs)
                 ],
             )
+
+    def _camera_children(self, conn: Any, detection_ids: list[int]) -> None:
+        """Rows in the camera system's detection children: CASCADE (one unindexed), SET NULL (unindexed)."""
+        rng = self.rng
+        for child, share in (("threat_detections", 0.2), ("pose_results", 0.3)):
+            rows = [{"d": d} for d in detection_ids if rng.random() < share]
+            if rows:
+                conn.execute(text(f"INSERT INTO {child} (detection_id) VALUES (:d)"), rows)
+        anomalies = [{"k": f"z{self._round}-{d}", "d": d} for d in detection_ids if rng.random() < 0.1]
+        if anomalies:
+            conn.execute(text("INSERT INTO zone_anomalies (id, detection_id) VALUES (:k, :d)"), anomalies)
 
 
 def analyze(world: CameraWorld) -> None:

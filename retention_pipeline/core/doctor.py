@@ -1,0 +1,223 @@
+"""`doctor`: what a cleanup run will meet on this camera database, found before anything is deleted.
+
+Reads the schema and the storage roots and counts what has expired; it never changes anything.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, inspect, select
+from sqlalchemy.engine import Engine
+
+from . import queries
+from .cleanup import schema_problems
+from .inventory import TABLES
+from .plan import CleanupPlan
+from .references import Reference, blocking_references_message, references_to_parents
+from .schema import retention_file_queue
+from .sweep import REFERENCE_CHUNK
+
+PATH_COLUMNS = (("detections", "thumbnail_path"), ("detections", "file_path"), ("events", "clip_path"))
+
+
+@dataclass(frozen=True)
+class ColumnIndex:
+    """Whether a column leads an index, and of which kinds (btree, brin, ...)."""
+
+    table: str
+    column: str
+    kinds: tuple[str, ...]
+
+    @property
+    def indexed(self) -> bool:
+        return bool(self.kinds)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "table": self.table,
+            "column": self.column,
+            "indexed": self.indexed,
+            "kinds": list(self.kinds),
+        }
+
+
+@dataclass(frozen=True)
+class RootCheck:
+    """A storage root: present, and writable (files are unlinked from its directories)."""
+
+    path: str
+    exists: bool
+    writable: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "exists": self.exists, "writable": self.writable}
+
+
+@dataclass
+class DoctorReport:
+    """Everything doctor found; `blocking` holds what would make a run fail."""
+
+    database: str
+    dialect: str
+    blocking: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    time_columns: list[ColumnIndex] = field(default_factory=list)
+    path_columns: list[ColumnIndex] = field(default_factory=list)
+    references: list[Reference] = field(default_factory=list)
+    roots: list[RootCheck] = field(default_factory=list)
+    expired_rows: dict[str, int] = field(default_factory=dict)
+    expired_files: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.blocking
+
+    def advice(self) -> list[str]:
+        """Indexes worth adding, as the statements that add them (doctor never runs them)."""
+        statements = [r.index_advice(self.dialect) for r in self.references if r.slows_deletes]
+        concurrently = " CONCURRENTLY" if self.dialect == "postgresql" else ""
+        statements += [
+            f"CREATE INDEX{concurrently} ix_{c.table}_{c.column} ON {c.table} ({c.column});"
+            for c in self.time_columns
+            if not c.indexed
+        ]
+        return statements
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "database": self.database,
+            "blocking": self.blocking,
+            "warnings": self.warnings,
+            "time_columns": [c.as_dict() for c in self.time_columns],
+            "path_columns": [c.as_dict() for c in self.path_columns],
+            "references": [
+                {**r.as_dict(), "slows_deletes": r.slows_deletes, "blocks_deletes": r.blocks_deletes}
+                for r in self.references
+            ],
+            "roots": [r.as_dict() for r in self.roots],
+            "expired_rows": self.expired_rows,
+            "expired_files": self.expired_files,
+            "advice": self.advice(),
+        }
+
+
+def _index_kinds(inspector: Any, table: str) -> dict[str, set[str]]:
+    """Leading column -> kinds of the indexes it leads (primary key and unique constraints as btree)."""
+    kinds: dict[str, set[str]] = {}
+    primary = inspector.get_pk_constraint(table).get("constrained_columns") or []
+    if primary:
+        kinds.setdefault(primary[0], set()).add("btree")
+    for unique in inspector.get_unique_constraints(table):
+        if unique["column_names"]:
+            kinds.setdefault(unique["column_names"][0], set()).add("btree")
+    for index in inspector.get_indexes(table):
+        columns = index["column_names"]
+        if columns and columns[0] is not None:
+            using = (index.get("dialect_options") or {}).get("postgresql_using", "btree")
+            kinds.setdefault(columns[0], set()).add(using)
+    return kinds
+
+
+def _columns(inspector: Any, pairs: list[tuple[str, str]], tables: set[str]) -> list[ColumnIndex]:
+    found = []
+    for table, column in pairs:
+        if table in tables:
+            kinds = _index_kinds(inspector, table).get(column, set())
+            found.append(ColumnIndex(table, column, tuple(sorted(kinds))))
+    return found
+
+
+def _root(path: str) -> RootCheck:
+    exists = os.path.isdir(path)
+    return RootCheck(path, exists, exists and os.access(path, os.W_OK | os.X_OK))
+
+
+def _count(engine: Engine, statement: Any) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(statement).scalar_one())
+
+
+def _expired_rows(engine: Engine, plan: CleanupPlan) -> dict[str, int]:
+    cutoffs = {"data": plan.cutoff, "log": plan.log_cutoff}
+    counts = {}
+    for name, (table, column, retention) in TABLES.items():
+        if name == "detections":
+            statement = queries.count_expired_detections(plan.cutoff)
+        else:
+            statement = queries.count_expired_rows(table, column, cutoffs[retention])
+        counts[name] = _count(engine, statement)
+    counts["alerts"] = _count(engine, queries.count_alerts_of_expired_events(plan.cutoff))
+    return counts
+
+
+def diagnose(engine: Engine, plan: CleanupPlan) -> DoctorReport:
+    """Read the database and the storage roots; change nothing."""
+    report = DoctorReport(engine.url.render_as_string(hide_password=True), engine.dialect.name)
+    problems = schema_problems(engine)
+    report.blocking += problems
+    inspector = inspect(engine)
+    tables = set(inspector.get_table_names())
+    report.time_columns = _columns(inspector, [(name, t[1]) for name, t in TABLES.items()], tables)
+    report.path_columns = _columns(inspector, list(PATH_COLUMNS), tables)
+    report.references = references_to_parents(engine)
+    if blocked := blocking_references_message(report.references):
+        report.blocking.append(blocked)
+    report.roots = [_root(str(root)) for root in _storage_roots(plan)]
+    for root in report.roots:
+        if not root.exists:
+            report.warnings.append(f"storage root {root.path} does not exist: its files count as missing")
+        elif not root.writable:
+            report.warnings.append(f"storage root {root.path} is not writable: its files cannot be deleted")
+    if not problems:
+        report.expired_rows = _expired_rows(engine, plan)
+        queued = retention_file_queue.name in tables  # created by the first run, never by doctor
+        files = queries.select_stale_file_candidates(plan.cutoff, plan.delete_images, queued).subquery()
+        report.expired_files = _count(engine, select(func.count()).select_from(files))
+    return report
+
+
+def _storage_roots(plan: CleanupPlan) -> list[str]:
+    return [os.path.normpath(os.path.join(plan.media_root, d)) for d in plan.storage_dirs]
+
+
+def render(report: DoctorReport) -> str:
+    """The report as text for a terminal."""
+    lines = [f"database: {report.database}"]
+    lines.append("time columns (each purge finds its rows through them):")
+    for c in report.time_columns:
+        state = f"indexed ({', '.join(c.kinds)})" if c.indexed else "NOT indexed: every run scans the table"
+        lines.append(f"  {c.table}.{c.column}: {state}")
+    lines.append(
+        f"path columns (read once per {REFERENCE_CHUNK:,} files a run checks; an index is optional):"
+    )
+    for c in report.path_columns:
+        lines.append(f"  {c.table}.{c.column}: {'indexed' if c.indexed else 'not indexed'}")
+    lines.append("foreign keys referencing events and detections:")
+    for r in report.references:
+        if r.blocks_deletes:
+            note = "BLOCKS DELETES"
+        elif r.deleted_first:
+            note = "deleted by the purge first"
+        else:
+            note = "indexed" if r.indexed else "NOT indexed: each deleted row scans the whole table"
+        lines.append(f"  {r.table}.{r.column} -> {r.parent} ON DELETE {r.on_delete}: {note}")
+    lines.append("storage roots:")
+    for root in report.roots:
+        state = "ok" if root.writable else ("missing" if not root.exists else "not writable")
+        lines.append(f"  {root.path}: {state}")
+    if report.expired_rows:
+        counts = ", ".join(f"{name} {n}" for name, n in report.expired_rows.items())
+        lines.append(f"would expire now: {counts}; files {report.expired_files} (distinct paths)")
+    if advice := report.advice():
+        lines.append("indexes worth adding (doctor never changes the schema; run these yourself):")
+        lines += [f"  {statement}" for statement in advice]
+    for warning in report.warnings:
+        lines.append(f"warning: {warning}")
+    for problem in report.blocking:
+        lines.append(f"BLOCKING: {problem}")
+    lines.append("ok: nothing blocks a run" if report.ok else "a run would fail: fix what is BLOCKING above")
+    return "\n".join(lines)

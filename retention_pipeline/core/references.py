@@ -1,0 +1,107 @@
+"""What hangs off the rows retention deletes: every foreign key that references `events` or `detections`,
+what the database does with its rows on delete, and whether its column is indexed.
+
+Read from the database itself (the camera system's schema is not ours and grows), never assumed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import inspect
+from sqlalchemy.engine import Engine
+
+PARENTS = ("events", "detections")
+# Children the purge deletes itself, in the parent's batch and before it: their ON DELETE never fires.
+DELETED_FIRST = {("alerts", "event_id"), ("event_detections", "event_id")}
+BLOCKING = ("NO ACTION", "RESTRICT")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One foreign key from a child table's column to a parent retention deletes from."""
+
+    table: str
+    column: str
+    parent: str
+    on_delete: str  # CASCADE, SET NULL, SET DEFAULT, NO ACTION or RESTRICT
+    indexed: bool
+
+    @property
+    def deleted_first(self) -> bool:
+        """The purge deletes these children itself, so the foreign key's action never runs."""
+        return (self.table, self.column) in DELETED_FIRST
+
+    @property
+    def blocks_deletes(self) -> bool:
+        """Deleting a referenced parent row would fail (NO ACTION / RESTRICT)."""
+        return self.on_delete in BLOCKING and not self.deleted_first
+
+    @property
+    def slows_deletes(self) -> bool:
+        """Without an index, every deleted parent row makes the database scan the whole child table."""
+        return not self.indexed and not self.deleted_first and not self.blocks_deletes
+
+    def index_advice(self, dialect_name: str) -> str:
+        """The statement that gives the child's column the index its foreign key needs."""
+        concurrently = " CONCURRENTLY" if dialect_name == "postgresql" else ""
+        return f"CREATE INDEX{concurrently} ix_{self.table}_{self.column} ON {self.table} ({self.column});"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The reference as JSON-ready values."""
+        return {
+            "table": self.table,
+            "column": self.column,
+            "parent": self.parent,
+            "on_delete": self.on_delete,
+            "indexed": self.indexed,
+        }
+
+
+def _leading_columns(inspector: Any, table: str) -> set[str]:
+    """Columns that lead some index of `table` (primary key and unique constraints included)."""
+    leading = set()
+    primary = inspector.get_pk_constraint(table).get("constrained_columns") or []
+    candidates = [primary]
+    candidates += [u["column_names"] for u in inspector.get_unique_constraints(table)]
+    candidates += [i["column_names"] for i in inspector.get_indexes(table)]
+    for columns in candidates:
+        if columns and columns[0] is not None:
+            leading.add(columns[0])
+    return leading
+
+
+def references_to_parents(engine: Engine) -> list[Reference]:
+    """Every foreign key in the database that references events or detections, in table order."""
+    inspector = inspect(engine)
+    found = []
+    for (_schema, table), keys in sorted(inspector.get_multi_foreign_keys().items()):
+        for key in keys:
+            if key["referred_table"] not in PARENTS:
+                continue
+            column = key["constrained_columns"][0]
+            on_delete = ((key.get("options") or {}).get("ondelete") or "NO ACTION").upper()
+            found.append(
+                Reference(
+                    table=table,
+                    column=column,
+                    parent=key["referred_table"],
+                    on_delete=on_delete,
+                    indexed=column in _leading_columns(inspector, table),
+                )
+            )
+    return found
+
+
+def blocking_references_message(references: list[Reference]) -> str | None:
+    """Why a run must not start because some deletes would fail half-way, or None."""
+    blocking = [r for r in references if r.blocks_deletes]
+    if not blocking:
+        return None
+    named = ", ".join(f"{r.table}.{r.column} -> {r.parent} (ON DELETE {r.on_delete})" for r in blocking)
+    return (
+        f"foreign key(s) {named} would make deleting an expired row fail while such a row references it."
+        " Nothing was deleted. Change the foreign key to ON DELETE CASCADE or SET NULL, or clear those"
+        " rows first; `retention-pipeline doctor` lists every reference."
+    )

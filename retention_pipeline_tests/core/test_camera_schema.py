@@ -1,0 +1,169 @@
+"""On the camera system's own schema: children follow their own ON DELETE, SET NULL columns are nulled,
+rows referenced without a foreign key are left alone, and a NO ACTION reference refuses the run before
+any delete."""
+
+import uuid
+
+import dagster as dg
+import pytest
+from sqlalchemy import text
+
+from retention_pipeline.core.cleanup import SchemaError, clean_detections, prepare_database
+from retention_pipeline.core.purge import BatchTooSlow
+from retention_pipeline.core.references import references_to_parents
+from retention_pipeline.core.schema import detections, events
+from retention_pipeline_tests.camera_schema import DETECTION_CHILDREN, EVENT_CHILDREN
+from retention_pipeline_tests.conftest import both_shapes
+from retention_pipeline_tests.dagster_helpers import execute, failure_messages, plan_config
+from retention_pipeline_tests.factories import CameraWorld
+
+camera_shape = pytest.mark.parametrize("schema_shape", ["camera"], indirect=True)
+
+
+def _scalar(world: CameraWorld, sql: str, **params: object) -> object:
+    with world.engine.connect() as conn:
+        return conn.execute(text(sql), params).scalar()
+
+
+def _child(world: CameraWorld, table: str, column: str, parent_id: int) -> None:
+    with world.engine.begin() as conn:
+        if table == "zone_anomalies":
+            conn.execute(
+                text("INSERT INTO zone_anomalies (id, detection_id) VALUES (:k, :p)"),
+                {"k": f"z{parent_id}", "p": parent_id},
+            )
+        else:
+            conn.execute(text(f"INSERT INTO {table} ({column}) VALUES (:p)"), {"p": parent_id})
+
+
+@camera_shape
+def test_children_follow_their_own_on_delete_and_references_without_a_foreign_key_dangle(world: CameraWorld):
+    old_event, new_event = (
+        world.event(world.old(), alerts_count=2),
+        world.event(world.recent(), alerts_count=1),
+    )
+    old_det, new_det = world.detection(world.old()), world.detection(world.recent())
+    for table, _action in EVENT_CHILDREN.items():
+        column = "source_event_id" if table == "person_embeddings" else "event_id"
+        _child(world, table, column, old_event)
+        _child(world, table, column, new_event)
+    for table in DETECTION_CHILDREN:
+        _child(world, table, "detection_id", old_det)
+        _child(world, table, "detection_id", new_det)
+    with world.engine.begin() as conn:  # references with no foreign key at all
+        conn.execute(
+            text(
+                "INSERT INTO logs (timestamp, level, component, message, event_id, detection_id)"
+                " VALUES (:at, 'INFO', 'c', 'm', :e, :d)"
+            ),
+            {"at": world.now, "e": old_event, "d": old_det},
+        )
+        conn.execute(
+            text("INSERT INTO entities (id, primary_detection_id) VALUES (:u, :d)"),
+            {"u": str(uuid.uuid4()), "d": old_det},
+        )
+
+    stats = world.run()
+
+    assert (stats.events_deleted, stats.detections_deleted, stats.alerts_deleted) == (1, 1, 2)
+    assert world.ids(events) == {new_event} and world.ids(detections) == {new_det}
+    for table, action in {**EVENT_CHILDREN, **DETECTION_CHILDREN}.items():
+        column = {"person_embeddings": "source_event_id"}.get(table)
+        column = column or ("event_id" if table in EVENT_CHILDREN else "detection_id")
+        survivors = _scalar(world, f"SELECT count(*) FROM {table}")
+        nulled = _scalar(world, f"SELECT count(*) FROM {table} WHERE {column} IS NULL")
+        if action == "CASCADE":
+            assert (survivors, nulled) == (1, 0), table
+        else:
+            assert (survivors, nulled) == (2, 1), table
+    assert _scalar(world, "SELECT count(*) FROM alerts") == 1
+    assert _scalar(world, "SELECT event_id FROM logs") == old_event  # left dangling, as the camera expects
+    assert _scalar(world, "SELECT primary_detection_id FROM entities") == old_det
+
+
+def _blocker(world: CameraWorld, detection_id: int) -> None:
+    """A table of the operator's own that references detections with NO ACTION (the default)."""
+    with world.engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE TABLE review_notes (id INTEGER PRIMARY KEY,"
+                " detection_id INTEGER REFERENCES detections (id))"
+            )
+        )
+        conn.execute(text("INSERT INTO review_notes (id, detection_id) VALUES (1, :d)"), {"d": detection_id})
+
+
+@both_shapes
+def test_a_no_action_reference_refuses_the_run_before_any_delete_naming_table_and_column(world: CameraWorld):
+    world.event(world.old())
+    expired = [world.detection(world.old()) for _ in range(30)]
+    _blocker(world, expired[-1])
+    before = (world.ids(events), world.ids(detections))
+
+    with pytest.raises(
+        SchemaError, match=r"review_notes\.detection_id -> detections \(ON DELETE NO ACTION\)"
+    ):
+        world.run(batch_size=5)
+
+    assert (world.ids(events), world.ids(detections)) == before  # not one batch committed
+
+
+@both_shapes
+def test_data_cleanup_fails_at_plan_cleanup_on_a_no_action_reference_and_deletes_nothing(world: CameraWorld):
+    expired = world.detection(world.old())
+    _blocker(world, expired)
+    with dg.instance_for_test() as instance:
+        result = execute(world, instance, plan_config(dry_run=False, reference_time=world.now.isoformat()))
+
+    assert not result.success
+    assert "review_notes.detection_id" in failure_messages(result)
+    assert "ON DELETE CASCADE or SET NULL" in failure_messages(result)
+    failed = [e.step_key for e in result.all_events if e.is_step_failure]
+    assert failed == ["plan_cleanup"]
+    assert world.ids(detections) == {expired}
+
+
+@camera_shape
+def test_every_reference_to_events_and_detections_is_found_with_its_action_and_index(world: CameraWorld):
+    found = {(r.table, r.column): r for r in references_to_parents(world.engine)}
+
+    assert found[("threat_detections", "detection_id")].on_delete == "CASCADE"
+    assert not found[("threat_detections", "detection_id")].indexed
+    assert found[("threat_detections", "detection_id")].slows_deletes
+    assert found[("zone_anomalies", "detection_id")].on_delete == "SET NULL"
+    assert found[("pose_results", "detection_id")].indexed  # its UNIQUE constraint
+    assert found[("event_detections", "detection_id")].indexed
+    assert found[("alerts", "event_id")].deleted_first
+    assert ("logs", "event_id") not in found  # no foreign key
+    assert not any(r.blocks_deletes for r in found.values())
+    assert found[("threat_detections", "detection_id")].index_advice("postgresql") == (
+        "CREATE INDEX CONCURRENTLY ix_threat_detections_detection_id ON threat_detections (detection_id);"
+    )
+
+
+@camera_shape
+def test_a_detection_purge_too_slow_for_its_cap_names_the_unindexed_foreign_keys_to_fix(
+    postgresql_only: None, world: CameraWorld
+):
+    world.detection(world.old())
+    prepare_database(world.engine)
+    with world.engine.begin() as conn:  # one detection's delete outlasts the 80 ms cap, as a huge child would
+        conn.execute(
+            text(
+                "CREATE FUNCTION slow_delete() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                " PERFORM pg_sleep(0.2); RETURN OLD; END $$"
+            )
+        )
+        conn.execute(
+            text(
+                "CREATE TRIGGER slow BEFORE DELETE ON detections FOR EACH ROW EXECUTE FUNCTION slow_delete()"
+            )
+        )
+
+    with pytest.raises(BatchTooSlow, match="5 batches of a single row") as raised:
+        clean_detections(world.engine, world.plan(), lambda _message: None)
+
+    message = str(raised.value)
+    assert "threat_detections, zone_anomalies, whose foreign key has no index" in message
+    assert "CREATE INDEX CONCURRENTLY ix_threat_detections_detection_id ON threat_detections" in message
+    assert world.count(detections) == 1

@@ -1,0 +1,108 @@
+"""`retention-pipeline doctor`: what a run will meet, read before anything is deleted; it changes nothing."""
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, text
+
+from retention_pipeline.core.doctor import diagnose
+from retention_pipeline_tests.conftest import both_shapes
+from retention_pipeline_tests.factories import CLIPS, CameraWorld
+from retention_pipeline_tests.test_cli import cli
+
+camera_shape = pytest.mark.parametrize("schema_shape", ["camera"], indirect=True)
+
+
+def _schema(world: CameraWorld) -> dict[str, object]:
+    inspector = inspect(world.engine)
+    return {
+        t: (
+            sorted(i["name"] for i in inspector.get_indexes(t)),
+            [c["name"] for c in inspector.get_columns(t)],
+        )
+        for t in inspector.get_table_names()
+    }
+
+
+@camera_shape
+def test_on_the_camera_schema_doctor_names_each_unindexed_foreign_key_and_the_index_that_fixes_it(
+    world: CameraWorld, tmp_path: Path
+):
+    world.detection(world.old())
+    before = _schema(world)
+
+    done = cli(world, tmp_path, "doctor", "--json")
+
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["ok"] is True
+    references = {(r["table"], r["column"]): r for r in report["references"]}
+    assert references[("threat_detections", "detection_id")]["slows_deletes"] is True
+    assert references[("zone_anomalies", "detection_id")]["on_delete"] == "SET NULL"
+    assert references[("pose_results", "detection_id")]["indexed"] is True
+    concurrently = " CONCURRENTLY" if world.engine.dialect.name == "postgresql" else ""
+    assert (
+        f"CREATE INDEX{concurrently} ix_threat_detections_detection_id ON threat_detections (detection_id);"
+        in report["advice"]
+    )
+    times = {c["table"]: c for c in report["time_columns"]}
+    assert all(c["indexed"] for c in times.values())
+    if world.engine.dialect.name == "postgresql":
+        assert times["gpu_stats"]["kinds"] == ["brin"]
+    assert not any(c["indexed"] for c in report["path_columns"])
+    assert _schema(world) == before  # doctor never changes the schema
+
+
+@both_shapes
+def test_doctor_counts_what_a_run_would_delete_now(world: CameraWorld):
+    old_event = world.event(world.old(), alerts_count=1)
+    world.detection(world.old(), events_=(old_event,))
+    world.detection(world.recent(), events_=(world.event(world.recent()),))
+    world.detection(world.recent(), events_=(old_event,))  # young, but goes with its expired event
+    world.gpu(world.old())
+    world.log(world.log_cutoff - world.log_cutoff.resolution * 1000)
+
+    report = diagnose(world.engine, world.plan(dry_run=True, delete_images=True))
+    stats = world.run(delete_images=True)
+
+    assert report.ok
+    assert report.expired_rows == {
+        "events": stats.events_deleted,
+        "detections": stats.detections_deleted,
+        "gpu_stats": stats.gpu_stats_deleted,
+        "logs": stats.logs_deleted,
+        "alerts": stats.alerts_deleted,
+    }
+    assert report.expired_rows["detections"] == 2
+    assert report.expired_files == stats.thumbnails_deleted + stats.images_deleted + stats.clips_deleted
+
+
+@both_shapes
+def test_a_no_action_reference_makes_doctor_exit_1_naming_it(world: CameraWorld, tmp_path: Path):
+    with world.engine.begin() as conn:
+        conn.execute(
+            text("CREATE TABLE notes (id INTEGER PRIMARY KEY, event_id INTEGER REFERENCES events (id))")
+        )
+
+    done = cli(world, tmp_path, "doctor")
+
+    assert done.returncode == 1
+    assert "notes.event_id -> events ON DELETE NO ACTION: BLOCKS DELETES" in done.stdout
+    assert "BLOCKING: " in done.stdout and "a run would fail" in done.stdout
+
+
+def test_doctor_warns_of_a_missing_storage_root_without_failing(world: CameraWorld, tmp_path: Path):
+    (world.media / CLIPS).rmdir()
+
+    done = cli(world, tmp_path, "doctor")
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"warning: storage root {world.media / CLIPS} does not exist" in done.stdout
+
+
+def test_doctor_on_a_database_that_is_not_the_camera_system_s_exits_1(tmp_path: Path, world: CameraWorld):
+    done = cli(world, tmp_path, "doctor", DATABASE_URL=f"sqlite:///{tmp_path / 'empty.db'}")
+
+    assert done.returncode == 1
+    assert "BLOCKING: table 'events' is missing" in done.stdout
