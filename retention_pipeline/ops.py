@@ -135,7 +135,7 @@ def purge_events(
 def purge_gpu_stats(
     context: dg.OpExecutionContext, plan: CleanupPlan, camera_system: CameraSystemResource
 ) -> RowCounts:
-    counts = cleanup.clean_gpu_stats(camera_system.engine(), plan, context.log.info)
+    counts = _capped(lambda: cleanup.clean_gpu_stats(camera_system.engine(), plan, context.log.info))
     _rows_metadata(context, counts)
     return counts
 
@@ -144,7 +144,7 @@ def purge_gpu_stats(
 def purge_logs(
     context: dg.OpExecutionContext, plan: CleanupPlan, camera_system: CameraSystemResource
 ) -> RowCounts:
-    counts = cleanup.clean_logs(camera_system.engine(), plan, context.log.info)
+    counts = _capped(lambda: cleanup.clean_logs(camera_system.engine(), plan, context.log.info))
     _rows_metadata(context, counts)
     return counts
 

@@ -151,23 +151,44 @@ def test_one_row_batches_cut_off_now_and_then_never_add_up_to_giving_up(world: C
     assert round(counts.longest_transaction_ms) == 90
 
 
+def _job_meeting_one_slow_row(world: CameraWorld, ids: list[int], table: str) -> dg.ExecuteInProcessResult:
+    """data_cleanup with a 50 ms target (80 ms cap) where deleting the fifth row of `table` takes 300 ms."""
+    _slow_deletes(world, 0.3, only_id=ids[4], table=table)
+    config = plan_config(dry_run=False, reference_time=world.now.isoformat(), transaction_target_ms=50)
+    with dg.instance_for_test() as instance:
+        return execute(world, instance, config)
+
+
+def _failed_step(result: dg.ExecuteInProcessResult) -> tuple[str, int]:
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    return failure.step_key, failure.step_failure_data.user_failure_data.metadata["rows_deleted"].value
+
+
 def test_through_the_job_a_row_slower_than_the_cap_fails_the_step_with_the_advice_and_no_file_is_lost(
     postgresql_only: None, world: CameraWorld
 ):
     ids = [world.detection(world.old()) for _ in range(10)]
-    _slow_deletes(world, 0.3, only_id=ids[4])
-    config = plan_config(dry_run=False, reference_time=world.now.isoformat(), transaction_target_ms=50)
 
-    with dg.instance_for_test() as instance:
-        result = execute(world, instance, config)
+    result = _job_meeting_one_slow_row(world, ids, "detections")
 
     assert not result.success
     assert "detections: 5 batches of a single row in a row ran past 80 ms" in failure_messages(result)
-    failure = next(e for e in result.all_events if e.is_step_failure)
-    assert failure.step_key == "purge_detections"
-    assert failure.step_failure_data.user_failure_data.metadata["rows_deleted"].value == 4
+    assert _failed_step(result) == ("purge_detections", 4)
     assert world.ids(detections) == set(ids[4:])
     assert world.count(retention_file_queue) == 4  # their thumbnails wait for the next run
+
+
+def test_through_the_job_a_gpu_stats_row_slower_than_the_cap_fails_its_step_with_counts_and_no_retry(
+    postgresql_only: None, world: CameraWorld
+):
+    ids = [world.gpu(world.old()) for _ in range(10)]
+
+    result = _job_meeting_one_slow_row(world, ids, "gpu_stats")
+
+    assert not result.success
+    assert "gpu_stats: 5 batches of a single row in a row ran past 80 ms" in failure_messages(result)
+    assert _failed_step(result) == ("purge_gpu_stats", 4)
+    assert world.ids(gpu_stats) == set(ids[4:])
 
 
 def test_gpu_stats_batches_past_the_cap_roll_back_and_are_repeated_smaller(
