@@ -132,46 +132,36 @@ alerts = Table(
 )
 
 
-def _event_child(name: str, ondelete: str, unique: bool, column: str = "event_id") -> Table:
-    nullable = ondelete == "SET NULL"
-    return Table(
-        name,
-        camera_system_metadata,
-        Column("id", Integer, primary_key=True),
-        Column(column, Integer, ForeignKey("events.id", ondelete=ondelete), nullable=nullable, unique=unique),
-        Column("note", Text),
-    )
-
-
-def _detection_child(name: str, ondelete: str, unique: bool) -> Table:
-    nullable = ondelete == "SET NULL"
+def _child(name: str, parent: str, ondelete: str, unique: bool, column: str | None = None) -> Table:
+    """A table hanging off `parent` by `column` (default `<parent>_id`); SET NULL columns are nullable."""
+    column = column or f"{parent.removesuffix('s')}_id"
     return Table(
         name,
         camera_system_metadata,
         Column("id", Integer, primary_key=True),
         Column(
-            "detection_id",
+            column,
             Integer,
-            ForeignKey("detections.id", ondelete=ondelete),
-            nullable=nullable,
+            ForeignKey(f"{parent}.id", ondelete=ondelete),
+            nullable=ondelete == "SET NULL",
             unique=unique,
         ),
         Column("note", Text),
     )
 
 
-event_audits = _event_child("event_audits", "CASCADE", unique=True)
-event_feedback = _event_child("event_feedback", "CASCADE", unique=True)
-event_verifications = _event_child("event_verifications", "CASCADE", unique=False)
-event_notify_decisions = _event_child("event_notify_decisions", "CASCADE", unique=False)
-person_embeddings = _event_child("person_embeddings", "SET NULL", unique=False, column="source_event_id")
-experiment_results = _event_child("experiment_results", "SET NULL", unique=False)
+event_audits = _child("event_audits", "events", "CASCADE", unique=True)
+event_feedback = _child("event_feedback", "events", "CASCADE", unique=True)
+event_verifications = _child("event_verifications", "events", "CASCADE", unique=False)
+event_notify_decisions = _child("event_notify_decisions", "events", "CASCADE", unique=False)
+person_embeddings = _child("person_embeddings", "events", "SET NULL", unique=False, column="source_event_id")
+experiment_results = _child("experiment_results", "events", "SET NULL", unique=False)
 
-pose_results = _detection_child("pose_results", "CASCADE", unique=True)
-demographics_results = _detection_child("demographics_results", "CASCADE", unique=True)
-reid_embeddings = _detection_child("reid_embeddings", "CASCADE", unique=True)
-action_results = _detection_child("action_results", "CASCADE", unique=True)
-threat_detections = _detection_child("threat_detections", "CASCADE", unique=False)
+pose_results = _child("pose_results", "detections", "CASCADE", unique=True)
+demographics_results = _child("demographics_results", "detections", "CASCADE", unique=True)
+reid_embeddings = _child("reid_embeddings", "detections", "CASCADE", unique=True)
+action_results = _child("action_results", "detections", "CASCADE", unique=True)
+threat_detections = _child("threat_detections", "detections", "CASCADE", unique=False)
 
 zone_anomalies = Table(
     "zone_anomalies",

@@ -16,7 +16,13 @@ from . import queries
 from .cleanup import schema_problems
 from .inventory import TABLES
 from .plan import CleanupPlan
-from .references import Reference, blocking_references_message, references_to_parents
+from .references import (
+    Reference,
+    blocking_references_message,
+    index_kinds,
+    index_statement,
+    references_to_parents,
+)
 from .schema import retention_file_queue
 from .sweep import REFERENCE_CHUNK
 
@@ -78,11 +84,8 @@ class DoctorReport:
     def advice(self) -> list[str]:
         """Indexes worth adding, as the statements that add them (doctor never runs them)."""
         statements = [r.index_advice(self.dialect) for r in self.references if r.slows_deletes]
-        concurrently = " CONCURRENTLY" if self.dialect == "postgresql" else ""
         statements += [
-            f"CREATE INDEX{concurrently} ix_{c.table}_{c.column} ON {c.table} ({c.column});"
-            for c in self.time_columns
-            if not c.indexed
+            index_statement(self.dialect, c.table, c.column) for c in self.time_columns if not c.indexed
         ]
         return statements
 
@@ -105,28 +108,11 @@ class DoctorReport:
         }
 
 
-def _index_kinds(inspector: Any, table: str) -> dict[str, set[str]]:
-    """Leading column -> kinds of the indexes it leads (primary key and unique constraints as btree)."""
-    kinds: dict[str, set[str]] = {}
-    primary = inspector.get_pk_constraint(table).get("constrained_columns") or []
-    if primary:
-        kinds.setdefault(primary[0], set()).add("btree")
-    for unique in inspector.get_unique_constraints(table):
-        if unique["column_names"]:
-            kinds.setdefault(unique["column_names"][0], set()).add("btree")
-    for index in inspector.get_indexes(table):
-        columns = index["column_names"]
-        if columns and columns[0] is not None:
-            using = (index.get("dialect_options") or {}).get("postgresql_using", "btree")
-            kinds.setdefault(columns[0], set()).add(using)
-    return kinds
-
-
 def _columns(inspector: Any, pairs: list[tuple[str, str]], tables: set[str]) -> list[ColumnIndex]:
     found = []
     for table, column in pairs:
         if table in tables:
-            kinds = _index_kinds(inspector, table).get(column, set())
+            kinds = index_kinds(inspector, table).get(column, set())
             found.append(ColumnIndex(table, column, tuple(sorted(kinds))))
     return found
 

@@ -45,8 +45,7 @@ class Reference:
 
     def index_advice(self, dialect_name: str) -> str:
         """The statement that gives the child's column the index its foreign key needs."""
-        concurrently = " CONCURRENTLY" if dialect_name == "postgresql" else ""
-        return f"CREATE INDEX{concurrently} ix_{self.table}_{self.column} ON {self.table} ({self.column});"
+        return index_statement(dialect_name, self.table, self.column)
 
     def as_dict(self) -> dict[str, Any]:
         """The reference as JSON-ready values."""
@@ -59,17 +58,27 @@ class Reference:
         }
 
 
-def _leading_columns(inspector: Any, table: str) -> set[str]:
-    """Columns that lead some index of `table` (primary key and unique constraints included)."""
-    leading = set()
+def index_kinds(inspector: Any, table: str) -> dict[str, set[str]]:
+    """Leading column -> kinds of the indexes it leads (primary key and unique constraints as btree)."""
+    kinds: dict[str, set[str]] = {}
     primary = inspector.get_pk_constraint(table).get("constrained_columns") or []
-    candidates = [primary]
-    candidates += [u["column_names"] for u in inspector.get_unique_constraints(table)]
-    candidates += [i["column_names"] for i in inspector.get_indexes(table)]
-    for columns in candidates:
+    if primary:
+        kinds.setdefault(primary[0], set()).add("btree")
+    for unique in inspector.get_unique_constraints(table):
+        if unique["column_names"]:
+            kinds.setdefault(unique["column_names"][0], set()).add("btree")
+    for index in inspector.get_indexes(table):
+        columns = index["column_names"]
         if columns and columns[0] is not None:
-            leading.add(columns[0])
-    return leading
+            using = (index.get("dialect_options") or {}).get("postgresql_using", "btree")
+            kinds.setdefault(columns[0], set()).add(using)
+    return kinds
+
+
+def index_statement(dialect_name: str, table: str, column: str) -> str:
+    """The statement that indexes one column, for a person to run (the pipeline never does)."""
+    concurrently = " CONCURRENTLY" if dialect_name == "postgresql" else ""
+    return f"CREATE INDEX{concurrently} ix_{table}_{column} ON {table} ({column});"
 
 
 def references_to_parents(engine: Engine) -> list[Reference]:
@@ -88,7 +97,7 @@ def references_to_parents(engine: Engine) -> list[Reference]:
                     column=column,
                     parent=key["referred_table"],
                     on_delete=on_delete,
-                    indexed=column in _leading_columns(inspector, table),
+                    indexed=column in index_kinds(inspector, table),
                 )
             )
     return found

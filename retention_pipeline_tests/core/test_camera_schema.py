@@ -12,7 +12,7 @@ from retention_pipeline.core.cleanup import SchemaError, clean_detections, prepa
 from retention_pipeline.core.purge import BatchTooSlow
 from retention_pipeline.core.references import references_to_parents
 from retention_pipeline.core.schema import detections, events
-from retention_pipeline_tests.camera_schema import DETECTION_CHILDREN, EVENT_CHILDREN
+from retention_pipeline_tests.camera_schema import CHILD_COLUMN, DETECTION_CHILDREN, EVENT_CHILDREN
 from retention_pipeline_tests.conftest import both_shapes
 from retention_pipeline_tests.dagster_helpers import execute, failure_messages, plan_config
 from retention_pipeline_tests.factories import CameraWorld
@@ -44,7 +44,7 @@ def test_children_follow_their_own_on_delete_and_references_without_a_foreign_ke
     )
     old_det, new_det = world.detection(world.old()), world.detection(world.recent())
     for table, _action in EVENT_CHILDREN.items():
-        column = "source_event_id" if table == "person_embeddings" else "event_id"
+        column = CHILD_COLUMN.get(table, "event_id")
         _child(world, table, column, old_event)
         _child(world, table, column, new_event)
     for table in DETECTION_CHILDREN:
@@ -68,8 +68,7 @@ def test_children_follow_their_own_on_delete_and_references_without_a_foreign_ke
     assert (stats.events_deleted, stats.detections_deleted, stats.alerts_deleted) == (1, 1, 2)
     assert world.ids(events) == {new_event} and world.ids(detections) == {new_det}
     for table, action in {**EVENT_CHILDREN, **DETECTION_CHILDREN}.items():
-        column = {"person_embeddings": "source_event_id"}.get(table)
-        column = column or ("event_id" if table in EVENT_CHILDREN else "detection_id")
+        column = CHILD_COLUMN.get(table, "event_id" if table in EVENT_CHILDREN else "detection_id")
         survivors = _scalar(world, f"SELECT count(*) FROM {table}")
         nulled = _scalar(world, f"SELECT count(*) FROM {table} WHERE {column} IS NULL")
         if action == "CASCADE":
