@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 from . import queries
 from .files import Outcome, StorageRoots, remove_file
 from .scan import ScanCounts, ScannedFile, check_roots, walk_files
-from .sweep import CHECK_CHUNK, REFERENCE_CHUNK, referenced_paths
+from .sweep import CHECK_CHUNK, REFERENCE_CHUNK, chunked, referenced_paths
 
 Progress = Callable[[str], None]
 GIB = 1024**3
@@ -109,7 +109,7 @@ def scan_for_orphans(
     with manifest.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "size", "mtime"])
-        for chunk in _chunks(_walk_all(roots, scan_counts, stats.per_root), REFERENCE_CHUNK):
+        for chunk in chunked(_walk_all(roots, scan_counts, stats.per_root), REFERENCE_CHUNK):
             stats.files_scanned += len(chunk)
             referenced = referenced_paths(engine, roots, [f.path for f in chunk])
             for found in chunk:
@@ -179,7 +179,7 @@ def delete_orphans(
     oldest_allowed = (now - timedelta(hours=policy.min_age_hours)).timestamp()
     with open(stats.report_csv, newline="") as handle:
         rows = csv.DictReader(handle)
-        for chunk in _chunks(rows, REFERENCE_CHUNK):
+        for chunk in chunked(rows, REFERENCE_CHUNK):
             # A row written since the scan makes its file live again.
             referenced = referenced_paths(engine, roots, [row["path"] for row in chunk])
             for row in chunk:
@@ -237,9 +237,3 @@ def _walk_all(
             if not totals["oldest_mtime"] or found.mtime < totals["oldest_mtime"]:
                 totals["oldest_mtime"] = found.mtime
             yield found
-
-
-def _chunks(items: Any, size: int) -> Iterator[list[Any]]:
-    iterator = iter(items)
-    while chunk := list(islice(iterator, size)):
-        yield chunk

@@ -167,7 +167,7 @@ def drain_file_queue(
             if not rows:
                 return
             referenced = referenced_paths(engine, roots, [row.path for row in rows])
-            for part in _slices(rows, CHECK_CHUNK):
+            for part in chunked(rows, CHECK_CHUNK):
                 yield start, [(row.id, row.path, row.kind) for row in part], referenced
                 start = part[-1].id
 
@@ -228,10 +228,10 @@ def preview_file_deletions(
         rows = csv.reader(spill)
 
         def chunks() -> Iterator[tuple[list[tuple[str, str]], set[str]]]:
-            while entries := [(path, kind) for path, kind in islice(rows, REFERENCE_CHUNK)]:
+            for entries in chunked(((path, kind) for path, kind in rows), REFERENCE_CHUNK):
                 stored = [path for path, _ in entries]
                 referenced = referenced_paths(engine, roots, stored, surviving_at=cutoff)
-                for part in _slices(entries, CHECK_CHUNK):
+                for part in chunked(entries, CHECK_CHUNK):
                     yield part, referenced
 
         def handle(chunk: tuple[list[tuple[str, str]], set[str]]) -> FileCounts:
@@ -243,9 +243,11 @@ def preview_file_deletions(
         return _in_parallel(chunks(), handle, progress, "files (dry run)", progress_every_s)
 
 
-def _slices(items: Sequence[T], size: int) -> Iterator[list[T]]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
+def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Lists of `size` items (the last one shorter), read lazily from `items`."""
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
 
 
 def _summary(counts: FileCounts) -> str:
