@@ -65,8 +65,8 @@ def paths(engine_name: str, n: int, workdir: Path) -> dict:
     build_database(base, n, "camera")
     engine = make_engine(base)
     prepare_database(engine)
-    purge.purge_detections(engine, CUTOFF, 10_000, True, target_s=None)
-    purge.purge_events(engine, CUTOFF, 10_000, target_s=None)
+    purge.purge_table(engine, "detections", CUTOFF, 10_000, delete_images=True, target_s=None)
+    purge.purge_table(engine, "events", CUTOFF, 10_000, target_s=None)
     with engine.connect() as conn:
         queued = conn.execute(text("SELECT count(*) FROM retention_file_queue")).scalar_one()
     engine.dispose()
@@ -139,7 +139,7 @@ def cascade(engine_name: str, workdir: Path) -> dict:
                 conn.execute(text("CREATE INDEX ix_threat_detection ON threat_detections (detection_id)"))
                 conn.execute(text("CREATE INDEX ix_zone_detection ON zone_anomalies (detection_id)"))
         started = time.perf_counter()
-        counts = purge.purge_detections(engine, CUTOFF, BATCH, True, target_s=TARGET_S)
+        counts = purge.purge_table(engine, "detections", CUTOFF, BATCH, delete_images=True, target_s=TARGET_S)
         seconds = time.perf_counter() - started
         engine.dispose()
         rates[variant] = counts.deleted / seconds

@@ -37,8 +37,10 @@ def purged_database(workdir: Path, n: int) -> Path:
     engine = make_engine(url)
     prepare_database(engine)
     target_s = generator.TARGET_MS / 1000 or None
-    purge.purge_detections(engine, generator.CUTOFF, generator.BATCH_SIZE, True, target_s=target_s)
-    purge.purge_events(engine, generator.CUTOFF, generator.BATCH_SIZE, target_s=target_s)
+    purge.purge_table(
+        engine, "detections", generator.CUTOFF, generator.BATCH_SIZE, delete_images=True, target_s=target_s
+    )
+    purge.purge_table(engine, "events", generator.CUTOFF, generator.BATCH_SIZE, target_s=target_s)
     engine.dispose()
     return path
 

@@ -32,7 +32,7 @@ import bench_cleanup as generator
 from retention_pipeline.core import purge
 from retention_pipeline.core.cleanup import prepare_database
 from retention_pipeline.core.db import make_engine
-from retention_pipeline.core.schema import detections, event_detections, events, gpu_stats, logs
+from retention_pipeline.core.schema import detections, event_detections, events
 
 RESULTS = Path(__file__).parent / "results"
 TARGET_S = generator.TARGET_MS / 1000 or None
@@ -152,12 +152,14 @@ def run_purge(url: str, label: str) -> dict:
     writer.start()
     started = time.perf_counter()
     cutoff, size = generator.CUTOFF, generator.BATCH_SIZE
-    deleted = purge.purge_detections(engine, cutoff, size, True, target_s=TARGET_S).deleted
+    deleted = purge.purge_table(
+        engine, "detections", cutoff, size, delete_images=True, target_s=TARGET_S
+    ).deleted
     step_name[0] = "events"
-    deleted += purge.purge_events(engine, cutoff, size, target_s=TARGET_S).deleted
-    for table, column in ((gpu_stats, "recorded_at"), (logs, "timestamp")):
-        step_name[0] = table.name
-        deleted += purge.purge_rows(engine, table, column, cutoff, size, target_s=TARGET_S).deleted
+    deleted += purge.purge_table(engine, "events", cutoff, size, target_s=TARGET_S).deleted
+    for table in ("gpu_stats", "logs"):
+        step_name[0] = table
+        deleted += purge.purge_table(engine, table, cutoff, size, target_s=TARGET_S).deleted
     seconds = time.perf_counter() - started
     writer_seconds = writer.finish()
     engine.dispose()

@@ -1,33 +1,28 @@
 """The camera system's data as external assets, and the observations that plot their size over time."""
 
 from datetime import UTC, datetime
+from typing import Any
 
 import dagster as dg
 from sqlalchemy.engine import Engine
 
-from .core.inventory import TABLES, table_inventory
+from .core.inventory import table_inventory
 from .core.orphans import OrphanStats
 from .core.stats import CleanupStats, FileCounts
+from .core.tables import Registry, RetentionTable
 from .settings import Settings
 
 GROUP = "camera_system"
 
-camera_assets = [
-    dg.AssetSpec(
-        "events",
-        group_name=GROUP,
-        description="Camera events. Deleted when started_at is older than RETENTION_DAYS (default 30),"
-        " with their alerts, event_detections links and clip.",
-    ),
-    dg.AssetSpec(
-        "detections",
-        group_name=GROUP,
-        deps=["events"],
-        description="Object detections. Deleted when older than RETENTION_DAYS or linked to an expired"
-        " event, unless still linked to a retained event.",
-    ),
-    dg.AssetSpec("gpu_stats", group_name=GROUP, description="GPU statistics. Deleted after RETENTION_DAYS."),
-    dg.AssetSpec("logs", group_name=GROUP, description="Log lines. Deleted after LOG_RETENTION_DAYS (7)."),
+_TABLE_DESCRIPTIONS = {
+    "events": "Camera events. Deleted when started_at is older than RETENTION_DAYS (default 30), with"
+    " their alerts, event_detections links and clip.",
+    "detections": "Object detections. Deleted when older than RETENTION_DAYS or linked to an expired"
+    " event, unless still linked to a retained event.",
+    "gpu_stats": "GPU statistics. Deleted after RETENTION_DAYS.",
+    "logs": "Log lines. Deleted after LOG_RETENTION_DAYS (7).",
+}
+_FILE_ASSETS = [
     dg.AssetSpec(
         "thumbnails",
         group_name=GROUP,
@@ -49,37 +44,54 @@ camera_assets = [
         description="Event clips under CLIPS_DIR: deleted with their event.",
     ),
 ]
-TABLE_ROWS_DELETED = {
-    "events": "events_deleted",
-    "detections": "detections_deleted",
-    "gpu_stats": "gpu_stats_deleted",
-    "logs": "logs_deleted",
-}
+
+
+def _describe(entry: RetentionTable) -> str:
+    said = _TABLE_DESCRIPTIONS.get(entry.name, f"{entry.name} rows.")
+    declared = [r for r in entry.rules if r.origin != "built-in"]
+    also = " ".join(
+        f"Also deleted {r.days} days after {r.column} (policy file {r.origin})." for r in declared
+    )
+    return f"{said} {also}".strip()
+
+
+def camera_assets(registry: Registry) -> list[dg.AssetSpec]:
+    """One asset per retention table (the built-in four and the policy file's) and one per file kind."""
+    tables = [
+        dg.AssetSpec(
+            entry.name,
+            group_name=GROUP,
+            deps=["events"] if entry.name == "detections" else [],
+            description=_describe(entry),
+        )
+        for entry in registry.tables
+    ]
+    return [*tables, *_FILE_ASSETS]
 
 
 def _table_observations(
-    engine: Engine, now: datetime, stats: CleanupStats | None
+    engine: Engine, registry: Registry, now: datetime, stats: CleanupStats | None
 ) -> list[dg.AssetObservation]:
     observations = []
-    for name in TABLES:
-        inventory = table_inventory(engine, name)
-        metadata: dict[str, object] = {
+    for entry in registry.tables:
+        inventory = table_inventory(engine, entry)
+        metadata: dict[str, Any] = {
             "rows": inventory.rows,
             "rows_estimated": inventory.rows_estimated,  # True: PostgreSQL's planner estimate
             "oldest_age_days": round(inventory.age_days(now) or 0.0, 3),
         }
         if stats is not None:
-            metadata["rows_deleted"] = getattr(stats, TABLE_ROWS_DELETED[name])
-        observations.append(dg.AssetObservation(asset_key=name, metadata=metadata))
+            metadata["rows_deleted"] = stats.rows_deleted_by_table.get(entry.name, 0)
+        observations.append(dg.AssetObservation(asset_key=entry.name, metadata=metadata))
     return observations
 
 
 def observe_after_cleanup(
-    context: dg.OpExecutionContext, engine: Engine, stats: CleanupStats, files: FileCounts
+    context: dg.OpExecutionContext, engine: Engine, registry: Registry, stats: CleanupStats, files: FileCounts
 ) -> None:
     """One observation per asset after a real data_cleanup run."""
     now = datetime.now(UTC)
-    for observation in _table_observations(engine, now, stats):
+    for observation in _table_observations(engine, registry, now, stats):
         context.log_event(observation)
     for asset, deleted, freed in (
         ("thumbnails", files.thumbnails_deleted, files.thumbnail_bytes),
@@ -96,7 +108,7 @@ def observe_after_sweep(
 ) -> None:
     """One observation per asset after a real orphan sweep, which has just counted the files."""
     now = datetime.now(UTC)
-    for observation in _table_observations(engine, now, None):
+    for observation in _table_observations(engine, settings.registry, now, None):
         context.log_event(observation)
     media_root = settings.media_root.absolute()
     for asset, folder in (

@@ -4,22 +4,29 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from .core.inventory import TABLES, retention_health
+from .core.inventory import retention_health
+from .core.tables import DATA, LOG, Registry, RetentionTable
 from .history import last_sweep_report
 from .resources import CameraSystemResource
 
 
-def _retention_check(name: str, log_retention: bool) -> dg.AssetChecksDefinition:
+def _retention_check(entry: RetentionTable) -> dg.AssetChecksDefinition:
+    rule = entry.rules[0]
+
     @dg.asset_check(
-        asset=name,
+        asset=entry.name,
         name="retention_enforced",
         description="Passes while no row is older than its retention + 1 day (the age rows reach just"
         " before each daily run). WARN: rows past that (one missed run); ERROR: past + 2 days.",
     )
     def check(camera_system: CameraSystemResource) -> dg.AssetCheckResult:
         settings = camera_system.settings()
-        days = settings.log_retention_days if log_retention else settings.retention_days
-        health = retention_health(camera_system.engine(), name, days, datetime.now(UTC))
+        days = {DATA: settings.retention_days, LOG: settings.log_retention_days}.get(
+            rule.retention, rule.days
+        )
+        health = retention_health(
+            camera_system.engine(), entry, days or settings.retention_days, datetime.now(UTC)
+        )
         severity = dg.AssetCheckSeverity.ERROR if health.severity == "ERROR" else dg.AssetCheckSeverity.WARN
         return dg.AssetCheckResult(passed=health.passed, severity=severity, metadata=health.metadata())
 
@@ -46,9 +53,11 @@ def _orphan_check(name: str) -> dg.AssetChecksDefinition:
     return check
 
 
-retention_checks = [
-    _retention_check(name, log_retention=retention == "log") for name, (_t, _c, retention) in TABLES.items()
-]
+def retention_checks(registry: Registry) -> list[dg.AssetChecksDefinition]:
+    """A retention_enforced check per retention table, on its first rule's column."""
+    return [_retention_check(entry) for entry in registry.tables]
+
+
 orphan_checks = [_orphan_check(name) for name in ("thumbnails", "clips", "images")]
 
 retention_health_job = dg.define_asset_job(

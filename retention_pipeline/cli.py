@@ -47,7 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     doctor.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     status = commands.add_parser("status", help="show the latest data_cleanup runs")
-    status.add_argument("--json", action="store_true", help="print a JSON list, newest first")
+    status.add_argument(
+        "--json", action="store_true", help="print one JSON object: the policy, the schedule and the runs"
+    )
     status.add_argument("--limit", type=_positive, default=10, help="how many runs (default 10)")
     return parser
 
@@ -143,10 +145,13 @@ def _run(job: str, first_op: str, config: dict[str, Any], report_op: str, as_jso
     if as_json:
         print(json.dumps(stats))
     else:
-        title = "DRY RUN - nothing was deleted" if config["dry_run"] else job
+        from .core.labels import readable
+
+        title = "DRY RUN - nothing was deleted; what a real run would delete" if config["dry_run"] else job
         print(f"{title} (run {result.run_id})")
-        width = max(len(name) for name in stats)
-        for name, value in stats.items():
+        shown = readable(stats, config["dry_run"])
+        width = max(len(name) for name in shown)
+        for name, value in shown.items():
             print(f"{name:<{width}}  {value}")
     return 0
 
@@ -177,22 +182,43 @@ def _doctor(as_json: bool) -> int:
 
 
 def _status(limit: int, as_json: bool) -> int:
-    from .history import recent_cleanup_runs
+    from .core.labels import human_bytes
+    from .history import cleanup_status
+    from .settings import Settings
 
     with _open_instance() as instance:
-        rows = recent_cleanup_runs(instance, limit)
+        status = cleanup_status(instance, Settings.from_env(), limit)
     if as_json:
-        print(json.dumps(rows))
-    elif not rows:
+        print(json.dumps(status))
+        return 0
+    print(
+        f"retention: {status['retention_days']} days (logs {status['log_retention_days']}),"
+        f" images {'deleted' if status['delete_images'] else 'kept'};"
+        f" daily at {status['cleanup_time']} {status['timezone']};"
+        f" next run: {status['next_cleanup'] or 'schedule stopped'};"
+        f" {'a cleanup is running now' if status['running'] else 'nothing running'}"
+    )
+    rows = status["runs"]
+    if not rows:
         print("no data_cleanup runs yet")
-    else:
-        # Imported here: pandas costs every other command about 0.45 s of start-up.
-        import pandas as pd
+        return 0
+    # Imported here: pandas costs every other command about 0.45 s of start-up.
+    import pandas as pd
 
-        frame = pd.DataFrame(rows).set_index("run_id").T
-        frame.columns = [run_id[:8] for run_id in frame.columns]
-        print(frame.to_string())
+    frame = pd.DataFrame([_table_row(row, human_bytes) for row in rows]).set_index("run_id").T
+    frame.columns = [run_id[:8] for run_id in frame.columns]
+    print(frame.to_string())
     return 0
+
+
+def _table_row(row: dict[str, Any], human_bytes: Any) -> dict[str, Any]:
+    """One run as a table column: per-table counts one line each, sizes in binary units."""
+    shown = {name: value for name, value in row.items() if not isinstance(value, dict)}
+    for table, deleted in (row.get("rows_deleted_by_table") or {}).items():
+        shown[f"rows_deleted_by_table.{table}"] = deleted
+    if isinstance(row.get("space_reclaimed"), int):
+        shown["space_reclaimed"] = f"{row['space_reclaimed']} ({human_bytes(row['space_reclaimed'])})"
+    return shown
 
 
 if __name__ == "__main__":

@@ -3,6 +3,10 @@
 import dagster as dg
 from pydantic import Field
 
+# No pydantic bounds (ge/le) on the numbers: Dagster 1.13 does not carry them into the config schema, so
+# the Launchpad would accept a bad value anyway and the step would then fail with a raw pydantic error;
+# make_plan checks every value and names the field and its range instead.
+
 
 class CleanupConfig(dg.Config):
     """Run settings; fields left empty fall back to the environment."""
@@ -13,9 +17,17 @@ class CleanupConfig(dg.Config):
         description="Preview only: count what would be deleted, change nothing. Set false to delete.",
     )
     retention_days: int | None = Field(
-        default=None, description="Keep events, detections and GPU stats this many days (>= 1)."
+        default=None,
+        description="Keep events, detections and GPU stats this many days (1 to 36500).",
     )
-    log_retention_days: int | None = Field(default=None, description="Keep log lines this many days (>= 1).")
+    log_retention_days: int | None = Field(
+        default=None, description="Keep log lines this many days (1 to 36500)."
+    )
+    retention_days_by_table: dict[str, int] = Field(
+        default={},
+        description="This run only: days to keep per table, e.g. {audit_logs: 30}; replaces every rule of"
+        " that table (built-in or from RETENTION_POLICY_FILE).",
+    )
     delete_images: bool | None = Field(
         default=None, description="Also delete original images of deleted detections."
     )

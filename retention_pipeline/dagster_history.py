@@ -3,6 +3,7 @@
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -30,7 +31,7 @@ class DagsterHistoryConfig(dg.Config):
 @dg.op(description="Delete finished runs older than the retention, with their event logs and stored outputs.")
 def delete_old_dagster_runs(
     context: dg.OpExecutionContext, config: DagsterHistoryConfig, camera_system: CameraSystemResource
-) -> dict:
+) -> dict[str, Any]:
     try:
         days = (
             parse_days("retention_days", config.retention_days)

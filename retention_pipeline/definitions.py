@@ -16,13 +16,13 @@ from .schedules import (
 from .sensors import disk_pressure_sensor
 from .settings import Settings
 
-# Invalid CLEANUP_TIME or CLEANUP_TIMEZONE stops the code location from loading, with the message,
-# before any run can start.
+# Invalid settings (CLEANUP_TIME, a bad RETENTION_POLICY_FILE...) stop the code location from loading,
+# with the message, before any run can start; the policy's tables become assets with their checks.
 _settings = Settings.from_env()
 
 defs = dg.Definitions(
-    assets=camera_assets,
-    asset_checks=[*retention_checks, *orphan_checks],
+    assets=camera_assets(_settings.registry),
+    asset_checks=[*retention_checks(_settings.registry), *orphan_checks],
     jobs=[data_cleanup, orphaned_file_cleanup, retention_health_job, dagster_history_cleanup],
     schedules=[
         build_daily_schedule(_settings),

@@ -7,14 +7,18 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from dagster._utils.schedules import cron_string_iterator
 
+from .core.labels import unlabelled
 from .core.stats import CleanupStats
+from .settings import Settings
 from .tags import EXCLUSIVE_TAGS, HOST_TAG, PID_TAG
 
 JOB_NAME = "data_cleanup"
+DAILY_SCHEDULE = "daily_data_cleanup"
 REPORT_STEP = "report_cleanup"
 PLAN_STEP = "plan_cleanup"
-_ACTIVE = [
+ACTIVE_STATUSES = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
     dg.DagsterRunStatus.STARTING,
@@ -62,7 +66,7 @@ def blocking_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
     (the default run launcher cannot check its worker's health) and hold the one concurrency slot of
     the exclusive tag: it must not become a stale lock.
     """
-    records = instance.get_run_records(dg.RunsFilter(tags=EXCLUSIVE_TAGS, statuses=_ACTIVE))
+    records = instance.get_run_records(dg.RunsFilter(tags=EXCLUSIVE_TAGS, statuses=ACTIVE_STATUSES))
     blocking = []
     for record in records:
         run = record.dagster_run
@@ -84,7 +88,8 @@ def step_metadata(instance: dg.DagsterInstance, run_id: str, step: str) -> dict[
     for record in records:
         event = record.event_log_entry.dagster_event
         if event is not None and event.step_key == step:
-            return {k: v.value for k, v in event.step_output_data.metadata.items()}
+            # A dry run's counts are labelled as what would be deleted; callers want the stats' names.
+            return unlabelled({k: v.value for k, v in event.step_output_data.metadata.items()})
     return {}
 
 
@@ -95,7 +100,9 @@ def recent_cleanup_runs(instance: dg.DagsterInstance, limit: int) -> list[dict[s
         run = record.dagster_run
         plan = step_metadata(instance, run.run_id, PLAN_STEP)
         stats = step_metadata(instance, run.run_id, REPORT_STEP)
-        config = run.run_config.get("ops", {}).get(PLAN_STEP, {}).get("config", {})
+        run_config: dict[str, Any] = dict(run.run_config)
+        ops: dict[str, Any] = run_config.get("ops") or {}
+        config: dict[str, Any] = (ops.get(PLAN_STEP) or {}).get("config", {})
         row: dict[str, Any] = {
             "run_id": run.run_id,
             "status": run.status.value,
@@ -126,3 +133,40 @@ def last_sweep_report(instance: dg.DagsterInstance) -> dict[str, Any] | None:
         if report and report.get("dry_run") is False:
             return report
     return None
+
+
+def next_cleanup(instance: dg.DagsterInstance, settings: Settings, now: datetime) -> str | None:
+    """When the daily schedule fires next (ISO 8601, in its time zone), or None when it is stopped."""
+    for state in instance.all_instigator_state():
+        is_daily = state.name == DAILY_SCHEDULE and state.instigator_type.value == "SCHEDULE"
+        if is_daily and state.status.value == "STOPPED":
+            return None
+    # The scheduler's own cron iterator (a private module): same DST handling as the daemon's ticks.
+    ticks = cron_string_iterator(now.timestamp(), settings.cleanup_cron, settings.cleanup_timezone)
+    return next(ticks).isoformat()
+
+
+def cleanup_status(instance: dg.DagsterInstance, settings: Settings, limit: int) -> dict[str, Any]:
+    """What the camera system's cleanup-status endpoint shows: the policy, the schedule, the runs."""
+    runs = recent_cleanup_runs(instance, limit)
+    running = instance.get_run_records(dg.RunsFilter(job_name=JOB_NAME, statuses=ACTIVE_STATUSES), limit=1)
+    last = runs[0] if runs else None
+    return {
+        "running": bool(running),
+        "retention_days": settings.retention_days,
+        "log_retention_days": settings.log_retention_days,
+        "cleanup_time": f"{settings.cleanup_time:%H:%M}",
+        "timezone": settings.cleanup_timezone,
+        "delete_images": settings.delete_images,
+        "next_cleanup": next_cleanup(instance, settings, datetime.now(UTC)),
+        "last_run": None
+        if last is None
+        else {
+            "run_id": last["run_id"],
+            "status": last["status"],
+            "started": last["start"],
+            "finished": last["end"],
+            "stats": {name: last[name] for name in CleanupStats.field_names()},
+        },
+        "runs": runs,
+    }

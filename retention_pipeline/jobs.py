@@ -2,10 +2,12 @@
 
 import dagster as dg
 
+from .job_tracker import publish_failure
 from .ops import (
     delete_expired_files,
     plan_cleanup,
     plan_file_chunks,
+    purge_declared_tables,
     purge_detections,
     purge_events,
     purge_gpu_stats,
@@ -24,17 +26,19 @@ from .tags import EXCLUSIVE_TAGS
 
 @dg.graph(
     description=(
-        "Enforce the retention policy: delete expired events, detections, GPU stats and logs in"
-        " short batches, then their thumbnails, clips (and images). A manual launch with the"
-        " default config is a dry run."
+        "Enforce the retention policy: delete expired events, detections, GPU stats, logs and the"
+        " tables of RETENTION_POLICY_FILE in short batches, then their thumbnails, clips (and images)."
+        " A manual launch with the default config is a dry run."
     )
 )
 def data_cleanup_graph() -> None:
     plan = plan_cleanup()
     detections = purge_detections(plan)
     events = purge_events(plan, detections)
-    files = plan_file_chunks(plan, detections, events).map(lambda chunk: delete_expired_files(plan, chunk))
-    stats = report_cleanup(plan, detections, events, purge_gpu_stats(plan), purge_logs(plan), files.collect())
+    declared = purge_declared_tables(plan, events)
+    files = plan_file_chunks(plan, detections, declared).map(lambda chunk: delete_expired_files(plan, chunk))
+    gpu_stats, logs = purge_gpu_stats(plan), purge_logs(plan)
+    stats = report_cleanup(plan, detections, events, gpu_stats, logs, declared, files.collect())
     relieve_disk_pressure(plan, stats)
 
 
@@ -45,7 +49,9 @@ def build_data_cleanup_job(executor_def: dg.ExecutorDefinition = dg.in_process_e
     process per op costs about 2 s. With a multiprocess, Celery or Kubernetes executor the mapped
     `delete_expired_files` shares run in parallel workers.
     """
-    return data_cleanup_graph.to_job(name="data_cleanup", tags=EXCLUSIVE_TAGS, executor_def=executor_def)
+    return data_cleanup_graph.to_job(
+        name="data_cleanup", tags=EXCLUSIVE_TAGS, executor_def=executor_def, hooks={publish_failure}
+    )
 
 
 data_cleanup = build_data_cleanup_job()
@@ -59,6 +65,7 @@ data_cleanup = build_data_cleanup_job()
     ),
     tags=EXCLUSIVE_TAGS,
     executor_def=dg.in_process_executor,
+    hooks={publish_failure},
 )
 def orphaned_file_cleanup() -> None:
     plan = plan_orphan_sweep()

@@ -1,6 +1,7 @@
 """Thin ops: read config and resources, call one core function, log, attach metadata."""
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -9,12 +10,14 @@ from sqlalchemy.engine import Engine
 from .assets import observe_after_cleanup
 from .config import CleanupConfig
 from .core import cleanup
+from .core.labels import labelled, readable
 from .core.lock import RunLockBusy
 from .core.plan import CleanupPlan, make_plan, parse_reference_time
 from .core.pressure import PressureNotRelieved, relieve_pressure
 from .core.purge import BatchTooSlow
 from .core.stats import CleanupStats, FileCounts, RowCounts
 from .history import tag_this_process
+from .job_tracker import Stage, finish, start_stage
 from .resources import CameraSystemResource, DiskSpaceResource
 from .settings import SettingsError
 
@@ -31,6 +34,11 @@ def _reference_time(context: dg.OpExecutionContext, config: CleanupConfig) -> da
         return parse_reference_time(tick)
     record = context.instance.get_run_record_by_id(context.run_id)
     return record.create_timestamp.astimezone(UTC) if record else datetime.now(UTC)
+
+
+def _stage(context: dg.OpExecutionContext, camera_system: CameraSystemResource) -> Stage:
+    """This op's stage in the camera system's job tracker (a no-op without JOB_STATUS_REDIS_URL)."""
+    return start_stage(context, camera_system.settings().job_tracker)
 
 
 def _claimed_engine(context: dg.OpExecutionContext, camera_system: CameraSystemResource) -> Engine:
@@ -56,6 +64,7 @@ def plan_cleanup(
     context: dg.OpExecutionContext, config: CleanupConfig, camera_system: CameraSystemResource
 ) -> CleanupPlan:
     try:
+        stage = _stage(context, camera_system)
         plan = make_plan(
             camera_system.settings(),
             dry_run=config.dry_run,
@@ -67,16 +76,19 @@ def plan_cleanup(
             file_chunk_size=config.file_chunk_size,
             transaction_target_ms=config.transaction_target_ms,
             emergency=config.emergency,
+            retention_days_by_table=dict(config.retention_days_by_table),
         )
-        cleanup.prepare_database(_claimed_engine(context, camera_system))
+        cleanup.prepare_database(_claimed_engine(context, camera_system), plan.policy)
     except (SettingsError, cleanup.SchemaError) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     context.log.info(plan.describe())
+    stage.done()
     context.add_output_metadata(
         {
             "dry_run": plan.dry_run,
             "cutoff": plan.cutoff.isoformat(),
             "log_cutoff": plan.log_cutoff.isoformat(),
+            "tables": ", ".join(plan.registry.names),
         }
     )
     return plan
@@ -110,8 +122,8 @@ def _capped(purge: Callable[[], RowCounts]) -> RowCounts:
 def purge_detections(
     context: dg.OpExecutionContext, plan: CleanupPlan, camera_system: CameraSystemResource
 ) -> RowCounts:
-    engine = _claimed_engine(context, camera_system)
-    counts = _capped(lambda: cleanup.clean_detections(engine, plan, context.log.info))
+    engine, stage = _claimed_engine(context, camera_system), _stage(context, camera_system)
+    counts = _capped(lambda: cleanup.clean_table(engine, plan, "detections", context.log.info, stage.share))
     _rows_metadata(context, counts)
     return counts
 
@@ -125,8 +137,8 @@ def purge_events(
 ) -> RowCounts:
     # Runs after purge_detections: deleting events first would cut the links that make a young
     # detection of an expired event expire with it.
-    engine = _claimed_engine(context, camera_system)
-    counts = _capped(lambda: cleanup.clean_events(engine, plan, context.log.info))
+    engine, stage = _claimed_engine(context, camera_system), _stage(context, camera_system)
+    counts = _capped(lambda: cleanup.clean_table(engine, plan, "events", context.log.info, stage.share))
     _rows_metadata(context, counts)
     return counts
 
@@ -135,7 +147,8 @@ def purge_events(
 def purge_gpu_stats(
     context: dg.OpExecutionContext, plan: CleanupPlan, camera_system: CameraSystemResource
 ) -> RowCounts:
-    counts = _capped(lambda: cleanup.clean_gpu_stats(camera_system.engine(), plan, context.log.info))
+    engine, stage = camera_system.engine(), _stage(context, camera_system)
+    counts = _capped(lambda: cleanup.clean_table(engine, plan, "gpu_stats", context.log.info, stage.share))
     _rows_metadata(context, counts)
     return counts
 
@@ -144,9 +157,27 @@ def purge_gpu_stats(
 def purge_logs(
     context: dg.OpExecutionContext, plan: CleanupPlan, camera_system: CameraSystemResource
 ) -> RowCounts:
-    counts = _capped(lambda: cleanup.clean_logs(camera_system.engine(), plan, context.log.info))
+    engine, stage = camera_system.engine(), _stage(context, camera_system)
+    counts = _capped(lambda: cleanup.clean_table(engine, plan, "logs", context.log.info, stage.share))
     _rows_metadata(context, counts)
     return counts
+
+
+@dg.op(description="Delete the expired rows of the tables RETENTION_POLICY_FILE adds, queueing their files.")
+def purge_declared_tables(
+    context: dg.OpExecutionContext,
+    plan: CleanupPlan,
+    events: RowCounts,
+    camera_system: CameraSystemResource,
+) -> dict[str, RowCounts]:
+    engine, stage = _claimed_engine(context, camera_system), _stage(context, camera_system)
+    by_table: dict[str, RowCounts] = {}
+    for entry in plan.registry.declared:
+        by_table[entry.name] = _capped(
+            functools.partial(cleanup.clean_table, engine, plan, entry.name, context.log.info, stage.share)
+        )
+    context.add_output_metadata({name: counts.deleted for name, counts in by_table.items()})
+    return by_table
 
 
 @dg.op(
@@ -157,10 +188,11 @@ def plan_file_chunks(
     context: dg.OpExecutionContext,
     plan: CleanupPlan,
     detections: RowCounts,
-    events: RowCounts,
+    declared: dict[str, RowCounts],
     camera_system: CameraSystemResource,
-):
-    # Runs after both row purges, so every file of every deleted row is already queued.
+) -> Iterator[dg.DynamicOutput[cleanup.FileChunk]]:
+    # Runs after the row purges that queue files, so every file of every deleted row is already queued.
+    _stage(context, camera_system)
     for chunk in cleanup.file_chunks(camera_system.engine(), plan, plan.file_chunk_size):
         yield dg.DynamicOutput(chunk, mapping_key=chunk.key)
 
@@ -172,7 +204,8 @@ def delete_expired_files(
     chunk: cleanup.FileChunk,
     camera_system: CameraSystemResource,
 ) -> FileCounts:
-    counts = cleanup.clean_files(camera_system.engine(), plan, context.log.info, chunk)
+    stage = _stage(context, camera_system)
+    counts = cleanup.clean_files(camera_system.engine(), plan, context.log.info, chunk, stage.share)
     for path in counts.refused_examples:
         context.log.warning(f"refused to delete a path outside the storage roots: {path!r}")
     for path in counts.failed_examples:
@@ -188,9 +221,11 @@ def report_cleanup(
     events: RowCounts,
     gpu_stats: RowCounts,
     logs: RowCounts,
+    declared: dict[str, RowCounts],
     files: list[FileCounts],
     camera_system: CameraSystemResource,
 ) -> CleanupStats:
+    _stage(context, camera_system)
     stats = CleanupStats.combine(
         dry_run=plan.dry_run,
         cutoff=plan.cutoff,
@@ -199,14 +234,16 @@ def report_cleanup(
         events=events,
         gpu_stats=gpu_stats,
         logs=logs,
+        declared=declared,
         files=FileCounts.merge(files),
         duration_seconds=(datetime.now(UTC) - plan.planned_at).total_seconds(),
     )
     values = stats.as_dict()
-    context.log.info(("DRY RUN - would delete: " if plan.dry_run else "deleted: ") + str(values))
-    context.add_output_metadata(values)
+    shown = readable(values, plan.dry_run)
+    context.log.info(("DRY RUN - nothing was deleted: " if plan.dry_run else "deleted: ") + str(shown))
+    context.add_output_metadata(labelled(values, plan.dry_run))
     if not plan.dry_run:
-        observe_after_cleanup(context, camera_system.engine(), stats, FileCounts.merge(files))
+        observe_after_cleanup(context, camera_system.engine(), plan.registry, stats, FileCounts.merge(files))
     return stats
 
 
@@ -218,7 +255,11 @@ def relieve_disk_pressure(
     camera_system: CameraSystemResource,
     disk: DiskSpaceResource,
 ) -> None:
+    stage = _stage(context, camera_system)
     if not plan.emergency or plan.dry_run:
+        finish(
+            stage, stats.as_dict(), "Dry run completed: nothing was deleted" if plan.dry_run else "Completed"
+        )
         return
     settings = camera_system.settings()
     media_root = str(settings.media_root.absolute())
@@ -241,3 +282,4 @@ def relieve_disk_pressure(
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     context.log.info(relief.metadata()["emergency_reason"])
     context.add_output_metadata({**relief.metadata(), "steps": relief.steps})
+    finish(stage, {**stats.as_dict(), **relief.metadata()}, "Completed (disk pressure relieved)")

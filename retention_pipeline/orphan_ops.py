@@ -9,9 +9,11 @@ from .assets import observe_after_sweep
 from .config import OrphanSweepConfig
 from .core import orphans
 from .core.files import StorageRoots
+from .core.labels import labelled, readable
 from .core.lock import RunLockBusy
-from .core.scan import RootMissing
+from .core.scan import RootMissing, check_roots
 from .history import tag_this_process
+from .job_tracker import finish, start_stage
 from .resources import CameraSystemResource
 from .settings import SettingsError
 
@@ -23,13 +25,14 @@ def plan_orphan_sweep(
     context: dg.OpExecutionContext, config: OrphanSweepConfig, camera_system: CameraSystemResource
 ) -> orphans.OrphanSweepPlan:
     try:
-        policy = orphans.OrphanPolicy(**config.model_dump())
         settings = camera_system.settings()
+        stage = start_stage(context, settings.job_tracker)
+        policy = orphans.OrphanPolicy(**config.model_dump(), registry=settings.registry)
         dirs = [settings.thumbnail_dir, settings.clips_dir]
         if policy.include_images:
             dirs.append(settings.images_dir)
         roots = StorageRoots.from_dirs(settings.media_root, dirs)
-        orphans.check_roots(list(roots.walk_roots))
+        check_roots(list(roots.walk_roots))
         camera_system.claim_exclusive_run()
         tag_this_process(context.instance, context.run_id)
     except (ValueError, SettingsError, RootMissing, RunLockBusy) as exc:
@@ -40,6 +43,7 @@ def plan_orphan_sweep(
         + ", ".join(roots.walk_roots)
         + f" (files older than {policy.min_age_hours} h)"
     )
+    stage.done()
     return orphans.OrphanSweepPlan(policy, roots, datetime.now(UTC), manifest)
 
 
@@ -47,6 +51,7 @@ def plan_orphan_sweep(
 def scan_orphaned_files(
     context: dg.OpExecutionContext, plan: orphans.OrphanSweepPlan, camera_system: CameraSystemResource
 ) -> orphans.OrphanStats:
+    start_stage(context, camera_system.settings().job_tracker)
     stats = orphans.scan_for_orphans(
         camera_system.engine(), plan.roots, plan.policy, plan.manifest, plan.started_at, context.log.info
     )
@@ -61,6 +66,7 @@ def delete_orphaned_files(
     scanned: orphans.OrphanStats,
     camera_system: CameraSystemResource,
 ) -> orphans.OrphanStats:
+    start_stage(context, camera_system.settings().job_tracker)
     try:
         reason = orphans.check_safety(scanned, plan.policy)
     except orphans.SafetyStop as exc:
@@ -76,19 +82,24 @@ def delete_orphaned_files(
 def report_orphan_sweep(
     context: dg.OpExecutionContext, stats: orphans.OrphanStats, camera_system: CameraSystemResource
 ) -> orphans.OrphanStats:
+    stage = start_stage(context, camera_system.settings().job_tracker)
     rows = orphans.orphan_report_rows(stats.report_csv, REPORT_ROWS)
     table = "| path | size | mtime |\n|---|---|---|\n" + "".join(
         f"| `{r['path']}` | {r['size']} | {datetime.fromtimestamp(float(r['mtime']), UTC):%Y-%m-%d %H:%M} |\n"
         for r in rows
     )
-    context.log.info(f"orphan sweep: {stats.as_dict()}")
+    shown = readable(stats.as_dict(), stats.dry_run)
+    context.log.info(
+        ("orphan sweep, DRY RUN - nothing was deleted: " if stats.dry_run else "orphan sweep: ") + str(shown)
+    )
     context.add_output_metadata(
         {
-            **stats.as_dict(),
+            **labelled(stats.as_dict(), stats.dry_run),
             "report_csv": dg.MetadataValue.path(stats.report_csv),
             f"first_{REPORT_ROWS}_orphans": dg.MetadataValue.md(table),
         }
     )
     if not stats.dry_run:
         observe_after_sweep(context, camera_system.engine(), camera_system.settings(), stats)
+    finish(stage, stats.as_dict(), "Dry run completed: nothing was deleted" if stats.dry_run else "Completed")
     return stats

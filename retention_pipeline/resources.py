@@ -13,7 +13,7 @@ from .core.lock import ExclusiveRunLock
 from .settings import Settings, normalise_database_url
 
 
-class CameraSystemResource(dg.ConfigurableResource):
+class CameraSystemResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """The camera system's database and media directories.
 
     Fields left unset are read from the environment (DATABASE_URL, MEDIA_ROOT, THUMBNAIL_DIR, CLIPS_DIR,
@@ -71,7 +71,7 @@ class CameraSystemResource(dg.ConfigurableResource):
                 self._engine = None
 
 
-class DiskSpaceResource(dg.ConfigurableResource):
+class DiskSpaceResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """Free space on the volume holding a path (tests replace it with scripted readings)."""
 
     def free_percent(self, path: str) -> float:

@@ -1,33 +1,29 @@
 """The daily schedule: a complete, real-run config whose cutoffs come from the tick's time."""
 
 from datetime import UTC, datetime
-from typing import Any
 
 import dagster as dg
 
-from .config import OrphanSweepConfig
+from .config import CleanupConfig, OrphanSweepConfig
+from .dagster_history import DagsterHistoryConfig
 from .history import blocking_runs
 from .jobs import data_cleanup, orphaned_file_cleanup
 from .settings import Settings
 
 
-def scheduled_run_config(settings: Settings, tick: datetime) -> dict[str, Any]:
-    """Every field spelled out: a run config replaces the job's defaults instead of merging them."""
-    return {
-        "ops": {
-            "plan_cleanup": {
-                "config": {
-                    "dry_run": False,
-                    "retention_days": settings.retention_days,
-                    "log_retention_days": settings.log_retention_days,
-                    "delete_images": settings.delete_images,
-                    "batch_size": settings.batch_size,
-                    "transaction_target_ms": settings.transaction_target_ms,
-                    "reference_time": tick.astimezone(UTC).isoformat(),
-                }
-            }
-        }
-    }
+def scheduled_run_config(settings: Settings, tick: datetime, emergency: bool = False) -> dg.RunConfig:
+    """Every setting spelled out: a run config replaces the job's defaults instead of merging them."""
+    config = CleanupConfig(
+        dry_run=False,
+        retention_days=settings.retention_days,
+        log_retention_days=settings.log_retention_days,
+        delete_images=settings.delete_images,
+        batch_size=settings.batch_size,
+        transaction_target_ms=settings.transaction_target_ms,
+        emergency=emergency,
+        reference_time=tick.astimezone(UTC).isoformat(),
+    )
+    return dg.RunConfig(ops={"plan_cleanup": config})
 
 
 def build_daily_schedule(settings: Settings) -> dg.ScheduleDefinition:
@@ -64,7 +60,7 @@ def build_weekly_orphan_schedule(settings: Settings) -> dg.ScheduleDefinition:
         execution_timezone=settings.cleanup_timezone,
         default_status=dg.DefaultScheduleStatus.STOPPED,
         # Complete config: the safety stops still apply, so a real sweep is the useful default here.
-        run_config={"ops": {"plan_orphan_sweep": {"config": OrphanSweepConfig(dry_run=False).model_dump()}}},
+        run_config=dg.RunConfig(ops={"plan_orphan_sweep": OrphanSweepConfig(dry_run=False)}),
         description="Deletes orphaned media files weekly (off by default; safety stops apply).",
     )
 
@@ -90,12 +86,12 @@ def build_weekly_history_schedule(settings: Settings) -> dg.ScheduleDefinition:
         cron_schedule=f"{settings.cleanup_time.minute} {settings.cleanup_time.hour} * * 6",
         execution_timezone=settings.cleanup_timezone,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        run_config={
-            "ops": {
-                "delete_old_dagster_runs": {
-                    "config": {"dry_run": False, "retention_days": settings.dagster_run_retention_days}
-                }
+        run_config=dg.RunConfig(
+            ops={
+                "delete_old_dagster_runs": DagsterHistoryConfig(
+                    dry_run=False, retention_days=settings.dagster_run_retention_days
+                )
             }
-        },
+        ),
         description="Deletes Dagster runs older than DAGSTER_RUN_RETENTION_DAYS every week.",
     )

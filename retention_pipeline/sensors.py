@@ -27,12 +27,10 @@ def disk_pressure_sensor(
     if busy := blocking_runs(context.instance):
         return dg.SkipReason(f"{free:.1f}% free, but retention run {busy[0].run_id} is in progress")
     now = datetime.now(UTC)
-    config = scheduled_run_config(settings, now)
-    config["ops"]["plan_cleanup"]["config"]["emergency"] = True
     return dg.RunRequest(
         # One emergency run per hour at most, however long the pressure lasts.
         run_key=f"disk_pressure_{now:%Y%m%d%H}",
-        run_config=config,
+        run_config=scheduled_run_config(settings, now, emergency=True),
         tags={
             "retention_pipeline/trigger": "disk_pressure",
             "retention_pipeline/free_percent": f"{free:.1f}",

@@ -13,8 +13,11 @@ from datetime import time
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from .core.job_status import JobTracker
+from .core.policy import MAX_DAYS, DeclaredRule, read_policy, registry_with
+from .core.tables import Registry
+
 DEFAULT_DATABASE_URL = "sqlite:///data/retention.db"
-MAX_DAYS = 36_500  # a century; larger values overflow date arithmetic and are surely typos
 MAX_BATCH_SIZE = 100_000  # larger batches make one transaction hold locks for too long
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -141,6 +144,19 @@ class Settings:
     min_retention_days: int = 1
     dagster_run_retention_days: int = 90
     progress_interval_seconds: float = 2.0
+    policy: tuple[DeclaredRule, ...] = ()  # RETENTION_POLICY_FILE's rules
+    job_status_redis_url: str | None = None  # None: runs are not published to the camera's job tracker
+    job_status_ttl_seconds: int = 3600
+
+    @property
+    def job_tracker(self) -> JobTracker:
+        """Where runs publish their status for the camera system's Jobs page (off without a URL)."""
+        return JobTracker(self.job_status_redis_url, self.job_status_ttl_seconds)
+
+    @property
+    def registry(self) -> Registry:
+        """The retention tables: the built-in four plus the policy file's."""
+        return registry_with(self.policy)
 
     @property
     def storage_roots(self) -> tuple[Path, Path, Path]:
@@ -189,6 +205,9 @@ class Settings:
         take("min_retention_days", "MIN_RETENTION_DAYS", parse_days)
         take("dagster_run_retention_days", "DAGSTER_RUN_RETENTION_DAYS", parse_days)
         take("progress_interval_seconds", "PROGRESS_INTERVAL_SECONDS", parse_seconds)
+        take("job_status_redis_url", "JOB_STATUS_REDIS_URL", _parse_redis_url)
+        take("job_status_ttl_seconds", "JOB_STATUS_TTL_SECONDS", _parse_ttl)
+        take("policy", "RETENTION_POLICY_FILE", lambda _name, raw: read_policy(Path(raw.strip())))
         low = values.get("disk_free_min_percent", cls.disk_free_min_percent)
         high = values.get("disk_free_target_percent", cls.disk_free_target_percent)
         if not errors and low >= high:  # type: ignore[operator]
@@ -209,3 +228,17 @@ def _parse_database_url(name: str, raw: str) -> str:
     if not url.startswith(("sqlite:", "postgresql+")):
         raise ValueError(f"{name} must be a sqlite:/// or postgresql:// URL, got {raw.split('@')[-1]!r}")
     return url
+
+
+def _parse_redis_url(name: str, raw: str) -> str:
+    url = raw.strip()
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"{name} must be a redis://, rediss:// or unix:// URL, got {url.split('@')[-1]!r}")
+    return url
+
+
+def _parse_ttl(name: str, raw: str) -> int:
+    value = _parse_int(name, raw)
+    if not 1 <= value <= 30 * 86400:
+        raise ValueError(f"{name} must be a number of seconds between 1 and 2592000, got {raw!r}")
+    return value

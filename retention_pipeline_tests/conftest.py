@@ -1,6 +1,10 @@
 """Engine fixtures: every database test runs on SQLite and on PostgreSQL."""
 
 import os
+import shutil
+import socket
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -8,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError
@@ -125,3 +130,56 @@ def postgresql_only(request: pytest.FixtureRequest) -> None:
             "needs a PostgreSQL server (sessions, pg_terminate_backend, advisory locks, statement_timeout);"
             " SQLite has none"
         )
+
+
+class RedisServer:
+    """A redis-server of the test's own, on a free port, that a test may stop mid-run."""
+
+    def __init__(self, workdir: Path) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--dir",
+                str(workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = self.client()
+        for _ in range(100):
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, decode_responses=True)
+
+    def stop(self) -> None:
+        if self._process.poll() is None:
+            self._process.terminate()
+            self._process.wait(10)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real Redis (the project's .ci/run installs redis-server where it is missing)."""
+    if shutil.which("redis-server") is None:
+        if REQUIRE_POSTGRES:  # CI: every service the suite needs must be there
+            pytest.fail("redis-server is not installed (.ci/run installs it)")
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    server = RedisServer(tmp_path)
+    yield server
+    server.stop()

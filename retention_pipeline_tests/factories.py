@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 
 from retention_pipeline.core.cleanup import prepare_database, run_cleanup
 from retention_pipeline.core.plan import CleanupPlan, make_plan
+from retention_pipeline.core.policy import DeclaredRule
 from retention_pipeline.core.schema import (
     alerts,
     detections,
@@ -37,6 +38,7 @@ class CameraWorld:
         self.cutoff = now - timedelta(days=RETENTION_DAYS)
         self.log_cutoff = now - timedelta(days=LOG_RETENTION_DAYS)
         self._names = itertools.count(1)
+        self.policy: tuple[DeclaredRule, ...] = ()  # RETENTION_POLICY_FILE's rules, if a test sets some
         for root in (THUMBS, CLIPS, IMAGES):
             (media_root / root).mkdir(parents=True, exist_ok=True)
         # The camera system's own shape also has cameras.folder_path (NOT NULL UNIQUE) and uuid alert keys.
@@ -152,6 +154,7 @@ class CameraWorld:
             thumbnail_dir=Path(THUMBS),
             clips_dir=Path(CLIPS),
             images_dir=Path(IMAGES),
+            policy=self.policy,
         )
 
     def plan(self, dry_run: bool = False, **overrides: Any) -> CleanupPlan:
@@ -159,7 +162,7 @@ class CameraWorld:
 
     def run(self, dry_run: bool = False, **overrides: Any) -> CleanupStats:
         """One whole cleanup through the core, in the job's order."""
-        prepare_database(self.engine)
+        prepare_database(self.engine, self.policy)
         return run_cleanup(self.engine, self.plan(dry_run=dry_run, **overrides))
 
 

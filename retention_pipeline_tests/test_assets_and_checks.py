@@ -1,6 +1,8 @@
 """The asset graph, its observations and the retention health checks, on SQLite and PostgreSQL."""
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -8,9 +10,14 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from sqlalchemy import Column, DateTime, Integer, MetaData, Table, insert
 from sqlalchemy.engine import Engine
 
+from retention_pipeline.assets import camera_assets
+from retention_pipeline.checks import retention_checks, retention_health_job
 from retention_pipeline.definitions import defs
+from retention_pipeline.resources import CameraSystemResource, DiskSpaceResource
+from retention_pipeline.settings import Settings
 from retention_pipeline_tests.dagster_helpers import environment_for, execute, plan_config
 from retention_pipeline_tests.factories import CLIPS, THUMBS, CameraWorld
 
@@ -136,3 +143,59 @@ def test_orphan_check_reports_what_the_last_sweep_found(live_world: CameraWorld,
 
     check = run_health(instance)["thumbnails:no_orphans_in_last_sweep"]
     assert not check.passed and check.metadata["orphans_found"].value == 1
+
+
+def test_each_policy_table_is_an_asset_with_a_retention_check_that_follows_its_own_days(
+    live_world: CameraWorld, instance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    audit = Table(
+        "audit_logs",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+    )
+    audit.create(live_world.engine)
+    with live_world.engine.begin() as conn:  # 90 days allowed: 93 is two missed runs past due
+        conn.execute(insert(audit).values(created_at=live_world.now - timedelta(days=93)))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("tables:\n  - table: audit_logs\n    time_column: created_at\n    retention_days: 90\n")
+    monkeypatch.setenv("RETENTION_POLICY_FILE", str(policy))
+    registry = Settings.from_env().registry
+    policy_defs = dg.Definitions(
+        assets=camera_assets(registry),
+        asset_checks=retention_checks(registry),
+        jobs=[retention_health_job, defs.resolve_job_def("data_cleanup")],
+        resources={"camera_system": CameraSystemResource(), "disk": DiskSpaceResource()},
+    )
+
+    described = {spec.key.to_user_string(): spec.description for spec in camera_assets(registry)}
+    assert "90 days after created_at" in described["audit_logs"]
+    health = policy_defs.resolve_job_def("retention_health").execute_in_process(instance=instance)
+    checks = {e.asset_key.to_user_string(): e for e in health.get_asset_check_evaluations()}
+    assert not checks["audit_logs"].passed and checks["audit_logs"].severity == dg.AssetCheckSeverity.ERROR
+    assert checks["audit_logs"].metadata["allowed_age_days"].value == 91
+
+    cleaned = policy_defs.resolve_job_def("data_cleanup").execute_in_process(
+        run_config=plan_config(dry_run=False), instance=instance
+    )
+    assert cleaned.success
+    assert latest_observation(instance, "audit_logs")["rows_deleted"] == 1
+    health = policy_defs.resolve_job_def("retention_health").execute_in_process(instance=instance)
+    assert all(e.passed for e in health.get_asset_check_evaluations())
+
+
+def test_a_bad_policy_file_stops_the_code_location_from_loading_naming_the_file(tmp_path: Path):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("tables:\n  - table: audit_logs\n    time_column: created_at\n    retention_days: 0\n")
+    env = {**os.environ, "RETENTION_POLICY_FILE": str(policy)}
+
+    done = subprocess.run(
+        [sys.executable, "-c", "import retention_pipeline.definitions"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert done.returncode != 0
+    assert f"RETENTION_POLICY_FILE {policy}: tables[0] (audit_logs): retention_days must be" in done.stderr

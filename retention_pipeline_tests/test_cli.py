@@ -6,6 +6,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pytest
@@ -82,12 +83,63 @@ def test_status_lists_runs_newest_first_with_every_stat(live_world: CameraWorld,
     table = cli(live_world, tmp_path, "status", "--limit", "1")
 
     assert shown.returncode == 0, shown.stderr
-    rows = json.loads(shown.stdout)
+    status = json.loads(shown.stdout)
+    rows = status["runs"]
     assert [r["dry_run"] for r in rows] == [False, True]
     assert [r["status"] for r in rows] == ["SUCCESS", "SUCCESS"]
     assert all(set(CleanupStats.field_names()) <= set(r) for r in rows)
     assert rows[0]["detections_deleted"] == 1 and rows[0]["run_id"]
+    assert rows[0]["rows_deleted_by_table"] == {"detections": 1, "events": 1, "gpu_stats": 0, "logs": 0}
     assert "detections_deleted" in table.stdout and rows[0]["run_id"][:8] in table.stdout
+    assert "rows_deleted_by_table.events" in table.stdout
+
+
+def test_status_carries_what_the_camera_systems_cleanup_status_shows(live_world: CameraWorld, tmp_path: Path):
+    cli(live_world, tmp_path, "run")
+    env = {"RETENTION_DAYS": "14", "CLEANUP_TIME": "02:30", "CLEANUP_TIMEZONE": "Europe/Berlin"}
+
+    shown = cli(live_world, tmp_path, "status", "--json", **env)
+    header = cli(live_world, tmp_path, "status", **env)
+
+    status = json.loads(shown.stdout)
+    assert {k: status[k] for k in ("running", "retention_days", "log_retention_days")} == {
+        "running": False,
+        "retention_days": 14,
+        "log_retention_days": 7,
+    }
+    assert (status["cleanup_time"], status["timezone"], status["delete_images"]) == (
+        "02:30",
+        "Europe/Berlin",
+        False,
+    )
+    next_cleanup = datetime.fromisoformat(status["next_cleanup"])
+    assert next_cleanup > datetime.now(UTC) and next_cleanup.astimezone(ZoneInfo("Europe/Berlin")).hour in (
+        2,
+        3,
+    )
+    last = status["last_run"]
+    assert (last["status"], last["run_id"]) == ("SUCCESS", status["runs"][0]["run_id"])
+    assert last["started"] and last["finished"] and last["stats"]["events_deleted"] == 1
+    assert "retention: 14 days (logs 7)" in header.stdout and "daily at 02:30 Europe/Berlin" in header.stdout
+    assert status["next_cleanup"] in header.stdout
+
+
+def test_a_dry_run_table_says_what_would_be_deleted_and_sizes_read_in_binary_units(
+    live_world: CameraWorld, tmp_path: Path
+):
+    big = live_world.file(f"{THUMBS}/big.jpg", 3 * 1024 * 1024 // 2)
+    live_world.detection(live_world.old(), thumbnail=big)
+
+    preview = cli(live_world, tmp_path, "run", "--dry-run")
+
+    lines = dict(line.split(None, 1) for line in preview.stdout.splitlines()[1:])
+    assert preview.stdout.startswith("DRY RUN - nothing was deleted")
+    assert lines["detections_to_delete"].strip() == "2"
+    assert lines["thumbnails_to_delete"].strip() == "2"
+    assert "detections_deleted" not in lines and "space_reclaimed" not in lines
+    assert lines["space_to_reclaim"].strip().endswith("(1.5 MiB)")
+    assert lines["rows_to_delete_by_table.detections"].strip() == "2"
+    assert live_world.exists(big)
 
 
 def test_invalid_configuration_exits_2_and_deletes_nothing(live_world: CameraWorld, tmp_path: Path):

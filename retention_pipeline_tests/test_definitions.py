@@ -50,6 +50,8 @@ def test_schedule_sends_a_complete_real_run_config_with_its_tick(monkeypatch: py
         "delete_images": False,
         "batch_size": 500,
         "transaction_target_ms": 80.0,
+        "retention_days_by_table": {},
+        "emergency": False,
         "reference_time": "2026-03-29T01:00:00+00:00",
     }
     dg.validate_run_config(data_cleanup, request.run_config)

@@ -106,3 +106,29 @@ def test_doctor_on_a_database_that_is_not_the_camera_system_s_exits_1(tmp_path: 
 
     assert done.returncode == 1
     assert "BLOCKING: table 'events' is missing" in done.stdout
+
+
+def test_doctor_covers_the_policy_files_tables_and_exits_1_on_a_rule_the_database_cannot_serve(
+    world: CameraWorld, tmp_path: Path
+):
+    with world.engine.begin() as conn:
+        conn.execute(text("CREATE TABLE audit_logs (id INTEGER PRIMARY KEY, created_at TIMESTAMP NOT NULL)"))
+        conn.execute(text("INSERT INTO audit_logs (id, created_at) VALUES (1, '2000-01-01 00:00:00')"))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("tables:\n  - table: audit_logs\n    time_column: created_at\n    retention_days: 90\n")
+
+    good = cli(world, tmp_path, "doctor", "--json", RETENTION_POLICY_FILE=str(policy))
+
+    assert good.returncode == 0, good.stderr
+    report = json.loads(good.stdout)
+    assert report["expired_rows"]["audit_logs"] == 1
+    assert ("audit_logs", "created_at") in {(c["table"], c["column"]) for c in report["time_columns"]}
+
+    policy.write_text("tables:\n  - table: audit_logs\n    time_column: written_at\n    retention_days: 90\n")
+    bad = cli(world, tmp_path, "doctor", RETENTION_POLICY_FILE=str(policy))
+
+    assert bad.returncode == 1
+    assert (
+        f"RETENTION_POLICY_FILE {policy}: tables[0] (audit_logs): the table has no column 'written_at'"
+        in (bad.stdout + bad.stderr)
+    )

@@ -3,9 +3,11 @@
 import os
 import socket
 from collections.abc import Iterator
+from datetime import timedelta
 
 import dagster as dg
 import pytest
+from sqlalchemy import Column, DateTime, Integer, MetaData, Table, insert
 
 from retention_pipeline.core.schema import detections, events, logs
 from retention_pipeline.core.stats import CleanupStats
@@ -130,7 +132,9 @@ def test_a_database_without_the_camera_tables_fails_clearly(world: CameraWorld, 
     )
 
     assert not result.success
-    assert "is not a camera system database: table 'events' is missing" in failure_messages(result)
+    message = failure_messages(result)
+    assert "is not a camera system database: table 'detections' is missing" in message
+    assert "table 'events' is missing" in message
 
 
 def test_scheduled_run_uses_the_tick_time_even_when_it_runs_late(seeded: CameraWorld, instance):
@@ -154,3 +158,49 @@ def test_a_run_that_finds_another_holding_the_database_stops_before_deleting(see
     assert not blocked.success
     assert "another retention run is working on" in failure_messages(blocked)
     assert after.success and after.output_for_node("report_cleanup").events_deleted == 1
+
+
+def test_a_policy_files_tables_are_purged_and_reported_per_table(
+    seeded: CameraWorld, instance, tmp_path, monkeypatch: pytest.MonkeyPatch
+):
+    audit = Table(
+        "audit_logs",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+    )
+    audit.create(seeded.engine)
+    with seeded.engine.begin() as conn:
+        for days in (100, 95, 5):
+            conn.execute(insert(audit).values(created_at=seeded.now - timedelta(days=days)))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("tables:\n  - table: audit_logs\n    time_column: created_at\n    retention_days: 90\n")
+    monkeypatch.setenv("RETENTION_POLICY_FILE", str(policy))
+    reference = seeded.now.isoformat()
+
+    preview = execute(seeded, instance, plan_config(dry_run=True, reference_time=reference))
+    result = execute(seeded, instance, plan_config(dry_run=False, reference_time=reference))
+
+    assert preview.success and result.success, failure_messages(result)
+    expected = {"detections": 1, "events": 1, "audit_logs": 2, "gpu_stats": 0, "logs": 1}
+    assert preview.output_for_node("report_cleanup").rows_deleted_by_table == expected
+    assert result.output_for_node("report_cleanup").rows_deleted_by_table == expected
+    assert seeded.count(audit) == 1
+    rows = recent_cleanup_runs(instance, limit=5)
+    assert [row["rows_deleted_by_table"] for row in rows] == [expected, expected]
+
+
+def test_a_bad_policy_fails_plan_cleanup_naming_the_file_and_deletes_nothing(
+    seeded: CameraWorld, instance, tmp_path, monkeypatch: pytest.MonkeyPatch
+):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("tables:\n  - table: audit_logs\n    time_column: created_at\n    retention_days: 90\n")
+    monkeypatch.setenv("RETENTION_POLICY_FILE", str(policy))
+    before = (seeded.ids(events), seeded.ids(detections), seeded.ids(logs))
+
+    result = execute(seeded, instance, plan_config(dry_run=False, reference_time=seeded.now.isoformat()))
+
+    assert not result.success
+    assert f"RETENTION_POLICY_FILE {policy}: tables[0] (audit_logs)" in failure_messages(result)
+    assert "the database has no table 'audit_logs'" in failure_messages(result)
+    assert (seeded.ids(events), seeded.ids(detections), seeded.ids(logs)) == before

@@ -58,7 +58,9 @@ def test_default_config_is_a_dry_run_that_reports_on_the_run_page(tree: CameraWo
     metadata = output.event_log_entry.dagster_event.step_output_data.metadata
     assert metadata["dry_run"].value is True
     assert metadata["files_scanned"].value == 4 and metadata["orphans_found"].value == 1
-    assert metadata["orphans_deleted"].value == 1 and metadata["bytes_reclaimed"].value == 10
+    # A dry run's counts are named for what a real run would do.
+    assert metadata["orphans_to_delete"].value == 1 and metadata["bytes_to_reclaim"].value == 10
+    assert "orphans_deleted" not in metadata and "bytes_reclaimed" not in metadata
     assert "orphan.jpg" in metadata["first_50_orphans"].value
     assert Path(metadata["report_csv"].value).is_file()
 

@@ -32,9 +32,11 @@ from sqlalchemy import (
 
 from .db import PG_STATEMENT_TIMEOUT_MS
 from .durability import commit_without_waiting
-from .instants import older
-from .queries import detection_expired, detection_may_expire, distinct_paths, queue_upsert
-from .schema import UTCDateTime, alerts, detections, event_detections, events, retention_file_queue
+from .queries import detection_may_expire, distinct_paths, expired, queue_upsert
+from .schema import UTCDateTime, alerts, event_detections, retention_file_queue
+from .tables import Child, Expiry, MediaColumn, column_of, table_of
+
+CHILD_TABLES = {t.name: t for t in (alerts, event_detections)}
 
 AFTER_ID = bindparam("after_id", type_=Integer)
 UNTIL_ID = bindparam("until_id", type_=Integer)
@@ -97,35 +99,41 @@ def _in_batch(table: Table) -> ColumnElement[bool]:
     return and_(table.c.id > AFTER_ID, table.c.id <= LAST_ID)
 
 
-def select_detection_batch_end(cutoff: datetime) -> Select[Any]:
-    """The highest id among the next `limit` expired detections in (after_id, until_id] (None: none left)."""
-    return _end_of_next_batch(detections, detection_expired(cutoff))
+def select_batch_end(expiry: Expiry, table: str) -> Select[Any]:
+    """The highest id among the next `limit` expired rows of `table` in (after_id, until_id] (None: none
+    left)."""
+    return _end_of_next_batch(_table(expiry, table), expired(expiry, table))
 
 
-def lock_next_detections_that_may_expire(cutoff: datetime) -> Select[Any]:
-    """PostgreSQL: lock the next `limit` detections in (after_id, until_id] that may have expired; the
-    highest id locked. Which of them have expired is for the DELETE to decide, once the locks are held."""
-    return _end_of_next_batch(detections, detection_may_expire(cutoff), lock=True)
+def lock_next_batch(expiry: Expiry, table: str) -> Select[Any]:
+    """PostgreSQL: lock the next `limit` rows of `table` in (after_id, until_id] that may have expired; the
+    highest id locked. For detections, which of them have expired is for the DELETE to decide, once the
+    locks are held."""
+    may_expire = detection_may_expire(expiry) if table == "detections" else expired(expiry, table)
+    return _end_of_next_batch(_table(expiry, table), may_expire, lock=True)
 
 
-def _expired_detections_in_batch(cutoff: datetime) -> ColumnElement[bool]:
-    return and_(_in_batch(detections), detection_expired(cutoff))
+def _table(expiry: Expiry, table: str) -> Table:
+    return table_of(expiry.registry[table])
 
 
-def _detection_files(source: Any, delete_images: bool) -> list[Select[Any]]:
-    """(path, kind) of each file of the detections in `source`: thumbnails, and images if deleted too."""
-    files = [
-        select(source.c.thumbnail_path.label("path"), literal("thumbnail", String).label("kind")).where(
-            source.c.thumbnail_path != ""
+def _expired_in_batch(expiry: Expiry, table: str) -> ColumnElement[bool]:
+    return and_(_in_batch(_table(expiry, table)), expired(expiry, table))
+
+
+def _files(source: Any, media: tuple[MediaColumn, ...]) -> list[Select[Any]]:
+    """(path, kind) of each file named by the rows in `source` (NULL or '': none)."""
+    return [
+        select(source.c[m.column].label("path"), literal(m.kind, String).label("kind")).where(
+            source.c[m.column] != ""
         )
+        for m in media
     ]
-    if delete_images:
-        files.append(
-            select(source.c.file_path.label("path"), literal("image", String).label("kind")).where(
-                source.c.file_path != ""
-            )
-        )
-    return files
+
+
+def _media_columns(expiry: Expiry, table: str, media: tuple[MediaColumn, ...]) -> list[Any]:
+    entry = expiry.registry[table]
+    return [column_of(entry, m.column, String()).label(m.column) for m in media]
 
 
 def _queue_paths(files: list[Select[Any]]) -> Insert:
@@ -133,16 +141,17 @@ def _queue_paths(files: list[Select[Any]]) -> Insert:
     return queue_upsert("sqlite", distinct_paths(files, QUEUED_AT))
 
 
-def delete_expired_detections_queueing_files(cutoff: datetime, delete_images: bool) -> Select[Any]:
-    """PostgreSQL: in one statement, delete the batch's still-expired detections and queue their files;
-    returns (rows deleted, paths queued)."""
+def delete_expired_queueing_files(expiry: Expiry, table: str, media: tuple[MediaColumn, ...]) -> Select[Any]:
+    """PostgreSQL: in one statement, delete the batch's (still) expired rows and queue their files;
+    returns (rows deleted, paths queued, _)."""
+    target = _table(expiry, table)
     deleted = (
-        detections.delete()
-        .where(_expired_detections_in_batch(cutoff))
-        .returning(detections.c.thumbnail_path, detections.c.file_path)
+        target.delete()
+        .where(_expired_in_batch(expiry, table))
+        .returning(*_media_columns(expiry, table, media))
         .cte("deleted")
     )
-    return _deleting_and_queueing(deleted, _detection_files(deleted, delete_images))
+    return _deleting_and_queueing(deleted, _files(deleted, media))
 
 
 def _deleting_and_queueing(deleted: CTE, files: list[Select[Any]]) -> Select[Any]:
@@ -184,89 +193,40 @@ def _lift_cap() -> ColumnElement[Any]:
     return func.set_config("statement_timeout", literal(str(PG_STATEMENT_TIMEOUT_MS)), True)
 
 
-def queue_files_of_expired_detections(cutoff: datetime, delete_images: bool) -> Insert:
-    """SQLite: queue the files of the batch's expired detections (the DELETE follows in the same
-    transaction, which holds the write lock, so both see the same rows)."""
-    batch = select(detections).where(_expired_detections_in_batch(cutoff)).subquery()
-    return _queue_paths(_detection_files(batch, delete_images))
-
-
-def delete_expired_detections(cutoff: datetime) -> Delete:
-    """Delete the batch's detections that are still expired."""
-    return detections.delete().where(_expired_detections_in_batch(cutoff))
-
-
-def select_event_batch_end(cutoff: datetime) -> Select[Any]:
-    """The highest id among the next `limit` expired events in (after_id, until_id] (None: none left)."""
-    return select_last_id_of_expired_batch(events, "started_at", cutoff)
-
-
-def lock_next_expired_events(cutoff: datetime) -> Select[Any]:
-    """PostgreSQL: lock the next `limit` expired events in (after_id, until_id]; the highest id locked."""
-    return _end_of_next_batch(events, older(events.c.started_at, cutoff), lock=True)
-
-
-def _expired_events_in_batch(cutoff: datetime) -> ColumnElement[bool]:
-    return and_(_in_batch(events), older(events.c.started_at, cutoff))
-
-
-def delete_alerts_of_expired_events(cutoff: datetime) -> Delete:
-    """Delete the alerts of the batch's expired events (children first, cascade or not)."""
-    return alerts.delete().where(_of_expired_events(alerts.c.event_id, cutoff))
-
-
-def delete_links_of_expired_events(cutoff: datetime) -> Delete:
-    """Delete the event_detections rows of the batch's expired events."""
-    return event_detections.delete().where(_of_expired_events(event_detections.c.event_id, cutoff))
-
-
-def _of_expired_events(event_id: Any, cutoff: datetime) -> ColumnElement[bool]:
-    # The id range on the child's own column lets its event_id index find the batch's children; with
-    # only the IN (...) PostgreSQL read every alert per batch (hash join), 28 ms of a 2000-event batch.
-    batch = select(events.c.id).where(_expired_events_in_batch(cutoff))
-    return and_(event_id > AFTER_ID, event_id <= LAST_ID, event_id.in_(batch.scalar_subquery()))
-
-
-def _event_clips(source: Any) -> list[Select[Any]]:
-    return [
-        select(source.c.clip_path.label("path"), literal("clip", String).label("kind")).where(
-            source.c.clip_path != ""
-        )
-    ]
-
-
-def delete_expired_events_queueing_clips(cutoff: datetime) -> Select[Any]:
-    """PostgreSQL: in one statement, delete the batch's expired events and queue their clips;
-    returns (rows deleted, paths queued)."""
-    deleted = (
-        events.delete().where(_expired_events_in_batch(cutoff)).returning(events.c.clip_path).cte("deleted")
+def queue_files_of_expired(expiry: Expiry, table: str, media: tuple[MediaColumn, ...]) -> Insert:
+    """SQLite: queue the files of the batch's expired rows (the DELETE follows in the same transaction,
+    which holds the write lock, so both see the same rows)."""
+    target = _table(expiry, table)
+    batch = (
+        select(*_media_columns(expiry, table, media))
+        .select_from(target)
+        .where(_expired_in_batch(expiry, table))
+        .subquery()
     )
-    return _deleting_and_queueing(deleted, _event_clips(deleted))
+    return _queue_paths(_files(batch, media))
 
 
-def queue_clips_of_expired_events(cutoff: datetime) -> Insert:
-    """SQLite: queue the clips of the batch's expired events (their DELETE follows in the transaction)."""
-    batch = select(events).where(_expired_events_in_batch(cutoff)).subquery()
-    return _queue_paths(_event_clips(batch))
+def delete_expired(expiry: Expiry, table: str) -> Delete:
+    """Delete the batch's rows of `table` that are (still) expired."""
+    return _table(expiry, table).delete().where(_expired_in_batch(expiry, table))
 
 
-def delete_expired_events(cutoff: datetime) -> Delete:
-    """Delete the batch's expired events."""
-    return events.delete().where(_expired_events_in_batch(cutoff))
+def delete_children(expiry: Expiry, table: str, child: Child) -> Delete:
+    """Delete the rows of `child` that belong to the batch's expired rows of `table` (children first,
+    cascade or not)."""
+    target = _table(expiry, table)
+    child_table = CHILD_TABLES[child.table]
+    parent_id = child_table.c[child.column]
+    # The id range on the child's own column lets its index find the batch's children; with only the
+    # IN (...) PostgreSQL read every alert per batch (hash join).
+    batch = select(target.c.id).where(_expired_in_batch(expiry, table))
+    return child_table.delete().where(
+        parent_id > AFTER_ID, parent_id <= LAST_ID, parent_id.in_(batch.scalar_subquery())
+    )
 
 
-def select_last_id_of_expired_batch(table: Table, column: str, cutoff: datetime) -> Select[Any]:
-    """The highest id among the next `limit` expired rows in (after_id, until_id] of a table."""
-    return _end_of_next_batch(table, older(table.c[column], cutoff))
-
-
-def delete_expired_rows(table: Table, column: str, cutoff: datetime) -> Delete:
-    """Delete one id range of expired rows from a table without children."""
-    return table.delete().where(_in_batch(table), older(table.c[column], cutoff))
-
-
-def delete_expired_rows_lifting_cap(table: Table, column: str, cutoff: datetime) -> Select[Any]:
-    """PostgreSQL: delete one id range of expired rows from a table without children and lift the batch's
-    time cap; returns the rows deleted."""
-    deleted = delete_expired_rows(table, column, cutoff).returning(table.c.id).cte("deleted")
+def delete_expired_lifting_cap(expiry: Expiry, table: str) -> Select[Any]:
+    """PostgreSQL: delete the batch's expired rows of a table without files or children and lift the
+    batch's time cap; returns the rows deleted."""
+    deleted = delete_expired(expiry, table).returning(_table(expiry, table).c.id).cte("deleted")
     return select(select(func.count()).select_from(deleted).scalar_subquery(), _lift_cap())

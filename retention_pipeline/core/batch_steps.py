@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from . import batch_statements as statements
 from . import db
 from .db import PG_STATEMENT_TIMEOUT_MS, is_query_cancelled, write_transaction
+from .tables import Child, Expiry
 
 CAP_SLACK = 0.1  # how far past its cap a batch may run before a statement's own timeout is narrowed
 # A capped batch waits for a writer's row lock at most this share of its cap, holding the rows it has
@@ -166,72 +166,61 @@ def _under_write_lock(
     return step
 
 
-def detection_batches(
-    engine: Engine, cutoff: datetime, delete_images: bool, time_cap_ms: float | None = None
+def table_batches(
+    engine: Engine, expiry: Expiry, table: str, delete_images: bool = False, time_cap_ms: float | None = None
 ) -> Step:
-    """The batch step of purge_detections: delete up to `limit` expired detections in (after_id,
-    until_id] and queue their files; on PostgreSQL within `time_cap_ms` or not at all."""
+    """The batch step of a purge: delete up to `limit` expired rows of `table` in (after_id, until_id],
+    their children first, and queue their files; on PostgreSQL within `time_cap_ms` or not at all."""
+    entry = expiry.registry[table]
+    media = entry.media(delete_images)
+    if not media and not entry.children:
+        return _plain_rows(engine, expiry, table, time_cap_ms)
+    children = _children(expiry, table, entry.children) if entry.children else None
     if engine.dialect.name == "postgresql":
-        # Linking a detection to an event takes a KEY SHARE lock on it: once the batch is locked no new
-        # link can appear, and the DELETE applies the whole rule in a fresh snapshot that sees every link
-        # committed before the locks. Locking by the cheap half of the rule spares checking the links to
-        # retained events twice per row.
+        # Locked rows cannot gain a child (an alert, a link) until their batch commits; for detections,
+        # linking one to an event takes a KEY SHARE lock on it, so once the batch is locked no new link
+        # can appear, and the DELETE applies the whole rule in a fresh snapshot that sees every link
+        # committed before the locks.
         return _locking_rows(
             engine,
-            statements.lock_next_detections_that_may_expire(cutoff),
-            statements.delete_expired_detections_queueing_files(cutoff, delete_images),
+            statements.lock_next_batch(expiry, table),
+            statements.delete_expired_queueing_files(expiry, table, media),
             time_cap_ms,
+            children,
         )
     return _under_write_lock(
         engine,
-        statements.select_detection_batch_end(cutoff),
-        statements.queue_files_of_expired_detections(cutoff, delete_images),
-        statements.delete_expired_detections(cutoff),
+        statements.select_batch_end(expiry, table),
+        statements.queue_files_of_expired(expiry, table, media),
+        statements.delete_expired(expiry, table),
+        children,
     )
 
 
-def event_batches(engine: Engine, cutoff: datetime, time_cap_ms: float | None = None) -> Step:
-    """The batch step of purge_events: delete up to `limit` expired events in (after_id, until_id], their
-    alerts and links, and queue their clips; on PostgreSQL each statement within `time_cap_ms`."""
-    alerts = statements.delete_alerts_of_expired_events(cutoff)
-    links = statements.delete_links_of_expired_events(cutoff)
+def _children(expiry: Expiry, table: str, children: tuple[Child, ...]) -> Children:
+    """Delete a batch's children, each table in turn; returns how many of the counted ones went."""
+    deletes = [(statements.delete_children(expiry, table, child), child.counted) for child in children]
 
-    def delete_children(execute: Execute, after_id: int, last_id: int) -> int:
-        """Delete the alerts and links of one range of expired events; returns how many alerts went."""
-        deleted_alerts = int(execute(alerts, statements.id_range(after_id, last_id)).rowcount)
-        execute(links, statements.id_range(after_id, last_id))
-        return deleted_alerts
+    def delete(execute: Execute, after_id: int, last_id: int) -> int:
+        counted = 0
+        for statement, is_counted in deletes:
+            rows = int(execute(statement, statements.id_range(after_id, last_id)).rowcount)
+            counted += rows if is_counted else 0
+        return counted
 
-    if engine.dialect.name == "postgresql":
-        # Locked events cannot gain a child (alert, link) until their batch commits.
-        return _locking_rows(
-            engine,
-            statements.lock_next_expired_events(cutoff),
-            statements.delete_expired_events_queueing_clips(cutoff),
-            time_cap_ms,
-            delete_children,
-        )
-    return _under_write_lock(
-        engine,
-        statements.select_event_batch_end(cutoff),
-        statements.queue_clips_of_expired_events(cutoff),
-        statements.delete_expired_events(cutoff),
-        delete_children,
-    )
+    return delete
 
 
-def row_batches(
-    engine: Engine, table: Table, column: str, cutoff: datetime, time_cap_ms: float | None = None
-) -> Step:
-    """The batch step of purge_rows: delete up to `limit` expired rows in (after_id, until_id] from a
-    table without files or children; on PostgreSQL within `time_cap_ms` or not at all."""
-    batch_end = statements.select_last_id_of_expired_batch(table, column, cutoff)
+def _plain_rows(engine: Engine, expiry: Expiry, table: str, time_cap_ms: float | None) -> Step:
+    """A table without files or children: find the batch's end in a read transaction, then delete it;
+    no row lock is taken beforehand, as nothing about the rows needs to stay put."""
+    batch_end = statements.select_batch_end(expiry, table)
     postgresql = engine.dialect.name == "postgresql"
     if postgresql:
-        delete: Any = statements.delete_expired_rows_lifting_cap(table, column, cutoff)
+        delete: Any = statements.delete_expired_lifting_cap(expiry, table)
         batch_caps = _batch_caps(time_cap_ms)
     else:
-        delete = statements.delete_expired_rows(table, column, cutoff)
+        delete = statements.delete_expired(expiry, table)
 
     def step(after_id: int, until_id: int, limit: int) -> Batch:
         last_id = _batch_end(engine, batch_end, statements.span(after_id, until_id, limit))

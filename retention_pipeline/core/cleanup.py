@@ -6,40 +6,32 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Table, inspect
+from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
 
 from . import purge, queries
 from .files import StorageRoots
 from .plan import CleanupPlan
+from .policy import DeclaredRule, policy_problems, registry_with
 from .references import blocking_references_message, references_to_parents
-from .schema import ensure_bookkeeping, gpu_stats, logs
+from .schema import ensure_bookkeeping
 from .stats import CleanupStats, FileCounts, RowCounts
 from .sweep import drain_file_queue, preview_file_deletions, queue_ranges
+from .tables import Registry
 
 Progress = Callable[[str], None]
-
-# The columns retention reads or filters on; the camera system's tables may hold many more.
-REQUIRED_COLUMNS = {
-    "events": {"id", "started_at", "clip_path"},
-    "detections": {"id", "file_path", "thumbnail_path", "detected_at"},
-    "event_detections": {"event_id", "detection_id"},
-    "alerts": {"id", "event_id"},
-    "gpu_stats": {"id", "recorded_at"},
-    "logs": {"id", "timestamp"},
-}
 
 
 class SchemaError(RuntimeError):
     """The database lacks a table or column retention needs."""
 
 
-def schema_problems(engine: Engine) -> list[str]:
+def schema_problems(engine: Engine, registry: Registry | None = None) -> list[str]:
     """The tables and columns retention needs that the database lacks."""
     inspector = inspect(engine)
     tables = set(inspector.get_table_names())
     problems = []
-    for table, needed in REQUIRED_COLUMNS.items():
+    for table, needed in (registry or Registry()).required_columns().items():
         if table not in tables:
             problems.append(f"table {table!r} is missing")
             continue
@@ -49,10 +41,13 @@ def schema_problems(engine: Engine) -> list[str]:
     return problems
 
 
-def prepare_database(engine: Engine) -> None:
-    """Check the camera tables retention needs and that nothing would refuse their deletes, then create
-    the bookkeeping queue if missing."""
-    if problems := schema_problems(engine):
+def prepare_database(engine: Engine, policy: tuple[DeclaredRule, ...] = ()) -> None:
+    """Check the camera tables retention needs (and the policy file's) and that nothing would refuse
+    their deletes, then create the bookkeeping queue if missing."""
+    if problems := policy_problems(engine, policy):
+        raise SchemaError("; ".join(problems) + ". Nothing was deleted.")
+    registry = registry_with(policy)
+    if problems := schema_problems(engine, registry):
         raise SchemaError(
             f"{engine.url.render_as_string(hide_password=True)} is not a camera system database: "
             + "; ".join(problems)
@@ -60,7 +55,7 @@ def prepare_database(engine: Engine) -> None:
         )
     # Refused before the first batch: a NO ACTION reference found half-way would leave a run that stopped
     # with part of its batches committed.
-    if blocked := blocking_references_message(references_to_parents(engine)):
+    if blocked := blocking_references_message(references_to_parents(engine, registry.names)):
         raise SchemaError(f"{engine.url.render_as_string(hide_password=True)}: {blocked}")
     ensure_bookkeeping(engine)
 
@@ -70,7 +65,7 @@ def _advising_indexes(engine: Engine, parent: str, run: Callable[[], RowCounts])
     try:
         return run()
     except purge.BatchTooSlow as exc:
-        slow = [r for r in references_to_parents(engine) if r.parent == parent and r.slows_deletes]
+        slow = [r for r in references_to_parents(engine, [parent]) if r.parent == parent and r.slows_deletes]
         if not slow:
             raise
         advice = " ".join(r.index_advice(engine.dialect.name) for r in slow)
@@ -81,76 +76,37 @@ def _advising_indexes(engine: Engine, parent: str, run: Callable[[], RowCounts])
         ) from None
 
 
-def clean_detections(engine: Engine, plan: CleanupPlan, progress: Progress) -> RowCounts:
-    """Delete (or count) expired detections, queueing their files."""
-    if plan.dry_run:
-        return RowCounts(deleted=purge.count_rows(engine, queries.count_expired_detections(plan.cutoff)))
-    return _advising_indexes(
-        engine,
-        "detections",
-        lambda: purge.purge_detections(
-            engine,
-            plan.cutoff,
-            plan.batch_size,
-            plan.delete_images,
-            progress,
-            plan.progress_interval_seconds,
-            plan.transaction_target_s,
-        ),
-    )
-
-
-def clean_events(engine: Engine, plan: CleanupPlan, progress: Progress) -> RowCounts:
-    """Delete (or count) expired events with their alerts and links, queueing their clips."""
-    if plan.dry_run:
-        return RowCounts(
-            deleted=purge.count_rows(engine, queries.count_expired_events(plan.cutoff)),
-            children_deleted=purge.count_rows(engine, queries.count_alerts_of_expired_events(plan.cutoff)),
-        )
-    return _advising_indexes(
-        engine,
-        "events",
-        lambda: purge.purge_events(
-            engine,
-            plan.cutoff,
-            plan.batch_size,
-            progress,
-            plan.progress_interval_seconds,
-            plan.transaction_target_s,
-        ),
-    )
-
-
-def clean_gpu_stats(engine: Engine, plan: CleanupPlan, progress: Progress) -> RowCounts:
-    """Delete (or count) GPU statistics older than the data cutoff."""
-    return _clean_table(engine, plan, gpu_stats, "recorded_at", plan.cutoff, progress)
-
-
-def clean_logs(engine: Engine, plan: CleanupPlan, progress: Progress) -> RowCounts:
-    """Delete (or count) log lines older than the log cutoff."""
-    return _clean_table(engine, plan, logs, "timestamp", plan.log_cutoff, progress)
-
-
-def _clean_table(
-    engine: Engine,
-    plan: CleanupPlan,
-    table: Table,
-    column: str,
-    cutoff: datetime,
-    progress: Progress,
+def clean_table(
+    engine: Engine, plan: CleanupPlan, table: str, progress: Progress, share: purge.Share | None = None
 ) -> RowCounts:
+    """Delete (or count) the expired rows of one retention table, their children and their files' queue
+    entries; for events, `children_deleted` counts their alerts."""
+    expiry = plan.expiry
     if plan.dry_run:
-        return RowCounts(deleted=purge.count_rows(engine, queries.count_expired_rows(table, column, cutoff)))
-    return purge.purge_rows(
+        counts = RowCounts(deleted=purge.count_rows(engine, queries.count_expired(expiry, table)))
+        if table == "events":
+            counts.children_deleted = purge.count_rows(engine, queries.count_alerts_of_expired_events(expiry))
+        return counts
+    return _advising_indexes(
         engine,
         table,
-        column,
-        cutoff,
-        plan.batch_size,
-        progress,
-        plan.progress_interval_seconds,
-        plan.transaction_target_s,
+        lambda: purge.purge_table(
+            engine,
+            table,
+            expiry,
+            plan.batch_size,
+            progress,
+            plan.progress_interval_seconds,
+            plan.transaction_target_s,
+            plan.delete_images,
+            share,
+        ),
     )
+
+
+def clean_declared_tables(engine: Engine, plan: CleanupPlan, progress: Progress) -> dict[str, RowCounts]:
+    """Delete (or count) the expired rows of every table only the policy file names, one after another."""
+    return {entry.name: clean_table(engine, plan, entry.name, progress) for entry in plan.registry.declared}
 
 
 @dataclass(frozen=True)
@@ -177,25 +133,37 @@ def file_chunks(engine: Engine, plan: CleanupPlan, size: int) -> Iterator[FileCh
 
 
 def clean_files(
-    engine: Engine, plan: CleanupPlan, progress: Progress, chunk: FileChunk | None = None
+    engine: Engine,
+    plan: CleanupPlan,
+    progress: Progress,
+    chunk: FileChunk | None = None,
+    share: purge.Share | None = None,
 ) -> FileCounts:
     """Delete the files of deleted rows (dry run: of the rows that would be deleted); one chunk or all."""
     roots = StorageRoots.from_dirs(plan.media_root, plan.storage_dirs)
     if plan.dry_run:
         return preview_file_deletions(
-            engine, roots, plan.cutoff, plan.delete_images, progress, plan.progress_interval_seconds
+            engine, roots, plan.expiry, plan.delete_images, progress, plan.progress_interval_seconds
         )
     chunk = chunk or FileChunk()
     return drain_file_queue(
-        engine, roots, progress, chunk.after_id, chunk.last_id, plan.progress_interval_seconds
+        engine,
+        roots,
+        progress,
+        chunk.after_id,
+        chunk.last_id,
+        plan.progress_interval_seconds,
+        plan.registry,
+        share,
     )
 
 
 def run_cleanup(engine: Engine, plan: CleanupPlan, progress: Progress | None = None) -> CleanupStats:
     """The whole data_cleanup in the job's order, without Dagster (tests, benchmark)."""
     progress = progress or (lambda _message: None)
-    detections = clean_detections(engine, plan, progress)
-    events = clean_events(engine, plan, progress)
+    detections = clean_table(engine, plan, "detections", progress)
+    events = clean_table(engine, plan, "events", progress)
+    declared = clean_declared_tables(engine, plan, progress)
     files = clean_files(engine, plan, progress)
     return CleanupStats.combine(
         dry_run=plan.dry_run,
@@ -203,8 +171,9 @@ def run_cleanup(engine: Engine, plan: CleanupPlan, progress: Progress | None = N
         log_cutoff=plan.log_cutoff,
         detections=detections,
         events=events,
-        gpu_stats=clean_gpu_stats(engine, plan, progress),
-        logs=clean_logs(engine, plan, progress),
+        gpu_stats=clean_table(engine, plan, "gpu_stats", progress),
+        logs=clean_table(engine, plan, "logs", progress),
+        declared=declared,
         files=files,
         duration_seconds=(datetime.now(UTC) - plan.planned_at).total_seconds(),
     )

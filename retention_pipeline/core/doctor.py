@@ -14,8 +14,8 @@ from sqlalchemy.engine import Engine
 
 from . import queries
 from .cleanup import schema_problems
-from .inventory import TABLES
 from .plan import CleanupPlan
+from .policy import policy_problems
 from .references import (
     Reference,
     blocking_references_message,
@@ -25,8 +25,6 @@ from .references import (
 )
 from .schema import retention_file_queue
 from .sweep import REFERENCE_CHUNK
-
-PATH_COLUMNS = (("detections", "thumbnail_path"), ("detections", "file_path"), ("events", "clip_path"))
 
 
 @dataclass(frozen=True)
@@ -128,28 +126,26 @@ def _count(engine: Engine, statement: Any) -> int:
 
 
 def _expired_rows(engine: Engine, plan: CleanupPlan) -> dict[str, int]:
-    cutoffs = {"data": plan.cutoff, "log": plan.log_cutoff}
-    counts = {}
-    for name, (table, column, retention) in TABLES.items():
-        if name == "detections":
-            statement = queries.count_expired_detections(plan.cutoff)
-        else:
-            statement = queries.count_expired_rows(table, column, cutoffs[retention])
-        counts[name] = _count(engine, statement)
-    counts["alerts"] = _count(engine, queries.count_alerts_of_expired_events(plan.cutoff))
+    expiry = plan.expiry
+    counts = {name: _count(engine, queries.count_expired(expiry, name)) for name in plan.registry.names}
+    counts["alerts"] = _count(engine, queries.count_alerts_of_expired_events(expiry))
     return counts
 
 
 def diagnose(engine: Engine, plan: CleanupPlan) -> DoctorReport:
     """Read the database and the storage roots; change nothing."""
     report = DoctorReport(engine.url.render_as_string(hide_password=True), engine.dialect.name)
-    problems = schema_problems(engine)
+    registry = plan.registry
+    problems = policy_problems(engine, plan.policy) or schema_problems(engine, registry)
     report.blocking += problems
     inspector = inspect(engine)
     tables = set(inspector.get_table_names())
-    report.time_columns = _columns(inspector, [(name, t[1]) for name, t in TABLES.items()], tables)
-    report.path_columns = _columns(inspector, list(PATH_COLUMNS), tables)
-    report.references = references_to_parents(engine)
+    time_columns = [(e.name, r.column) for e in registry.tables for r in e.rules]
+    report.time_columns = _columns(inspector, time_columns, tables)
+    report.path_columns = _columns(
+        inspector, [(e.name, f.column) for e in registry.tables for f in e.files], tables
+    )
+    report.references = references_to_parents(engine, registry.names)
     if blocked := blocking_references_message(report.references):
         report.blocking.append(blocked)
     report.roots = [_root(str(root)) for root in _storage_roots(plan)]
@@ -161,7 +157,7 @@ def diagnose(engine: Engine, plan: CleanupPlan) -> DoctorReport:
     if not problems:
         report.expired_rows = _expired_rows(engine, plan)
         queued = retention_file_queue.name in tables  # created by the first run, never by doctor
-        files = queries.select_stale_file_candidates(plan.cutoff, plan.delete_images, queued).subquery()
+        files = queries.select_stale_file_candidates(plan.expiry, plan.delete_images, queued).subquery()
         report.expired_files = _count(engine, select(func.count()).select_from(files))
     return report
 
@@ -182,7 +178,7 @@ def render(report: DoctorReport) -> str:
     )
     for c in report.path_columns:
         lines.append(f"  {c.table}.{c.column}: {'indexed' if c.indexed else 'not indexed'}")
-    lines.append("foreign keys referencing events and detections:")
+    lines.append("foreign keys referencing the retention tables:")
     for r in report.references:
         if r.blocks_deletes:
             note = "BLOCKS DELETES"

@@ -5,22 +5,15 @@ and whether retention is being enforced.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Table, column, func, select, table
 from sqlalchemy.engine import Connection, Engine
 
 from .instants import older
-from .schema import detections, events, gpu_stats, logs
+from .tables import RetentionTable, column_of, table_of
 
-# asset name -> (table, timestamp column, which retention applies)
-TABLES: dict[str, tuple[Table, str, str]] = {
-    "events": (events, "started_at", "data"),
-    "detections": (detections, "detected_at", "data"),
-    "gpu_stats": (gpu_stats, "recorded_at", "data"),
-    "logs": (logs, "timestamp", "log"),
-}
 _pg_class = table("pg_class", column("relname"), column("reltuples"))
 
 
@@ -49,12 +42,22 @@ def _row_count(conn: Connection, target: Table) -> tuple[int, bool]:
     return int(conn.execute(select(func.count()).select_from(target)).scalar_one()), False
 
 
-def table_inventory(engine: Engine, name: str) -> TableInventory:
-    """Rows and oldest timestamp of one camera table (min() uses the timestamp index)."""
-    target, ts, _retention = TABLES[name]
+def _oldest(conn: Connection, entry: RetentionTable) -> datetime | None:
+    # The first rule's column: for the built-in tables the one with the time index.
+    value = conn.execute(select(func.min(column_of(entry, entry.rules[0].column)))).scalar()
+    if isinstance(value, str):  # a declared table's SQLite column, read without our type
+        value = datetime.fromisoformat(value)
+    if isinstance(value, datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value
+
+
+def table_inventory(engine: Engine, entry: RetentionTable) -> TableInventory:
+    """Rows and oldest timestamp of one retention table (min() uses the timestamp index)."""
+    target = table_of(entry)
     with engine.connect() as conn:
         rows, estimated = _row_count(conn, target)
-        oldest = conn.execute(select(func.min(target.c[ts]))).scalar()
+        oldest = _oldest(conn, entry)
     return TableInventory(rows, estimated, oldest)
 
 
@@ -77,21 +80,21 @@ class RetentionHealth:
         }
 
 
-def retention_health(engine: Engine, name: str, retention_days: int, now: datetime) -> RetentionHealth:
+def retention_health(
+    engine: Engine, entry: RetentionTable, retention_days: int, now: datetime
+) -> RetentionHealth:
     """Rows older than retention + 1 day mean one missed daily run (WARN); + 2 days, two (ERROR).
 
     Just before each daily run the oldest row is up to retention + 1 day old: that is healthy.
     """
-    target, ts, _retention = TABLES[name]
+    target, ts = table_of(entry), column_of(entry, entry.rules[0].column)
     warn_cutoff = now - timedelta(days=retention_days + 1)
     error_cutoff = now - timedelta(days=retention_days + 2)
     with engine.connect() as conn:
         overdue = int(
-            conn.execute(
-                select(func.count()).select_from(target).where(older(target.c[ts], warn_cutoff))
-            ).scalar_one()
+            conn.execute(select(func.count()).select_from(target).where(older(ts, warn_cutoff))).scalar_one()
         )
-        oldest = conn.execute(select(func.min(target.c[ts]))).scalar()
+        oldest = _oldest(conn, entry)
     severity = "OK"
     if overdue and oldest is not None:
         severity = "ERROR" if oldest < error_cutoff else "WARN"

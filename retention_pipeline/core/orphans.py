@@ -1,9 +1,9 @@
 """The orphaned-file sweep: files under the storage roots that no row references.
 
 Streaming design, so memory stays flat at millions of files: the roots are walked lazily, files are
-checked against the database 500 at a time (under every spelling a row may use), and orphans are written
-to a CSV manifest on disk. Only when the whole scan has passed the safety stops is the manifest read back,
-chunk by chunk, re-checked against the database and deleted.
+checked against the database REFERENCE_CHUNK at a time (under every spelling a row may use), and orphans
+are written to a CSV manifest on disk. Only when the whole scan has passed the safety stops is the
+manifest read back, chunk by chunk, re-checked against the database and deleted.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from . import queries
 from .files import Outcome, StorageRoots, remove_file
 from .scan import ScanCounts, ScannedFile, check_roots, walk_files
 from .sweep import CHECK_CHUNK, REFERENCE_CHUNK, chunked, referenced_paths
+from .tables import Registry
 
 Progress = Callable[[str], None]
 GIB = 1024**3
@@ -42,6 +43,7 @@ class OrphanPolicy:
     max_orphan_fraction: float = 0.5
     max_delete_bytes: int = 10 * GIB
     force: bool = False
+    registry: Registry = field(default_factory=Registry)  # whose media columns reference files
 
     def __post_init__(self) -> None:
         problems = []
@@ -111,7 +113,7 @@ def scan_for_orphans(
         writer.writerow(["path", "size", "mtime"])
         for chunk in chunked(_walk_all(roots, scan_counts, stats.per_root), REFERENCE_CHUNK):
             stats.files_scanned += len(chunk)
-            referenced = referenced_paths(engine, roots, [f.path for f in chunk])
+            referenced = referenced_paths(engine, roots, [f.path for f in chunk], policy.registry)
             for found in chunk:
                 if found.path in referenced:
                     continue
@@ -124,8 +126,10 @@ def scan_for_orphans(
             progress(f"scanned {stats.files_scanned} files, {stats.orphans_found} orphans so far")
     stats.symlinks_skipped = scan_counts.symlinks_skipped
     with engine.connect() as conn:
-        stats.referencing_rows = int(conn.execute(queries.count_referencing_rows()).scalar_one())
-    stats.rows_missing_files = count_rows_missing_files(engine, roots)
+        stats.referencing_rows = int(
+            conn.execute(queries.count_referencing_rows(policy.registry)).scalar_one()
+        )
+    stats.rows_missing_files = count_rows_missing_files(engine, roots, policy.registry)
     if policy.dry_run:
         stats.orphans_deleted, stats.bytes_reclaimed = stats.orphans_found, stats.orphan_bytes
     return stats
@@ -181,7 +185,7 @@ def delete_orphans(
         rows = csv.DictReader(handle)
         for chunk in chunked(rows, REFERENCE_CHUNK):
             # A row written since the scan makes its file live again.
-            referenced = referenced_paths(engine, roots, [row["path"] for row in chunk])
+            referenced = referenced_paths(engine, roots, [row["path"] for row in chunk], policy.registry)
             for row in chunk:
                 path = row["path"]
                 if path in referenced:
@@ -205,12 +209,12 @@ def delete_orphans(
     return stats
 
 
-def count_rows_missing_files(engine: Engine, roots: StorageRoots) -> int:
+def count_rows_missing_files(engine: Engine, roots: StorageRoots, registry: Registry | None = None) -> int:
     """Stored paths inside the scanned roots whose file is not on disk (reported, never acted on)."""
     missing = 0
     with engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=CHECK_CHUNK).execute(
-            queries.select_every_referenced_path()
+            queries.select_every_referenced_path(registry or Registry())
         )
         for (stored,) in result:
             if "\x00" in stored or os.path.lexists(os.path.join(roots.media_root, stored)):

@@ -14,6 +14,8 @@ from ..settings import (
     parse_days,
     parse_transaction_target,
 )
+from .policy import DeclaredRule, registry_with
+from .tables import Expiry, Registry
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,24 @@ class CleanupPlan:
     emergency: bool = False
     progress_interval_seconds: float = Settings.progress_interval_seconds
     transaction_target_ms: float = Settings.transaction_target_ms
+    policy: tuple[DeclaredRule, ...] = ()  # RETENTION_POLICY_FILE's rules
+    days_by_table: tuple[tuple[str, int], ...] = ()  # a run's own retention_days for some tables
+
+    @property
+    def registry(self) -> Registry:
+        """The run's retention tables: the built-in four and the policy file's."""
+        return registry_with(self.policy)
+
+    @property
+    def expiry(self) -> Expiry:
+        """Every rule's cutoff for this run."""
+        return Expiry.at(
+            self.registry,
+            self.reference_time,
+            self.retention_days,
+            self.log_retention_days,
+            dict(self.days_by_table),
+        )
 
     @property
     def transaction_target_s(self) -> float | None:
@@ -83,6 +103,7 @@ def make_plan(
     file_chunk_size: object = None,
     transaction_target_ms: object = None,
     emergency: bool = False,
+    retention_days_by_table: dict[str, object] | None = None,
 ) -> CleanupPlan:
     """Combine the environment's settings with a run's overrides; raise SettingsError on bad values."""
     if reference_time.tzinfo is None:
@@ -109,6 +130,15 @@ def make_plan(
         settings.transaction_target_ms,
         parse_transaction_target,
     )
+    registry = settings.registry
+    by_table: list[tuple[str, int]] = []
+    for table, raw in sorted((retention_days_by_table or {}).items()):
+        if table not in registry:
+            errors.append(
+                f"retention_days_by_table names {table!r}, which no rule covers; known: {registry.names}"
+            )
+        elif (table_days := pick(f"retention_days_by_table.{table}", raw, None, parse_days)) is not None:
+            by_table.append((table, int(table_days)))  # type: ignore[call-overload]
     if errors:
         raise SettingsError("Invalid run configuration: " + "; ".join(errors))
     reference = reference_time.astimezone(UTC)
@@ -130,4 +160,6 @@ def make_plan(
         emergency=emergency,
         progress_interval_seconds=settings.progress_interval_seconds,
         transaction_target_ms=float(target),
+        policy=settings.policy,
+        days_by_table=tuple(by_table),
     )

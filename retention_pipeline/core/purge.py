@@ -11,17 +11,18 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Table
 from sqlalchemy.engine import Connection, Engine
 
 from . import queries
-from .batch_steps import Batch, Step, detection_batches, event_batches, row_batches
+from .batch_steps import Batch, Step, table_batches
 from .db import WriterTurns, is_transient
 from .durability import flush_commits
-from .schema import events
 from .stats import RowCounts
+from .tables import Expiry
 
 Progress = Callable[[str], None]
+# Told the share of the work done so far (0 to 1), for a progress bar such as the job tracker's.
+Share = Callable[[float], None]
 T = TypeVar("T")
 
 RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
@@ -128,6 +129,7 @@ def _loop(
     sizer: BatchSizer,
     progress: Progress,
     progress_every_s: float,
+    share: Share | None = None,
 ) -> RowCounts:
     counts = RowCounts()
     first_id, until_id = with_retries(functools.partial(_id_span, engine, id_span), counts, progress)
@@ -157,6 +159,9 @@ def _loop(
                 f"{name}: batch {counts.batches} deleted {batch.deleted} (total {counts.deleted}{smaller})"
             )
             turns.after_commit()
+            if share is not None:
+                # Ids of expired rows are spread over the span, so the share of it walked is the share done.
+                share((after_id - first_id + 1) / (until_id - first_id + 1))
     except BaseException:
         # What committed before the failure is reported as deleted too: have it on disk if the server
         # still answers, without hiding the failure behind one of the flush's own.
@@ -202,69 +207,35 @@ def queue_files(connection: Connection, paths: dict[str, str]) -> int:
     return len(rows)
 
 
-def purge_detections(
+def purge_table(
     engine: Engine,
-    cutoff: datetime,
+    table: str,
+    expiry: Expiry | datetime,
     batch_size: int,
-    delete_images: bool,
     progress: Progress = _no_progress,
     progress_every_s: float = PROGRESS_EVERY_S,
     target_s: float | None = None,
+    delete_images: bool = False,
+    share: Share | None = None,
 ) -> RowCounts:
-    """Delete every expired detection, batch by batch, queueing its thumbnail (and image)."""
+    """Delete every expired row of one retention table, batch by batch, its children first and its files
+    queued (images only with `delete_images`). A datetime stands for the built-in rules at that cutoff."""
+    expiry = Expiry.of(expiry)
     sizer = BatchSizer(batch_size, target_s)
-    return _loop(
-        engine,
-        "detections",
-        queries.select_expired_detection_id_span(cutoff),
-        detection_batches(engine, cutoff, delete_images, sizer.time_cap_ms),
-        sizer,
-        progress,
-        progress_every_s,
+    span = (
+        queries.select_expired_detection_id_span(expiry)
+        if table == "detections"
+        else queries.select_expired_id_span(expiry, table)
     )
-
-
-def purge_events(
-    engine: Engine,
-    cutoff: datetime,
-    batch_size: int,
-    progress: Progress = _no_progress,
-    progress_every_s: float = PROGRESS_EVERY_S,
-    target_s: float | None = None,
-) -> RowCounts:
-    """Delete every expired event with its alerts and links, batch by batch, queueing its clip."""
-    sizer = BatchSizer(batch_size, target_s)
     return _loop(
         engine,
-        "events",
-        queries.select_expired_id_span(events, "started_at", cutoff),
-        event_batches(engine, cutoff, sizer.time_cap_ms),
+        table,
+        span,
+        table_batches(engine, expiry, table, delete_images, sizer.time_cap_ms),
         sizer,
         progress,
         progress_every_s,
-    )
-
-
-def purge_rows(
-    engine: Engine,
-    table: Table,
-    column: str,
-    cutoff: datetime,
-    batch_size: int,
-    progress: Progress = _no_progress,
-    progress_every_s: float = PROGRESS_EVERY_S,
-    target_s: float | None = None,
-) -> RowCounts:
-    """Delete every row of `table` whose `column` is before the cutoff, batch by batch."""
-    sizer = BatchSizer(batch_size, target_s)
-    return _loop(
-        engine,
-        table.name,
-        queries.select_expired_id_span(table, column, cutoff),
-        row_batches(engine, table, column, cutoff, sizer.time_cap_ms),
-        sizer,
-        progress,
-        progress_every_s,
+        share,
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import (
@@ -37,6 +37,21 @@ from .schema import (
     events,
     retention_file_queue,
 )
+from .tables import Expiry, Registry, RetentionTable, column_of, table_of
+
+
+def by_rules(expiry: Expiry, table: str) -> ColumnElement[bool]:
+    """The row is before the cutoff of one of its table's rules (a NULL time column: that rule does not
+    apply); without the keep rule."""
+    entry = expiry.registry[table]
+    terms = []
+    for name, cutoff in expiry.rules_of(table):
+        column = column_of(entry, name)
+        # A built-in time column is NOT NULL. A declared one may hold NULL, which must read as "not
+        # expired" (false), not unknown: NOT (unknown) is unknown too, and would hide a retained event.
+        nullable = name not in {r.column for r in entry.rules if r.origin == "built-in"}
+        terms.append(and_(column.is_not(None), older(column, cutoff)) if nullable else older(column, cutoff))
+    return or_(*terms)
 
 
 def _linked_to(events_where: ColumnElement[bool]) -> ColumnElement[bool]:
@@ -53,17 +68,22 @@ def _linked_to(events_where: ColumnElement[bool]) -> ColumnElement[bool]:
     return exists(linked_to)
 
 
-def detection_may_expire(cutoff: datetime) -> ColumnElement[bool]:
+def detection_may_expire(expiry: Expiry) -> ColumnElement[bool]:
     """Old or linked to an expired event: expired unless also linked to a retained event."""
-    return or_(older(detections.c.detected_at, cutoff), _linked_to(older(events.c.started_at, cutoff)))
+    return or_(by_rules(expiry, "detections"), _linked_to(by_rules(expiry, "events")))
 
 
-def detection_expired(cutoff: datetime) -> ColumnElement[bool]:
+def detection_expired(expiry: Expiry) -> ColumnElement[bool]:
     """Old or linked to an expired event, and not linked to any retained event."""
-    return and_(detection_may_expire(cutoff), not_(_linked_to(not_(older(events.c.started_at, cutoff)))))
+    return and_(detection_may_expire(expiry), not_(_linked_to(not_(by_rules(expiry, "events")))))
 
 
-def select_expired_detection_id_span(cutoff: datetime) -> Select[Any]:
+def expired(expiry: Expiry, table: str) -> ColumnElement[bool]:
+    """The row of `table` goes in a run with this expiry: its rules, and for detections the keep rule."""
+    return detection_expired(expiry) if table == "detections" else by_rules(expiry, table)
+
+
+def select_expired_detection_id_span(expiry: Expiry) -> Select[Any]:
     """The lowest and highest id a detection expired at this cutoff can have (None, None: none expired).
 
     Found through the time indexes, so a run with nothing expired reads almost nothing, and batches
@@ -72,16 +92,17 @@ def select_expired_detection_id_span(cutoff: datetime) -> Select[Any]:
     linked = (
         select(event_detections.c.detection_id.label("id"))
         .join(events, events.c.id == event_detections.c.event_id)
-        .where(older(events.c.started_at, cutoff))
+        .where(by_rules(expiry, "events"))
     )
-    candidates = union_all(select(detections.c.id).where(older(detections.c.detected_at, cutoff)), linked)
+    candidates = union_all(select(detections.c.id).where(by_rules(expiry, "detections")), linked)
     every = candidates.subquery()
     return select(func.min(every.c.id), func.max(every.c.id))
 
 
-def select_expired_id_span(table: Table, column: str, cutoff: datetime) -> Select[Any]:
-    """The lowest and highest id among a table's rows expired at this cutoff (None, None: none)."""
-    return select(func.min(table.c.id), func.max(table.c.id)).where(older(table.c[column], cutoff))
+def select_expired_id_span(expiry: Expiry, table: str) -> Select[Any]:
+    """The lowest and highest id among a table's rows expired by its rules (None, None: none)."""
+    target = table_of(expiry.registry[table])
+    return select(func.min(target.c.id), func.max(target.c.id)).where(by_rules(expiry, table))
 
 
 def distinct_paths(files: list[Select[Any]], *also: Any) -> Select[Any]:
@@ -95,25 +116,16 @@ def distinct_paths(files: list[Select[Any]], *also: Any) -> Select[Any]:
     )
 
 
-def count_expired_detections(cutoff: datetime) -> Select[Any]:
-    """How many detections a run at this cutoff deletes."""
-    return select(func.count()).select_from(detections).where(detection_expired(cutoff))
+def count_expired(expiry: Expiry, table: str) -> Select[Any]:
+    """How many rows of a table a run with this expiry deletes."""
+    target = table_of(expiry.registry[table])
+    return select(func.count()).select_from(target).where(expired(expiry, table))
 
 
-def count_expired_events(cutoff: datetime) -> Select[Any]:
-    """How many events a run at this cutoff deletes."""
-    return select(func.count()).select_from(events).where(older(events.c.started_at, cutoff))
-
-
-def count_alerts_of_expired_events(cutoff: datetime) -> Select[Any]:
+def count_alerts_of_expired_events(expiry: Expiry) -> Select[Any]:
     """How many alerts go with the expired events."""
-    expired = select(events.c.id).where(older(events.c.started_at, cutoff))
-    return select(func.count()).select_from(alerts).where(alerts.c.event_id.in_(expired.scalar_subquery()))
-
-
-def count_expired_rows(table: Table, column: str, cutoff: datetime) -> Select[Any]:
-    """How many rows of a table without children a run at this cutoff deletes."""
-    return select(func.count()).select_from(table).where(older(table.c[column], cutoff))
+    gone = select(events.c.id).where(by_rules(expiry, "events"))
+    return select(func.count()).select_from(alerts).where(alerts.c.event_id.in_(gone.scalar_subquery()))
 
 
 def insert_queued_file(dialect_name: str) -> Insert | ReturningInsert[Any]:
@@ -212,48 +224,47 @@ def prefer_index_lookups() -> Select[Any]:
     return select(func.set_config("random_page_cost", "1.1", True))
 
 
-def select_referenced_names(surviving_at: datetime | None = None) -> Select[Any]:
+def _media_paths(
+    registry: Registry, where: Callable[[str], list[ColumnElement[bool]]], delete_images: bool = True
+) -> list[Select[Any]]:
+    """(path, kind) of every media column of every retention table, each filtered by `where(table)`."""
+    sources = []
+    for entry in registry.tables:
+        for media in entry.media(delete_images):
+            path = column_of(entry, media.column, String())
+            condition = [path != "", *where(entry.name)]
+            target = table_of(entry)
+            sources.append(
+                select(path.label("path"), literal(media.kind, String).label("kind"))
+                .select_from(target)
+                .where(*condition)
+            )
+    return sources
+
+
+def select_referenced_names(registry: Registry, surviving: Expiry | None = None) -> Select[Any]:
     """Which of the staged names (`check_names`) a row still references.
 
-    With `surviving_at`, rows that a run at that cutoff would delete do not count (dry-run preview).
+    With `surviving`, rows that a run with that expiry would delete do not count (dry-run preview).
     """
-    d_live: list[ColumnElement[bool]] = []
-    e_live: list[ColumnElement[bool]] = []
-    if surviving_at is not None:
-        d_live.append(not_(detection_expired(surviving_at)))
-        e_live.append(not_(older(events.c.started_at, surviving_at)))
     names = check_names.c.name
 
-    def referenced_by(column: Any, live: list[ColumnElement[bool]]) -> Select[Any]:
-        return select(column.label("path")).join(check_names, column == names).where(*live)
+    def referenced_by(entry: RetentionTable) -> list[Select[Any]]:
+        live = [] if surviving is None else [not_(expired(surviving, entry.name))]
+        return [
+            select(path.label("path")).join(check_names, path == names).where(*live)
+            for path in (column_of(entry, m.column, String()) for m in entry.files)
+        ]
 
-    return select(
-        union(
-            referenced_by(detections.c.thumbnail_path, d_live),
-            referenced_by(detections.c.file_path, d_live),
-            referenced_by(events.c.clip_path, e_live),
-        ).subquery()
-    )
+    return select(union(*(s for entry in registry.tables for s in referenced_by(entry))).subquery())
 
 
-def select_stale_file_candidates(cutoff: datetime, delete_images: bool, queued: bool = True) -> Select[Any]:
-    """Distinct paths a run at this cutoff would consider deleting, with their kind, in path order
+def select_stale_file_candidates(expiry: Expiry, delete_images: bool, queued: bool = True) -> Select[Any]:
+    """Distinct paths a run with this expiry would consider deleting, with their kind, in path order
     (`queued` False: leave out the queue, in a database that has none yet)."""
-    expired = detection_expired(cutoff)
-    sources = [
-        select(detections.c.thumbnail_path.label("path"), literal("thumbnail").label("kind")).where(
-            expired, detections.c.thumbnail_path.is_not(None)
-        ),
-        select(events.c.clip_path.label("path"), literal("clip").label("kind")).where(
-            older(events.c.started_at, cutoff), events.c.clip_path.is_not(None)
-        ),
-    ]
+    sources = _media_paths(expiry.registry, lambda table: [expired(expiry, table)], delete_images)
     if queued:
         sources.append(select(retention_file_queue.c.path, retention_file_queue.c.kind))
-    if delete_images:
-        sources.append(
-            select(detections.c.file_path.label("path"), literal("image").label("kind")).where(expired)
-        )
     every = union(*sources).subquery()
     return (
         select(every.c.path, func.min(every.c.kind).label("kind"))
@@ -263,19 +274,20 @@ def select_stale_file_candidates(cutoff: datetime, delete_images: bool, queued: 
     )
 
 
-def count_referencing_rows() -> Select[Any]:
-    """How many rows reference a media file at all (detections, and events with a clip)."""
-    with_clip = select(func.count()).select_from(events).where(events.c.clip_path.is_not(None))
-    return select(
-        select(func.count()).select_from(detections).scalar_subquery() + with_clip.scalar_subquery()
-    )
+def count_referencing_rows(registry: Registry) -> Select[Any]:
+    """How many rows reference a media file at all."""
+    counts = []
+    for entry in registry.tables:
+        paths = [column_of(entry, m.column, String()) for m in entry.files]
+        if paths:
+            with_file = or_(*(p != "" for p in paths))
+            counts.append(
+                select(func.count()).select_from(table_of(entry)).where(with_file).scalar_subquery()
+            )
+    return select(sum(counts[1:], counts[0]))
 
 
-def select_every_referenced_path() -> Select[Any]:
-    """Every distinct stored media path (thumbnails, images, clips)."""
-    every = union(
-        select(detections.c.thumbnail_path.label("path")).where(detections.c.thumbnail_path.is_not(None)),
-        select(detections.c.file_path.label("path")),
-        select(events.c.clip_path.label("path")).where(events.c.clip_path.is_not(None)),
-    ).subquery()
+def select_every_referenced_path(registry: Registry) -> Select[Any]:
+    """Every distinct stored media path."""
+    every = union(*_media_paths(registry, lambda _table: [])).subquery()
     return select(every.c.path)

@@ -6,6 +6,7 @@ Read from the database itself (the camera system's schema is not ours and grows)
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,13 +82,15 @@ def index_statement(dialect_name: str, table: str, column: str) -> str:
     return f"CREATE INDEX{concurrently} ix_{table}_{column} ON {table} ({column});"
 
 
-def references_to_parents(engine: Engine) -> list[Reference]:
-    """Every foreign key in the database that references events or detections, in table order."""
+def references_to_parents(engine: Engine, parents: Iterable[str] = PARENTS) -> list[Reference]:
+    """Every foreign key in the database that references one of `parents` (the tables retention deletes
+    from), in table order."""
+    parents = set(parents)
     inspector = inspect(engine)
     found = []
     for (_schema, table), keys in sorted(inspector.get_multi_foreign_keys().items()):
         for key in keys:
-            if key["referred_table"] not in PARENTS:
+            if key["referred_table"] not in parents:
                 continue
             column = key["constrained_columns"][0]
             on_delete = ((key.get("options") or {}).get("ondelete") or "NO ACTION").upper()

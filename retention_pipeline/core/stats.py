@@ -103,6 +103,8 @@ class CleanupStats:
     db_retries: int
     longest_transaction_ms: float
     duration_seconds: float
+    # Every purged table, built-in and declared by the policy file -> rows deleted (dry run: would be).
+    rows_deleted_by_table: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -131,9 +133,12 @@ class CleanupStats:
         logs: RowCounts,
         files: FileCounts,
         duration_seconds: float,
+        declared: dict[str, RowCounts] | None = None,
     ) -> CleanupStats:
         """Fold the per-step counts into one report."""
-        steps = (detections, events, gpu_stats, logs)
+        by_table = {"detections": detections, "events": events, **(declared or {})}
+        by_table |= {"gpu_stats": gpu_stats, "logs": logs}
+        steps = tuple(by_table.values())
         return cls(
             dry_run=dry_run,
             cutoff=cutoff,
@@ -154,4 +159,5 @@ class CleanupStats:
             db_retries=sum(s.retries for s in steps),
             longest_transaction_ms=max(s.longest_transaction_ms for s in steps),
             duration_seconds=duration_seconds,
+            rows_deleted_by_table={name: counts.deleted for name, counts in by_table.items()},
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import datetime
@@ -17,8 +18,9 @@ from sqlalchemy.engine import Engine
 from . import queries
 from .db import write_transaction
 from .files import Outcome, StorageRoots, remove_file
-from .purge import PROGRESS_EVERY_S, EverySoOften, queue_files
+from .purge import PROGRESS_EVERY_S, EverySoOften, Share, queue_files
 from .stats import FileCounts
+from .tables import Expiry, Registry
 
 Progress = Callable[[str], None]
 T = TypeVar("T")
@@ -39,9 +41,11 @@ def referenced_paths(
     engine: Engine,
     roots: StorageRoots,
     stored: Sequence[str],
-    surviving_at: datetime | None = None,
+    registry: Registry | None = None,
+    surviving: Expiry | None = None,
 ) -> set[str]:
-    """The stored paths that some row still references, under any of their aliases."""
+    """The stored paths that some row of a retention table still references, under any of their aliases
+    (`surviving`: rows a run with that expiry deletes do not count)."""
     aliases = {path: roots.aliases(path) for path in stored}
     # PostgreSQL text cannot hold NUL; such a name cannot be stored there, so it cannot be referenced.
     names = sorted({a for names in aliases.values() for a in names if "\x00" not in a})
@@ -53,7 +57,7 @@ def referenced_paths(
         conn.execute(queries.insert_check_name(), [{"name": name} for name in names])
         if engine.dialect.name == "postgresql":
             conn.execute(queries.prefer_index_lookups())
-        hits = set(conn.execute(queries.select_referenced_names(surviving_at)).scalars())
+        hits = set(conn.execute(queries.select_referenced_names(registry or Registry(), surviving)).scalars())
         if engine.dialect.name == "sqlite":
             conn.execute(queries.clear_check_names())
         conn.commit()  # PostgreSQL empties the scratch table at COMMIT
@@ -142,6 +146,8 @@ def drain_file_queue(
     after_id: int = 0,
     last_id: int | None = None,
     progress_every_s: float = PROGRESS_EVERY_S,
+    registry: Registry | None = None,
+    share: Share | None = None,
 ) -> FileCounts:
     """Delete the queued files in ids (after_id, last_id] that no row references any more, then forget
     them, chunk by chunk; `last_id` None means to the end of the queue.
@@ -157,6 +163,7 @@ def drain_file_queue(
             return FileCounts()
 
     Chunk = tuple[int, list[tuple[int, str, str]], set[str]]
+    span, handled, handled_lock = max(1, last_id - after_id), [0], threading.Lock()
 
     def chunks() -> Iterator[Chunk]:
         # Runs on the caller's thread: the next reference check overlaps the workers' unlinks.
@@ -166,7 +173,7 @@ def drain_file_queue(
                 rows = conn.execute(queries.select_queued_files(start, REFERENCE_CHUNK, last_id)).all()
             if not rows:
                 return
-            referenced = referenced_paths(engine, roots, [row.path for row in rows])
+            referenced = referenced_paths(engine, roots, [row.path for row in rows], registry)
             for part in chunked(rows, CHECK_CHUNK):
                 yield start, [(row.id, row.path, row.kind) for row in part], referenced
                 start = part[-1].id
@@ -181,6 +188,10 @@ def drain_file_queue(
             # A file that could not be deleted stays queued: the next run tries again.
             if kept := {path: kind for path, kind in entries if path in blocked}:
                 queue_files(conn, kept)
+        if share is not None:
+            with handled_lock:
+                handled[0] += rows[-1][0] - start
+                share(min(1.0, handled[0] / span))
         return counts
 
     return _in_parallel(chunks(), handle, progress, "files", progress_every_s)
@@ -205,19 +216,20 @@ def queue_ranges(engine: Engine, size: int) -> Iterator[tuple[int, int | None]]:
 def preview_file_deletions(
     engine: Engine,
     roots: StorageRoots,
-    cutoff: datetime,
+    expiry: Expiry | datetime,
     delete_images: bool,
     progress: Progress = _no_progress,
     progress_every_s: float = PROGRESS_EVERY_S,
 ) -> FileCounts:
-    """What a real run at this cutoff would do to files, without touching any.
+    """What a real run with this expiry would do to files, without touching any.
 
     The distinct candidate paths (files of rows that would expire, plus files already queued) are
     streamed from the database into a temporary file first, so the read transaction lasts one query,
     not the whole preview (a long one would hold back WAL checkpoints and vacuum), and memory does not
     grow with their number. The checks and stat() calls then run chunk by chunk from that file.
     """
-    statement = queries.select_stale_file_candidates(cutoff, delete_images)
+    expiry = Expiry.of(expiry)
+    statement = queries.select_stale_file_candidates(expiry, delete_images)
     with tempfile.TemporaryFile("w+", newline="", encoding="utf-8", errors="surrogateescape") as spill:
         writer = csv.writer(spill)
         with engine.connect() as conn:
@@ -230,7 +242,7 @@ def preview_file_deletions(
         def chunks() -> Iterator[tuple[list[tuple[str, str]], set[str]]]:
             for entries in chunked(((path, kind) for path, kind in rows), REFERENCE_CHUNK):
                 stored = [path for path, _ in entries]
-                referenced = referenced_paths(engine, roots, stored, surviving_at=cutoff)
+                referenced = referenced_paths(engine, roots, stored, expiry.registry, expiry)
                 for part in chunked(entries, CHECK_CHUNK):
                     yield part, referenced
 

@@ -10,6 +10,7 @@ from retention_pipeline.core import batch_steps, db, purge, queries
 from retention_pipeline.core.batch_steps import Batch
 from retention_pipeline.core.cleanup import prepare_database
 from retention_pipeline.core.schema import alerts, detections, events, gpu_stats, retention_file_queue
+from retention_pipeline.core.tables import Expiry
 from retention_pipeline_tests.conftest import both_shapes
 from retention_pipeline_tests.core.test_writers import writer_holding_a_transaction
 from retention_pipeline_tests.dagster_helpers import execute, failure_messages, plan_config
@@ -44,7 +45,9 @@ def test_batches_past_the_cap_roll_back_and_are_repeated_smaller_until_every_exp
     kept = world.detection(world.recent())
     _slow_deletes(world, 0.003)  # the first batch (100 rows) would hold its locks for 300 ms
 
-    counts = purge.purge_detections(world.engine, world.cutoff, 1000, False, target_s=0.05)
+    counts = purge.purge_table(
+        world.engine, "detections", world.cutoff, 1000, delete_images=False, target_s=0.05
+    )
 
     assert world.ids(detections) == {kept}
     assert counts.deleted == len(expired)
@@ -65,7 +68,7 @@ def test_event_batches_past_the_cap_roll_back_with_their_alerts_and_are_repeated
     kept = world.event(world.recent(), alerts_count=1)
     _slow_deletes(world, 0.004, table="events")  # 100 events would take 400 ms, 25 take 100 ms
 
-    counts = purge.purge_events(world.engine, world.cutoff, 1000, target_s=0.05)
+    counts = purge.purge_table(world.engine, "events", world.cutoff, 1000, target_s=0.05)
 
     assert world.ids(events) == {kept}
     assert (counts.deleted, counts.children_deleted, world.count(alerts)) == (len(expired), len(expired), 1)
@@ -93,7 +96,7 @@ def test_the_cap_bounds_an_event_batch_s_statements_together_not_each_one(
 
     # Each statement of that event's batch ends well within the 80 ms cap; the batch does not.
     with pytest.raises(purge.BatchTooSlow, match="events: 5 batches of a single row"):
-        purge.purge_events(world.engine, world.cutoff, 1000, target_s=0.05)
+        purge.purge_table(world.engine, "events", world.cutoff, 1000, target_s=0.05)
 
     assert world.ids(events) == set(ids[4:])
     assert world.count(alerts) == len(ids[4:])
@@ -106,7 +109,9 @@ def test_without_a_target_nothing_is_cut_off_and_the_slow_batch_holds_its_locks(
         world.detection(world.old())
     _slow_deletes(world, 0.003)
 
-    counts = purge.purge_detections(world.engine, world.cutoff, 100, False, target_s=None)
+    counts = purge.purge_table(
+        world.engine, "detections", world.cutoff, 100, delete_images=False, target_s=None
+    )
 
     assert (counts.deleted, counts.batches, counts.retries) == (100, 1, 0)
     assert counts.longest_transaction_ms >= 300
@@ -119,7 +124,7 @@ def test_a_single_row_slower_than_the_cap_stops_the_purge_with_advice_and_keeps_
     _slow_deletes(world, 0.3, only_id=ids[4])
 
     with pytest.raises(purge.BatchTooSlow, match="TRANSACTION_TARGET_MS=50"):
-        purge.purge_detections(world.engine, world.cutoff, 1000, False, target_s=0.05)
+        purge.purge_table(world.engine, "detections", world.cutoff, 1000, delete_images=False, target_s=0.05)
 
     assert world.ids(detections) == set(ids[4:])
 
@@ -139,7 +144,7 @@ def test_one_row_batches_cut_off_now_and_then_never_add_up_to_giving_up(world: C
     counts = purge._loop(
         world.engine,
         "gpu_stats",
-        queries.select_expired_id_span(gpu_stats, "recorded_at", world.cutoff),
+        queries.select_expired_id_span(Expiry.of(world.cutoff), "gpu_stats"),
         every_other_batch_overruns,
         purge.BatchSizer(1, target_s=0.05),  # every batch is a single row
         lambda _message: None,
@@ -198,7 +203,7 @@ def test_gpu_stats_batches_past_the_cap_roll_back_and_are_repeated_smaller(
     kept = world.gpu(world.recent())
     _slow_deletes(world, 0.003, table="gpu_stats")
 
-    counts = purge.purge_rows(world.engine, gpu_stats, "recorded_at", world.cutoff, 1000, target_s=0.05)
+    counts = purge.purge_table(world.engine, "gpu_stats", world.cutoff, 1000, target_s=0.05)
 
     assert world.ids(gpu_stats) == {kept}
     assert counts.deleted == len(expired)
@@ -215,7 +220,7 @@ def test_a_gpu_stats_row_slower_than_the_cap_stops_the_purge_with_advice(
     _slow_deletes(world, 0.3, only_id=ids[4], table="gpu_stats")
 
     with pytest.raises(purge.BatchTooSlow, match="gpu_stats: 5 batches of a single row"):
-        purge.purge_rows(world.engine, gpu_stats, "recorded_at", world.cutoff, 1000, target_s=0.05)
+        purge.purge_table(world.engine, "gpu_stats", world.cutoff, 1000, target_s=0.05)
 
     assert world.ids(gpu_stats) == set(ids[4:])
 
@@ -240,8 +245,14 @@ def test_a_capped_batch_stops_waiting_for_a_writers_row_lock_within_its_cap(
     progress: list[str] = []
 
     with writer_holding_a_transaction(world.engine, _lock_detection(expired[2]), 1.5):
-        counts = purge.purge_detections(
-            engine, world.cutoff, 1000, False, progress=progress.append, target_s=target_s
+        counts = purge.purge_table(
+            engine,
+            "detections",
+            world.cutoff,
+            1000,
+            delete_images=False,
+            progress=progress.append,
+            target_s=target_s,
         )
     engine.dispose()
 
@@ -269,8 +280,14 @@ def test_a_lock_statement_that_runs_past_the_cap_is_cut_off_and_repeated_smaller
     progress: list[str] = []
 
     with writer_holding_a_transaction(world.engine, _lock_detection(expired[2]), 0.25):
-        counts = purge.purge_detections(
-            world.engine, world.cutoff, 1000, False, progress=progress.append, target_s=0.05
+        counts = purge.purge_table(
+            world.engine,
+            "detections",
+            world.cutoff,
+            1000,
+            delete_images=False,
+            progress=progress.append,
+            target_s=0.05,
         )
 
     assert world.ids(detections) == set()

@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 from sqlalchemy import text
 
-from retention_pipeline.core.cleanup import SchemaError, clean_detections, prepare_database
+from retention_pipeline.core.cleanup import SchemaError, clean_table, prepare_database
 from retention_pipeline.core.purge import BatchTooSlow
 from retention_pipeline.core.references import references_to_parents
 from retention_pipeline.core.schema import detections, events
@@ -160,7 +160,7 @@ def test_a_detection_purge_too_slow_for_its_cap_names_the_unindexed_foreign_keys
         )
 
     with pytest.raises(BatchTooSlow, match="5 batches of a single row") as raised:
-        clean_detections(world.engine, world.plan(), lambda _message: None)
+        clean_table(world.engine, world.plan(), "detections", lambda _message: None)
 
     message = str(raised.value)
     assert "threat_detections, zone_anomalies, whose foreign key has no index" in message

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from retention_pipeline.core import files as files_module
-from retention_pipeline.core.cleanup import clean_detections, prepare_database
+from retention_pipeline.core.cleanup import clean_table, prepare_database
 from retention_pipeline.core.schema import detections, events, retention_file_queue
 from retention_pipeline_tests.conftest import both_shapes
 from retention_pipeline_tests.factories import CLIPS, IMAGES, THUMBS, CameraWorld, comparable
@@ -192,7 +192,7 @@ def test_crash_after_a_committed_batch_is_repaired_by_the_next_run(world: Camera
         world.detection(world.old(), thumbnail=thumb)
     prepare_database(world.engine)
     # The rows commit with their files queued, then the process dies before any file is removed.
-    clean_detections(world.engine, world.plan(batch_size=1), lambda _m: None)
+    clean_table(world.engine, world.plan(batch_size=1), "detections", lambda _m: None)
     assert world.count(detections) == 0
     assert all(world.exists(t) for t in thumbs)
 
@@ -209,7 +209,7 @@ def test_file_relinked_after_it_was_queued_is_kept(world: CameraWorld):
     thumb = world.file(f"{THUMBS}/reused.jpg")
     world.detection(world.old(), thumbnail=thumb)
     prepare_database(world.engine)
-    clean_detections(world.engine, world.plan(), lambda _m: None)
+    clean_table(world.engine, world.plan(), "detections", lambda _m: None)
     world.detection(world.recent(), thumbnail=thumb)  # a new row points at the queued file
 
     stats = world.run()

@@ -147,11 +147,11 @@ def test_progress_names_every_batch_or_one_per_interval_and_always_the_total(wor
     for _ in range(3):
         world.gpu(world.old())
     sparse: list[str] = []
-    purge.purge_rows(world.engine, gpu_stats, "recorded_at", world.cutoff, 1, sparse.append, 3600)
+    purge.purge_table(world.engine, "gpu_stats", world.cutoff, 1, sparse.append, 3600)
     for _ in range(3):
         world.gpu(world.old())
     every: list[str] = []
-    purge.purge_rows(world.engine, gpu_stats, "recorded_at", world.cutoff, 1, every.append, 0)
+    purge.purge_table(world.engine, "gpu_stats", world.cutoff, 1, every.append, 0)
 
     assert sparse == ["gpu_stats: batch 1 deleted 1 (total 1)", "gpu_stats: done, 3 deleted in 3 batches"]
     assert every == [f"gpu_stats: batch {n} deleted 1 (total {n})" for n in (1, 2, 3)] + [
@@ -167,7 +167,7 @@ def test_batches_shrink_to_the_transaction_target_and_still_delete_exactly_the_e
 
     # No batch can finish within a nanosecond: after the first (of batch_size rows, as that is below
     # BatchSizer.FIRST) every one is cut to a single row.
-    counts = purge.purge_rows(world.engine, gpu_stats, "recorded_at", world.cutoff, 5, target_s=1e-9)
+    counts = purge.purge_table(world.engine, "gpu_stats", world.cutoff, 5, target_s=1e-9)
 
     assert world.ids(gpu_stats) == {kept}
     assert (counts.deleted, counts.batches) == (len(expired), 1 + 7)

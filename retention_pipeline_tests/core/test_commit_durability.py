@@ -11,7 +11,7 @@ from sqlalchemy.exc import DBAPIError
 from retention_pipeline.core import purge
 from retention_pipeline.core.cleanup import prepare_database
 from retention_pipeline.core.durability import flush_commits
-from retention_pipeline.core.schema import detections, gpu_stats
+from retention_pipeline.core.schema import detections
 from retention_pipeline_tests.factories import CameraWorld
 
 TABLES = ("detections", "events", "gpu_stats", "logs", "retention_file_queue")
@@ -86,12 +86,15 @@ def test_batches_commit_without_waiting_for_the_disk_and_the_file_queue_is_forgo
 PURGE_STEPS = {
     "detections": (
         lambda w: w.detection(w.old()),
-        lambda w: purge.purge_detections(w.engine, w.cutoff, 4, False),
+        lambda w: purge.purge_table(w.engine, "detections", w.cutoff, 4, delete_images=False),
     ),
-    "events": (lambda w: w.event(w.old(), clip=True), lambda w: purge.purge_events(w.engine, w.cutoff, 4)),
+    "events": (
+        lambda w: w.event(w.old(), clip=True),
+        lambda w: purge.purge_table(w.engine, "events", w.cutoff, 4),
+    ),
     "gpu_stats": (
         lambda w: w.gpu(w.old()),
-        lambda w: purge.purge_rows(w.engine, gpu_stats, "recorded_at", w.cutoff, 4),
+        lambda w: purge.purge_table(w.engine, "gpu_stats", w.cutoff, 4),
     ),
 }
 
@@ -177,7 +180,7 @@ def test_a_purge_step_that_fails_still_flushes_what_it_committed_before(
         )
 
     with pytest.raises(DBAPIError, match="refused"):
-        purge.purge_detections(world.engine, world.cutoff, 4, False)
+        purge.purge_table(world.engine, "detections", world.cutoff, 4, delete_images=False)
 
     assert world.ids(detections) == set(ids[-2:])  # the batch of the last two rolled back
     # Checked at once, a few ms after the last batch committed without waiting.

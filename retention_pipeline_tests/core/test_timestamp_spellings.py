@@ -10,6 +10,7 @@ from sqlalchemy.engine import Engine
 from retention_pipeline.core import queries
 from retention_pipeline.core.db import make_engine
 from retention_pipeline.core.schema import camera_metadata, gpu_stats, logs
+from retention_pipeline.core.tables import Expiry
 from retention_pipeline_tests.factories import CameraWorld
 
 SECOND = timedelta(seconds=1)
@@ -90,11 +91,11 @@ def test_on_sqlite_finding_what_expired_searches_the_time_indexes_instead_of_rea
     cutoff = LATE - timedelta(days=30)
 
     assert "ix_gpu_stats_recorded_at (recorded_at<?)" in _plan(
-        sqlite_engine, queries.select_expired_id_span(gpu_stats, "recorded_at", cutoff)
+        sqlite_engine, queries.select_expired_id_span(Expiry.of(cutoff), "gpu_stats")
     )
-    detection_span = _plan(sqlite_engine, queries.select_expired_detection_id_span(cutoff))
+    detection_span = _plan(sqlite_engine, queries.select_expired_detection_id_span(Expiry.of(cutoff)))
     assert "ix_detections_detected_at (detected_at<?)" in detection_span
     assert "ix_events_started_at (started_at<?)" in detection_span
     assert "ix_logs_timestamp (timestamp<?)" in _plan(
-        sqlite_engine, queries.count_expired_rows(logs, "timestamp", cutoff)
+        sqlite_engine, queries.count_expired(Expiry.of(cutoff), "logs")
     )

@@ -236,14 +236,23 @@ def test_naive_timestamps_are_taken_as_utc_on_both_sides_of_the_cutoff(
     scene.finish_and_verify()
 
 
-def _crash_while_purging_events(*_args: object) -> None:
-    raise RuntimeError("simulated crash: the database went away while events were purged")
+def _crashing_while_purging_events(clean_table: Callable[..., Any]) -> Callable[..., Any]:
+    """clean_table, crashing when it comes to events."""
+
+    def crashing(engine: Engine, plan: Any, table: str, *args: Any) -> Any:
+        if table == "events":
+            raise RuntimeError("simulated crash: the database went away while events were purged")
+        return clean_table(engine, plan, table, *args)
+
+    return crashing
 
 
-def _probing_the_run_lock(clean_events: Callable[..., Any], seen: list[str]) -> Callable[..., Any]:
-    """clean_events, first noting whether another run could take the database's run lock right now."""
+def _probing_the_run_lock(clean_table: Callable[..., Any], seen: list[str]) -> Callable[..., Any]:
+    """clean_table, first noting for events whether another run could take the database's run lock now."""
 
-    def probing(engine: Engine, *args: Any) -> Any:
+    def probing(engine: Engine, plan: Any, table: str, *args: Any) -> Any:
+        if table != "events":
+            return clean_table(engine, plan, table, *args)
         other = ExclusiveRunLock(engine)
         try:
             other.acquire()
@@ -252,7 +261,7 @@ def _probing_the_run_lock(clean_events: Callable[..., Any], seen: list[str]) -> 
         else:
             other.release()
             seen.append("free")
-        return clean_events(engine, *args)
+        return clean_table(engine, plan, table, *args)
 
     return probing
 
@@ -274,7 +283,7 @@ def test_a_retry_an_hour_after_the_tick_keeps_the_cutoff_of_the_first_attempt(
     job = dg.reconstructable(served_data_cleanup)
     first_before = scene.snapshot()
     with monkeypatch.context() as crash:
-        crash.setattr(cleanup, "clean_events", _crash_while_purging_events)
+        crash.setattr(cleanup, "clean_table", _crashing_while_purging_events(cleanup.clean_table))
         first = dg.execute_job(job, instance, run_config=run_config, tags=tags, raise_on_error=False)
     assert not first.success
     verify_interrupted_run(scene.policy, first_before, scene.snapshot())
@@ -294,9 +303,7 @@ def test_a_retry_an_hour_after_the_tick_keeps_the_cutoff_of_the_first_attempt(
     retry_tags = {k: v for k, v in parent.tags.items() if k != "dagster/failure_reason"}
     lock_while_retrying: list[str] = []
     with monkeypatch.context() as probe:
-        probe.setattr(
-            cleanup, "clean_events", _probing_the_run_lock(cleanup.clean_events, lock_while_retrying)
-        )
+        probe.setattr(cleanup, "clean_table", _probing_the_run_lock(cleanup.clean_table, lock_while_retrying))
         retry = dg.execute_job(
             job, instance, reexecution_options=options, tags=retry_tags, raise_on_error=False
         )

@@ -1,0 +1,133 @@
+"""The policy file (RETENTION_POLICY_FILE): rules operators add to the built-in ones, read and checked
+before anything is deleted, with messages naming the file, the entry and the problem.
+
+    tables:
+      - table: audit_logs        # any table with an integer primary key `id`
+        time_column: created_at
+        retention_days: 90
+        files: {thumbnail_url: thumbnails}   # optional: column -> storage root
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sqlalchemy import DateTime, Integer, String, inspect
+from sqlalchemy.engine import Engine
+
+from .tables import KIND_OF_ROOT, OWN, MediaColumn, Registry, Rule
+
+MAX_DAYS = 36_500  # a century; larger values overflow date arithmetic and are surely typos
+_KEYS = {"table", "time_column", "retention_days", "files"}
+# Tables the purge handles as part of another table's rows; a rule of their own would bypass that.
+_NOT_RULES = {"event_detections", "alerts", "retention_file_queue"}
+
+
+class PolicyError(ValueError):
+    """The policy file cannot be used; the message names the file, the entry and the problem."""
+
+
+@dataclass(frozen=True)
+class DeclaredRule:
+    """One entry of the policy file."""
+
+    table: str
+    rule: Rule
+    files: tuple[MediaColumn, ...] = ()
+
+
+def read_policy(path: Path) -> tuple[DeclaredRule, ...]:
+    """The rules of a policy file; PolicyError listing every problem it has."""
+    where = f"RETENTION_POLICY_FILE {path}"
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise PolicyError(f"{where} cannot be read: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{where} is not valid YAML: {' '.join(str(exc).split())}") from None
+    if document is None:
+        return ()
+    if not isinstance(document, dict) or not isinstance(document.get("tables"), list):
+        raise PolicyError(f"{where} must hold a mapping with a list under 'tables:'")
+    rules, problems = [], []
+    for index, entry in enumerate(document["tables"]):
+        try:
+            rules.append(_entry(entry, index, f"{path}: tables[{index}]"))
+        except PolicyError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise PolicyError(f"{where}: " + "; ".join(problems))
+    return tuple(rules)
+
+
+def _entry(entry: Any, index: int, origin: str) -> DeclaredRule:
+    if not isinstance(entry, dict):
+        raise PolicyError(f"tables[{index}] must be a mapping with table, time_column and retention_days")
+    name = entry.get("table")
+    label = f"tables[{index}] ({name or 'no table'})"
+    if unknown := set(entry) - _KEYS:
+        raise PolicyError(f"{label}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+    for key in ("table", "time_column"):
+        if not isinstance(entry.get(key), str) or not entry[key].strip():
+            raise PolicyError(f"{label}: '{key}' must be a table column name, got {entry.get(key)!r}")
+    if name in _NOT_RULES:
+        raise PolicyError(f"{label}: {name} rows go with their parent rows; it cannot have a rule of its own")
+    days = entry.get("retention_days")
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_DAYS:
+        raise PolicyError(
+            f"{label}: retention_days must be an integer between 1 and {MAX_DAYS}, got {days!r}"
+        )
+    files = entry.get("files") or {}
+    if not isinstance(files, dict):
+        raise PolicyError(f"{label}: 'files' must map a column to a storage root, got {files!r}")
+    media = []
+    for column_name, root in files.items():
+        if root not in KIND_OF_ROOT:
+            raise PolicyError(
+                f"{label}: files.{column_name} names storage root {root!r};"
+                f" use one of {', '.join(KIND_OF_ROOT)}"
+            )
+        media.append(MediaColumn(str(column_name), KIND_OF_ROOT[root]))
+    rule = Rule(entry["time_column"].strip(), OWN, days, origin=origin)
+    return DeclaredRule(entry["table"].strip(), rule, tuple(media))
+
+
+def registry_with(rules: tuple[DeclaredRule, ...]) -> Registry:
+    """The built-in registry plus the policy's rules."""
+    registry = Registry()
+    for declared in rules:
+        registry = registry.with_rule(declared.table, declared.rule, declared.files)
+    return registry
+
+
+def policy_problems(engine: Engine, rules: tuple[DeclaredRule, ...]) -> list[str]:
+    """What makes the policy's rules unusable on this database: a missing table or column, a time column
+    that is not a timestamp, a table without an integer `id`, a file column that is not text."""
+    inspector = inspect(engine)
+    tables = set(inspector.get_table_names())
+    problems = []
+    for declared in rules:
+        label = f"RETENTION_POLICY_FILE {declared.rule.origin} ({declared.table})"
+        if declared.table not in tables:
+            problems.append(f"{label}: the database has no table {declared.table!r}")
+            continue
+        types = {c["name"]: c["type"] for c in inspector.get_columns(declared.table)}
+        primary_key = inspector.get_pk_constraint(declared.table).get("constrained_columns") or []
+        if not isinstance(types.get("id"), Integer) or "id" not in primary_key:
+            problems.append(
+                f"{label}: the table needs an integer primary key column 'id' to be purged in batches"
+            )
+        time_type = types.get(declared.rule.column)
+        if time_type is None:
+            problems.append(f"{label}: the table has no column {declared.rule.column!r}")
+        elif not isinstance(time_type, DateTime):
+            problems.append(f"{label}: time_column {declared.rule.column!r} is {time_type}, not a timestamp")
+        for media in declared.files:
+            if media.column not in types:
+                problems.append(f"{label}: files names column {media.column!r}, which the table lacks")
+            elif not isinstance(types[media.column], String):
+                problems.append(f"{label}: files column {media.column!r} is {types[media.column]}, not text")
+    return problems

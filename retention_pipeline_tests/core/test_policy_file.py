@@ -1,0 +1,96 @@
+"""Reading RETENTION_POLICY_FILE: every problem is refused with the file, the entry and what is wrong."""
+
+from pathlib import Path
+
+import pytest
+
+from retention_pipeline.core.policy import PolicyError, read_policy, registry_with
+from retention_pipeline.core.tables import OWN
+from retention_pipeline.settings import Settings, SettingsError
+
+GOOD = """
+tables:
+  - table: audit_logs          # any table with an integer primary key `id`
+    time_column: created_at
+    retention_days: 90
+  - table: events              # a second rule on a built-in table
+    time_column: deleted_at
+    retention_days: 7
+  - table: zone_anomalies
+    time_column: timestamp
+    retention_days: 14
+    files: {thumbnail_url: thumbnails}
+"""
+
+
+def _file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_the_issues_example_adds_two_tables_and_a_second_rule_on_events(tmp_path: Path):
+    registry = registry_with(read_policy(_file(tmp_path, GOOD)))
+
+    assert registry.names == ["detections", "events", "gpu_stats", "logs", "audit_logs", "zone_anomalies"]
+    assert [(r.column, r.days) for r in registry["events"].rules] == [("started_at", None), ("deleted_at", 7)]
+    assert registry["zone_anomalies"].rules[0].retention == OWN
+    assert [(f.column, f.kind) for f in registry["zone_anomalies"].files] == [("thumbnail_url", "thumbnail")]
+    assert [e.name for e in registry.declared] == ["audit_logs", "zone_anomalies"]
+
+
+def test_an_empty_file_adds_nothing(tmp_path: Path):
+    assert read_policy(_file(tmp_path, "")) == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("tables: [\n", "is not valid YAML"),
+        ("- table: x\n", "must hold a mapping with a list under 'tables:'"),
+        ("tables:\n  - just a string\n", "tables[0] must be a mapping"),
+        (
+            "tables:\n  - table: a\n    time_column: t\n    retention_days: 0\n",
+            "tables[0] (a): retention_days",
+        ),
+        ("tables:\n  - table: a\n    time_column: t\n    retention_days: '7'\n", "got '7'"),
+        ("tables:\n  - table: a\n    retention_days: 7\n", "tables[0] (a): 'time_column' must be"),
+        ("tables:\n  - time_column: t\n    retention_days: 7\n", "tables[0] (no table): 'table' must be"),
+        (
+            "tables:\n  - table: a\n    time_column: t\n    retention_days: 7\n    files: {p: videos}\n",
+            "files.p names storage root 'videos'; use one of thumbnails, images, clips",
+        ),
+        (
+            "tables:\n  - table: a\n    time_column: t\n    retention_days: 7\n    keep: 1\n",
+            "unknown key(s) keep",
+        ),
+        (
+            "tables:\n  - table: alerts\n    time_column: created_at\n    retention_days: 7\n",
+            "alerts rows go with their parent rows",
+        ),
+    ],
+)
+def test_a_bad_policy_file_is_refused_naming_the_file_the_entry_and_the_problem(
+    tmp_path: Path, text: str, problem: str
+):
+    path = _file(tmp_path, text)
+
+    with pytest.raises(PolicyError) as refused:
+        read_policy(path)
+
+    assert f"RETENTION_POLICY_FILE {path}" in str(refused.value)
+    assert problem in str(refused.value)
+
+
+def test_every_bad_entry_is_listed_at_once(tmp_path: Path):
+    text = "tables:\n  - table: a\n    time_column: t\n    retention_days: 0\n  - 5\n"
+    with pytest.raises(PolicyError, match=r"tables\[0\] \(a\).*; tables\[1\] must be a mapping"):
+        read_policy(_file(tmp_path, text))
+
+
+def test_settings_read_the_policy_file_and_refuse_a_missing_one(tmp_path: Path):
+    settings = Settings.from_env({"RETENTION_POLICY_FILE": str(_file(tmp_path, GOOD))})
+    assert "audit_logs" in settings.registry
+
+    with pytest.raises(SettingsError, match=r"RETENTION_POLICY_FILE .*missing\.yaml cannot be read"):
+        Settings.from_env({"RETENTION_POLICY_FILE": str(tmp_path / "missing.yaml")})

@@ -1,0 +1,152 @@
+"""data_cleanup and orphaned_file_cleanup in the camera system's job tracker, on SQLite and PostgreSQL."""
+
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+
+import dagster as dg
+import pytest
+
+from retention_pipeline.core import cleanup
+from retention_pipeline.core.job_status import JobStatusBoard, JobTracker, job_key
+from retention_pipeline.core.schema import detections, events
+from retention_pipeline.jobs import data_cleanup, orphaned_file_cleanup
+from retention_pipeline.resources import DiskSpaceResource
+from retention_pipeline_tests.conftest import RedisServer
+from retention_pipeline_tests.dagster_helpers import camera_resource, execute, plan_config
+from retention_pipeline_tests.factories import THUMBS, CameraWorld
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+@pytest.fixture
+def tracked(world: CameraWorld, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> CameraWorld:
+    """A world with expired rows and files, and runs publishing to the test's Redis."""
+    monkeypatch.setenv("JOB_STATUS_REDIS_URL", redis_server.url)
+    monkeypatch.setenv("JOB_STATUS_TTL_SECONDS", "120")
+    old_event = world.event(world.old(), alerts_count=1, clip=world.file("data/clips/old.mp4", 300))
+    world.detection(world.old(), events_=(old_event,), thumbnail=world.file(f"{THUMBS}/old.jpg", 50))
+    world.event(world.recent())
+    world.detection(world.recent())
+    return world
+
+
+def _records(server: RedisServer) -> list[dict]:
+    client = server.client()
+    return [json.loads(client.get(job_key(job_id))) for job_id in client.zrange("job:status:list", 0, -1)]
+
+
+def _run(world: CameraWorld, instance: dg.DagsterInstance, dry_run: bool) -> dg.ExecuteInProcessResult:
+    return execute(world, instance, plan_config(dry_run=dry_run, reference_time=world.now.isoformat()))
+
+
+def test_a_real_run_ends_completed_with_its_statistics(
+    tracked: CameraWorld, redis_server: RedisServer, instance
+):
+    result = _run(tracked, instance, dry_run=False)
+
+    assert result.success
+    [record] = _records(redis_server)
+    stats = result.output_for_node("report_cleanup")
+    assert re.fullmatch(rf"cleanup-\d{{8}}-\d{{6}}-{result.run_id[:8]}", record["job_id"])
+    assert record["dagster_run_id"] == result.run_id
+    assert (record["job_type"], record["status"], record["progress"]) == ("data_cleanup", "completed", 100)
+    assert record["result"] == json.loads(json.dumps(stats.as_dict()))
+    assert record["result"]["events_deleted"] == 1 and record["result"]["dry_run"] is False
+    assert record["error"] is None and record["started_at"] and record["completed_at"]
+    assert 0 < redis_server.client().ttl(job_key(record["job_id"])) <= 120
+
+
+def test_a_dry_run_is_published_as_one(tracked: CameraWorld, redis_server: RedisServer, instance):
+    result = _run(tracked, instance, dry_run=True)
+
+    [record] = _records(redis_server)
+    assert result.success and record["status"] == "completed"
+    assert record["result"]["dry_run"] is True and record["result"]["events_deleted"] == 1
+    assert tracked.count(events) == 2
+
+
+def test_a_failed_run_ends_failed_with_its_message(
+    tracked: CameraWorld, redis_server: RedisServer, instance, monkeypatch: pytest.MonkeyPatch
+):
+    def too_slow(*_args, **_kwargs):
+        raise cleanup.SchemaError("table 'events' is missing")
+
+    monkeypatch.setattr(cleanup, "prepare_database", too_slow)
+
+    result = _run(tracked, instance, dry_run=False)
+
+    [record] = _records(redis_server)
+    assert not result.success
+    assert record["status"] == "failed"
+    assert record["error"] == "plan_cleanup failed: table 'events' is missing"
+    assert tracked.count(detections) == 2
+
+
+def test_redis_stopped_mid_run_changes_nothing_but_one_warning(
+    tracked: CameraWorld, redis_server: RedisServer, instance, monkeypatch: pytest.MonkeyPatch
+):
+    real_clean_table = cleanup.clean_table
+
+    def stop_redis_after_detections(engine, plan, table, *args):
+        counts = real_clean_table(engine, plan, table, *args)
+        if table == "detections":
+            redis_server.stop()
+        return counts
+
+    monkeypatch.setattr(cleanup, "clean_table", stop_redis_after_detections)
+
+    result = _run(tracked, instance, dry_run=False)
+
+    assert result.success
+    stats = result.output_for_node("report_cleanup")
+    assert (stats.events_deleted, stats.detections_deleted, stats.thumbnails_deleted) == (1, 1, 1)
+    assert tracked.count(events) == 1 and not tracked.exists(f"{THUMBS}/old.jpg")
+    warnings = [
+        event.message
+        for event in instance.all_logs(result.run_id)
+        if event.level == 30 and "job tracker" in (event.message or "")
+    ]
+    assert len(warnings) == 1
+
+
+def test_a_run_killed_without_writing_is_marked_failed_by_the_next_run(
+    tracked: CameraWorld, redis_server: RedisServer, instance
+):
+    killed = instance.create_run_for_job(data_cleanup, run_id="deadbeef-0000-4000-8000-000000000000")
+    instance.report_run_failed(killed, "The process running this run is gone (killed).")
+    board = JobStatusBoard(
+        JobTracker(redis_server.url), "data_cleanup", killed.run_id, tracked.now, lambda _message: None
+    )
+    board.running(30, "Deleting old detections")
+
+    result = _run(tracked, instance, dry_run=True)
+
+    by_run = {record["dagster_run_id"]: record for record in _records(redis_server)}
+    assert result.success
+    assert by_run[killed.run_id]["status"] == "failed" and "killed" in by_run[killed.run_id]["error"]
+    assert by_run[result.run_id]["status"] == "completed"
+
+
+def test_the_orphan_sweep_is_published_too(tracked: CameraWorld, redis_server: RedisServer, instance):
+    stray = tracked.media / tracked.file(f"{THUMBS}/stray.jpg", 10)
+    two_days_ago = time.time() - 48 * 3600
+    os.utime(stray, (two_days_ago, two_days_ago))
+
+    result = orphaned_file_cleanup.execute_in_process(
+        run_config={"ops": {"plan_orphan_sweep": {"config": {"dry_run": True}}}},
+        resources={"camera_system": camera_resource(tracked), "disk": DiskSpaceResource()},
+        instance=instance,
+    )
+
+    [record] = _records(redis_server)
+    assert result.success
+    assert re.fullmatch(rf"orphan-cleanup-\d{{8}}-\d{{6}}-{result.run_id[:8]}", record["job_id"])
+    assert (record["job_type"], record["status"]) == ("orphaned_file_cleanup", "completed")
+    assert record["result"]["dry_run"] is True and record["result"]["orphans_found"] >= 1
