@@ -3,6 +3,7 @@
 import argparse
 import gc
 import json
+import logging
 import sys
 import warnings
 from collections.abc import Sequence
@@ -69,6 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Dagster warns about beta parameters of its own sensor machinery each time the definitions load; the
     # CLI's output holds only what the user asked for.
     warnings.filterwarnings("ignore", message=r".*is currently in beta")
+    # Without a dagster.yaml the instance keeps everything under DAGSTER_HOME, which is what the CLI wants;
+    # Dagster's advice to create one is noise in a command's output.
+    logging.getLogger("dagster").addFilter(
+        lambda record: "No dagster instance configuration file" not in record.getMessage()
+    )
     if args.command == "demo":
         return _demo(args.dir)
     # Dagster is imported only here so `demo` and `--help` stay fast.

@@ -59,7 +59,10 @@ def cli(world: CameraWorld, tmp_path: Path, *args: str, **env: str) -> subproces
 def test_dry_run_then_real_run_print_one_json_object_each(live_world: CameraWorld, tmp_path: Path):
     preview = cli(live_world, tmp_path, "run", "--dry-run", "--json")
     assert preview.returncode == 0, preview.stderr
-    assert "BetaWarning" not in preview.stderr  # only what the user asked for
+    # Only what the user asked for: no beta warning, no advice about the empty DAGSTER_HOME.
+    assert "BetaWarning" not in preview.stderr
+    assert not (tmp_path / "dagster_home" / "dagster.yaml").exists()
+    assert "No dagster instance configuration file" not in preview.stderr
     dry = json.loads(preview.stdout)
     assert live_world.count(events) == 2 and live_world.count(detections) == 2
 
