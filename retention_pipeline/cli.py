@@ -121,7 +121,7 @@ def _open_instance() -> Any:
 
 def _run(job: str, first_op: str, config: dict[str, Any], report_op: str, as_json: bool) -> int:
     from .definitions import defs
-    from .history import blocking_runs, this_process_tags
+    from .history import blocking_runs
 
     with _open_instance() as instance:
         if busy := blocking_runs(instance):
@@ -137,7 +137,6 @@ def _run(job: str, first_op: str, config: dict[str, Any], report_op: str, as_jso
                 "loggers": {"console": {"config": {"log_level": "INFO"}}},
             },
             instance=instance,
-            tags={**this_process_tags(), "retention_pipeline/trigger": "cli"},
             raise_on_error=False,
         )
     if not result.success:
@@ -218,8 +217,11 @@ def _status(limit: int, as_json: bool) -> int:
 
 
 def _table_row(row: dict[str, Any], human_bytes: Any) -> dict[str, Any]:
-    """One run as a table column: per-table counts one line each, sizes in binary units."""
-    shown = {name: value for name, value in row.items() if not isinstance(value, dict)}
+    """One run as a table column: the Runs page's figures first, per-table counts one line each, sizes
+    in binary units."""
+    headline = row.get("headline") or {}
+    shown = {"run_id": row["run_id"], **{f"[{name}]": value for name, value in headline.items()}}
+    shown.update({name: value for name, value in row.items() if not isinstance(value, dict)})
     for table, deleted in (row.get("rows_deleted_by_table") or {}).items():
         shown[f"rows_deleted_by_table.{table}"] = deleted
     if isinstance(row.get("space_reclaimed"), int):

@@ -7,14 +7,18 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from dagster._core.events import EngineEventData
 from dagster._utils.schedules import cron_string_iterator
 
 from .core.labels import unlabelled
 from .core.stats import CleanupStats
 from .settings import Settings
-from .tags import EXCLUSIVE_TAGS, HOST_TAG, PID_TAG
+from .tags import CLEANUP_HEADLINE, EXCLUSIVE_TAGS, FAILED_STEP_TAG, partial_headline
 
 JOB_NAME = "data_cleanup"
+PROCESS_EVENT = "retention run process"
+# Dagster's own engine events carry a "pid" too; these keys are ours alone.
+PID_KEY, HOST_KEY = "retention_run_pid", "retention_run_host"
 DAILY_SCHEDULE = "daily_data_cleanup"
 REPORT_STEP = "report_cleanup"
 PLAN_STEP = "plan_cleanup"
@@ -39,16 +43,37 @@ def local_instance_home(announce: Any) -> Path:
     return home_path
 
 
-def this_process_tags() -> dict[str, str]:
-    """Tags that let a later command tell whether the process running a run is still alive."""
-    return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+def record_process(instance: dg.DagsterInstance, run_id: str, pid: int | None = None) -> None:
+    """Note in the run's event log which process runs it, so a later check can tell whether it died.
+
+    An engine event, not a tag: the Runs page shows every tag as a chip, and this is bookkeeping.
+    """
+    pid = os.getpid() if pid is None else pid
+    run = instance.get_run_by_id(run_id)
+    instance.report_engine_event(
+        f"{PROCESS_EVENT}: pid {pid} on {socket.gethostname()}",
+        run,
+        EngineEventData(metadata={PID_KEY: pid, HOST_KEY: socket.gethostname()}),
+    )
 
 
-def _process_alive(run: dg.DagsterRun) -> bool | None:
-    """True/False for a run started by this CLI on this host, None when it cannot tell."""
-    pid, host = run.tags.get(PID_TAG), run.tags.get(HOST_TAG)
-    if pid is None or host != socket.gethostname():
+def recorded_process(instance: dg.DagsterInstance, run_id: str) -> tuple[int, str] | None:
+    """The last process `record_process` noted for a run (pid, host), if any."""
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT).records
+    for record in reversed(records):
+        event = record.event_log_entry.dagster_event
+        data = event.engine_event_data if event is not None else None
+        if data is not None and PID_KEY in data.metadata and HOST_KEY in data.metadata:
+            return int(data.metadata[PID_KEY].value), str(data.metadata[HOST_KEY].value)  # type: ignore[arg-type]
+    return None
+
+
+def _process_alive(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool | None:
+    """True/False for a run whose process on this host was recorded, None when it cannot tell."""
+    recorded = recorded_process(instance, run.run_id)
+    if recorded is None or recorded[1] != socket.gethostname():
         return None
+    pid = recorded[0]
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
@@ -61,7 +86,7 @@ def _process_alive(run: dg.DagsterRun) -> bool | None:
 def blocking_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
     """Retention runs still in progress; runs whose process died are marked failed instead.
 
-    Every retention run tags itself with its pid and host when it starts (see `tag_this_process`). A
+    Every retention run notes its pid and host when it starts (see `record_process`). A
     run whose process is gone (killed, host crashed and rebooted) would otherwise stay STARTED forever
     (the default run launcher cannot check its worker's health) and hold the one concurrency slot of
     the exclusive tag: it must not become a stale lock.
@@ -70,16 +95,11 @@ def blocking_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
     blocking = []
     for record in records:
         run = record.dagster_run
-        if _process_alive(run) is False:
+        if _process_alive(instance, run) is False:
             instance.report_run_failed(run, "The process running this run is gone (killed).")
         else:
             blocking.append(run)
     return blocking
-
-
-def tag_this_process(instance: dg.DagsterInstance, run_id: str) -> None:
-    """Record which process runs this run, so a later check can tell whether it died."""
-    instance.add_run_tags(run_id, this_process_tags())
 
 
 def step_metadata(instance: dg.DagsterInstance, run_id: str, step: str) -> dict[str, Any]:
@@ -113,6 +133,8 @@ def recent_cleanup_runs(instance: dg.DagsterInstance, limit: int) -> list[dict[s
             row[name] = stats.get(name, plan.get(name))
         if row["dry_run"] is None:
             row["dry_run"] = config.get("dry_run", True)
+        # The figures the Runs page shows as chips, read from the same tags.
+        row["headline"] = {k: run.tags[k] for k in (*CLEANUP_HEADLINE, FAILED_STEP_TAG) if k in run.tags}
         rows.append(row)
     return rows
 
@@ -170,3 +192,32 @@ def cleanup_status(instance: dg.DagsterInstance, settings: Settings, limit: int)
         },
         "runs": runs,
     }
+
+
+# Which step's output carries each figure a failed run can still report.
+_COUNTED_BY_STEP = {
+    "purge_detections": ("detections_deleted", "rows_deleted"),
+    "purge_events": ("events_deleted", "rows_deleted"),
+    "scan_orphaned_files": ("orphans_found", "orphans_found"),
+}
+
+
+def tag_failure(
+    instance: dg.DagsterInstance, run_id: str, failed_step: str, failure_metadata: dict[str, Any]
+) -> dict[str, str]:
+    """Tag a failed run with the failing step and the counts its finished steps (and the failing one,
+    where it reported them) committed; returns the tags."""
+    run = instance.get_run_by_id(run_id)
+    run_config: dict[str, Any] = dict(run.run_config) if run else {}
+    ops: dict[str, dict[str, Any]] = run_config.get("ops") or {}
+    first_op = next(iter(ops.values()), {}) or {}
+    # Both jobs' first op holds dry_run, and leaving it out means a dry run.
+    dry_run = bool((first_op.get("config") or {}).get("dry_run", True))
+    counts: dict[str, int] = {}
+    for step, (figure, key) in _COUNTED_BY_STEP.items():
+        reported = failure_metadata if step == failed_step else step_metadata(instance, run_id, step)
+        if isinstance(reported.get(key), int):
+            counts[figure] = reported[key]
+    tags = {**partial_headline(dry_run, counts), FAILED_STEP_TAG: failed_step}
+    instance.add_run_tags(run_id, tags)
+    return tags

@@ -9,7 +9,7 @@ from typing import Any
 import dagster as dg
 
 from .core.job_status import JobStatusBoard, JobTracker, fail_abandoned
-from .history import ACTIVE_STATUSES
+from .history import ACTIVE_STATUSES, tag_failure
 
 # Each op's share of the job's progress bar (from, to) and what the camera system's Jobs page says
 # meanwhile. Ops that a multiprocess executor may run side by side only ever push the bar forward.
@@ -90,12 +90,15 @@ def finish(stage: Stage, result: Mapping[str, Any], message: str) -> None:
 
 @dg.failure_hook(required_resource_keys={"camera_system"})
 def publish_failure(context: dg.HookContext) -> None:
-    """A failed op fails the run: the job tracker's record becomes `failed` with the op's message."""
+    """A failed op fails the run: its tags say which step and what was committed, and the job tracker's
+    record becomes `failed` with the op's message."""
+    error = context.op_exception
+    failure_metadata = {k: v.value for k, v in (getattr(error, "metadata", None) or {}).items()}
+    tag_failure(context.instance, context.run_id, context.op.name, failure_metadata)
     try:
         tracker = context.resources.camera_system.settings().job_tracker
     except Exception:  # bad settings already fail the run with their own message
         return
     board = _board(tracker, context.instance, context.job_name, context.run_id, context.log)
-    error = context.op_exception
     description = getattr(error, "description", None) or str(error) or type(error).__name__
     board.failed(f"{context.op.name} failed: {description}")

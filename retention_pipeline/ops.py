@@ -16,10 +16,11 @@ from .core.plan import CleanupPlan, make_plan, parse_reference_time
 from .core.pressure import PressureNotRelieved, relieve_pressure
 from .core.purge import BatchTooSlow
 from .core.stats import CleanupStats, FileCounts, RowCounts
-from .history import tag_this_process
+from .history import record_process
 from .job_tracker import Stage, finish, start_stage
 from .resources import CameraSystemResource, DiskSpaceResource
 from .settings import SettingsError
+from .tags import cleanup_headline
 
 SCHEDULED_TIME_TAG = ".dagster/scheduled_execution_time"
 # The job's own executor, and the one `execute_in_process` (the CLI, tests) puts in its place.
@@ -53,7 +54,7 @@ def _claimed_engine(context: dg.OpExecutionContext, camera_system: CameraSystemR
         # run; a step process of another executor exits while its run goes on, and its pid would make
         # the run look dead to `blocking_runs`.
         if camera_system.claim_exclusive_run() and context.job_def.executor_def.name in IN_PROCESS_EXECUTORS:
-            tag_this_process(context.instance, context.run_id)
+            record_process(context.instance, context.run_id)
     except RunLockBusy as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     return camera_system.engine()
@@ -242,6 +243,8 @@ def report_cleanup(
     shown = readable(values, plan.dry_run)
     context.log.info(("DRY RUN - nothing was deleted: " if plan.dry_run else "deleted: ") + str(shown))
     context.add_output_metadata(labelled(values, plan.dry_run))
+    # The headline figures as run tags: chips on the Runs page, filterable (dry_run=false).
+    context.instance.add_run_tags(context.run_id, cleanup_headline(stats))
     if not plan.dry_run:
         observe_after_cleanup(context, camera_system.engine(), plan.registry, stats, FileCounts.merge(files))
     return stats

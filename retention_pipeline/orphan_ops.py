@@ -12,10 +12,11 @@ from .core.files import StorageRoots
 from .core.labels import labelled, readable
 from .core.lock import RunLockBusy
 from .core.scan import RootMissing, check_roots
-from .history import tag_this_process
+from .history import record_process
 from .job_tracker import finish, start_stage
 from .resources import CameraSystemResource
 from .settings import SettingsError
+from .tags import sweep_headline
 
 REPORT_ROWS = 50
 
@@ -34,7 +35,7 @@ def plan_orphan_sweep(
         roots = StorageRoots.from_dirs(settings.media_root, dirs)
         check_roots(list(roots.walk_roots))
         camera_system.claim_exclusive_run()
-        tag_this_process(context.instance, context.run_id)
+        record_process(context.instance, context.run_id)
     except (ValueError, SettingsError, RootMissing, RunLockBusy) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     manifest = Path(context.instance.storage_directory()) / context.run_id / "orphans.csv"
@@ -99,6 +100,7 @@ def report_orphan_sweep(
             f"first_{REPORT_ROWS}_orphans": dg.MetadataValue.md(table),
         }
     )
+    context.instance.add_run_tags(context.run_id, sweep_headline(stats))
     if not stats.dry_run:
         observe_after_sweep(context, camera_system.engine(), camera_system.settings(), stats)
     finish(stage, stats.as_dict(), "Dry run completed: nothing was deleted" if stats.dry_run else "Completed")

@@ -42,10 +42,7 @@ def build_daily_schedule(settings: Settings) -> dg.ScheduleDefinition:
         # A run whose process died would hold the exclusive slot and queue this one forever.
         blocking_runs(context.instance)
         # The policy is read again at each tick, so a changed RETENTION_DAYS applies without reload.
-        return dg.RunRequest(
-            run_config=scheduled_run_config(Settings.from_env(), tick),
-            tags={"retention_pipeline/reference_time": tick.astimezone(UTC).isoformat()},
-        )
+        return dg.RunRequest(run_config=scheduled_run_config(Settings.from_env(), tick))
 
     return daily_data_cleanup
 

@@ -31,8 +31,4 @@ def disk_pressure_sensor(
         # One emergency run per hour at most, however long the pressure lasts.
         run_key=f"disk_pressure_{now:%Y%m%d%H}",
         run_config=scheduled_run_config(settings, now, emergency=True),
-        tags={
-            "retention_pipeline/trigger": "disk_pressure",
-            "retention_pipeline/free_percent": f"{free:.1f}",
-        },
     )

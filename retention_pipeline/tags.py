@@ -1,8 +1,46 @@
-"""Run tags shared by the jobs, the schedules, the CLI and the run history."""
+"""Run tags: the one the run queue needs, and each run's headline figures as chips on the Runs page."""
 
-# dagster.yaml limits runs carrying this tag to one at a time, across every retention job.
+from __future__ import annotations
+
+from .core.labels import human_bytes
+from .core.orphans import OrphanStats
+from .core.stats import CleanupStats
+
+# dagster.yaml limits runs carrying this tag to one at a time, across every retention job. It is the only
+# bookkeeping tag on our runs: which process runs a run is an engine event in its log (history.py).
 EXCLUSIVE_TAG = "retention_pipeline/exclusive"
 EXCLUSIVE_TAGS = {EXCLUSIVE_TAG: "true"}
-# Which process runs a run, so a later check can tell a dead run from a live one.
-PID_TAG = "retention_pipeline/pid"
-HOST_TAG = "retention_pipeline/host"
+FAILED_STEP_TAG = "failed_step"
+CLEANUP_HEADLINE = ("dry_run", "events_deleted", "detections_deleted", "files_deleted", "space_reclaimed")
+SWEEP_HEADLINE = ("dry_run", "orphans_found", "orphans_deleted", "bytes_reclaimed")
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def cleanup_headline(stats: CleanupStats) -> dict[str, str]:
+    """A data_cleanup run's figures as tags (strings; sizes for people, exact bytes stay in metadata)."""
+    return {
+        "dry_run": _flag(stats.dry_run),
+        "events_deleted": str(stats.events_deleted),
+        "detections_deleted": str(stats.detections_deleted),
+        "files_deleted": str(stats.thumbnails_deleted + stats.images_deleted + stats.clips_deleted),
+        "space_reclaimed": human_bytes(stats.space_reclaimed),
+    }
+
+
+def sweep_headline(stats: OrphanStats) -> dict[str, str]:
+    """An orphaned_file_cleanup run's figures as tags."""
+    return {
+        "dry_run": _flag(stats.dry_run),
+        "orphans_found": str(stats.orphans_found),
+        "orphans_deleted": str(stats.orphans_deleted),
+        "bytes_reclaimed": human_bytes(stats.bytes_reclaimed),
+    }
+
+
+def partial_headline(dry_run: bool | None, counts: dict[str, int]) -> dict[str, str]:
+    """What a failed run can still say: whether it was a dry run, and the counts its steps committed."""
+    tags = {} if dry_run is None else {"dry_run": _flag(dry_run)}
+    return {**tags, **{name: str(value) for name, value in counts.items()}}

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 
 from retention_pipeline.core.schema import detections, events
 from retention_pipeline.core.stats import CleanupStats
-from retention_pipeline.history import HOST_TAG, PID_TAG
+from retention_pipeline.history import record_process
 from retention_pipeline.jobs import EXCLUSIVE_TAGS, data_cleanup
 from retention_pipeline_tests.factories import CLIPS, IMAGES, THUMBS, CameraWorld
 
@@ -186,10 +186,9 @@ def _started_run(home: Path, pid: int) -> str:
     try:
         with dg.DagsterInstance.get() as instance:
             run = instance.create_run_for_job(
-                data_cleanup,
-                status=dg.DagsterRunStatus.STARTED,
-                tags={**EXCLUSIVE_TAGS, PID_TAG: str(pid), HOST_TAG: os.uname().nodename},
+                data_cleanup, status=dg.DagsterRunStatus.STARTED, tags=EXCLUSIVE_TAGS
             )
+            record_process(instance, run.run_id, pid)
             return run.run_id
     finally:
         del os.environ["DAGSTER_HOME"]

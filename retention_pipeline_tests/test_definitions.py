@@ -91,10 +91,10 @@ def test_reference_time_of_a_schedule_is_utc():
 
 
 def test_a_schedule_tick_frees_the_slot_held_by_a_run_whose_process_died():
-    import socket
     import subprocess
 
-    from retention_pipeline.tags import EXCLUSIVE_TAGS, HOST_TAG, PID_TAG
+    from retention_pipeline.history import record_process
+    from retention_pipeline.tags import EXCLUSIVE_TAGS
 
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
@@ -102,15 +102,13 @@ def test_a_schedule_tick_frees_the_slot_held_by_a_run_whose_process_died():
     schedule = build_daily_schedule(Settings())
     with dg.instance_for_test() as instance:
         stale = instance.create_run_for_job(
-            data_cleanup,
-            status=dg.DagsterRunStatus.STARTED,
-            tags={**EXCLUSIVE_TAGS, PID_TAG: dead.stdout.strip(), HOST_TAG: socket.gethostname()},
+            data_cleanup, status=dg.DagsterRunStatus.STARTED, tags=EXCLUSIVE_TAGS
         )
+        record_process(instance, stale.run_id, int(dead.stdout))
         alive = instance.create_run_for_job(
-            data_cleanup,
-            status=dg.DagsterRunStatus.STARTED,
-            tags={**EXCLUSIVE_TAGS, PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()},
+            data_cleanup, status=dg.DagsterRunStatus.STARTED, tags=EXCLUSIVE_TAGS
         )
+        record_process(instance, alive.run_id)
         context = dg.build_schedule_context(instance=instance, scheduled_execution_time=datetime.now(UTC))
         schedule.evaluate_tick(context)
 

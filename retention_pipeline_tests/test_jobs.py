@@ -11,7 +11,8 @@ from sqlalchemy import Column, DateTime, Integer, MetaData, Table, insert
 
 from retention_pipeline.core.schema import detections, events, logs
 from retention_pipeline.core.stats import CleanupStats
-from retention_pipeline.history import HOST_TAG, PID_TAG, recent_cleanup_runs
+from retention_pipeline.history import recent_cleanup_runs, recorded_process
+from retention_pipeline.tags import CLEANUP_HEADLINE, EXCLUSIVE_TAG
 from retention_pipeline_tests.dagster_helpers import execute, failure_messages, plan_config
 from retention_pipeline_tests.factories import THUMBS, CameraWorld
 
@@ -46,14 +47,62 @@ def test_default_launchpad_config_is_valid_and_is_a_dry_run(seeded: CameraWorld,
     assert seeded.exists(f"{THUMBS}/old.jpg")
 
 
-def test_a_run_is_tagged_with_the_process_that_runs_it_so_its_death_can_be_told(
-    seeded: CameraWorld, instance
-):
+def test_a_run_notes_the_process_that_runs_it_in_its_log_not_in_its_tags(seeded: CameraWorld, instance):
     result = execute(seeded, instance, plan_config(dry_run=False, reference_time=seeded.now.isoformat()))
 
     run = instance.get_run_by_id(result.run_id)
     assert result.success and run is not None
-    assert (run.tags[PID_TAG], run.tags[HOST_TAG]) == (str(os.getpid()), socket.gethostname())
+    assert recorded_process(instance, result.run_id) == (os.getpid(), socket.gethostname())
+    ours = {key for key in run.tags if not key.startswith(("dagster/", ".dagster"))}
+    # The Runs page shows every tag as a chip: only the queue's tag and the headline figures are ours.
+    assert ours == {EXCLUSIVE_TAG, *CLEANUP_HEADLINE}
+
+
+def test_a_runs_headline_figures_become_tags_that_status_reads_too(seeded: CameraWorld, instance):
+    reference = seeded.now.isoformat()
+    dry = execute(seeded, instance, plan_config(dry_run=True, reference_time=reference))
+    real = execute(seeded, instance, plan_config(dry_run=False, reference_time=reference))
+
+    dry_tags, real_tags = (instance.get_run_by_id(r.run_id).tags for r in (dry, real))
+    expected = {
+        "events_deleted": "1",
+        "detections_deleted": "1",
+        "files_deleted": "2",  # the thumbnail and the clip
+        "space_reclaimed": "350 B",
+    }
+    assert {k: dry_tags[k] for k in CLEANUP_HEADLINE} == {"dry_run": "true", **expected}
+    assert {k: real_tags[k] for k in CLEANUP_HEADLINE} == {"dry_run": "false", **expected}
+    real_runs = instance.get_run_records(dg.RunsFilter(tags={"dry_run": "false"}))
+    assert [r.dagster_run.run_id for r in real_runs] == [real.run_id]
+    rows = recent_cleanup_runs(instance, 2)
+    assert [row["headline"] for row in rows] == [
+        {k: real_tags[k] for k in CLEANUP_HEADLINE},
+        {k: dry_tags[k] for k in CLEANUP_HEADLINE},
+    ]
+
+
+def test_a_failed_run_names_its_step_and_keeps_the_counts_it_committed(
+    seeded: CameraWorld, instance, monkeypatch: pytest.MonkeyPatch
+):
+    from retention_pipeline.core import cleanup
+
+    real_clean_table = cleanup.clean_table
+
+    def events_fail(engine, plan, table, *args):
+        if table == "events":
+            raise RuntimeError("the events table is on fire")
+        return real_clean_table(engine, plan, table, *args)
+
+    monkeypatch.setattr(cleanup, "clean_table", events_fail)
+
+    result = execute(seeded, instance, plan_config(dry_run=False, reference_time=seeded.now.isoformat()))
+
+    tags = instance.get_run_by_id(result.run_id).tags
+    assert not result.success
+    assert tags["failed_step"] == "purge_events"
+    assert (tags["dry_run"], tags["detections_deleted"]) == ("false", "1")
+    assert "events_deleted" not in tags and "files_deleted" not in tags
+    assert recent_cleanup_runs(instance, 1)[0]["headline"]["failed_step"] == "purge_events"
 
 
 def test_real_run_deletes_and_its_stats_reach_the_run_page_and_status(seeded: CameraWorld, instance):

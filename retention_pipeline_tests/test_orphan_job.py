@@ -12,6 +12,7 @@ import pytest
 from retention_pipeline.jobs import orphaned_file_cleanup
 from retention_pipeline.schedules import build_weekly_orphan_schedule
 from retention_pipeline.settings import Settings
+from retention_pipeline.tags import SWEEP_HEADLINE
 from retention_pipeline_tests.dagster_helpers import camera_resource, failure_messages
 from retention_pipeline_tests.factories import THUMBS, CameraWorld
 from retention_pipeline_tests.test_cli import cli
@@ -61,6 +62,13 @@ def test_default_config_is_a_dry_run_that_reports_on_the_run_page(tree: CameraWo
     # A dry run's counts are named for what a real run would do.
     assert metadata["orphans_to_delete"].value == 1 and metadata["bytes_to_reclaim"].value == 10
     assert "orphans_deleted" not in metadata and "bytes_reclaimed" not in metadata
+    tags = instance.get_run_by_id(result.run_id).tags
+    assert {k: tags[k] for k in SWEEP_HEADLINE} == {
+        "dry_run": "true",
+        "orphans_found": "1",
+        "orphans_deleted": "1",
+        "bytes_reclaimed": "10 B",
+    }
     assert "orphan.jpg" in metadata["first_50_orphans"].value
     assert Path(metadata["report_csv"].value).is_file()
 

@@ -4,7 +4,7 @@ import dagster as dg
 import pytest
 
 from retention_pipeline.core.schema import detections
-from retention_pipeline.history import PID_TAG
+from retention_pipeline.history import recorded_process
 from retention_pipeline.jobs import EXCLUSIVE_TAGS, data_cleanup_graph
 from retention_pipeline.resources import CameraSystemResource, DiskSpaceResource
 from retention_pipeline_tests.dagster_helpers import environment_for
@@ -55,7 +55,7 @@ def test_file_shares_run_as_separate_steps_under_the_multiprocess_executor(
         run = postgres_instance.get_run_by_id(result.run_id)
 
     # A step process's pid dies with its step while the run goes on: it must not stand for the run.
-    assert run is not None and PID_TAG not in run.tags
+    assert run is not None and recorded_process(postgres_instance, run.run_id) is None
 
     shares = sorted(k for k in steps if k.startswith("delete_expired_files"))
     assert len(shares) == 5  # 14 queued files (7 thumbnails, 7 images) in shares of 3

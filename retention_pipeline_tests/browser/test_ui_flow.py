@@ -253,3 +253,69 @@ def test_asset_graph_and_asset_page_with_observations(page: Page, server: Dagste
     assert page.locator("canvas").count() >= len(labels)
     page.get_by_text("Metadata", exact=True).first.evaluate("e => e.scrollIntoView({block: 'start'})")
     screenshot(page, "07_asset_plots")
+
+
+# --------------------------------------------------------------------------------------------------------
+# Run history at a glance (issue 24): each run's figures as chips on the Runs page.
+
+RUNS_QUERY = """
+query { runsOrError(filter: {pipelineName: "data_cleanup"}) {
+  ... on Runs { results { runId status tags { key value } } } } }
+"""
+
+
+def finished_cleanup_runs(server: DagsterServer) -> dict[str, dict[str, str]]:
+    """run id -> tags of every successful data_cleanup run."""
+    results = server.graphql(RUNS_QUERY)["runsOrError"]["results"]
+    return {
+        run["runId"]: {tag["key"]: tag["value"] for tag in run["tags"]}
+        for run in results
+        if run["status"] == "SUCCESS"
+    }
+
+
+def launch(page: Page, server: DagsterServer, dry_run: bool) -> str:
+    open_launchpad(page, server)
+    if not dry_run:
+        editor = page.locator(".CodeMirror")
+        editor.locator(".CodeMirror-line", has_text="dry_run: true").locator("text=true").dblclick()
+        page.keyboard.type("false")
+    return launch_and_wait(page, server)
+
+
+def test_runs_page_shows_each_runs_figures_and_no_bookkeeping(page: Page, server: DagsterServer) -> None:
+    runs = finished_cleanup_runs(server)
+    # The tests above leave a dry run and a real run; launched here when this test runs alone.
+    for dry_run in ("true", "false"):
+        if not any(tags.get("dry_run") == dry_run for tags in runs.values()):
+            launch(page, server, dry_run == "true")
+    runs = finished_cleanup_runs(server)
+
+    page.goto(f"{server.url}/runs")
+    dismiss_community_dialog(page, server)
+    for run_id, tags in runs.items():
+        # The run's cell: the smallest block around its link that holds its chips.
+        link = page.locator(f'a[href*="{run_id}"]').first
+        row = link.locator("xpath=ancestor::*[contains(normalize-space(.), 'space_reclaimed')][1]")
+        row.wait_for()
+        shown = row.inner_text()
+        for key in ("dry_run", "events_deleted", "detections_deleted", "files_deleted", "space_reclaimed"):
+            assert f"{key}: {tags[key]}" in shown, f"chip {key}: {tags[key]} missing from {shown!r}"
+        for bookkeeping in (
+            "retention_pipeline/pid",
+            "retention_pipeline/host",
+            "retention_pipeline/trigger",
+        ):
+            assert bookkeeping not in shown and bookkeeping not in tags
+    screenshot(page, "08_runs_page", readme_name="runs_page.png")
+
+    # Filtering by a figure's tag: every real run.
+    page.goto(f"{server.url}/runs?q%5B%5D=tag%3Adry_run%3Dfalse")
+    real = [run_id for run_id, tags in runs.items() if tags["dry_run"] == "false"]
+    page.locator(f'a[href*="{real[0]}"]').first.wait_for()
+    for run_id, tags in runs.items():
+        if tags["dry_run"] == "true":
+            assert page.locator(f'a[href*="{run_id}"]').count() == 0, (
+                "a dry run passed the dry_run=false filter"
+            )
+    screenshot(page, "09_runs_filtered")

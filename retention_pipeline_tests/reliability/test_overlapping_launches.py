@@ -228,7 +228,7 @@ def test_overlapping_launches_queue_one_after_another_and_only_the_first_deletes
 
     schedule_tags = next(run.tags for run in timelines if run.run_id == scheduled)
     assert schedule_tags["dagster/schedule_name"] == SCHEDULE
-    assert schedule_tags["retention_pipeline/reference_time"] == tick.isoformat()
+    assert schedule_tags[".dagster/scheduled_execution_time"] == tick.isoformat()
     # Every run measured the same cutoff from the tick: the manual runs by config, the schedule by tick.
     assert {reports[r]["cutoff"] for r in run_ids} == {world.cutoff.isoformat()}
     assert not any(reports[r]["dry_run"] for r in run_ids)
