@@ -108,7 +108,7 @@ def _rows_metadata(context: dg.OpExecutionContext, counts: RowCounts) -> None:
     context.add_output_metadata(_rows_figures(counts))
 
 
-def _capped(purge: Callable[[], RowCounts]) -> RowCounts:
+def _failing_when_too_slow(purge: Callable[[], RowCounts]) -> RowCounts:
     """Run a purge whose batches are time-capped; a database too slow for the cap fails the step with
     the advice and what was already committed, and no retry (the next one would be as slow)."""
     try:
@@ -124,7 +124,9 @@ def purge_detections(
     context: dg.OpExecutionContext, plan: CleanupPlan, camera_system: CameraSystemResource
 ) -> RowCounts:
     engine, stage = _claimed_engine(context, camera_system), _stage(context, camera_system)
-    counts = _capped(lambda: cleanup.clean_table(engine, plan, "detections", context.log.info, stage.share))
+    counts = _failing_when_too_slow(
+        lambda: cleanup.clean_table(engine, plan, "detections", context.log.info, stage.share)
+    )
     _rows_metadata(context, counts)
     return counts
 
@@ -139,7 +141,9 @@ def purge_events(
     # Runs after purge_detections: deleting events first would cut the links that make a young
     # detection of an expired event expire with it.
     engine, stage = _claimed_engine(context, camera_system), _stage(context, camera_system)
-    counts = _capped(lambda: cleanup.clean_table(engine, plan, "events", context.log.info, stage.share))
+    counts = _failing_when_too_slow(
+        lambda: cleanup.clean_table(engine, plan, "events", context.log.info, stage.share)
+    )
     _rows_metadata(context, counts)
     return counts
 
@@ -149,7 +153,9 @@ def purge_gpu_stats(
     context: dg.OpExecutionContext, plan: CleanupPlan, camera_system: CameraSystemResource
 ) -> RowCounts:
     engine, stage = camera_system.engine(), _stage(context, camera_system)
-    counts = _capped(lambda: cleanup.clean_table(engine, plan, "gpu_stats", context.log.info, stage.share))
+    counts = _failing_when_too_slow(
+        lambda: cleanup.clean_table(engine, plan, "gpu_stats", context.log.info, stage.share)
+    )
     _rows_metadata(context, counts)
     return counts
 
@@ -159,7 +165,9 @@ def purge_logs(
     context: dg.OpExecutionContext, plan: CleanupPlan, camera_system: CameraSystemResource
 ) -> RowCounts:
     engine, stage = camera_system.engine(), _stage(context, camera_system)
-    counts = _capped(lambda: cleanup.clean_table(engine, plan, "logs", context.log.info, stage.share))
+    counts = _failing_when_too_slow(
+        lambda: cleanup.clean_table(engine, plan, "logs", context.log.info, stage.share)
+    )
     _rows_metadata(context, counts)
     return counts
 
@@ -174,7 +182,7 @@ def purge_declared_tables(
     engine, stage = _claimed_engine(context, camera_system), _stage(context, camera_system)
     by_table: dict[str, RowCounts] = {}
     for entry in plan.registry.declared:
-        by_table[entry.name] = _capped(
+        by_table[entry.name] = _failing_when_too_slow(
             functools.partial(cleanup.clean_table, engine, plan, entry.name, context.log.info, stage.share)
         )
     context.add_output_metadata({name: counts.deleted for name, counts in by_table.items()})

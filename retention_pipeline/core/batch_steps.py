@@ -96,7 +96,7 @@ def _overran(after_id: int, started: float) -> Batch:
     return Batch(after_id, seconds=time.perf_counter() - started, overran=True)
 
 
-def _cut_off(exc: DBAPIError, time_cap_ms: float | None, after_id: int, started: float) -> Batch:
+def _overran_or_raise(exc: DBAPIError, time_cap_ms: float | None, after_id: int, started: float) -> Batch:
     """The batch cancelled at its cap (the SQLSTATE, not the server's translated message), rolled back;
     any other error is raised (a lock timeout or a dropped connection stays a transient error)."""
     if time_cap_ms is None or not is_query_cancelled(exc):
@@ -136,7 +136,7 @@ def _locking_rows(
         except _OutOfTime:
             return _overran(after_id, started)
         except DBAPIError as exc:
-            return _cut_off(exc, time_cap_ms, after_id, started)
+            return _overran_or_raise(exc, time_cap_ms, after_id, started)
         seconds = time.perf_counter() - started
         return Batch(last_id, deleted=deleted, children=deleted_children, queued=queued, seconds=seconds)
 
@@ -235,7 +235,7 @@ def _plain_rows(engine: Engine, expiry: Expiry, table: str, time_cap_ms: float |
                 else:
                     deleted = conn.execute(delete, statements.id_range(after_id, last_id)).rowcount
         except DBAPIError as exc:
-            return _cut_off(exc, time_cap_ms, after_id, started)
+            return _overran_or_raise(exc, time_cap_ms, after_id, started)
         return Batch(last_id, deleted=deleted, seconds=time.perf_counter() - started)
 
     return step

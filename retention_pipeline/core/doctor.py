@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 
 from . import queries
 from .cleanup import schema_problems
+from .file_queue import REFERENCE_CHUNK
 from .plan import CleanupPlan
 from .policy import policy_problems
 from .references import (
@@ -24,7 +25,6 @@ from .references import (
     references_to_parents,
 )
 from .schema import retention_file_queue
-from .sweep import REFERENCE_CHUNK
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,7 @@ class StorageRoots:
                         names.update(doubled)
         return sorted(names)
 
-    def locate(self, stored: str, resolved_dirs: dict[str, str] | None = None) -> str | None:
+    def unlink_target(self, stored: str, resolved_dirs: dict[str, str] | None = None) -> str | None:
         """The path to unlink for a stored path, or None when it is not safely inside a root.
 
         The directories leading to the file are resolved (symlinks included) and must lie inside a
@@ -73,13 +73,13 @@ class StorageRoots:
         `resolved_dirs` may carry directory resolutions across one short chunk of files, never longer,
         so a directory swapped for a symlink is noticed by the next chunk.
         """
-        target = self.place(stored, resolved_dirs)
+        target = self.contained_path(stored, resolved_dirs)
         if target is None or not self.link_stays_inside(target, os.path.islink(target)):
             return None
         return target
 
-    def place(self, stored: str, resolved_dirs: dict[str, str] | None = None) -> str | None:
-        """`locate` without looking at the final name: its directories resolved and inside a root, or
+    def contained_path(self, stored: str, resolved_dirs: dict[str, str] | None = None) -> str | None:
+        """`unlink_target` without looking at the final name: its directories resolved and inside a root, or
         None. The caller checks a symlink there with `link_stays_inside` before unlinking it."""
         if not stored.strip() or "\x00" in stored:
             return None
@@ -133,7 +133,7 @@ def remove_file(
     """
     # One lstat both finds a final symlink (to check where it points) and sizes the file: a file costs
     # the disk two system calls, as few as the unlink itself allows (the drain ~15 % faster, measured).
-    target = roots.place(stored, resolved_dirs)
+    target = roots.contained_path(stored, resolved_dirs)
     if target is None:
         return Outcome.REFUSED, 0
     try:

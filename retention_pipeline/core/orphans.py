@@ -20,9 +20,9 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from . import queries
+from .file_queue import CHECK_CHUNK, REFERENCE_CHUNK, chunked, referenced_paths
 from .files import Outcome, StorageRoots, remove_file
 from .scan import ScanCounts, ScannedFile, check_roots, walk_files
-from .sweep import CHECK_CHUNK, REFERENCE_CHUNK, chunked, referenced_paths
 from .tables import Registry
 
 Progress = Callable[[str], None]
@@ -219,7 +219,7 @@ def count_rows_missing_files(engine: Engine, roots: StorageRoots, registry: Regi
         for (stored,) in result:
             if "\x00" in stored or os.path.lexists(os.path.join(roots.media_root, stored)):
                 continue
-            if roots.locate(stored) is not None:  # only files the sweep is responsible for
+            if roots.unlink_target(stored) is not None:  # only files the sweep is responsible for
                 missing += 1
     return missing
 

@@ -121,7 +121,7 @@ def with_retries(step: Callable[[], T], counts: RowCounts, progress: Progress) -
     raise AssertionError("unreachable")
 
 
-def _loop(
+def _purge_in_batches(
     engine: Engine,
     name: str,
     id_span: Any,
@@ -227,7 +227,7 @@ def purge_table(
         if table == "detections"
         else queries.select_expired_id_span(expiry, table)
     )
-    return _loop(
+    return _purge_in_batches(
         engine,
         table,
         span,

@@ -141,7 +141,7 @@ def test_one_row_batches_cut_off_now_and_then_never_add_up_to_giving_up(world: C
             return Batch(after_id, seconds=0.09, overran=True)
         return Batch(after_id, deleted=1, seconds=0.001)
 
-    counts = purge._loop(
+    counts = purge._purge_in_batches(
         world.engine,
         "gpu_stats",
         queries.select_expired_id_span(Expiry.of(world.cutoff), "gpu_stats"),

@@ -30,15 +30,15 @@ def roots(tmp_path: Path) -> StorageRoots:
     ],
 )
 def test_paths_outside_the_roots_are_not_located(roots: StorageRoots, stored: str):
-    assert roots.locate(stored) is None
+    assert roots.unlink_target(stored) is None
 
 
 def test_relative_and_absolute_paths_inside_a_root_are_located(roots: StorageRoots):
     inside = os.path.join(roots.media_root, "thumbs", "a.jpg")
 
-    assert roots.locate("thumbs/a.jpg") == inside
-    assert roots.locate(inside) == inside
-    assert roots.locate("thumbs/sub/../a.jpg") == inside
+    assert roots.unlink_target("thumbs/a.jpg") == inside
+    assert roots.unlink_target(inside) == inside
+    assert roots.unlink_target("thumbs/sub/../a.jpg") == inside
 
 
 def test_symlinks_leaving_the_roots_are_not_located(roots: StorageRoots, tmp_path: Path):
@@ -50,10 +50,10 @@ def test_symlinks_leaving_the_roots_are_not_located(roots: StorageRoots, tmp_pat
     (thumbs / "dir").symlink_to(outside)
     (thumbs / "inner.jpg").symlink_to(thumbs / "real.jpg")
 
-    assert roots.locate("thumbs/link.jpg") is None
-    assert roots.locate("thumbs/dir/f.jpg") is None
+    assert roots.unlink_target("thumbs/link.jpg") is None
+    assert roots.unlink_target("thumbs/dir/f.jpg") is None
     # A link that stays inside is itself the file to unlink; its target is left alone.
-    assert roots.locate("thumbs/inner.jpg") == str(thumbs / "inner.jpg")
+    assert roots.unlink_target("thumbs/inner.jpg") == str(thumbs / "inner.jpg")
 
 
 @pytest.mark.parametrize("dry_run", [True, False])

@@ -64,7 +64,7 @@ def referenced_paths(
     return {path for path, names in aliases.items() if hits.intersection(names)}
 
 
-def _settle(
+def _delete_unreferenced(
     counts: FileCounts,
     roots: StorageRoots,
     entries: Sequence[tuple[str, str]],
@@ -182,7 +182,7 @@ def drain_file_queue(
         start, rows, referenced = chunk
         counts = FileCounts()
         entries = [(path, kind) for _id, path, kind in rows]
-        blocked = _settle(counts, roots, entries, referenced, dry_run=False)
+        blocked = _delete_unreferenced(counts, roots, entries, referenced, dry_run=False)
         with write_transaction(engine) as conn:
             conn.execute(queries.delete_queued_files(start, rows[-1][0]))
             # A file that could not be deleted stays queued: the next run tries again.
@@ -249,7 +249,7 @@ def preview_file_deletions(
         def handle(chunk: tuple[list[tuple[str, str]], set[str]]) -> FileCounts:
             entries, referenced = chunk
             counts = FileCounts()
-            _settle(counts, roots, entries, referenced, dry_run=True)
+            _delete_unreferenced(counts, roots, entries, referenced, dry_run=True)
             return counts
 
         return _in_parallel(chunks(), handle, progress, "files (dry run)", progress_every_s)
