@@ -31,5 +31,5 @@ defs = dg.Definitions(
         build_weekly_history_schedule(_settings),
     ],
     sensors=[disk_pressure_sensor],
-    resources={"camera_system": CameraSystemResource(), "disk": DiskSpaceResource()},
+    resources={"camera_system": CameraSystemResource.from_environment(), "disk": DiskSpaceResource()},
 )

@@ -1,6 +1,7 @@
 """The one resource: where the camera database and the media live."""
 
 import dataclasses
+import os
 import shutil
 from pathlib import Path
 
@@ -12,20 +13,47 @@ from .core.db import make_engine
 from .core.lock import ExclusiveRunLock
 from .settings import Settings, normalise_database_url
 
+_DEFAULTS = Settings()
+# Resource field -> the environment variable it stands for.
+ENVIRONMENT = {
+    "database_url": "DATABASE_URL",
+    "media_root": "MEDIA_ROOT",
+    "thumbnail_dir": "THUMBNAIL_DIR",
+    "clips_dir": "CLIPS_DIR",
+    "images_dir": "IMAGES_DIR",
+}
+
 
 class CameraSystemResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """The camera system's database and media directories.
 
-    Fields left unset are read from the environment (DATABASE_URL, MEDIA_ROOT, THUMBNAIL_DIR, CLIPS_DIR,
-    IMAGES_DIR) when the run starts, so the run worker's environment decides, not the one that loaded
-    the code.
+    A field left at its default leaves the environment (DATABASE_URL, MEDIA_ROOT, THUMBNAIL_DIR,
+    CLIPS_DIR, IMAGES_DIR) in charge when the run starts, so the run worker's environment decides, not
+    the one that loaded the code. The code location's resource (`from_environment`) names each variable
+    the environment sets and shows the default of the others, so the UI shows what a run will use.
     """
 
-    database_url: str | None = Field(default=None, description="Overrides DATABASE_URL.")
-    media_root: str | None = Field(default=None, description="Overrides MEDIA_ROOT.")
-    thumbnail_dir: str | None = Field(default=None, description="Overrides THUMBNAIL_DIR.")
-    clips_dir: str | None = Field(default=None, description="Overrides CLIPS_DIR.")
-    images_dir: str | None = Field(default=None, description="Overrides IMAGES_DIR.")
+    database_url: str = Field(
+        default=_DEFAULTS.database_url, description="The camera database (default: DATABASE_URL)."
+    )
+    media_root: str = Field(
+        default=str(_DEFAULTS.media_root), description="Base of relative paths (default: MEDIA_ROOT)."
+    )
+    thumbnail_dir: str = Field(
+        default=str(_DEFAULTS.thumbnail_dir), description="Thumbnails' root (default: THUMBNAIL_DIR)."
+    )
+    clips_dir: str = Field(default=str(_DEFAULTS.clips_dir), description="Clips' root (default: CLIPS_DIR).")
+    images_dir: str = Field(
+        default=str(_DEFAULTS.images_dir), description="Original images' root (default: IMAGES_DIR)."
+    )
+
+    @classmethod
+    def from_environment(cls) -> "CameraSystemResource":
+        """The resource as the code location shows it: each setting the environment makes as that variable
+        (read again when a run starts), the others at their defaults."""
+        return cls(
+            **{name: dg.EnvVar(var) for name, var in ENVIRONMENT.items() if os.environ.get(var, "").strip()}
+        )
 
     _engine: Engine | None = PrivateAttr(default=None)
     _lock: ExclusiveRunLock | None = PrivateAttr(default=None)
@@ -34,10 +62,11 @@ class CameraSystemResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         """The environment's settings with this resource's fields applied; raises SettingsError."""
         base = Settings.from_env()
         overrides: dict[str, object] = {}
-        if self.database_url:
+        # A field at its default is not an override: the environment read just now decides.
+        if self.database_url != _DEFAULTS.database_url:
             overrides["database_url"] = normalise_database_url(self.database_url)
         for name in ("media_root", "thumbnail_dir", "clips_dir", "images_dir"):
-            if (value := getattr(self, name)) is not None:
+            if (value := getattr(self, name)) != str(getattr(_DEFAULTS, name)):
                 overrides[name] = Path(value)
         return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
 

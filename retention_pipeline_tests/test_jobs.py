@@ -253,3 +253,31 @@ def test_a_bad_policy_fails_plan_cleanup_naming_the_file_and_deletes_nothing(
     assert f"RETENTION_POLICY_FILE {policy}: tables[0] (audit_logs)" in failure_messages(result)
     assert "the database has no table 'audit_logs'" in failure_messages(result)
     assert (seeded.ids(events), seeded.ids(detections), seeded.ids(logs)) == before
+
+
+def test_the_code_locations_resource_shows_effective_settings_and_reads_the_run_environment(
+    seeded: CameraWorld, instance, monkeypatch: pytest.MonkeyPatch, tmp_path
+):
+    from retention_pipeline.jobs import data_cleanup
+    from retention_pipeline.resources import CameraSystemResource, DiskSpaceResource
+    from retention_pipeline_tests.dagster_helpers import environment_for
+
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'not_the_camera.db'}")
+    for name in ("MEDIA_ROOT", "THUMBNAIL_DIR", "CLIPS_DIR", "IMAGES_DIR"):
+        monkeypatch.delenv(name, raising=False)
+
+    shown = CameraSystemResource.from_environment()
+
+    # The UI shows the variable a setting comes from, and the effective default of the others (not None).
+    assert isinstance(shown.database_url, dg.EnvVar) and shown.database_url.env_var_name == "DATABASE_URL"
+    assert (shown.media_root, shown.thumbnail_dir, shown.clips_dir) == (".", "data/thumbnails", "data/clips")
+    # A run reads the environment when it starts, whatever it was when the resource was built.
+    for name, value in environment_for(seeded).items():
+        monkeypatch.setenv(name, value)
+    result = data_cleanup.execute_in_process(
+        run_config=plan_config(dry_run=False, reference_time=seeded.now.isoformat()),
+        resources={"camera_system": shown, "disk": DiskSpaceResource()},
+        instance=instance,
+    )
+    assert result.success and result.output_for_node("report_cleanup").events_deleted == 1
+    assert seeded.count(events) == 1 and not seeded.exists(f"{THUMBS}/old.jpg")

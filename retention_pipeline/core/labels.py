@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-BYTE_FIELDS = ("space_reclaimed", "bytes_reclaimed")
+BYTE_FIELDS = ("space_reclaimed", "bytes_reclaimed", "orphan_bytes")
 _UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB")
 # A dry run deletes nothing: its counts are named for what a real run would do.
 _DRY_RUN_NAMES = {
