@@ -185,6 +185,7 @@ def test_launchpad_dry_run_shows_cleanup_stats(page: Page, server: DagsterServer
     shown = {
         key: table_value(scope, key) for key in ("dry_run", "cutoff", "events_to_delete", "space_to_reclaim")
     }
+    page.wait_for_timeout(600)  # the dialog fades in; a picture taken sooner shows the page through it
     screenshot(page, "04_run_stats", readme_name="run_stats.png")
 
     stored = step_output_metadata(server, run_id, "report_cleanup")
