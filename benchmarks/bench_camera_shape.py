@@ -30,8 +30,8 @@ from sqlalchemy import text
 from retention_pipeline.core import purge
 from retention_pipeline.core.cleanup import prepare_database
 from retention_pipeline.core.db import make_engine
-from retention_pipeline.core.file_queue import drain_file_queue
 from retention_pipeline.core.files import StorageRoots
+from retention_pipeline.core.purge import drain_file_queue
 from retention_pipeline_tests.camera_schema import path_indexes
 
 ROUNDS = 2

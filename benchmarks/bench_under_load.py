@@ -136,9 +136,7 @@ def _timed_steps(held: list[dict], step_name: list[str]) -> None:
 
         return build
 
-    purge.detection_batches = traced(purge.detection_batches)
-    purge.event_batches = traced(purge.event_batches)
-    purge.row_batches = traced(purge.row_batches)
+    purge.loop.table_batches = traced(purge.loop.table_batches)
 
 
 def run_purge(url: str, label: str) -> dict:

@@ -10,10 +10,10 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
 
 from . import purge, queries
-from .file_queue import drain_file_queue, preview_file_deletions, queue_ranges
 from .files import StorageRoots
 from .plan import CleanupPlan
 from .policy import DeclaredRule, policy_problems, registry_with
+from .purge import drain_file_queue, preview_file_deletions, queue_ranges
 from .references import blocking_references_message, references_to_parents
 from .schema import ensure_bookkeeping
 from .stats import CleanupStats, FileCounts, RowCounts

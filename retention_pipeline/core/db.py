@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -95,29 +94,6 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
             # another batch: closing it costs one reconnect, reusing it fails the run.
             connection.invalidate()
             raise
-
-
-class WriterTurns:
-    """Between SQLite batches, now and then leave the write lock free for longer than a waiting writer
-    sleeps, so every writer gets its turn within about a second.
-
-    A writer blocked by SQLite's busy handler sleeps 1-100 ms between attempts; a batch that begins
-    right after the previous commit can win the lock again and again while it sleeps. PostgreSQL locks
-    rows, not the database, and needs no turns.
-    """
-
-    EVERY_S = 0.4
-    TURN_S = 0.12  # longer than the busy handler's longest sleep (100 ms)
-
-    def __init__(self, engine: Engine) -> None:
-        self._enabled = engine.dialect.name == "sqlite"
-        self._since = time.monotonic()
-
-    def after_commit(self) -> None:
-        """Call after each write batch."""
-        if self._enabled and time.monotonic() - self._since >= self.EVERY_S:
-            time.sleep(self.TURN_S)
-            self._since = time.monotonic()
 
 
 def is_query_cancelled(error: BaseException) -> bool:

@@ -14,9 +14,9 @@ from sqlalchemy.engine import Engine
 
 from . import queries
 from .cleanup import schema_problems
-from .file_queue import REFERENCE_CHUNK
 from .plan import CleanupPlan
 from .policy import policy_problems
+from .purge import REFERENCE_CHUNK
 from .references import (
     Reference,
     blocking_references_message,

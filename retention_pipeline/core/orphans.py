@@ -20,8 +20,8 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from . import queries
-from .file_queue import CHECK_CHUNK, REFERENCE_CHUNK, chunked, referenced_paths
 from .files import Outcome, StorageRoots, remove_file
+from .purge import CHECK_CHUNK, REFERENCE_CHUNK, chunked, referenced_paths
 from .scan import ScanCounts, ScannedFile, check_roots, walk_files
 from .tables import Registry
 

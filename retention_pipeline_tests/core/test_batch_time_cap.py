@@ -6,9 +6,10 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.engine import Connection
 
-from retention_pipeline.core import batch_steps, db, purge, queries
-from retention_pipeline.core.batch_steps import Batch
+from retention_pipeline.core import db, purge, queries
 from retention_pipeline.core.cleanup import prepare_database
+from retention_pipeline.core.purge import loop, postgresql
+from retention_pipeline.core.purge.batch import Batch
 from retention_pipeline.core.schema import alerts, detections, events, gpu_stats, retention_file_queue
 from retention_pipeline.core.tables import Expiry
 from retention_pipeline_tests.conftest import both_shapes
@@ -135,13 +136,13 @@ def test_one_row_batches_cut_off_now_and_then_never_add_up_to_giving_up(world: C
 
     def every_other_batch_overruns(after_id: int, until_id: int, limit: int) -> Batch:
         limits.append(limit)
-        if len(limits) > 2 * purge.ONE_ROW_OVERRUNS * 2:
+        if len(limits) > 2 * loop.ONE_ROW_OVERRUNS * 2:
             return Batch(None)
         if len(limits) % 2:
             return Batch(after_id, seconds=0.09, overran=True)
         return Batch(after_id, deleted=1, seconds=0.001)
 
-    counts = purge._purge_in_batches(
+    counts = loop._purge_in_batches(
         world.engine,
         "gpu_stats",
         queries.select_expired_id_span(Expiry.of(world.cutoff), "gpu_stats"),
@@ -152,7 +153,7 @@ def test_one_row_batches_cut_off_now_and_then_never_add_up_to_giving_up(world: C
     )
 
     assert set(limits) == {1}
-    assert (counts.retries, counts.batches) == (2 * purge.ONE_ROW_OVERRUNS, 2 * purge.ONE_ROW_OVERRUNS)
+    assert (counts.retries, counts.batches) == (2 * loop.ONE_ROW_OVERRUNS, 2 * loop.ONE_ROW_OVERRUNS)
     assert round(counts.longest_transaction_ms) == 90
 
 
@@ -274,7 +275,7 @@ def test_a_lock_statement_that_runs_past_the_cap_is_cut_off_and_repeated_smaller
 ):
     # Lock waits allowed past the cap, so the 80 ms statement cap ends this one: the lock statement is
     # under the batch's cap like the statements after it (it used to run under the connection's 60 s).
-    monkeypatch.setattr(batch_steps, "LOCK_WAIT_SHARE", 4.0)
+    monkeypatch.setattr(postgresql, "LOCK_WAIT_SHARE", 4.0)
     expired = [world.detection(world.old(), thumbnail=None) for _ in range(5)]
     prepare_database(world.engine)
     progress: list[str] = []

@@ -10,7 +10,7 @@ from sqlalchemy.exc import DBAPIError
 
 from retention_pipeline.core import purge
 from retention_pipeline.core.cleanup import prepare_database
-from retention_pipeline.core.durability import flush_commits
+from retention_pipeline.core.purge.durability import flush_commits
 from retention_pipeline.core.schema import detections
 from retention_pipeline_tests.factories import CameraWorld
 

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, case, func, literal, select
 from sqlalchemy.engine import Engine
 
-from .db import write_transaction
+from ..db import write_transaction
 
 MESSAGE_PREFIX = "retention_pipeline"
 

@@ -30,11 +30,11 @@ from sqlalchemy import (
     update,
 )
 
-from .db import PG_STATEMENT_TIMEOUT_MS
+from ..db import PG_STATEMENT_TIMEOUT_MS
+from ..queries import detection_may_expire, distinct_paths, expired, queue_upsert
+from ..schema import UTCDateTime, alerts, event_detections, retention_file_queue
+from ..tables import Child, Expiry, MediaColumn, column_of, table_of
 from .durability import commit_without_waiting
-from .queries import detection_may_expire, distinct_paths, expired, queue_upsert
-from .schema import UTCDateTime, alerts, event_detections, retention_file_queue
-from .tables import Child, Expiry, MediaColumn, column_of, table_of
 
 CHILD_TABLES = {t.name: t for t in (alerts, event_detections)}
 

@@ -9,18 +9,18 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from datetime import datetime
+from datetime import UTC, datetime
 from itertools import islice
 from typing import TypeVar
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
-from . import queries
-from .db import write_transaction
-from .files import Outcome, StorageRoots, remove_file
-from .purge import PROGRESS_EVERY_S, EverySoOften, Share, queue_files
-from .stats import FileCounts
-from .tables import Expiry, Registry
+from .. import queries
+from ..db import write_transaction
+from ..files import Outcome, StorageRoots, remove_file
+from ..stats import FileCounts
+from ..tables import Expiry, Registry
+from .loop import PROGRESS_EVERY_S, EverySoOften, Share
 
 Progress = Callable[[str], None]
 T = TypeVar("T")
@@ -137,6 +137,17 @@ def _add(
     total = FileCounts.merge([total, *(future.result() for future in done)])
     progress(f"{label}: {_summary(total)}", always=last)
     return total
+
+
+def queue_files(connection: Connection, paths: dict[str, str]) -> int:
+    """Queue {path: kind} for deletion inside the caller's transaction; returns how many were given."""
+    if not paths:
+        return 0
+    now = datetime.now(UTC)
+    rows = [{"path": p, "kind": k, "queued_at": now} for p, k in sorted(paths.items())]
+    # One cached statement, many parameter sets: SQLAlchemy batches them ("insertmanyvalues").
+    connection.execute(queries.insert_queued_file(connection.dialect.name), rows)
+    return len(rows)
 
 
 def drain_file_queue(

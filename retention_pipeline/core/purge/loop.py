@@ -1,5 +1,6 @@
-"""Batched deletion of expired rows: each batch is one short transaction that deletes its rows and queues
-their files durably; the caller loops until a step reports it is finished.
+"""The purge loop, the same on every engine: find the expired id span, then batch after batch (sized by
+the transaction target, repeated smaller when one overruns its cap, retried after a transient error)
+until the engine's step reports nothing left; progress in the log, and a final flush to disk.
 """
 
 from __future__ import annotations
@@ -8,17 +9,19 @@ import contextlib
 import functools
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
-from . import queries
-from .batch_steps import Batch, Step, table_batches
-from .db import WriterTurns, is_transient
+from .. import queries
+from ..db import is_transient
+from ..stats import RowCounts
+from ..tables import Expiry
+from . import postgresql, sqlite, statements
+from .batch import Batch, Step, children_deleter
 from .durability import flush_commits
-from .stats import RowCounts
-from .tables import Expiry
+from .sqlite import WriterTurns
 
 Progress = Callable[[str], None]
 # Told the share of the work done so far (0 to 1), for a progress bar such as the job tracker's.
@@ -196,15 +199,39 @@ def _id_span(engine: Engine, statement: Any) -> tuple[int | None, int | None]:
     return low, high
 
 
-def queue_files(connection: Connection, paths: dict[str, str]) -> int:
-    """Queue {path: kind} for deletion inside the caller's transaction; returns how many were given."""
-    if not paths:
-        return 0
-    now = datetime.now(UTC)
-    rows = [{"path": p, "kind": k, "queued_at": now} for p, k in sorted(paths.items())]
-    # One cached statement, many parameter sets: SQLAlchemy batches them ("insertmanyvalues").
-    connection.execute(queries.insert_queued_file(connection.dialect.name), rows)
-    return len(rows)
+def table_batches(
+    engine: Engine, expiry: Expiry, table: str, delete_images: bool = False, time_cap_ms: float | None = None
+) -> Step:
+    """The engine's batch step for a purge: delete up to `limit` expired rows of `table` in
+    (after_id, until_id], their children first, and queue their files; on PostgreSQL within `time_cap_ms`
+    or not at all."""
+    entry = expiry.registry[table]
+    media = entry.media(delete_images)
+    on_postgresql = engine.dialect.name == "postgresql"
+    if not media and not entry.children:
+        if on_postgresql:
+            return postgresql.plain_rows(engine, expiry, table, time_cap_ms)
+        return sqlite.plain_rows(engine, expiry, table)
+    children = children_deleter(expiry, table, entry.children) if entry.children else None
+    if on_postgresql:
+        # Locked rows cannot gain a child (an alert, a link) until their batch commits; for detections,
+        # linking one to an event takes a KEY SHARE lock on it, so once the batch is locked no new link
+        # can appear, and the DELETE applies the whole rule in a fresh snapshot that sees every link
+        # committed before the locks.
+        return postgresql.rows_with_files(
+            engine,
+            statements.lock_next_batch(expiry, table),
+            statements.delete_expired_queueing_files(expiry, table, media),
+            time_cap_ms,
+            children,
+        )
+    return sqlite.rows_with_files(
+        engine,
+        statements.select_batch_end(expiry, table),
+        statements.queue_files_of_expired(expiry, table, media),
+        statements.delete_expired(expiry, table),
+        children,
+    )
 
 
 def purge_table(

@@ -1,0 +1,59 @@
+"""The purge: deleting expired rows batch by batch, and their files through a durable queue.
+
+Shaped by its two axes. The table is data: `core/tables.py` describes every retention table (rules, media
+columns, children, keep rule) and `statements.py` builds each batch's statements from that description.
+The engine is code:
+
+- `loop.py`       the engine-free loop: id span, batch sizing, overruns, retries, progress, final flush;
+                  `purge_table` is the entry point, `table_batches` picks the engine's batch
+- `batch.py`      what a batch reports, and the parts both engines share
+- `postgresql.py` row locks, the batch's time cap (statement_timeout) and lock_timeout
+- `durability.py` PostgreSQL commits that do not wait for the disk, and the flush that ends a step
+- `sqlite.py`     batches under the database's write lock, and the writers' turns between them
+- `statements.py` the statements of a batch, built once per purge with bound parameters
+- `file_queue.py` the durable file queue: queueing paths, and draining it (the file step and its preview)
+"""
+
+from .file_queue import (
+    CHECK_CHUNK,
+    REFERENCE_CHUNK,
+    chunked,
+    drain_file_queue,
+    preview_file_deletions,
+    queue_files,
+    queue_ranges,
+    referenced_paths,
+)
+from .loop import (
+    PROGRESS_EVERY_S,
+    BatchSizer,
+    BatchTooSlow,
+    EverySoOften,
+    Progress,
+    Share,
+    count_rows,
+    purge_table,
+    table_batches,
+    with_retries,
+)
+
+__all__ = [
+    "CHECK_CHUNK",
+    "PROGRESS_EVERY_S",
+    "REFERENCE_CHUNK",
+    "BatchSizer",
+    "BatchTooSlow",
+    "EverySoOften",
+    "Progress",
+    "Share",
+    "chunked",
+    "count_rows",
+    "drain_file_queue",
+    "preview_file_deletions",
+    "purge_table",
+    "queue_files",
+    "queue_ranges",
+    "referenced_paths",
+    "table_batches",
+    "with_retries",
+]

@@ -1,0 +1,55 @@
+"""One purge batch, whatever the engine: what it reports, and the parts both engines share (where the next
+batch ends, deleting a batch's children). The engines' batches are in postgresql.py and sqlite.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from ..tables import Child, Expiry
+from . import statements
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One committed batch: the id it reached (None when nothing was left), what it deleted, and how long
+    its write transaction was open (from BEGIN to the end of COMMIT). `overran`: cut off at its time cap
+    and rolled back, nothing deleted; the same ids are due again, in a smaller batch."""
+
+    last_id: int | None
+    deleted: int = 0
+    children: int = 0
+    queued: int = 0
+    seconds: float = 0.0
+    overran: bool = False
+
+
+# One batch: (after_id, until_id, limit) -> what it committed.
+Step = Callable[[int, int, int], Batch]
+Execute = Callable[[Any, dict[str, Any]], Any]  # runs one statement of the batch; returns its result
+Children = Callable[[Execute, int, int], int]  # deletes a batch's children; returns how many
+
+
+def batch_end(engine: Engine, statement: Any, parameters: dict[str, int]) -> int | None:
+    """Where the next batch ends, found in a read transaction: scanning for it takes no write lock."""
+    with engine.connect() as conn:
+        value = conn.execute(statement, parameters).scalar()
+    return None if value is None else int(value)
+
+
+def children_deleter(expiry: Expiry, table: str, children: tuple[Child, ...]) -> Children:
+    """Delete a batch's children, each table in turn; returns how many of the counted ones went."""
+    deletes = [(statements.delete_children(expiry, table, child), child.counted) for child in children]
+
+    def delete(execute: Execute, after_id: int, last_id: int) -> int:
+        counted = 0
+        for statement, is_counted in deletes:
+            rows = int(execute(statement, statements.id_range(after_id, last_id)).rowcount)
+            counted += rows if is_counted else 0
+        return counted
+
+    return delete
