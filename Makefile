@@ -56,10 +56,12 @@ dev: install instance
 BENCH := PYTHONPATH=$(CURDIR) $(BIN)/python benchmarks
 
 # 100k detections on both engines against the floor, then the same data without and with indexes on the path
-# columns (and on the children's foreign keys): 5-8 minutes here.
+# columns (and on the children's foreign keys), then partitioned logs and gpu_stats (PostgreSQL, 2M + 1M
+# rows, under a minute): 6-9 minutes here.
 bench: install
 	$(BENCH)/bench_cleanup.py --sizes 100000
 	$(BENCH)/bench_camera_shape.py --sizes 100000
+	$(BENCH)/bench_partitions.py
 
 # 1M detections on both engines without files: the database figures (rows/s, longest transaction, db time
 # against the floor); both engines 4.5-6 minutes here.
@@ -70,6 +72,7 @@ bench-rows: install
 bench-full: install
 	$(BENCH)/bench_cleanup.py --sizes 100000,1000000
 	$(BENCH)/bench_camera_shape.py --sizes 100000,1000000
+	$(BENCH)/bench_partitions.py
 
 # PostgreSQL only: every batch's held time and a camera writer's commit times at 1M, on a quiet server and
 # while another database bulk-loads on it (3.5 minutes here).

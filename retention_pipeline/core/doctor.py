@@ -16,7 +16,7 @@ from . import queries
 from .cleanup import schema_problems
 from .plan import CleanupPlan
 from .policy import policy_problems
-from .purge import REFERENCE_CHUNK
+from .purge import REFERENCE_CHUNK, partitions
 from .references import (
     Reference,
     blocking_references_message,
@@ -74,6 +74,8 @@ class DoctorReport:
     roots: list[RootCheck] = field(default_factory=list)
     expired_rows: dict[str, int] = field(default_factory=dict)
     expired_files: int | None = None
+    # Tables whose wholly expired partitions a run drops whole: table -> how many it would drop now.
+    partitions_to_drop: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -102,6 +104,7 @@ class DoctorReport:
             "roots": [r.as_dict() for r in self.roots],
             "expired_rows": self.expired_rows,
             "expired_files": self.expired_files,
+            "partitions_to_drop": self.partitions_to_drop,
             "advice": self.advice(),
         }
 
@@ -159,6 +162,11 @@ def diagnose(engine: Engine, plan: CleanupPlan) -> DoctorReport:
         queued = retention_file_queue.name in tables  # created by the first run, never by doctor
         files = queries.select_stale_file_candidates(plan.expiry, plan.delete_images, queued).subquery()
         report.expired_files = _count(engine, select(func.count()).select_from(files))
+        report.partitions_to_drop = {
+            name: len(partitions.expired_partitions(engine, name, plan.expiry.cutoff(name)))
+            for name in registry.names
+            if partitions.droppable(engine, plan.expiry, name, plan.delete_images)
+        }
     return report
 
 
@@ -194,6 +202,10 @@ def render(report: DoctorReport) -> str:
     if report.expired_rows:
         counts = ", ".join(f"{name} {n}" for name, n in report.expired_rows.items())
         lines.append(f"would expire now: {counts}; files {report.expired_files} (distinct paths)")
+    for table, count in report.partitions_to_drop.items():
+        lines.append(
+            f"{table} is range-partitioned: a run would drop {count} wholly expired partitions whole"
+        )
     if advice := report.advice():
         lines.append("indexes worth adding (doctor never changes the schema; run these yourself):")
         lines += [f"  {statement}" for statement in advice]

@@ -18,7 +18,7 @@ from .. import queries
 from ..db import is_transient
 from ..stats import RowCounts
 from ..tables import Expiry
-from . import postgresql, sqlite, statements
+from . import partitions, postgresql, sqlite, statements
 from .batch import Batch, Step, children_deleter
 from .durability import flush_commits
 from .sqlite import WriterTurns
@@ -248,13 +248,16 @@ def purge_table(
     """Delete every expired row of one retention table, batch by batch, its children first and its files
     queued (images only with `delete_images`). A datetime stands for the built-in rules at that cutoff."""
     expiry = Expiry.of(expiry)
+    dropped = partitions.Dropped()
+    if partitions.droppable(engine, expiry, table, delete_images):
+        dropped = partitions.drop_expired_partitions(engine, expiry, table, progress)
     sizer = BatchSizer(batch_size, target_s)
     span = (
         queries.select_expired_detection_id_span(expiry)
         if table == "detections"
         else queries.select_expired_id_span(expiry, table)
     )
-    return _purge_in_batches(
+    counts = _purge_in_batches(
         engine,
         table,
         span,
@@ -264,6 +267,10 @@ def purge_table(
         progress_every_s,
         share,
     )
+    counts.deleted += dropped.rows
+    counts.batches += dropped.partitions
+    counts.longest_transaction_ms = max(counts.longest_transaction_ms, dropped.longest_s * 1000)
+    return counts
 
 
 def count_rows(engine: Engine, statement: Any) -> int:

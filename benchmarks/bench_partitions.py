@@ -1,0 +1,161 @@
+"""Dropping wholly expired partitions against one plain DELETE of the same rows (PostgreSQL only).
+
+Schema: the camera system's `logs` and `gpu_stats` columns, range-partitioned by their time column in
+daily partitions over DAYS days, with a default partition; two thirds of the rows expired. Each variant
+runs on its own copy of one generated database, side by side in one run:
+
+- plain_delete: `DELETE FROM logs WHERE timestamp < cutoff` and the same for gpu_stats, one transaction;
+- product: `purge_table` for logs and gpu_stats as data_cleanup runs them (partitions wholly before the
+  cutoff dropped whole, the boundary partition in batches).
+
+    python benchmarks/bench_partitions.py [--logs 2000000] [--gpu-stats 1000000]
+
+Prints a Markdown table and writes benchmarks/results/partitions.json.
+"""
+
+import argparse
+import json
+import sys
+import time
+import uuid
+from datetime import timedelta
+
+from bench_cleanup import NOW, RESULTS, pg_admin, pg_url
+from sqlalchemy import column as sa_column
+from sqlalchemy import delete, text
+from sqlalchemy import table as sa_table
+
+from retention_pipeline.core.db import make_engine
+from retention_pipeline.core.purge import purge_table
+from retention_pipeline.core.tables import Expiry
+
+DAYS = 30
+KEEP_DAYS = 10  # the last third of the days is kept
+CUTOFF = (NOW - timedelta(days=KEEP_DAYS)).replace(hour=0, minute=0, second=0, microsecond=0)
+TABLES = {
+    "logs": ("timestamp", "level VARCHAR(10), component VARCHAR(50) NOT NULL, message TEXT NOT NULL"),
+    "gpu_stats": ("recorded_at", "gpu_utilization FLOAT, memory_used INTEGER, temperature FLOAT"),
+}
+FILLERS = {
+    "logs": "'INFO', 'camera', 'frame processed'",
+    "gpu_stats": "random() * 100, (random() * 8000)::int, 40 + random() * 40",
+}
+
+
+def build(url: str, rows: dict[str, int]) -> None:
+    engine = make_engine(url)
+    first_day = CUTOFF - timedelta(days=DAYS - KEEP_DAYS)
+    with engine.begin() as conn:
+        for table, (column, columns) in TABLES.items():
+            conn.execute(
+                text(
+                    f"CREATE TABLE {table} (id BIGSERIAL, {column} TIMESTAMPTZ NOT NULL, {columns},"
+                    f" PRIMARY KEY (id, {column})) PARTITION BY RANGE ({column})"
+                )
+            )
+            conn.execute(text(f"CREATE TABLE {table}_default PARTITION OF {table} DEFAULT"))
+            for day in range(DAYS + 1):
+                low = first_day + timedelta(days=day)
+                conn.execute(
+                    text(
+                        f"CREATE TABLE {table}_d{day} PARTITION OF {table} FOR VALUES FROM (:low) TO (:high)"
+                    ),
+                    {"low": low, "high": low + timedelta(days=1)},
+                )
+            conn.execute(text(f"CREATE INDEX ON {table} ({column})"))
+            # Rows spread evenly over the days, in insertion order (ids rise with time, as a camera writes).
+            # This script's own constant names; the values are bound parameters.
+            names = ", ".join(c.split()[0] for c in columns.split(", "))
+            conn.execute(
+                text(
+                    f"INSERT INTO {table} ({column}, {names})"  # noqa: S608
+                    " SELECT :first + (CAST(:span AS bigint) * g / :n) * interval '1 second',"
+                    f" {FILLERS[table]}"
+                    " FROM generate_series(0, :n - 1) AS g"
+                ),
+                {"first": first_day, "span": DAYS * 86400, "n": rows[table]},
+            )
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE"))
+    engine.dispose()
+
+
+def plain_delete(url: str) -> dict:
+    engine = make_engine(url)
+    started = time.perf_counter()
+    deleted = 0
+    with engine.begin() as conn:
+        for table, (column, _columns) in TABLES.items():
+            rows = sa_table(table, sa_column(column))
+            deleted += conn.execute(delete(rows).where(rows.c[column] < CUTOFF)).rowcount
+    seconds = time.perf_counter() - started
+    engine.dispose()
+    return {"rows": deleted, "db_seconds": seconds, "longest_txn_ms": seconds * 1000}
+
+
+def product(url: str) -> dict:
+    engine = make_engine(url)
+    expiry = Expiry.of(CUTOFF, CUTOFF)
+    started = time.perf_counter()
+    counts = [purge_table(engine, table, expiry, 10_000, target_s=0.05) for table in TABLES]
+    seconds = time.perf_counter() - started
+    engine.dispose()
+    return {
+        "rows": sum(c.deleted for c in counts),
+        "db_seconds": seconds,
+        "longest_txn_ms": max(c.longest_transaction_ms for c in counts),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--logs", type=int, default=2_000_000)
+    parser.add_argument("--gpu-stats", type=int, default=1_000_000)
+    args = parser.parse_args()
+    import pandas as pd
+
+    base = f"bench_parts_{uuid.uuid4().hex[:8]}"
+    pg_admin(f'CREATE DATABASE "{base}"')
+    started = time.perf_counter()
+    build(pg_url(base), {"logs": args.logs, "gpu_stats": args.gpu_stats})
+    print(
+        f"built {args.logs} logs, {args.gpu_stats} gpu_stats in {time.perf_counter() - started:.0f}s",
+        file=sys.stderr,
+    )
+    results = []
+    try:
+        for variant, run in (("plain_delete", plain_delete), ("product", product)):
+            pg_admin(f'CREATE DATABASE "{base}_{variant}" TEMPLATE "{base}"')
+            figures = run(pg_url(f"{base}_{variant}"))
+            figures.update(variant=variant, logs=args.logs, gpu_stats=args.gpu_stats)
+            results.append(figures)
+            print(f"{variant}: {figures}", file=sys.stderr)
+    finally:
+        pg_admin(
+            *(f'DROP DATABASE IF EXISTS "{base}{s}" WITH (FORCE)' for s in ("", "_plain_delete", "_product"))
+        )
+    frame = pd.DataFrame(results)
+    floor = frame.loc[frame.variant == "plain_delete", "db_seconds"].iloc[0]
+    frame["rows_per_s"] = frame.rows / frame.db_seconds
+    frame["db_vs_plain_delete"] = frame.db_seconds / floor
+    print("schema: camera columns of logs and gpu_stats, range-partitioned daily (PostgreSQL)")
+    print(
+        frame[
+            [
+                "variant",
+                "logs",
+                "gpu_stats",
+                "rows",
+                "db_seconds",
+                "rows_per_s",
+                "longest_txn_ms",
+                "db_vs_plain_delete",
+            ]
+        ].to_markdown(index=False, floatfmt=".3f")
+    )
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "partitions.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

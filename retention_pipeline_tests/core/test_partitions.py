@@ -1,0 +1,152 @@
+"""A range-partitioned `logs` (PostgreSQL) loses its wholly expired partitions whole; the outcome is the
+same rows and the same numbers as the batched delete of a plain `logs`, which SQLite runs instead."""
+
+import itertools
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import Engine
+
+from retention_pipeline.core.purge import partitions
+from retention_pipeline.core.schema import logs
+from retention_pipeline_tests.factories import CameraWorld, comparable
+
+# Daily partitions whose bounds fall half a day off the cutoff: P4 ends half a day before it, P5 straddles it.
+BOUNDS_DAYS = (-4.5, -3.5, -2.5, -1.5, -0.5, 0.5, 1.5)
+
+
+def _partition(engine: Engine, name: str, low: datetime, high: datetime) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            text(f"CREATE TABLE {name} PARTITION OF logs FOR VALUES FROM (:low) TO (:high)"),
+            {"low": low, "high": high},
+        )
+
+
+def _partition_logs(world: CameraWorld) -> None:
+    """Replace `logs` with one range-partitioned on its time column, with a default partition."""
+    with world.engine.begin() as conn:
+        conn.execute(text("DROP TABLE logs"))
+        conn.execute(
+            text(
+                "CREATE TABLE logs (id SERIAL, timestamp TIMESTAMPTZ NOT NULL, level VARCHAR(10),"
+                " component VARCHAR(50), message TEXT, PRIMARY KEY (id, timestamp))"
+                " PARTITION BY RANGE (timestamp)"
+            )
+        )
+        conn.execute(text("CREATE TABLE logs_default PARTITION OF logs DEFAULT"))
+    bounds = [world.log_cutoff + timedelta(days=d) for d in BOUNDS_DAYS]
+    for number, (low, high) in enumerate(itertools.pairwise(bounds), start=1):
+        _partition(world.engine, f"logs_p{number}", low, high)
+
+
+def _partitions_left(engine: Engine) -> set[str]:
+    with engine.connect() as conn:
+        return set(
+            conn.execute(
+                text(
+                    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                    " WHERE i.inhparent = 'logs'::regclass"
+                )
+            ).scalars()
+        )
+
+
+def _timestamps(engine: Engine) -> list[datetime]:
+    with engine.connect() as conn:
+        return sorted(conn.execute(select(logs.c.timestamp)).scalars())
+
+
+@pytest.fixture
+def log_world(world: CameraWorld) -> Iterator[CameraWorld]:
+    """Log lines in every partition (and, on PostgreSQL, a partitioned `logs`): two in each day, one
+    exactly at the cutoff, two older than the first partition (the default partition), two young."""
+    on_postgresql = world.engine.dialect.name == "postgresql"
+    if on_postgresql:
+        _partition_logs(world)
+    cutoff = world.log_cutoff
+    for days in (-6.0, -5.0, -4.0, -3.9, -3.0, -2.9, -2.0, -1.9, -1.0, -0.9, -0.25, 0.25, 1.0):
+        world.log(cutoff + timedelta(days=days))
+    world.log(cutoff)
+    yield world
+
+
+def _expired(world: CameraWorld) -> int:
+    return sum(1 for at in _timestamps(world.engine) if at < world.log_cutoff)
+
+
+def test_expired_partitions_go_whole_and_every_number_is_the_batched_deletes(log_world: CameraWorld):
+    world = log_world
+    expired = _expired(world)
+    kept = [at for at in _timestamps(world.engine) if at >= world.log_cutoff]
+
+    preview = world.run(dry_run=True)
+    stats = world.run()
+
+    assert stats.logs_deleted == preview.logs_deleted == expired == 11
+    assert stats.rows_deleted_by_table["logs"] == expired
+    assert comparable(preview) == comparable(stats)
+    assert _timestamps(world.engine) == kept  # the row at the cutoff and the young ones stay
+    assert world.run().logs_deleted == 0
+    if world.engine.dialect.name == "postgresql":
+        # P1-P4 ended before the cutoff; P5 straddles it, P6 and the default partition stay.
+        assert _partitions_left(world.engine) == {"logs_p5", "logs_p6", "logs_default"}
+
+
+def test_a_run_killed_between_detach_and_drop_is_finished_by_the_next(
+    postgresql_only: None, log_world: CameraWorld
+):
+    world = log_world
+    expired = _expired(world)
+    detached, _seconds = partitions._detach(
+        world.engine, "logs", "logs_p1"
+    )  # the kill point: detached, not dropped
+
+    stats = world.run()
+
+    assert detached is not None and detached.startswith(partitions.DETACHED_PREFIX)
+    assert stats.logs_deleted == expired  # the detached partition's rows are counted once, by the next run
+    with world.engine.connect() as conn:
+        count = conn.execute(
+            select(func.count())
+            .select_from(text("pg_class"))
+            .where(text("relname LIKE 'retention_detached%'"))
+        ).scalar_one()
+    assert count == 0
+    assert _partitions_left(world.engine) == {"logs_p5", "logs_p6", "logs_default"}
+
+
+def test_a_busy_parent_leaves_partitions_to_the_batched_delete(
+    postgresql_only: None, log_world: CameraWorld, monkeypatch: pytest.MonkeyPatch
+):
+    world = log_world
+    expired = _expired(world)
+    monkeypatch.setattr(partitions, "DETACH_RETRY_DELAYS_S", (0.05,))
+    reader = world.engine.connect()
+    reader.execute(text("SELECT count(*) FROM logs"))  # an open transaction holding ACCESS SHARE on logs
+    try:
+        stats = world.run()
+    finally:
+        reader.rollback()
+        reader.close()
+
+    assert stats.logs_deleted == expired
+    assert all(at >= world.log_cutoff for at in _timestamps(world.engine))
+    # No partition was detached; the batched delete emptied the expired ones.
+    assert {"logs_p1", "logs_p2", "logs_p3", "logs_p4"} <= _partitions_left(world.engine)
+
+
+def test_doctor_says_which_tables_are_partitioned_and_how_many_partitions_would_go(log_world: CameraWorld):
+    from retention_pipeline.core.doctor import diagnose, render
+
+    report = diagnose(log_world.engine, log_world.plan(dry_run=True))
+
+    if log_world.engine.dialect.name == "postgresql":
+        assert report.partitions_to_drop == {"logs": 4}
+        assert "logs is range-partitioned: a run would drop 4 wholly expired partitions whole" in render(
+            report
+        )
+    else:
+        assert report.partitions_to_drop == {}
