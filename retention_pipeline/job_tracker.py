@@ -71,7 +71,9 @@ def start_stage(context: dg.OpExecutionContext, tracker: JobTracker) -> Stage:
     board = _board(tracker, context.instance, context.job_name, context.run_id, context.log)
     op_name = context.op_def.name
     if op_name in ("plan_cleanup", "plan_orphan_sweep"):
-        fail_abandoned(tracker, context.job_name, lambda run_id: _still_running(context, run_id), board.warn)
+        fail_abandoned(
+            tracker, context.job_name, lambda run_id: _still_running(context, run_id), board.trouble
+        )
         board.pending(STAGES[op_name][2])
     else:
         board.running(STAGES[op_name][0], STAGES[op_name][2])
@@ -93,12 +95,15 @@ def publish_failure(context: dg.HookContext) -> None:
     """A failed op fails the run: its tags say which step and what was committed, and the job tracker's
     record becomes `failed` with the op's message."""
     error = context.op_exception
-    failure_metadata = {k: v.value for k, v in (getattr(error, "metadata", None) or {}).items()}
-    tag_failure(context.instance, context.run_id, context.op.name, failure_metadata)
+    description = getattr(error, "description", None) or str(error) or type(error).__name__
     try:
         tracker = context.resources.camera_system.settings().job_tracker
-    except Exception:  # bad settings already fail the run with their own message
-        return
-    board = _board(tracker, context.instance, context.job_name, context.run_id, context.log)
-    description = getattr(error, "description", None) or str(error) or type(error).__name__
-    board.failed(f"{context.op.name} failed: {description}")
+        board = _board(tracker, context.instance, context.job_name, context.run_id, context.log)
+        board.failed(f"{context.op.name} failed: {description}")
+    except Exception as exc:  # bad settings already fail the run with their own message
+        context.log.warning(f"could not publish the failure to the job tracker: {exc}")
+    try:
+        failure_metadata = {k: v.value for k, v in (getattr(error, "metadata", None) or {}).items()}
+        tag_failure(context.instance, context.run_id, context.op.name, failure_metadata)
+    except Exception as exc:  # the run has failed already; its tags are a courtesy
+        context.log.warning(f"could not tag the failed run with its step and counts: {exc}")

@@ -1,9 +1,7 @@
 """The one resource: where the camera database and the media live."""
 
-import dataclasses
 import os
 import shutil
-from pathlib import Path
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
@@ -11,7 +9,7 @@ from sqlalchemy.engine import Engine
 
 from .core.db import make_engine
 from .core.lock import ExclusiveRunLock
-from .settings import Settings, normalise_database_url
+from .settings import Settings
 
 _DEFAULTS = Settings()
 # Resource field -> the environment variable it stands for.
@@ -60,15 +58,14 @@ class CameraSystemResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     def settings(self) -> Settings:
         """The environment's settings with this resource's fields applied; raises SettingsError."""
-        base = Settings.from_env()
-        overrides: dict[str, object] = {}
-        # A field at its default is not an override: the environment read just now decides.
-        if self.database_url != _DEFAULTS.database_url:
-            overrides["database_url"] = normalise_database_url(self.database_url)
-        for name in ("media_root", "thumbnail_dir", "clips_dir", "images_dir"):
-            if (value := getattr(self, name)) != str(getattr(_DEFAULTS, name)):
-                overrides[name] = Path(value)
-        return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
+        # A field at its default is not an override: the environment read just now decides. The others go
+        # through the same parsing and checks as the variable they stand for.
+        overrides = {
+            var: value
+            for name, var in ENVIRONMENT.items()
+            if (value := getattr(self, name)) != str(getattr(_DEFAULTS, name))
+        }
+        return Settings.from_env({**os.environ, **overrides})
 
     def engine(self) -> Engine:
         """One engine per run, disposed when the run's resources are torn down."""

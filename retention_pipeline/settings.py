@@ -13,6 +13,8 @@ from datetime import time
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from redis.connection import parse_url
+
 from .core.job_status import JobTracker
 from .core.policy import MAX_DAYS, DeclaredRule, read_policy, registry_with
 from .core.tables import Registry
@@ -232,8 +234,13 @@ def _parse_database_url(name: str, raw: str) -> str:
 
 def _parse_redis_url(name: str, raw: str) -> str:
     url = raw.strip()
+    problem = f"{name} must be a redis://, rediss:// or unix:// URL, got {url.split('@')[-1]!r}"
     if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError(f"{name} must be a redis://, rediss:// or unix:// URL, got {url.split('@')[-1]!r}")
+        raise ValueError(problem)
+    try:
+        parse_url(url)  # type: ignore[no-untyped-call]  # redis-py's own reading of the URL
+    except ValueError:
+        raise ValueError(problem) from None
     return url
 
 

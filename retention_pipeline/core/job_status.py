@@ -2,8 +2,8 @@
 
 A side channel: Redis down, slow or misnamed never fails, slows or blocks a cleanup. Every call has a
 short timeout, the first failure is reported once through `warn`, and after a failure the board stays
-quiet for a while instead of paying the timeout again on every progress step; the final status is always
-attempted once.
+quiet for a while instead of paying the timeout again at every step; the final status (completed or
+failed) is always attempted once.
 """
 
 from __future__ import annotations
@@ -77,18 +77,22 @@ class JobStatusBoard:
         self._base = {"job_id": self.job_id, "job_type": job_type, "dagster_run_id": run_id}
         self._created_at = created_at
         self.warn = warn
-        self._client = tracker.connect()
         self._lock = threading.Lock()
         self._quiet_until = float("-inf")
+        try:
+            self._client = tracker.connect()
+        except Exception as exc:  # a URL redis-py cannot use: publishing is off for this run
+            self._client = None
+            self.trouble(exc)
         self._last_progress_at = float("-inf")
 
     def pending(self, message: str) -> None:
         """The run exists and is checking its plan; nothing is deleted yet."""
-        self._write({"status": PENDING, "message": message, "started_at": None}, final=True)
+        self._write({"status": PENDING, "message": message, "started_at": None}, final=False)
 
     def running(self, progress: int, message: str) -> None:
-        """A new stage starts: always written (unless Redis is failing), never moving progress back."""
-        self._write({"status": RUNNING, "progress": progress, "message": message}, final=True)
+        """A new stage starts: written unless Redis failed lately, never moving progress back."""
+        self._write({"status": RUNNING, "progress": progress, "message": message}, final=False)
 
     def progress(self, progress: int, message: str) -> None:
         """Within a stage: written at most about once a second."""
@@ -114,16 +118,20 @@ class JobStatusBoard:
         with self._lock:
             try:
                 self._store(self._client, fields)
-            except (redis.RedisError, OSError, ValueError) as exc:
-                self._failed_once(exc)
+            except Exception as exc:  # a side channel: whatever goes wrong here, the cleanup goes on
+                self.trouble(exc)
 
     def _store(self, client: redis.Redis, fields: dict[str, Any]) -> None:
         key = job_key(self.job_id)
         raw = client.get(key)
-        record: dict[str, Any] = json.loads(raw) if isinstance(raw, str) else self._new_record()
-        # Ops of one run publish one after another (or side by side): progress only ever moves forward.
+        stored = json.loads(raw) if isinstance(raw, str) else None
+        record: dict[str, Any] = stored if isinstance(stored, dict) else self._new_record()
+        # Ops of one run publish one after another (or side by side): progress only ever moves forward,
+        # and a finished record stays finished (ops that do not depend on a failed one still run).
         progress = max(int(record.get("progress") or 0), int(fields.pop("progress", 0)))
-        if fields.get("status") == PENDING and record.get("status") in (RUNNING, COMPLETED, FAILED):
+        if record.get("status") in (COMPLETED, FAILED) and fields.get("status") in UNFINISHED:
+            return
+        if fields.get("status") == PENDING and record.get("status") == RUNNING:
             return
         if fields.get("status") == RUNNING and record.get("started_at") is None:
             record["started_at"] = _iso(datetime.now(UTC))
@@ -147,7 +155,8 @@ class JobStatusBoard:
             "error": None,
         }
 
-    def _failed_once(self, exc: Exception) -> None:
+    def trouble(self, exc: Exception) -> None:
+        """Redis failed: warn the first time only, and skip all but final writes for a while."""
         if self._quiet_until == float("-inf"):
             self.warn(
                 f"could not publish the run's status to the job tracker at {self.tracker.url} ({exc});"
@@ -160,20 +169,22 @@ def fail_abandoned(
     tracker: JobTracker,
     job_type: str,
     still_running: Callable[[str], bool],
-    warn: Callable[[str], None],
+    trouble: Callable[[Exception], None],
     newest: int = 200,
 ) -> list[str]:
     """Mark failed the unfinished records of `job_type` whose Dagster run is over (killed before it could
     write); returns their job ids. `still_running` answers for a Dagster run id."""
-    client = tracker.connect()
-    if client is None:
-        return []
-    abandoned = []
+    abandoned: list[str] = []
     try:
+        client = tracker.connect()
+        if client is None:
+            return []
         for job_id in client.zrevrange(STATUS_LIST, 0, newest - 1):
             raw = client.get(job_key(str(job_id)))
             record = json.loads(raw) if isinstance(raw, str) else None
-            if not record or record.get("job_type") != job_type or record.get("status") not in UNFINISHED:
+            if not isinstance(record, dict) or record.get("job_type") != job_type:
+                continue
+            if record.get("status") not in UNFINISHED:
                 continue
             if still_running(str(record.get("dagster_run_id"))):
                 continue
@@ -185,6 +196,6 @@ def fail_abandoned(
             )
             client.set(job_key(str(job_id)), json.dumps(record), ex=tracker.ttl_seconds)
             abandoned.append(str(job_id))
-    except (redis.RedisError, OSError, ValueError) as exc:
-        warn(f"could not check the job tracker at {tracker.url} for abandoned runs ({exc})")
+    except Exception as exc:  # a side channel: never fails the run
+        trouble(exc)
     return abandoned

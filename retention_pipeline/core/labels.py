@@ -23,8 +23,9 @@ def human_bytes(count: int | float) -> str:
         return f"{int(value)} B"
     for unit in _UNITS:
         value /= 1024
-        if abs(value) < 1024 or unit == _UNITS[-1]:
-            return f"{value:.1f} {unit}" if abs(value) < 10 else f"{value:.0f} {unit}"
+        shown = f"{value:.1f}" if abs(value) < 10 else f"{value:.0f}"
+        if abs(float(shown)) < 1024 or unit == _UNITS[-1]:  # 1048575 B is "1.0 MiB", not "1024 KiB"
+            return f"{shown} {unit}"
     raise AssertionError("unreachable")
 
 

@@ -135,3 +135,28 @@ def test_an_unfinished_record_of_a_run_that_is_over_is_marked_failed(redis_serve
     assert _record(redis_server, alive.job_id)["status"] == "running"
     assert _record(redis_server, finished.job_id)["status"] == "completed"
     assert _record(redis_server, sweep.job_id)["status"] == "running"
+
+
+def test_a_finished_record_stays_finished_when_a_later_op_reports(redis_server: RedisServer):
+    board = _board(redis_server.url, [], ttl=300)
+    board.running(30, "Deleting old detections")
+    board.failed("purge_detections failed: too slow")
+
+    board.running(5, "Deleting old GPU statistics")  # an op that does not depend on the failed one
+    board.progress(8, "Deleting old GPU statistics")
+
+    record = _record(redis_server, board.job_id)
+    assert (record["status"], record["error"]) == ("failed", "purge_detections failed: too slow")
+    assert 0 < redis_server.client().ttl(job_key(board.job_id)) <= 300
+
+
+def test_a_url_redis_cannot_use_costs_one_warning_and_fails_nothing():
+    warnings: list[str] = []
+    board = _board("redis://127.0.0.1:notaport/0", warnings)
+
+    board.pending("Checking")
+    board.running(10, "Deleting")
+    board.completed({"dry_run": True})
+    marked = fail_abandoned(JobTracker("redis://127.0.0.1:notaport/0"), "data_cleanup", bool, board.trouble)
+
+    assert marked == [] and len(warnings) == 1

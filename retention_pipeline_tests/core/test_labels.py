@@ -14,6 +14,7 @@ from retention_pipeline.core.stats import CleanupStats
         (1024, "1.0 KiB"),
         (321_536, "314 KiB"),
         (1_572_864, "1.5 MiB"),
+        (1_048_575, "1.0 MiB"),
         (5 * 1024**3, "5.0 GiB"),
     ],
 )

@@ -98,3 +98,11 @@ def test_reference_time_must_carry_an_offset():
     with pytest.raises(SettingsError, match="must include a UTC offset"):
         parse_reference_time("2026-01-01T03:00:00")
     assert parse_reference_time("2026-01-01T03:00:00Z") == datetime(2026, 1, 1, 3, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:6379", "redis://127.0.0.1:notaport/0", "redis://127.0.0.1:99999/0"]
+)
+def test_a_job_tracker_url_redis_cannot_use_is_refused(url: str):
+    with pytest.raises(SettingsError, match="JOB_STATUS_REDIS_URL must be a redis://"):
+        Settings.from_env({"JOB_STATUS_REDIS_URL": url})

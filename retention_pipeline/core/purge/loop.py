@@ -257,16 +257,20 @@ def purge_table(
         if table == "detections"
         else queries.select_expired_id_span(expiry, table)
     )
-    counts = _purge_in_batches(
-        engine,
-        table,
-        span,
-        table_batches(engine, expiry, table, delete_images, sizer.time_cap_ms),
-        sizer,
-        progress,
-        progress_every_s,
-        share,
-    )
+    try:
+        counts = _purge_in_batches(
+            engine,
+            table,
+            span,
+            table_batches(engine, expiry, table, delete_images, sizer.time_cap_ms),
+            sizer,
+            progress,
+            progress_every_s,
+            share,
+        )
+    except BatchTooSlow as exc:
+        exc.counts.deleted += dropped.rows  # what the failed step reports includes the dropped partitions
+        raise
     counts.deleted += dropped.rows
     counts.batches += dropped.partitions
     counts.longest_transaction_ms = max(counts.longest_transaction_ms, dropped.longest_s * 1000)

@@ -50,12 +50,14 @@ _PARTITIONS = text(
     "  CAST((regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \\(''([^'']*)''\\)'))[1] AS timestamptz)"
     " END AS upper_bound"
     " FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-    " WHERE i.inhparent = to_regclass(:parent)"
+    " WHERE i.inhparent = to_regclass(:parent) AND pg_table_is_visible(c.oid)"
 )
 _REFERENCED = text(
     "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND confrelid = to_regclass(:parent)"
 )
-_LEFT_BEHIND = text("SELECT relname FROM pg_class WHERE relkind = 'r' AND relname LIKE :prefix")
+_LEFT_BEHIND = text(
+    "SELECT relname FROM pg_class WHERE relkind = 'r' AND relname LIKE :prefix AND pg_table_is_visible(oid)"
+)
 _SET_LOCK_TIMEOUT = text("SELECT set_config('lock_timeout', :timeout, true)")
 
 
@@ -77,7 +79,7 @@ def droppable(engine: Engine, expiry: Expiry, table: str, delete_images: bool) -
     rules = expiry.rules_of(table)
     if engine.dialect.name != "postgresql" or len(rules) != 1 or entry.media(delete_images) or entry.children:
         return False
-    if entry.keep_rule:
+    if entry.keep_rule or len(_detached_prefix(table)) > 50:  # our name for a detached one must fit in 63
         return False
     with engine.connect() as conn:
         key = conn.execute(_PARTITION_KEY, {"parent": table}).first()
