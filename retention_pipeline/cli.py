@@ -187,7 +187,7 @@ def _doctor(as_json: bool) -> int:
 
 
 def _status(limit: int, as_json: bool) -> int:
-    from .core.labels import human_bytes
+    from .core.labels import readable
     from .history import cleanup_status
     from .settings import Settings
 
@@ -210,23 +210,19 @@ def _status(limit: int, as_json: bool) -> int:
     # Imported here: pandas costs every other command about 0.45 s of start-up.
     import pandas as pd
 
-    frame = pd.DataFrame([_table_row(row, human_bytes) for row in rows]).set_index("run_id").T
+    frame = pd.DataFrame([_table_row(row, readable) for row in rows]).set_index("run_id").T
     frame.columns = [run_id[:8] for run_id in frame.columns]
     print(frame.to_string())
     return 0
 
 
-def _table_row(row: dict[str, Any], human_bytes: Any) -> dict[str, Any]:
-    """One run as a table column: the Runs page's figures first, per-table counts one line each, sizes
-    in binary units."""
+def _table_row(row: dict[str, Any], readable: Any) -> dict[str, Any]:
+    """One run as a table column: the Runs page's figures first, then the statistics as `readable` shows
+    them (per-table counts one line each, sizes in binary units)."""
     headline = row.get("headline") or {}
-    shown = {"run_id": row["run_id"], **{f"[{name}]": value for name, value in headline.items()}}
-    shown.update({name: value for name, value in row.items() if not isinstance(value, dict)})
-    for table, deleted in (row.get("rows_deleted_by_table") or {}).items():
-        shown[f"rows_deleted_by_table.{table}"] = deleted
-    if isinstance(row.get("space_reclaimed"), int):
-        shown["space_reclaimed"] = f"{row['space_reclaimed']} ({human_bytes(row['space_reclaimed'])})"
-    return shown
+    figures = {f"[{name}]": value for name, value in headline.items()}
+    rest = {name: value for name, value in row.items() if name not in ("run_id", "headline")}
+    return {"run_id": row["run_id"], **figures, **readable(rest, dry_run=False)}
 
 
 if __name__ == "__main__":

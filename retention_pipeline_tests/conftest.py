@@ -104,6 +104,13 @@ def world(engine: Engine, tmp_path: Path) -> CameraWorld:
 
 
 @pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    """A throwaway Dagster instance (SQLite storage in a temporary directory)."""
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+@pytest.fixture
 def postgres_instance(postgres_database: str) -> Iterator[dg.DagsterInstance]:
     """A Dagster instance whose runs, events and schedules live in PostgreSQL (dagster-postgres)."""
     name = f"dagster_test_{uuid.uuid4().hex[:10]}"

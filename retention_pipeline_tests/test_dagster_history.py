@@ -1,6 +1,5 @@
 """dagster_history_cleanup: old finished runs go with their event logs and outputs; active runs stay."""
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,12 +10,6 @@ from retention_pipeline import dagster_history
 from retention_pipeline.dagster_history import dagster_history_cleanup
 from retention_pipeline.definitions import defs
 from retention_pipeline.jobs import data_cleanup
-
-
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as instance:
-        yield instance
 
 
 def history_run(instance, **config) -> dict:

@@ -1,6 +1,5 @@
 """disk_pressure_sensor and emergency mode, with free space read from a fake disk that fills with rows."""
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -37,12 +36,6 @@ class FixedDisk(DiskSpaceResource):
 
     def free_percent(self, path: str) -> float:
         return self.free
-
-
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as instance:
-        yield instance
 
 
 @pytest.fixture

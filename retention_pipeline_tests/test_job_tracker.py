@@ -4,7 +4,6 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
 
 import dagster as dg
 import pytest
@@ -17,12 +16,6 @@ from retention_pipeline.resources import DiskSpaceResource
 from retention_pipeline_tests.conftest import RedisServer
 from retention_pipeline_tests.dagster_helpers import camera_resource, execute, plan_config
 from retention_pipeline_tests.factories import THUMBS, CameraWorld
-
-
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as instance:
-        yield instance
 
 
 @pytest.fixture

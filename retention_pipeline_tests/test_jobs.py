@@ -2,7 +2,6 @@
 
 import os
 import socket
-from collections.abc import Iterator
 from datetime import timedelta
 
 import dagster as dg
@@ -15,12 +14,6 @@ from retention_pipeline.history import recent_cleanup_runs, recorded_process
 from retention_pipeline.tags import CLEANUP_HEADLINE, EXCLUSIVE_TAG
 from retention_pipeline_tests.dagster_helpers import execute, failure_messages, plan_config
 from retention_pipeline_tests.factories import THUMBS, CameraWorld
-
-
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as instance:
-        yield instance
 
 
 @pytest.fixture

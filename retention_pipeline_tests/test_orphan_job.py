@@ -3,7 +3,6 @@
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -16,12 +15,6 @@ from retention_pipeline.tags import SWEEP_HEADLINE
 from retention_pipeline_tests.dagster_helpers import camera_resource, failure_messages
 from retention_pipeline_tests.factories import THUMBS, CameraWorld
 from retention_pipeline_tests.test_cli import cli
-
-
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as instance:
-        yield instance
 
 
 def old_file(world: CameraWorld, relative: str) -> str:
