@@ -1,7 +1,13 @@
 """The data_cleanup job: plan, purge rows in dependency order, delete their files, report."""
 
-import dagster as dg
+from collections.abc import Mapping
+from typing import Any
 
+import dagster as dg
+from pydantic import ValidationError
+
+from .config import CleanupConfig, OrphanSweepConfig
+from .core.options import readable
 from .job_tracker import publish_failure
 from .ops import (
     delete_expired_files,
@@ -22,6 +28,39 @@ from .orphan_ops import (
     scan_orphaned_files,
 )
 from .tags import EXCLUSIVE_TAGS
+
+
+def refusing_bad_values(
+    graph: dg.GraphDefinition, configs: Mapping[str, type[dg.Config]], **job_args: Any
+) -> dg.JobDefinition:
+    """The graph as a job whose launch is refused when an op's typed config breaks its model's bounds.
+
+    Dagster's config schema has no ranges, so the Launchpad alone would accept `retention_days: 0` and the
+    run would fail in its first step. A config mapping runs when a run is launched, before the run
+    exists; this one keeps the job's own schema (resources as given, checked by the job) and passes the
+    config through unchanged once every model accepts it.
+    """
+
+    def check(run_config: dict[str, Any]) -> dict[str, Any]:
+        problems = []
+        for op_name, model in configs.items():
+            values = ((run_config.get("ops") or {}).get(op_name) or {}).get("config") or {}
+            try:
+                model(**values)
+            except ValidationError as exc:
+                problems.append(f"{op_name}: {readable(exc)}")
+        if problems:
+            raise dg.DagsterInvalidConfigError(
+                "Invalid run config, nothing was launched: " + "; ".join(problems), [], run_config
+            )
+        return run_config
+
+    own_schema = graph.to_job(**job_args).run_config_schema.run_config_schema_type
+    assert isinstance(own_schema, dg.Shape)  # a job's run config is always a Shape of its sections
+    fields = dict(own_schema.fields)
+    # Resources are bound later (Definitions, execute_in_process); their config passes to the job's check.
+    fields["resources"] = dg.Field(dg.Permissive(), is_required=False)
+    return graph.to_job(config=dg.ConfigMapping(config_fn=check, config_schema=dg.Shape(fields)), **job_args)
 
 
 @dg.graph(
@@ -49,24 +88,36 @@ def build_data_cleanup_job(executor_def: dg.ExecutorDefinition = dg.in_process_e
     process per op costs about 2 s. With a multiprocess, Celery or Kubernetes executor the mapped
     `delete_expired_files` shares run in parallel workers.
     """
-    return data_cleanup_graph.to_job(
-        name="data_cleanup", tags=EXCLUSIVE_TAGS, executor_def=executor_def, hooks={publish_failure}
+    return refusing_bad_values(
+        data_cleanup_graph,
+        {"plan_cleanup": CleanupConfig},
+        name="data_cleanup",
+        tags=EXCLUSIVE_TAGS,
+        executor_def=executor_def,
+        hooks={publish_failure},
     )
 
 
 data_cleanup = build_data_cleanup_job()
 
 
-@dg.job(
+@dg.graph(
     description=(
         "Find media files that no row references and delete those older than min_age_hours, with"
         " safety stops against a wrong or empty database. A manual launch with the default config is"
         " a dry run."
-    ),
+    )
+)
+def orphaned_file_cleanup_graph() -> None:
+    plan = plan_orphan_sweep()
+    report_orphan_sweep(delete_orphaned_files(plan, scan_orphaned_files(plan)))
+
+
+orphaned_file_cleanup = refusing_bad_values(
+    orphaned_file_cleanup_graph,
+    {"plan_orphan_sweep": OrphanSweepConfig},
+    name="orphaned_file_cleanup",
     tags=EXCLUSIVE_TAGS,
     executor_def=dg.in_process_executor,
     hooks={publish_failure},
 )
-def orphaned_file_cleanup() -> None:
-    plan = plan_orphan_sweep()
-    report_orphan_sweep(delete_orphaned_files(plan, scan_orphaned_files(plan)))

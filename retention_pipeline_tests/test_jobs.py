@@ -129,14 +129,27 @@ def test_status_lists_dry_runs_too_newest_first(seeded: CameraWorld, instance):
     assert rows[1]["events_deleted"] == rows[0]["events_deleted"] == 1
 
 
-@pytest.mark.parametrize("bad", [0, -3])
-def test_invalid_retention_is_rejected_before_anything_is_deleted(seeded: CameraWorld, instance, bad):
+@pytest.mark.parametrize(
+    ("field", "bad", "message"),
+    [
+        ("retention_days", 0, "retention_days must be greater than or equal to 1, got 0"),
+        ("retention_days", -3, "retention_days must be greater than or equal to 1, got -3"),
+        ("log_retention_days", 36501, "log_retention_days must be less than or equal to 36500, got 36501"),
+        ("batch_size", 100_001, "batch_size must be less than or equal to 100000, got 100001"),
+        ("transaction_target_ms", -1.0, "transaction_target_ms must be greater than or equal to 0, got -1.0"),
+        ("retention_days_by_table", {"logs": 0}, "retention_days_by_table.logs must be greater than or"),
+    ],
+)
+def test_a_value_out_of_bounds_is_refused_at_launch_and_no_run_exists(
+    seeded: CameraWorld, instance, field, bad, message
+):
     before = (seeded.ids(events), seeded.ids(detections))
 
-    result = execute(seeded, instance, plan_config(dry_run=False, retention_days=bad))
+    with pytest.raises(dg.DagsterInvalidConfigError, match="nothing was launched") as refused:
+        execute(seeded, instance, plan_config(dry_run=False, **{field: bad}))
 
-    assert not result.success
-    assert f"retention_days must be an integer between 1 and 36500, got {bad}" in failure_messages(result)
+    assert f"plan_cleanup: {message}" in str(refused.value)
+    assert instance.get_runs_count() == 0
     assert (seeded.ids(events), seeded.ids(detections)) == before
     assert seeded.exists(f"{THUMBS}/old.jpg")
 

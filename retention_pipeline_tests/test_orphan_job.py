@@ -84,11 +84,24 @@ def test_safety_stop_fails_the_run_with_the_reason(tree: CameraWorld, instance):
     assert tree.exists(f"{THUMBS}/orphan.jpg")
 
 
-def test_bad_policy_is_rejected_before_scanning(tree: CameraWorld, instance):
-    result = sweep(tree, instance, dry_run=False, min_age_hours=0.0)
+@pytest.mark.parametrize(
+    ("field", "bad", "message"),
+    [
+        ("min_age_hours", 0.0, "min_age_hours must be greater than or equal to 1, got 0.0"),
+        ("max_orphan_fraction", 0.0, "max_orphan_fraction must be greater than 0, got 0.0"),
+        ("max_orphan_fraction", 1.5, "max_orphan_fraction must be less than or equal to 1, got 1.5"),
+        ("max_delete_bytes", -1, "max_delete_bytes must be greater than or equal to 0, got -1"),
+    ],
+)
+def test_a_bad_policy_is_refused_at_launch_and_nothing_is_scanned(
+    tree: CameraWorld, instance, field, bad, message
+):
+    with pytest.raises(dg.DagsterInvalidConfigError, match="nothing was launched") as refused:
+        sweep(tree, instance, dry_run=False, **{field: bad})
 
-    assert not result.success
-    assert "min_age_hours must be at least 1, got 0.0" in failure_messages(result)
+    assert f"plan_orphan_sweep: {message}" in str(refused.value)
+    assert instance.get_runs_count() == 0
+    assert tree.exists(f"{THUMBS}/orphan.jpg")
 
 
 def test_weekly_schedule_is_off_by_default_and_sends_a_complete_real_config():

@@ -17,46 +17,35 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from pydantic import ConfigDict, Field, ValidationError
 from sqlalchemy.engine import Engine
 
 from . import queries
 from .files import Outcome, StorageRoots, remove_file
+from .options import OrphanSweepOptions, readable
 from .purge import CHECK_CHUNK, REFERENCE_CHUNK, chunked, referenced_paths
 from .scan import ScanCounts, ScannedFile, check_roots, walk_files
 from .tables import Registry
 
 Progress = Callable[[str], None]
-GIB = 1024**3
 
 
 class SafetyStop(RuntimeError):
     """The sweep would delete suspiciously much; nothing was deleted."""
 
 
-@dataclass(frozen=True)
-class OrphanPolicy:
-    """How careful the sweep is; validated on creation."""
+class OrphanPolicy(OrphanSweepOptions):
+    """The operator's options and whose media columns reference files; validated on creation."""
 
-    dry_run: bool = True
-    include_images: bool = False
-    min_age_hours: float = 24.0
-    max_orphan_fraction: float = 0.5
-    max_delete_bytes: int = 10 * GIB
-    force: bool = False
-    registry: Registry = field(default_factory=Registry)  # whose media columns reference files
+    model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    def __post_init__(self) -> None:
-        problems = []
-        if not self.min_age_hours >= 1:
-            problems.append(f"min_age_hours must be at least 1, got {self.min_age_hours!r}")
-        if not 0 < self.max_orphan_fraction <= 1:
-            problems.append(
-                f"max_orphan_fraction must be above 0 and at most 1, got {self.max_orphan_fraction!r}"
-            )
-        if self.max_delete_bytes < 0:
-            problems.append(f"max_delete_bytes must be 0 or more, got {self.max_delete_bytes!r}")
-        if problems:
-            raise ValueError("Invalid orphan sweep configuration: " + "; ".join(problems))
+    registry: Registry = Field(default_factory=Registry, exclude=True)
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ValueError(f"Invalid orphan sweep configuration: {readable(exc)}") from None
 
 
 @dataclass(frozen=True)

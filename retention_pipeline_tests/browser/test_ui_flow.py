@@ -203,6 +203,31 @@ def test_launchpad_dry_run_shows_cleanup_stats(page: Page, server: DagsterServer
     assert demo_files(demo) == files_before
 
 
+def run_count(server: DagsterServer) -> int:
+    data = server.graphql("{ runsOrError { __typename ... on Runs { count } } }")
+    return int(data["runsOrError"]["count"])
+
+
+def test_launchpad_refuses_a_value_out_of_bounds_and_launches_nothing(
+    page: Page, server: DagsterServer
+) -> None:
+    runs_before = run_count(server)
+    open_launchpad(page, server)
+    # The Launchpad's editor is CodeMirror; its API replaces the text as typing would.
+    page.evaluate(
+        "() => { const cm = document.querySelector('.CodeMirror').CodeMirror;"
+        " cm.setValue(cm.getValue().replace('dry_run: true', 'dry_run: true\\n      retention_days: 0')); }"
+    )
+    # Dagster's schema has no ranges: the editor accepts the value, the launch check refuses it.
+    page.get_by_text("No errors").wait_for()
+    page.get_by_role("button", name="Launch Run").click()
+    page.get_by_text("retention_days must be greater than or equal to 1, got 0").first.wait_for()
+    page.wait_for_timeout(600)  # the dialog fades in
+    screenshot(page, "05_launch_refused")
+    assert RUN_URL.search(page.url) is None
+    assert run_count(server) == runs_before
+
+
 # --------------------------------------------------------------------------------------------------------
 # The asset graph (issue 6, part 1): runs as soon as the code location declares its assets.
 
