@@ -9,11 +9,12 @@ from datetime import UTC, datetime
 from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
 
-from . import purge, queries
+from . import purge
 from .files import StorageRoots
 from .plan import CleanupPlan
 from .policy import DeclaredRule, policy_problems, registry_with
 from .purge import drain_file_queue, preview_file_deletions, queue_ranges
+from .queries import expiring
 from .references import blocking_references_message, references_to_parents
 from .schema import ensure_bookkeeping
 from .stats import CleanupStats, FileCounts, RowCounts
@@ -83,9 +84,11 @@ def clean_table(
     entries; for events, `children_deleted` counts their alerts."""
     expiry = plan.expiry
     if plan.dry_run:
-        counts = RowCounts(deleted=purge.count_rows(engine, queries.count_expired(expiry, table)))
+        counts = RowCounts(deleted=purge.count_rows(engine, expiring.count_expired(expiry, table)))
         if table == "events":
-            counts.children_deleted = purge.count_rows(engine, queries.count_alerts_of_expired_events(expiry))
+            counts.children_deleted = purge.count_rows(
+                engine, expiring.count_alerts_of_expired_events(expiry)
+            )
         return counts
     return _advising_indexes(
         engine,

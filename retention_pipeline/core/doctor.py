@@ -12,11 +12,11 @@ from typing import Any
 from sqlalchemy import func, inspect, select
 from sqlalchemy.engine import Engine
 
-from . import queries
 from .cleanup import schema_problems
 from .plan import CleanupPlan
 from .policy import policy_problems
 from .purge import REFERENCE_CHUNK, partitions
+from .queries import expiring, path_checks
 from .references import (
     Reference,
     blocking_references_message,
@@ -130,8 +130,8 @@ def _count(engine: Engine, statement: Any) -> int:
 
 def _expired_rows(engine: Engine, plan: CleanupPlan) -> dict[str, int]:
     expiry = plan.expiry
-    counts = {name: _count(engine, queries.count_expired(expiry, name)) for name in plan.registry.names}
-    counts["alerts"] = _count(engine, queries.count_alerts_of_expired_events(expiry))
+    counts = {name: _count(engine, expiring.count_expired(expiry, name)) for name in plan.registry.names}
+    counts["alerts"] = _count(engine, expiring.count_alerts_of_expired_events(expiry))
     return counts
 
 
@@ -160,7 +160,7 @@ def diagnose(engine: Engine, plan: CleanupPlan) -> DoctorReport:
     if not problems:
         report.expired_rows = _expired_rows(engine, plan)
         queued = retention_file_queue.name in tables  # created by the first run, never by doctor
-        files = queries.select_stale_file_candidates(plan.expiry, plan.delete_images, queued).subquery()
+        files = path_checks.select_stale_file_candidates(plan.expiry, plan.delete_images, queued).subquery()
         report.expired_files = _count(engine, select(func.count()).select_from(files))
         report.partitions_to_drop = {
             name: len(partitions.expired_partitions(engine, name, plan.expiry.cutoff(name)))

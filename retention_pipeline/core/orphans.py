@@ -20,10 +20,10 @@ from typing import Any
 from pydantic import ConfigDict, Field, ValidationError
 from sqlalchemy.engine import Engine
 
-from . import queries
 from .files import Outcome, StorageRoots, remove_file
 from .options import OrphanSweepOptions, readable
 from .purge import CHECK_CHUNK, REFERENCE_CHUNK, chunked, referenced_paths
+from .queries import path_checks
 from .scan import ScanCounts, ScannedFile, check_roots, walk_files
 from .tables import Registry
 
@@ -116,7 +116,7 @@ def scan_for_orphans(
     stats.symlinks_skipped = scan_counts.symlinks_skipped
     with engine.connect() as conn:
         stats.referencing_rows = int(
-            conn.execute(queries.count_referencing_rows(policy.registry)).scalar_one()
+            conn.execute(path_checks.count_referencing_rows(policy.registry)).scalar_one()
         )
     stats.rows_missing_files = count_rows_missing_files(engine, roots, policy.registry)
     if policy.dry_run:
@@ -203,7 +203,7 @@ def count_rows_missing_files(engine: Engine, roots: StorageRoots, registry: Regi
     missing = 0
     with engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=CHECK_CHUNK).execute(
-            queries.select_every_referenced_path(registry or Registry())
+            path_checks.select_every_referenced_path(registry or Registry())
         )
         for (stored,) in result:
             if "\x00" in stored or os.path.lexists(os.path.join(roots.media_root, stored)):

@@ -59,7 +59,7 @@ class RetentionTable:
     rules: tuple[Rule, ...]
     files: tuple[MediaColumn, ...] = ()
     children: tuple[Child, ...] = ()
-    keep_rule: str = ""  # said in prose; the rule itself lives in queries.py
+    keep_rule: str = ""  # said in prose; the rule itself lives in queries/expiring.py
     built_in: bool = True
 
     @property

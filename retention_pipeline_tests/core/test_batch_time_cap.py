@@ -6,10 +6,11 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.engine import Connection
 
-from retention_pipeline.core import db, purge, queries
+from retention_pipeline.core import db, purge
 from retention_pipeline.core.cleanup import prepare_database
 from retention_pipeline.core.purge import loop, postgresql
 from retention_pipeline.core.purge.batch import Batch
+from retention_pipeline.core.queries import expiring
 from retention_pipeline.core.schema import alerts, detections, events, gpu_stats, retention_file_queue
 from retention_pipeline.core.tables import Expiry
 from retention_pipeline_tests.conftest import both_shapes
@@ -145,7 +146,7 @@ def test_one_row_batches_cut_off_now_and_then_never_add_up_to_giving_up(world: C
     counts = loop._purge_in_batches(
         world.engine,
         "gpu_stats",
-        queries.select_expired_id_span(Expiry.of(world.cutoff), "gpu_stats"),
+        expiring.select_expired_id_span(Expiry.of(world.cutoff), "gpu_stats"),
         every_other_batch_overruns,
         purge.BatchSizer(1, target_s=0.05),  # every batch is a single row
         lambda _message: None,

@@ -7,8 +7,8 @@ import pytest
 from sqlalchemy import String, column, insert, table
 from sqlalchemy.engine import Engine
 
-from retention_pipeline.core import queries
 from retention_pipeline.core.db import make_engine
+from retention_pipeline.core.queries import expiring
 from retention_pipeline.core.schema import camera_metadata, gpu_stats, logs
 from retention_pipeline.core.tables import Expiry
 from retention_pipeline_tests.factories import CameraWorld
@@ -91,11 +91,11 @@ def test_on_sqlite_finding_what_expired_searches_the_time_indexes_instead_of_rea
     cutoff = LATE - timedelta(days=30)
 
     assert "ix_gpu_stats_recorded_at (recorded_at<?)" in _plan(
-        sqlite_engine, queries.select_expired_id_span(Expiry.of(cutoff), "gpu_stats")
+        sqlite_engine, expiring.select_expired_id_span(Expiry.of(cutoff), "gpu_stats")
     )
-    detection_span = _plan(sqlite_engine, queries.select_expired_detection_id_span(Expiry.of(cutoff)))
+    detection_span = _plan(sqlite_engine, expiring.select_expired_detection_id_span(Expiry.of(cutoff)))
     assert "ix_detections_detected_at (detected_at<?)" in detection_span
     assert "ix_events_started_at (started_at<?)" in detection_span
     assert "ix_logs_timestamp (timestamp<?)" in _plan(
-        sqlite_engine, queries.count_expired(Expiry.of(cutoff), "logs")
+        sqlite_engine, expiring.count_expired(Expiry.of(cutoff), "logs")
     )

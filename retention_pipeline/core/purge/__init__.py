@@ -1,7 +1,8 @@
 """The purge: deleting expired rows batch by batch, and their files through a durable queue.
 
 Shaped by its two axes. The table is data: `core/tables.py` describes every retention table (rules, media
-columns, children, keep rule) and `statements.py` builds each batch's statements from that description.
+columns, children, keep rule) and `core/queries/purge_batch.py` builds each batch's statements from that
+description.
 The engine is code:
 
 - `loop.py`       the engine-free loop: id span, batch sizing, overruns, retries, progress, final flush;
@@ -11,7 +12,6 @@ The engine is code:
 - `partitions.py` PostgreSQL: wholly expired partitions of plain tables dropped whole
 - `durability.py` PostgreSQL commits that do not wait for the disk, and the flush that ends a step
 - `sqlite.py`     batches under the database's write lock, and the writers' turns between them
-- `statements.py` the statements of a batch, built once per purge with bound parameters
 - `file_queue.py` the durable file queue: queueing paths, and draining it (the file step and its preview)
 """
 

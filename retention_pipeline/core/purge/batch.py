@@ -10,8 +10,8 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from ..queries import purge_batch
 from ..tables import Child, Expiry
-from . import statements
 
 
 @dataclass(frozen=True)
@@ -43,12 +43,12 @@ def batch_end(engine: Engine, statement: Any, parameters: dict[str, int]) -> int
 
 def children_deleter(expiry: Expiry, table: str, children: tuple[Child, ...]) -> Children:
     """Delete a batch's children, each table in turn; returns how many of the counted ones went."""
-    deletes = [(statements.delete_children(expiry, table, child), child.counted) for child in children]
+    deletes = [(purge_batch.delete_children(expiry, table, child), child.counted) for child in children]
 
     def delete(execute: Execute, after_id: int, last_id: int) -> int:
         counted = 0
         for statement, is_counted in deletes:
-            rows = int(execute(statement, statements.id_range(after_id, last_id)).rowcount)
+            rows = int(execute(statement, purge_batch.id_range(after_id, last_id)).rowcount)
             counted += rows if is_counted else 0
         return counted
 

@@ -18,17 +18,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, case, func, literal, select
+from sqlalchemy import Select, case, func, literal, select
 from sqlalchemy.engine import Engine
 
 from ..db import write_transaction
 
 MESSAGE_PREFIX = "retention_pipeline"
-
-
-def commit_without_waiting() -> ColumnElement[Any]:
-    """A column that lets the rest of its transaction COMMIT before its WAL is on disk."""
-    return func.set_config("synchronous_commit", "off", True)
 
 
 def wait_for_flush() -> Select[Any]:

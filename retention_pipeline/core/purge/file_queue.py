@@ -15,9 +15,9 @@ from typing import TypeVar
 
 from sqlalchemy.engine import Connection, Engine
 
-from .. import queries
 from ..db import write_transaction
 from ..files import Outcome, StorageRoots, remove_file
+from ..queries import path_checks, queue
 from ..stats import FileCounts
 from ..tables import Expiry, Registry
 from .loop import PROGRESS_EVERY_S, EverySoOften, Share
@@ -52,14 +52,16 @@ def referenced_paths(
     if not names:
         return set()
     with engine.connect() as conn:
-        conn.execute(queries.create_check_names())
+        conn.execute(path_checks.create_check_names())
         conn.commit()
-        conn.execute(queries.insert_check_name(), [{"name": name} for name in names])
+        conn.execute(path_checks.insert_check_name(), [{"name": name} for name in names])
         if engine.dialect.name == "postgresql":
-            conn.execute(queries.prefer_index_lookups())
-        hits = set(conn.execute(queries.select_referenced_names(registry or Registry(), surviving)).scalars())
+            conn.execute(path_checks.prefer_index_lookups())
+        hits = set(
+            conn.execute(path_checks.select_referenced_names(registry or Registry(), surviving)).scalars()
+        )
         if engine.dialect.name == "sqlite":
-            conn.execute(queries.clear_check_names())
+            conn.execute(path_checks.clear_check_names())
         conn.commit()  # PostgreSQL empties the scratch table at COMMIT
     return {path for path, names in aliases.items() if hits.intersection(names)}
 
@@ -146,7 +148,7 @@ def queue_files(connection: Connection, paths: dict[str, str]) -> int:
     now = datetime.now(UTC)
     rows = [{"path": p, "kind": k, "queued_at": now} for p, k in sorted(paths.items())]
     # One cached statement, many parameter sets: SQLAlchemy batches them ("insertmanyvalues").
-    connection.execute(queries.insert_queued_file(connection.dialect.name), rows)
+    connection.execute(queue.insert_queued_file(connection.dialect.name), rows)
     return len(rows)
 
 
@@ -169,7 +171,7 @@ def drain_file_queue(
     if last_id is None:
         # Stop at today's end of the queue: files re-queued after a failure wait for the next run.
         with engine.connect() as conn:
-            last_id = conn.execute(queries.select_last_queued_id()).scalar()
+            last_id = conn.execute(queue.select_last_queued_id()).scalar()
         if last_id is None:
             return FileCounts()
 
@@ -181,7 +183,7 @@ def drain_file_queue(
         start = after_id
         while True:
             with engine.connect() as conn:
-                rows = conn.execute(queries.select_queued_files(start, REFERENCE_CHUNK, last_id)).all()
+                rows = conn.execute(queue.select_queued_files(start, REFERENCE_CHUNK, last_id)).all()
             if not rows:
                 return
             referenced = referenced_paths(engine, roots, [row.path for row in rows], registry)
@@ -195,7 +197,7 @@ def drain_file_queue(
         entries = [(path, kind) for _id, path, kind in rows]
         blocked = _delete_unreferenced(counts, roots, entries, referenced, dry_run=False)
         with write_transaction(engine) as conn:
-            conn.execute(queries.delete_queued_files(start, rows[-1][0]))
+            conn.execute(queue.delete_queued_files(start, rows[-1][0]))
             # A file that could not be deleted stays queued: the next run tries again.
             if kept := {path: kind for path, kind in entries if path in blocked}:
                 queue_files(conn, kept)
@@ -216,7 +218,7 @@ def queue_ranges(engine: Engine, size: int) -> Iterator[tuple[int, int | None]]:
     after_id = 0
     while True:
         with engine.connect() as conn:
-            boundary = conn.execute(queries.select_queue_boundary(after_id, size)).scalar()
+            boundary = conn.execute(queue.select_queue_boundary(after_id, size)).scalar()
         if boundary is None:
             yield after_id, None
             return
@@ -240,7 +242,7 @@ def preview_file_deletions(
     grow with their number. The checks and stat() calls then run chunk by chunk from that file.
     """
     expiry = Expiry.of(expiry)
-    statement = queries.select_stale_file_candidates(expiry, delete_images)
+    statement = path_checks.select_stale_file_candidates(expiry, delete_images)
     with tempfile.TemporaryFile("w+", newline="", encoding="utf-8", errors="surrogateescape") as spill:
         writer = csv.writer(spill)
         with engine.connect() as conn:

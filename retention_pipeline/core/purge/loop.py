@@ -14,11 +14,11 @@ from typing import Any, TypeVar
 
 from sqlalchemy.engine import Engine
 
-from .. import queries
 from ..db import is_transient
+from ..queries import expiring, purge_batch
 from ..stats import RowCounts
 from ..tables import Expiry
-from . import partitions, postgresql, sqlite, statements
+from . import partitions, postgresql, sqlite
 from .batch import Batch, Step, children_deleter
 from .durability import flush_commits
 from .sqlite import WriterTurns
@@ -220,16 +220,16 @@ def table_batches(
         # committed before the locks.
         return postgresql.rows_with_files(
             engine,
-            statements.lock_next_batch(expiry, table),
-            statements.delete_expired_queueing_files(expiry, table, media),
+            purge_batch.lock_next_batch(expiry, table),
+            purge_batch.delete_expired_queueing_files(expiry, table, media),
             time_cap_ms,
             children,
         )
     return sqlite.rows_with_files(
         engine,
-        statements.select_batch_end(expiry, table),
-        statements.queue_files_of_expired(expiry, table, media),
-        statements.delete_expired(expiry, table),
+        purge_batch.select_batch_end(expiry, table),
+        purge_batch.queue_files_of_expired(expiry, table, media),
+        purge_batch.delete_expired(expiry, table),
         children,
     )
 
@@ -253,9 +253,9 @@ def purge_table(
         dropped = partitions.drop_expired_partitions(engine, expiry, table, progress)
     sizer = BatchSizer(batch_size, target_s)
     span = (
-        queries.select_expired_detection_id_span(expiry)
+        expiring.select_expired_detection_id_span(expiry)
         if table == "detections"
-        else queries.select_expired_id_span(expiry, table)
+        else expiring.select_expired_id_span(expiry, table)
     )
     try:
         counts = _purge_in_batches(

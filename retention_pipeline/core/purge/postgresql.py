@@ -14,8 +14,8 @@ from sqlalchemy.exc import DBAPIError
 
 from .. import db
 from ..db import PG_STATEMENT_TIMEOUT_MS, is_query_cancelled, write_transaction
+from ..queries import purge_batch
 from ..tables import Expiry
-from . import statements
 from .batch import Batch, Children, Execute, Step, batch_end
 
 CAP_SLACK = 0.1  # how far past its cap a batch may run before a statement's own timeout is narrowed
@@ -23,8 +23,8 @@ CAP_SLACK = 0.1  # how far past its cap a batch may run before a statement's own
 # already locked meanwhile: the wait ends as a lock timeout (a writer is busy: the batch is repeated after
 # a pause), not as an overrun (too much work: the batch is repeated smaller).
 LOCK_WAIT_SHARE = 0.5
-_CAP_BATCH = statements.cap_batch()
-_CAP_FOLLOWING = statements.cap_following_statements()
+_CAP_BATCH = purge_batch.cap_batch()
+_CAP_FOLLOWING = purge_batch.cap_following_statements()
 
 
 class _OutOfTime(Exception):
@@ -58,8 +58,8 @@ def _within_cap(conn: Connection, started: float, cap_ms: float) -> Execute:
 def _batch_caps(time_cap_ms: float | None) -> dict[str, str]:
     """The statement and lock-wait caps of one batch (the connection's own without a cap)."""
     if time_cap_ms is None:
-        return statements.caps(PG_STATEMENT_TIMEOUT_MS, db.PG_LOCK_TIMEOUT_MS)
-    return statements.caps(time_cap_ms, min(db.PG_LOCK_TIMEOUT_MS, time_cap_ms * LOCK_WAIT_SHARE))
+        return purge_batch.caps(PG_STATEMENT_TIMEOUT_MS, db.PG_LOCK_TIMEOUT_MS)
+    return purge_batch.caps(time_cap_ms, min(db.PG_LOCK_TIMEOUT_MS, time_cap_ms * LOCK_WAIT_SHARE))
 
 
 def _overran(after_id: int, started: float) -> Batch:
@@ -97,12 +97,12 @@ def rows_with_files(
         try:
             with write_transaction(engine) as conn:
                 conn.execute(_CAP_BATCH, batch_caps)
-                last_id = conn.execute(lock, statements.span(after_id, until_id, limit)).scalar()
+                last_id = conn.execute(lock, purge_batch.span(after_id, until_id, limit)).scalar()
                 if last_id is None:
                     return Batch(None)
                 execute = _within_cap(conn, started, time_cap_ms) if time_cap_ms else conn.execute
                 deleted_children = children(execute, after_id, last_id) if children else 0
-                result = execute(delete_and_queue, statements.id_range(after_id, last_id, now))
+                result = execute(delete_and_queue, purge_batch.id_range(after_id, last_id, now))
                 deleted, queued, _uncapped = result.one()
         except _OutOfTime:
             return _overran(after_id, started)
@@ -117,19 +117,19 @@ def rows_with_files(
 def plain_rows(engine: Engine, expiry: Expiry, table: str, time_cap_ms: float | None) -> Step:
     """A table without files or children: find the batch's end in a read transaction, then delete it
     within the cap; no row lock is taken beforehand, as nothing about the rows needs to stay put."""
-    batch_end_at = statements.select_batch_end(expiry, table)
-    delete = statements.delete_expired_lifting_cap(expiry, table)
+    batch_end_at = purge_batch.select_batch_end(expiry, table)
+    delete = purge_batch.delete_expired_lifting_cap(expiry, table)
     batch_caps = _batch_caps(time_cap_ms)
 
     def step(after_id: int, until_id: int, limit: int) -> Batch:
-        last_id = batch_end(engine, batch_end_at, statements.span(after_id, until_id, limit))
+        last_id = batch_end(engine, batch_end_at, purge_batch.span(after_id, until_id, limit))
         if last_id is None:
             return Batch(None)
         started = time.perf_counter()
         try:
             with write_transaction(engine) as conn:
                 conn.execute(_CAP_BATCH, batch_caps)
-                deleted = int(conn.execute(delete, statements.id_range(after_id, last_id)).scalar_one())
+                deleted = int(conn.execute(delete, purge_batch.id_range(after_id, last_id)).scalar_one())
         except DBAPIError as exc:
             return _overran_or_raise(exc, time_cap_ms, after_id, started)
         return Batch(last_id, deleted=deleted, seconds=time.perf_counter() - started)

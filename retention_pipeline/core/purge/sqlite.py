@@ -12,8 +12,8 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from ..db import write_transaction
+from ..queries import purge_batch
 from ..tables import Expiry
-from . import statements
 from .batch import Batch, Children, Step, batch_end
 
 
@@ -48,15 +48,15 @@ def rows_with_files(
     between the queueing INSERT's read and the DELETE."""
 
     def step(after_id: int, until_id: int, limit: int) -> Batch:
-        last_id = batch_end(engine, batch_end_at, statements.span(after_id, until_id, limit))
+        last_id = batch_end(engine, batch_end_at, purge_batch.span(after_id, until_id, limit))
         if last_id is None:
             return Batch(None)
         now = datetime.now(UTC)
         started = time.perf_counter()
         with write_transaction(engine) as conn:
             deleted_children = children(conn.execute, after_id, last_id) if children else 0
-            queued = conn.execute(queue, statements.id_range(after_id, last_id, now)).rowcount
-            deleted = conn.execute(delete, statements.id_range(after_id, last_id)).rowcount
+            queued = conn.execute(queue, purge_batch.id_range(after_id, last_id, now)).rowcount
+            deleted = conn.execute(delete, purge_batch.id_range(after_id, last_id)).rowcount
         seconds = time.perf_counter() - started
         return Batch(last_id, deleted=deleted, children=deleted_children, queued=queued, seconds=seconds)
 
@@ -65,16 +65,16 @@ def rows_with_files(
 
 def plain_rows(engine: Engine, expiry: Expiry, table: str) -> Step:
     """A table without files or children: find the batch's end, then delete it."""
-    batch_end_at = statements.select_batch_end(expiry, table)
-    delete = statements.delete_expired(expiry, table)
+    batch_end_at = purge_batch.select_batch_end(expiry, table)
+    delete = purge_batch.delete_expired(expiry, table)
 
     def step(after_id: int, until_id: int, limit: int) -> Batch:
-        last_id = batch_end(engine, batch_end_at, statements.span(after_id, until_id, limit))
+        last_id = batch_end(engine, batch_end_at, purge_batch.span(after_id, until_id, limit))
         if last_id is None:
             return Batch(None)
         started = time.perf_counter()
         with write_transaction(engine) as conn:
-            deleted = conn.execute(delete, statements.id_range(after_id, last_id)).rowcount
+            deleted = conn.execute(delete, purge_batch.id_range(after_id, last_id)).rowcount
         return Batch(last_id, deleted=deleted, seconds=time.perf_counter() - started)
 
     return step

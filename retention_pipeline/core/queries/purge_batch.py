@@ -31,10 +31,10 @@ from sqlalchemy import (
 )
 
 from ..db import PG_STATEMENT_TIMEOUT_MS
-from ..queries import detection_may_expire, distinct_paths, expired, queue_upsert
 from ..schema import UTCDateTime, alerts, event_detections, retention_file_queue
 from ..tables import Child, Expiry, MediaColumn, column_of, table_of
-from .durability import commit_without_waiting
+from .expiring import detection_may_expire, expired
+from .queue import distinct_paths, queue_upsert
 
 CHILD_TABLES = {t.name: t for t in (alerts, event_detections)}
 
@@ -64,6 +64,12 @@ def id_range(after_id: int, last_id: int, queued_at: datetime | None = None) -> 
     if queued_at is not None:
         values["queue_time"] = queued_at
     return values
+
+
+def commit_without_waiting() -> ColumnElement[Any]:
+    """PostgreSQL: a column that lets the rest of its transaction COMMIT before its WAL is on disk (see
+    purge/durability.py for why that is safe)."""
+    return func.set_config("synchronous_commit", "off", True)
 
 
 def _end_of_next_batch(table: Table, expired: ColumnElement[bool], lock: bool = False) -> Select[Any]:

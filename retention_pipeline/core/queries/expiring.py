@@ -1,0 +1,88 @@
+"""Which rows expire: the rules' predicates with the keep rule, the id spans batches walk, and counts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, exists, func, not_, or_, select, union_all
+
+from ..instants import older
+from ..schema import alerts, detections, event_detections, events
+from ..tables import Expiry, column_of, table_of
+
+
+def by_rules(expiry: Expiry, table: str) -> ColumnElement[bool]:
+    """The row is before the cutoff of one of its table's rules (a NULL time column: that rule does not
+    apply); without the keep rule."""
+    entry = expiry.registry[table]
+    terms = []
+    for name, cutoff in expiry.rules_of(table):
+        column = column_of(entry, name)
+        # A built-in time column is NOT NULL. A declared one may hold NULL, which must read as "not
+        # expired" (false), not unknown: NOT (unknown) is unknown too, and would hide a retained event.
+        nullable = name not in {r.column for r in entry.rules if r.origin == "built-in"}
+        terms.append(and_(column.is_not(None), older(column, cutoff)) if nullable else older(column, cutoff))
+    return or_(*terms)
+
+
+def _linked_to(events_where: ColumnElement[bool]) -> ColumnElement[bool]:
+    """The detection is linked to an event matching `events_where`."""
+    # OFFSET 0 keeps PostgreSQL from turning a NOT EXISTS into a merge anti-join, which walks the
+    # link index from its start on every batch (quadratic over a run); as a correlated sub-plan it is
+    # one index look-up per detection of the batch.
+    linked_to = (
+        select(event_detections.c.event_id)
+        .join(events, events.c.id == event_detections.c.event_id)
+        .where(event_detections.c.detection_id == detections.c.id, events_where)
+        .offset(0)
+    )
+    return exists(linked_to)
+
+
+def detection_may_expire(expiry: Expiry) -> ColumnElement[bool]:
+    """Old or linked to an expired event: expired unless also linked to a retained event."""
+    return or_(by_rules(expiry, "detections"), _linked_to(by_rules(expiry, "events")))
+
+
+def detection_expired(expiry: Expiry) -> ColumnElement[bool]:
+    """Old or linked to an expired event, and not linked to any retained event."""
+    return and_(detection_may_expire(expiry), not_(_linked_to(not_(by_rules(expiry, "events")))))
+
+
+def expired(expiry: Expiry, table: str) -> ColumnElement[bool]:
+    """The row of `table` goes in a run with this expiry: its rules, and for detections the keep rule."""
+    return detection_expired(expiry) if table == "detections" else by_rules(expiry, table)
+
+
+def select_expired_detection_id_span(expiry: Expiry) -> Select[Any]:
+    """The lowest and highest id a detection expired at this cutoff can have (None, None: none expired).
+
+    Found through the time indexes, so a run with nothing expired reads almost nothing, and batches
+    never scan the retained rows past the last expired one.
+    """
+    linked = (
+        select(event_detections.c.detection_id.label("id"))
+        .join(events, events.c.id == event_detections.c.event_id)
+        .where(by_rules(expiry, "events"))
+    )
+    candidates = union_all(select(detections.c.id).where(by_rules(expiry, "detections")), linked)
+    every = candidates.subquery()
+    return select(func.min(every.c.id), func.max(every.c.id))
+
+
+def select_expired_id_span(expiry: Expiry, table: str) -> Select[Any]:
+    """The lowest and highest id among a table's rows expired by its rules (None, None: none)."""
+    target = table_of(expiry.registry[table])
+    return select(func.min(target.c.id), func.max(target.c.id)).where(by_rules(expiry, table))
+
+
+def count_expired(expiry: Expiry, table: str) -> Select[Any]:
+    """How many rows of a table a run with this expiry deletes."""
+    target = table_of(expiry.registry[table])
+    return select(func.count()).select_from(target).where(expired(expiry, table))
+
+
+def count_alerts_of_expired_events(expiry: Expiry) -> Select[Any]:
+    """How many alerts go with the expired events."""
+    gone = select(events.c.id).where(by_rules(expiry, "events"))
+    return select(func.count()).select_from(alerts).where(alerts.c.event_id.in_(gone.scalar_subquery()))

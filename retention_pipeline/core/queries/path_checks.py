@@ -1,0 +1,135 @@
+"""Which paths rows still reference: the reference check's scratch table and look-up, the paths a run
+would consider deleting, and the listings the orphan sweep checks against."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Delete,
+    Insert,
+    MetaData,
+    Select,
+    String,
+    Table,
+    func,
+    insert,
+    literal,
+    not_,
+    or_,
+    select,
+    union,
+)
+from sqlalchemy.schema import CreateTable
+
+from ..schema import retention_file_queue
+from ..tables import Expiry, Registry, RetentionTable, column_of, table_of
+from .expiring import expired
+
+# Scratch for one reference check, private to the connection that runs it: every spelling of the paths
+# being checked. Staged once per large chunk, so the check costs one pass over the referencing rows
+# whether or not the camera system indexes its path columns (it does not), and binds no parameter list.
+check_names = Table(
+    "retention_check_names",
+    MetaData(),
+    Column("name", String, primary_key=True),
+    prefixes=["TEMPORARY"],
+    # Emptied by a truncate at each COMMIT: autovacuum never visits temporary tables, so rows deleted
+    # one by one would pile up for the life of the pooled connection.
+    postgresql_on_commit="DELETE ROWS",
+)
+
+
+def create_check_names() -> CreateTable:
+    """Create this connection's scratch table of names to check, unless it has one."""
+    return CreateTable(check_names, if_not_exists=True)
+
+
+def insert_check_name() -> Insert:
+    """Stage one name to check (executed with many rows)."""
+    return insert(check_names)
+
+
+def clear_check_names() -> Delete:
+    """Empty this connection's scratch table of names to check."""
+    return check_names.delete()
+
+
+def prefer_index_lookups() -> Select[Any]:
+    """PostgreSQL: for the rest of this transaction, cost a random page read like a cached one."""
+    # With the default random_page_cost (4) the planner answers a look-up of a few thousand paths with a
+    # full scan of detections even where the path columns are indexed. The tables a cleanup touches are
+    # hot in memory.
+    return select(func.set_config("random_page_cost", "1.1", True))
+
+
+def _media_paths(
+    registry: Registry, where: Callable[[str], list[ColumnElement[bool]]], delete_images: bool = True
+) -> list[Select[Any]]:
+    """(path, kind) of every media column of every retention table, each filtered by `where(table)`."""
+    sources = []
+    for entry in registry.tables:
+        for media in entry.media(delete_images):
+            path = column_of(entry, media.column, String())
+            condition = [path != "", *where(entry.name)]
+            target = table_of(entry)
+            sources.append(
+                select(path.label("path"), literal(media.kind, String).label("kind"))
+                .select_from(target)
+                .where(*condition)
+            )
+    return sources
+
+
+def select_referenced_names(registry: Registry, surviving: Expiry | None = None) -> Select[Any]:
+    """Which of the staged names (`check_names`) a row still references.
+
+    With `surviving`, rows that a run with that expiry would delete do not count (dry-run preview).
+    """
+    names = check_names.c.name
+
+    def referenced_by(entry: RetentionTable) -> list[Select[Any]]:
+        live = [] if surviving is None else [not_(expired(surviving, entry.name))]
+        return [
+            select(path.label("path")).join(check_names, path == names).where(*live)
+            for path in (column_of(entry, m.column, String()) for m in entry.files)
+        ]
+
+    return select(union(*(s for entry in registry.tables for s in referenced_by(entry))).subquery())
+
+
+def select_stale_file_candidates(expiry: Expiry, delete_images: bool, queued: bool = True) -> Select[Any]:
+    """Distinct paths a run with this expiry would consider deleting, with their kind, in path order
+    (`queued` False: leave out the queue, in a database that has none yet)."""
+    sources = _media_paths(expiry.registry, lambda table: [expired(expiry, table)], delete_images)
+    if queued:
+        sources.append(select(retention_file_queue.c.path, retention_file_queue.c.kind))
+    every = union(*sources).subquery()
+    return (
+        select(every.c.path, func.min(every.c.kind).label("kind"))
+        .where(every.c.path != "")
+        .group_by(every.c.path)
+        .order_by(every.c.path)
+    )
+
+
+def count_referencing_rows(registry: Registry) -> Select[Any]:
+    """How many rows reference a media file at all."""
+    counts = []
+    for entry in registry.tables:
+        paths = [column_of(entry, m.column, String()) for m in entry.files]
+        if paths:
+            with_file = or_(*(p != "" for p in paths))
+            counts.append(
+                select(func.count()).select_from(table_of(entry)).where(with_file).scalar_subquery()
+            )
+    return select(sum(counts[1:], counts[0]))
+
+
+def select_every_referenced_path(registry: Registry) -> Select[Any]:
+    """Every distinct stored media path."""
+    every = union(*_media_paths(registry, lambda _table: [])).subquery()
+    return select(every.c.path)
