@@ -12,6 +12,8 @@ runs in its own child process so its peak RSS is its own:
   join), then the same single-threaded unlink of what is unreferenced;
 - naive: every path collected into a Python list, unbounded DELETEs in one transaction, then unlink;
 - dry: data_cleanup with dry_run true (through the job); real: data_cleanup for real (through the job);
+- partitioned (PostgreSQL): data_cleanup for real on the same rows and files with the four tables
+  range-partitioned weekly (benchmarks/partitioned_copy.py), where whole weeks are dropped;
 - noop: data_cleanup again with nothing left to delete; noop_cli: the same as an operator runs it, median of 5
   (`retention-pipeline run`, Python start to exit, on an existing Dagster instance); on PostgreSQL also
   noop_cli_vacuumed: the same after a VACUUM, as the next daily run finds the tables.
@@ -42,6 +44,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from partitioned_copy import partition_weekly
 from sqlalchemy import (
     Column,
     MetaData,
@@ -522,11 +525,23 @@ def bench(engine_name: str, n: int, workdir: Path, rows_only: bool, shape: str) 
             conn.execute(text("VACUUM (ANALYZE)"))
         vacuuming.dispose()
         results.append(noop_cli(engine_name, n, "noop_cli_vacuumed", url, media, workdir))
+        # The same rows and files in weekly range partitions: the product drops whole weeks.
+        url = copy_database(base, engine_name, workdir, "partitioned")
+        made = partition_weekly(url, CUTOFF)
+        media = workdir / "media_partitioned"
+        if not rows_only:
+            build_files(media, paths)
+            os.sync()
+        figures = measure("partitioned", url, media, n)
+        figures.update(engine=engine_name, n=n, variant="partitioned", rows_only=rows_only, shape=shape)
+        results.append(figures)
+        print(f"[{engine_name} {n}] partitioned ({made} partitions): {figures}", file=sys.stderr)
+        shutil.rmtree(media, ignore_errors=True)
         base_name = base.rsplit("/", 1)[1]
         pg_admin(
             *(
                 f'DROP DATABASE IF EXISTS "{base_name}{suffix}" WITH (FORCE)'
-                for suffix in ("", "_floor", "_same_rule", "_naive", "_dry")
+                for suffix in ("", "_floor", "_same_rule", "_naive", "_dry", "_partitioned")
             )
         )
     return results

@@ -163,9 +163,9 @@ def diagnose(engine: Engine, plan: CleanupPlan) -> DoctorReport:
         files = path_checks.select_stale_file_candidates(plan.expiry, plan.delete_images, queued).subquery()
         report.expired_files = _count(engine, select(func.count()).select_from(files))
         report.partitions_to_drop = {
-            name: len(partitions.expired_partitions(engine, name, plan.expiry.cutoff(name)))
+            name: partitions.partitions_to_drop(engine, plan.expiry, name)
             for name in registry.names
-            if partitions.droppable(engine, plan.expiry, name, plan.delete_images)
+            if partitions.partitioned(engine, plan.expiry, name) is not None
         }
     return report
 

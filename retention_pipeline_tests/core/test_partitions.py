@@ -100,7 +100,7 @@ def test_a_run_killed_between_detach_and_drop_is_finished_by_the_next(
 ):
     world = log_world
     expired = _expired(world)
-    detached, _seconds = partitions._detach(
+    detached, _why, _seconds = partitions._detach(
         world.engine, "logs", "logs_p1"
     )  # the kill point: detached, not dropped
 

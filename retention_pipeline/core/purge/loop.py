@@ -248,10 +248,12 @@ def purge_table(
     """Delete every expired row of one retention table, batch by batch, its children first and its files
     queued (images only with `delete_images`). A datetime stands for the built-in rules at that cutoff."""
     expiry = Expiry.of(expiry)
-    dropped = partitions.Dropped()
-    if partitions.droppable(engine, expiry, table, delete_images):
-        dropped = partitions.drop_expired_partitions(engine, expiry, table, progress)
     sizer = BatchSizer(batch_size, target_s)
+    dropped = partitions.Dropped()
+    if (partitioned := partitions.partitioned(engine, expiry, table)) is not None:
+        dropped = partitions.drop_expired_partitions(
+            engine, expiry, partitioned, progress, delete_images, sizer
+        )
     span = (
         expiring.select_expired_detection_id_span(expiry)
         if table == "detections"
@@ -269,9 +271,13 @@ def purge_table(
             share,
         )
     except BatchTooSlow as exc:
-        exc.counts.deleted += dropped.rows  # what the failed step reports includes the dropped partitions
+        # What the failed step reports includes the dropped partitions.
+        exc.counts.deleted += dropped.rows
+        exc.counts.children_deleted += dropped.children
         raise
     counts.deleted += dropped.rows
+    counts.children_deleted += dropped.children
+    counts.files_queued += dropped.queued
     counts.batches += dropped.partitions
     counts.longest_transaction_ms = max(counts.longest_transaction_ms, dropped.longest_s * 1000)
     return counts

@@ -54,6 +54,16 @@ def expired(expiry: Expiry, table: str) -> ColumnElement[bool]:
     return detection_expired(expiry) if table == "detections" else by_rules(expiry, table)
 
 
+def count_linked_to_a_retained_event(expiry: Expiry, rows: ColumnElement[bool]) -> Select[Any]:
+    """How many of the detections `rows` a retained event links (the keep rule protects them); one
+    statement for a whole partition of old detections."""
+    retained = select(events.c.id).where(not_(by_rules(expiry, "events")))
+    links = select(event_detections.c.detection_id).where(event_detections.c.event_id.in_(retained))
+    # A count, not EXISTS: expecting an early match, PostgreSQL answered EXISTS with a nested loop probing
+    # every partition of `events` once per detection; a count it plans as one hash join.
+    return select(func.count()).select_from(detections).where(rows, detections.c.id.in_(links))
+
+
 def select_expired_detection_id_span(expiry: Expiry) -> Select[Any]:
     """The lowest and highest id a detection expired at this cutoff can have (None, None: none expired).
 

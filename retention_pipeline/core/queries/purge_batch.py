@@ -24,17 +24,15 @@ from sqlalchemy import (
     and_,
     bindparam,
     func,
-    insert,
     literal,
     select,
-    update,
 )
 
 from ..db import PG_STATEMENT_TIMEOUT_MS
-from ..schema import UTCDateTime, alerts, event_detections, retention_file_queue
+from ..schema import UTCDateTime, alerts, event_detections
 from ..tables import Child, Expiry, MediaColumn, column_of, table_of
 from .expiring import detection_may_expire, expired
-from .queue import distinct_paths, queue_upsert
+from .queue import distinct_paths, queue_upsert, queueing_new_paths
 
 CHILD_TABLES = {t.name: t for t in (alerts, event_detections)}
 
@@ -162,29 +160,8 @@ def delete_expired_queueing_files(expiry: Expiry, table: str, media: tuple[Media
 
 def _deleting_and_queueing(deleted: CTE, files: list[Select[Any]]) -> Select[Any]:
     """PostgreSQL: (rows deleted, distinct paths queued, _) of one DELETE ... RETURNING whose files go into
-    the queue in the same statement.
-
-    Not INSERT ... ON CONFLICT: its speculative insertion made the queue ~40 % of a detection batch.
-    One outer join to the queue's path index sorts the batch's paths into new ones (plain INSERT) and
-    ones already queued (UPDATE to the smaller kind, rarely any row). No other writer queues while the
-    run holds its lock, and the unique index still refuses a duplicate if one ever did.
-    """
-    q = retention_file_queue
-    paths = distinct_paths(files).cte("paths")
-    matched = (
-        select(paths.c.path, paths.c.kind, q.c.id.label("queued_id"), q.c.kind.label("queued_kind"))
-        .select_from(paths.outerjoin(q, q.c.path == paths.c.path))
-        .cte("matched")
-    )
-    new = select(matched.c.path, matched.c.kind, QUEUED_AT).where(matched.c.queued_id.is_(None))
-    inserted = insert(q).from_select(["path", "kind", "queued_at"], new).returning(q.c.id).cte("inserted")
-    rekinded = (
-        update(q)
-        .where(q.c.id == matched.c.queued_id, matched.c.kind < matched.c.queued_kind)
-        .values(kind=matched.c.kind)
-        .returning(q.c.id)
-        .cte("rekinded")
-    )
+    the queue in the same statement."""
+    matched, inserted, rekinded = queueing_new_paths(files, QUEUED_AT)
     # Both writes are named so they run; PostgreSQL runs a data-modifying WITH to completion either way.
     return select(
         select(func.count()).select_from(deleted).scalar_subquery(),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Delete, Insert, Select, func, select, union_all
+from sqlalchemy import CTE, Delete, Insert, Select, func, insert, select, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import ReturningInsert
 
@@ -48,6 +48,34 @@ def queue_upsert(dialect_name: str, rows: Select[Any] | None = None) -> Insert:
     return lite.on_conflict_do_update(
         index_elements=["path"], set_={"kind": func.min(q.kind, lite.excluded.kind)}
     )
+
+
+def queueing_new_paths(files: list[Select[Any]], queued_at: Any) -> tuple[CTE, CTE, CTE]:
+    """PostgreSQL: the CTEs that queue the distinct paths of `files` (matched, inserted, rekinded); a
+    statement selecting from `matched` and adding the other two queues them.
+
+    Not INSERT ... ON CONFLICT: its speculative insertion made the queue ~40 % of a detection batch.
+    One outer join to the queue's path index sorts the paths into new ones (plain INSERT) and ones already
+    queued (UPDATE to the smaller kind, rarely any row). No other writer queues while the run holds its
+    lock, and the unique index still refuses a duplicate if one ever did.
+    """
+    q = retention_file_queue
+    paths = distinct_paths(files).cte("paths")
+    matched = (
+        select(paths.c.path, paths.c.kind, q.c.id.label("queued_id"), q.c.kind.label("queued_kind"))
+        .select_from(paths.outerjoin(q, q.c.path == paths.c.path))
+        .cte("matched")
+    )
+    new = select(matched.c.path, matched.c.kind, queued_at).where(matched.c.queued_id.is_(None))
+    inserted = insert(q).from_select(["path", "kind", "queued_at"], new).returning(q.c.id).cte("inserted")
+    rekinded = (
+        update(q)
+        .where(q.c.id == matched.c.queued_id, matched.c.kind < matched.c.queued_kind)
+        .values(kind=matched.c.kind)
+        .returning(q.c.id)
+        .cte("rekinded")
+    )
+    return matched, inserted, rekinded
 
 
 def select_queued_files(after_id: int, limit: int, last_id: int | None = None) -> Select[Any]:

@@ -1,0 +1,113 @@
+"""PostgreSQL: what clears the way for dropping a wholly expired partition, in chunks of its ids: its rows'
+files into the queue and their children out, as a batch's DELETE would have done; then nothing but the
+partition's own rows is left to drop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Delete,
+    MetaData,
+    Select,
+    String,
+    Table,
+    Update,
+    and_,
+    func,
+    literal,
+    select,
+    tuple_,
+)
+
+from ..schema import UTCDateTime
+from ..tables import Child, Expiry, MediaColumn, column_of, table_of
+from .purge_batch import CHILD_TABLES
+from .queue import queueing_new_paths
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    """A foreign key from a child table to the partitioned parent, with what a DELETE of the parent does."""
+
+    table: str
+    columns: tuple[str, ...]
+    parent_columns: tuple[str, ...]
+    on_delete: str  # CASCADE or SET NULL (anything else keeps the parent out of partition drops)
+
+
+def rows_of_partition(
+    expiry: Expiry, table: str, key: str, lower: datetime | None, upper: datetime
+) -> ColumnElement[bool]:
+    """The parent's rows whose key lies in one partition's range (the planner reads that partition only)."""
+    column = column_of(expiry.registry[table], key)
+    in_range = column < literal(upper, UTCDateTime())
+    return in_range if lower is None else and_(column >= literal(lower, UTCDateTime()), in_range)
+
+
+def next_chunk_end(
+    expiry: Expiry, table: str, rows: ColumnElement[bool], after_id: int, size: int
+) -> Select[Any]:
+    """The id of the `size`-th of `rows` after `after_id` (None when fewer are left)."""
+    target = table_of(expiry.registry[table])
+    return (
+        select(target.c.id)
+        .where(rows, target.c.id > after_id)
+        .order_by(target.c.id)
+        .limit(1)
+        .offset(size - 1)
+    )
+
+
+def chunk(
+    expiry: Expiry, table: str, rows: ColumnElement[bool], after_id: int, last_id: int | None
+) -> ColumnElement[bool]:
+    """The rows of one chunk: (after_id, last_id] among `rows` (no end: every one after after_id)."""
+    ids = table_of(expiry.registry[table]).c.id
+    return and_(rows, ids > after_id) if last_id is None else and_(rows, ids > after_id, ids <= last_id)
+
+
+def queue_files_of_rows(
+    expiry: Expiry, table: str, media: tuple[MediaColumn, ...], rows: ColumnElement[bool], queued_at: datetime
+) -> Select[Any]:
+    """Queue the files the rows name (a path queued already keeps the smaller kind); returns the number of
+    distinct paths."""
+    entry = expiry.registry[table]
+    target = table_of(entry)
+    files = []
+    for m in media:
+        path = column_of(entry, m.column, String())
+        files.append(
+            select(path.label("path"), literal(m.kind, String).label("kind"))
+            .select_from(target)
+            .where(rows, path != "")
+        )
+    matched, inserted, rekinded = queueing_new_paths(files, literal(queued_at, UTCDateTime()))
+    return select(select(func.count()).select_from(matched).scalar_subquery()).add_cte(inserted, rekinded)
+
+
+def delete_children_of_rows(expiry: Expiry, table: str, child: Child, rows: ColumnElement[bool]) -> Delete:
+    """Delete the rows of a child the purge empties itself that belong to `rows`."""
+    target = table_of(expiry.registry[table])
+    child_table = CHILD_TABLES[child.table]
+    return child_table.delete().where(
+        child_table.c[child.column].in_(select(target.c.id).where(rows).scalar_subquery())
+    )
+
+
+def apply_on_delete(
+    expiry: Expiry, table: str, key: ForeignKey, rows: ColumnElement[bool]
+) -> Delete | Update:
+    """What the database would do to the child's rows referencing `rows` if they were deleted: delete them
+    (CASCADE, whose own cascades then run) or set the reference to NULL (SET NULL)."""
+    entry = expiry.registry[table]
+    child = Table(key.table, MetaData(), *(Column(name) for name in key.columns))
+    referenced = select(*(column_of(entry, name) for name in key.parent_columns)).where(rows)
+    referencing = tuple_(*(child.c[name] for name in key.columns)).in_(referenced)
+    if key.on_delete == "CASCADE":
+        return child.delete().where(referencing)
+    return child.update().where(referencing).values({name: None for name in key.columns})

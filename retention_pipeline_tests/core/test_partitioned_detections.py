@@ -1,0 +1,247 @@
+"""Range-partitioned `detections` and `events` (PostgreSQL) lose their wholly expired partitions whole:
+files queued in bulk, children removed set-based first, the keep rule honoured. The outcome is the same
+rows, files and numbers as the batched delete of plain tables, which SQLite runs on the same world."""
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.engine import Engine
+
+from retention_pipeline.core.purge import partitions
+from retention_pipeline.core.schema import alerts, detections, event_detections, events
+from retention_pipeline_tests.conftest import both_shapes
+from retention_pipeline_tests.factories import THUMBS, CameraWorld, comparable
+
+pytestmark = both_shapes
+
+# Weekly partitions, bounds in days from the data cutoff: W1 and W2 end before it, W3 straddles it.
+WEEKS = (-21.5, -14.5, -7.5, 0.5, 7.5, 40.0)
+
+
+def _partition_by_week(world: CameraWorld, table: str, key: str) -> None:
+    """Replace `table` by one range-partitioned weekly on `key`, primary key (id, key), default partition."""
+    engine = world.engine
+    with engine.begin() as conn:
+        conn.execute(text(f"ALTER TABLE {table} RENAME TO {table}_plain"))
+        conn.execute(text(f"ALTER SEQUENCE {table}_id_seq OWNED BY NONE"))
+        conn.execute(
+            text(
+                f"CREATE TABLE {table} (LIKE {table}_plain INCLUDING DEFAULTS, PRIMARY KEY (id, {key}))"
+                f" PARTITION BY RANGE ({key})"
+            )
+        )
+        # CASCADE drops the single-column foreign keys (event_detections, alerts): a partitioned table
+        # can only be referenced by its whole key, as the camera system's partitioned schema had it.
+        conn.execute(text(f"DROP TABLE {table}_plain CASCADE"))
+        conn.execute(text(f"CREATE TABLE {table}_default PARTITION OF {table} DEFAULT"))
+        bounds = [world.cutoff + timedelta(days=d) for d in WEEKS]
+        for number, (low, high) in enumerate(itertools.pairwise(bounds), start=1):
+            conn.execute(
+                text(
+                    f"CREATE TABLE {table}_w{number} PARTITION OF {table} FOR VALUES FROM (:low) TO (:high)"
+                ),
+                {"low": low, "high": high},
+            )
+
+
+def _children(world: CameraWorld) -> None:
+    """Two tables referencing detections, by its whole key on PostgreSQL: notes (CASCADE), reviews (SET
+    NULL)."""
+    postgres = world.engine.dialect.name == "postgresql"
+    key = "(id, detected_at)" if postgres else "(id)"
+    columns = "detection_id, detected_at" if postgres else "detection_id"
+    serial = "SERIAL" if postgres else "INTEGER"
+    with world.engine.begin() as conn:
+        for name, action in (("detection_notes", "CASCADE"), ("detection_reviews", "SET NULL")):
+            conn.execute(
+                text(
+                    f"CREATE TABLE {name} (id {serial} PRIMARY KEY, detection_id INTEGER,"
+                    f" detected_at TIMESTAMPTZ, FOREIGN KEY ({columns}) REFERENCES detections {key}"
+                    f" ON DELETE {action})"
+                )
+            )
+
+
+def _note(world: CameraWorld, table: str, detection_id: int, at: datetime) -> None:
+    with world.engine.begin() as conn:
+        conn.execute(
+            text(f"INSERT INTO {table} (detection_id, detected_at) VALUES (:id, :at)"),
+            {"id": detection_id, "at": at},
+        )
+
+
+@dataclass
+class Seeded:
+    world: CameraWorld
+    kept_detections: set[int]
+    kept_events: set[int]
+    kept_files: set[str]
+    gone_files: set[str]
+
+
+@pytest.fixture
+def seeded(world: CameraWorld) -> Iterator[Seeded]:
+    """Rows in every week: W1 wholly expired with alerts, links, notes, reviews and a thumbnail shared
+    with a retained detection; W2 expired except one detection a retained event links (keep rule); W3
+    straddling the cutoff with a row exactly at it; the default partition holding the oldest rows."""
+    if world.engine.dialect.name == "postgresql":
+        _partition_by_week(world, "detections", "detected_at")
+        _partition_by_week(world, "events", "started_at")
+    _children(world)
+    w = world
+    retained_event = w.event(w.recent(3))
+    shared = w.file(f"{THUMBS}/shared.jpg")
+    kept_d = {w.detection(w.recent(2), thumbnail=shared), w.detection(w.cutoff)}
+    gone_files: set[str] = set()
+
+    old_event = w.event(w.old(18), alerts_count=2)  # W1
+    w1 = [w.detection(w.old(19), events_=(old_event,)), w.detection(w.old(17)), w.detection(w.old(16))]
+    w1.append(w.detection(w.old(15), thumbnail=shared))
+    _note(w, "detection_notes", w1[0], w.old(19))
+    _note(w, "detection_reviews", w1[1], w.old(17))
+    protected = w.detection(w.old(10), events_=(retained_event,))  # W2, kept by the keep rule
+    w.detection(w.old(9))
+    w.event(w.old(9), alerts_count=1)
+    kept_d.add(protected)
+    w.detection(w.old(3))  # W3, before the cutoff
+    w.event(w.old(2))
+    w.detection(w.old(40))  # the default partition
+    w.event(w.old(41), alerts_count=1)
+    kept_d.add(w.detection(w.recent(4)))
+    with w.engine.connect() as conn:
+        every_file = {
+            path
+            for row in conn.execute(select(detections.c.thumbnail_path, detections.c.file_path)).all()
+            for path in row
+            if path
+        } | {path for path in conn.execute(select(events.c.clip_path)).scalars() if path}
+        kept_files = {
+            path
+            for row in conn.execute(
+                select(detections.c.thumbnail_path, detections.c.file_path).where(detections.c.id.in_(kept_d))
+            ).all()
+            for path in row
+            if path
+        } | {
+            c for c in conn.execute(select(events.c.clip_path).where(events.c.id == retained_event)).scalars()
+        }
+    kept_e = {retained_event}
+    gone_files = every_file - kept_files
+    yield Seeded(w, kept_d, kept_e, kept_files, gone_files)
+
+
+def _partitions_left(engine: Engine, table: str) -> set[str]:
+    with engine.connect() as conn:
+        return set(
+            conn.execute(
+                text(
+                    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                    " WHERE i.inhparent = to_regclass(:parent)"
+                ),
+                {"parent": table},
+            ).scalars()
+        )
+
+
+def _rows(engine: Engine, table: str) -> list[tuple[object, ...]]:
+    with engine.connect() as conn:
+        return sorted(conn.execute(text(f"SELECT detection_id FROM {table}")).all(), key=str)
+
+
+def test_expired_weeks_go_whole_and_every_row_file_and_number_is_the_batched_deletes(seeded: Seeded):
+    world = seeded.world
+
+    preview = world.run(dry_run=True, delete_images=True)
+    stats = world.run(delete_images=True)
+
+    assert comparable(preview) == comparable(stats)
+    assert stats.files_kept_shared == 1  # the thumbnail a retained detection shares
+    assert stats.detections_deleted == 7 and stats.events_deleted == 4 and stats.alerts_deleted == 4
+    assert world.ids(detections) == seeded.kept_detections
+    assert world.ids(events) == seeded.kept_events
+    assert all(world.exists(path) for path in seeded.kept_files)
+    assert not any(world.exists(path) for path in seeded.gone_files)
+    assert world.count(alerts) == 0
+    with world.engine.connect() as conn:
+        links = set(conn.execute(select(event_detections.c.detection_id)).scalars())
+    assert links <= seeded.kept_detections
+    assert _rows(world.engine, "detection_notes") == []  # CASCADE
+    assert _rows(world.engine, "detection_reviews") == [(None,)]  # SET NULL
+    again = world.run(delete_images=True)
+    assert (again.detections_deleted, again.events_deleted, again.space_reclaimed) == (0, 0, 0)
+    if world.engine.dialect.name == "postgresql":
+        # W1 went whole in both tables; W2 holds the protected detection; W3 straddles the cutoff.
+        assert _partitions_left(world.engine, "detections") == {
+            "detections_w2",
+            "detections_w3",
+            "detections_w4",
+            "detections_w5",
+            "detections_default",
+        }
+        assert _partitions_left(world.engine, "events") == {
+            "events_w3",
+            "events_w4",
+            "events_w5",
+            "events_default",
+        }
+
+
+def test_a_run_killed_between_queueing_and_dropping_loses_and_leaks_nothing(
+    postgresql_only: None, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+):
+    world = seeded.world
+
+    def killed(*_args: object) -> tuple[str | None, str, float]:
+        raise KeyboardInterrupt("killed after the partition's files were queued")
+
+    monkeypatch.setattr(partitions, "_detach", killed)
+    with pytest.raises(KeyboardInterrupt):
+        world.run(delete_images=True)
+    monkeypatch.undo()
+    # The files of W1 are queued and its rows still name them: the file step must keep every one.
+    assert all(world.exists(path) for path in seeded.gone_files | seeded.kept_files)
+    world.run(delete_images=True, retention_days=3650)  # only the file step has work: the queue
+    assert all(world.exists(path) for path in seeded.gone_files | seeded.kept_files)
+
+    world.run(delete_images=True)
+
+    assert world.ids(detections) == seeded.kept_detections
+    assert world.ids(events) == seeded.kept_events
+    assert all(world.exists(path) for path in seeded.kept_files)
+    assert not any(world.exists(path) for path in seeded.gone_files)
+
+
+def test_a_partition_referenced_again_before_its_detach_is_left_to_the_batches(
+    postgresql_only: None, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+):
+    world = seeded.world
+    detach = partitions._detach
+    old = world.old(16)
+
+    def writer_first(engine: Engine, table: str, partition: str) -> tuple[str | None, str, float]:
+        if table == "detections":
+            with engine.connect() as conn:
+                ids = conn.execute(select(detections.c.id).where(detections.c.detected_at == old)).scalars()
+                detection_id = next(iter(ids))
+            _note(world, "detection_notes", detection_id, old)  # arrives after the way was cleared
+        return detach(engine, table, partition)
+
+    monkeypatch.setattr(partitions, "_detach", writer_first)
+    stats = world.run(delete_images=True)
+
+    assert stats.detections_deleted == 7
+    assert world.ids(detections) == seeded.kept_detections
+    assert _rows(world.engine, "detection_notes") == []  # the batched delete's cascade took the late one
+    assert "detections_w1" in _partitions_left(world.engine, "detections")
+
+
+def test_doctor_counts_only_the_partitions_a_run_would_drop(postgresql_only: None, seeded: Seeded):
+    world = seeded.world
+    plan = world.plan()
+
+    assert partitions.partitions_to_drop(world.engine, plan.expiry, "detections") == 1  # W2 is protected
+    assert partitions.partitions_to_drop(world.engine, plan.expiry, "events") == 2
