@@ -5,7 +5,7 @@ import pytest
 
 from retention_pipeline.core.schema import detections
 from retention_pipeline.history import recorded_process
-from retention_pipeline.jobs import EXCLUSIVE_TAGS, data_cleanup_graph
+from retention_pipeline.jobs import build_data_cleanup_job
 from retention_pipeline.resources import CameraSystemResource, DiskSpaceResource
 from retention_pipeline_tests.dagster_helpers import environment_for
 from retention_pipeline_tests.factories import THUMBS, CameraWorld
@@ -13,12 +13,11 @@ from retention_pipeline_tests.factories import THUMBS, CameraWorld
 
 def multiprocess_data_cleanup() -> dg.JobDefinition:
     """data_cleanup as a production deployment would build it; the resource reads the environment."""
-    return data_cleanup_graph.to_job(
-        name="data_cleanup",
-        tags=EXCLUSIVE_TAGS,
-        executor_def=dg.multiprocess_executor,
-        resource_defs={"camera_system": CameraSystemResource(), "disk": DiskSpaceResource()},
+    definitions = dg.Definitions(
+        jobs=[build_data_cleanup_job(dg.multiprocess_executor)],
+        resources={"camera_system": CameraSystemResource(), "disk": DiskSpaceResource()},
     )
+    return definitions.get_job_def("data_cleanup")
 
 
 def test_file_shares_run_as_separate_steps_under_the_multiprocess_executor(

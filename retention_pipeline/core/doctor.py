@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from .cleanup import schema_problems
 from .plan import CleanupPlan
 from .policy import policy_problems
-from .purge import REFERENCE_CHUNK, partitions
+from .purge import REFERENCE_CHUNK, partition_catalog, partitions
 from .queries import expiring, path_checks
 from .references import (
     Reference,
@@ -165,7 +165,7 @@ def diagnose(engine: Engine, plan: CleanupPlan) -> DoctorReport:
         report.partitions_to_drop = {
             name: partitions.partitions_to_drop(engine, plan.expiry, name)
             for name in registry.names
-            if partitions.partitioned(engine, plan.expiry, name) is not None
+            if partition_catalog.partitioned(engine, plan.expiry, name) is not None
         }
     return report
 

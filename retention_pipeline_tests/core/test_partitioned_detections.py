@@ -3,9 +3,10 @@ files queued in bulk, children removed set-based first, the keep rule honoured. 
 rows, files and numbers as the batched delete of plain tables, which SQLite runs on the same world."""
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select, text
@@ -215,27 +216,82 @@ def test_a_run_killed_between_queueing_and_dropping_loses_and_leaks_nothing(
     assert not any(world.exists(path) for path in seeded.gone_files)
 
 
+def _before_detach(monkeypatch: pytest.MonkeyPatch, write: Callable[[Engine], None]) -> None:
+    """Run `write` (a camera writer's move) after a detections partition is cleared, before its detach."""
+    detach = partitions._detach
+
+    def writer_first(engine: Engine, expiry: Any, table: str, *rest: Any) -> tuple[str | None, str, float]:
+        if table == "detections":
+            write(engine)
+        return detach(engine, expiry, table, *rest)
+
+    monkeypatch.setattr(partitions, "_detach", writer_first)
+
+
+def _detection_at(engine: Engine, at: datetime) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(detections.c.id).where(detections.c.detected_at == at)).scalar_one())
+
+
 def test_a_partition_referenced_again_before_its_detach_is_left_to_the_batches(
     postgresql_only: None, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
 ):
     world = seeded.world
-    detach = partitions._detach
     old = world.old(16)
+    _before_detach(
+        monkeypatch, lambda engine: _note(world, "detection_notes", _detection_at(engine, old), old)
+    )
 
-    def writer_first(engine: Engine, table: str, partition: str) -> tuple[str | None, str, float]:
-        if table == "detections":
-            with engine.connect() as conn:
-                ids = conn.execute(select(detections.c.id).where(detections.c.detected_at == old)).scalars()
-                detection_id = next(iter(ids))
-            _note(world, "detection_notes", detection_id, old)  # arrives after the way was cleared
-        return detach(engine, table, partition)
-
-    monkeypatch.setattr(partitions, "_detach", writer_first)
     stats = world.run(delete_images=True)
 
     assert stats.detections_deleted == 7
     assert world.ids(detections) == seeded.kept_detections
     assert _rows(world.engine, "detection_notes") == []  # the batched delete's cascade took the late one
+    assert "detections_w1" in _partitions_left(world.engine, "detections")
+
+
+def test_a_late_row_in_a_cleared_partition_leaves_it_to_the_batches_and_its_file_goes(
+    postgresql_only: None, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+):
+    world = seeded.world
+    late: list[tuple[int, str, str]] = []
+
+    def late_write(engine: Engine) -> None:
+        detection_id = world.detection(world.old(17.5))
+        with engine.connect() as conn:
+            row = conn.execute(
+                select(detections.c.thumbnail_path, detections.c.file_path).where(
+                    detections.c.id == detection_id
+                )
+            ).one()
+        late.append((detection_id, row.thumbnail_path, row.file_path))
+
+    _before_detach(monkeypatch, late_write)
+
+    stats = world.run(delete_images=True)
+
+    ((detection_id, thumbnail, image),) = late
+    assert detection_id not in world.ids(detections)
+    assert world.exists(thumbnail) is False and world.exists(image) is False  # queued by the batches
+    assert stats.detections_deleted == 8  # the late row too
+    assert world.ids(detections) == seeded.kept_detections
+    assert not any(world.exists(path) for path in seeded.gone_files)
+    assert "detections_w1" in _partitions_left(world.engine, "detections")
+
+
+def test_a_late_link_to_a_retained_event_keeps_its_detection(
+    postgresql_only: None, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+):
+    world = seeded.world
+    old = world.old(17)
+    retained_event = next(iter(seeded.kept_events))
+    _before_detach(monkeypatch, lambda engine: world.link(retained_event, _detection_at(engine, old)))
+
+    stats = world.run(delete_images=True)
+
+    kept = _detection_at(world.engine, old)
+    assert world.ids(detections) == seeded.kept_detections | {kept}
+    assert stats.detections_deleted == 6
     assert "detections_w1" in _partitions_left(world.engine, "detections")
 
 

@@ -18,7 +18,7 @@ from ..db import is_transient
 from ..queries import expiring, purge_batch
 from ..stats import RowCounts
 from ..tables import Expiry
-from . import partitions, postgresql, sqlite
+from . import partition_catalog, partitions, postgresql, sqlite
 from .batch import Batch, Step, children_deleter
 from .durability import flush_commits
 from .sqlite import WriterTurns
@@ -249,10 +249,16 @@ def purge_table(
     queued (images only with `delete_images`). A datetime stands for the built-in rules at that cutoff."""
     expiry = Expiry.of(expiry)
     sizer = BatchSizer(batch_size, target_s)
-    dropped = partitions.Dropped()
-    if (partitioned := partitions.partitioned(engine, expiry, table)) is not None:
+    dropped, retried = partitions.Dropped(), RowCounts()
+    if (partitioned := partition_catalog.partitioned(engine, expiry, table)) is not None:
         dropped = partitions.drop_expired_partitions(
-            engine, expiry, partitioned, progress, delete_images, sizer
+            engine,
+            expiry,
+            partitioned,
+            progress,
+            delete_images,
+            sizer,
+            functools.partial(with_retries, counts=retried, progress=progress),
         )
     span = (
         expiring.select_expired_detection_id_span(expiry)
@@ -279,7 +285,10 @@ def purge_table(
     counts.children_deleted += dropped.children
     counts.files_queued += dropped.queued
     counts.batches += dropped.partitions
-    counts.longest_transaction_ms = max(counts.longest_transaction_ms, dropped.longest_s * 1000)
+    counts.retries += retried.retries
+    counts.longest_transaction_ms = max(
+        counts.longest_transaction_ms, dropped.longest_s * 1000, retried.longest_transaction_ms
+    )
     return counts
 
 

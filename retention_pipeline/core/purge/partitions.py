@@ -12,11 +12,13 @@ itself are deleted, and every foreign key's ON DELETE (CASCADE or SET NULL; a ta
 way is not dropped whole) is applied to the rows referencing the partition. A run killed there leaves the
 rows and their files: the file step deletes no file a row still names.
 
-The detach needs a brief ACCESS EXCLUSIVE lock on the parent: it asks with a short lock_timeout, so a
-camera writer queued behind the request waits at most that long, and retries with backoff; a partition
-whose detach keeps timing out, or that a new row references by then, is left to the batched delete. In
-the detach's transaction the partition is renamed with a prefix of ours, so a run killed before the drop
-leaves a table the next run recognises, counts and drops.
+Then the partition is locked against writes (only a late write of an old row waits) and checked again:
+a row added while it was cleared, or a row the keep rule now protects, leaves it to the batches. The
+detach needs a brief ACCESS EXCLUSIVE lock on the parent: it asks with a short lock_timeout and its own
+foreign-key check must end within a short statement_timeout, so a camera writer queued behind it waits
+at most about that long; it retries with backoff, and a partition that stays busy is left to the batched
+delete. In the detach's transaction the partition is renamed with a prefix of ours, so a run killed
+before the drop leaves a table the next run recognises, counts and drops.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import ColumnElement, MetaData, Table, func, select, text
 from sqlalchemy.engine import Connection, Engine
@@ -35,53 +37,37 @@ from sqlalchemy.schema import DropTable
 
 from ..db import write_transaction
 from ..queries import expiring, partition_drop
-from ..queries.partition_drop import ForeignKey
 from ..tables import Expiry
+from .partition_catalog import (
+    Partition,
+    PartitionedTable,
+    detached_prefix,
+    expired_partitions,
+    partitioned,
+)
 
 if TYPE_CHECKING:
     from .loop import BatchSizer
 
 T = TypeVar("T")
+# Runs one transaction's work, repeating it after a transient error (the purge loop's with_retries).
+Retry = Callable[[Callable[[], Any]], Any]
 Progress = Callable[[str], None]
-DETACHED_PREFIX = "retention_detached_"
 DETACH_LOCK_TIMEOUT_MS = 50
 DETACH_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0)
-# Why a detach is given up, by pgcode: the parent stayed locked (lock_not_available), or a writer made a
+# Why a detach is given up, by pgcode: the parent or the partition stayed locked (lock_not_available, or a
+# deadlock with a writer), the detach's foreign-key check ran too long (query_canceled), or a writer made a
 # row reference the partition after it was cleared (foreign_key_violation, raised by the detach itself).
-_GIVEN_UP = {"55P03": "stayed busy", "23503": "is referenced again"}
-_ON_DELETE = {"c": "CASCADE", "n": "SET NULL"}
-
-_PARTITION_KEY = text(
-    "SELECT p.partstrat, array_length(p.partattrs::int2[], 1), a.attname"
-    " FROM pg_partitioned_table p"
-    " JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0]"
-    " WHERE p.partrelid = to_regclass(:parent)"
-)
-# Each leaf partition with its bounds as timestamps (upper NULL for DEFAULT, MAXVALUE or a sub-partitioned
-# partition, none of which is dropped whole; lower NULL for MINVALUE).
-_PARTITIONS = text(
-    "SELECT c.relname,"
-    " CAST((regexp_match(pg_get_expr(c.relpartbound, c.oid), 'FROM \\(''([^'']*)''\\)'))[1] AS timestamptz),"
-    " CASE WHEN c.relkind = 'r' THEN"
-    "  CAST((regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \\(''([^'']*)''\\)'))[1] AS timestamptz)"
-    " END"
-    " FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-    " WHERE i.inhparent = to_regclass(:parent) AND pg_table_is_visible(c.oid)"
-)
-# Every foreign key referencing the parent (not its per-partition clones), its columns in key order.
-_FOREIGN_KEYS = text(
-    "SELECT c.conrelid::regclass::text, c.confdeltype,"
-    " ARRAY(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(n, i)"
-    "  JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i),"
-    " ARRAY(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY k(n, i)"
-    "  JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i)"
-    " FROM pg_constraint c"
-    " WHERE c.contype = 'f' AND c.confrelid = to_regclass(:parent) AND c.conparentid = 0"
-)
+_BUSY = "stayed busy"
+_GIVEN_UP = {"55P03": _BUSY, "40P01": _BUSY, "57014": _BUSY, "23503": "is referenced again"}
 _LEFT_BEHIND = text(
     "SELECT relname FROM pg_class WHERE relkind = 'r' AND relname LIKE :prefix AND pg_table_is_visible(oid)"
 )
 _SET_LOCK_TIMEOUT = text("SELECT set_config('lock_timeout', :timeout, true)")
+_SET_STATEMENT_TIMEOUT = text("SELECT set_config('statement_timeout', :timeout, true)")
+# The detach's own foreign-key check runs while it holds the parent: it must end within this, or the
+# partition is left to the batches.
+DETACH_STATEMENT_TIMEOUT_MS = 100
 
 
 @dataclass(frozen=True)
@@ -97,54 +83,6 @@ class Dropped:
     longest_s: float = 0.0
 
 
-@dataclass(frozen=True)
-class Partition:
-    """One leaf partition and its range [lower, upper) (lower None: MINVALUE)."""
-
-    name: str
-    lower: datetime | None
-    upper: datetime
-
-
-@dataclass(frozen=True)
-class PartitionedTable:
-    """A retention table whose wholly expired partitions may go whole."""
-
-    table: str
-    key: str  # the rule's time column the table is partitioned on
-    cutoff: datetime
-    foreign_keys: tuple[ForeignKey, ...]
-
-
-def partitioned(engine: Engine, expiry: Expiry, table: str) -> PartitionedTable | None:
-    """`table` when its partitions may go whole: PostgreSQL, range-partitioned on one of its rules'
-    columns, and referenced by no foreign key but ON DELETE CASCADE or SET NULL ones."""
-    if engine.dialect.name != "postgresql" or len(_detached_prefix(table)) > 50:  # our names fit in 63
-        return None
-    with engine.connect() as conn:
-        key = conn.execute(_PARTITION_KEY, {"parent": table}).first()
-        references = conn.execute(_FOREIGN_KEYS, {"parent": table}).all()
-    if key is None or key[0] != "r" or key[1] != 1:
-        return None
-    cutoffs = [cutoff for column, cutoff in expiry.rules_of(table) if column == key[2]]
-    if not cutoffs or any(action not in _ON_DELETE for _child, action, _cols, _parent_cols in references):
-        return None
-    foreign_keys = tuple(
-        ForeignKey(child, tuple(cols), tuple(parent_cols), _ON_DELETE[action])
-        for child, action, cols, parent_cols in references
-    )
-    # Several rules on the key's column: a row expires when any says so, so the latest cutoff decides.
-    return PartitionedTable(table, key[2], max(cutoffs), foreign_keys)
-
-
-def expired_partitions(engine: Engine, table: str, cutoff: datetime) -> list[Partition]:
-    """The leaf partitions of `table` whose whole range lies before `cutoff`, oldest first."""
-    with engine.connect() as conn:
-        rows = conn.execute(_PARTITIONS, {"parent": table}).all()
-    expired = [Partition(name, low, up) for name, low, up in rows if up is not None and up <= cutoff]
-    return sorted(expired, key=lambda partition: partition.upper)
-
-
 def _quoted(conn: Connection, name: str) -> str:
     # DDL has no bound parameters for names: SQLAlchemy's own quoting makes each one a single identifier.
     return conn.dialect.identifier_preparer.quote(name)
@@ -157,6 +95,7 @@ def _timed(work: Callable[[], T]) -> tuple[T, float]:
 
 @dataclass
 class _Cleared:
+    rows: int = 0  # rows seen in the partition while clearing
     children: int = 0
     queued: int = 0
     longest_s: float = 0.0
@@ -169,30 +108,44 @@ def _clear_the_way(
     rows: ColumnElement[bool],
     delete_images: bool,
     sizer: BatchSizer,
+    retry: Retry,
 ) -> _Cleared:
     """Queue the files of `rows` and remove what hangs off them, a chunk of their ids per transaction,
-    chunks sized like batches (to the transaction target)."""
+    chunks sized like batches (to the transaction target), each repeated after a transient error."""
     entry = expiry.registry[target.table]
     media = entry.media(delete_images)
     cleared, after_id = _Cleared(), 0
     queued_at = datetime.now(UTC)
-    while True:
-        started = time.perf_counter()
+
+    def one_chunk(after_id: int, size: int) -> tuple[int | None, int, int, int]:
+        """(last id, rows, children counted, paths queued) of the chunk after `after_id`."""
+        children = queued = 0
         with write_transaction(engine) as conn:
-            end = partition_drop.next_chunk_end(expiry, target.table, rows, after_id, sizer.size)
+            end = partition_drop.next_chunk_end(expiry, target.table, rows, after_id, size)
             last_id = conn.execute(end).scalar()
             chunk = partition_drop.chunk(expiry, target.table, rows, after_id, last_id)
+            seen = conn.execute(partition_drop.count_rows(expiry, target.table, chunk)).scalar_one()
             if media:
                 queue = partition_drop.queue_files_of_rows(expiry, target.table, media, chunk, queued_at)
-                cleared.queued += conn.execute(queue).scalar_one()
+                queued = conn.execute(queue).scalar_one()
             for child in entry.children:
                 gone = conn.execute(
                     partition_drop.delete_children_of_rows(expiry, target.table, child, chunk)
                 )
-                cleared.children += gone.rowcount if child.counted else 0
+                children += gone.rowcount if child.counted else 0
             for key in target.foreign_keys:
                 conn.execute(partition_drop.apply_on_delete(expiry, target.table, key, chunk))
+        return last_id, seen, children, queued
+
+    while True:
+        started = time.perf_counter()
+        last_id, seen, children, queued = retry(functools.partial(one_chunk, after_id, sizer.size))
         seconds = time.perf_counter() - started
+        cleared.rows, cleared.children, cleared.queued = (
+            cleared.rows + seen,
+            cleared.children + children,
+            cleared.queued + queued,
+        )
         cleared.longest_s = max(cleared.longest_s, seconds)
         sizer.record(seconds)
         if last_id is None:
@@ -200,17 +153,42 @@ def _clear_the_way(
         after_id = last_id
 
 
-def _detach(engine: Engine, table: str, partition: str) -> tuple[str | None, str, float]:
-    """Detach `partition` under a short lock_timeout, renaming it ours: its new name (None when given up,
-    with why), and the longest attempt's transaction."""
-    ours = (_detached_prefix(table) + partition)[:63]
+def _detach(
+    engine: Engine,
+    expiry: Expiry,
+    table: str,
+    partition: Partition,
+    in_partition: ColumnElement[bool],
+    cleared: _Cleared,
+) -> tuple[str | None, str, float]:
+    """Detach a cleared partition, renaming it ours: its new name (None when given up, with why), and the
+    longest attempt's transaction.
+
+    The partition is locked against writes first (only a late write of an old row waits), then checked:
+    a row added since it was cleared, or one the keep rule now protects, leaves it to the batches. Only
+    then is the parent asked for, under a short lock_timeout, and the detach's own foreign-key check must
+    end within DETACH_STATEMENT_TIMEOUT_MS, so a camera writer waits at most about that long.
+    """
+    ours = (detached_prefix(table) + partition.name)[:63]
+    own_rows = Table(partition.name, MetaData())
     longest, why = 0.0, ""
     for delay in (*DETACH_RETRY_DELAYS_S, None):
         started = time.perf_counter()
         try:
             with write_transaction(engine) as conn:
                 conn.execute(_SET_LOCK_TIMEOUT, {"timeout": f"{DETACH_LOCK_TIMEOUT_MS}ms"})
-                parent, child = _quoted(conn, table), _quoted(conn, partition)
+                parent, child = _quoted(conn, table), _quoted(conn, partition.name)
+                conn.execute(text(f"LOCK TABLE {child} IN EXCLUSIVE MODE"))
+                if conn.execute(select(func.count()).select_from(own_rows)).scalar_one() > cleared.rows:
+                    return None, "took new rows while it was cleared", time.perf_counter() - started
+                if (
+                    expiry.registry[table].keep_rule
+                    and conn.execute(
+                        expiring.count_linked_to_a_retained_event(expiry, in_partition)
+                    ).scalar_one()
+                ):
+                    return None, "now holds a row the keep rule protects", time.perf_counter() - started
+                conn.execute(_SET_STATEMENT_TIMEOUT, {"timeout": f"{DETACH_STATEMENT_TIMEOUT_MS}ms"})
                 conn.execute(text(f"ALTER TABLE {parent} DETACH PARTITION {child}"))
                 conn.execute(text(f"ALTER TABLE {child} RENAME TO {_quoted(conn, ours)}"))
             return ours, "", max(longest, time.perf_counter() - started)
@@ -219,22 +197,25 @@ def _detach(engine: Engine, table: str, partition: str) -> tuple[str | None, str
             if not why:
                 raise
             longest = max(longest, time.perf_counter() - started)
-            if delay is None or why != _GIVEN_UP["55P03"]:
+            if delay is None or why != _BUSY:
                 return None, why, longest
             time.sleep(delay)
     return None, why, longest
 
 
-def _detached_prefix(table: str) -> str:
-    return f"{DETACHED_PREFIX}{table}__"
-
-
-def _count_and_drop(engine: Engine, detached: str) -> int:
-    """Count a detached partition's rows (nothing writes to it any more), then drop it."""
+def _count_and_drop(engine: Engine, detached: str) -> int | None:
+    """Count a detached partition's rows (nothing writes to it any more), then drop it; None when a table
+    it references stayed busy (dropping its foreign keys locks that table), left for the next run."""
     partition = Table(detached, MetaData())
-    with write_transaction(engine) as conn:
-        rows = int(conn.execute(select(func.count()).select_from(partition)).scalar_one())
-        conn.execute(DropTable(partition))
+    try:
+        with write_transaction(engine) as conn:
+            conn.execute(_SET_LOCK_TIMEOUT, {"timeout": f"{DETACH_LOCK_TIMEOUT_MS}ms"})
+            rows = int(conn.execute(select(func.count()).select_from(partition)).scalar_one())
+            conn.execute(DropTable(partition))
+    except DBAPIError as exc:
+        if getattr(exc.orig, "pgcode", None) in ("55P03", "40P01"):
+            return None
+        raise
     return rows
 
 
@@ -253,17 +234,27 @@ def drop_expired_partitions(
     progress: Progress,
     delete_images: bool,
     sizer: BatchSizer,
+    retry: Retry,
 ) -> Dropped:
     """Drop the table's wholly expired partitions, and any a killed run detached but did not drop."""
     table = target.table
-    pattern = _detached_prefix(table).replace("_", "\\_") + "%"
+    pattern = detached_prefix(table).replace("_", "\\_") + "%"
     with engine.connect() as conn:
         left_behind = list(conn.execute(_LEFT_BEHIND, {"prefix": pattern}).scalars())
     rows, dropped, given_up, longest = 0, 0, 0, 0.0
     children, queued = 0, 0
+
+    def drop(name: str) -> None:
+        nonlocal rows, dropped, longest
+        held, seconds = _timed(lambda: retry(functools.partial(_count_and_drop, engine, name)))
+        longest = max(longest, seconds)
+        if held is None:
+            progress(f"{table}: {name} is detached; a table it references stayed busy, the next run drops it")
+        else:
+            rows, dropped = rows + held, dropped + 1
+
     for name in left_behind:
-        held, seconds = _timed(functools.partial(_count_and_drop, engine, name))
-        rows, dropped, longest = rows + held, dropped + 1, max(longest, seconds)
+        drop(name)
     for partition in expired_partitions(engine, table, target.cutoff):
         in_partition = partition_drop.rows_of_partition(
             expiry, table, target.key, partition.lower, partition.upper
@@ -272,16 +263,15 @@ def drop_expired_partitions(
             given_up += 1
             progress(f"{table}: {partition.name} holds rows the keep rule protects; they go through batches")
             continue
-        cleared = _clear_the_way(engine, expiry, target, in_partition, delete_images, sizer)
+        cleared = _clear_the_way(engine, expiry, target, in_partition, delete_images, sizer, retry)
         children, queued = children + cleared.children, queued + cleared.queued
-        detached, why, seconds = _detach(engine, table, partition.name)
+        detached, why, seconds = _detach(engine, expiry, table, partition, in_partition, cleared)
         longest = max(longest, cleared.longest_s, seconds)
         if detached is None:
             given_up += 1
             progress(f"{table}: {partition.name} {why}; its rows go through the batched delete")
             continue
-        held, seconds = _timed(functools.partial(_count_and_drop, engine, detached))
-        rows, dropped, longest = rows + held, dropped + 1, max(longest, seconds)
+        drop(detached)
     if dropped:
         progress(f"{table}: dropped {dropped} expired partitions holding {rows} rows")
     return Dropped(rows, dropped, given_up, children, queued, longest)

@@ -38,6 +38,7 @@ class ForeignKey:
     columns: tuple[str, ...]
     parent_columns: tuple[str, ...]
     on_delete: str  # CASCADE or SET NULL (anything else keeps the parent out of partition drops)
+    schema: str | None = None
 
 
 def rows_of_partition(
@@ -61,6 +62,11 @@ def next_chunk_end(
         .limit(1)
         .offset(size - 1)
     )
+
+
+def count_rows(expiry: Expiry, table: str, rows: ColumnElement[bool]) -> Select[Any]:
+    """How many of the table's rows `rows` selects."""
+    return select(func.count()).select_from(table_of(expiry.registry[table])).where(rows)
 
 
 def chunk(
@@ -105,7 +111,7 @@ def apply_on_delete(
     """What the database would do to the child's rows referencing `rows` if they were deleted: delete them
     (CASCADE, whose own cascades then run) or set the reference to NULL (SET NULL)."""
     entry = expiry.registry[table]
-    child = Table(key.table, MetaData(), *(Column(name) for name in key.columns))
+    child = Table(key.table, MetaData(), *(Column(name) for name in key.columns), schema=key.schema)
     referenced = select(*(column_of(entry, name) for name in key.parent_columns)).where(rows)
     referencing = tuple_(*(child.c[name] for name in key.columns)).in_(referenced)
     if key.on_delete == "CASCADE":
