@@ -30,10 +30,12 @@ def _linked_to(events_where: ColumnElement[bool]) -> ColumnElement[bool]:
     # OFFSET 0 keeps PostgreSQL from turning a NOT EXISTS into a merge anti-join, which walks the
     # link index from its start on every batch (quadratic over a run); as a correlated sub-plan it is
     # one index look-up per detection of the batch.
+    # The event is tested through a scalar sub-query, one primary-key look-up per link: as a join,
+    # PostgreSQL sometimes read every old event through the time index once per link (quadratic).
+    event_matches = select(events_where).where(events.c.id == event_detections.c.event_id).scalar_subquery()
     linked_to = (
         select(event_detections.c.event_id)
-        .join(events, events.c.id == event_detections.c.event_id)
-        .where(event_detections.c.detection_id == detections.c.id, events_where)
+        .where(event_detections.c.detection_id == detections.c.id, event_matches)
         .offset(0)
     )
     return exists(linked_to)
