@@ -8,11 +8,14 @@ N detections, runs the product's row purge at the 30-day cutoff (which fills the
    (the only part that grows with the table);
 2. the dry run's statements at a later cutoff (`--preview-days`, default 1 day: most surviving rows would
    expire): the candidate query for 25,000 paths, and the check of those paths ignoring the rows that run
-   would delete (the keep rule tested on the rows that name a staged path).
+   would delete (the keep rule tested on the rows that name a staged path);
+3. with `--whole-preview`, before the purge: the dry run's whole file preview at the 30-day cutoff
+   (`preview_file_deletions`: every candidate path checked, 25,000 at a time).
 
 No files are created: the figures are the database's share.
 
     PYTHONPATH=. python benchmarks/bench_reference_check.py [--n 1000000] [--engine postgresql]
+        [--whole-preview]
 """
 
 import argparse
@@ -28,7 +31,7 @@ from retention_pipeline.core import purge
 from retention_pipeline.core.cleanup import prepare_database
 from retention_pipeline.core.db import make_engine
 from retention_pipeline.core.files import StorageRoots
-from retention_pipeline.core.purge import referenced_paths
+from retention_pipeline.core.purge import preview_file_deletions, referenced_paths
 from retention_pipeline.core.queries import path_checks
 from retention_pipeline.core.schema import retention_file_queue
 from retention_pipeline.core.tables import Expiry, Registry
@@ -66,6 +69,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--engine", default="postgresql", choices=["postgresql", "sqlite"])
     parser.add_argument("--preview-days", type=int, default=1)
+    parser.add_argument("--whole-preview", action="store_true")
     args = parser.parse_args()
     import pandas as pd
 
@@ -79,11 +83,20 @@ def main() -> None:
     _, build_s = _timed(lambda: build_database(url, args.n, "camera"))
     engine = make_engine(url)
     prepare_database(engine)
+    roots = StorageRoots.from_dirs(workdir / "media", [Path("thumbnails"), Path("images"), Path("clips")])
+    whole = None
+    if args.whole_preview:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("ANALYZE"))
+        counts, preview_whole_s = _timed(lambda: preview_file_deletions(engine, roots, CUTOFF, True))
+        checked = counts.files_missing + counts.files_kept_shared
+        whole = (
+            f"{checked} candidate paths ({counts.files_kept_shared} kept shared) in {preview_whole_s:.1f} s"
+        )
     purge.purge_table(engine, "detections", CUTOFF, 10_000, delete_images=True, target_s=None)
     purge.purge_table(engine, "events", CUTOFF, 10_000, target_s=None)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("ANALYZE"))
-    roots = StorageRoots.from_dirs(workdir / "media", [Path("thumbnails"), Path("images"), Path("clips")])
 
     checks = []
     for size in (25_000, 100_000):
@@ -108,6 +121,8 @@ def main() -> None:
 
     print(f"camera system's schema, {args.engine}, {args.n} detections built in {build_s:.0f} s, purged at")
     print(f"the 30-day cutoff; reference time {NOW.isoformat()}")
+    if whole:
+        print(f"\nthe dry run's whole file preview at the 30-day cutoff, before the purge: {whole}")
     print("\nthe real run's check (referenced_paths), one check of the first queued paths")
     print(pd.DataFrame(checks).to_markdown(index=False, floatfmt=".2f"))
     print(f"\nthe dry run's statements at a {args.preview_days}-day cutoff")

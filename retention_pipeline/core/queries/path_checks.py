@@ -106,7 +106,8 @@ def select_referenced_names(registry: Registry, surviving: Expiry | None = None)
                 select(target.c.id, path.label("path"))
                 .join(check_names, path == names)
                 .cte(f"named_by_{entry.name}_{column}")
-                .prefix_with("MATERIALIZED")
+                # SQLite before 3.35 cannot parse MATERIALIZED, and the camera system's may be older.
+                .prefix_with("MATERIALIZED", dialect="postgresql")
             )
             # OFFSET 0 keeps the test a look-up per matched row instead of a scan of the whole table.
             survives = (
