@@ -52,6 +52,8 @@ def _split_check(engine, roots: StorageRoots, paths: list[str]) -> dict:
         _, stage_s = _timed(
             lambda: conn.execute(path_checks.insert_check_name(), [{"name": n} for n in names])
         )
+        if engine.dialect.name == "postgresql":
+            conn.execute(path_checks.prefer_index_lookups())
         hits, join_s = _timed(lambda: conn.execute(path_checks.select_referenced_names(Registry())).all())
         conn.execute(path_checks.clear_check_names())
         conn.commit()
