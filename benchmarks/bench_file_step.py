@@ -1,4 +1,4 @@
-"""The file step against a bare unlink loop, alternating on identical file trees (SQLite, 100k by default).
+"""The file step against a bare unlink loop, alternating on identical file trees (camera schema, 100k).
 
 `make bench` measures each variant once, on its own tree, minutes apart; on this disk the unlink rate of
 one tree can differ from the next by a third, which is as large as the difference it looks for. Here the
@@ -7,7 +7,7 @@ either `data_cleanup` runs on a copy of the purged database (its purges find not
 the queue) or a single-threaded `os.unlink` loop removes the same files. Prints each round and the
 medians, and writes benchmarks/results/file_step.json.
 
-    python benchmarks/bench_file_step.py [--n 100000] [--rounds 3]
+    python benchmarks/bench_file_step.py [--n 100000] [--rounds 3] [--engine sqlite|postgresql]
 """
 
 import argparse
@@ -29,10 +29,14 @@ from retention_pipeline.core.db import make_engine
 RESULTS = Path(__file__).parent / "results"
 
 
-def purged_database(workdir: Path, n: int) -> Path:
-    """An N-detection database whose expired rows are deleted and whose files are queued."""
-    path = workdir / "purged.db"
-    url = f"sqlite:///{path}"
+def purged_database(workdir: Path, n: int, engine_name: str = "sqlite") -> str:
+    """The URL of an N-detection database whose expired rows are deleted and whose files are queued."""
+    if engine_name == "sqlite":
+        url = f"sqlite:///{workdir / 'purged.db'}"
+    else:
+        generator.pg_admin(*(f'DROP DATABASE IF EXISTS "{name}"' for name in ("bench_fs", "bench_fs_run")))
+        generator.pg_admin('CREATE DATABASE "bench_fs"')
+        url = generator.pg_url("bench_fs")
     generator.build_database(url, n)
     engine = make_engine(url)
     prepare_database(engine)
@@ -42,7 +46,17 @@ def purged_database(workdir: Path, n: int) -> Path:
     )
     purge.purge_table(engine, "events", generator.CUTOFF, generator.BATCH_SIZE, target_s=target_s)
     engine.dispose()
-    return path
+    return url
+
+
+def fresh_copy(purged: str, engine_name: str, workdir: Path) -> str:
+    """A copy of the purged database for one round (its queue still full)."""
+    if engine_name == "postgresql":
+        generator.pg_admin('DROP DATABASE IF EXISTS "bench_fs_run"')
+    else:
+        for suffix in ("", "-wal", "-shm"):  # a previous round's write-ahead log must not meet the copy
+            (workdir / f"run.db{suffix}").unlink(missing_ok=True)
+    return generator.copy_database(purged, engine_name, workdir, "run")
 
 
 def bare_loop(media: Path, paths: list[str]) -> float:
@@ -50,9 +64,9 @@ def bare_loop(media: Path, paths: list[str]) -> float:
     return len(paths) / generator.unlink_each([str(media / p) for p in paths])
 
 
-def file_step(database: Path, media: Path) -> float:
+def file_step(url: str, media: Path) -> float:
     """Files per second of data_cleanup's file step (its steps' own times, as bench_cleanup reads them)."""
-    figures = generator.run_job(f"sqlite:///{database}", media, dry_run=False)
+    figures = generator.run_job(url, media, dry_run=False)
     return figures["files"] / figures["file_seconds"]
 
 
@@ -60,30 +74,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--engine", choices=("sqlite", "postgresql"), default="sqlite")
     args = parser.parse_args()
     paths = generator.expired_files(args.n)
     figures: dict[str, list[float]] = {"bare_loop": [], "file_step": []}
     with tempfile.TemporaryDirectory(prefix="bench_file_step_") as tmp:
         workdir = Path(tmp)
-        purged = purged_database(workdir, args.n)
+        purged = purged_database(workdir, args.n, args.engine)
         for round_ in range(args.rounds):
             for variant in ("file_step", "bare_loop") if round_ % 2 == 0 else ("bare_loop", "file_step"):
                 media = workdir / "media"
                 shutil.rmtree(media, ignore_errors=True)
                 generator.build_files(media, paths)
-                database = workdir / "run.db"
-                shutil.copy(purged, database)
+                url = fresh_copy(purged, args.engine, workdir)
                 os.sync()
-                rate = file_step(database, media) if variant == "file_step" else bare_loop(media, paths)
+                rate = file_step(url, media) if variant == "file_step" else bare_loop(media, paths)
                 figures[variant].append(rate)
                 print(f"round {round_ + 1} {variant}: {rate:,.0f} files/s", file=sys.stderr)
     medians = {variant: statistics.median(rates) for variant, rates in figures.items()}
     ratio = medians["file_step"] / medians["bare_loop"]
-    print(f"{len(paths)} files; median files/s: file step {medians['file_step']:,.0f},", end=" ")
+    print(f"{args.engine}, camera schema, {len(paths)} files; median files/s:", end=" ")
+    print(f"file step {medians['file_step']:,.0f},", end=" ")
     print(f"bare loop {medians['bare_loop']:,.0f}; file step / bare loop {ratio:.2f}x")
     RESULTS.mkdir(exist_ok=True)
-    out = {"n": args.n, "files": len(paths), "rounds": figures, "medians": medians, "ratio": ratio}
-    (RESULTS / "file_step.json").write_text(json.dumps(out, indent=2))
+    out = {"engine": args.engine, "shape": "camera", "n": args.n, "files": len(paths)}
+    out |= {"rounds": figures, "medians": medians, "ratio": ratio}
+    (RESULTS / f"file_step_{args.engine}.json").write_text(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

@@ -49,10 +49,10 @@ def _split_check(engine, roots: StorageRoots, paths: list[str]) -> dict:
     with engine.connect() as conn:
         conn.execute(path_checks.create_check_names())
         conn.commit()
-        _, stage_s = _timed(
-            lambda: conn.execute(path_checks.insert_check_name(), [{"name": n} for n in names])
-        )
-        if engine.dialect.name == "postgresql":
+        dialect = engine.dialect.name
+        staging = path_checks.stage_check_names(dialect)
+        _, stage_s = _timed(lambda: conn.execute(staging, path_checks.check_names_param(dialect, names)))
+        if dialect == "postgresql":
             conn.execute(path_checks.prefer_index_lookups())
         hits, join_s = _timed(lambda: conn.execute(path_checks.select_referenced_names(Registry())).all())
         conn.execute(path_checks.clear_check_names())

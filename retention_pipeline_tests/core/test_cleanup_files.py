@@ -7,6 +7,7 @@ import pytest
 
 from retention_pipeline.core import files as files_module
 from retention_pipeline.core.cleanup import clean_table, prepare_database
+from retention_pipeline.core.purge import file_queue
 from retention_pipeline.core.schema import detections, events, retention_file_queue
 from retention_pipeline_tests.conftest import both_shapes
 from retention_pipeline_tests.factories import CLIPS, IMAGES, THUMBS, CameraWorld, comparable
@@ -242,3 +243,45 @@ def test_one_path_used_as_thumbnail_and_as_image_is_reported_alike_by_dry_and_re
 
     assert comparable(preview) == comparable(real)
     assert (real.images_deleted, real.thumbnails_deleted) == (2, 0)  # 'both' counted once, as an image
+
+
+# Characters that need escaping in a JSON string (SQLite stages the names as one JSON array) or an array
+# literal (PostgreSQL stages them as one text array), and names that are not ASCII.
+AWKWARD_NAMES = ['quote".jpg', "back\\slash.jpg", "brace{,}.jpg", "tab\tand\nnewline.jpg", "été ü.jpg"]
+
+
+@pytest.mark.parametrize("name", AWKWARD_NAMES)
+def test_a_name_that_needs_escaping_is_checked_like_any_other(world: CameraWorld, name: str):
+    shared = world.file(f"{THUMBS}/shared {name}")
+    alone = world.file(f"{THUMBS}/alone {name}", 7)
+    world.detection(world.old(), thumbnail=shared)
+    world.detection(world.old(), thumbnail=alone)
+    world.detection(world.recent(), thumbnail=shared)
+
+    preview = world.run(dry_run=True)
+    stats = world.run()
+
+    assert world.exists(shared) and not world.exists(alone)
+    assert (stats.thumbnails_deleted, stats.files_kept_shared, stats.space_reclaimed) == (1, 1, 7)
+    assert comparable(preview) == comparable(stats)
+
+
+def test_many_reference_checks_of_growing_size_keep_exactly_the_shared_files(
+    world: CameraWorld, monkeypatch: pytest.MonkeyPatch
+):
+    # Checks of 2, 4, 5, 5 … paths: the first small so unlinks start early, then up to the cap.
+    monkeypatch.setattr(file_queue, "CHECK_CHUNK", 2)
+    monkeypatch.setattr(file_queue, "REFERENCE_CHUNK", 5)
+    thumbs = [world.file(f"{THUMBS}/t{i:02}.jpg", 10) for i in range(17)]
+    for thumb in thumbs:
+        world.detection(world.old(), thumbnail=thumb)
+    for thumb in thumbs[::4]:  # every fourth file is still used by a recent detection
+        world.detection(world.recent(), thumbnail=thumb)
+
+    preview = world.run(dry_run=True)
+    stats = world.run()
+
+    assert [t for t in thumbs if world.exists(t)] == thumbs[::4]
+    assert (stats.thumbnails_deleted, stats.files_kept_shared) == (12, 5)
+    assert comparable(preview) == comparable(stats)
+    assert world.count(retention_file_queue) == 0

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from retention_pipeline.core.files import Outcome, StorageRoots, remove_file
+from retention_pipeline.core.files import Outcome, StorageRoots, remove_file, remove_files
 
 
 @pytest.fixture
@@ -112,3 +112,83 @@ def test_remove_file_counts_bytes_only_for_the_last_hard_link(roots: StorageRoot
     assert first == (Outcome.DELETED, 0)
     assert second == (Outcome.DELETED, 10)
     assert remove_file(roots, "thumbs/b.jpg", dry_run=False) == (Outcome.MISSING, 0)
+
+
+def _awkward_tree(base: Path) -> tuple[StorageRoots, list[str]]:
+    """Media roots holding one of every kind of entry a stored path can lead to, and those paths."""
+    media, outside = base / "media", base / "outside"
+    for folder in (media / "thumbs" / "sub", media / "clips", outside):
+        folder.mkdir(parents=True)
+    thumbs = media / "thumbs"
+    (thumbs / "a.jpg").write_bytes(b"x" * 10)
+    (thumbs / "sub" / "b.jpg").write_bytes(b"x" * 20)
+    (thumbs / "hard.jpg").write_bytes(b"x" * 30)
+    os.link(thumbs / "hard.jpg", thumbs / "hard-too.jpg")
+    (outside / "secret.txt").write_text("keep me")
+    (thumbs / "inner.jpg").symlink_to("a.jpg")  # relative: the same link size in both trees
+    (thumbs / "escape.jpg").symlink_to(outside / "secret.txt")
+    (thumbs / "a-directory.jpg").mkdir()
+    os.mkfifo(thumbs / "pipe.jpg")
+    (media / "clips" / "c.mp4").write_bytes(b"x" * 40)
+    stored = [
+        "thumbs/inner.jpg",  # a link first: the file it points to goes later in the same batch
+        "thumbs/a.jpg",
+        "thumbs/a.jpg",  # twice: gone the second time
+        "thumbs/sub/b.jpg",
+        f"{media}/clips/c.mp4",
+        "thumbs/hard.jpg",
+        "thumbs/hard-too.jpg",
+        "thumbs/escape.jpg",
+        "thumbs/a-directory.jpg",
+        "thumbs/pipe.jpg",
+        "thumbs/never-written.jpg",
+        "thumbs/a.jpg/under-a-file.jpg",
+        "../outside/secret.txt",
+        "thumbs/a\x00b.jpg",
+        "",
+    ]
+    return StorageRoots.from_dirs(media, [Path("thumbs"), Path("clips")]), stored
+
+
+def _listing(base: Path) -> list[str]:
+    return sorted(str(p.relative_to(base)) for p in base.rglob("*"))
+
+
+def test_remove_files_does_to_a_batch_exactly_what_remove_file_does_to_each_path(tmp_path: Path):
+    one_by_one, batched = tmp_path / "one_by_one", tmp_path / "batched"
+    roots_each, stored = _awkward_tree(one_by_one)
+    roots_batch, stored_batch = _awkward_tree(batched)  # one path is absolute, so each tree has its own
+
+    expected = [remove_file(roots_each, path, dry_run=False) for path in stored]
+    outcomes = remove_files(roots_batch, stored_batch)
+
+    assert outcomes == expected
+    assert _listing(batched) == _listing(one_by_one)
+    assert (batched / "outside" / "secret.txt").read_text() == "keep me"
+    assert {outcome for outcome, _freed in outcomes} == {
+        Outcome.DELETED,
+        Outcome.MISSING,
+        Outcome.REFUSED,
+        Outcome.FAILED,
+    }
+    assert outcomes[stored.index("thumbs/hard.jpg")] == (Outcome.DELETED, 0)  # another link remained
+    assert outcomes[stored.index("thumbs/hard-too.jpg")] == (Outcome.DELETED, 30)
+
+
+def test_remove_files_leaves_a_file_whose_unlink_is_refused_blocked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    roots, _ = _awkward_tree(tmp_path)
+    real_unlink = os.unlink
+
+    def unlink(path: str, *args: object, **kwargs: object) -> None:
+        if path.endswith("a.jpg"):
+            raise PermissionError(13, "Permission denied", path)
+        real_unlink(path)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+
+    outcomes = remove_files(roots, ["thumbs/a.jpg", "thumbs/sub/b.jpg"])
+
+    assert outcomes == [(Outcome.BLOCKED, 0), (Outcome.DELETED, 20)]
+    assert (tmp_path / "media" / "thumbs" / "a.jpg").exists()

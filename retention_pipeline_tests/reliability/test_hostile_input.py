@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, assume, event, given, settings
 from hypothesis import strategies as st
 
-from retention_pipeline.core.files import StorageRoots, remove_file
+from retention_pipeline.core.files import StorageRoots, remove_file, remove_files
 from retention_pipeline.core.plan import make_plan
 from retention_pipeline.settings import MAX_BATCH_SIZE, MAX_DAYS, Settings, SettingsError
 from retention_pipeline_tests.factories import CLIPS, IMAGES, THUMBS, CameraWorld
@@ -140,18 +140,26 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return base
 
 
+@pytest.mark.parametrize("batched", [False, True], ids=["remove_file", "remove_files"])
 @settings(max_examples=200, **REPRODUCIBLE)
 @given(data=st.data())
-def test_no_stored_path_makes_remove_file_touch_anything_outside_the_roots(tree: Path, data: st.DataObject):
+def test_no_stored_path_makes_remove_file_touch_anything_outside_the_roots(
+    tree: Path, data: st.DataObject, batched: bool
+):
     build_tree(tree)
     media = tree / "media"
     roots = StorageRoots.from_dirs(media, [Path(THUMBS), Path(CLIPS), Path(IMAGES)])
     before = snapshot_files([tree])
 
-    for stored in data.draw(st.lists(stored_paths(tree), min_size=1, max_size=4), label="stored paths"):
-        outcome, _freed = remove_file(roots, stored, dry_run=False)
+    stored_list = data.draw(st.lists(stored_paths(tree), min_size=1, max_size=4), label="stored paths")
+    if batched:  # the file step's way: a chunk of paths at once
+        outcomes = remove_files(roots, stored_list)
+    else:
+        outcomes = [remove_file(roots, stored, dry_run=False) for stored in stored_list]
+    folders: dict[str, tuple[str, ...]] = {}
+    for stored, (outcome, _freed) in zip(stored_list, outcomes, strict=True):
         event(outcome.value)
-        roots.aliases(stored)  # the reference check must cope with the same strings
+        roots.aliases(stored, folders)  # the reference check must cope with the same strings
 
     after = snapshot_files([tree])
     for path, state in before.items():

@@ -3,7 +3,8 @@ would consider deleting, and the listings the orphan sweep checks against."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -15,6 +16,7 @@ from sqlalchemy import (
     Select,
     String,
     Table,
+    bindparam,
     exists,
     func,
     insert,
@@ -24,6 +26,7 @@ from sqlalchemy import (
     select,
     union,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.schema import CreateTable
 
 from ..schema import retention_file_queue
@@ -49,9 +52,22 @@ def create_check_names() -> CreateTable:
     return CreateTable(check_names, if_not_exists=True)
 
 
-def insert_check_name() -> Insert:
-    """Stage one name to check (executed with many rows)."""
-    return insert(check_names)
+def stage_check_names(dialect_name: str) -> Insert:
+    """Stage every name to check in one statement, from one parameter `names` (see `check_names_param`)."""
+    # One parameter instead of one row each: binding tens of thousands of rows one by one cost more than
+    # the check's join itself. SQLite unpacks a JSON array (its JSON functions are built in since 3.38),
+    # PostgreSQL a text array.
+    if dialect_name == "postgresql":
+        source: Select[Any] = select(func.unnest(bindparam("names", type_=ARRAY(String))))
+    else:
+        given = func.json_each(bindparam("names", type_=String)).table_valued("value")
+        source = select(given.c.value)
+    return insert(check_names).from_select(["name"], source)
+
+
+def check_names_param(dialect_name: str, names: Sequence[str]) -> dict[str, object]:
+    """The parameters of `stage_check_names` for these names."""
+    return {"names": list(names) if dialect_name == "postgresql" else json.dumps(list(names))}
 
 
 def clear_check_names() -> Delete:
