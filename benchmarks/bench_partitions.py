@@ -5,8 +5,13 @@ daily partitions over DAYS days, with a default partition; two thirds of the row
 runs on its own copy of one generated database, side by side in one run:
 
 - plain_delete: `DELETE FROM logs WHERE timestamp < cutoff` and the same for gpu_stats, one transaction;
+- count_only: `SELECT count(*) … WHERE ts < cutoff` per table and nothing else: what any exact report of
+  the deleted rows must read at least, whatever deletes them;
 - product: `purge_table` for logs and gpu_stats as data_cleanup runs them (partitions wholly before the
   cutoff dropped whole, the boundary partition in batches).
+
+While each variant runs, a camera writer inserts a log line and a GPU stat stamped now (into the current
+partition), each its own transaction, every 5 ms; the table gives its slowest and 99th-percentile commit.
 
     python benchmarks/bench_partitions.py [--logs 2000000] [--gpu-stats 1000000]
 
@@ -15,14 +20,17 @@ Prints a Markdown table and writes benchmarks/results/partitions.json.
 
 import argparse
 import json
+import multiprocessing
+import statistics
 import sys
 import time
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from bench_cleanup import NOW, RESULTS, pg_admin, pg_url
 from sqlalchemy import column as sa_column
-from sqlalchemy import delete, text
+from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy import table as sa_table
 
 from retention_pipeline.core.db import make_engine
@@ -80,6 +88,47 @@ def build(url: str, rows: dict[str, int]) -> None:
     engine.dispose()
 
 
+class CameraWriter:
+    """The camera system at work, in its own process: a log line and a GPU stat stamped now, one
+    transaction each, every 5 ms; how long each insert took from BEGIN to the end of COMMIT."""
+
+    def __init__(self, url: str) -> None:
+        self.stopping, self.results = multiprocessing.Event(), multiprocessing.Queue()
+        self.process = multiprocessing.Process(target=_write, args=(url, self.stopping, self.results))
+        self.process.start()
+
+    def figures(self) -> dict:
+        """The writer's inserts, slowest and 99th-percentile commit in ms."""
+        self.stopping.set()
+        waits = sorted(self.results.get(timeout=60))
+        self.process.join()
+        return {
+            "writer_inserts": len(waits),
+            "writer_max_ms": waits[-1] * 1000,
+            "writer_p99_ms": statistics.quantiles(waits, n=100)[98] * 1000,
+        }
+
+
+def _write(url: str, stopping: Any, results: Any) -> None:
+    engine = make_engine(url)
+    logs = sa_table("logs", sa_column("timestamp"), sa_column("component"), sa_column("message"))
+    gpu = sa_table("gpu_stats", sa_column("recorded_at"), sa_column("gpu_utilization"))
+    seconds = []
+    with engine.connect() as conn:
+        while not stopping.is_set():
+            for statement in (
+                insert(logs).values(timestamp=datetime.now(UTC), component="camera", message="frame"),
+                insert(gpu).values(recorded_at=datetime.now(UTC), gpu_utilization=50.0),
+            ):
+                started = time.perf_counter()
+                with conn.begin():
+                    conn.execute(statement)
+                seconds.append(time.perf_counter() - started)
+            time.sleep(0.005)
+    engine.dispose()
+    results.put(seconds)
+
+
 def plain_delete(url: str) -> dict:
     engine = make_engine(url)
     started = time.perf_counter()
@@ -91,6 +140,21 @@ def plain_delete(url: str) -> dict:
     seconds = time.perf_counter() - started
     engine.dispose()
     return {"rows": deleted, "db_seconds": seconds, "longest_txn_ms": seconds * 1000}
+
+
+def count_only(url: str) -> dict:
+    engine = make_engine(url)
+    started = time.perf_counter()
+    counted = 0
+    with engine.connect() as conn:
+        for table, (column, _columns) in TABLES.items():
+            rows = sa_table(table, sa_column(column))
+            counted += conn.execute(
+                select(func.count()).select_from(rows).where(rows.c[column] < CUTOFF)
+            ).scalar()
+    seconds = time.perf_counter() - started
+    engine.dispose()
+    return {"rows": counted, "db_seconds": seconds, "longest_txn_ms": 0.0}
 
 
 def product(url: str) -> dict:
@@ -123,16 +187,23 @@ def main() -> None:
         file=sys.stderr,
     )
     results = []
+    variants = (("plain_delete", plain_delete), ("count_only", count_only), ("product", product))
     try:
-        for variant, run in (("plain_delete", plain_delete), ("product", product)):
+        for variant, run in variants:
             pg_admin(f'CREATE DATABASE "{base}_{variant}" TEMPLATE "{base}"')
+            writer = CameraWriter(pg_url(f"{base}_{variant}"))
+            time.sleep(0.5)  # the writer's connection is open and inserting before the variant starts
             figures = run(pg_url(f"{base}_{variant}"))
+            figures.update(writer.figures())
             figures.update(variant=variant, logs=args.logs, gpu_stats=args.gpu_stats)
             results.append(figures)
             print(f"{variant}: {figures}", file=sys.stderr)
     finally:
         pg_admin(
-            *(f'DROP DATABASE IF EXISTS "{base}{s}" WITH (FORCE)' for s in ("", "_plain_delete", "_product"))
+            *(
+                f'DROP DATABASE IF EXISTS "{base}{s}" WITH (FORCE)'
+                for s in ("", *(f"_{v}" for v, _ in variants))
+            )
         )
     frame = pd.DataFrame(results)
     floor = frame.loc[frame.variant == "plain_delete", "db_seconds"].iloc[0]
@@ -150,6 +221,8 @@ def main() -> None:
                 "rows_per_s",
                 "longest_txn_ms",
                 "db_vs_plain_delete",
+                "writer_max_ms",
+                "writer_p99_ms",
             ]
         ].to_markdown(index=False, floatfmt=".3f")
     )

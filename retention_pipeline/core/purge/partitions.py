@@ -159,13 +159,14 @@ def _detach(
     table: str,
     partition: Partition,
     in_partition: ColumnElement[bool],
-    cleared: _Cleared,
-) -> tuple[str | None, str, float]:
-    """Detach a cleared partition, renaming it ours: its new name (None when given up, with why), and the
-    longest attempt's transaction.
+    cleared: _Cleared | None,
+) -> tuple[str | None, str, float, int]:
+    """Detach a cleared partition, renaming it ours: its new name (None when given up, with why), the
+    longest attempt's transaction, and the rows it holds (counted while nothing could write to it).
 
     The partition is locked against writes first (only a late write of an old row waits), then checked:
-    a row added since it was cleared, or one the keep rule now protects, leaves it to the batches. Only
+    a row added since it was cleared, or one the keep rule now protects, leaves it to the batches (with
+    nothing to clear, `cleared` None, a late row is simply dropped and counted with the rest). Only
     then is the parent asked for, under a short lock_timeout, and the detach's own foreign-key check must
     end within DETACH_STATEMENT_TIMEOUT_MS, so a camera writer waits at most about that long.
     """
@@ -179,38 +180,41 @@ def _detach(
                 conn.execute(_SET_LOCK_TIMEOUT, {"timeout": f"{DETACH_LOCK_TIMEOUT_MS}ms"})
                 parent, child = _quoted(conn, table), _quoted(conn, partition.name)
                 conn.execute(text(f"LOCK TABLE {child} IN EXCLUSIVE MODE"))
-                if conn.execute(select(func.count()).select_from(own_rows)).scalar_one() > cleared.rows:
-                    return None, "took new rows while it was cleared", time.perf_counter() - started
+                rows = conn.execute(select(func.count()).select_from(own_rows)).scalar_one()
+                if cleared is not None and rows > cleared.rows:
+                    return None, "took new rows while it was cleared", time.perf_counter() - started, 0
                 if (
                     expiry.registry[table].keep_rule
                     and conn.execute(
                         expiring.count_linked_to_a_retained_event(expiry, in_partition)
                     ).scalar_one()
                 ):
-                    return None, "now holds a row the keep rule protects", time.perf_counter() - started
+                    return None, "now holds a row the keep rule protects", time.perf_counter() - started, 0
                 conn.execute(_SET_STATEMENT_TIMEOUT, {"timeout": f"{DETACH_STATEMENT_TIMEOUT_MS}ms"})
                 conn.execute(text(f"ALTER TABLE {parent} DETACH PARTITION {child}"))
                 conn.execute(text(f"ALTER TABLE {child} RENAME TO {_quoted(conn, ours)}"))
-            return ours, "", max(longest, time.perf_counter() - started)
+            return ours, "", max(longest, time.perf_counter() - started), int(rows)
         except DBAPIError as exc:
             why = _GIVEN_UP.get(getattr(exc.orig, "pgcode", None) or "", "")
             if not why:
                 raise
             longest = max(longest, time.perf_counter() - started)
             if delay is None or why != _BUSY:
-                return None, why, longest
+                return None, why, longest, 0
             time.sleep(delay)
-    return None, why, longest
+    return None, why, longest, 0
 
 
-def _count_and_drop(engine: Engine, detached: str) -> int | None:
-    """Count a detached partition's rows (nothing writes to it any more), then drop it; None when a table
-    it references stayed busy (dropping its foreign keys locks that table), left for the next run."""
+def _count_and_drop(engine: Engine, detached: str, rows: int | None = None) -> int | None:
+    """Drop a detached partition and return its rows, counted now unless the detach counted them (nothing
+    writes to it any more); None when a table it references stayed busy (dropping its foreign keys locks
+    that table), left for the next run."""
     partition = Table(detached, MetaData())
     try:
         with write_transaction(engine) as conn:
             conn.execute(_SET_LOCK_TIMEOUT, {"timeout": f"{DETACH_LOCK_TIMEOUT_MS}ms"})
-            rows = int(conn.execute(select(func.count()).select_from(partition)).scalar_one())
+            if rows is None:  # left behind by a run killed between its detach and its drop
+                rows = int(conn.execute(select(func.count()).select_from(partition)).scalar_one())
             conn.execute(DropTable(partition))
     except DBAPIError as exc:
         if getattr(exc.orig, "pgcode", None) in ("55P03", "40P01"):
@@ -244,9 +248,9 @@ def drop_expired_partitions(
     rows, dropped, given_up, longest = 0, 0, 0, 0.0
     children, queued = 0, 0
 
-    def drop(name: str) -> None:
+    def drop(name: str, counted: int | None = None) -> None:
         nonlocal rows, dropped, longest
-        held, seconds = _timed(lambda: retry(functools.partial(_count_and_drop, engine, name)))
+        held, seconds = _timed(lambda: retry(functools.partial(_count_and_drop, engine, name, counted)))
         longest = max(longest, seconds)
         if held is None:
             progress(f"{table}: {name} is detached; a table it references stayed busy, the next run drops it")
@@ -255,6 +259,9 @@ def drop_expired_partitions(
 
     for name in left_behind:
         drop(name)
+    # No files, no children, no foreign key to it (logs, gpu_stats): nothing to do before the detach.
+    entry = expiry.registry[table]
+    nothing_hangs_off = not (entry.media(delete_images) or entry.children or target.foreign_keys)
     for partition in expired_partitions(engine, table, target.cutoff):
         in_partition = partition_drop.rows_of_partition(
             expiry, table, target.key, partition.lower, partition.upper
@@ -263,15 +270,18 @@ def drop_expired_partitions(
             given_up += 1
             progress(f"{table}: {partition.name} holds rows the keep rule protects; they go through batches")
             continue
-        cleared = _clear_the_way(engine, expiry, target, in_partition, delete_images, sizer, retry)
-        children, queued = children + cleared.children, queued + cleared.queued
-        detached, why, seconds = _detach(engine, expiry, table, partition, in_partition, cleared)
-        longest = max(longest, cleared.longest_s, seconds)
+        cleared = None
+        if not nothing_hangs_off:
+            cleared = _clear_the_way(engine, expiry, target, in_partition, delete_images, sizer, retry)
+            children, queued = children + cleared.children, queued + cleared.queued
+            longest = max(longest, cleared.longest_s)
+        detached, why, seconds, held = _detach(engine, expiry, table, partition, in_partition, cleared)
+        longest = max(longest, seconds)
         if detached is None:
             given_up += 1
             progress(f"{table}: {partition.name} {why}; its rows go through the batched delete")
             continue
-        drop(detached)
+        drop(detached, held)
     if dropped:
         progress(f"{table}: dropped {dropped} expired partitions holding {rows} rows")
     return Dropped(rows, dropped, given_up, children, queued, longest)
