@@ -45,13 +45,15 @@ def _timed(work):
 
 def _split_check(engine, roots: StorageRoots, paths: list[str]) -> dict:
     """The three parts of one check, as referenced_paths runs them."""
-    names, spell_s = _timed(lambda: sorted({a for p in paths for a in roots.aliases(p)}))
+    folders: dict[str, tuple[str, ...]] = {}
+    names, spell_s = _timed(lambda: sorted({a for p in paths for a in roots.aliases(p, folders)}))
+    dialect = engine.dialect.name
     with engine.connect() as conn:
-        conn.execute(path_checks.create_check_names())
+        for statement in path_checks.create_check_names(dialect):
+            conn.execute(statement)
         conn.commit()
-        dialect = engine.dialect.name
         staging = path_checks.stage_check_names(dialect)
-        _, stage_s = _timed(lambda: conn.execute(staging, path_checks.check_names_param(dialect, names)))
+        _, stage_s = _timed(lambda: conn.execute(staging, path_checks.check_names_param(names)))
         if dialect == "postgresql":
             conn.execute(path_checks.prefer_index_lookups())
         hits, join_s = _timed(lambda: conn.execute(path_checks.select_referenced_names(Registry())).all())

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 
 from . import purge
 from .files import StorageRoots
 from .plan import CleanupPlan
 from .policy import DeclaredRule, policy_problems, registry_with
 from .purge import drain_file_queue, preview_file_deletions, queue_ranges
-from .queries import expiring
+from .queries import expiring, path_checks
 from .references import blocking_references_message, references_to_parents
 from .schema import ensure_bookkeeping
 from .stats import CleanupStats, FileCounts, RowCounts
@@ -58,7 +60,22 @@ def prepare_database(engine: Engine, policy: tuple[DeclaredRule, ...] = ()) -> N
     # with part of its batches committed.
     if blocked := blocking_references_message(references_to_parents(engine, registry.names)):
         raise SchemaError(f"{engine.url.render_as_string(hide_password=True)}: {blocked}")
+    if engine.dialect.name == "sqlite" and not _has_json_functions(engine):
+        # Refused here, not at the file step: by then the rows would be gone and their files stuck queued.
+        raise SchemaError(
+            f"this Python's SQLite library ({sqlite3.sqlite_version}) has no JSON functions, which the"
+            " reference check of the file step needs (built into SQLite since 3.38). Nothing was deleted."
+        )
     ensure_bookkeeping(engine)
+
+
+def _has_json_functions(engine: Engine) -> bool:
+    try:
+        with engine.connect() as conn:
+            conn.execute(path_checks.probe_json_functions())
+    except OperationalError:
+        return False
+    return True
 
 
 def _advising_indexes(engine: Engine, parent: str, run: Callable[[], RowCounts]) -> RowCounts:

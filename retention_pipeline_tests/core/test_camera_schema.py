@@ -6,16 +6,17 @@ import uuid
 
 import dagster as dg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
 from retention_pipeline.core.cleanup import SchemaError, clean_table, prepare_database
 from retention_pipeline.core.purge import BatchTooSlow
+from retention_pipeline.core.queries import path_checks
 from retention_pipeline.core.references import references_to_parents
 from retention_pipeline.core.schema import detections, events
 from retention_pipeline_tests.camera_schema import CHILD_COLUMN, DETECTION_CHILDREN, EVENT_CHILDREN
 from retention_pipeline_tests.conftest import both_shapes
 from retention_pipeline_tests.dagster_helpers import execute, failure_messages, plan_config
-from retention_pipeline_tests.factories import CameraWorld
+from retention_pipeline_tests.factories import THUMBS, CameraWorld
 
 camera_shape = pytest.mark.parametrize("schema_shape", ["camera"], indirect=True)
 
@@ -166,3 +167,19 @@ def test_a_detection_purge_too_slow_for_its_cap_names_the_unindexed_foreign_keys
     assert "threat_detections, zone_anomalies, whose foreign key has no index" in message
     assert "CREATE INDEX CONCURRENTLY ix_threat_detections_detection_id ON threat_detections" in message
     assert world.count(detections) == 1
+
+
+def test_a_sqlite_library_without_json_functions_refuses_the_run_before_any_delete(
+    world: CameraWorld, monkeypatch: pytest.MonkeyPatch
+):
+    # SQLite stages a reference check's names as a JSON array; PostgreSQL as a text array, never asked.
+    monkeypatch.setattr(path_checks, "probe_json_functions", lambda: select(func.no_such_json_function()))
+    expired = world.detection(world.old(), thumbnail=world.file(f"{THUMBS}/old.jpg"))
+
+    if world.engine.dialect.name == "sqlite":
+        with pytest.raises(SchemaError, match=r"SQLite library \(3\.[0-9.]+\) has no JSON functions"):
+            world.run()
+        assert world.ids(detections) == {expired} and world.exists(f"{THUMBS}/old.jpg")
+    else:
+        assert world.run().detections_deleted == 1
+        assert world.ids(detections) == set() and not world.exists(f"{THUMBS}/old.jpg")

@@ -269,7 +269,7 @@ def test_a_name_that_needs_escaping_is_checked_like_any_other(world: CameraWorld
 def test_many_reference_checks_of_growing_size_keep_exactly_the_shared_files(
     world: CameraWorld, monkeypatch: pytest.MonkeyPatch
 ):
-    # Checks of 2, 4, 5, 5 … paths: the first small so unlinks start early, then up to the cap.
+    # Checks of 2, 5, 5 … paths: the first small so unlinks start early, then up to the cap.
     monkeypatch.setattr(file_queue, "CHECK_CHUNK", 2)
     monkeypatch.setattr(file_queue, "REFERENCE_CHUNK", 5)
     thumbs = [world.file(f"{THUMBS}/t{i:02}.jpg", 10) for i in range(17)]

@@ -54,11 +54,12 @@ def referenced_paths(
     names = sorted({a for names in aliases.values() for a in names if "\x00" not in a})
     if not names:
         return set()
+    dialect = engine.dialect.name
     with engine.connect() as conn:
-        conn.execute(path_checks.create_check_names())
+        for statement in path_checks.create_check_names(dialect):
+            conn.execute(statement)
         conn.commit()
-        dialect = engine.dialect.name
-        conn.execute(path_checks.stage_check_names(dialect), path_checks.check_names_param(dialect, names))
+        conn.execute(path_checks.stage_check_names(dialect), path_checks.check_names_param(names))
         if dialect == "postgresql":
             conn.execute(path_checks.prefer_index_lookups())
         hits = set(
@@ -283,7 +284,8 @@ def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
 
 
 def check_sizes() -> Iterator[int]:
-    """How many paths each reference check of a file step takes: CHECK_CHUNK, doubling up to REFERENCE_CHUNK.
+    """How many paths each reference check of a file step takes: CHECK_CHUNK, then four times as many, up to
+    REFERENCE_CHUNK.
 
     A small first check lets the workers start unlinking almost at once instead of waiting for a whole
     REFERENCE_CHUNK to be checked; the few extra passes over the referencing rows this costs are bounded.
@@ -291,7 +293,7 @@ def check_sizes() -> Iterator[int]:
     size = CHECK_CHUNK
     while True:
         yield size
-        size = min(2 * size, REFERENCE_CHUNK)
+        size = min(4 * size, REFERENCE_CHUNK)
 
 
 def chunked_growing(items: Iterable[T]) -> Iterator[list[T]]:
