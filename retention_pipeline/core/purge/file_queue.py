@@ -30,8 +30,8 @@ CHECK_CHUNK = 2000
 # staged names' own index on SQLite): without indexes on the path columns a check per unlink chunk made
 # the file step quadratic in the table's size, so chunks of unlinks share one check.
 REFERENCE_CHUNK = 25_000
-# Chunks handled at once. Unlinks are mostly kernel work that waits on the file system's journal, so more
-# threads than cores keep both cores busy; beyond eight the GIL hand-offs eat the gain.
+# Chunks handled at once. An unlink mostly waits on the file system, so more threads than cores overlap
+# those waits; past eight, threads mostly wait for the GIL instead.
 FILE_WORKERS = 8
 
 
