@@ -32,6 +32,9 @@ def make_engine(url: str) -> Engine:
     return create_engine(
         url,
         pool_pre_ping=True,
+        # Every check (the keep rule, a partition's count under its lock) relies on each statement seeing
+        # what was committed when it started, whatever default_transaction_isolation the server sets.
+        isolation_level="READ COMMITTED",
         connect_args={
             # Compare TIMESTAMP WITHOUT TIME ZONE columns as UTC, whatever the server's default.
             # jit=off: the batch statements are short; JIT compiling them costs more than it saves.

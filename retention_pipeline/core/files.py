@@ -182,33 +182,35 @@ def remove_files(
     All the Python work is done before and after one tight loop of system calls. The file step unlinks on
     several threads, and a thread coming back from `unlink` waits for the GIL while another runs Python:
     with the work between two calls kept this short, those threads unlink about half as fast again on
-    two cores. Anything but a regular file (a symlink, a directory) is left to `remove_file`'s own checks.
+    two cores. The loop stops at the first entry that is not a regular file (a symlink, a directory):
+    removing a symlink can change where a later path leads, so from there on the paths go one by one
+    through `remove_file`, which resolves each after the one before it was removed.
     """
     targets = [roots.contained_path(path, resolved_dirs) for path in stored]
+    tried = _unlink_regular_files(targets)
     outcomes = []
-    for path, (info, error) in zip(stored, _unlink_regular_files(targets), strict=True):
+    for (info, error), target in zip(tried, targets, strict=False):
         if info is None:
-            if error is None:
+            if target is None:
                 outcomes.append((Outcome.REFUSED, 0))
-            elif error.errno in (errno.ENOENT, errno.ENOTDIR):
+            elif error is not None and error.errno in (errno.ENOENT, errno.ENOTDIR):
                 outcomes.append((Outcome.MISSING, 0))
             else:
                 outcomes.append((Outcome.FAILED, 0))
         elif error is not None:
             blocked = Outcome.MISSING if isinstance(error, FileNotFoundError) else Outcome.BLOCKED
             outcomes.append((blocked, 0))
-        elif stat.S_ISREG(info.st_mode):
-            outcomes.append((Outcome.DELETED, info.st_size if info.st_nlink <= 1 else 0))
         else:
-            outcomes.append(remove_file(roots, path, dry_run=False, resolved_dirs=resolved_dirs))
-    return outcomes
+            outcomes.append((Outcome.DELETED, info.st_size if info.st_nlink <= 1 else 0))
+    rest = stored[len(tried) :]
+    return outcomes + [remove_file(roots, path, dry_run=False, resolved_dirs=None) for path in rest]
 
 
 def _unlink_regular_files(
     targets: Sequence[str | None],
 ) -> list[tuple[os.stat_result | None, OSError | None]]:
-    """lstat each target and unlink it when it is a regular file: (its lstat, the error if any) per target;
-    (None, None) for a None target, (None, error) when lstat failed."""
+    """lstat each target and unlink it, up to the first that exists and is not a regular file: (its lstat,
+    the error if any) per target handled; (None, None) for a None target, (None, error) when lstat failed."""
     done: list[tuple[os.stat_result | None, OSError | None]] = []
     lstat, unlink, is_regular = os.lstat, os.unlink, stat.S_ISREG
     for target in targets:
@@ -220,11 +222,12 @@ def _unlink_regular_files(
         except OSError as error:
             done.append((None, error))
             continue
-        if is_regular(info.st_mode):
-            try:
-                unlink(target)
-            except OSError as error:
-                done.append((info, error))
-                continue
+        if not is_regular(info.st_mode):
+            break
+        try:
+            unlink(target)
+        except OSError as error:
+            done.append((info, error))
+            continue
         done.append((info, None))
     return done

@@ -192,3 +192,18 @@ def test_remove_files_leaves_a_file_whose_unlink_is_refused_blocked(
 
     assert outcomes == [(Outcome.BLOCKED, 0), (Outcome.DELETED, 20)]
     assert (tmp_path / "media" / "thumbs" / "a.jpg").exists()
+
+
+def test_remove_files_resolves_paths_after_a_removed_link_to_a_directory_afresh(roots: StorageRoots):
+    thumbs = Path(roots.media_root) / "thumbs"
+    (thumbs / "real").mkdir()
+    (thumbs / "real" / "f.jpg").write_bytes(b"x" * 5)
+    (thumbs / "a.jpg").write_bytes(b"x" * 3)
+    (thumbs / "link").symlink_to("real")
+    stored = ["thumbs/a.jpg", "thumbs/link", "thumbs/link/f.jpg"]
+
+    outcomes = remove_files(roots, stored)
+
+    # As path by path: once the link is gone, "thumbs/link/f.jpg" names nothing, and real/f.jpg stays.
+    assert outcomes == [(Outcome.DELETED, 3), (Outcome.DELETED, 4), (Outcome.MISSING, 0)]
+    assert (thumbs / "real" / "f.jpg").exists() and not (thumbs / "link").is_symlink()

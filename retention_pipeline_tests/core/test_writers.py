@@ -4,12 +4,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import create_engine, func, insert, make_url, select, text
 from sqlalchemy.engine import Connection, Engine
 
-from retention_pipeline.core.db import write_transaction
-from retention_pipeline.core.schema import detections, event_detections
+from retention_pipeline.core.db import make_engine, write_transaction
+from retention_pipeline.core.schema import detections, event_detections, logs
 from retention_pipeline_tests.factories import CameraWorld
 
 
@@ -72,3 +73,28 @@ def test_an_expired_detection_linked_to_a_retained_event_while_its_batch_waits_i
     assert world.ids(detections) == {expired[1]}
     assert world.count(event_detections) == 1
     assert stats.detections_deleted == 3
+
+
+def test_each_statement_sees_rows_committed_since_its_transaction_began_whatever_the_server_default(
+    postgresql_only: None, database_url: str
+):
+    # The keep rule's checks and a partition's count under its lock rely on READ COMMITTED; a server whose
+    # databases default to REPEATABLE READ must not give the pipeline's transactions an older snapshot.
+    admin = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    name = admin.dialect.identifier_preparer.quote(make_url(database_url).database or "")
+    with admin.connect() as conn:
+        conn.execute(text(f"ALTER DATABASE {name} SET default_transaction_isolation = 'repeatable read'"))
+    engine, writer = make_engine(database_url), make_engine(database_url)
+    try:
+        with write_transaction(engine) as conn:
+            before = conn.execute(select(func.count()).select_from(logs)).scalar_one()
+            with writer.begin() as other:
+                other.execute(insert(logs).values(timestamp=datetime.now(UTC), message="late"))
+            after = conn.execute(select(func.count()).select_from(logs)).scalar_one()
+        assert after == before + 1
+    finally:
+        engine.dispose()
+        writer.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f"ALTER DATABASE {name} RESET default_transaction_isolation"))
+        admin.dispose()

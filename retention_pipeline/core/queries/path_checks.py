@@ -80,7 +80,9 @@ def probe_json_functions() -> Select[Any]:
 
 def check_names_param(names: Sequence[str]) -> dict[str, str]:
     """The parameters of `stage_check_names` for these names."""
-    return {"names": json.dumps(list(names))}
+    # Non-ASCII characters as they are: PostgreSQL cannot turn a \u escape into a character its database
+    # encoding lacks, while the characters themselves arrive as the rows store them.
+    return {"names": json.dumps(list(names), ensure_ascii=False)}
 
 
 def clear_check_names() -> Delete:
