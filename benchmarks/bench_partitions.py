@@ -89,12 +89,13 @@ def build(url: str, rows: dict[str, int]) -> None:
 
 
 class CameraWriter:
-    """The camera system at work, in its own process: a log line and a GPU stat stamped now, one
-    transaction each, every 5 ms; how long each insert took from BEGIN to the end of COMMIT."""
+    """The camera system at work, in its own process: a row stamped now in each of `tables` (logs,
+    gpu_stats, detections), one transaction each, every 5 ms; how long each insert took from BEGIN to the
+    end of COMMIT."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, tables: tuple[str, ...] = ("logs", "gpu_stats")) -> None:
         self.stopping, self.results = multiprocessing.Event(), multiprocessing.Queue()
-        self.process = multiprocessing.Process(target=_write, args=(url, self.stopping, self.results))
+        self.process = multiprocessing.Process(target=_write, args=(url, tables, self.stopping, self.results))
         self.process.start()
 
     def figures(self) -> dict:
@@ -109,17 +110,30 @@ class CameraWriter:
         }
 
 
-def _write(url: str, stopping: Any, results: Any) -> None:
+def _row_now(table: str, serial: int) -> Any:
+    """An insert of one row stamped now into `table`, with the columns the camera system requires.
+
+    Ids are the writer's own (`serial` counts its inserts), far above the generated ones: a partitioned
+    copy's id column has no default.
+    """
+    now, row_id = datetime.now(UTC), 1_000_000_000 + serial
+    if table == "logs":
+        logs = sa_table(table, *(sa_column(c) for c in ("id", "timestamp", "component", "message")))
+        return insert(logs).values(id=row_id, timestamp=now, component="camera", message="frame")
+    if table == "gpu_stats":
+        gpu = sa_table(table, *(sa_column(c) for c in ("id", "recorded_at", "gpu_utilization")))
+        return insert(gpu).values(id=row_id, recorded_at=now, gpu_utilization=50.0)
+    found = sa_table(table, *(sa_column(c) for c in ("id", "camera_id", "file_path", "detected_at")))
+    return insert(found).values(id=row_id, camera_id="cam", file_path="/media/now.jpg", detected_at=now)
+
+
+def _write(url: str, tables: tuple[str, ...], stopping: Any, results: Any) -> None:
     engine = make_engine(url)
-    logs = sa_table("logs", sa_column("timestamp"), sa_column("component"), sa_column("message"))
-    gpu = sa_table("gpu_stats", sa_column("recorded_at"), sa_column("gpu_utilization"))
     seconds = []
     with engine.connect() as conn:
         while not stopping.is_set():
-            for statement in (
-                insert(logs).values(timestamp=datetime.now(UTC), component="camera", message="frame"),
-                insert(gpu).values(recorded_at=datetime.now(UTC), gpu_utilization=50.0),
-            ):
+            for table in tables:
+                statement = _row_now(table, len(seconds))
                 started = time.perf_counter()
                 with conn.begin():
                     conn.execute(statement)

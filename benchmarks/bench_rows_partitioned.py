@@ -5,6 +5,9 @@ dominates a rows-only run at this size).
 
     python benchmarks/bench_rows_partitioned.py 2000000
 
+While each of the product's variants runs, a camera writer (bench_partitions.CameraWriter, its own
+process) inserts a detection and a log line stamped now every 5 ms; its slowest insert is printed.
+
 Prints each variant and the ratios, and writes /tmp/rows_<N>.json. Above 1.2M detections the generator's
 young log lines reach past LOG_RETENTION_DAYS: the product then also deletes those (the same-rule floor
 deletes logs by the data cutoff only), so its row count is higher.
@@ -17,6 +20,7 @@ import uuid
 from pathlib import Path
 
 import bench_cleanup as b
+from bench_partitions import CameraWriter
 from partitioned_copy import partition_weekly
 
 from retention_pipeline.core.cleanup import prepare_database
@@ -46,6 +50,8 @@ try:
         settings = Settings(database_url=url)
         plan = make_plan(settings, dry_run=False, reference_time=b.NOW, delete_images=True)
         total, rows, longest, per = 0.0, 0, 0.0, {}
+        writer = CameraWriter(url, ("detections", "logs"))
+        time.sleep(0.5)  # inserting before the purge starts
         for table in ("detections", "events", "gpu_stats", "logs"):
             s = time.perf_counter()
             c = purge_table(
@@ -63,6 +69,7 @@ try:
             per[table] = (round(sec, 2), c.deleted)
         engine.dispose()
         out[label] = {"db_s": total, "rows": rows, "longest_ms": longest, "per_table": per}
+        out[label].update(writer.figures())
         print(label, out[label], flush=True)
     for label in ("plain", "partitioned"):
         print(f"{label} / same_rule = {out[label]['db_s'] / out['same_rule']['db_s']:.2f}")
