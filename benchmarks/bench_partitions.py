@@ -143,31 +143,35 @@ def _write(url: str, tables: tuple[str, ...], stopping: Any, results: Any) -> No
     results.put(seconds)
 
 
-def plain_delete(url: str) -> dict:
+def _on_expired_rows(url: str, act: Any) -> tuple[int, float]:
+    """`act(conn, rows, expired)` on each table's expired rows, in one transaction: the sum of what it
+    returns, and the seconds it took."""
     engine = make_engine(url)
     started = time.perf_counter()
-    deleted = 0
+    total = 0
     with engine.begin() as conn:
         for table, (column, _columns) in TABLES.items():
             rows = sa_table(table, sa_column(column))
-            deleted += conn.execute(delete(rows).where(rows.c[column] < CUTOFF)).rowcount
+            total += act(conn, rows, rows.c[column] < CUTOFF)
     seconds = time.perf_counter() - started
     engine.dispose()
+    return total, seconds
+
+
+def plain_delete(url: str) -> dict:
+    deleted, seconds = _on_expired_rows(
+        url, lambda conn, rows, expired: conn.execute(delete(rows).where(expired)).rowcount
+    )
     return {"rows": deleted, "db_seconds": seconds, "longest_txn_ms": seconds * 1000}
 
 
 def count_only(url: str) -> dict:
-    engine = make_engine(url)
-    started = time.perf_counter()
-    counted = 0
-    with engine.connect() as conn:
-        for table, (column, _columns) in TABLES.items():
-            rows = sa_table(table, sa_column(column))
-            counted += conn.execute(
-                select(func.count()).select_from(rows).where(rows.c[column] < CUTOFF)
-            ).scalar()
-    seconds = time.perf_counter() - started
-    engine.dispose()
+    counted, seconds = _on_expired_rows(
+        url,
+        lambda conn, rows, expired: conn.execute(
+            select(func.count()).select_from(rows).where(expired)
+        ).scalar(),
+    )
     return {"rows": counted, "db_seconds": seconds, "longest_txn_ms": 0.0}
 
 

@@ -149,29 +149,38 @@ def remove_file(
         return Outcome.REFUSED, 0
     try:
         info = os.lstat(target)
-    except FileNotFoundError:
-        return Outcome.MISSING, 0
     except OSError as exc:
-        if exc.errno in (errno.ENOTDIR, errno.ENOENT):
-            return Outcome.MISSING, 0
-        return Outcome.FAILED, 0
+        return _lstat_failed(exc), 0
     if not roots.link_stays_inside(target, stat.S_ISLNK(info.st_mode)):
         return Outcome.REFUSED, 0
     if stat.S_ISDIR(info.st_mode):
         # A directory where a file should be is someone else's data; never recurse into it.
         return Outcome.FAILED, 0
-    freed = info.st_size if info.st_nlink <= 1 else 0
+    freed = _freed(info)
     if dry_run:
         # Predict a permission failure so the preview matches the real run.
         writable = os.access(os.path.dirname(target), os.W_OK | os.X_OK)
         return (Outcome.DELETED, freed) if writable else (Outcome.FAILED, 0)
     try:
         os.unlink(target)
-    except FileNotFoundError:
-        return Outcome.MISSING, 0
-    except OSError:
-        return Outcome.BLOCKED, 0
+    except OSError as exc:
+        return _unlink_failed(exc), 0
     return Outcome.DELETED, freed
+
+
+def _lstat_failed(error: OSError) -> Outcome:
+    # A missing file, or a missing directory on the way to it (or a file where one should be).
+    return Outcome.MISSING if error.errno in (errno.ENOENT, errno.ENOTDIR) else Outcome.FAILED
+
+
+def _unlink_failed(error: OSError) -> Outcome:
+    # Gone meanwhile; otherwise refused (permissions, busy, I/O), which may pass by the next run.
+    return Outcome.MISSING if isinstance(error, FileNotFoundError) else Outcome.BLOCKED
+
+
+def _freed(info: os.stat_result) -> int:
+    # Space comes back only when this was the file's last hard link.
+    return info.st_size if info.st_nlink <= 1 else 0
 
 
 def remove_files(
@@ -189,19 +198,13 @@ def remove_files(
     targets = [roots.contained_path(path, resolved_dirs) for path in stored]
     tried = _unlink_regular_files(targets)
     outcomes = []
-    for (info, error), target in zip(tried, targets, strict=False):
+    for info, error in tried:
         if info is None:
-            if target is None:
-                outcomes.append((Outcome.REFUSED, 0))
-            elif error is not None and error.errno in (errno.ENOENT, errno.ENOTDIR):
-                outcomes.append((Outcome.MISSING, 0))
-            else:
-                outcomes.append((Outcome.FAILED, 0))
+            outcomes.append((Outcome.REFUSED if error is None else _lstat_failed(error), 0))
         elif error is not None:
-            blocked = Outcome.MISSING if isinstance(error, FileNotFoundError) else Outcome.BLOCKED
-            outcomes.append((blocked, 0))
+            outcomes.append((_unlink_failed(error), 0))
         else:
-            outcomes.append((Outcome.DELETED, info.st_size if info.st_nlink <= 1 else 0))
+            outcomes.append((Outcome.DELETED, _freed(info)))
     rest = stored[len(tried) :]
     return outcomes + [remove_file(roots, path, dry_run=False, resolved_dirs=None) for path in rest]
 
