@@ -3,10 +3,15 @@ same-rule floor against the product's four purge steps on plain tables and on th
 range partitions (core purge_table, without Dagster and without the file step, whose reference check
 dominates a rows-only run at this size).
 
-    python benchmarks/bench_rows_partitioned.py 2000000
+    python benchmarks/bench_rows_partitioned.py 2000000 [BASE]
+
+With BASE, the generated database is kept under that name and reused by the next run given the same
+name (building 2M detections takes several minutes; the variants always run on fresh copies of it).
 
 While each of the product's variants runs, a camera writer (bench_partitions.CameraWriter, its own
-process) inserts a detection and a log line stamped now every 5 ms; its slowest insert is printed.
+process) inserts a detection and a log line stamped now every 5 ms; its slowest insert is printed, and
+its slowest INSERT statement alone (a lock wait shows there; a COMMIT waits for the disk). The same
+writer first runs 15 s with nothing else running, for the machine's own waits.
 
 Prints each variant and the ratios, and writes /tmp/rows_<N>.json. Above 1.2M detections the generator's
 young log lines reach past LOG_RETENTION_DAYS: the product then also deletes those (the same-rule floor
@@ -22,6 +27,7 @@ from pathlib import Path
 import bench_cleanup as b
 from bench_partitions import CameraWriter
 from partitioned_copy import partition_weekly
+from sqlalchemy import create_engine, text
 
 from retention_pipeline.core.cleanup import prepare_database
 from retention_pipeline.core.db import make_engine
@@ -30,16 +36,37 @@ from retention_pipeline.core.purge import purge_table
 from retention_pipeline.settings import Settings
 
 n = int(sys.argv[1]) if len(sys.argv) > 1 else 2_000_000
-name = f"rows_{uuid.uuid4().hex[:6]}"
-b.pg_admin(f'CREATE DATABASE "{name}"')
+kept_base = sys.argv[2] if len(sys.argv) > 2 else None
+name = kept_base or f"rows_{uuid.uuid4().hex[:6]}"
+# A kept database is reused only once its build finished (the comment says so); else it is built again.
+admin = create_engine(b.PG_ADMIN)
+with admin.connect() as conn:
+    note = conn.execute(
+        text("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = :n"), {"n": name}
+    ).first()
+admin.dispose()
+built = note is not None and note[0] == f"built {n}"
 try:
-    t = time.perf_counter()
-    b.build_database(b.pg_url(name), n)
-    print(f"built {n} in {time.perf_counter() - t:.0f}s", flush=True)
+    if not built:
+        b.pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
+        t = time.perf_counter()
+        b.build_database(b.pg_url(name), n)
+        b.pg_admin(f"COMMENT ON DATABASE \"{name}\" IS 'built {n}'")
+        print(f"built {n} in {time.perf_counter() - t:.0f}s", flush=True)
     for label in ("same_rule", "plain", "partitioned"):
         b.pg_admin(f'CREATE DATABASE "{name}_{label}" TEMPLATE "{name}"')
     partition_weekly(b.pg_url(f"{name}_partitioned"), b.CUTOFF)
     out = {}
+    # The same writer with nothing else running: the waits this machine's disk and CPU cause on their own.
+    idle = CameraWriter(b.pg_url(f"{name}_plain"), ("detections", "logs"), first_id=2_000_000_000)
+    time.sleep(15)
+    out["idle_writer"] = idle.figures()
+    print("idle_writer", out["idle_writer"], flush=True)
+    plain = create_engine(b.pg_url(f"{name}_plain"))
+    with plain.begin() as conn:  # the plain variant starts from the same rows as the others
+        for table in ("detections", "logs"):
+            conn.execute(text(f"DELETE FROM {table} WHERE id >= 2000000000"))  # noqa: S608
+    plain.dispose()
     fig = b.run_same_rule(b.pg_url(f"{name}_same_rule"), Path("/nonexistent"), n)
     out["same_rule"] = {"db_s": fig["db_seconds"], "rows": fig["rows"], "longest_ms": fig["longest_txn_ms"]}
     print("same_rule", out["same_rule"], flush=True)
@@ -78,6 +105,6 @@ finally:
     b.pg_admin(
         *(
             f'DROP DATABASE IF EXISTS "{name}{s}" WITH (FORCE)'
-            for s in ("", "_same_rule", "_plain", "_partitioned")
+            for s in ("_same_rule", "_plain", "_partitioned") + (() if kept_base else ("",))
         )
     )

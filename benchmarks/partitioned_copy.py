@@ -4,7 +4,8 @@ aligned on the data cutoff so a week either lies wholly before it or wholly afte
 
 Foreign keys to `events.id` and `detections.id` cannot survive (a partitioned table can only be referenced
 by its whole key): they are dropped with the plain tables, as the camera system's partitioned schema had
-none. The rows are the same, so the product's work is the same rows and files.
+none. The keys out of `events` and `detections` to `cameras` are made again on the partitioned tables.
+The rows are the same, so the product's work is the same rows and files.
 """
 
 from datetime import datetime, timedelta
@@ -19,6 +20,7 @@ TABLES = {
     "gpu_stats": "recorded_at",
     "logs": "timestamp",
 }
+CAMERA_KEYED = ("events", "detections")
 WEEKS_BEFORE, WEEKS_AFTER = 8, 6  # the generated rows lie between cutoff - 8 weeks and now = cutoff + 30 days
 
 
@@ -50,6 +52,13 @@ def partition_weekly(url: str, cutoff: datetime) -> int:
             conn.execute(text(f"INSERT INTO {table} SELECT * FROM {table}_plain"))  # noqa: S608
             conn.execute(text(f"DROP TABLE {table}_plain CASCADE"))
             conn.execute(text(f"CREATE INDEX ON {table} ({key})"))
+            if table in CAMERA_KEYED:  # the camera system's own key out of the table survives partitioning
+                conn.execute(
+                    text(
+                        f"ALTER TABLE {table} ADD FOREIGN KEY (camera_id)"
+                        " REFERENCES cameras (id) ON DELETE CASCADE"
+                    )
+                )
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE"))
     engine.dispose()

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Table, column, func, insert, inspect, select, table
+from sqlalchemy import Table, column, func, insert, inspect, select, table, text
 from sqlalchemy.engine import Engine
 
 from retention_pipeline.core.cleanup import prepare_database, run_cleanup
@@ -172,3 +172,12 @@ def comparable(stats: CleanupStats) -> dict[str, Any]:
     for key in ("dry_run", "duration_seconds", "longest_transaction_ms", "db_retries"):
         values.pop(key)
     return values
+
+
+def detached_partitions(engine: Engine) -> dict[str, int]:
+    """The partitions a run detached and left in the database (PostgreSQL), with their rows."""
+    with engine.connect() as conn:
+        names = conn.execute(
+            text("SELECT relname FROM pg_class WHERE relkind = 'r' AND relname LIKE 'retention\\_detached%'")
+        ).scalars()
+        return {name: conn.execute(text(f'SELECT count(*) FROM "{name}"')).scalar_one() for name in names}

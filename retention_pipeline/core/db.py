@@ -32,7 +32,7 @@ def make_engine(url: str) -> Engine:
     return create_engine(
         url,
         pool_pre_ping=True,
-        # Every check (the keep rule, a partition's count under its lock) relies on each statement seeing
+        # Every check (the keep rule's look-ups, a partition's second check) relies on each statement seeing
         # what was committed when it started, whatever default_transaction_isolation the server sets.
         isolation_level="READ COMMITTED",
         connect_args={

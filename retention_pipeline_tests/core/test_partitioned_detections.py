@@ -3,19 +3,29 @@ files queued in bulk, children removed set-based first, the keep rule honoured. 
 rows, files and numbers as the batched delete of plain tables, which SQLite runs on the same world."""
 
 import itertools
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import literal_column, select, text
 from sqlalchemy.engine import Engine
 
-from retention_pipeline.core.purge import partitions
+from retention_pipeline.core.doctor import diagnose
+from retention_pipeline.core.purge import partition_ddl, partitions
+from retention_pipeline.core.queries import partition_drop
 from retention_pipeline.core.schema import alerts, detections, event_detections, events
 from retention_pipeline_tests.conftest import both_shapes
-from retention_pipeline_tests.factories import THUMBS, CameraWorld, comparable
+from retention_pipeline_tests.factories import (
+    RETENTION_DAYS,
+    THUMBS,
+    CameraWorld,
+    comparable,
+    detached_partitions,
+)
 
 pytestmark = both_shapes
 
@@ -39,6 +49,11 @@ def _partition_by_week(world: CameraWorld, table: str, key: str) -> None:
         # can only be referenced by its whole key, as the camera system's partitioned schema had it.
         conn.execute(text(f"DROP TABLE {table}_plain CASCADE"))
         conn.execute(text(f"CREATE TABLE {table}_default PARTITION OF {table} DEFAULT"))
+        # The camera system's own foreign key out of the table survives partitioning; each partition
+        # carries a copy of it, which the partition's drop must remove too.
+        conn.execute(
+            text(f"ALTER TABLE {table} ADD FOREIGN KEY (camera_id) REFERENCES cameras (id) ON DELETE CASCADE")
+        )
         bounds = [world.cutoff + timedelta(days=d) for d in WEEKS]
         for number, (low, high) in enumerate(itertools.pairwise(bounds), start=1):
             conn.execute(
@@ -216,12 +231,16 @@ def test_a_run_killed_between_queueing_and_dropping_loses_and_leaks_nothing(
     assert not any(world.exists(path) for path in seeded.gone_files)
 
 
-def _before_detach(monkeypatch: pytest.MonkeyPatch, write: Callable[[Engine], None]) -> None:
-    """Run `write` (a camera writer's move) after a detections partition is cleared, before its detach."""
+def _before_detach(
+    monkeypatch: pytest.MonkeyPatch, write: Callable[[Engine], None], of: str = "detections"
+) -> None:
+    """Run `write` (a camera writer's move) once, after a partition of `of` is cleared, before its detach."""
     detach = partitions._detach
+    written: list[bool] = []
 
     def writer_first(engine: Engine, expiry: Any, table: str, *rest: Any) -> tuple[str | None, str, float]:
-        if table == "detections":
+        if table == of and not written:
+            written.append(True)
             write(engine)
         return detach(engine, expiry, table, *rest)
 
@@ -250,13 +269,17 @@ def test_a_partition_referenced_again_before_its_detach_is_left_to_the_batches(
     assert "detections_w1" in _partitions_left(world.engine, "detections")
 
 
-def test_a_late_row_in_a_cleared_partition_leaves_it_to_the_batches_and_its_file_goes(
-    postgresql_only: None, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("one_deleted", [False, True], ids=["added", "added-one-deleted"])
+def test_a_late_row_in_a_cleared_partition_goes_with_it_and_its_files_too(
+    postgresql_only: None, seeded: Seeded, monkeypatch: pytest.MonkeyPatch, one_deleted: bool
 ):
     world = seeded.world
     late: list[tuple[int, str, str]] = []
 
     def late_write(engine: Engine) -> None:
+        if one_deleted:  # the partition's count stays what the clearing saw: only its ids tell
+            with engine.begin() as conn:
+                conn.execute(detections.delete().where(detections.c.detected_at == world.old(16)))
         detection_id = world.detection(world.old(17.5))
         with engine.connect() as conn:
             row = conn.execute(
@@ -272,11 +295,36 @@ def test_a_late_row_in_a_cleared_partition_leaves_it_to_the_batches_and_its_file
 
     ((detection_id, thumbnail, image),) = late
     assert detection_id not in world.ids(detections)
-    assert world.exists(thumbnail) is False and world.exists(image) is False  # queued by the batches
-    assert stats.detections_deleted == 8  # the late row too
+    # Its files were queued from the detached partition, before the drop.
+    assert world.exists(thumbnail) is False and world.exists(image) is False
+    assert stats.detections_deleted == (7 if one_deleted else 8)  # the late row too
     assert world.ids(detections) == seeded.kept_detections
     assert not any(world.exists(path) for path in seeded.gone_files)
-    assert "detections_w1" in _partitions_left(world.engine, "detections")
+    assert "detections_w1" not in _partitions_left(world.engine, "detections")
+    assert detached_partitions(world.engine) == {}
+
+
+def test_an_alert_raised_for_an_old_event_while_its_week_is_cleared_goes_with_it(
+    postgresql_only: None, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+):
+    world = seeded.world
+    old_event_at = world.old(18)
+
+    def raise_an_alert(engine: Engine) -> None:
+        with engine.connect() as conn:
+            event_id = conn.execute(
+                select(events.c.id).where(events.c.started_at == old_event_at)
+            ).scalar_one()
+        world.alert(event_id, world.now)
+
+    _before_detach(monkeypatch, raise_an_alert, of="events")
+
+    stats = world.run(delete_images=True)
+
+    assert world.count(alerts) == 0  # none left pointing at a dropped event
+    assert stats.alerts_deleted == 5
+    assert world.ids(events) == seeded.kept_events
+    assert "events_w1" not in _partitions_left(world.engine, "events")
 
 
 def test_a_late_link_to_a_retained_event_keeps_its_detection(
@@ -293,6 +341,171 @@ def test_a_late_link_to_a_retained_event_keeps_its_detection(
     assert world.ids(detections) == seeded.kept_detections | {kept}
     assert stats.detections_deleted == 6
     assert "detections_w1" in _partitions_left(world.engine, "detections")
+
+
+def _killed_after_the_detach(monkeypatch: pytest.MonkeyPatch, world: CameraWorld) -> None:
+    def killed(*_args: object) -> int:
+        raise KeyboardInterrupt("killed after the week was detached, before its count and its drop")
+
+    monkeypatch.setattr(partition_ddl, "count_and_sum", killed)
+    with pytest.raises(KeyboardInterrupt):
+        world.run(delete_images=True)
+    monkeypatch.undo()
+    assert detached_partitions(world.engine) == {"retention_detached_detections__detections_w1": 4}
+
+
+def _as_the_batched_delete_leaves_it(seeded: Seeded) -> None:
+    world = seeded.world
+    assert world.ids(detections) == seeded.kept_detections
+    assert world.ids(events) == seeded.kept_events
+    assert all(world.exists(path) for path in seeded.kept_files)
+    assert not any(world.exists(path) for path in seeded.gone_files)
+    assert detached_partitions(world.engine) == {}
+
+
+def test_a_week_a_killed_run_detached_is_cleared_again_and_dropped_by_the_next(
+    postgresql_only: None, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+):
+    world = seeded.world
+    _killed_after_the_detach(monkeypatch, world)
+    assert all(world.exists(path) for path in seeded.gone_files | seeded.kept_files)
+
+    stats = world.run(delete_images=True)
+
+    assert stats.detections_deleted == 7  # the killed run reported nothing; each row is counted once
+    _as_the_batched_delete_leaves_it(seeded)
+    assert "detections_w1" not in _partitions_left(world.engine, "detections")
+
+
+def test_a_detached_week_not_wholly_expired_at_the_next_runs_cutoff_is_not_dropped(
+    postgresql_only: None, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+):
+    world = seeded.world
+    _killed_after_the_detach(monkeypatch, world)
+
+    # Retention lengthened after the kill: W1 (15 to 21.5 days before the cutoff) is no longer all expired.
+    stats = world.run(delete_images=True, retention_days=RETENTION_DAYS + 17)
+
+    assert detached_partitions(world.engine) == {"retention_detached_detections__detections_w1": 4}
+    assert stats.detections_deleted == 1  # only the default partition's detection, 40 days old
+
+
+def test_rows_of_a_detached_week_whose_drop_stays_busy_are_counted_by_the_run_that_drops_it(
+    postgresql_only: None, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+):
+    world = seeded.world
+    monkeypatch.setattr(partition_ddl, "drop", lambda *_args: (False, 0.0))
+
+    first = world.run(delete_images=True)
+    monkeypatch.undo()
+    second = world.run(delete_images=True)
+
+    assert first.detections_deleted == 7 - 4
+    assert second.detections_deleted == 4
+    _as_the_batched_delete_leaves_it(seeded)
+
+
+def test_a_detached_week_a_retained_event_now_links_is_not_dropped(
+    postgresql_only: None, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+):
+    world = seeded.world
+    old = world.old(17)
+    with world.engine.connect() as conn:
+        linked = conn.execute(select(detections.c.id).where(detections.c.detected_at == old)).scalar_one()
+    _killed_after_the_detach(monkeypatch, world)
+    world.link(next(iter(seeded.kept_events)), linked)  # to a detection of the detached week
+
+    stats = world.run(delete_images=True)
+
+    assert detached_partitions(world.engine) == {"retention_detached_detections__detections_w1": 4}
+    assert stats.detections_deleted == 7 - 4
+    with world.engine.connect() as conn:
+        links = set(conn.execute(select(event_detections.c.detection_id)).scalars())
+    assert linked in links
+    report = diagnose(world.engine, world.plan(dry_run=True))
+    assert any(
+        w.startswith("retention_detached_detections__detections_w1 is a partition") for w in report.warnings
+    )
+
+
+def test_a_link_made_while_a_busy_parent_delays_the_detach_keeps_the_week(
+    postgresql_only: None, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+):
+    world = seeded.world
+    old = world.old(17)
+    retained_event = next(iter(seeded.kept_events))
+    reader = world.engine.connect()
+    reader.execute(text("SELECT count(*) FROM detections"))  # holds the parent: the first attempt times out
+
+    def pause(seconds: float) -> None:
+        # While the detach waits to try again, the camera links a detection of the week to a retained
+        # event, and the reader lets the parent go.
+        world.link(retained_event, _detection_at(world.engine, old))
+        reader.rollback()
+
+    monkeypatch.setattr(partition_ddl, "time", SimpleNamespace(perf_counter=time.perf_counter, sleep=pause))
+    try:
+        stats = world.run(delete_images=True)
+    finally:
+        reader.close()
+
+    assert world.ids(detections) == seeded.kept_detections | {_detection_at(world.engine, old)}
+    assert stats.detections_deleted == 6
+    assert "detections_w1" in _partitions_left(world.engine, "detections")
+
+
+def test_a_detached_week_waits_for_a_busy_cameras_table_and_goes_once_it_is_free(
+    postgresql_only: None, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+):
+    world = seeded.world
+    _killed_after_the_detach(monkeypatch, world)
+    reader = world.engine.connect()
+    reader.execute(
+        text("SELECT count(*) FROM cameras")
+    )  # dropping the week's foreign key needs cameras alone
+    try:
+        gone, _seconds = partition_ddl.drop(world.engine, "retention_detached_detections__detections_w1")
+        assert gone is False
+    finally:
+        reader.rollback()
+        reader.close()
+    assert detached_partitions(world.engine) == {"retention_detached_detections__detections_w1": 4}
+
+    stats = world.run(delete_images=True)
+
+    assert stats.detections_deleted == 7
+    _as_the_batched_delete_leaves_it(seeded)
+
+
+def _slow_clearing(monkeypatch: pytest.MonkeyPatch, slow_chunks: int) -> None:
+    """The first `slow_chunks` clearing chunks each take 2 s, far past the batches' time cap (80 ms)."""
+    count_rows = partition_drop.count_rows
+    calls = [0]
+
+    def slow(source: Any, rows: Any) -> Any:
+        calls[0] += 1
+        statement = count_rows(source, rows)
+        if calls[0] <= slow_chunks:
+            return statement.where(literal_column("(SELECT pg_sleep(2)) IS NOT NULL"))
+        return statement
+
+    monkeypatch.setattr(partition_drop, "count_rows", slow)
+
+
+@pytest.mark.parametrize("slow_chunks, goes_whole", [(1, True), (1_000, False)], ids=["once", "always"])
+def test_a_clearing_chunk_past_the_time_cap_is_rolled_back_and_repeated_smaller_or_left_to_the_batches(
+    postgresql_only: None, seeded: Seeded, monkeypatch: pytest.MonkeyPatch, slow_chunks: int, goes_whole: bool
+):
+    world = seeded.world
+    _slow_clearing(monkeypatch, slow_chunks)
+
+    stats = world.run(delete_images=True)
+
+    assert stats.detections_deleted == 7
+    assert stats.longest_transaction_ms < 1000  # cut off at the cap, not left to run its 2 s
+    _as_the_batched_delete_leaves_it(seeded)
+    # Cleared at a smaller size and dropped whole; or, never fitting the cap, emptied by the batches.
+    assert ("detections_w1" in _partitions_left(world.engine, "detections")) is not goes_whole
 
 
 def test_doctor_counts_only_the_partitions_a_run_would_drop(postgresql_only: None, seeded: Seeded):

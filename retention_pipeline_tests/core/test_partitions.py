@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 
-from retention_pipeline.core.purge import partition_catalog, partitions
+from retention_pipeline.core.purge import partition_catalog, partition_ddl
 from retention_pipeline.core.schema import logs
-from retention_pipeline_tests.factories import CameraWorld, comparable
+from retention_pipeline_tests.factories import CameraWorld, comparable, detached_partitions
 
 # Daily partitions whose bounds fall half a day off the cutoff: P4 ends half a day before it, P5 straddles it.
 BOUNDS_DAYS = (-4.5, -3.5, -2.5, -1.5, -0.5, 0.5, 1.5)
@@ -123,7 +123,7 @@ def test_a_busy_parent_leaves_partitions_to_the_batched_delete(
 ):
     world = log_world
     expired = _expired(world)
-    monkeypatch.setattr(partitions, "DETACH_RETRY_DELAYS_S", (0.05,))
+    monkeypatch.setattr(partition_ddl, "DETACH_RETRY_DELAYS_S", (0.05,))
     reader = world.engine.connect()
     reader.execute(text("SELECT count(*) FROM logs"))  # an open transaction holding ACCESS SHARE on logs
     try:
@@ -150,3 +150,61 @@ def test_doctor_says_which_tables_are_partitioned_and_how_many_partitions_would_
         )
     else:
         assert report.partitions_to_drop == {}
+
+
+def _killed_after_the_detach(world: CameraWorld, monkeypatch: pytest.MonkeyPatch, at: str) -> None:
+    """Run once, killed at partition_ddl's `at` (the count or the drop) of the first detached partition."""
+
+    def killed(*_args: object) -> None:
+        raise KeyboardInterrupt("killed after a partition was detached")
+
+    monkeypatch.setattr(partition_ddl, at, killed)
+    with pytest.raises(KeyboardInterrupt):
+        world.run()
+    monkeypatch.undo()
+
+
+def test_a_partition_a_killed_run_detached_is_counted_and_dropped_by_the_next(
+    postgresql_only: None, log_world: CameraWorld, monkeypatch: pytest.MonkeyPatch
+):
+    world = log_world
+    expired = _expired(world)
+    _killed_after_the_detach(world, monkeypatch, "drop")
+    assert detached_partitions(world.engine) == {"retention_detached_logs__logs_p1": 2}
+    assert "logs_p1" not in _partitions_left(world.engine)
+
+    stats = world.run()
+
+    assert stats.logs_deleted == expired  # the killed run reported nothing; each row is counted once
+    assert detached_partitions(world.engine) == {}
+    assert all(at >= world.log_cutoff for at in _timestamps(world.engine))
+    assert _partitions_left(world.engine) == {"logs_p5", "logs_p6", "logs_default"}
+
+
+def test_a_detached_partition_with_nothing_hanging_off_is_dropped_whatever_took_its_range(
+    postgresql_only: None, log_world: CameraWorld, monkeypatch: pytest.MonkeyPatch
+):
+    world = log_world
+    expired = _expired(world)
+    _killed_after_the_detach(world, monkeypatch, "count")
+    # While P1 was detached, a late line of its range went to the default partition.
+    world.log(world.log_cutoff - timedelta(days=4.2))
+
+    stats = world.run()
+
+    assert stats.logs_deleted == expired + 1  # P1's two lines dropped, the late one through the batches
+    assert detached_partitions(world.engine) == {}
+    assert all(at >= world.log_cutoff for at in _timestamps(world.engine))
+
+
+def test_a_partition_whose_name_needs_quoting_goes_whole_too(postgresql_only: None, log_world: CameraWorld):
+    world = log_world
+    expired = _expired(world)
+    with world.engine.begin() as conn:
+        conn.execute(text('ALTER TABLE logs_p1 RENAME TO "Logs:p%1""x"'))
+
+    stats = world.run()
+
+    assert stats.logs_deleted == expired
+    assert _partitions_left(world.engine) == {"logs_p5", "logs_p6", "logs_default"}
+    assert detached_partitions(world.engine) == {}

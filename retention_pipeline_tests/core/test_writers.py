@@ -78,8 +78,9 @@ def test_an_expired_detection_linked_to_a_retained_event_while_its_batch_waits_i
 def test_each_statement_sees_rows_committed_since_its_transaction_began_whatever_the_server_default(
     postgresql_only: None, database_url: str
 ):
-    # The keep rule's checks and a partition's count under its lock rely on READ COMMITTED; a server whose
-    # databases default to REPEATABLE READ must not give the pipeline's transactions an older snapshot.
+    # The keep rule's checks (a batch's DELETE sees the links committed while it waited for its row locks)
+    # rely on READ COMMITTED; a server whose databases default to REPEATABLE READ must not give the
+    # pipeline's transactions an older snapshot.
     admin = create_engine(database_url, isolation_level="AUTOCOMMIT")
     name = admin.dialect.identifier_preparer.quote(make_url(database_url).database or "")
     with admin.connect() as conn:

@@ -9,7 +9,10 @@ The engine is code:
                   `purge_table` is the entry point, `table_batches` picks the engine's batch
 - `batch.py`      what a batch reports, and the parts both engines share
 - `postgresql.py` row locks, the batch's time cap (statement_timeout) and lock_timeout
-- `partitions.py` PostgreSQL: wholly expired partitions dropped whole, their files queued first
+- `partitions.py` PostgreSQL: wholly expired partitions dropped whole, their files queued first;
+                  `partition_catalog.py` reads the catalogue, `partition_clearing.py` clears the way
+                  (files queued, children removed, in capped chunks), `partition_ddl.py` detaches and
+                  drops
 - `durability.py` PostgreSQL commits that do not wait for the disk, and the flush that ends a step
 - `sqlite.py`     batches under the database's write lock, and the writers' turns between them
 - `file_queue.py` the durable file queue: queueing paths, and draining it (the file step and its preview)

@@ -6,68 +6,43 @@ A partition qualifies when it is a leaf whose upper bound is at or before that r
 its rows is protected by the keep rule. The default partition, sub-partitioned partitions, the partition
 the cutoff falls in and partitions holding a protected row are left to the batched delete.
 
-Before the drop, what a batch's DELETE would have done is done set-based, in chunks of the partition's
-ids, each its own transaction: the rows' files go into the durable queue, the children the purge empties
-itself are deleted, and every foreign key's ON DELETE (CASCADE or SET NULL; a table referenced any other
-way is not dropped whole) is applied to the rows referencing the partition. A run killed there leaves the
-rows and their files: the file step deletes no file a row still names.
+Before the drop, what a batch's DELETE would have done is done set-based (partition_clearing), in
+chunks of the partition's ids, each its own transaction held to the batches' time cap: the rows' files go
+into the durable queue, the children the purge empties itself are deleted, and every foreign key's ON
+DELETE (CASCADE or SET NULL; a table referenced any other way is not dropped whole) is applied to the
+rows referencing the partition. A run killed there leaves the rows and their files: the file step
+deletes no file a row still names. A partition whose clearing does not fit the cap even one row at a time
+is left to the batched delete.
 
-Then the partition is locked against writes (only a late write of an old row waits) and checked again:
-a row added while it was cleared, or a row the keep rule now protects, leaves it to the batches. The
-detach needs a brief ACCESS EXCLUSIVE lock on the parent: it asks with a short lock_timeout and its own
-foreign-key check must end within a short statement_timeout, so a camera writer queued behind it waits
-at most about that long; it retries with backoff, and a partition that stays busy is left to the batched
-delete. In the detach's transaction the partition is renamed with a prefix of ours, so a run killed
-before the drop leaves a table the next run recognises, counts and drops.
+Then the keep rule is checked again, right before each attempt to detach (partition_ddl: the parent is
+held for the DETACH statement only, asked for under a short lock_timeout, retried with backoff; a
+partition that stays busy is left to the batched delete), and the partition is renamed ours. Nothing
+writes to it any more, so it is counted there, exactly, without holding a lock anyone waits for. More
+rows than were cleared means rows were added meanwhile: the way is cleared again, from the detached
+table itself. Then it is dropped. A run killed between the detach and the drop leaves a table the next
+run recognises, clears again and drops (one a retained event now links stays, whole).
 """
 
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
-from sqlalchemy import ColumnElement, MetaData, Table, func, select, text
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.schema import DropTable
+from sqlalchemy import ColumnElement, Table, true
+from sqlalchemy.engine import Engine
 
-from ..db import write_transaction
 from ..queries import expiring, partition_drop
-from ..tables import Expiry
-from .partition_catalog import (
-    Partition,
-    PartitionedTable,
-    detached_prefix,
-    expired_partitions,
-    partitioned,
-)
+from ..tables import Expiry, table_of
+from . import partition_ddl
+from .partition_catalog import Partition, PartitionedTable, expired_partitions, partitioned
+from .partition_clearing import Cleared, Retry, Work, clear_the_way
 
 if TYPE_CHECKING:
     from .loop import BatchSizer
 
-T = TypeVar("T")
-# Runs one transaction's work, repeating it after a transient error (the purge loop's with_retries).
-Retry = Callable[[Callable[[], Any]], Any]
 Progress = Callable[[str], None]
-DETACH_LOCK_TIMEOUT_MS = 50
-DETACH_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0)
-# Why a detach is given up, by pgcode: the parent or the partition stayed locked (lock_not_available, or a
-# deadlock with a writer), the detach's foreign-key check ran too long (query_canceled), or a writer made a
-# row reference the partition after it was cleared (foreign_key_violation, raised by the detach itself).
-_BUSY = "stayed busy"
-_GIVEN_UP = {"55P03": _BUSY, "40P01": _BUSY, "57014": _BUSY, "23503": "is referenced again"}
-_LEFT_BEHIND = text(
-    "SELECT relname FROM pg_class WHERE relkind = 'r' AND relname LIKE :prefix AND pg_table_is_visible(oid)"
-)
-_SET_LOCK_TIMEOUT = text("SELECT set_config('lock_timeout', :timeout, true)")
-_SET_STATEMENT_TIMEOUT = text("SELECT set_config('statement_timeout', :timeout, true)")
-# The detach's own foreign-key check runs while it holds the parent: it must end within this, or the
-# partition is left to the batches.
-DETACH_STATEMENT_TIMEOUT_MS = 100
 
 
 @dataclass(frozen=True)
@@ -83,152 +58,49 @@ class Dropped:
     longest_s: float = 0.0
 
 
-def _quoted(conn: Connection, name: str) -> str:
-    # DDL has no bound parameters for names: SQLAlchemy's own quoting makes each one a single identifier.
-    return conn.dialect.identifier_preparer.quote(name)
+def _protected(
+    engine: Engine, expiry: Expiry, table: str, rows: ColumnElement[bool], source: Table | None = None
+) -> bool:
+    """Whether the keep rule protects one of `rows` (of the table, or of `source`, a partition of it
+    detached), all older than their table's cutoff."""
+    if not expiry.registry[table].keep_rule:
+        return False
+    if source is None:
+        statement = expiring.count_linked_to_a_retained_event(expiry, rows)
+    else:
+        statement = expiring.count_linked_to_a_retained_event(expiry, rows, source)
+    with engine.connect() as conn:
+        return bool(conn.execute(statement).scalar())
 
 
-def _timed(work: Callable[[], T]) -> tuple[T, float]:
-    started = time.perf_counter()
-    return work(), time.perf_counter() - started
+def _detach(
+    engine: Engine, expiry: Expiry, table: str, partition: Partition, in_partition: ColumnElement[bool]
+) -> tuple[str | None, str, float]:
+    """Detach a partition once its way is clear: its new name (None when given up, with why) and the
+    longest attempt's transaction. The keep rule is checked again right before each attempt: a link made
+    while it was cleared, or while a busy parent made the detach wait, keeps it attached."""
+
+    def still_unprotected() -> str:
+        if _protected(engine, expiry, table, in_partition):
+            return "now holds a row the keep rule protects"
+        return ""
+
+    return partition_ddl.detach(engine, table, partition, still_unprotected)
 
 
 @dataclass
-class _Cleared:
-    rows: int = 0  # rows seen in the partition while clearing
+class _Totals:
+    rows: int = 0
+    dropped: int = 0
+    given_up: int = 0
     children: int = 0
     queued: int = 0
     longest_s: float = 0.0
 
-
-def _clear_the_way(
-    engine: Engine,
-    expiry: Expiry,
-    target: PartitionedTable,
-    rows: ColumnElement[bool],
-    delete_images: bool,
-    sizer: BatchSizer,
-    retry: Retry,
-) -> _Cleared:
-    """Queue the files of `rows` and remove what hangs off them, a chunk of their ids per transaction,
-    chunks sized like batches (to the transaction target), each repeated after a transient error."""
-    entry = expiry.registry[target.table]
-    media = entry.media(delete_images)
-    cleared, after_id = _Cleared(), 0
-    queued_at = datetime.now(UTC)
-
-    def one_chunk(after_id: int, size: int) -> tuple[int | None, int, int, int]:
-        """(last id, rows, children counted, paths queued) of the chunk after `after_id`."""
-        children = queued = 0
-        with write_transaction(engine) as conn:
-            end = partition_drop.next_chunk_end(expiry, target.table, rows, after_id, size)
-            last_id = conn.execute(end).scalar()
-            chunk = partition_drop.chunk(expiry, target.table, rows, after_id, last_id)
-            seen = conn.execute(partition_drop.count_rows(expiry, target.table, chunk)).scalar_one()
-            if media:
-                queue = partition_drop.queue_files_of_rows(expiry, target.table, media, chunk, queued_at)
-                queued = conn.execute(queue).scalar_one()
-            for child in entry.children:
-                gone = conn.execute(
-                    partition_drop.delete_children_of_rows(expiry, target.table, child, chunk)
-                )
-                children += gone.rowcount if child.counted else 0
-            for key in target.foreign_keys:
-                conn.execute(partition_drop.apply_on_delete(expiry, target.table, key, chunk))
-        return last_id, seen, children, queued
-
-    while True:
-        started = time.perf_counter()
-        last_id, seen, children, queued = retry(functools.partial(one_chunk, after_id, sizer.size))
-        seconds = time.perf_counter() - started
-        cleared.rows, cleared.children, cleared.queued = (
-            cleared.rows + seen,
-            cleared.children + children,
-            cleared.queued + queued,
-        )
-        cleared.longest_s = max(cleared.longest_s, seconds)
-        sizer.record(seconds)
-        if last_id is None:
-            return cleared
-        after_id = last_id
-
-
-def _detach(
-    engine: Engine,
-    expiry: Expiry,
-    table: str,
-    partition: Partition,
-    in_partition: ColumnElement[bool],
-    cleared: _Cleared | None,
-) -> tuple[str | None, str, float, int]:
-    """Detach a cleared partition, renaming it ours: its new name (None when given up, with why), the
-    longest attempt's transaction, and the rows it holds (counted while nothing could write to it).
-
-    The partition is locked against writes first (only a late write of an old row waits), then checked:
-    a row added since it was cleared, or one the keep rule now protects, leaves it to the batches (with
-    nothing to clear, `cleared` None, a late row is simply dropped and counted with the rest). Only
-    then is the parent asked for, under a short lock_timeout, and the detach's own foreign-key check must
-    end within DETACH_STATEMENT_TIMEOUT_MS, so a camera writer waits at most about that long.
-    """
-    ours = (detached_prefix(table) + partition.name)[:63]
-    own_rows = Table(partition.name, MetaData())
-    longest, why = 0.0, ""
-    for delay in (*DETACH_RETRY_DELAYS_S, None):
-        started = time.perf_counter()
-        try:
-            with write_transaction(engine) as conn:
-                conn.execute(_SET_LOCK_TIMEOUT, {"timeout": f"{DETACH_LOCK_TIMEOUT_MS}ms"})
-                parent, child = _quoted(conn, table), _quoted(conn, partition.name)
-                conn.execute(text(f"LOCK TABLE {child} IN EXCLUSIVE MODE"))
-                rows = conn.execute(select(func.count()).select_from(own_rows)).scalar_one()
-                if cleared is not None and rows > cleared.rows:
-                    return None, "took new rows while it was cleared", time.perf_counter() - started, 0
-                if (
-                    expiry.registry[table].keep_rule
-                    and conn.execute(
-                        expiring.count_linked_to_a_retained_event(expiry, in_partition)
-                    ).scalar_one()
-                ):
-                    return None, "now holds a row the keep rule protects", time.perf_counter() - started, 0
-                conn.execute(_SET_STATEMENT_TIMEOUT, {"timeout": f"{DETACH_STATEMENT_TIMEOUT_MS}ms"})
-                conn.execute(text(f"ALTER TABLE {parent} DETACH PARTITION {child}"))
-                conn.execute(text(f"ALTER TABLE {child} RENAME TO {_quoted(conn, ours)}"))
-            return ours, "", max(longest, time.perf_counter() - started), int(rows)
-        except DBAPIError as exc:
-            why = _GIVEN_UP.get(getattr(exc.orig, "pgcode", None) or "", "")
-            if not why:
-                raise
-            longest = max(longest, time.perf_counter() - started)
-            if delay is None or why != _BUSY:
-                return None, why, longest, 0
-            time.sleep(delay)
-    return None, why, longest, 0
-
-
-def _count_and_drop(engine: Engine, detached: str, rows: int | None = None) -> int | None:
-    """Drop a detached partition and return its rows, counted now unless the detach counted them (nothing
-    writes to it any more); None when a table it references stayed busy (dropping its foreign keys locks
-    that table), left for the next run."""
-    partition = Table(detached, MetaData())
-    try:
-        with write_transaction(engine) as conn:
-            conn.execute(_SET_LOCK_TIMEOUT, {"timeout": f"{DETACH_LOCK_TIMEOUT_MS}ms"})
-            if rows is None:  # left behind by a run killed between its detach and its drop
-                rows = int(conn.execute(select(func.count()).select_from(partition)).scalar_one())
-            conn.execute(DropTable(partition))
-    except DBAPIError as exc:
-        if getattr(exc.orig, "pgcode", None) in ("55P03", "40P01"):
-            return None
-        raise
-    return rows
-
-
-def _protected(engine: Engine, expiry: Expiry, table: str, rows: ColumnElement[bool]) -> bool:
-    """Whether the keep rule protects one of `rows`, all older than their table's cutoff."""
-    if not expiry.registry[table].keep_rule:
-        return False
-    with engine.connect() as conn:
-        return bool(conn.execute(expiring.count_linked_to_a_retained_event(expiry, rows)).scalar())
+    def add(self, cleared: Cleared) -> None:
+        self.children += cleared.children
+        self.queued += cleared.queued
+        self.longest_s = max(self.longest_s, cleared.longest_s)
 
 
 def drop_expired_partitions(
@@ -242,49 +114,108 @@ def drop_expired_partitions(
 ) -> Dropped:
     """Drop the table's wholly expired partitions, and any a killed run detached but did not drop."""
     table = target.table
-    pattern = detached_prefix(table).replace("_", "\\_") + "%"
-    with engine.connect() as conn:
-        left_behind = list(conn.execute(_LEFT_BEHIND, {"prefix": pattern}).scalars())
-    rows, dropped, given_up, longest = 0, 0, 0, 0.0
-    children, queued = 0, 0
+    work = Work(delete_images, sizer, retry)
+    totals = _Totals()
+    entry = expiry.registry[table]
+    media = entry.media(delete_images)
+    # No files, no children, no foreign key to it (logs, gpu_stats): nothing to do before the detach.
+    nothing_hangs_off = not (media or entry.children or target.foreign_keys)
 
-    def drop(name: str, counted: int | None = None) -> None:
-        nonlocal rows, dropped, longest
-        held, seconds = _timed(lambda: retry(functools.partial(_count_and_drop, engine, name, counted)))
-        longest = max(longest, seconds)
-        if held is None:
+    def drop(name: str, held: int) -> None:
+        gone, seconds = retry(functools.partial(partition_ddl.drop, engine, name))
+        totals.longest_s = max(totals.longest_s, seconds)
+        if not gone:
             progress(f"{table}: {name} is detached; a table it references stayed busy, the next run drops it")
         else:
-            rows, dropped = rows + held, dropped + 1
+            totals.rows, totals.dropped = totals.rows + held, totals.dropped + 1
 
-    for name in left_behind:
-        drop(name)
-    # No files, no children, no foreign key to it (logs, gpu_stats): nothing to do before the detach.
-    entry = expiry.registry[table]
-    nothing_hangs_off = not (entry.media(delete_images) or entry.children or target.foreign_keys)
+    def clear_detached(name: str, files: bool) -> Cleared | None:
+        """Remove the children of a detached partition's rows, and queue their files again if `files`
+        (a queued path stays queued once, a child already gone is not counted again); None when it could
+        not be done within the time cap: the partition waits, detached and whole, for the next run."""
+        source = partition_drop.detached_partition(name, target.key, media)
+        cleared = clear_the_way(engine, expiry, table, source, true(), work, files=files, children=True)
+        totals.add(cleared)
+        if cleared.given_up:
+            progress(f"{table}: {name} is detached and could not be cleared within the time cap; next run")
+            return None
+        return cleared
+
+    for name in partition_ddl.left_behind(engine, table, expiry.registry.names):
+        source = partition_drop.detached_partition(name, target.key, media)
+        if not _wholly_expired(engine, source, target):
+            progress(
+                f"{table}: {name}, detached by a killed run, holds rows younger than today's cutoff; it is"
+                " not dropped (attach it again by hand: its rows are out of the table)"
+            )
+        elif nothing_hangs_off:
+            drop(name, retry(functools.partial(partition_ddl.count, engine, name)))
+        elif _protected(engine, expiry, table, true(), source):
+            # A link made between the detach and the kill: its rows stay whole, out of the table.
+            progress(
+                f"{table}: {name}, detached by a killed run, holds a row the keep rule now protects; it is"
+                " not dropped (attach it again by hand: its rows are out of the table)"
+            )
+        elif (cleared := clear_detached(name, files=True)) is not None:
+            drop(name, cleared.rows)
     for partition in expired_partitions(engine, table, target.cutoff):
         in_partition = partition_drop.rows_of_partition(
             expiry, table, target.key, partition.lower, partition.upper
         )
         if _protected(engine, expiry, table, in_partition):
-            given_up += 1
+            totals.given_up += 1
             progress(f"{table}: {partition.name} holds rows the keep rule protects; they go through batches")
             continue
-        cleared = None
+        before = None
         if not nothing_hangs_off:
-            cleared = _clear_the_way(engine, expiry, target, in_partition, delete_images, sizer, retry)
-            children, queued = children + cleared.children, queued + cleared.queued
-            longest = max(longest, cleared.longest_s)
-        detached, why, seconds, held = _detach(engine, expiry, table, partition, in_partition, cleared)
-        longest = max(longest, seconds)
+            # Files and foreign keys now (the detach needs no row referencing the partition left); the
+            # children once detached, so that one the camera adds meanwhile goes too.
+            whole_table = table_of(entry)
+            before = clear_the_way(
+                engine, expiry, table, whole_table, in_partition, work, True, False, target.foreign_keys
+            )
+            totals.add(before)
+            if before.given_up:
+                totals.given_up += 1
+                progress(f"{table}: {partition.name} could not be cleared within the time cap; batches")
+                continue
+        detached, why, seconds = _detach(engine, expiry, table, partition, in_partition)
+        totals.longest_s = max(totals.longest_s, seconds)
         if detached is None:
-            given_up += 1
+            totals.given_up += 1
             progress(f"{table}: {partition.name} {why}; its rows go through the batched delete")
             continue
-        drop(detached, held)
-    if dropped:
-        progress(f"{table}: dropped {dropped} expired partitions holding {rows} rows")
-    return Dropped(rows, dropped, given_up, children, queued, longest)
+        if before is None:
+            # Nothing writes to it any more: its count is exact, and read without a lock anyone waits for.
+            drop(detached, retry(functools.partial(partition_ddl.count, engine, detached)))
+            continue
+        # Rows written into it while it was cleared change its count or its ids' sum: their files were
+        # not queued, so every row's files are queued again along with the children.
+        late = retry(functools.partial(partition_ddl.count_and_sum, engine, detached)) != (
+            before.rows,
+            before.id_sum,
+        )
+        if late:
+            progress(f"{table}: {partition.name} took rows while it was cleared; queueing its files again")
+        if entry.children or late:
+            after = clear_detached(detached, files=late)
+            if after is not None:
+                drop(detached, after.rows)
+        else:
+            drop(detached, before.rows)
+    if totals.dropped:
+        progress(f"{table}: dropped {totals.dropped} expired partitions holding {totals.rows} rows")
+    return Dropped(
+        totals.rows, totals.dropped, totals.given_up, totals.children, totals.queued, totals.longest_s
+    )
+
+
+def _wholly_expired(engine: Engine, source: Table, target: PartitionedTable) -> bool:
+    """Whether every row of a detached partition is older than the table's cutoff today (a longer
+    retention set since it was detached may keep some)."""
+    with engine.connect() as conn:
+        newest = conn.execute(partition_drop.newest(source, target.key)).scalar()
+    return newest is None or newest < target.cutoff
 
 
 def partitions_to_drop(engine: Engine, expiry: Expiry, table: str) -> int:

@@ -23,15 +23,15 @@ CAP_SLACK = 0.1  # how far past its cap a batch may run before a statement's own
 # already locked meanwhile: the wait ends as a lock timeout (a writer is busy: the batch is repeated after
 # a pause), not as an overrun (too much work: the batch is repeated smaller).
 LOCK_WAIT_SHARE = 0.5
-_CAP_BATCH = purge_batch.cap_batch()
+CAP_BATCH = purge_batch.cap_batch()
 _CAP_FOLLOWING = purge_batch.cap_following_statements()
 
 
-class _OutOfTime(Exception):
+class OutOfTime(Exception):
     """The batch's time cap was spent before its next statement could start."""
 
 
-def _within_cap(conn: Connection, started: float, cap_ms: float) -> Execute:
+def within_cap(conn: Connection, started: float, cap_ms: float) -> Execute:
     """Run a batch's statements after its lock so that together, not each, they end within `cap_ms` of
     the batch's start: a statement starting late gets what is left of the cap.
 
@@ -47,7 +47,7 @@ def _within_cap(conn: Connection, started: float, cap_ms: float) -> Execute:
         if elapsed_ms + in_force_ms > cap_ms + slack_ms:
             left_ms = cap_ms - elapsed_ms
             if left_ms <= 0:
-                raise _OutOfTime
+                raise OutOfTime
             in_force_ms = max(1, round(left_ms))
             conn.execute(_CAP_FOLLOWING, {"time_cap": str(in_force_ms)})
         return conn.execute(statement, parameters)
@@ -55,7 +55,7 @@ def _within_cap(conn: Connection, started: float, cap_ms: float) -> Execute:
     return execute
 
 
-def _batch_caps(time_cap_ms: float | None) -> dict[str, str]:
+def batch_caps(time_cap_ms: float | None) -> dict[str, str]:
     """The statement and lock-wait caps of one batch (the connection's own without a cap)."""
     if time_cap_ms is None:
         return purge_batch.caps(PG_STATEMENT_TIMEOUT_MS, db.PG_LOCK_TIMEOUT_MS)
@@ -89,22 +89,22 @@ def rows_with_files(
     local to the batch, narrowed for each one that starts late), and its lock waits sooner: a batch
     caught by a checkpoint, a slow disk or a busy writer rolls back instead of holding its locks on.
     """
-    batch_caps = _batch_caps(time_cap_ms)
+    caps = batch_caps(time_cap_ms)
 
     def step(after_id: int, until_id: int, limit: int) -> Batch:
         now = datetime.now(UTC)
         started = time.perf_counter()
         try:
             with write_transaction(engine) as conn:
-                conn.execute(_CAP_BATCH, batch_caps)
+                conn.execute(CAP_BATCH, caps)
                 last_id = conn.execute(lock, purge_batch.span(after_id, until_id, limit)).scalar()
                 if last_id is None:
                     return Batch(None)
-                execute = _within_cap(conn, started, time_cap_ms) if time_cap_ms else conn.execute
+                execute = within_cap(conn, started, time_cap_ms) if time_cap_ms else conn.execute
                 deleted_children = children(execute, after_id, last_id) if children else 0
                 result = execute(delete_and_queue, purge_batch.id_range(after_id, last_id, now))
                 deleted, queued, _uncapped = result.one()
-        except _OutOfTime:
+        except OutOfTime:
             return _overran(after_id, started)
         except DBAPIError as exc:
             return _overran_or_raise(exc, time_cap_ms, after_id, started)
@@ -119,7 +119,7 @@ def plain_rows(engine: Engine, expiry: Expiry, table: str, time_cap_ms: float | 
     within the cap; no row lock is taken beforehand, as nothing about the rows needs to stay put."""
     batch_end_at = purge_batch.select_batch_end(expiry, table)
     delete = purge_batch.delete_expired_lifting_cap(expiry, table)
-    batch_caps = _batch_caps(time_cap_ms)
+    caps = batch_caps(time_cap_ms)
 
     def step(after_id: int, until_id: int, limit: int) -> Batch:
         last_id = batch_end(engine, batch_end_at, purge_batch.span(after_id, until_id, limit))
@@ -128,7 +128,7 @@ def plain_rows(engine: Engine, expiry: Expiry, table: str, time_cap_ms: float | 
         started = time.perf_counter()
         try:
             with write_transaction(engine) as conn:
-                conn.execute(_CAP_BATCH, batch_caps)
+                conn.execute(CAP_BATCH, caps)
                 deleted = int(conn.execute(delete, purge_batch.id_range(after_id, last_id)).scalar_one())
         except DBAPIError as exc:
             return _overran_or_raise(exc, time_cap_ms, after_id, started)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, not_, or_, select, union_all
+from sqlalchemy import ColumnElement, Select, Table, and_, exists, func, not_, or_, select, union_all
 
 from ..instants import older
 from ..schema import alerts, detections, event_detections, events
@@ -56,14 +56,16 @@ def expired(expiry: Expiry, table: str) -> ColumnElement[bool]:
     return detection_expired(expiry) if table == "detections" else by_rules(expiry, table)
 
 
-def count_linked_to_a_retained_event(expiry: Expiry, rows: ColumnElement[bool]) -> Select[Any]:
-    """How many of the detections `rows` a retained event links (the keep rule protects them); one
-    statement for a whole partition of old detections."""
+def count_linked_to_a_retained_event(
+    expiry: Expiry, rows: ColumnElement[bool], source: Table = detections
+) -> Select[Any]:
+    """How many of the detections `rows` (of `source`: `detections` or one of its detached partitions) a
+    retained event links (the keep rule protects them); one statement for a whole partition."""
     retained = select(events.c.id).where(not_(by_rules(expiry, "events")))
     links = select(event_detections.c.detection_id).where(event_detections.c.event_id.in_(retained))
     # A count, not EXISTS: expecting an early match, PostgreSQL answered EXISTS with a nested loop probing
     # every partition of `events` once per detection; a count it plans as one hash join.
-    return select(func.count()).select_from(detections).where(rows, detections.c.id.in_(links))
+    return select(func.count()).select_from(source).where(rows, source.c.id.in_(links))
 
 
 def select_expired_detection_id_span(expiry: Expiry) -> Select[Any]:

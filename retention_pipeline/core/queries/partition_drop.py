@@ -10,14 +10,17 @@ from typing import Any
 
 from sqlalchemy import (
     Column,
+    ColumnClause,
     ColumnElement,
     Delete,
+    Integer,
     MetaData,
     Select,
     String,
     Table,
     Update,
     and_,
+    column,
     func,
     literal,
     select,
@@ -25,7 +28,7 @@ from sqlalchemy import (
 )
 
 from ..schema import UTCDateTime
-from ..tables import Child, Expiry, MediaColumn, column_of, table_of
+from ..tables import Child, Expiry, MediaColumn, column_of
 from .purge_batch import CHILD_TABLES
 from .queue import queueing_new_paths
 
@@ -50,58 +53,74 @@ def rows_of_partition(
     return in_range if lower is None else and_(column >= literal(lower, UTCDateTime()), in_range)
 
 
-def next_chunk_end(
-    expiry: Expiry, table: str, rows: ColumnElement[bool], after_id: int, size: int
-) -> Select[Any]:
+def detached_partition(name: str, key: str, media: tuple[MediaColumn, ...]) -> Table:
+    """A partition detached under `name`, with the columns read from it: its ids, the time column it was
+    partitioned on (`key`) and its media paths."""
+    media_columns = (Column(m.column, String) for m in media if m.column != key)
+    return Table(name, MetaData(), Column("id", Integer), Column(key, UTCDateTime()), *media_columns)
+
+
+def newest(source: Table, key: str) -> Select[Any]:
+    """The latest `key` time among the table's rows (None when it has none)."""
+    return select(func.max(source.c[key]))
+
+
+def next_chunk_end(source: Table, rows: ColumnElement[bool], after_id: int, size: int) -> Select[Any]:
     """The id of the `size`-th of `rows` after `after_id` (None when fewer are left)."""
-    target = table_of(expiry.registry[table])
     return (
-        select(target.c.id)
-        .where(rows, target.c.id > after_id)
-        .order_by(target.c.id)
+        select(source.c.id)
+        .where(rows, source.c.id > after_id)
+        .order_by(source.c.id)
         .limit(1)
         .offset(size - 1)
     )
 
 
-def count_rows(expiry: Expiry, table: str, rows: ColumnElement[bool]) -> Select[Any]:
-    """How many of the table's rows `rows` selects."""
-    return select(func.count()).select_from(table_of(expiry.registry[table])).where(rows)
+def count_rows(source: Table, rows: ColumnElement[bool]) -> Select[Any]:
+    """How many of the table's rows `rows` selects, and the sum of their ids: a row deleted and another
+    added leave the count alone, not the sum (ids are never reused)."""
+    return select(func.count(), func.coalesce(func.sum(source.c.id), 0)).select_from(source).where(rows)
 
 
 def chunk(
-    expiry: Expiry, table: str, rows: ColumnElement[bool], after_id: int, last_id: int | None
+    source: Table, rows: ColumnElement[bool], after_id: int, last_id: int | None
 ) -> ColumnElement[bool]:
     """The rows of one chunk: (after_id, last_id] among `rows` (no end: every one after after_id)."""
-    ids = table_of(expiry.registry[table]).c.id
+    ids = source.c.id
     return and_(rows, ids > after_id) if last_id is None else and_(rows, ids > after_id, ids <= last_id)
 
 
+def _path_column(source: Table, name: str) -> Any:
+    if name in source.c:
+        return source.c[name]
+    # A media column the camera system has and core/schema.py does not.
+    clause: ColumnClause[Any] = column(name, String())
+    clause.table = source
+    return clause
+
+
 def queue_files_of_rows(
-    expiry: Expiry, table: str, media: tuple[MediaColumn, ...], rows: ColumnElement[bool], queued_at: datetime
+    source: Table, media: tuple[MediaColumn, ...], rows: ColumnElement[bool], queued_at: datetime
 ) -> Select[Any]:
     """Queue the files the rows name (a path queued already keeps the smaller kind); returns the number of
     distinct paths."""
-    entry = expiry.registry[table]
-    target = table_of(entry)
     files = []
     for m in media:
-        path = column_of(entry, m.column, String())
+        path = _path_column(source, m.column)
         files.append(
             select(path.label("path"), literal(m.kind, String).label("kind"))
-            .select_from(target)
+            .select_from(source)
             .where(rows, path != "")
         )
     matched, inserted, rekinded = queueing_new_paths(files, literal(queued_at, UTCDateTime()))
     return select(select(func.count()).select_from(matched).scalar_subquery()).add_cte(inserted, rekinded)
 
 
-def delete_children_of_rows(expiry: Expiry, table: str, child: Child, rows: ColumnElement[bool]) -> Delete:
+def delete_children_of_rows(source: Table, child: Child, rows: ColumnElement[bool]) -> Delete:
     """Delete the rows of a child the purge empties itself that belong to `rows`."""
-    target = table_of(expiry.registry[table])
     child_table = CHILD_TABLES[child.table]
     return child_table.delete().where(
-        child_table.c[child.column].in_(select(target.c.id).where(rows).scalar_subquery())
+        child_table.c[child.column].in_(select(source.c.id).where(rows).scalar_subquery())
     )
 
 
