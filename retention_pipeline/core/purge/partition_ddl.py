@@ -21,11 +21,11 @@ from ..queries import partition_drop
 from ..queries.purge_batch import commit_without_waiting
 from .partition_catalog import Partition, detached_prefix
 
-DETACH_LOCK_TIMEOUT_MS = 50
+DETACH_LOCK_TIMEOUT_MS = 30
 DETACH_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0)
-# The detach's own foreign-key check runs while it holds the parent: it must end within this, or the
-# partition is left to the batches.
-DETACH_STATEMENT_TIMEOUT_MS = 100
+# The DETACH statement, its wait for the parent and its own foreign-key check included, must end within
+# this, or the partition is left to the batches: a camera insert queued behind it waits about as long.
+DETACH_STATEMENT_TIMEOUT_MS = 60
 # Why a detach is given up, by pgcode: the parent or the partition stayed locked (lock_not_available, or a
 # deadlock with a writer), the detach's foreign-key check ran too long (query_canceled), a writer made a
 # row reference the partition after it was cleared (foreign_key_violation, raised by the detach itself),
