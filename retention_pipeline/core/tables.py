@@ -208,7 +208,12 @@ def table_of(entry: RetentionTable) -> Table:
 def column_of(entry: RetentionTable, name: str, type_: Any = None) -> Any:
     """A column of an entry's table, also one our own schema does not list (events.deleted_at); `type_`
     for such a column, a timestamp unless told."""
-    table = table_of(entry)
+    return column_on(table_of(entry), name, type_)
+
+
+def column_on(table: Table, name: str, type_: Any = None) -> Any:
+    """A column of `table` (an entry's, or a partition of it detached), also one it does not list; `type_`
+    for such a column, a timestamp unless told."""
     if name in table.c:
         return table.c[name]
     # A column the camera system has and core/schema.py does not: named on the table only where used,

@@ -18,7 +18,7 @@ from sqlalchemy import ColumnElement, Table
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
-from ..db import is_query_cancelled, write_transaction
+from ..db import write_transaction
 from ..queries import partition_drop
 from ..queries.partition_drop import ForeignKey
 from ..tables import Expiry
@@ -104,7 +104,7 @@ def clear_the_way(
         except postgresql.OutOfTime:
             return None, time.perf_counter() - started
         except DBAPIError as exc:
-            if cap_ms is None or not is_query_cancelled(exc):
+            if not postgresql.cut_off_at_cap(exc, cap_ms):
                 raise
             return None, time.perf_counter() - started
         return (last_id, seen, int(id_sum), counted, queued), time.perf_counter() - started

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 Progress = Callable[[str], None]
 
 
-@dataclass(frozen=True)
+@dataclass
 class Dropped:
     """What dropping partitions did: rows they held, partitions dropped, partitions left to the batches,
     counted children deleted, files queued, and the longest of its transactions."""
@@ -56,6 +56,12 @@ class Dropped:
     children: int = 0
     queued: int = 0
     longest_s: float = 0.0
+
+    def add(self, cleared: Cleared) -> None:
+        """Count in what clearing the way for a partition did."""
+        self.children += cleared.children
+        self.queued += cleared.queued
+        self.longest_s = max(self.longest_s, cleared.longest_s)
 
 
 def _protected(
@@ -88,21 +94,6 @@ def _detach(
     return partition_ddl.detach(engine, table, partition, still_unprotected)
 
 
-@dataclass
-class _Totals:
-    rows: int = 0
-    dropped: int = 0
-    given_up: int = 0
-    children: int = 0
-    queued: int = 0
-    longest_s: float = 0.0
-
-    def add(self, cleared: Cleared) -> None:
-        self.children += cleared.children
-        self.queued += cleared.queued
-        self.longest_s = max(self.longest_s, cleared.longest_s)
-
-
 def drop_expired_partitions(
     engine: Engine,
     expiry: Expiry,
@@ -115,19 +106,23 @@ def drop_expired_partitions(
     """Drop the table's wholly expired partitions, and any a killed run detached but did not drop."""
     table = target.table
     work = Work(delete_images, sizer, retry)
-    totals = _Totals()
+    totals = Dropped()
     entry = expiry.registry[table]
     media = entry.media(delete_images)
     # No files, no children, no foreign key to it (logs, gpu_stats): nothing to do before the detach.
     nothing_hangs_off = not (media or entry.children or target.foreign_keys)
 
-    def drop(name: str, held: int) -> None:
+    def drop(name: str, held: int | None = None) -> None:
+        """Drop a detached partition holding `held` rows (counted now when not known: nothing writes to
+        it any more, so the count is exact, read without a lock anyone waits for)."""
+        if held is None:
+            held = int(retry(functools.partial(partition_ddl.count, engine, name)))
         gone, seconds = retry(functools.partial(partition_ddl.drop, engine, name))
         totals.longest_s = max(totals.longest_s, seconds)
         if not gone:
             progress(f"{table}: {name} is detached; a table it references stayed busy, the next run drops it")
         else:
-            totals.rows, totals.dropped = totals.rows + held, totals.dropped + 1
+            totals.rows, totals.partitions = totals.rows + held, totals.partitions + 1
 
     def clear_detached(name: str, files: bool) -> Cleared | None:
         """Remove the children of a detached partition's rows, and queue their files again if `files`
@@ -149,7 +144,7 @@ def drop_expired_partitions(
                 " not dropped (attach it again by hand: its rows are out of the table)"
             )
         elif nothing_hangs_off:
-            drop(name, retry(functools.partial(partition_ddl.count, engine, name)))
+            drop(name)
         elif _protected(engine, expiry, table, true(), source):
             # A link made between the detach and the kill: its rows stay whole, out of the table.
             progress(
@@ -163,7 +158,7 @@ def drop_expired_partitions(
             expiry, table, target.key, partition.lower, partition.upper
         )
         if _protected(engine, expiry, table, in_partition):
-            totals.given_up += 1
+            totals.left_to_batches += 1
             progress(f"{table}: {partition.name} holds rows the keep rule protects; they go through batches")
             continue
         before = None
@@ -176,18 +171,17 @@ def drop_expired_partitions(
             )
             totals.add(before)
             if before.given_up:
-                totals.given_up += 1
+                totals.left_to_batches += 1
                 progress(f"{table}: {partition.name} could not be cleared within the time cap; batches")
                 continue
         detached, why, seconds = _detach(engine, expiry, table, partition, in_partition)
         totals.longest_s = max(totals.longest_s, seconds)
         if detached is None:
-            totals.given_up += 1
+            totals.left_to_batches += 1
             progress(f"{table}: {partition.name} {why}; its rows go through the batched delete")
             continue
         if before is None:
-            # Nothing writes to it any more: its count is exact, and read without a lock anyone waits for.
-            drop(detached, retry(functools.partial(partition_ddl.count, engine, detached)))
+            drop(detached)
             continue
         # Rows written into it while it was cleared change its count or its ids' sum: their files were
         # not queued, so every row's files are queued again along with the children.
@@ -203,11 +197,9 @@ def drop_expired_partitions(
                 drop(detached, after.rows)
         else:
             drop(detached, before.rows)
-    if totals.dropped:
-        progress(f"{table}: dropped {totals.dropped} expired partitions holding {totals.rows} rows")
-    return Dropped(
-        totals.rows, totals.dropped, totals.given_up, totals.children, totals.queued, totals.longest_s
-    )
+    if totals.partitions:
+        progress(f"{table}: dropped {totals.partitions} expired partitions holding {totals.rows} rows")
+    return totals
 
 
 def _wholly_expired(engine: Engine, source: Table, target: PartitionedTable) -> bool:

@@ -67,10 +67,15 @@ def _overran(after_id: int, started: float) -> Batch:
     return Batch(after_id, seconds=time.perf_counter() - started, overran=True)
 
 
+def cut_off_at_cap(exc: DBAPIError, time_cap_ms: float | None) -> bool:
+    """Whether the error is a capped transaction's statement cancelled at its cap (the SQLSTATE, not the
+    server's translated message); a lock timeout or a dropped connection stays a transient error."""
+    return time_cap_ms is not None and is_query_cancelled(exc)
+
+
 def _overran_or_raise(exc: DBAPIError, time_cap_ms: float | None, after_id: int, started: float) -> Batch:
-    """The batch cancelled at its cap (the SQLSTATE, not the server's translated message), rolled back;
-    any other error is raised (a lock timeout or a dropped connection stays a transient error)."""
-    if time_cap_ms is None or not is_query_cancelled(exc):
+    """The batch cancelled at its cap, rolled back; any other error is raised."""
+    if not cut_off_at_cap(exc, time_cap_ms):
         raise exc
     return _overran(after_id, started)
 

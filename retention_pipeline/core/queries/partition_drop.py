@@ -10,7 +10,6 @@ from typing import Any
 
 from sqlalchemy import (
     Column,
-    ColumnClause,
     ColumnElement,
     Delete,
     Integer,
@@ -20,7 +19,6 @@ from sqlalchemy import (
     Table,
     Update,
     and_,
-    column,
     func,
     literal,
     select,
@@ -28,7 +26,7 @@ from sqlalchemy import (
 )
 
 from ..schema import UTCDateTime
-from ..tables import Child, Expiry, MediaColumn, column_of
+from ..tables import Child, Expiry, MediaColumn, column_of, column_on
 from .purge_batch import CHILD_TABLES
 from .queue import queueing_new_paths
 
@@ -90,15 +88,6 @@ def chunk(
     return and_(rows, ids > after_id) if last_id is None else and_(rows, ids > after_id, ids <= last_id)
 
 
-def _path_column(source: Table, name: str) -> Any:
-    if name in source.c:
-        return source.c[name]
-    # A media column the camera system has and core/schema.py does not.
-    clause: ColumnClause[Any] = column(name, String())
-    clause.table = source
-    return clause
-
-
 def queue_files_of_rows(
     source: Table, media: tuple[MediaColumn, ...], rows: ColumnElement[bool], queued_at: datetime
 ) -> Select[Any]:
@@ -106,7 +95,7 @@ def queue_files_of_rows(
     distinct paths."""
     files = []
     for m in media:
-        path = _path_column(source, m.column)
+        path = column_on(source, m.column, String())
         files.append(
             select(path.label("path"), literal(m.kind, String).label("kind"))
             .select_from(source)
