@@ -7,7 +7,7 @@ import pytest
 
 from retention_pipeline.core import files as files_module
 from retention_pipeline.core.cleanup import clean_table, prepare_database
-from retention_pipeline.core.purge import file_queue
+from retention_pipeline.core.purge import file_checks
 from retention_pipeline.core.schema import detections, events, retention_file_queue
 from retention_pipeline_tests.conftest import both_shapes
 from retention_pipeline_tests.factories import CLIPS, IMAGES, THUMBS, CameraWorld, comparable
@@ -270,8 +270,8 @@ def test_many_reference_checks_of_growing_size_keep_exactly_the_shared_files(
     world: CameraWorld, monkeypatch: pytest.MonkeyPatch
 ):
     # Checks of 2, 5, 5 … paths: the first small so unlinks start early, then up to the cap.
-    monkeypatch.setattr(file_queue, "CHECK_CHUNK", 2)
-    monkeypatch.setattr(file_queue, "REFERENCE_CHUNK", 5)
+    monkeypatch.setattr(file_checks, "CHECK_CHUNK", 2)
+    monkeypatch.setattr(file_checks, "REFERENCE_CHUNK", 5)
     thumbs = [world.file(f"{THUMBS}/t{i:02}.jpg", 10) for i in range(17)]
     for thumb in thumbs:
         world.detection(world.old(), thumbnail=thumb)

@@ -5,7 +5,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from retention_pipeline.core import purge
 from retention_pipeline.core.db import is_transient
-from retention_pipeline.core.purge import loop
+from retention_pipeline.core.purge import pacing
 from retention_pipeline.core.stats import RowCounts
 
 
@@ -38,7 +38,7 @@ def test_transient_errors_are_recognised(error, transient):
 
 
 def test_a_transient_error_repeats_the_batch_and_is_counted(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(loop.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(pacing.time, "sleep", lambda _s: None)
     attempts = []
 
     def step():
@@ -53,7 +53,7 @@ def test_a_transient_error_repeats_the_batch_and_is_counted(monkeypatch: pytest.
 
 
 def test_a_permanent_error_is_raised_without_retrying(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(loop.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(pacing.time, "sleep", lambda _s: None)
     counts = RowCounts()
 
     def step():
@@ -65,7 +65,7 @@ def test_a_permanent_error_is_raised_without_retrying(monkeypatch: pytest.Monkey
 
 
 def test_retries_give_up_after_the_last_delay(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(loop.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(pacing.time, "sleep", lambda _s: None)
     counts = RowCounts()
 
     def step():
@@ -73,4 +73,4 @@ def test_retries_give_up_after_the_last_delay(monkeypatch: pytest.MonkeyPatch):
 
     with pytest.raises(OperationalError):
         purge.with_retries(step, counts, lambda _m: None)
-    assert counts.retries == len(loop.RETRY_DELAYS_S)
+    assert counts.retries == len(pacing.RETRY_DELAYS_S)

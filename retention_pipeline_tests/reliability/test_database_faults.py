@@ -206,7 +206,7 @@ def test_a_lock_held_past_every_retry_fails_the_run_cleanly_and_the_next_run_fin
     monkeypatch: pytest.MonkeyPatch,
 ):
     # Shorter waits so that giving up takes a second, not a minute; the logic is unchanged.
-    monkeypatch.setattr(purge.loop, "RETRY_DELAYS_S", (0.05, 0.05, 0.1))
+    monkeypatch.setattr(purge.pacing, "RETRY_DELAYS_S", (0.05, 0.05, 0.1))
     monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_S", 0.2)
     monkeypatch.setattr(db, "PG_LOCK_TIMEOUT_MS", 200)
     scene = Scene(world, tmp_path)

@@ -5,8 +5,9 @@ columns, children, keep rule) and `core/queries/purge_batch.py` builds each batc
 description.
 The engine is code:
 
-- `loop.py`       the engine-free loop: id span, batch sizing, overruns, retries, progress, final flush;
-                  `purge_table` is the entry point, `table_batches` picks the engine's batch
+- `loop.py`       the engine-free loop: id span, overruns, final flush; `purge_table` is the entry
+                  point, `table_batches` picks the engine's batch
+- `pacing.py`     batch sizing by the transaction target, retries with backoff, progress every so often
 - `batch.py`      what a batch reports, and the parts both engines share
 - `postgresql.py` row locks, the batch's time cap (statement_timeout) and lock_timeout
 - `partitions.py` PostgreSQL: wholly expired partitions dropped whole, their files queued first;
@@ -15,31 +16,16 @@ The engine is code:
                   drops
 - `durability.py` PostgreSQL commits that do not wait for the disk, and the flush that ends a step
 - `sqlite.py`     batches under the database's write lock, and the writers' turns between them
-- `file_queue.py` the durable file queue: queueing paths, and draining it (the file step and its preview)
+- `file_queue.py` the durable file queue: queueing paths, and draining it (the file step);
+                  `file_preview.py` the dry run's preview of it, `file_checks.py` what both share
+                  (reference checks, removing and counting, worker threads)
 """
 
-from .file_queue import (
-    CHECK_CHUNK,
-    REFERENCE_CHUNK,
-    chunked,
-    drain_file_queue,
-    preview_file_deletions,
-    queue_files,
-    queue_ranges,
-    referenced_paths,
-)
-from .loop import (
-    PROGRESS_EVERY_S,
-    BatchSizer,
-    BatchTooSlow,
-    EverySoOften,
-    Progress,
-    Share,
-    count_rows,
-    purge_table,
-    table_batches,
-    with_retries,
-)
+from .file_checks import CHECK_CHUNK, REFERENCE_CHUNK, chunked, referenced_paths
+from .file_preview import preview_file_deletions
+from .file_queue import drain_file_queue, queue_files, queue_ranges
+from .loop import BatchTooSlow, count_rows, purge_table, table_batches
+from .pacing import PROGRESS_EVERY_S, BatchSizer, EverySoOften, Progress, Share, with_retries
 
 __all__ = [
     "CHECK_CHUNK",

@@ -25,7 +25,7 @@ from ..tables import Expiry
 from . import postgresql
 
 if TYPE_CHECKING:
-    from .loop import BatchSizer
+    from .pacing import BatchSizer
 
 # Runs one transaction's work, repeating it after a transient error (the purge loop's with_retries).
 Retry = Callable[[Callable[[], Any]], Any]

@@ -40,7 +40,7 @@ from .partition_catalog import Partition, PartitionedTable, expired_partitions, 
 from .partition_clearing import Cleared, Retry, Work, clear_the_way
 
 if TYPE_CHECKING:
-    from .loop import BatchSizer
+    from .pacing import BatchSizer
 
 Progress = Callable[[str], None]
 

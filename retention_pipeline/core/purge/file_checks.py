@@ -1,0 +1,188 @@
+"""What the file step and its preview share: which queued paths a row still references, removing the rest
+and counting every outcome, and handling chunks of paths on worker threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from itertools import islice
+from typing import TypeVar
+
+from sqlalchemy.engine import Engine
+
+from ..files import Outcome, StorageRoots, remove_file, remove_files
+from ..queries import path_checks
+from ..stats import FileCounts
+from ..tables import Expiry, Registry
+from .pacing import EverySoOften
+
+Progress = Callable[[str], None]
+T = TypeVar("T")
+# Queued paths per unlink chunk and per commit of the drained queue rows.
+CHECK_CHUNK = 2000
+# Paths per reference check. Each check reads the referencing rows once (a hash join on PostgreSQL, the
+# staged names' own index on SQLite): without indexes on the path columns a check per unlink chunk made
+# the file step quadratic in the table's size, so chunks of unlinks share one check.
+REFERENCE_CHUNK = 25_000
+# Chunks handled at once. An unlink mostly waits on the file system, so more threads than cores overlap
+# those waits; past eight, threads mostly wait for the GIL instead.
+FILE_WORKERS = 8
+
+
+def no_progress(_message: str) -> None:
+    pass
+
+
+def referenced_paths(
+    engine: Engine,
+    roots: StorageRoots,
+    stored: Sequence[str],
+    registry: Registry | None = None,
+    surviving: Expiry | None = None,
+) -> set[str]:
+    """The stored paths that some row of a retention table still references, under any of their aliases
+    (`surviving`: rows a run with that expiry deletes do not count)."""
+    folders: dict[str, tuple[str, ...]] = {}
+    aliases = {path: roots.aliases(path, folders) for path in stored}
+    # PostgreSQL text cannot hold NUL; such a name cannot be stored there, so it cannot be referenced.
+    names = sorted({a for names in aliases.values() for a in names if "\x00" not in a})
+    if not names:
+        return set()
+    dialect = engine.dialect.name
+    with engine.connect() as conn:
+        for statement in path_checks.create_check_names(dialect):
+            conn.execute(statement)
+        conn.commit()
+        conn.execute(path_checks.stage_check_names(dialect), path_checks.check_names_param(names))
+        if dialect == "postgresql":
+            conn.execute(path_checks.prefer_index_lookups())
+        hits = set(
+            conn.execute(path_checks.select_referenced_names(registry or Registry(), surviving)).scalars()
+        )
+        if dialect == "sqlite":
+            conn.execute(path_checks.clear_check_names())
+        conn.commit()  # PostgreSQL empties the scratch table at COMMIT
+    return {path for path, names in aliases.items() if hits.intersection(names)}
+
+
+def delete_unreferenced(
+    counts: FileCounts,
+    roots: StorageRoots,
+    entries: Sequence[tuple[str, str]],
+    referenced: set[str],
+    dry_run: bool,
+) -> set[str]:
+    """Keep referenced files, remove (or preview removing) the rest, and count every outcome.
+
+    Returns the paths whose unlink was refused (permissions, I/O), which stay queued for the next run.
+    """
+    resolved_dirs: dict[str, str] = {}  # shared by this chunk only
+    counts.files_kept_shared += sum(1 for path, _kind in entries if path in referenced)
+    doomed = [(path, kind) for path, kind in entries if path not in referenced]
+    stored = [path for path, _kind in doomed]
+    if dry_run:
+        outcomes = [remove_file(roots, path, True, resolved_dirs) for path in stored]
+    else:
+        outcomes = remove_files(roots, stored, resolved_dirs)
+    blocked: set[str] = set()
+    for (path, kind), (outcome, freed) in zip(doomed, outcomes, strict=True):
+        if outcome is Outcome.DELETED:
+            counts.count_deleted(kind, freed)
+        elif outcome is Outcome.MISSING:
+            counts.files_missing += 1
+        elif outcome is Outcome.REFUSED:
+            counts.files_refused += 1
+            counts.note(counts.refused_examples, path)
+        else:
+            counts.files_failed += 1
+            counts.note(counts.failed_examples, path)
+            if outcome is Outcome.BLOCKED:
+                blocked.add(path)
+    return blocked
+
+
+def in_parallel(
+    chunks: Iterable[T],
+    handle: Callable[[T], FileCounts],
+    progress: Progress,
+    label: str,
+    progress_every_s: float,
+) -> FileCounts:
+    """Handle chunks on worker threads, a few in flight at a time, and sum their counts.
+
+    The reference check of one chunk waits on the database while another chunk's unlinks wait on the
+    file system; both release the GIL, so the two overlap. At most 2 x FILE_WORKERS chunks are held.
+    """
+    total = FileCounts()
+    every_so_often = EverySoOften(progress, progress_every_s)
+    with ThreadPoolExecutor(FILE_WORKERS) as pool:
+        pending: set[Future[FileCounts]] = set()
+        try:
+            for chunk in chunks:
+                pending.add(pool.submit(handle, chunk))
+                if len(pending) >= 2 * FILE_WORKERS:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    total = _add(total, done, every_so_often, label)
+            total = _add(total, pending, every_so_often, label, last=True)
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+    return total
+
+
+def _add(
+    total: FileCounts,
+    done: Iterable[Future[FileCounts]],
+    progress: EverySoOften,
+    label: str,
+    last: bool = False,
+) -> FileCounts:
+    total = FileCounts.merge([total, *(future.result() for future in done)])
+    progress(f"{label}: {_summary(total)}", always=last)
+    return total
+
+
+def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Lists of `size` items (the last one shorter), read lazily from `items`."""
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def unlink_chunks(items: Iterable[T]) -> Iterator[list[T]]:
+    """Lists of CHECK_CHUNK items: what one worker unlinks, and whose queue rows one commit forgets."""
+    return chunked(items, CHECK_CHUNK)
+
+
+def check_sizes() -> Iterator[int]:
+    """How many paths each reference check of a file step takes: CHECK_CHUNK, then four times as many, up to
+    REFERENCE_CHUNK.
+
+    A small first check lets the workers start unlinking almost at once instead of waiting for a whole
+    REFERENCE_CHUNK to be checked; the few extra passes over the referencing rows this costs are bounded.
+    """
+    size = CHECK_CHUNK
+    while True:
+        yield size
+        size = min(4 * size, REFERENCE_CHUNK)
+
+
+def chunked_growing(items: Iterable[T]) -> Iterator[list[T]]:
+    """Lists of `items` sized by `check_sizes`, read lazily."""
+    iterator = iter(items)
+    for size in check_sizes():
+        chunk = list(islice(iterator, size))
+        if not chunk:
+            return
+        yield chunk
+
+
+def _summary(counts: FileCounts) -> str:
+    deleted = counts.thumbnails_deleted + counts.images_deleted + counts.clips_deleted
+    return (
+        f"{deleted} deleted ({counts.space_reclaimed} bytes), {counts.files_kept_shared} kept shared,"
+        f" {counts.files_missing} missing, {counts.files_refused} refused,"
+        f" {counts.files_failed} failed"
+    )
