@@ -9,10 +9,11 @@ the drop leaves a table the next run recognises.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 from sqlalchemy import Column, Integer, MetaData, Table, func, select, text, true
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import DropTable
 
@@ -72,6 +73,16 @@ def left_behind(engine: Engine, table: str, tables: Iterable[str] = ()) -> list[
         return [name for name in names if not any(name.startswith(prefix) for prefix in theirs)]
 
 
+@contextmanager
+def _short_ddl(engine: Engine) -> Iterator[Connection]:
+    """A DDL transaction that asks for its locks under DETACH_LOCK_TIMEOUT_MS and whose COMMIT does not
+    wait for the disk (the parent goes sooner; see durability.py)."""
+    with write_transaction(engine) as conn:
+        conn.execute(select(commit_without_waiting()))
+        conn.execute(_SET_LOCK_TIMEOUT, {"timeout": f"{DETACH_LOCK_TIMEOUT_MS}ms"})
+        yield conn
+
+
 def _name_for(table: str, partition: str) -> str:
     """Our name for a detached partition, cut to PostgreSQL's 63 bytes (not characters)."""
     return (detached_prefix(table) + partition).encode()[:63].decode(errors="ignore")
@@ -95,9 +106,7 @@ def detach(
             return None, why, longest
         started = time.perf_counter()
         try:
-            with write_transaction(engine) as conn:
-                conn.execute(select(commit_without_waiting()))  # the parent goes sooner; see durability.py
-                conn.execute(_SET_LOCK_TIMEOUT, {"timeout": f"{DETACH_LOCK_TIMEOUT_MS}ms"})
+            with _short_ddl(engine) as conn:
                 conn.execute(_SET_STATEMENT_TIMEOUT, {"timeout": f"{DETACH_STATEMENT_TIMEOUT_MS}ms"})
                 child = _identifier(partition.name)
                 conn.execute(text(f"ALTER TABLE {_identifier(table)} DETACH PARTITION {child}"))
@@ -138,9 +147,7 @@ def drop(engine: Engine, name: str) -> tuple[bool, float]:
     gpu_stats) the table goes in the transaction that looked for them."""
     longest, started = 0.0, time.perf_counter()
     try:
-        with write_transaction(engine) as conn:
-            conn.execute(select(commit_without_waiting()))
-            conn.execute(_SET_LOCK_TIMEOUT, {"timeout": f"{DETACH_LOCK_TIMEOUT_MS}ms"})
+        with _short_ddl(engine) as conn:
             keys = conn.execute(_OWN_FOREIGN_KEYS, {"name": name}).scalars().all()
             if keys:
                 drops = ", ".join(f"DROP CONSTRAINT {_identifier(key)}" for key in keys)
@@ -150,9 +157,7 @@ def drop(engine: Engine, name: str) -> tuple[bool, float]:
         longest = time.perf_counter() - started
         if keys:
             started = time.perf_counter()
-            with write_transaction(engine) as conn:
-                conn.execute(select(commit_without_waiting()))  # a synchronous standby is not waited for
-                conn.execute(_SET_LOCK_TIMEOUT, {"timeout": f"{DETACH_LOCK_TIMEOUT_MS}ms"})
+            with _short_ddl(engine) as conn:
                 conn.execute(DropTable(Table(name, MetaData())))
             longest = max(longest, time.perf_counter() - started)
         return True, longest

@@ -71,10 +71,7 @@ def _protected(
     detached), all older than their table's cutoff."""
     if not expiry.registry[table].keep_rule:
         return False
-    if source is None:
-        statement = expiring.count_linked_to_a_retained_event(expiry, rows)
-    else:
-        statement = expiring.count_linked_to_a_retained_event(expiry, rows, source)
+    statement = expiring.count_linked_to_a_retained_event(expiry, rows, source)
     with engine.connect() as conn:
         return bool(conn.execute(statement).scalar())
 

@@ -57,10 +57,11 @@ def expired(expiry: Expiry, table: str) -> ColumnElement[bool]:
 
 
 def count_linked_to_a_retained_event(
-    expiry: Expiry, rows: ColumnElement[bool], source: Table = detections
+    expiry: Expiry, rows: ColumnElement[bool], source: Table | None = None
 ) -> Select[Any]:
-    """How many of the detections `rows` (of `source`: `detections` or one of its detached partitions) a
-    retained event links (the keep rule protects them); one statement for a whole partition."""
+    """How many of the detections `rows` (of `source`: `detections` unless given, or one of its detached
+    partitions) a retained event links (the keep rule protects them); one statement for a whole partition."""
+    source = detections if source is None else source
     retained = select(events.c.id).where(not_(by_rules(expiry, "events")))
     links = select(event_detections.c.detection_id).where(event_detections.c.event_id.in_(retained))
     # A count, not EXISTS: expecting an early match, PostgreSQL answered EXISTS with a nested loop probing
