@@ -8,7 +8,7 @@ import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 
@@ -47,13 +47,22 @@ class StorageRoots:
         """
         names = {stored}
         if "\x00" not in stored and stored.strip():
-            absolute = os.path.normpath(os.path.join(self.media_root, stored))
-            folder, name = os.path.split(absolute)
-            spellings = folders.get(folder) if folders is not None else None
-            if spellings is None:
+            name = stored.rpartition(os.sep)[2]
+            spellings: tuple[str, ...] | None
+            if name in ("", ".", ".."):  # normalising changes the last component: no shortcut
+                folder, name = os.path.split(os.path.normpath(os.path.join(self.media_root, stored)))
                 spellings = self._folder_spellings(folder)
-                if folders is not None:
-                    folders[folder] = spellings
+            else:
+                # normpath is lexical and passes a plain last component through, so the text before the
+                # name fixes the folder: one normalisation per directory instead of one per file.
+                before = stored[: len(stored) - len(name)]
+                spellings = folders.get(before) if folders is not None else None
+                if spellings is None:
+                    spellings = self._folder_spellings(
+                        os.path.normpath(os.path.join(self.media_root, before))
+                    )
+                    if folders is not None:
+                        folders[before] = spellings
             names.update(spelling + name for spelling in spellings)
         return sorted(names)
 
@@ -120,12 +129,12 @@ class StorageRoots:
             return False
 
     def _contains(self, path: str) -> bool:
-        return any(_inside(path, root) for root in self.roots)
+        return path.startswith(self._root_prefixes)
 
-
-def _inside(path: str, root: str) -> bool:
-    # Both sides are normalised absolute paths, so a prefix test on whole components is exact.
-    return path.startswith(root.rstrip(os.sep) + os.sep)
+    @cached_property
+    def _root_prefixes(self) -> tuple[str, ...]:
+        # Both sides are normalised absolute paths, so a prefix test on whole components is exact.
+        return tuple(root.rstrip(os.sep) + os.sep for root in self.roots)
 
 
 @lru_cache(maxsize=4096)

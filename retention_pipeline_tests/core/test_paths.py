@@ -4,6 +4,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from retention_pipeline.core.files import Outcome, StorageRoots, remove_file, remove_files
 
@@ -99,6 +101,25 @@ def test_aliases_cover_relative_and_absolute_spellings(roots: StorageRoots):
     assert roots.aliases("thumbs/a.jpg") == sorted(expected)
     assert roots.aliases(absolute) == sorted(expected)
     assert roots.aliases("./thumbs/a.jpg") == sorted(expected)
+
+
+def _aliases_normalised_alone(roots: StorageRoots, stored: str) -> list[str]:
+    # The definition: the whole path normalised, then split into its folder's spellings and its name.
+    names = {stored}
+    if "\x00" not in stored and stored.strip():
+        folder, name = os.path.split(os.path.normpath(os.path.join(roots.media_root, stored)))
+        names.update(spelling + name for spelling in roots._folder_spellings(folder))
+    return sorted(names)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.text(alphabet="ab/. \x00", max_size=10), min_size=1, max_size=8))
+def test_aliases_sharing_folders_equal_each_path_normalised_alone(stored_list: list[str]):
+    # A reference check shares one folder cache across its paths, keyed by the text before each name.
+    roots = StorageRoots.from_dirs(Path("/srv/media"), [Path("a"), Path("b/a")])
+    folders: dict[str, tuple[str, ...]] = {}
+    for stored in stored_list + ["a/b", "/a", "//a", "a/.", "a/..", "a//.b", "./a/../b"]:
+        assert roots.aliases(stored, folders) == _aliases_normalised_alone(roots, stored), stored
 
 
 def test_remove_file_counts_bytes_only_for_the_last_hard_link(roots: StorageRoots):

@@ -46,7 +46,8 @@ def referenced_paths(
     folders: dict[str, tuple[str, ...]] = {}
     aliases = {path: roots.aliases(path, folders) for path in stored}
     # PostgreSQL text cannot hold NUL; such a name cannot be stored there, so it cannot be referenced.
-    names = sorted({a for names in aliases.values() for a in names if "\x00" not in a})
+    # Unsorted: SQLite sorts them while staging, PostgreSQL hashes them (neither holds the GIL meanwhile).
+    names = list({a for names in aliases.values() for a in names if "\x00" not in a})
     if not names:
         return set()
     dialect = engine.dialect.name
@@ -63,6 +64,8 @@ def referenced_paths(
         if dialect == "sqlite":
             conn.execute(path_checks.clear_check_names())
         conn.commit()  # PostgreSQL empties the scratch table at COMMIT
+    if not hits:
+        return set()
     return {path for path, names in aliases.items() if hits.intersection(names)}
 
 
