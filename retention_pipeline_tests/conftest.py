@@ -4,6 +4,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import redis
+from hypothesis.configuration import set_hypothesis_home_dir
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError
@@ -27,6 +29,10 @@ ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@
 # CI sets this so a PostgreSQL that is down fails the suite instead of skipping half of it.
 REQUIRE_POSTGRES = os.environ.get("RETENTION_REQUIRE_POSTGRES") == "1"
 NOW = datetime(2026, 6, 15, 3, 0, tzinfo=UTC)
+
+# Hypothesis keeps caches (constants, unicode data) under `.hypothesis/` in the working directory, and
+# starts writing them while it collects; this suite writes nothing into the tree.
+set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "retention-pipeline-hypothesis")
 
 
 def _postgres_problem() -> str | None:

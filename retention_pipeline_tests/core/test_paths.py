@@ -118,7 +118,7 @@ def test_aliases_sharing_folders_equal_each_path_normalised_alone(stored_list: l
     # A reference check shares one folder cache across its paths, keyed by the text before each name.
     roots = StorageRoots.from_dirs(Path("/srv/media"), [Path("a"), Path("b/a")])
     folders: dict[str, tuple[str, ...]] = {}
-    for stored in stored_list + ["a/b", "/a", "//a", "a/.", "a/..", "a//.b", "./a/../b"]:
+    for stored in [*stored_list, "a/b", "/a", "//a", "a/.", "a/..", "a//.b", "./a/../b"]:
         assert roots.aliases(stored, folders) == _aliases_normalised_alone(roots, stored), stored
 
 

@@ -8,16 +8,11 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from hypothesis.configuration import set_hypothesis_home_dir
 from sqlalchemy.engine import Engine
 
 from retention_pipeline_tests.factories import CameraWorld
 
 SHM = Path("/dev/shm")
-
-# Hypothesis keeps caches (constants, unicode data) under `.hypothesis/` in the working directory, and
-# starts writing them while it collects; this suite writes nothing into the tree.
-set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "retention-pipeline-hypothesis")
 
 
 @pytest.fixture

@@ -70,7 +70,7 @@ def stage_check_names(dialect_name: str) -> Insert:
         given = func.json_array_elements_text(cast(names, JSON)).table_valued("value")
         return insert(check_names).from_select(["name"], select(given.c.value))
     given = func.json_each(names).table_valued("value")
-    # Names arriving in index order fill SQLite's unique index twice as fast as in any order.
+    # SQLite fills its unique index much faster with names in index order; it sorts them in C, off the GIL.
     return insert(check_names).from_select(["name"], select(given.c.value).order_by(given.c.value))
 
 
