@@ -3,11 +3,12 @@
 from typing import Annotated
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .core.options import OrphanSweepOptions
+from .core.plan import check_reference_time, parse_reference_time
 from .core.policy import MAX_DAYS
-from .settings import MAX_BATCH_SIZE
+from .settings import MAX_BATCH_SIZE, SettingsError
 
 # Dagster 1.13 does not carry pydantic bounds (ge/le) into the config schema the Launchpad validates
 # against; the jobs' launch check (jobs.refusing_bad_values) builds these models so a value out of
@@ -73,6 +74,16 @@ class CleanupConfig(dg.Config):
             " retried or late run uses the same cutoff; empty means the time the run was launched."
         ),
     )
+
+    @field_validator("reference_time")
+    @classmethod
+    def _not_in_the_future(cls, value: str | None) -> str | None:
+        if value:
+            try:
+                check_reference_time(parse_reference_time(value))
+            except SettingsError as exc:  # reported at launch after the field's name, so not twice
+                raise ValueError(str(exc).removeprefix("reference_time ")) from None
+        return value
 
 
 class OrphanSweepConfig(dg.Config, OrphanSweepOptions):

@@ -138,6 +138,11 @@ def test_status_lists_dry_runs_too_newest_first(seeded: CameraWorld, instance):
         ("batch_size", 100_001, "batch_size must be less than or equal to 100000, got 100001"),
         ("transaction_target_ms", -1.0, "transaction_target_ms must be greater than or equal to 0, got -1.0"),
         ("retention_days_by_table", {"logs": 0}, "retention_days_by_table.logs must be greater than or"),
+        (
+            "reference_time",
+            "2999-01-01T00:00:00Z",
+            "reference_time 2999-01-01T00:00:00+00:00 is in the future",
+        ),
     ],
 )
 def test_a_value_out_of_bounds_is_refused_at_launch_and_no_run_exists(

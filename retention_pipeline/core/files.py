@@ -72,11 +72,14 @@ class StorageRoots:
         spellings: set[str] = set()
         for spelled in {folder, _resolved_dir(folder)}:
             base = spelled if spelled.endswith(os.sep) else spelled + os.sep
-            spellings.add(base)
+            plain = {base}
             if base.startswith(prefix):
                 relative = base[len(prefix) :]
-                spellings.update((relative, "./" + relative))
-            # A writer that joins a directory ending in "/" with "/name" stores "dir//name".
+                plain.update((relative, "./" + relative))
+            spellings.update(plain)
+            # A writer that joins a directory ending in "/" with "/name" stores "dir//name": the file's own
+            # directory (a camera's folder configured with a trailing slash), or a storage root above it.
+            spellings.update(p + os.sep for p in plain if p.strip("./"))
             for root in self.walk_roots:
                 if base.startswith(root + os.sep):
                     rest = base[len(root) + 1 :]

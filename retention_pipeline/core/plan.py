@@ -91,6 +91,23 @@ def parse_reference_time(raw: str) -> datetime:
     return value.astimezone(UTC)
 
 
+# A schedule's tick and a launch are both in the past; a little ahead only for clocks that disagree.
+CLOCK_SKEW = timedelta(minutes=10)
+
+
+def check_reference_time(value: datetime, now: datetime | None = None) -> datetime:
+    """`value` as UTC, refused when it lies in the future: cutoffs measured from it would delete rows
+    younger than their retention period."""
+    now = now or datetime.now(UTC)
+    value = value.astimezone(UTC)
+    if value > now + CLOCK_SKEW:
+        raise SettingsError(
+            f"reference_time {value.isoformat()} is in the future (now {now.isoformat(timespec='seconds')}):"
+            " cutoffs measured from it would delete rows younger than their retention period"
+        )
+    return value
+
+
 def make_plan(
     settings: Settings,
     *,
@@ -141,13 +158,20 @@ def make_plan(
             by_table.append((table, int(table_days)))  # type: ignore[call-overload]
     if errors:
         raise SettingsError("Invalid run configuration: " + "; ".join(errors))
-    reference = reference_time.astimezone(UTC)
+    reference = check_reference_time(reference_time)
     assert isinstance(days, int) and isinstance(log_days, int) and isinstance(size, int)
     assert isinstance(chunk, int) and isinstance(target, float | int)
+    try:
+        cutoff, log_cutoff = reference - timedelta(days=days), reference - timedelta(days=log_days)
+    except OverflowError:
+        raise SettingsError(
+            f"reference_time {reference.isoformat()} is too early to count"
+            f" {max(days, log_days)} days of retention back from"
+        ) from None
     return CleanupPlan(
         reference_time=reference,
-        cutoff=reference - timedelta(days=days),
-        log_cutoff=reference - timedelta(days=log_days),
+        cutoff=cutoff,
+        log_cutoff=log_cutoff,
         dry_run=dry_run,
         retention_days=days,
         log_retention_days=log_days,

@@ -220,10 +220,25 @@ def test_file_relinked_after_it_was_queued_is_kept(world: CameraWorld):
     assert world.count(retention_file_queue) == 0
 
 
-@pytest.mark.parametrize("spelling", ["./{rel}", "data/thumbnails//{name}", "{abs}"])
-def test_a_file_kept_by_a_row_that_spells_its_path_differently_survives(world: CameraWorld, spelling: str):
-    relative = world.file(f"{THUMBS}/spelled.jpg")
-    stored = spelling.format(rel=relative, name="spelled.jpg", abs=world.media / relative)
+@pytest.mark.parametrize(
+    ("folder", "spelling"),
+    [
+        (THUMBS, "./{rel}"),
+        (THUMBS, "data/thumbnails//{name}"),
+        (THUMBS, "{abs}"),
+        # A camera whose folder is configured with a trailing slash writes "folder//name".
+        (f"{THUMBS}/front_door", "{dir}//{name}"),
+        (f"{THUMBS}/front_door", "{absdir}//{name}"),
+        (f"{THUMBS}/front_door", "./{dir}//{name}"),
+    ],
+)
+def test_a_file_kept_by_a_row_that_spells_its_path_differently_survives(
+    world: CameraWorld, folder: str, spelling: str
+):
+    relative = world.file(f"{folder}/spelled.jpg")
+    stored = spelling.format(
+        rel=relative, name="spelled.jpg", abs=world.media / relative, dir=folder, absdir=world.media / folder
+    )
     world.detection(world.old(), thumbnail=relative)
     world.detection(world.recent(), thumbnail=stored)
 

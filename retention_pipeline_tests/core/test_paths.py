@@ -97,6 +97,7 @@ def test_aliases_cover_relative_and_absolute_spellings(roots: StorageRoots):
         absolute,
         f"{media}/thumbs//a.jpg",
         "thumbs//a.jpg",
+        "./thumbs//a.jpg",
     }
     assert roots.aliases("thumbs/a.jpg") == sorted(expected)
     assert roots.aliases(absolute) == sorted(expected)

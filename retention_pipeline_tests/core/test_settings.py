@@ -94,6 +94,20 @@ def test_plan_rejects_bad_run_overrides(bad):
         )
 
 
+def test_a_reference_time_in_the_future_is_refused_before_any_cutoff_exists():
+    now = datetime.now(UTC)
+    with pytest.raises(SettingsError, match=r"is in the future .* younger than their retention period"):
+        make_plan(Settings(), dry_run=False, reference_time=datetime(2999, 1, 1, tzinfo=UTC))
+    # A few minutes ahead is a clock that disagrees, not a mistake.
+    plan = make_plan(Settings(), dry_run=False, reference_time=now + timedelta(minutes=5))
+    assert plan.cutoff == plan.reference_time - timedelta(days=plan.retention_days)
+
+
+def test_a_reference_time_too_early_to_count_back_from_is_refused_with_a_reason():
+    with pytest.raises(SettingsError, match="too early to count 30 days of retention back"):
+        make_plan(Settings(), dry_run=False, reference_time=datetime(1, 1, 2, tzinfo=UTC), retention_days=30)
+
+
 def test_reference_time_must_carry_an_offset():
     with pytest.raises(SettingsError, match="must include a UTC offset"):
         parse_reference_time("2026-01-01T03:00:00")
