@@ -20,13 +20,16 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+MAX_LIMIT = 1_000_000  # more runs than any history holds; far larger values overflow SQLite's integers
+
+
 def _positive(raw: str) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {raw!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {raw!r}")
+        value = 0
+    if not 1 <= value <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_LIMIT}, got {raw!r}")
     return value
 
 

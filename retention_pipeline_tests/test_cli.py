@@ -154,6 +154,17 @@ def test_invalid_configuration_exits_2_and_deletes_nothing(live_world: CameraWor
     assert live_world.count(events) == 2
 
 
+@pytest.mark.parametrize("limit", ["0", "99999999999999999999", "ten"])
+def test_a_status_limit_out_of_range_is_refused_with_the_range(
+    live_world: CameraWorld, tmp_path: Path, limit: str
+):
+    done = cli(live_world, tmp_path, "status", "--limit", limit)
+
+    assert done.returncode == 2
+    assert f"must be a whole number from 1 to 1000000, got '{limit}'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_failed_run_exits_non_zero_with_the_error(live_world: CameraWorld, tmp_path: Path):
     done = cli(live_world, tmp_path, "run", DATABASE_URL=f"sqlite:///{tmp_path / 'not-a-camera.db'}")
 

@@ -88,6 +88,7 @@ def test_safety_stop_fails_the_run_with_the_reason(tree: CameraWorld, instance):
     ("field", "bad", "message"),
     [
         ("min_age_hours", 0.0, "min_age_hours must be greater than or equal to 1, got 0.0"),
+        ("min_age_hours", 1e8, "min_age_hours must be less than or equal to 876000, got 100000000.0"),
         ("max_orphan_fraction", 0.0, "max_orphan_fraction must be greater than 0, got 0.0"),
         ("max_orphan_fraction", 1.5, "max_orphan_fraction must be less than or equal to 1, got 1.5"),
         ("max_delete_bytes", -1, "max_delete_bytes must be greater than or equal to 0, got -1"),

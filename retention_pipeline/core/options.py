@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .policy import MAX_DAYS
+
 GIB = 1024**3
 
 
@@ -37,8 +39,9 @@ class OrphanSweepOptions(BaseModel):
     min_age_hours: float = Field(
         default=24.0,
         ge=1,
-        description="Only files older than this (by modification time) can be orphans (>= 1): a file"
-        " written just before its row commits must not be taken for one.",
+        le=MAX_DAYS * 24,
+        description="Only files older than this (by modification time) can be orphans (1 to 876000, a"
+        " century): a file written just before its row commits must not be taken for one.",
     )
     max_orphan_fraction: float = Field(
         default=0.5,

@@ -97,7 +97,7 @@ def scan_for_orphans(
     oldest_allowed = (now - timedelta(hours=policy.min_age_hours)).timestamp()
     scan_counts = ScanCounts()
     manifest.parent.mkdir(parents=True, exist_ok=True)
-    with manifest.open("w", newline="") as handle:
+    with manifest.open("w", newline="", errors="surrogateescape") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "size", "mtime"])
         for chunk in chunked(_walk_all(roots, scan_counts, stats.per_root), REFERENCE_CHUNK):
@@ -170,7 +170,7 @@ def delete_orphans(
     if policy.dry_run:
         return stats
     oldest_allowed = (now - timedelta(hours=policy.min_age_hours)).timestamp()
-    with open(stats.report_csv, newline="") as handle:
+    with open(stats.report_csv, newline="", errors="surrogateescape") as handle:  # names as on disk
         rows = csv.DictReader(handle)
         for chunk in chunked(rows, REFERENCE_CHUNK):
             # A row written since the scan makes its file live again.
@@ -215,7 +215,7 @@ def count_rows_missing_files(engine: Engine, roots: StorageRoots, registry: Regi
 
 def orphan_report_rows(manifest: str, limit: int) -> list[dict[str, str]]:
     """The first `limit` orphans of the manifest, for a table on the run page."""
-    with open(manifest, newline="") as handle:
+    with open(manifest, newline="", errors="backslashreplace") as handle:  # readable, not exact
         return list(islice(csv.DictReader(handle), limit))
 
 

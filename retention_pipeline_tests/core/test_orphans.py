@@ -175,3 +175,20 @@ def test_report_csv_lists_the_orphans(live: CameraWorld, tmp_path: Path):
     rows = orphans.orphan_report_rows(stats.report_csv, 10)
 
     assert [(Path(r["path"]).name, r["size"]) for r in rows] == [("listed.jpg", "42")]
+
+
+def test_a_file_name_that_is_not_utf8_is_an_orphan_like_any_other(live: CameraWorld, tmp_path: Path):
+    # No row can hold such a name (the databases store UTF-8), so it must not stop the sweep either.
+    folder = os.fsencode(live.media / THUMBS)
+    odd = os.path.join(folder, b"odd\xff.jpg")
+    Path(os.fsdecode(odd)).write_bytes(b"x" * 5)
+    stamp = time.time() - 48 * 3600
+    os.utime(odd, (stamp, stamp))
+
+    preview = sweep(live, tmp_path, dry_run=True)
+    listed = orphans.orphan_report_rows(preview.report_csv, 10)
+    real = sweep(live, tmp_path, dry_run=False)
+
+    assert (preview.orphans_found, real.orphans_deleted, real.bytes_reclaimed) == (1, 1, 5)
+    assert [Path(r["path"]).name for r in listed] == ["odd\\xff.jpg"]
+    assert not os.path.lexists(odd) and live.exists(f"{THUMBS}/live.jpg")

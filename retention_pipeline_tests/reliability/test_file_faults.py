@@ -14,6 +14,7 @@ import pytest
 
 from retention_pipeline.core import files as files_module
 from retention_pipeline.core.cleanup import prepare_database, run_cleanup
+from retention_pipeline.core.schema import retention_file_queue
 from retention_pipeline_tests.dagster_helpers import execute, failure_messages, plan_config
 from retention_pipeline_tests.factories import THUMBS, CameraWorld, comparable
 
@@ -153,6 +154,29 @@ def test_files_in_a_read_only_directory_are_counted_failed_and_the_rest_still_go
         stats.as_dict(),
         undeletable=[str(world.media / path) for path in stuck],
     )
+
+
+def test_a_failed_unlink_is_tried_and_counted_once_per_run_when_the_queue_is_split_into_shares(
+    world: CameraWorld, read_only_directory: Path, instance: dg.DagsterInstance
+):
+    # The stuck file is queued first, so the share that fails it is not the last: the file it queues
+    # again lies beyond every share planned for this run.
+    stuck = world.file(f"{THUMBS}/readonly/stuck.jpg")
+    world.detection(world.old(3), thumbnail=stuck)
+    free = [world.file(f"{THUMBS}/ok{i}.jpg") for i in range(3)]
+    for path in free:
+        world.detection(world.old(), thumbnail=path)
+
+    result = execute(world, instance, plan_config(dry_run=False, file_chunk_size=1, batch_size=1))
+
+    assert result.success
+    stats = result.output_for_node("report_cleanup")
+    shares = result.output_for_node("delete_expired_files")
+    assert len(shares) == 4 and shares["ids_0_1"].files_failed == 1  # one file a share, the stuck one first
+    assert stats.files_failed == 1 and stats.thumbnails_deleted == 3
+    assert sum(share.files_failed for share in shares.values()) == 1
+    assert world.exists(stuck) and not any(world.exists(path) for path in free)
+    assert world.count(retention_file_queue) == 1  # still queued, for the next run
 
 
 def test_a_file_that_could_not_be_deleted_is_deleted_by_the_next_run_once_it_can_be(

@@ -48,6 +48,8 @@ def referenced_paths(
     # PostgreSQL text cannot hold NUL; such a name cannot be stored there, so it cannot be referenced.
     # Unsorted: SQLite sorts them while staging, PostgreSQL hashes them (neither holds the GIL meanwhile).
     names = list({a for names in aliases.values() for a in names if "\x00" not in a})
+    if not _all_utf8(names):
+        names = [name for name in names if _all_utf8([name])]
     if not names:
         return set()
     dialect = engine.dialect.name
@@ -67,6 +69,16 @@ def referenced_paths(
     if not hits:
         return set()
     return {path for path, names in aliases.items() if hits.intersection(names)}
+
+
+def _all_utf8(names: list[str]) -> bool:
+    # A file name whose bytes are not UTF-8 reaches Python with lone surrogates in it. No database row can
+    # hold such a name, so no row references it: left out of the check, it is never shared.
+    try:
+        "".join(names).encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def delete_unreferenced(
