@@ -22,6 +22,7 @@ from .references import (
     blocking_references_message,
     index_kinds,
     index_statement,
+    keeping_columns,
     references_to_parents,
 )
 from .schema import retention_file_queue
@@ -145,9 +146,9 @@ def diagnose(engine: Engine, plan: CleanupPlan) -> DoctorReport:
     tables = set(inspector.get_table_names())
     time_columns = [(e.name, r.column) for e in registry.tables for r in e.rules]
     report.time_columns = _columns(inspector, time_columns, tables)
-    report.path_columns = _columns(
-        inspector, [(e.name, f.column) for e in registry.tables for f in e.files], tables
-    )
+    # Columns whose rows keep their files though retention never deletes them are read by the check too.
+    path_columns = [(e.name, f.column) for e in registry.tables for f in e.files] + keeping_columns(engine)
+    report.path_columns = _columns(inspector, path_columns, tables)
     report.references = references_to_parents(engine, registry.names)
     if blocked := blocking_references_message(report.references):
         report.blocking.append(blocked)

@@ -117,3 +117,21 @@ def blocking_references_message(references: list[Reference]) -> str | None:
         " Nothing was deleted. Change the foreign key to ON DELETE CASCADE or SET NULL, or clear those"
         " rows first; `retention-pipeline doctor` lists every reference."
     )
+
+
+# Columns of camera tables retention never deletes from whose paths name media files: such a row keeps its
+# file as long as it lives. zone_anomalies keeps its thumbnail_url when the detection it came from goes
+# (its foreign key sets NULL).
+KEEPING_COLUMNS = (("zone_anomalies", "thumbnail_url"),)
+
+
+def keeping_columns(engine: Engine) -> list[tuple[str, str]]:
+    """The KEEPING_COLUMNS this database has (the camera system's schema has them, ours does not)."""
+    inspector = inspect(engine)
+    present = []
+    for table_name, column_name in KEEPING_COLUMNS:
+        if inspector.has_table(table_name) and column_name in {
+            c["name"] for c in inspector.get_columns(table_name)
+        }:
+            present.append((table_name, column_name))
+    return present

@@ -2,13 +2,19 @@
 rows referenced without a foreign key are left alone, and a NO ACTION reference refuses the run before
 any delete."""
 
+import os
+import time
 import uuid
+from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 import pytest
 from sqlalchemy import func, select, text
 
+from retention_pipeline.core import orphans
 from retention_pipeline.core.cleanup import SchemaError, clean_table, prepare_database
+from retention_pipeline.core.files import StorageRoots
 from retention_pipeline.core.purge import BatchTooSlow
 from retention_pipeline.core.queries import path_checks
 from retention_pipeline.core.references import references_to_parents
@@ -16,7 +22,7 @@ from retention_pipeline.core.schema import detections, events
 from retention_pipeline_tests.camera_schema import CHILD_COLUMN, DETECTION_CHILDREN, EVENT_CHILDREN
 from retention_pipeline_tests.conftest import both_shapes
 from retention_pipeline_tests.dagster_helpers import execute, failure_messages, plan_config
-from retention_pipeline_tests.factories import THUMBS, CameraWorld
+from retention_pipeline_tests.factories import THUMBS, CameraWorld, comparable
 
 camera_shape = pytest.mark.parametrize("schema_shape", ["camera"], indirect=True)
 
@@ -183,3 +189,53 @@ def test_a_sqlite_library_without_json_functions_refuses_the_run_before_any_dele
     else:
         assert world.run().detections_deleted == 1
         assert world.ids(detections) == set() and not world.exists(f"{THUMBS}/old.jpg")
+
+
+def _anomaly(world: CameraWorld, key: str, detection_id: int | None, thumbnail_url: str) -> None:
+    with world.engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO zone_anomalies (id, detection_id, thumbnail_url) VALUES (:k, :d, :u)"),
+            {"k": key, "d": detection_id, "u": thumbnail_url},
+        )
+
+
+@camera_shape
+@pytest.mark.parametrize("absolute", [False, True])
+def test_a_thumbnail_a_zone_anomaly_still_names_outlives_the_detection_it_came_from(
+    world: CameraWorld, absolute: bool
+):
+    # zone_anomalies keeps its rows when their detection goes (SET NULL), and with them its thumbnails.
+    shared = world.file(f"{THUMBS}/anomaly.jpg")
+    own = world.file(f"{THUMBS}/own.jpg")
+    expired = world.detection(world.old(), thumbnail=shared)
+    world.detection(world.old(), thumbnail=own)
+    _anomaly(world, "z1", expired, str(world.media / shared) if absolute else shared)
+
+    preview = world.run(dry_run=True)
+    real = world.run()
+
+    assert comparable(preview) == comparable(real)
+    assert (real.detections_deleted, real.thumbnails_deleted, real.files_kept_shared) == (2, 1, 1)
+    assert world.exists(shared) and not world.exists(own)
+    assert _scalar(world, "SELECT count(*) FROM zone_anomalies WHERE detection_id IS NULL") == 1
+
+
+@camera_shape
+def test_the_orphan_sweep_leaves_a_thumbnail_only_a_zone_anomaly_names(world: CameraWorld, tmp_path: Path):
+    named = world.file(f"{THUMBS}/anomaly.jpg")
+    orphan = world.file(f"{THUMBS}/orphan.jpg")
+    for n in range(3):  # live files enough that one orphan stays under the sweep's safety stop
+        world.detection(world.recent(), thumbnail=world.file(f"{THUMBS}/live{n}.jpg"))
+    _anomaly(world, "z1", None, named)
+    stamp = time.time() - 48 * 3600
+    for path in (named, orphan, *(f"{THUMBS}/live{n}.jpg" for n in range(3))):
+        os.utime(world.media / path, (stamp, stamp))
+    roots = StorageRoots.from_dirs(world.media, [Path(THUMBS)])
+    rules = orphans.OrphanPolicy(dry_run=False)
+    now = datetime.now(UTC)
+
+    scanned = orphans.scan_for_orphans(world.engine, roots, rules, tmp_path / "o.csv", now, lambda _m: None)
+    swept = orphans.delete_orphans(world.engine, roots, rules, scanned, now, lambda _m: None)
+
+    assert (swept.orphans_found, swept.orphans_deleted) == (1, 1)
+    assert world.exists(named) and not world.exists(orphan)

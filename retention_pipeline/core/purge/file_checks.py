@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 
 from ..files import Outcome, StorageRoots, remove_file, remove_files
 from ..queries import path_checks
+from ..references import keeping_columns
 from ..stats import FileCounts
 from ..tables import Expiry, Registry
 from .pacing import EverySoOften
@@ -53,6 +54,7 @@ def referenced_paths(
     if not names:
         return set()
     dialect = engine.dialect.name
+    keeping = keeping_columns(engine)
     with engine.connect() as conn:
         for statement in path_checks.create_check_names(dialect):
             conn.execute(statement)
@@ -60,9 +62,8 @@ def referenced_paths(
         conn.execute(path_checks.stage_check_names(dialect), path_checks.check_names_param(names))
         if dialect == "postgresql":
             conn.execute(path_checks.prefer_index_lookups())
-        hits = set(
-            conn.execute(path_checks.select_referenced_names(registry or Registry(), surviving)).scalars()
-        )
+        referenced_names = path_checks.select_referenced_names(registry or Registry(), surviving, keeping)
+        hits = set(conn.execute(referenced_names).scalars())
         if dialect == "sqlite":
             conn.execute(path_checks.clear_check_names())
         conn.commit()  # PostgreSQL empties the scratch table at COMMIT

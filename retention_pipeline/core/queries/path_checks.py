@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     bindparam,
     cast,
+    column,
     exists,
     func,
     insert,
@@ -27,6 +28,7 @@ from sqlalchemy import (
     not_,
     or_,
     select,
+    table,
     union,
 )
 from sqlalchemy.schema import CreateIndex, CreateTable, ExecutableDDLElement
@@ -117,8 +119,11 @@ def _media_paths(
     return sources
 
 
-def select_referenced_names(registry: Registry, surviving: Expiry | None = None) -> Select[Any]:
-    """Which of the staged names (`check_names`) a row still references.
+def select_referenced_names(
+    registry: Registry, surviving: Expiry | None = None, keeping: Sequence[tuple[str, str]] = ()
+) -> Select[Any]:
+    """Which of the staged names (`check_names`) a row still references (`keeping`: columns of tables
+    retention never deletes from, whose rows always count).
 
     With `surviving`, rows that a run with that expiry would delete do not count (dry-run preview).
     """
@@ -133,11 +138,11 @@ def select_referenced_names(registry: Registry, surviving: Expiry | None = None)
         # join, which made a dry run's file preview take minutes per check on a large table.
         target = table_of(entry)
         selects = []
-        for column, path in paths:
+        for column_name, path in paths:
             matched = (
                 select(target.c.id, path.label("path"))
                 .join(check_names, path == names)
-                .cte(f"named_by_{entry.name}_{column}")
+                .cte(f"named_by_{entry.name}_{column_name}")
                 # SQLite before 3.35 cannot parse MATERIALIZED, and the camera system's may be older.
                 .prefix_with("MATERIALIZED", dialect="postgresql")
             )
@@ -150,7 +155,12 @@ def select_referenced_names(registry: Registry, surviving: Expiry | None = None)
             selects.append(select(matched.c.path).where(exists(survives)))
         return selects
 
-    return select(union(*(s for entry in registry.tables for s in referenced_by(entry))).subquery())
+    kept_by = []
+    for table_name, column_name in keeping:
+        path = table(table_name, column(column_name, String)).c[column_name]
+        kept_by.append(select(path.label("path")).join(check_names, path == names))
+    every = [s for entry in registry.tables for s in referenced_by(entry)] + kept_by
+    return select(union(*every).subquery())
 
 
 def select_stale_file_candidates(expiry: Expiry, delete_images: bool, queued: bool = True) -> Select[Any]:
