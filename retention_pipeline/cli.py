@@ -168,6 +168,7 @@ def _doctor(as_json: bool) -> int:
     """Exit 0 when nothing blocks a run, 1 when something would make it fail."""
     from datetime import UTC, datetime
 
+    from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
     from .core.db import make_engine
@@ -177,7 +178,11 @@ def _doctor(as_json: bool) -> int:
 
     settings = Settings.from_env()
     plan = make_plan(settings, dry_run=True, reference_time=datetime.now(UTC))
-    engine = make_engine(settings.database_url)
+    file = make_url(settings.database_url).database if settings.database_url.startswith("sqlite") else None
+    if file not in (None, "", ":memory:") and not Path(str(file)).exists():
+        _say(f"cannot read the camera database: {file} does not exist. Check DATABASE_URL.")
+        return EXIT_FAILED
+    engine = make_engine(settings.database_url, read_only=True)  # doctor changes nothing, not even a pragma
     try:
         report = diagnose(engine, plan)
     except SQLAlchemyError as exc:

@@ -1,6 +1,7 @@
 """`retention-pipeline doctor`: what a run will meet, read before anything is deleted; it changes nothing."""
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,7 @@ def test_doctor_warns_of_a_missing_storage_root_without_failing(world: CameraWor
 
 
 def test_doctor_on_a_database_that_is_not_the_camera_system_s_exits_1(tmp_path: Path, world: CameraWorld):
+    sqlite3.connect(tmp_path / "empty.db").close()
     done = cli(world, tmp_path, "doctor", DATABASE_URL=f"sqlite:///{tmp_path / 'empty.db'}")
 
     assert done.returncode == 1
@@ -134,3 +136,23 @@ def test_doctor_covers_the_policy_files_tables_and_exits_1_on_a_rule_the_databas
         f"RETENTION_POLICY_FILE {policy}: tables[0] (audit_logs): the table has no column 'written_at'"
         in (bad.stdout + bad.stderr)
     )
+
+
+def test_doctor_leaves_a_sqlite_database_as_it_found_it_and_creates_none(world: CameraWorld, tmp_path: Path):
+    if world.engine.dialect.name != "sqlite":
+        pytest.skip("journal modes and database files that appear on opening are SQLite's")
+    database = world.engine.url.database
+    world.engine.dispose()
+    with sqlite3.connect(database) as conn:
+        conn.execute("PRAGMA journal_mode=DELETE")
+
+    done = cli(world, tmp_path, "doctor", "--json")
+    missing = tmp_path / "nowhere" / "camera.db"
+    absent = cli(world, tmp_path, "doctor", DATABASE_URL=f"sqlite:///{missing}")
+
+    assert done.returncode == 0, done.stderr
+    with sqlite3.connect(database) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    assert absent.returncode == 1
+    assert f"cannot read the camera database: {missing} does not exist" in absent.stderr
+    assert not missing.parent.exists()

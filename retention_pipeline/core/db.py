@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -24,11 +26,13 @@ _TRANSIENT_SQLITE_TEXT = ("database is locked", "database table is locked", "bus
 WRITE_OPTION = "retention_write"
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for the camera database with the pipeline's connection settings."""
+def make_engine(url: str, read_only: bool = False) -> Engine:
+    """An engine for the camera database with the pipeline's connection settings (`read_only`: one that
+    cannot change the database in any way, for diagnostics)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(url)
+        return _sqlite_read_only_engine(url) if read_only else _sqlite_engine(url)
+    read_only_option = " -c default_transaction_read_only=on" if read_only else ""
     return create_engine(
         url,
         pool_pre_ping=True,
@@ -40,11 +44,21 @@ def make_engine(url: str) -> Engine:
             # jit=off: the batch statements are short; JIT compiling them costs more than it saves.
             "options": (
                 f"-c timezone=UTC -c lock_timeout={PG_LOCK_TIMEOUT_MS}"
-                f" -c statement_timeout={PG_STATEMENT_TIMEOUT_MS} -c jit=off"
+                f" -c statement_timeout={PG_STATEMENT_TIMEOUT_MS} -c jit=off{read_only_option}"
             ),
             "application_name": "retention_pipeline",
         },
     )
+
+
+def _sqlite_read_only_engine(url: str) -> Engine:
+    # Opened read-only by SQLite itself: no journal mode switched for good, no file or folder created
+    # where the database is missing (opening it fails instead).
+    database = make_url(url).database or ""
+    if database in ("", ":memory:"):
+        return create_engine(url)
+    location = quote(os.path.abspath(database))
+    return create_engine(f"sqlite:///file:{location}?mode=ro&uri=true")
 
 
 def _sqlite_engine(url: str) -> Engine:
