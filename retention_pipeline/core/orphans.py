@@ -219,10 +219,23 @@ def orphan_report_rows(manifest: str, limit: int) -> list[dict[str, str]]:
         return list(islice(csv.DictReader(handle), limit))
 
 
+def _outermost(roots: StorageRoots) -> list[str]:
+    """The roots to walk: one of each directory named twice, none inside another (each file once)."""
+    resolved = [os.path.join(real, "") for real in roots.roots]
+    return [
+        root
+        for i, (root, real) in enumerate(zip(roots.walk_roots, resolved, strict=True))
+        if not any(
+            (other == real and j < i) or (real.startswith(other) and real != other)
+            for j, other in enumerate(resolved)
+        )
+    ]
+
+
 def _walk_all(
     roots: StorageRoots, counts: ScanCounts, per_root: dict[str, dict[str, float]]
 ) -> Iterator[ScannedFile]:
-    for root in roots.walk_roots:
+    for root in _outermost(roots):
         totals = per_root.setdefault(root, {"files": 0, "bytes": 0, "oldest_mtime": 0.0})
         for found in walk_files(root, counts):
             totals["files"] += 1

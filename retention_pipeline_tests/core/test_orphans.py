@@ -192,3 +192,19 @@ def test_a_file_name_that_is_not_utf8_is_an_orphan_like_any_other(live: CameraWo
     assert (preview.orphans_found, real.orphans_deleted, real.bytes_reclaimed) == (1, 1, 5)
     assert [Path(r["path"]).name for r in listed] == ["odd\\xff.jpg"]
     assert not os.path.lexists(odd) and live.exists(f"{THUMBS}/live.jpg")
+
+
+@pytest.mark.parametrize("second", [THUMBS, f"{THUMBS}/cam"])
+def test_a_directory_named_twice_or_inside_another_root_is_walked_once(
+    live: CameraWorld, tmp_path: Path, second: str
+):
+    aged(live, f"{THUMBS}/cam/orphan.jpg", 48, size=70)
+    roots = StorageRoots.from_dirs(live.media, [Path(THUMBS), Path(second), Path(CLIPS)])
+    rules = orphans.OrphanPolicy(dry_run=False)
+    now = datetime.now(UTC)
+
+    scanned = orphans.scan_for_orphans(live.engine, roots, rules, tmp_path / "o.csv", now, lambda _m: None)
+    swept = orphans.delete_orphans(live.engine, roots, rules, scanned, now, lambda _m: None)
+
+    assert (swept.files_scanned, swept.orphans_found, swept.orphan_bytes) == (8, 1, 70)
+    assert (swept.orphans_deleted, swept.bytes_reclaimed, swept.files_missing) == (1, 70, 0)
