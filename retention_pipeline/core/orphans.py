@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import ConfigDict, Field, ValidationError
 from sqlalchemy.engine import Engine
 
-from .files import Outcome, StorageRoots, remove_file
+from .files import HardLinks, Outcome, StorageRoots, remove_file
 from .options import OrphanSweepOptions, readable
 from .purge import CHECK_CHUNK, REFERENCE_CHUNK, chunked, referenced_paths
 from .queries import path_checks
@@ -96,6 +96,7 @@ def scan_for_orphans(
     stats = OrphanStats(dry_run=policy.dry_run, report_csv=str(manifest))
     oldest_allowed = (now - timedelta(hours=policy.min_age_hours)).timestamp()
     scan_counts = ScanCounts()
+    links, predicted_bytes = HardLinks(), 0  # what deleting the orphans frees: a hard link's last link
     manifest.parent.mkdir(parents=True, exist_ok=True)
     with manifest.open("w", newline="", errors="surrogateescape") as handle:
         writer = csv.writer(handle)
@@ -111,6 +112,7 @@ def scan_for_orphans(
                     continue
                 stats.orphans_found += 1
                 stats.orphan_bytes += found.size
+                predicted_bytes += links.freed(found.size, found.links, found.inode)
                 writer.writerow([found.path, found.size, found.mtime])
             progress(f"scanned {stats.files_scanned} files, {stats.orphans_found} orphans so far")
     stats.symlinks_skipped = scan_counts.symlinks_skipped
@@ -120,7 +122,7 @@ def scan_for_orphans(
         )
     stats.rows_missing_files = count_rows_missing_files(engine, roots, policy.registry)
     if policy.dry_run:
-        stats.orphans_deleted, stats.bytes_reclaimed = stats.orphans_found, stats.orphan_bytes
+        stats.orphans_deleted, stats.bytes_reclaimed = stats.orphans_found, predicted_bytes
     return stats
 
 
@@ -170,6 +172,7 @@ def delete_orphans(
     if policy.dry_run:
         return stats
     oldest_allowed = (now - timedelta(hours=policy.min_age_hours)).timestamp()
+    links = HardLinks()
     with open(stats.report_csv, newline="", errors="surrogateescape") as handle:  # names as on disk
         rows = csv.DictReader(handle)
         for chunk in chunked(rows, REFERENCE_CHUNK):
@@ -186,7 +189,7 @@ def delete_orphans(
                         continue
                 except FileNotFoundError:
                     pass  # remove_file counts it as missing
-                outcome, freed = remove_file(roots, path, dry_run=False)
+                outcome, freed = remove_file(roots, path, dry_run=False, links=links)
                 if outcome is Outcome.DELETED:
                     stats.orphans_deleted += 1
                     stats.bytes_reclaimed += freed

@@ -18,6 +18,8 @@ class ScannedFile:
     path: str  # absolute, as reached from the root (the spelling rows are likely to store)
     size: int
     mtime: float
+    links: int = 1
+    inode: tuple[int, int] = (0, 0)  # device and inode number
 
 
 @dataclass
@@ -59,7 +61,9 @@ def walk_files(root: str, counts: ScanCounts) -> Iterator[ScannedFile]:
                     stack.append(os.scandir(entry.path))
                 elif entry.is_file(follow_symlinks=False):
                     info = entry.stat(follow_symlinks=False)
-                    yield ScannedFile(entry.path, info.st_size, info.st_mtime)
+                    yield ScannedFile(
+                        entry.path, info.st_size, info.st_mtime, info.st_nlink, (info.st_dev, info.st_ino)
+                    )
             except (PermissionError, FileNotFoundError):
                 counts.unreadable_dirs += 1
     finally:

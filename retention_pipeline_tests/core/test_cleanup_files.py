@@ -300,3 +300,18 @@ def test_many_reference_checks_of_growing_size_keep_exactly_the_shared_files(
     assert (stats.thumbnails_deleted, stats.files_kept_shared) == (12, 5)
     assert comparable(preview) == comparable(stats)
     assert world.count(retention_file_queue) == 0
+
+
+def test_two_expiring_rows_naming_two_hard_links_of_one_file_free_its_bytes_once_dry_and_real(
+    world: CameraWorld,
+):
+    first = world.file(f"{THUMBS}/first.jpg", 5000)
+    os.link(world.media / first, world.media / THUMBS / "second.jpg")
+    world.detection(world.old(), thumbnail=first)
+    world.detection(world.old(), thumbnail=f"{THUMBS}/second.jpg")
+
+    preview = world.run(dry_run=True)
+    real = world.run()
+
+    assert comparable(preview) == comparable(real)
+    assert (real.thumbnails_deleted, real.space_reclaimed) == (2, 5000)

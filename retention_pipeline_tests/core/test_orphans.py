@@ -208,3 +208,16 @@ def test_a_directory_named_twice_or_inside_another_root_is_walked_once(
 
     assert (swept.files_scanned, swept.orphans_found, swept.orphan_bytes) == (8, 1, 70)
     assert (swept.orphans_deleted, swept.bytes_reclaimed, swept.files_missing) == (1, 70, 0)
+
+
+def test_a_dry_sweep_predicts_the_bytes_of_hard_linked_orphans_as_the_real_one_frees_them(
+    live: CameraWorld, tmp_path: Path
+):
+    first = aged(live, f"{THUMBS}/h1.jpg", 48, size=1000)
+    os.link(live.media / first, live.media / THUMBS / "h2.jpg")
+
+    preview = sweep(live, tmp_path, dry_run=True)
+    real = sweep(live, tmp_path, dry_run=False)
+
+    assert (preview.orphans_deleted, preview.bytes_reclaimed) == (2, 1000)
+    assert (real.orphans_deleted, real.bytes_reclaimed) == (2, 1000)

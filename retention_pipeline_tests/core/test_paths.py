@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from retention_pipeline.core.files import Outcome, StorageRoots, remove_file, remove_files
+from retention_pipeline.core.files import HardLinks, Outcome, StorageRoots, remove_file, remove_files
 
 
 @pytest.fixture
@@ -229,3 +229,12 @@ def test_remove_files_resolves_paths_after_a_removed_link_to_a_directory_afresh(
     # As path by path: once the link is gone, "thumbs/link/f.jpg" names nothing, and real/f.jpg stays.
     assert outcomes == [(Outcome.DELETED, 3), (Outcome.DELETED, 4), (Outcome.MISSING, 0)]
     assert (thumbs / "real" / "f.jpg").exists() and not (thumbs / "link").is_symlink()
+
+
+def test_the_last_of_a_files_links_frees_its_bytes_even_when_each_thread_saw_the_other_link():
+    # Two workers lstat both links before either unlinks: each sees two links, one of them frees the bytes.
+    links = HardLinks()
+    assert links.freed(5000, 2, (1, 42)) == 0
+    assert links.freed(5000, 2, (1, 42)) == 5000
+    assert links.freed(300, 2, (1, 43)) == 0  # another file, whose other link stays
+    assert links.freed(700, 1, (1, 44)) == 700

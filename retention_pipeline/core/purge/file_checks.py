@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from sqlalchemy.engine import Engine
 
-from ..files import Outcome, StorageRoots, remove_file, remove_files
+from ..files import HardLinks, Outcome, StorageRoots, remove_file, remove_files
 from ..queries import path_checks
 from ..references import keeping_columns
 from ..stats import FileCounts
@@ -88,6 +88,7 @@ def delete_unreferenced(
     entries: Sequence[tuple[str, str]],
     referenced: set[str],
     dry_run: bool,
+    links: HardLinks | None = None,
 ) -> set[str]:
     """Keep referenced files, remove (or preview removing) the rest, and count every outcome.
 
@@ -98,9 +99,9 @@ def delete_unreferenced(
     doomed = [(path, kind) for path, kind in entries if path not in referenced]
     stored = [path for path, _kind in doomed]
     if dry_run:
-        outcomes = [remove_file(roots, path, True, resolved_dirs) for path in stored]
+        outcomes = [remove_file(roots, path, True, resolved_dirs, links) for path in stored]
     else:
-        outcomes = remove_files(roots, stored, resolved_dirs)
+        outcomes = remove_files(roots, stored, resolved_dirs, links)
     blocked: set[str] = set()
     for (path, kind), (outcome, freed) in zip(doomed, outcomes, strict=True):
         if outcome is Outcome.DELETED:

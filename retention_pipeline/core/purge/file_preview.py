@@ -11,7 +11,7 @@ from datetime import datetime
 
 from sqlalchemy.engine import Engine
 
-from ..files import StorageRoots
+from ..files import HardLinks, StorageRoots
 from ..queries import path_checks
 from ..stats import FileCounts
 from ..tables import Expiry
@@ -53,6 +53,7 @@ def preview_file_deletions(
                 writer.writerows((row.path, row.kind) for row in part)
         spill.seek(0)
         rows = csv.reader(spill)
+        links = HardLinks()
 
         def chunks() -> Iterator[tuple[list[tuple[str, str]], set[str]]]:
             for entries in chunked_growing((path, kind) for path, kind in rows):
@@ -64,7 +65,7 @@ def preview_file_deletions(
         def handle(chunk: tuple[list[tuple[str, str]], set[str]]) -> FileCounts:
             entries, referenced = chunk
             counts = FileCounts()
-            delete_unreferenced(counts, roots, entries, referenced, dry_run=True)
+            delete_unreferenced(counts, roots, entries, referenced, dry_run=True, links=links)
             return counts
 
         return in_parallel(chunks(), handle, progress, "files (dry run)", progress_every_s)

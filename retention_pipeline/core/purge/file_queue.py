@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from sqlalchemy.engine import Connection, Engine
 
 from ..db import write_transaction
-from ..files import StorageRoots
+from ..files import HardLinks, StorageRoots
 from ..queries import queue
 from ..stats import FileCounts
 from ..tables import Registry
@@ -63,6 +63,7 @@ def drain_file_queue(
 
     Chunk = tuple[int, list[tuple[int, str, str]], set[str]]
     span, handled, handled_lock = max(1, last_id - after_id), [0], threading.Lock()
+    links = HardLinks()
 
     def chunks() -> Iterator[Chunk]:
         # Runs on the caller's thread: the next reference check overlaps the workers' unlinks.
@@ -85,7 +86,7 @@ def drain_file_queue(
         start, rows, referenced = chunk
         counts = FileCounts()
         entries = [(path, kind) for _id, path, kind in rows]
-        blocked = delete_unreferenced(counts, roots, entries, referenced, dry_run=False)
+        blocked = delete_unreferenced(counts, roots, entries, referenced, dry_run=False, links=links)
         with write_transaction(engine) as conn:
             conn.execute(queue.delete_queued_files(start, rows[-1][0]))
             # A file that could not be deleted stays queued: the next run tries again.
