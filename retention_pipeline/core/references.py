@@ -70,9 +70,11 @@ def index_kinds(inspector: Any, table: str) -> dict[str, set[str]]:
             kinds.setdefault(unique["column_names"][0], set()).add("btree")
     for index in inspector.get_indexes(table):
         columns = index["column_names"]
-        if columns and columns[0] is not None:
-            using = (index.get("dialect_options") or {}).get("postgresql_using", "btree")
-            kinds.setdefault(columns[0], set()).add(using)
+        options = index.get("dialect_options") or {}
+        # A partial index serves only the rows its WHERE selects: a cascade or a time range may need others.
+        partial = options.get("postgresql_where") is not None or options.get("sqlite_where") is not None
+        if columns and columns[0] is not None and not partial:
+            kinds.setdefault(columns[0], set()).add(options.get("postgresql_using", "btree"))
     return kinds
 
 

@@ -148,6 +148,20 @@ def test_every_reference_to_events_and_detections_is_found_with_its_action_and_i
 
 
 @camera_shape
+def test_a_partial_index_on_a_foreign_key_does_not_count_as_indexing_it(world: CameraWorld):
+    # It serves only the rows its WHERE selects; a cascade's look-ups of the others scan the table.
+    with world.engine.begin() as conn:
+        conn.execute(
+            text("CREATE INDEX ix_rare ON threat_detections (detection_id) WHERE detection_id > 1000")
+        )
+
+    found = {(r.table, r.column): r for r in references_to_parents(world.engine)}
+
+    assert not found[("threat_detections", "detection_id")].indexed
+    assert found[("threat_detections", "detection_id")].slows_deletes
+
+
+@camera_shape
 def test_a_detection_purge_too_slow_for_its_cap_names_the_unindexed_foreign_keys_to_fix(
     postgresql_only: None, world: CameraWorld
 ):
