@@ -18,7 +18,6 @@ from .ops import (
     purge_events,
     purge_gpu_stats,
     purge_logs,
-    relieve_disk_pressure,
     report_cleanup,
 )
 from .orphan_ops import (
@@ -27,6 +26,7 @@ from .orphan_ops import (
     report_orphan_sweep,
     scan_orphaned_files,
 )
+from .pressure_ops import relieve_disk_pressure
 from .tags import EXCLUSIVE_TAGS
 
 

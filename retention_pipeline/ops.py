@@ -13,12 +13,11 @@ from .core import cleanup
 from .core.labels import labelled, readable
 from .core.lock import RunLockBusy
 from .core.plan import CleanupPlan, make_plan, parse_reference_time
-from .core.pressure import PressureNotRelieved, relieve_pressure
 from .core.purge import BatchTooSlow
 from .core.stats import CleanupStats, FileCounts, RowCounts
 from .history import record_process
-from .job_tracker import Stage, finish, start_stage
-from .resources import CameraSystemResource, DiskSpaceResource
+from .job_tracker import Stage, start_stage
+from .resources import CameraSystemResource
 from .settings import SettingsError
 from .tags import cleanup_headline
 
@@ -37,12 +36,12 @@ def _reference_time(context: dg.OpExecutionContext, config: CleanupConfig) -> da
     return record.create_timestamp.astimezone(UTC) if record else datetime.now(UTC)
 
 
-def _stage(context: dg.OpExecutionContext, camera_system: CameraSystemResource) -> Stage:
+def op_stage(context: dg.OpExecutionContext, camera_system: CameraSystemResource) -> Stage:
     """This op's stage in the camera system's job tracker (a no-op without JOB_STATUS_REDIS_URL)."""
     return start_stage(context, camera_system.settings().job_tracker)
 
 
-def _claimed_engine(context: dg.OpExecutionContext, camera_system: CameraSystemResource) -> Engine:
+def claimed_engine(context: dg.OpExecutionContext, camera_system: CameraSystemResource) -> Engine:
     """The camera database, with this run holding its run lock and tagged with its process.
 
     The ops on the run's one sequential chain ask, not only plan_cleanup, because a retry from failure
@@ -65,14 +64,14 @@ def plan_cleanup(
     context: dg.OpExecutionContext, config: CleanupConfig, camera_system: CameraSystemResource
 ) -> CleanupPlan:
     try:
-        stage = _stage(context, camera_system)
+        stage = op_stage(context, camera_system)
         # The config's fields are make_plan's overrides by name: a new field needs no line here.
         plan = make_plan(
             camera_system.settings(),
             reference_time=_reference_time(context, config),
             **config.model_dump(exclude={"reference_time"}),
         )
-        cleanup.prepare_database(_claimed_engine(context, camera_system), plan.policy)
+        cleanup.prepare_database(claimed_engine(context, camera_system), plan.policy)
     except (SettingsError, cleanup.SchemaError) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     context.log.info(plan.describe())
@@ -116,7 +115,7 @@ def _failing_when_too_slow(purge: Callable[[], RowCounts]) -> RowCounts:
 def purge_detections(
     context: dg.OpExecutionContext, plan: CleanupPlan, camera_system: CameraSystemResource
 ) -> RowCounts:
-    engine, stage = _claimed_engine(context, camera_system), _stage(context, camera_system)
+    engine, stage = claimed_engine(context, camera_system), op_stage(context, camera_system)
     counts = _failing_when_too_slow(
         lambda: cleanup.clean_table(engine, plan, "detections", context.log.info, stage.share)
     )
@@ -133,7 +132,7 @@ def purge_events(
 ) -> RowCounts:
     # Runs after purge_detections: deleting events first would cut the links that make a young
     # detection of an expired event expire with it.
-    engine, stage = _claimed_engine(context, camera_system), _stage(context, camera_system)
+    engine, stage = claimed_engine(context, camera_system), op_stage(context, camera_system)
     counts = _failing_when_too_slow(
         lambda: cleanup.clean_table(engine, plan, "events", context.log.info, stage.share)
     )
@@ -145,7 +144,7 @@ def purge_events(
 def purge_gpu_stats(
     context: dg.OpExecutionContext, plan: CleanupPlan, camera_system: CameraSystemResource
 ) -> RowCounts:
-    engine, stage = camera_system.engine(), _stage(context, camera_system)
+    engine, stage = camera_system.engine(), op_stage(context, camera_system)
     counts = _failing_when_too_slow(
         lambda: cleanup.clean_table(engine, plan, "gpu_stats", context.log.info, stage.share)
     )
@@ -157,7 +156,7 @@ def purge_gpu_stats(
 def purge_logs(
     context: dg.OpExecutionContext, plan: CleanupPlan, camera_system: CameraSystemResource
 ) -> RowCounts:
-    engine, stage = camera_system.engine(), _stage(context, camera_system)
+    engine, stage = camera_system.engine(), op_stage(context, camera_system)
     counts = _failing_when_too_slow(
         lambda: cleanup.clean_table(engine, plan, "logs", context.log.info, stage.share)
     )
@@ -172,7 +171,7 @@ def purge_declared_tables(
     events: RowCounts,
     camera_system: CameraSystemResource,
 ) -> dict[str, RowCounts]:
-    engine, stage = _claimed_engine(context, camera_system), _stage(context, camera_system)
+    engine, stage = claimed_engine(context, camera_system), op_stage(context, camera_system)
     by_table: dict[str, RowCounts] = {}
     for entry in plan.registry.declared:
         by_table[entry.name] = _failing_when_too_slow(
@@ -194,7 +193,7 @@ def plan_file_chunks(
     camera_system: CameraSystemResource,
 ) -> Iterator[dg.DynamicOutput[cleanup.FileChunk]]:
     # Runs after the row purges that queue files, so every file of every deleted row is already queued.
-    _stage(context, camera_system)
+    op_stage(context, camera_system)
     for chunk in cleanup.file_chunks(camera_system.engine(), plan, plan.file_chunk_size):
         yield dg.DynamicOutput(chunk, mapping_key=chunk.key)
 
@@ -206,7 +205,7 @@ def delete_expired_files(
     chunk: cleanup.FileChunk,
     camera_system: CameraSystemResource,
 ) -> FileCounts:
-    stage = _stage(context, camera_system)
+    stage = op_stage(context, camera_system)
     counts = cleanup.clean_files(camera_system.engine(), plan, context.log.info, chunk, stage.share)
     for path in counts.refused_examples:
         context.log.warning(f"refused to delete a path outside the storage roots: {path!r}")
@@ -227,7 +226,7 @@ def report_cleanup(
     files: list[FileCounts],
     camera_system: CameraSystemResource,
 ) -> CleanupStats:
-    _stage(context, camera_system)
+    op_stage(context, camera_system)
     stats = CleanupStats.combine(
         dry_run=plan.dry_run,
         cutoff=plan.cutoff,
@@ -249,41 +248,3 @@ def report_cleanup(
     if not plan.dry_run:
         observe_after_cleanup(context, camera_system.engine(), plan.registry, stats, FileCounts.merge(files))
     return stats
-
-
-@dg.op(description="Emergency mode only: shorten retention day by day until the disk has room again.")
-def relieve_disk_pressure(
-    context: dg.OpExecutionContext,
-    plan: CleanupPlan,
-    stats: CleanupStats,
-    camera_system: CameraSystemResource,
-    disk: DiskSpaceResource,
-) -> None:
-    stage = _stage(context, camera_system)
-    if not plan.emergency or plan.dry_run:
-        finish(
-            stage, stats.as_dict(), "Dry run completed: nothing was deleted" if plan.dry_run else "Completed"
-        )
-        return
-    settings = camera_system.settings()
-    media_root = str(settings.media_root.absolute())
-    engine = _claimed_engine(context, camera_system)
-
-    def clean_at(days: int) -> dict[str, int]:
-        step = cleanup.run_cleanup(engine, plan.with_retention(days), context.log.info)
-        return {"rows_deleted": step.events_deleted + step.detections_deleted, "bytes": step.space_reclaimed}
-
-    try:
-        relief = relieve_pressure(
-            clean_at,
-            lambda: disk.free_percent(media_root),
-            plan.retention_days,
-            min(settings.min_retention_days, plan.retention_days),
-            settings.disk_free_target_percent,
-            context.log.info,
-        )
-    except PressureNotRelieved as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
-    context.log.info(relief.metadata()["emergency_reason"])
-    context.add_output_metadata({**relief.metadata(), "steps": relief.steps})
-    finish(stage, {**stats.as_dict(), **relief.metadata()}, "Completed (disk pressure relieved)")

@@ -101,6 +101,10 @@ def test_emergency_mode_cuts_retention_a_day_at_a_time_oldest_first_until_the_ta
     assert metadata["free_percent_before"] == pytest.approx(9.09, abs=0.01)
     assert metadata["free_percent_after"] >= 15.0
     assert "shortened from 30 to 28 days" in metadata["emergency_reason"]
+    # The Runs page's chips count what the emergency passes deleted too, not only the normal pass.
+    run = instance.get_run_by_id(result.run_id)
+    assert run is not None and run.tags["detections_deleted"] == "2"
+    assert metadata["run_total"]["detections_deleted"] == 2
 
 
 def test_emergency_mode_never_goes_below_min_retention_and_fails_loudly(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any
 
@@ -119,6 +119,27 @@ class CleanupStats:
         out["duration_seconds"] = round(self.duration_seconds, 3)
         out["longest_transaction_ms"] = round(self.longest_transaction_ms, 1)
         return out
+
+    def then(self, later: CleanupStats) -> CleanupStats:
+        """This report followed by a later pass of the same run (emergency mode's shorter retentions):
+        counts add up, the cutoffs are the later pass's, the longest transaction is either's."""
+        counts = {
+            f.name: getattr(self, f.name) + getattr(later, f.name)
+            for f in fields(self)
+            if type(getattr(self, f.name)) is int  # the counts (not dry_run, a bool)
+        }
+        by_table = dict(self.rows_deleted_by_table)
+        for name, deleted in later.rows_deleted_by_table.items():
+            by_table[name] = by_table.get(name, 0) + deleted
+        return replace(
+            self,
+            **counts,
+            cutoff=later.cutoff,
+            log_cutoff=later.log_cutoff,
+            longest_transaction_ms=max(self.longest_transaction_ms, later.longest_transaction_ms),
+            duration_seconds=max(self.duration_seconds, later.duration_seconds),
+            rows_deleted_by_table=by_table,
+        )
 
     @classmethod
     def combine(
