@@ -156,3 +156,30 @@ def test_doctor_leaves_a_sqlite_database_as_it_found_it_and_creates_none(world: 
     assert absent.returncode == 1
     assert f"cannot read the camera database: {missing} does not exist" in absent.stderr
     assert not missing.parent.exists()
+
+
+def test_doctor_warns_of_a_policy_table_with_files_that_a_cascade_also_empties(
+    world: CameraWorld, tmp_path: Path
+):
+    with world.engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE TABLE snapshots (id INTEGER PRIMARY KEY, detection_id INTEGER, taken_at TIMESTAMP,"
+                " image VARCHAR(200),"
+                " FOREIGN KEY (detection_id) REFERENCES detections (id) ON DELETE CASCADE)"
+            )
+        )
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "tables:\n  - table: snapshots\n    time_column: taken_at\n    retention_days: 14\n"
+        "    files: {image: thumbnails}\n"
+    )
+
+    done = cli(world, tmp_path, "doctor", "--json", RETENTION_POLICY_FILE=str(policy))
+
+    assert done.returncode == 0, done.stderr
+    warnings = json.loads(done.stdout)["warnings"]
+    assert any(
+        w.startswith("snapshots (a policy table with files) is also emptied by ON DELETE CASCADE")
+        for w in warnings
+    )

@@ -152,6 +152,13 @@ def diagnose(engine: Engine, plan: CleanupPlan) -> DoctorReport:
     report.references = references_to_parents(engine, registry.names)
     if blocked := blocking_references_message(report.references):
         report.blocking.append(blocked)
+    report.warnings += [
+        f"{r.table} (a policy table with files) is also emptied by ON DELETE CASCADE from {r.parent}:"
+        f" the rows the cascade removes leave their files on disk (the orphan sweep finds them), and a"
+        f" dry run counts those rows by {r.table}'s own rule only"
+        for r in report.references
+        if r.on_delete == "CASCADE" and r.table in registry and registry[r.table].files
+    ]
     report.roots = [_root(str(root)) for root in _storage_roots(plan)]
     for root in report.roots:
         if not root.exists:
