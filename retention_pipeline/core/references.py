@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import inspect
+from sqlalchemy import func, inspect, select
 from sqlalchemy.engine import Engine
 
 PARENTS = ("events", "detections")
@@ -91,11 +91,13 @@ def references_to_parents(engine: Engine, parents: Iterable[str] = PARENTS) -> l
     inspector = inspect(engine)
     found = []
     for (_schema, table), keys in sorted(inspector.get_multi_foreign_keys().items()):
+        sqlite_actions = _sqlite_on_delete(engine, table) if engine.dialect.name == "sqlite" else {}
         for key in keys:
             if key["referred_table"] not in parents:
                 continue
             column = key["constrained_columns"][0]
             on_delete = ((key.get("options") or {}).get("ondelete") or "NO ACTION").upper()
+            on_delete = sqlite_actions.get((column, key["referred_table"]), on_delete)
             found.append(
                 Reference(
                     table=table,
@@ -106,6 +108,17 @@ def references_to_parents(engine: Engine, parents: Iterable[str] = PARENTS) -> l
                 )
             )
     return found
+
+
+def _sqlite_on_delete(engine: Engine, table: str) -> dict[tuple[str, str], str]:
+    """(column, parent) -> ON DELETE of `table`'s foreign keys, as SQLite itself reports them."""
+    # SQLAlchemy reads the action from the table's SQL text and misses it on a column's inline
+    # `REFERENCES parent (id) ON DELETE CASCADE`, which would make a cascading child look like NO ACTION
+    # and refuse every run.
+    keys = func.pragma_foreign_key_list(table).table_valued("from", "table", "on_delete")
+    with engine.connect() as conn:
+        rows = conn.execute(select(keys.c["from"], keys.c.table, keys.c.on_delete)).all()
+    return {(column, parent): action.upper() for column, parent, action in rows}
 
 
 def blocking_references_message(references: list[Reference]) -> str | None:

@@ -253,3 +253,27 @@ def test_the_orphan_sweep_leaves_a_thumbnail_only_a_zone_anomaly_names(world: Ca
 
     assert (swept.orphans_found, swept.orphans_deleted) == (1, 1)
     assert world.exists(named) and not world.exists(orphan)
+
+
+@both_shapes
+def test_a_child_whose_cascade_is_declared_inline_on_its_column_is_followed_not_refused(world: CameraWorld):
+    # SQLAlchemy's SQLite reflection misses ON DELETE on a column's own REFERENCES clause.
+    expired, kept = world.detection(world.old()), world.detection(world.recent())
+    with world.engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE TABLE face_crops (id INTEGER PRIMARY KEY,"
+                " detection_id INTEGER REFERENCES detections (id) ON DELETE CASCADE)"
+            )
+        )
+        for n, detection in enumerate((expired, kept)):
+            conn.execute(
+                text("INSERT INTO face_crops (id, detection_id) VALUES (:n, :d)"), {"n": n, "d": detection}
+            )
+
+    found = {(r.table, r.column): r for r in references_to_parents(world.engine)}
+    stats = world.run()
+
+    assert found[("face_crops", "detection_id")].on_delete == "CASCADE"
+    assert stats.detections_deleted == 1 and world.ids(detections) == {kept}
+    assert _scalar(world, "SELECT detection_id FROM face_crops") == kept
