@@ -131,7 +131,8 @@ class ExclusiveRunLock:
         database = self._engine.url.database
         if not database or database == ":memory:":
             return  # a private in-memory database cannot be shared with another run
-        fd = os.open(f"{database}.retention-lock", os.O_RDWR | os.O_CREAT, 0o644)
+        # Named after the file itself: reached through a symlink or another spelling, it is the same lock.
+        fd = os.open(f"{os.path.realpath(database)}.retention-lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -47,6 +47,37 @@ def test_a_second_holder_is_refused_until_the_first_releases(engine: Engine):
         pass
 
 
+def test_the_same_sqlite_file_reached_through_a_symlink_is_the_same_lock(engine: Engine, tmp_path):
+    if engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL's lock is the server's, whatever the URL")
+    link = tmp_path / "camera-link.db"
+    link.symlink_to(engine.url.database)
+    through_link = create_engine(f"sqlite:///{link}")
+    first = ExclusiveRunLock(engine)
+    first.acquire()
+    try:
+        with pytest.raises(RunLockBusy):
+            ExclusiveRunLock(through_link).acquire()
+    finally:
+        first.release()
+        through_link.dispose()
+
+
+def test_the_server_ends_a_vanished_hosts_session_and_its_lock_within_a_minute(engine: Engine):
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's lock is a file lock the kernel drops with its process")
+    with engine.connect() as conn:
+        idle, interval, count = (
+            int(conn.execute(text(show)).scalar_one())
+            for show in (
+                "SHOW tcp_keepalives_idle",
+                "SHOW tcp_keepalives_interval",
+                "SHOW tcp_keepalives_count",
+            )
+        )
+    assert 0 < idle + interval * count <= 60
+
+
 def test_a_killed_holder_leaves_no_stale_lock(engine: Engine, database_url: str):
     holder = subprocess.Popen(
         [
