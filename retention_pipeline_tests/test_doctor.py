@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect, text
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import OperationalError
 
+from retention_pipeline.core.db import make_engine
 from retention_pipeline.core.doctor import diagnose
 from retention_pipeline_tests.conftest import both_shapes
 from retention_pipeline_tests.factories import CLIPS, CameraWorld
@@ -183,3 +186,20 @@ def test_doctor_warns_of_a_policy_table_with_files_that_a_cascade_also_empties(
         w.startswith("snapshots (a policy table with files) is also emptied by ON DELETE CASCADE")
         for w in warnings
     )
+
+
+def test_a_read_only_engine_opens_a_sqlite_file_whose_path_holds_url_characters(tmp_path: Path):
+    folder = tmp_path / "cams#1 ?x%"
+    folder.mkdir()
+    with sqlite3.connect(folder / "camera.db") as conn:
+        conn.execute("CREATE TABLE detections (id INTEGER PRIMARY KEY)")
+    url = URL.create("sqlite", database=str(folder / "camera.db")).render_as_string()
+
+    engine = make_engine(url, read_only=True)
+    try:
+        assert inspect(engine).get_table_names() == ["detections"]
+        with pytest.raises(OperationalError, match="readonly"), engine.begin() as conn:
+            conn.execute(text("INSERT INTO detections (id) VALUES (1)"))
+    finally:
+        engine.dispose()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cams#1 ?x%"]

@@ -143,6 +143,11 @@ def test_status_lists_dry_runs_too_newest_first(seeded: CameraWorld, instance):
             "2999-01-01T00:00:00Z",
             "reference_time 2999-01-01T00:00:00+00:00 is in the future",
         ),
+        (
+            "reference_time",
+            "9999-12-31T23:00:00-05:00",
+            "reference_time '9999-12-31T23:00:00-05:00' lies outside the years a cutoff can be counted in",
+        ),
     ],
 )
 def test_a_value_out_of_bounds_is_refused_at_launch_and_no_run_exists(

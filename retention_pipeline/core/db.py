@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,8 +61,9 @@ def _sqlite_read_only_engine(url: str) -> Engine:
     database = make_url(url).database or ""
     if database in ("", ":memory:"):
         return create_engine(url)
-    location = quote(os.path.abspath(database))
-    return create_engine(f"sqlite:///file:{location}?mode=ro&uri=true")
+    # Opened by sqlite3 itself, so no URL parser decodes the quoted path ('#', '?' in a folder name).
+    location = f"file:{quote(os.path.abspath(database))}?mode=ro"
+    return create_engine("sqlite://", creator=lambda: sqlite3.connect(location, uri=True))
 
 
 def _sqlite_engine(url: str) -> Engine:

@@ -157,16 +157,20 @@ class HardLinks:
     """
 
     def __init__(self) -> None:
-        self._removed: dict[tuple[int, int], int] = {}
+        # inode -> (links it had when this run first met it, how many of them the run removed)
+        self._removed: dict[tuple[int, int], tuple[int, int]] = {}
         self._lock = threading.Lock()
 
     def freed(self, size: int, links: int, inode: tuple[int, int]) -> int:
-        """The bytes removing one link of this file frees (`inode`: device and inode number)."""
+        """The bytes removing one link of this file frees (`inode`: device and inode number; `links`: the
+        link count seen just before this removal). Call it once the link is removed (dry: would be)."""
         if links <= 1:
             return size
         with self._lock:
-            removed = self._removed[inode] = self._removed.get(inode, 0) + 1
-        return size if removed >= links else 0
+            # The count seen first, not now: each removal this run made since lowered the current one.
+            first, removed = self._removed.get(inode, (links, 0))
+            self._removed[inode] = (first, removed + 1)
+        return size if removed + 1 >= first else 0
 
     def freed_by(self, info: os.stat_result) -> int:
         """`freed` for a file as lstat saw it just before its removal."""
@@ -199,16 +203,16 @@ def remove_file(
     if stat.S_ISDIR(info.st_mode):
         # A directory where a file should be is someone else's data; never recurse into it.
         return Outcome.FAILED, 0
-    freed = links.freed_by(info) if links is not None else _freed(info)
     if dry_run:
         # Predict a permission failure so the preview matches the real run.
-        writable = os.access(os.path.dirname(target), os.W_OK | os.X_OK)
-        return (Outcome.DELETED, freed) if writable else (Outcome.FAILED, 0)
-    try:
-        os.unlink(target)
-    except OSError as exc:
-        return _unlink_failed(exc), 0
-    return Outcome.DELETED, freed
+        if not os.access(os.path.dirname(target), os.W_OK | os.X_OK):
+            return Outcome.FAILED, 0
+    else:
+        try:
+            os.unlink(target)
+        except OSError as exc:
+            return _unlink_failed(exc), 0
+    return Outcome.DELETED, links.freed_by(info) if links is not None else _freed(info)
 
 
 def _lstat_failed(error: OSError) -> Outcome:

@@ -88,7 +88,12 @@ def parse_reference_time(raw: str) -> datetime:
         raise SettingsError(f"reference_time must be an ISO 8601 time with an offset, got {raw!r}") from None
     if value.tzinfo is None:
         raise SettingsError(f"reference_time must include a UTC offset such as +00:00, got {raw!r}")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # within hours of year 1 or 9999
+        raise SettingsError(
+            f"reference_time {raw!r} lies outside the years a cutoff can be counted in"
+        ) from None
 
 
 # A schedule's tick and a launch are both in the past; a little ahead only for clocks that disagree.
@@ -99,7 +104,12 @@ def check_reference_time(value: datetime, now: datetime | None = None) -> dateti
     """`value` as UTC, refused when it lies in the future: cutoffs measured from it would delete rows
     younger than their retention period."""
     now = now or datetime.now(UTC)
-    value = value.astimezone(UTC)
+    try:
+        value = value.astimezone(UTC)
+    except OverflowError:
+        raise SettingsError(
+            f"reference_time {value.isoformat()} lies outside the years a cutoff can be counted in"
+        ) from None
     if value > now + CLOCK_SKEW:
         raise SettingsError(
             f"reference_time {value.isoformat()} is in the future (now {now.isoformat(timespec='seconds')}):"

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, inspect, select
+from sqlalchemy import String, func, inspect, select
 from sqlalchemy.engine import Engine
 
 PARENTS = ("events", "detections")
@@ -71,11 +71,21 @@ def index_kinds(inspector: Any, table: str) -> dict[str, set[str]]:
     for index in inspector.get_indexes(table):
         columns = index["column_names"]
         options = index.get("dialect_options") or {}
-        # A partial index serves only the rows its WHERE selects: a cascade or a time range may need others.
-        partial = options.get("postgresql_where") is not None or options.get("sqlite_where") is not None
-        if columns and columns[0] is not None and not partial:
+        if columns and columns[0] is not None and _serves_every_lookup(columns[0], options):
             kinds.setdefault(columns[0], set()).add(options.get("postgresql_using", "btree"))
     return kinds
+
+
+def _serves_every_lookup(column: str, options: dict[str, Any]) -> bool:
+    """False for a partial index whose WHERE may leave out rows a look-up by `column` needs; `column IS NOT
+    NULL` leaves out none a look-up of a value can find."""
+    where = options.get("postgresql_where")
+    if where is None:
+        where = options.get("sqlite_where")
+    if where is None:
+        return True
+    spelled = " ".join(str(where).lower().replace("(", " ").replace(")", " ").replace('"', " ").split())
+    return spelled == f"{column.lower()} is not null"
 
 
 def index_statement(dialect_name: str, table: str, column: str) -> str:
@@ -145,8 +155,10 @@ def keeping_columns(engine: Engine) -> list[tuple[str, str]]:
     inspector = inspect(engine)
     present = []
     for table_name, column_name in KEEPING_COLUMNS:
-        if inspector.has_table(table_name) and column_name in {
-            c["name"] for c in inspector.get_columns(table_name)
-        }:
+        # Only a text column can hold a path (and be compared with one without a cast).
+        if inspector.has_table(table_name) and any(
+            c["name"] == column_name and isinstance(c["type"], String)
+            for c in inspector.get_columns(table_name)
+        ):
             present.append((table_name, column_name))
     return present

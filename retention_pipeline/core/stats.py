@@ -137,6 +137,7 @@ class CleanupStats:
             cutoff=later.cutoff,
             log_cutoff=later.log_cutoff,
             longest_transaction_ms=max(self.longest_transaction_ms, later.longest_transaction_ms),
+            # A later pass's duration runs from the run's planning too, so it covers the earlier one.
             duration_seconds=max(self.duration_seconds, later.duration_seconds),
             rows_deleted_by_table=by_table,
         )

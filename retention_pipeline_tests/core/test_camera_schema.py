@@ -17,7 +17,7 @@ from retention_pipeline.core.cleanup import SchemaError, clean_table, prepare_da
 from retention_pipeline.core.files import StorageRoots
 from retention_pipeline.core.purge import BatchTooSlow
 from retention_pipeline.core.queries import path_checks
-from retention_pipeline.core.references import references_to_parents
+from retention_pipeline.core.references import keeping_columns, references_to_parents
 from retention_pipeline.core.schema import detections, events
 from retention_pipeline_tests.camera_schema import CHILD_COLUMN, DETECTION_CHILDREN, EVENT_CHILDREN
 from retention_pipeline_tests.conftest import both_shapes
@@ -145,6 +145,33 @@ def test_every_reference_to_events_and_detections_is_found_with_its_action_and_i
     assert found[("threat_detections", "detection_id")].index_advice("postgresql") == (
         "CREATE INDEX CONCURRENTLY ix_threat_detections_detection_id ON threat_detections (detection_id);"
     )
+
+
+@camera_shape
+def test_a_partial_index_of_the_non_null_keys_counts_as_indexing_a_foreign_key(world: CameraWorld):
+    # Every look-up of a value implies the key is not null, so such an index serves the cascade.
+    with world.engine.begin() as conn:
+        conn.execute(
+            text("CREATE INDEX ix_set ON threat_detections (detection_id) WHERE detection_id IS NOT NULL")
+        )
+
+    found = {(r.table, r.column): r for r in references_to_parents(world.engine)}
+
+    assert found[("threat_detections", "detection_id")].indexed
+
+
+@pytest.mark.parametrize("schema_shape", ["ours"], indirect=True)
+def test_a_zone_anomalies_column_that_cannot_hold_a_path_is_not_read(world: CameraWorld):
+    with world.engine.begin() as conn:
+        conn.execute(text("CREATE TABLE zone_anomalies (id VARCHAR(64) PRIMARY KEY, thumbnail_url INTEGER)"))
+        conn.execute(text("INSERT INTO zone_anomalies (id, thumbnail_url) VALUES ('z', 7)"))
+    thumb = world.file(f"{THUMBS}/t.jpg")
+    world.detection(world.old(), thumbnail=thumb)
+
+    stats = world.run()
+
+    assert keeping_columns(world.engine) == []
+    assert stats.thumbnails_deleted == 1 and not world.exists(thumb)
 
 
 @camera_shape

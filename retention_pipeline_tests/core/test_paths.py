@@ -238,3 +238,36 @@ def test_the_last_of_a_files_links_frees_its_bytes_even_when_each_thread_saw_the
     assert links.freed(5000, 2, (1, 42)) == 5000
     assert links.freed(300, 2, (1, 43)) == 0  # another file, whose other link stays
     assert links.freed(700, 1, (1, 44)) == 700
+
+
+def test_removing_two_of_three_links_frees_nothing(roots: StorageRoots):
+    thumbs = Path(roots.media_root) / "thumbs"
+    (thumbs / "a.jpg").write_bytes(b"x" * 50)
+    for name in ("b.jpg", "c.jpg"):
+        os.link(thumbs / "a.jpg", thumbs / name)
+    links = HardLinks()
+
+    removed = [remove_file(roots, f"thumbs/{n}", False, None, links) for n in ("a.jpg", "b.jpg")]
+
+    assert removed == [(Outcome.DELETED, 0), (Outcome.DELETED, 0)]  # c.jpg still holds the bytes
+    assert remove_file(roots, "thumbs/c.jpg", False, None, links) == (Outcome.DELETED, 50)
+
+
+def test_a_link_whose_unlink_failed_still_holds_the_bytes(
+    roots: StorageRoots, monkeypatch: pytest.MonkeyPatch
+):
+    thumbs = Path(roots.media_root) / "thumbs"
+    (thumbs / "a.jpg").write_bytes(b"x" * 50)
+    os.link(thumbs / "a.jpg", thumbs / "b.jpg")
+    unlink = os.unlink
+
+    def refusing_a(path, *args, **kwargs):
+        if os.fspath(path).endswith("a.jpg"):
+            raise PermissionError(1, "Operation not permitted", os.fspath(path))
+        return unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", refusing_a)
+    links = HardLinks()
+
+    assert remove_file(roots, "thumbs/a.jpg", False, None, links) == (Outcome.BLOCKED, 0)
+    assert remove_file(roots, "thumbs/b.jpg", False, None, links) == (Outcome.DELETED, 0)

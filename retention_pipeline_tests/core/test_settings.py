@@ -108,6 +108,12 @@ def test_a_reference_time_too_early_to_count_back_from_is_refused_with_a_reason(
         make_plan(Settings(), dry_run=False, reference_time=datetime(1, 1, 2, tzinfo=UTC), retention_days=30)
 
 
+@pytest.mark.parametrize("raw", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:00:00-05:00"])
+def test_a_reference_time_whose_utc_falls_outside_the_calendar_is_refused_with_a_reason(raw: str):
+    with pytest.raises(SettingsError, match="lies outside the years a cutoff can be counted in"):
+        parse_reference_time(raw)
+
+
 def test_reference_time_must_carry_an_offset():
     with pytest.raises(SettingsError, match="must include a UTC offset"):
         parse_reference_time("2026-01-01T03:00:00")
