@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-from sqlalchemy import create_engine, func, insert, make_url, select, text
+from sqlalchemy import create_engine, event, func, insert, make_url, select, text
 from sqlalchemy.engine import Connection, Engine
 
 from retention_pipeline.core.db import make_engine, write_transaction
@@ -73,6 +73,60 @@ def test_an_expired_detection_linked_to_a_retained_event_while_its_batch_waits_i
     assert world.ids(detections) == {expired[1]}
     assert world.count(event_detections) == 1
     assert stats.detections_deleted == 3
+
+
+def test_a_young_detection_linked_while_its_batch_is_deleting_is_judged_by_a_later_batch_not_this_one(
+    postgresql_only: None, world: CameraWorld
+):
+    # The batch locks the rows that may expire; a young one in its id range is not among them. While the
+    # batch is about to delete, the camera links that young one to an old event (committed) and to a
+    # retained event (committed a moment later, while the DELETE would wait on it). Judged by this
+    # batch, its snapshot would see only the first link and delete a detection a retained event keeps.
+    old_event, retained_event = world.event(world.old(5), clip=None), world.event(world.recent(5), clip=None)
+    first = world.detection(world.old(5), thumbnail=None)
+    young = world.detection(world.recent(10), thumbnail=None)
+    last = world.detection(world.old(4), thumbnail=None)
+    camera = create_engine(world.engine.url)
+    pending: list[threading.Thread] = []
+
+    def link_mid_batch(conn, cursor, statement, parameters, context, executemany) -> None:
+        if pending or "DELETE FROM detections" not in statement:
+            return
+        with camera.begin() as linker:
+            linker.execute(
+                insert(event_detections).values(event_id=old_event, detection_id=young, created_at=world.now)
+            )
+        keeper = camera.connect()
+        transaction = keeper.begin()
+        keeper.execute(
+            insert(event_detections).values(event_id=retained_event, detection_id=young, created_at=world.now)
+        )
+
+        def commit_soon() -> None:
+            time.sleep(0.2)
+            transaction.commit()
+            keeper.close()
+
+        pending.append(threading.Thread(target=commit_soon))
+        pending[0].start()
+
+    event.listen(world.engine, "before_cursor_execute", link_mid_batch)
+    try:
+        stats = world.run(transaction_target_ms=0)
+    finally:
+        event.remove(world.engine, "before_cursor_execute", link_mid_batch)
+        for thread in pending:
+            thread.join()
+        camera.dispose()
+
+    assert pending, "the camera never linked mid-batch: the scenario did not happen"
+    assert young in world.ids(detections)
+    assert (
+        stats.detections_deleted == 2
+        and first not in world.ids(detections)
+        and last not in world.ids(detections)
+    )
+    assert world.count(event_detections) == 1  # the retained event's link; the old event went with its links
 
 
 def test_each_statement_sees_rows_committed_since_its_transaction_began_whatever_the_server_default(

@@ -31,7 +31,7 @@ class Batch:
 # One batch: (after_id, until_id, limit) -> what it committed.
 Step = Callable[[int, int, int], Batch]
 Execute = Callable[[Any, dict[str, Any]], Any]  # runs one statement of the batch; returns its result
-Children = Callable[[Execute, int, int], int]  # deletes a batch's children; returns how many
+Children = Callable[[Execute, dict[str, Any]], int]  # deletes a batch's children (its id_range); how many
 
 
 def batch_end(engine: Engine, statement: Any, parameters: dict[str, int]) -> int | None:
@@ -41,14 +41,19 @@ def batch_end(engine: Engine, statement: Any, parameters: dict[str, int]) -> int
     return None if value is None else int(value)
 
 
-def children_deleter(expiry: Expiry, table: str, children: tuple[Child, ...]) -> Children:
-    """Delete a batch's children, each table in turn; returns how many of the counted ones went."""
-    deletes = [(purge_batch.delete_children(expiry, table, child), child.counted) for child in children]
+def children_deleter(
+    expiry: Expiry, table: str, children: tuple[Child, ...], locked: bool = False
+) -> Children:
+    """Delete a batch's children, each table in turn; returns how many of the counted ones went (`locked`:
+    only children of the rows the batch locked, on PostgreSQL)."""
+    deletes = [
+        (purge_batch.delete_children(expiry, table, child, locked), child.counted) for child in children
+    ]
 
-    def delete(execute: Execute, after_id: int, last_id: int) -> int:
+    def delete(execute: Execute, batch: dict[str, Any]) -> int:
         counted = 0
         for statement, is_counted in deletes:
-            rows = int(execute(statement, purge_batch.id_range(after_id, last_id)).rowcount)
+            rows = int(execute(statement, batch).rowcount)
             counted += rows if is_counted else 0
         return counted
 

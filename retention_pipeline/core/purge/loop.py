@@ -125,12 +125,13 @@ def table_batches(
         if on_postgresql:
             return postgresql.plain_rows(engine, expiry, table, time_cap_ms)
         return sqlite.plain_rows(engine, expiry, table)
-    children = children_deleter(expiry, table, entry.children) if entry.children else None
+    children = children_deleter(expiry, table, entry.children, on_postgresql) if entry.children else None
     if on_postgresql:
         # Locked rows cannot gain a child (an alert, a link) until their batch commits; for detections,
         # linking one to an event takes a KEY SHARE lock on it, so once the batch is locked no new link
         # can appear, and the DELETE applies the whole rule in a fresh snapshot that sees every link
-        # committed before the locks.
+        # committed before the locks. It judges the locked rows only: the range's others can still gain
+        # links, some of which its snapshot would miss.
         return postgresql.rows_with_files(
             engine,
             purge_batch.lock_next_batch(expiry, table),

@@ -102,12 +102,13 @@ def rows_with_files(
         try:
             with write_transaction(engine) as conn:
                 conn.execute(CAP_BATCH, caps)
-                last_id = conn.execute(lock, purge_batch.span(after_id, until_id, limit)).scalar()
+                last_id, locked = conn.execute(lock, purge_batch.span(after_id, until_id, limit)).one()
                 if last_id is None:
                     return Batch(None)
                 execute = within_cap(conn, started, time_cap_ms) if time_cap_ms else conn.execute
-                deleted_children = children(execute, after_id, last_id) if children else 0
-                result = execute(delete_and_queue, purge_batch.id_range(after_id, last_id, now))
+                batch = purge_batch.id_range(after_id, last_id, now, locked)
+                deleted_children = children(execute, batch) if children else 0
+                result = execute(delete_and_queue, batch)
                 deleted, queued, _uncapped = result.one()
         except OutOfTime:
             return _overran(after_id, started)

@@ -54,7 +54,9 @@ def rows_with_files(
         now = datetime.now(UTC)
         started = time.perf_counter()
         with write_transaction(engine) as conn:
-            deleted_children = children(conn.execute, after_id, last_id) if children else 0
+            deleted_children = (
+                children(conn.execute, purge_batch.id_range(after_id, last_id)) if children else 0
+            )
             queued = conn.execute(queue, purge_batch.id_range(after_id, last_id, now)).rowcount
             deleted = conn.execute(delete, purge_batch.id_range(after_id, last_id)).rowcount
         seconds = time.perf_counter() - started

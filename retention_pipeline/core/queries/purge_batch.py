@@ -3,7 +3,8 @@ ids, size and queueing time are bound parameters given at execution (`span`, `id
 for building a statement again (about 8 ms a batch on PostgreSQL, measured).
 
 Bound parameters: `after_id`, `until_id`, `limit` to find (or lock) the next batch, whose ids are
-(after_id, last_id]; `after_id`, `last_id`, `queue_time` to delete it and queue its files; `time_cap` and
+(after_id, last_id]; `after_id`, `last_id`, `queue_time` (and on PostgreSQL `locked`, the ids its lock
+returned) to delete it and queue its files; `time_cap` and
 `lock_cap` (milliseconds) to cap a PostgreSQL batch's statements and lock waits.
 """
 
@@ -13,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     CTE,
     ColumnElement,
     Delete,
@@ -22,6 +24,7 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    any_,
     bindparam,
     func,
     literal,
@@ -40,6 +43,7 @@ AFTER_ID = bindparam("after_id", type_=Integer)
 UNTIL_ID = bindparam("until_id", type_=Integer)
 LAST_ID = bindparam("last_id", type_=Integer)
 LIMIT = bindparam("limit", type_=Integer)
+LOCKED = bindparam("locked", type_=ARRAY(Integer))
 # Not "queued_at": a parameter named like a column would also be SET by the queue's UPDATE.
 QUEUED_AT = bindparam("queue_time", type_=UTCDateTime())
 TIME_CAP = bindparam("time_cap", type_=String)
@@ -56,11 +60,16 @@ def caps(time_cap_ms: float, lock_cap_ms: float) -> dict[str, str]:
     return {"time_cap": str(max(1, round(time_cap_ms))), "lock_cap": str(max(1, round(lock_cap_ms)))}
 
 
-def id_range(after_id: int, last_id: int, queued_at: datetime | None = None) -> dict[str, Any]:
-    """The parameters of a statement that deletes (and queues the files of) one batch."""
+def id_range(
+    after_id: int, last_id: int, queued_at: datetime | None = None, locked: list[int] | None = None
+) -> dict[str, Any]:
+    """The parameters of a statement that deletes (and queues the files of) one batch (`locked`: the ids
+    its lock statement returned, on PostgreSQL)."""
     values: dict[str, Any] = {"after_id": after_id, "last_id": last_id}
     if queued_at is not None:
         values["queue_time"] = queued_at
+    if locked is not None:
+        values["locked"] = locked
     return values
 
 
@@ -109,12 +118,21 @@ def select_batch_end(expiry: Expiry, table: str) -> Select[Any]:
     return _end_of_next_batch(_table(expiry, table), expired(expiry, table))
 
 
-def lock_next_batch(expiry: Expiry, table: str) -> Select[Any]:
+def lock_next_batch(expiry: Expiry, table: str) -> Select[Any, Any]:
     """PostgreSQL: lock the next `limit` rows of `table` in (after_id, until_id] that may have expired; the
-    highest id locked. For detections, which of them have expired is for the DELETE to decide, once the
-    locks are held."""
+    highest id locked and every id locked. For detections, which of them have expired is for the DELETE to
+    decide, once the locks are held, among the locked rows only."""
     may_expire = detection_may_expire(expiry) if table == "detections" else expired(expiry, table)
-    return _end_of_next_batch(_table(expiry, table), may_expire, lock=True)
+    target = _table(expiry, table)
+    locked = (
+        select(target.c.id)
+        .where(target.c.id > AFTER_ID, target.c.id <= UNTIL_ID, may_expire)
+        .order_by(target.c.id)
+        .limit(LIMIT)
+        .with_for_update(of=target)
+        .subquery()
+    )
+    return select(func.max(locked.c.id), func.array_agg(locked.c.id))
 
 
 def _table(expiry: Expiry, table: str) -> Table:
@@ -123,6 +141,13 @@ def _table(expiry: Expiry, table: str) -> Table:
 
 def _expired_in_batch(expiry: Expiry, table: str) -> ColumnElement[bool]:
     return and_(_in_batch(_table(expiry, table)), expired(expiry, table))
+
+
+def _expired_and_locked(expiry: Expiry, table: str) -> ColumnElement[bool]:
+    # A row of the id range the batch did not lock (young when it locked) may expire meanwhile through a
+    # link committed since, and may gain a retained event's link that this statement's snapshot misses:
+    # only locked rows, which no link can reach until the batch ends, are safe to judge now.
+    return and_(_expired_in_batch(expiry, table), _table(expiry, table).c.id == any_(LOCKED))
 
 
 def _files(source: Any, media: tuple[MediaColumn, ...]) -> list[Select[Any]]:
@@ -151,7 +176,7 @@ def delete_expired_queueing_files(expiry: Expiry, table: str, media: tuple[Media
     target = _table(expiry, table)
     deleted = (
         target.delete()
-        .where(_expired_in_batch(expiry, table))
+        .where(_expired_and_locked(expiry, table))
         .returning(*_media_columns(expiry, table, media))
         .cte("deleted")
     )
@@ -194,15 +219,16 @@ def delete_expired(expiry: Expiry, table: str) -> Delete:
     return _table(expiry, table).delete().where(_expired_in_batch(expiry, table))
 
 
-def delete_children(expiry: Expiry, table: str, child: Child) -> Delete:
+def delete_children(expiry: Expiry, table: str, child: Child, locked: bool = False) -> Delete:
     """Delete the rows of `child` that belong to the batch's expired rows of `table` (children first,
-    cascade or not)."""
+    cascade or not; `locked`: of its expired rows among the `locked` ids, on PostgreSQL)."""
     target = _table(expiry, table)
     child_table = CHILD_TABLES[child.table]
     parent_id = child_table.c[child.column]
     # The id range on the child's own column lets its index find the batch's children; with only the
     # IN (...) PostgreSQL read every alert per batch (hash join).
-    batch = select(target.c.id).where(_expired_in_batch(expiry, table))
+    rows = _expired_and_locked(expiry, table) if locked else _expired_in_batch(expiry, table)
+    batch = select(target.c.id).where(rows)
     return child_table.delete().where(
         parent_id > AFTER_ID, parent_id <= LAST_ID, parent_id.in_(batch.scalar_subquery())
     )
