@@ -354,6 +354,14 @@ def _killed_after_the_detach(monkeypatch: pytest.MonkeyPatch, world: CameraWorld
     assert detached_partitions(world.engine) == {"retention_detached_detections__detections_w1": 4}
 
 
+def _files_of_the_detached_week(world: CameraWorld) -> set[str]:
+    with world.engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT thumbnail_path, file_path FROM retention_detached_detections__detections_w1")
+        )
+        return {path for row in rows for path in row if path}
+
+
 def _as_the_batched_delete_leaves_it(seeded: Seeded) -> None:
     world = seeded.world
     assert world.ids(detections) == seeded.kept_detections
@@ -383,11 +391,15 @@ def test_a_detached_week_not_wholly_expired_at_the_next_runs_cutoff_is_not_dropp
     world = seeded.world
     _killed_after_the_detach(monkeypatch, world)
 
+    kept_whole = _files_of_the_detached_week(world)
+
     # Retention lengthened after the kill: W1 (15 to 21.5 days before the cutoff) is no longer all expired.
     stats = world.run(delete_images=True, retention_days=RETENTION_DAYS + 17)
 
     assert detached_partitions(world.engine) == {"retention_detached_detections__detections_w1": 4}
     assert stats.detections_deleted == 1  # only the default partition's detection, 40 days old
+    # The killed run had queued the week's files; they stay as long as its rows do.
+    assert kept_whole and all(world.exists(path) for path in kept_whole)
 
 
 def test_rows_of_a_detached_week_whose_drop_stays_busy_are_counted_by_the_run_that_drops_it(
@@ -414,10 +426,12 @@ def test_a_detached_week_a_retained_event_now_links_is_not_dropped(
         linked = conn.execute(select(detections.c.id).where(detections.c.detected_at == old)).scalar_one()
     _killed_after_the_detach(monkeypatch, world)
     world.link(next(iter(seeded.kept_events)), linked)  # to a detection of the detached week
+    kept_whole = _files_of_the_detached_week(world)
 
     stats = world.run(delete_images=True)
 
     assert detached_partitions(world.engine) == {"retention_detached_detections__detections_w1": 4}
+    assert kept_whole and all(world.exists(path) for path in kept_whole)
     assert stats.detections_deleted == 7 - 4
     with world.engine.connect() as conn:
         links = set(conn.execute(select(event_detections.c.detection_id)).scalars())

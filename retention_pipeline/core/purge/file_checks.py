@@ -16,6 +16,7 @@ from ..queries import path_checks
 from ..references import keeping_columns
 from ..stats import FileCounts
 from ..tables import Expiry, Registry
+from . import partition_ddl
 from .pacing import EverySoOften
 
 Progress = Callable[[str], None]
@@ -54,7 +55,10 @@ def referenced_paths(
     if not names:
         return set()
     dialect = engine.dialect.name
+    registry = registry or Registry()
     keeping = keeping_columns(engine)
+    if dialect == "postgresql":
+        keeping += partition_ddl.detached_media_columns(engine, registry)
     with engine.connect() as conn:
         for statement in path_checks.create_check_names(dialect):
             conn.execute(statement)
@@ -62,7 +66,7 @@ def referenced_paths(
         conn.execute(path_checks.stage_check_names(dialect), path_checks.check_names_param(names))
         if dialect == "postgresql":
             conn.execute(path_checks.prefer_index_lookups())
-        referenced_names = path_checks.select_referenced_names(registry or Registry(), surviving, keeping)
+        referenced_names = path_checks.select_referenced_names(registry, surviving, keeping)
         hits = set(conn.execute(referenced_names).scalars())
         if dialect == "sqlite":
             conn.execute(path_checks.clear_check_names())

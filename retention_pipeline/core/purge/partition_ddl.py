@@ -20,6 +20,7 @@ from sqlalchemy.schema import DropTable
 from ..db import write_transaction
 from ..queries import partition_drop
 from ..queries.purge_batch import commit_without_waiting
+from ..tables import Registry
 from .partition_catalog import Partition, detached_prefix
 
 DETACH_LOCK_TIMEOUT_MS = 30
@@ -71,6 +72,21 @@ def left_behind(engine: Engine, table: str, tables: Iterable[str] = ()) -> list[
     with engine.connect() as conn:
         names = conn.execute(_LEFT_BEHIND, {"prefix": ours.replace("_", "\\_") + "%"}).scalars()
         return [name for name in names if not any(name.startswith(prefix) for prefix in theirs)]
+
+
+def detached_media_columns(engine: Engine, registry: Registry) -> list[tuple[str, str]]:
+    """(table, column) of each media column of each partition a killed run detached and did not drop.
+
+    Its rows are out of their table but kept whole until someone attaches or drops it; its files, which
+    the killed run had queued before the detach, must stay as long as its rows do.
+    """
+    return [
+        (name, media.column)
+        for entry in registry.tables
+        if entry.files
+        for name in left_behind(engine, entry.name, registry.names)
+        for media in entry.files
+    ]
 
 
 @contextmanager
