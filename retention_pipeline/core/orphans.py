@@ -175,8 +175,9 @@ def delete_orphans(
     links = HardLinks()
     with open(stats.report_csv, newline="", errors="surrogateescape") as handle:  # names as on disk
         rows = csv.DictReader(handle)
-        for chunk in chunked(rows, REFERENCE_CHUNK):
-            # A row written since the scan makes its file live again.
+        # Checked again right before the unlinks, in small chunks: a row written since the scan makes its
+        # file live again, and one unlinked at a time, a large chunk would leave seconds for such a row.
+        for chunk in chunked(rows, CHECK_CHUNK):
             referenced = referenced_paths(engine, roots, [row["path"] for row in chunk], policy.registry)
             for row in chunk:
                 path = row["path"]
