@@ -157,7 +157,7 @@ class HardLinks:
     """
 
     def __init__(self) -> None:
-        # inode -> (links it had when this run first met it, how many of them the run removed)
+        # inode -> (the most links it was seen with, how many of them the run removed)
         self._removed: dict[tuple[int, int], tuple[int, int]] = {}
         self._lock = threading.Lock()
 
@@ -167,8 +167,10 @@ class HardLinks:
         if links <= 1:
             return size
         with self._lock:
-            # The count seen first, not now: each removal this run made since lowered the current one.
+            # The highest count seen, not the latest: each removal this run made lowered the count a later
+            # lstat sees, and workers may report their removals in any order.
             first, removed = self._removed.get(inode, (links, 0))
+            first = max(first, links)
             self._removed[inode] = (first, removed + 1)
         return size if removed + 1 >= first else 0
 

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import String, func, inspect, select
+from sqlalchemy import func, inspect, select
 from sqlalchemy.engine import Engine
 
 PARENTS = ("events", "detections")
@@ -155,10 +155,9 @@ def keeping_columns(engine: Engine) -> list[tuple[str, str]]:
     inspector = inspect(engine)
     present = []
     for table_name, column_name in KEEPING_COLUMNS:
-        # Only a text column can hold a path (and be compared with one without a cast).
+        # Whatever its declared type (none, a domain, a varchar): the check compares it as text.
         if inspector.has_table(table_name) and any(
-            c["name"] == column_name and isinstance(c["type"], String)
-            for c in inspector.get_columns(table_name)
+            c["name"] == column_name for c in inspector.get_columns(table_name)
         ):
             present.append((table_name, column_name))
     return present

@@ -161,17 +161,49 @@ def test_a_partial_index_of_the_non_null_keys_counts_as_indexing_a_foreign_key(w
 
 
 @pytest.mark.parametrize("schema_shape", ["ours"], indirect=True)
-def test_a_zone_anomalies_column_that_cannot_hold_a_path_is_not_read(world: CameraWorld):
+@pytest.mark.parametrize("declared", ["INTEGER", "any"])
+def test_a_zone_anomalies_column_of_any_declared_type_is_read_as_text(world: CameraWorld, declared: str):
+    # The camera system's table is not ours: a typeless SQLite column or a PostgreSQL domain over text
+    # still names files; an integer one names none, and must not stop the run either.
+    typed = declared
+    if declared == "any":
+        typed = "url_text" if world.engine.dialect.name == "postgresql" else ""
+        if typed:
+            with world.engine.begin() as conn:
+                conn.execute(text("CREATE DOMAIN url_text AS text"))
+    shared = world.file(f"{THUMBS}/anomaly.jpg")
     with world.engine.begin() as conn:
-        conn.execute(text("CREATE TABLE zone_anomalies (id VARCHAR(64) PRIMARY KEY, thumbnail_url INTEGER)"))
-        conn.execute(text("INSERT INTO zone_anomalies (id, thumbnail_url) VALUES ('z', 7)"))
-    thumb = world.file(f"{THUMBS}/t.jpg")
-    world.detection(world.old(), thumbnail=thumb)
+        conn.execute(text(f"CREATE TABLE zone_anomalies (id VARCHAR(64) PRIMARY KEY, thumbnail_url {typed})"))
+        if declared == "any":
+            conn.execute(
+                text("INSERT INTO zone_anomalies (id, thumbnail_url) VALUES ('z', :p)"), {"p": shared}
+            )
+        else:
+            conn.execute(text("INSERT INTO zone_anomalies (id, thumbnail_url) VALUES ('z', 7)"))
+    world.detection(world.old(), thumbnail=shared)
 
     stats = world.run()
 
-    assert keeping_columns(world.engine) == []
-    assert stats.thumbnails_deleted == 1 and not world.exists(thumb)
+    assert keeping_columns(world.engine) == [("zone_anomalies", "thumbnail_url")]
+    kept = declared == "any"
+    assert world.exists(shared) is kept
+    assert (stats.thumbnails_deleted, stats.files_kept_shared) == ((0, 1) if kept else (1, 0))
+
+
+@camera_shape
+def test_a_partition_left_detached_without_a_media_column_keeps_the_others_files_and_stops_nothing(
+    postgresql_only: None, world: CameraWorld
+):
+    # Named as a killed run names a detached week; it predates the file_path column (or lost it).
+    kept = world.file(f"{THUMBS}/detached.jpg")
+    with world.engine.begin() as conn:
+        conn.execute(text("CREATE TABLE retention_detached_detections__w9 (id INTEGER, thumbnail_path TEXT)"))
+        conn.execute(text("INSERT INTO retention_detached_detections__w9 VALUES (1, :p)"), {"p": kept})
+    world.detection(world.old(), thumbnail=kept)
+
+    stats = world.run()
+
+    assert world.exists(kept) and stats.files_kept_shared == 1
 
 
 @camera_shape

@@ -240,6 +240,14 @@ def test_the_last_of_a_files_links_frees_its_bytes_even_when_each_thread_saw_the
     assert links.freed(700, 1, (1, 44)) == 700
 
 
+def test_links_reported_out_of_order_still_free_the_bytes_only_with_the_last():
+    # Of three links, worker B removed one after A's removal lowered the count, and reports first.
+    links = HardLinks()
+    assert links.freed(5000, 2, (1, 7)) == 0  # B: its lstat saw two links left
+    assert links.freed(5000, 3, (1, 7)) == 0  # A: saw three; one link remains
+    assert links.freed(5000, 1, (1, 7)) == 5000
+
+
 def test_removing_two_of_three_links_frees_nothing(roots: StorageRoots):
     thumbs = Path(roots.media_root) / "thumbs"
     (thumbs / "a.jpg").write_bytes(b"x" * 50)

@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, insert, update
+from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, Table, insert, update
 from sqlalchemy.engine import Engine
 
 from retention_pipeline.core.cleanup import SchemaError, prepare_database
@@ -243,3 +243,32 @@ def test_a_rule_the_database_cannot_serve_is_refused_naming_file_entry_and_probl
 
     assert f"RETENTION_POLICY_FILE {path}: tables[0]" in str(refused.value)
     assert problem in str(refused.value)
+
+
+def test_a_declared_table_whose_ids_pass_two_to_the_31st_is_purged_with_its_files(
+    world: CameraWorld, tmp_path: Path
+):
+    big = Table(
+        "snapshots",
+        MetaData(),
+        Column("id", BigInteger, primary_key=True, autoincrement=False),
+        Column("taken_at", DateTime(timezone=True)),
+        Column("thumbnail_url", String(1024)),
+    )
+    big.create(world.engine)
+    audit_logs.create(world.engine)
+    _policy(world, tmp_path, POLICY)
+    thumb = world.file(f"{THUMBS}/big.jpg")
+    with world.engine.begin() as conn:  # a bigserial table some years in
+        conn.execute(
+            insert(big),
+            [
+                {"id": 3_000_000_000, "taken_at": world.now - timedelta(days=30), "thumbnail_url": thumb},
+                {"id": 3_000_000_001, "taken_at": world.now - timedelta(days=1), "thumbnail_url": None},
+            ],
+        )
+
+    stats = world.run()
+
+    assert stats.rows_deleted_by_table["snapshots"] == 1 and stats.thumbnails_deleted == 1
+    assert _ids(world.engine, big) == {3_000_000_001} and not world.exists(thumb)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Column, Integer, MetaData, Table, func, select, text, true
+from sqlalchemy import Column, Integer, MetaData, Table, func, inspect, select, text, true
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import DropTable
@@ -80,13 +80,13 @@ def detached_media_columns(engine: Engine, registry: Registry) -> list[tuple[str
     Its rows are out of their table but kept whole until someone attaches or drops it; its files, which
     the killed run had queued before the detach, must stay as long as its rows do.
     """
-    return [
-        (name, media.column)
-        for entry in registry.tables
-        if entry.files
-        for name in left_behind(engine, entry.name, registry.names)
-        for media in entry.files
-    ]
+    found = []
+    for entry in registry.tables:
+        for name in left_behind(engine, entry.name, registry.names) if entry.files else ():
+            # Only those it has: a column the parent gained, or a policy named, after the detach is not.
+            has = {c["name"] for c in inspect(engine).get_columns(name)}
+            found += [(name, media.column) for media in entry.files if media.column in has]
+    return found
 
 
 @contextmanager

@@ -157,7 +157,9 @@ def select_referenced_names(
 
     kept_by = []
     for table_name, column_name in keeping:
-        path = table(table_name, column(column_name, String)).c[column_name]
+        # As text: a column of a table that is not ours may be declared anything (no index is lost: the
+        # camera system indexes none of its path columns, and the staged names are hashed or probed).
+        path = cast(table(table_name, column(column_name)).c[column_name], String)
         kept_by.append(select(path.label("path")).join(check_names, path == names))
     every = [s for entry in registry.tables for s in referenced_by(entry)] + kept_by
     return select(union(*every).subquery())

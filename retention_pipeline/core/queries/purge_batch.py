@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import (
     ARRAY,
     CTE,
+    BigInteger,
     ColumnElement,
     Delete,
     Insert,
@@ -43,7 +44,8 @@ AFTER_ID = bindparam("after_id", type_=Integer)
 UNTIL_ID = bindparam("until_id", type_=Integer)
 LAST_ID = bindparam("last_id", type_=Integer)
 LIMIT = bindparam("limit", type_=Integer)
-LOCKED = bindparam("locked", type_=ARRAY(Integer))
+# bigint: a policy table's ids may pass 2^31 (bigserial); an int column compares with it all the same.
+LOCKED = bindparam("locked", type_=ARRAY(BigInteger))
 # Not "queued_at": a parameter named like a column would also be SET by the queue's UPDATE.
 QUEUED_AT = bindparam("queue_time", type_=UTCDateTime())
 TIME_CAP = bindparam("time_cap", type_=String)
