@@ -16,17 +16,21 @@ from retention_pipeline_tests.factories import CameraWorld
 
 @contextmanager
 def writer_holding_a_transaction(
-    engine: Engine, work: Callable[[Connection], None], seconds: float
+    engine: Engine, work: Callable[[Connection], None], seconds: float | threading.Event
 ) -> Iterator[None]:
-    """A camera-system writer that does `work` and keeps its transaction open `seconds` longer, on a thread
-    started (and its work done) before the body runs and joined after it."""
+    """A camera-system writer that does `work` and keeps its transaction open `seconds` longer (or until
+    the event is set, 5 s at most), on a thread started (and its work done) before the body runs and
+    joined after it."""
     ready = threading.Event()
 
     def writer() -> None:
         with write_transaction(engine) as conn:
             work(conn)
             ready.set()
-            time.sleep(seconds)
+            if isinstance(seconds, threading.Event):
+                seconds.wait(5)
+            else:
+                time.sleep(seconds)
 
     thread = threading.Thread(target=writer)
     thread.start()
