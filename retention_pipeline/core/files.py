@@ -214,7 +214,7 @@ def remove_file(
             os.unlink(target)
         except OSError as exc:
             return _unlink_failed(exc), 0
-    return Outcome.DELETED, links.freed_by(info) if links is not None else _freed(info)
+    return Outcome.DELETED, _freed(info, links)
 
 
 def _lstat_failed(error: OSError) -> Outcome:
@@ -227,8 +227,10 @@ def _unlink_failed(error: OSError) -> Outcome:
     return Outcome.MISSING if isinstance(error, FileNotFoundError) else Outcome.BLOCKED
 
 
-def _freed(info: os.stat_result) -> int:
-    # Space comes back only when this was the file's last hard link.
+def _freed(info: os.stat_result, links: HardLinks | None) -> int:
+    # Space comes back only when this was the file's last hard link (`links`: counted across the run).
+    if links is not None:
+        return links.freed_by(info)
     return info.st_size if info.st_nlink <= 1 else 0
 
 
@@ -256,7 +258,7 @@ def remove_files(
         elif error is not None:
             outcomes.append((_unlink_failed(error), 0))
         else:
-            outcomes.append((Outcome.DELETED, links.freed_by(info) if links is not None else _freed(info)))
+            outcomes.append((Outcome.DELETED, _freed(info, links)))
     rest = stored[len(tried) :]
     return outcomes + [remove_file(roots, path, False, None, links) for path in rest]
 

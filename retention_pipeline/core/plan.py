@@ -88,11 +88,15 @@ def parse_reference_time(raw: str) -> datetime:
         raise SettingsError(f"reference_time must be an ISO 8601 time with an offset, got {raw!r}") from None
     if value.tzinfo is None:
         raise SettingsError(f"reference_time must include a UTC offset such as +00:00, got {raw!r}")
+    return _as_utc(value, repr(raw))
+
+
+def _as_utc(value: datetime, shown: str) -> datetime:
     try:
         return value.astimezone(UTC)
     except OverflowError:  # within hours of year 1 or 9999
         raise SettingsError(
-            f"reference_time {raw!r} lies outside the years a cutoff can be counted in"
+            f"reference_time {shown} lies outside the years a cutoff can be counted in"
         ) from None
 
 
@@ -104,12 +108,7 @@ def check_reference_time(value: datetime, now: datetime | None = None) -> dateti
     """`value` as UTC, refused when it lies in the future: cutoffs measured from it would delete rows
     younger than their retention period."""
     now = now or datetime.now(UTC)
-    try:
-        value = value.astimezone(UTC)
-    except OverflowError:
-        raise SettingsError(
-            f"reference_time {value.isoformat()} lies outside the years a cutoff can be counted in"
-        ) from None
+    value = _as_utc(value, value.isoformat())
     if value > now + CLOCK_SKEW:
         raise SettingsError(
             f"reference_time {value.isoformat()} is in the future (now {now.isoformat(timespec='seconds')}):"

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Integer,
     Select,
     String,
+    Subquery,
     Table,
     and_,
     any_,
@@ -81,16 +82,15 @@ def commit_without_waiting() -> ColumnElement[Any]:
     return func.set_config("synchronous_commit", "off", True)
 
 
-def _end_of_next_batch(table: Table, expired: ColumnElement[bool], lock: bool = False) -> Select[Any]:
+def _next_batch(table: Table, expired: ColumnElement[bool], lock: bool = False) -> Subquery:
+    """The ids of the next `limit` rows of `table` in (after_id, until_id] matching `expired` (locked)."""
     batch = (
         select(table.c.id)
         .where(table.c.id > AFTER_ID, table.c.id <= UNTIL_ID, expired)
         .order_by(table.c.id)
         .limit(LIMIT)
     )
-    if lock:
-        batch = batch.with_for_update(of=table)
-    return select(func.max(batch.subquery().c.id))
+    return (batch.with_for_update(of=table) if lock else batch).subquery()
 
 
 def cap_batch() -> Select[Any]:
@@ -117,7 +117,7 @@ def _in_batch(table: Table) -> ColumnElement[bool]:
 def select_batch_end(expiry: Expiry, table: str) -> Select[Any]:
     """The highest id among the next `limit` expired rows of `table` in (after_id, until_id] (None: none
     left)."""
-    return _end_of_next_batch(_table(expiry, table), expired(expiry, table))
+    return select(func.max(_next_batch(_table(expiry, table), expired(expiry, table)).c.id))
 
 
 def lock_next_batch(expiry: Expiry, table: str) -> Select[Any, Any]:
@@ -125,15 +125,7 @@ def lock_next_batch(expiry: Expiry, table: str) -> Select[Any, Any]:
     highest id locked and every id locked. For detections, which of them have expired is for the DELETE to
     decide, once the locks are held, among the locked rows only."""
     may_expire = detection_may_expire(expiry) if table == "detections" else expired(expiry, table)
-    target = _table(expiry, table)
-    locked = (
-        select(target.c.id)
-        .where(target.c.id > AFTER_ID, target.c.id <= UNTIL_ID, may_expire)
-        .order_by(target.c.id)
-        .limit(LIMIT)
-        .with_for_update(of=target)
-        .subquery()
-    )
+    locked = _next_batch(_table(expiry, table), may_expire, lock=True)
     return select(func.max(locked.c.id), func.array_agg(locked.c.id))
 
 
