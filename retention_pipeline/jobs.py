@@ -75,8 +75,9 @@ def data_cleanup_graph() -> None:
     detections = purge_detections(plan)
     events = purge_events(plan, detections)
     declared = purge_declared_tables(plan, events)
-    files = plan_file_chunks(plan, detections, declared).map(lambda chunk: delete_expired_files(plan, chunk))
     gpu_stats, logs = purge_gpu_stats(plan), purge_logs(plan)
+    chunks = plan_file_chunks(plan, detections, declared, gpu_stats, logs)
+    files = chunks.map(lambda chunk: delete_expired_files(plan, chunk))
     stats = report_cleanup(plan, detections, events, gpu_stats, logs, declared, files.collect())
     relieve_disk_pressure(plan, stats)
 

@@ -190,9 +190,12 @@ def plan_file_chunks(
     plan: CleanupPlan,
     detections: RowCounts,
     declared: dict[str, RowCounts],
+    gpu_stats: RowCounts,
+    logs: RowCounts,
     camera_system: CameraSystemResource,
 ) -> Iterator[dg.DynamicOutput[cleanup.FileChunk]]:
-    # Runs after the row purges that queue files, so every file of every deleted row is already queued.
+    # Runs after every row purge that can queue files (a policy may give gpu_stats or logs files too), so
+    # every file of every deleted row is queued; on a parallel executor none is left for the next run.
     op_stage(context, camera_system)
     for chunk in cleanup.file_chunks(camera_system.engine(), plan, plan.file_chunk_size):
         yield dg.DynamicOutput(chunk, mapping_key=chunk.key)

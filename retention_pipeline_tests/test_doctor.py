@@ -161,15 +161,17 @@ def test_doctor_leaves_a_sqlite_database_as_it_found_it_and_creates_none(world: 
     assert not missing.parent.exists()
 
 
-def test_doctor_warns_of_a_policy_table_with_files_that_a_cascade_also_empties(
-    world: CameraWorld, tmp_path: Path
+@pytest.mark.parametrize(("parent", "warned"), [("logs", True), ("detections", False)])
+def test_doctor_warns_of_a_policy_table_with_files_that_a_cascade_from_a_later_table_empties(
+    world: CameraWorld, tmp_path: Path, parent: str, warned: bool
 ):
+    # logs are purged beside the policy's tables, so its cascade can take snapshots before their files
+    # are queued; detections are purged before them, and their batches queue the snapshots' files.
     with world.engine.begin() as conn:
         conn.execute(
             text(
-                "CREATE TABLE snapshots (id INTEGER PRIMARY KEY, detection_id INTEGER, taken_at TIMESTAMP,"
-                " image VARCHAR(200),"
-                " FOREIGN KEY (detection_id) REFERENCES detections (id) ON DELETE CASCADE)"
+                "CREATE TABLE snapshots (id INTEGER PRIMARY KEY, parent_id INTEGER, taken_at TIMESTAMP,"
+                f" image VARCHAR(200), FOREIGN KEY (parent_id) REFERENCES {parent} (id) ON DELETE CASCADE)"
             )
         )
     policy = tmp_path / "policy.yaml"
@@ -181,11 +183,14 @@ def test_doctor_warns_of_a_policy_table_with_files_that_a_cascade_also_empties(
     done = cli(world, tmp_path, "doctor", "--json", RETENTION_POLICY_FILE=str(policy))
 
     assert done.returncode == 0, done.stderr
-    warnings = json.loads(done.stdout)["warnings"]
-    assert any(
-        w.startswith("snapshots (a policy table with files) is also emptied by ON DELETE CASCADE")
-        for w in warnings
-    )
+    report = json.loads(done.stdout)
+    assert {"table": "snapshots", "parent": parent, "on_delete": "CASCADE"}.items() <= next(
+        r for r in report["references"] if r["table"] == "snapshots"
+    ).items()
+    cascade_warnings = [
+        w for w in report["warnings"] if w.startswith("snapshots (a policy table with files)")
+    ]
+    assert bool(cascade_warnings) is warned
 
 
 def test_a_read_only_engine_opens_a_sqlite_file_whose_path_holds_url_characters(tmp_path: Path):

@@ -6,11 +6,12 @@ from datetime import timedelta
 
 import dagster as dg
 import pytest
-from sqlalchemy import Column, DateTime, Integer, MetaData, Table, insert
+from sqlalchemy import Column, DateTime, Integer, MetaData, Table, insert, text
 
 from retention_pipeline.core.schema import detections, events, logs
 from retention_pipeline.core.stats import CleanupStats
 from retention_pipeline.history import recent_cleanup_runs, recorded_process
+from retention_pipeline.jobs import data_cleanup
 from retention_pipeline.tags import CLEANUP_HEADLINE, EXCLUSIVE_TAG
 from retention_pipeline_tests.dagster_helpers import execute, failure_messages, plan_config
 from retention_pipeline_tests.factories import THUMBS, CameraWorld
@@ -297,3 +298,50 @@ def test_the_code_locations_resource_shows_effective_settings_and_reads_the_run_
     )
     assert result.success and result.output_for_node("report_cleanup").events_deleted == 1
     assert seeded.count(events) == 1 and not seeded.exists(f"{THUMBS}/old.jpg")
+
+
+def test_files_a_policy_gives_logs_go_in_the_same_run_whatever_the_executor_runs_first(
+    seeded: CameraWorld, instance, tmp_path, monkeypatch: pytest.MonkeyPatch
+):
+    with seeded.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE logs ADD COLUMN attachment VARCHAR(1024)"))
+    attached = seeded.file(f"{THUMBS}/log_attachment.png")
+    log_id = seeded.log(seeded.now - timedelta(days=30))
+    with seeded.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE logs SET attachment = :path WHERE id = :id"), {"path": attached, "id": log_id}
+        )
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "tables:\n  - table: logs\n    time_column: timestamp\n    retention_days: 20\n"
+        "    files: {attachment: thumbnails}\n"
+    )
+    monkeypatch.setenv("RETENTION_POLICY_FILE", str(policy))
+
+    result = execute(seeded, instance, plan_config(dry_run=False, reference_time=seeded.now.isoformat()))
+
+    assert result.success, failure_messages(result)
+    assert not seeded.exists(attached)
+    assert result.output_for_node("report_cleanup").thumbnails_deleted >= 1
+    # On a parallel executor only the graph orders the steps: every purge that can queue files comes first.
+    upstream = _upstream(data_cleanup.graph, "plan_file_chunks")
+    assert {
+        "purge_detections",
+        "purge_events",
+        "purge_declared_tables",
+        "purge_gpu_stats",
+        "purge_logs",
+    } <= upstream
+
+
+def _upstream(graph: dg.GraphDefinition, node: str) -> set[str]:
+    structure = graph.dependency_structure
+    seen: set[str] = set()
+    todo = [node]
+    while todo:
+        for outputs in structure.input_to_upstream_outputs_for_node(todo.pop()).values():
+            for output in outputs:
+                if output.node_name not in seen:
+                    seen.add(output.node_name)
+                    todo.append(output.node_name)
+    return seen

@@ -17,7 +17,7 @@ from .plan import CleanupPlan
 from .policy import DeclaredRule, policy_problems, registry_with
 from .purge import drain_file_queue, preview_file_deletions, queue_ranges
 from .queries import expiring, path_checks
-from .references import blocking_references_message, references_to_parents
+from .references import blocking_references_message, references_to_parents, with_cascades
 from .schema import ensure_bookkeeping
 from .stats import CleanupStats, FileCounts, RowCounts
 from .tables import Registry
@@ -99,8 +99,8 @@ def clean_table(
 ) -> RowCounts:
     """Delete (or count) the expired rows of one retention table, their children and their files' queue
     entries; for events, `children_deleted` counts their alerts."""
-    expiry = plan.expiry
     if plan.dry_run:
+        expiry = with_cascades(engine, plan.expiry)
         counts = RowCounts(deleted=purge.count_rows(engine, expiring.count_expired(expiry, table)))
         if table == "events":
             counts.children_deleted = purge.count_rows(
@@ -113,7 +113,7 @@ def clean_table(
         lambda: purge.purge_table(
             engine,
             table,
-            expiry,
+            plan.expiry,
             plan.batch_size,
             progress,
             plan.progress_interval_seconds,

@@ -20,10 +20,12 @@ from .queries import expiring, path_checks
 from .references import (
     Reference,
     blocking_references_message,
+    cascading_file_children,
     index_kinds,
     index_statement,
     keeping_columns,
     references_to_parents,
+    with_cascades,
 )
 from .schema import retention_file_queue
 
@@ -130,7 +132,7 @@ def _count(engine: Engine, statement: Any) -> int:
 
 
 def _expired_rows(engine: Engine, plan: CleanupPlan) -> dict[str, int]:
-    expiry = plan.expiry
+    expiry = with_cascades(engine, plan.expiry)
     counts = {name: _count(engine, expiring.count_expired(expiry, name)) for name in plan.registry.names}
     counts["alerts"] = _count(engine, expiring.count_alerts_of_expired_events(expiry))
     return counts
@@ -152,12 +154,14 @@ def diagnose(engine: Engine, plan: CleanupPlan) -> DoctorReport:
     report.references = references_to_parents(engine, registry.names)
     if blocked := blocking_references_message(report.references):
         report.blocking.append(blocked)
+    handled = cascading_file_children(report.references, plan.expiry)
     report.warnings += [
-        f"{r.table} (a policy table with files) is also emptied by ON DELETE CASCADE from {r.parent}:"
-        f" the rows the cascade removes leave their files on disk (the orphan sweep finds them), and a"
-        f" dry run counts those rows by {r.table}'s own rule only"
+        f"{r.table} (a policy table with files) is also emptied by ON DELETE CASCADE from {r.parent},"
+        f" which a run purges after it (or beside it): the rows the cascade removes leave their files on"
+        f" disk (the orphan sweep finds them), and a dry run counts those rows by {r.table}'s own rule"
+        f" only. Reference detections, events or a policy table listed before {r.table}"
         for r in report.references
-        if r.on_delete == "CASCADE" and r.table in registry and registry[r.table].files
+        if r.on_delete == "CASCADE" and r.table in registry and registry[r.table].files and r not in handled
     ]
     report.roots = [_root(str(root)) for root in _storage_roots(plan)]
     for root in report.roots:
@@ -168,7 +172,8 @@ def diagnose(engine: Engine, plan: CleanupPlan) -> DoctorReport:
     if not problems:
         report.expired_rows = _expired_rows(engine, plan)
         queued = retention_file_queue.name in tables  # created by the first run, never by doctor
-        files = path_checks.select_stale_file_candidates(plan.expiry, plan.delete_images, queued).subquery()
+        expiry = with_cascades(engine, plan.expiry)
+        files = path_checks.select_stale_file_candidates(expiry, plan.delete_images, queued).subquery()
         report.expired_files = _count(engine, select(func.count()).select_from(files))
         report.partitions_to_drop = {
             name: partitions.partitions_to_drop(engine, plan.expiry, name)

@@ -13,6 +13,8 @@ from typing import Any
 from sqlalchemy import func, inspect, select
 from sqlalchemy.engine import Engine
 
+from .tables import Expiry
+
 PARENTS = ("events", "detections")
 # Children the purge deletes itself, in the parent's batch and before it: their ON DELETE never fires.
 DELETED_FIRST = {("alerts", "event_id"), ("event_detections", "event_id")}
@@ -142,6 +144,32 @@ def blocking_references_message(references: list[Reference]) -> str | None:
         " Nothing was deleted. Change the foreign key to ON DELETE CASCADE or SET NULL, or clear those"
         " rows first; `retention-pipeline doctor` lists every reference."
     )
+
+
+def cascading_file_children(references: list[Reference], expiry: Expiry) -> list[Reference]:
+    """The references whose ON DELETE CASCADE empties a retention table with files (declared by a
+    policy) with a parent the run purges before it: the parent's batches queue those rows' files."""
+    registry = expiry.registry
+    return [
+        r
+        for r in references
+        if r.on_delete == "CASCADE"
+        and r.table in registry
+        and registry[r.table].files
+        and r.parent in registry.purged_before(r.table)
+    ]
+
+
+def with_cascades(engine: Engine, expiry: Expiry) -> Expiry:
+    """The expiry with every retention table's cascading parents read from the database, so that the
+    files of rows a CASCADE removes are queued and counted like the rest (see `cascading_file_children`)."""
+    registry = expiry.registry
+    if not registry.declared:
+        return expiry  # only a policy's table can have files and be such a child
+    for r in cascading_file_children(references_to_parents(engine, registry.names), expiry):
+        if (r.parent, r.column) not in registry[r.table].cascades_from:
+            registry = registry.with_cascade(r.table, r.parent, r.column)
+    return Expiry(registry, expiry.cutoffs)
 
 
 # Columns of camera tables retention never deletes from whose paths name media files: such a row keeps its

@@ -61,6 +61,9 @@ class RetentionTable:
     children: tuple[Child, ...] = ()
     keep_rule: str = ""  # said in prose; the rule itself lives in queries/expiring.py
     built_in: bool = True
+    # (parent, column): a foreign key whose ON DELETE CASCADE removes this table's rows with an expired
+    # parent row, in the parent's batch, earlier in the run (read from the database: references.py).
+    cascades_from: tuple[tuple[str, str], ...] = ()
 
     @property
     def columns(self) -> set[str]:
@@ -138,6 +141,21 @@ class Registry:
         if table in self:
             return Registry(tuple(e.with_rule(rule, files) if e.name == table else e for e in self.tables))
         return Registry((*self.tables, RetentionTable(table, (rule,), files, built_in=False)))
+
+    def with_cascade(self, table: str, parent: str, column: str) -> Registry:
+        """The registry with `table`'s rows also going, by ON DELETE CASCADE, with `parent`'s."""
+        return Registry(
+            tuple(
+                replace(e, cascades_from=(*e.cascades_from, (parent, column))) if e.name == table else e
+                for e in self.tables
+            )
+        )
+
+    def purged_before(self, name: str) -> list[str]:
+        """The tables a run purges before `name` (the Dagster job's order: detections, events, then the
+        policy's tables in turn; gpu_stats and logs run beside them, so before nothing)."""
+        order = ["detections", "events", *(e.name for e in self.declared)]
+        return order[: order.index(name)] if name in order else []
 
     def required_columns(self) -> dict[str, set[str]]:
         """table -> the columns retention needs in it."""

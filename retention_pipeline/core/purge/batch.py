@@ -42,13 +42,26 @@ def batch_end(engine: Engine, statement: Any, parameters: dict[str, int]) -> int
 
 
 def children_deleter(
-    expiry: Expiry, table: str, children: tuple[Child, ...], locked: bool = False
-) -> Children:
-    """Delete a batch's children, each table in turn; returns how many of the counted ones went (`locked`:
-    only children of the rows the batch locked, on PostgreSQL)."""
-    deletes = [
+    expiry: Expiry,
+    table: str,
+    children: tuple[Child, ...],
+    locked: bool = False,
+    dialect_name: str = "sqlite",
+) -> Children | None:
+    """Delete a batch's children, each table in turn, and queue the files of the rows its CASCADE foreign
+    keys will take with it; returns how many of the counted children went (`locked`: only children of the
+    rows the batch locked, on PostgreSQL). None: the table has neither."""
+    deletes: list[tuple[Any, bool]] = [
         (purge_batch.delete_children(expiry, table, child, locked), child.counted) for child in children
     ]
+    deletes += [
+        (purge_batch.queue_files_of_cascaded(expiry, table, entry.name, column, dialect_name, locked), False)
+        for entry in expiry.registry.tables
+        for parent, column in entry.cascades_from
+        if parent == table
+    ]
+    if not deletes:
+        return None
 
     def delete(execute: Execute, batch: dict[str, Any]) -> int:
         counted = 0

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 
 from ..files import HardLinks, StorageRoots
 from ..queries import path_checks
+from ..references import with_cascades
 from ..stats import FileCounts
 from ..tables import Expiry
 from .file_checks import (
@@ -43,7 +44,7 @@ def preview_file_deletions(
     not the whole preview (a long one would hold back WAL checkpoints and vacuum), and memory does not
     grow with their number. The checks and stat() calls then run chunk by chunk from that file.
     """
-    expiry = Expiry.of(expiry)
+    expiry = with_cascades(engine, Expiry.of(expiry))
     statement = path_checks.select_stale_file_candidates(expiry, delete_images)
     with tempfile.TemporaryFile("w+", newline="", encoding="utf-8", errors="surrogateescape") as spill:
         writer = csv.writer(spill)

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from ..queries import expiring, purge_batch
+from ..references import with_cascades
 from ..stats import RowCounts
 from ..tables import Expiry
 from . import partition_catalog, partitions, postgresql, sqlite
@@ -121,11 +122,11 @@ def table_batches(
     entry = expiry.registry[table]
     media = entry.media(delete_images)
     on_postgresql = engine.dialect.name == "postgresql"
-    if not media and not entry.children:
+    children = children_deleter(expiry, table, entry.children, on_postgresql, engine.dialect.name)
+    if not media and children is None:
         if on_postgresql:
             return postgresql.plain_rows(engine, expiry, table, time_cap_ms)
         return sqlite.plain_rows(engine, expiry, table)
-    children = children_deleter(expiry, table, entry.children, on_postgresql) if entry.children else None
     if on_postgresql:
         # Locked rows cannot gain a child (an alert, a link) until their batch commits; for detections,
         # linking one to an event takes a KEY SHARE lock on it, so once the batch is locked no new link
@@ -161,7 +162,7 @@ def purge_table(
 ) -> RowCounts:
     """Delete every expired row of one retention table, batch by batch, its children first and its files
     queued (images only with `delete_images`). A datetime stands for the built-in rules at that cutoff."""
-    expiry = Expiry.of(expiry)
+    expiry = with_cascades(engine, Expiry.of(expiry))
     sizer = BatchSizer(batch_size, target_s)
     dropped, retried = partitions.Dropped(), RowCounts()
     if (partitioned := partition_catalog.partitioned(engine, expiry, table)) is not None:

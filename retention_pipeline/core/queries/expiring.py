@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Table, and_, exists, func, not_, or_, select, union_all
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Select,
+    Table,
+    and_,
+    exists,
+    func,
+    not_,
+    or_,
+    select,
+    union_all,
+)
 
 from ..instants import older
 from ..schema import alerts, detections, event_detections, events
@@ -56,6 +68,25 @@ def expired(expiry: Expiry, table: str) -> ColumnElement[bool]:
     return detection_expired(expiry) if table == "detections" else by_rules(expiry, table)
 
 
+def goes_with_parent(expiry: Expiry, table: str) -> ColumnElement[bool] | None:
+    """The row references a parent row that goes in this run, whose ON DELETE CASCADE takes the row with
+    it (None: the table has no such parent)."""
+    entry = expiry.registry[table]
+    terms = []
+    for parent_name, column_name in entry.cascades_from:
+        parent = table_of(expiry.registry[parent_name])
+        reference = column_of(entry, column_name, BigInteger())
+        # EXISTS, never IN: a NULL reference must read as false, also under NOT.
+        terms.append(exists(select(parent.c.id).where(parent.c.id == reference, goes(expiry, parent_name))))
+    return or_(*terms) if terms else None
+
+
+def goes(expiry: Expiry, table: str) -> ColumnElement[bool]:
+    """The row is gone after a run with this expiry: expired, or taken by an expired parent's cascade."""
+    with_parent = goes_with_parent(expiry, table)
+    return expired(expiry, table) if with_parent is None else or_(expired(expiry, table), with_parent)
+
+
 def count_linked_to_a_retained_event(
     expiry: Expiry, rows: ColumnElement[bool], source: Table | None = None
 ) -> Select[Any]:
@@ -92,9 +123,12 @@ def select_expired_id_span(expiry: Expiry, table: str) -> Select[Any]:
 
 
 def count_expired(expiry: Expiry, table: str) -> Select[Any]:
-    """How many rows of a table a run with this expiry deletes."""
+    """How many rows of a table a run with this expiry deletes in its own batches (rows a CASCADE takes
+    with an expired parent go in the parent's, uncounted, as for every CASCADE child)."""
     target = table_of(expiry.registry[table])
-    return select(func.count()).select_from(target).where(expired(expiry, table))
+    statement = select(func.count()).select_from(target).where(expired(expiry, table))
+    with_parent = goes_with_parent(expiry, table)
+    return statement if with_parent is None else statement.where(not_(with_parent))
 
 
 def count_alerts_of_expired_events(expiry: Expiry) -> Select[Any]:

@@ -113,15 +113,38 @@ def delete_children_of_rows(source: Table, child: Child, rows: ColumnElement[boo
     )
 
 
+def _referencing(
+    expiry: Expiry, table: str, key: ForeignKey, rows: ColumnElement[bool]
+) -> tuple[Table, ColumnElement[bool]]:
+    """The child table of `key`, and its rows that reference `rows`."""
+    entry = expiry.registry[table]
+    child = Table(key.table, MetaData(), *(Column(name) for name in key.columns), schema=key.schema)
+    referenced = select(*(column_of(entry, name) for name in key.parent_columns)).where(rows)
+    return child, tuple_(*(child.c[name] for name in key.columns)).in_(referenced)
+
+
+def queue_files_of_cascaded(
+    expiry: Expiry, table: str, key: ForeignKey, rows: ColumnElement[bool], queued_at: datetime
+) -> Select[Any] | None:
+    """Queue the files of the child's rows that `key`'s CASCADE takes with `rows`, when the child is a
+    retention table with files (see references.with_cascades); returns the number of distinct paths.
+    None: the child has no files of ours."""
+    registry = expiry.registry
+    if key.table not in registry:
+        return None
+    entry = registry[key.table]
+    if (table, key.columns[0]) not in entry.cascades_from:
+        return None
+    child, referencing = _referencing(expiry, table, key, rows)
+    return queue_files_of_rows(child, entry.files, referencing, queued_at)
+
+
 def apply_on_delete(
     expiry: Expiry, table: str, key: ForeignKey, rows: ColumnElement[bool]
 ) -> Delete | Update:
     """What the database would do to the child's rows referencing `rows` if they were deleted: delete them
     (CASCADE, whose own cascades then run) or set the reference to NULL (SET NULL)."""
-    entry = expiry.registry[table]
-    child = Table(key.table, MetaData(), *(Column(name) for name in key.columns), schema=key.schema)
-    referenced = select(*(column_of(entry, name) for name in key.parent_columns)).where(rows)
-    referencing = tuple_(*(child.c[name] for name in key.columns)).in_(referenced)
+    child, referencing = _referencing(expiry, table, key, rows)
     if key.on_delete == "CASCADE":
         return child.delete().where(referencing)
     return child.update().where(referencing).values({name: None for name in key.columns})

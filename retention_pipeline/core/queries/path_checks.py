@@ -35,7 +35,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable, ExecutableDDLElement
 
 from ..schema import retention_file_queue
 from ..tables import Expiry, Registry, RetentionTable, column_of, table_of
-from .expiring import expired
+from .expiring import goes
 
 # Scratch for one reference check, private to the connection that runs it: every spelling of the paths
 # being checked. Staged once per large chunk, so the check costs one pass over the referencing rows
@@ -149,7 +149,7 @@ def select_referenced_names(
             # OFFSET 0 keeps the test a look-up per matched row instead of a scan of the whole table.
             survives = (
                 select(target.c.id)
-                .where(target.c.id == matched.c.id, not_(expired(surviving, entry.name)))
+                .where(target.c.id == matched.c.id, not_(goes(surviving, entry.name)))
                 .offset(0)
             )
             selects.append(select(matched.c.path).where(exists(survives)))
@@ -168,7 +168,7 @@ def select_referenced_names(
 def select_stale_file_candidates(expiry: Expiry, delete_images: bool, queued: bool = True) -> Select[Any]:
     """Distinct paths a run with this expiry would consider deleting, with their kind, in path order
     (`queued` False: leave out the queue, in a database that has none yet)."""
-    sources = _media_paths(expiry.registry, lambda table: [expired(expiry, table)], delete_images)
+    sources = _media_paths(expiry.registry, lambda table: [goes(expiry, table)], delete_images)
     if queued:
         sources.append(select(retention_file_queue.c.path, retention_file_queue.c.kind))
     every = union(*sources).subquery()

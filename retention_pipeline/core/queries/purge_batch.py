@@ -171,9 +171,11 @@ def delete_expired_queueing_files(expiry: Expiry, table: str, media: tuple[Media
     deleted = (
         target.delete()
         .where(_expired_and_locked(expiry, table))
-        .returning(*_media_columns(expiry, table, media))
+        .returning(*(_media_columns(expiry, table, media) or [target.c.id]))
         .cte("deleted")
     )
+    if not media:  # a table without files of its own whose CASCADE children have some
+        return select(select(func.count()).select_from(deleted).scalar_subquery(), literal(0), _lift_cap())
     return _deleting_and_queueing(deleted, _files(deleted, media))
 
 
@@ -195,9 +197,11 @@ def _lift_cap() -> ColumnElement[Any]:
     return func.set_config("statement_timeout", literal(str(PG_STATEMENT_TIMEOUT_MS)), True)
 
 
-def queue_files_of_expired(expiry: Expiry, table: str, media: tuple[MediaColumn, ...]) -> Insert:
+def queue_files_of_expired(expiry: Expiry, table: str, media: tuple[MediaColumn, ...]) -> Insert | None:
     """SQLite: queue the files of the batch's expired rows (the DELETE follows in the same transaction,
-    which holds the write lock, so both see the same rows)."""
+    which holds the write lock, so both see the same rows); None without media."""
+    if not media:
+        return None
     target = _table(expiry, table)
     batch = (
         select(*_media_columns(expiry, table, media))
@@ -226,6 +230,25 @@ def delete_children(expiry: Expiry, table: str, child: Child, locked: bool = Fal
     return child_table.delete().where(
         parent_id > AFTER_ID, parent_id <= LAST_ID, parent_id.in_(batch.scalar_subquery())
     )
+
+
+def queue_files_of_cascaded(
+    expiry: Expiry, table: str, child: str, column: str, dialect_name: str, locked: bool = False
+) -> Insert:
+    """Queue the files of the rows of `child` that the batch's expired rows of `table` take with them by
+    ON DELETE CASCADE (`locked`: of its expired rows among the `locked` ids, on PostgreSQL)."""
+    target = _table(expiry, table)
+    entry = expiry.registry[child]
+    reference = column_of(entry, column, BigInteger())
+    rows = _expired_and_locked(expiry, table) if locked else _expired_in_batch(expiry, table)
+    batch = select(target.c.id).where(rows).scalar_subquery()
+    named = (
+        select(*_media_columns(expiry, child, entry.files))
+        .select_from(table_of(entry))
+        .where(reference > AFTER_ID, reference <= LAST_ID, reference.in_(batch))
+        .subquery()
+    )
+    return queue_upsert(dialect_name, distinct_paths(_files(named, entry.files), QUEUED_AT))
 
 
 def delete_expired_lifting_cap(expiry: Expiry, table: str) -> Select[Any]:

@@ -1,0 +1,168 @@
+"""A policy table with files whose foreign key to a retention table is ON DELETE CASCADE: the rows the
+cascade removes with an expired parent take their files with them (queued in the parent's batch, or in
+a partition's clearing), and the dry run predicts the real run exactly. Both engines, both shapes, plain
+and (PostgreSQL) partitioned parents.
+
+Counting: a table's number is the rows its own rule deletes; rows the cascade takes with their parent
+are counted with neither, as for every CASCADE child.
+"""
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, insert, text
+from sqlalchemy.engine import Engine
+
+from retention_pipeline.core.policy import read_policy
+from retention_pipeline_tests.conftest import both_shapes
+from retention_pipeline_tests.core.test_partitioned_detections import _partition_by_week
+from retention_pipeline_tests.factories import THUMBS, CameraWorld, comparable
+
+pytestmark = both_shapes
+
+POLICY = """
+tables:
+  - table: crops
+    time_column: taken_at
+    retention_days: 14
+    files: {crop_path: thumbnails}
+  - table: event_snapshots
+    time_column: taken_at
+    retention_days: 14
+    files: {snapshot_path: thumbnails}
+"""
+
+# For the inserts; the tables themselves are created by their DDL below, foreign keys and all.
+_rows = MetaData()
+crops = Table(
+    "crops",
+    _rows,
+    Column("id", Integer, primary_key=True),
+    Column("detection_id", Integer),
+    Column("detected_at", DateTime(timezone=True)),
+    Column("taken_at", DateTime(timezone=True)),
+    Column("crop_path", String(1024)),
+)
+event_snapshots = Table(
+    "event_snapshots",
+    _rows,
+    Column("id", Integer, primary_key=True),
+    Column("event_id", Integer),
+    Column("taken_at", DateTime(timezone=True)),
+    Column("snapshot_path", String(1024)),
+)
+
+
+def _tables(world: CameraWorld, tmp_path: Path, detections_key: str = "(id)") -> None:
+    """crops -> detections and event_snapshots -> events, both ON DELETE CASCADE, and the policy."""
+    postgres = world.engine.dialect.name == "postgresql"
+    serial, stamp = ("SERIAL", "TIMESTAMPTZ") if postgres else ("INTEGER", "TIMESTAMP")
+    crop_columns = "detection_id, detected_at" if detections_key != "(id)" else "detection_id"
+    with world.engine.begin() as conn:
+        conn.execute(
+            text(
+                f"CREATE TABLE crops (id {serial} PRIMARY KEY, detection_id INTEGER, detected_at {stamp},"
+                f" taken_at {stamp}, crop_path VARCHAR(1024),"
+                f" FOREIGN KEY ({crop_columns}) REFERENCES detections {detections_key} ON DELETE CASCADE)"
+            )
+        )
+        conn.execute(
+            text(
+                f"CREATE TABLE event_snapshots (id {serial} PRIMARY KEY, event_id INTEGER"
+                f" REFERENCES events (id) ON DELETE CASCADE, taken_at {stamp},"
+                " snapshot_path VARCHAR(1024))"
+            )
+        )
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    world.policy = read_policy(policy)
+
+
+def _crop(world: CameraWorld, detection_id: int | None, taken_at: datetime, detected_at: datetime) -> str:
+    path = world.file(f"{THUMBS}/crop{taken_at.timestamp()}_{detection_id}.jpg")
+    with world.engine.begin() as conn:
+        conn.execute(
+            insert(crops).values(
+                detection_id=detection_id, detected_at=detected_at, taken_at=taken_at, crop_path=path
+            )
+        )
+    return path
+
+
+def _snapshot(world: CameraWorld, event_id: int, taken_at: datetime) -> str:
+    path = world.file(f"{THUMBS}/snap{taken_at.timestamp()}_{event_id}.jpg")
+    with world.engine.begin() as conn:
+        conn.execute(insert(event_snapshots).values(event_id=event_id, taken_at=taken_at, snapshot_path=path))
+    return path
+
+
+def _paths(engine: Engine, table: str, column: str) -> set[str]:
+    with engine.connect() as conn:
+        return set(conn.execute(text(f"SELECT {column} FROM {table}")).scalars())
+
+
+@pytest.mark.parametrize("detections_table", ["plain", "partitioned"])
+def test_rows_a_cascade_takes_with_an_expired_parent_take_their_files_and_the_dry_run_knows(
+    world: CameraWorld, tmp_path: Path, detections_table: str
+):
+    partitioned = detections_table == "partitioned"
+    if partitioned:
+        if world.engine.dialect.name != "postgresql":
+            pytest.skip("declarative partitioning is PostgreSQL's")
+        _partition_by_week(world, "detections", "detected_at")
+    _tables(world, tmp_path, "(id, detected_at)" if partitioned else "(id)")
+    w, now = world, world.now
+    young, old = now - timedelta(days=1), now - timedelta(days=20)
+    retained_event = w.event(w.recent(3))
+    # At old(19) the detection lies in a week wholly before the cutoff: on the partitioned table that
+    # week goes whole, the crops through the clearing; the others go through the batches.
+    expired_detection, in_batches = w.detection(w.old(19)), w.detection(w.old(3))
+    live, kept_by_event = w.detection(w.recent(2)), w.detection(w.old(3), events_=(retained_event,))
+    gone = {
+        _crop(w, expired_detection, young, w.old(19)),  # young itself: goes with its detection
+        _crop(w, expired_detection, old, w.old(19)),  # old too: still its detection's, uncounted
+        _crop(w, in_batches, young, w.old(3)),
+        _crop(w, live, old, w.recent(2)),  # its own rule: counted
+    }
+    kept = {
+        _crop(w, live, young, w.recent(2)),
+        _crop(w, kept_by_event, young, w.old(3)),  # the keep rule keeps its detection, so it stays
+        _crop(w, None, young, young),  # no parent
+    }
+    expired_event, live_event = w.event(w.old(2), clip=False), w.event(w.recent(1), clip=False)
+    gone |= {_snapshot(w, expired_event, young), _snapshot(w, live_event, old)}
+    kept.add(_snapshot(w, live_event, young))
+
+    preview = w.run(dry_run=True)
+    stats = w.run()
+
+    assert (
+        _paths(w.engine, "crops", "crop_path") | _paths(w.engine, "event_snapshots", "snapshot_path") == kept
+    )
+    assert all(w.exists(path) for path in kept)
+    assert not any(w.exists(path) for path in gone)
+    assert stats.rows_deleted_by_table["crops"] == 1 and stats.rows_deleted_by_table["event_snapshots"] == 1
+    assert stats.detections_deleted == 2 and stats.events_deleted == 1
+    assert stats.thumbnails_deleted == len(gone) + 2  # and the two detections' own thumbnails
+    assert comparable(preview) == comparable(stats)
+    again = w.run()
+    assert (again.rows_deleted_by_table["crops"], again.thumbnails_deleted, again.files_missing) == (0, 0, 0)
+
+
+def test_a_file_a_cascaded_row_shares_with_a_surviving_row_stays(world: CameraWorld, tmp_path: Path):
+    _tables(world, tmp_path)
+    w, young = world, world.now - timedelta(days=1)
+    shared = _crop(w, w.detection(w.old(3)), young, w.old(3))
+    live = w.detection(w.recent(2))
+    with w.engine.begin() as conn:
+        conn.execute(
+            insert(crops).values(detection_id=live, detected_at=w.recent(2), taken_at=young, crop_path=shared)
+        )
+
+    preview = w.run(dry_run=True)
+    stats = w.run()
+
+    assert w.exists(shared) and _paths(w.engine, "crops", "crop_path") == {shared}
+    assert stats.files_kept_shared == 1 and stats.thumbnails_deleted == 1  # the detection's own
+    assert comparable(preview) == comparable(stats)
