@@ -45,7 +45,8 @@ def plan_orphan_sweep(
         + f" (files older than {policy.min_age_hours} h)"
     )
     stage.done()
-    return orphans.OrphanSweepPlan(policy, roots, datetime.now(UTC), manifest)
+    protected = orphans.never_swept(camera_system.engine(), context.instance.root_directory)
+    return orphans.OrphanSweepPlan(policy, roots, datetime.now(UTC), manifest, protected)
 
 
 @dg.op(description="Walk the roots and write every unreferenced file old enough to a CSV manifest.")
@@ -54,7 +55,13 @@ def scan_orphaned_files(
 ) -> orphans.OrphanStats:
     start_stage(context, camera_system.settings().job_tracker)
     stats = orphans.scan_for_orphans(
-        camera_system.engine(), plan.roots, plan.policy, plan.manifest, plan.started_at, context.log.info
+        camera_system.engine(),
+        plan.roots,
+        plan.policy,
+        plan.manifest,
+        plan.started_at,
+        context.log.info,
+        plan.never_swept,
     )
     context.add_output_metadata({"files_scanned": stats.files_scanned, "orphans_found": stats.orphans_found})
     return stats

@@ -9,11 +9,12 @@ import dagster as dg
 import pytest
 
 from retention_pipeline.jobs import orphaned_file_cleanup
+from retention_pipeline.resources import CameraSystemResource
 from retention_pipeline.schedules import build_weekly_orphan_schedule
 from retention_pipeline.settings import Settings
 from retention_pipeline.tags import SWEEP_HEADLINE
 from retention_pipeline_tests.dagster_helpers import camera_resource, failure_messages
-from retention_pipeline_tests.factories import THUMBS, CameraWorld
+from retention_pipeline_tests.factories import CLIPS, IMAGES, THUMBS, CameraWorld
 from retention_pipeline_tests.test_cli import cli
 
 
@@ -71,6 +72,45 @@ def test_real_sweep_deletes_the_orphan(tree: CameraWorld, instance):
 
     assert result.success
     assert not tree.exists(f"{THUMBS}/orphan.jpg") and tree.exists(f"{THUMBS}/live0.jpg")
+
+
+def test_a_root_that_holds_the_database_and_dagster_home_never_loses_them(tree: CameraWorld, tmp_path: Path):
+    # THUMBNAIL_DIR set to a directory above the media, where the SQLite database and Dagster's home
+    # also live: no row names them, and one database among many files stays under the share stops.
+    if tree.engine.dialect.name != "sqlite":
+        pytest.skip("a PostgreSQL database is not a file under the roots")
+    database = Path(str(tree.engine.url.database))
+    lock = database.with_name(database.name + ".retention-lock")
+    (tmp_path / "dagster_home").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
+        for n in range(20):
+            tree.detection(tree.recent(), thumbnail=old_file(tree, f"{THUMBS}/more{n}.jpg"))
+        resource = CameraSystemResource(
+            database_url=tree.engine.url.render_as_string(hide_password=False),
+            media_root=str(tree.media),
+            thumbnail_dir=str(tmp_path),
+            clips_dir=CLIPS,
+            images_dir=IMAGES,
+        )
+        home_file = tmp_path / "dagster_home" / "history.db"
+        home_file.write_bytes(b"runs")
+        lock.write_bytes(b"")
+        stamp = time.time() - 48 * 3600
+        for path in (database, home_file, lock):
+            os.utime(path, (stamp, stamp))
+
+        result = orphaned_file_cleanup.execute_in_process(
+            run_config={"ops": {"plan_orphan_sweep": {"config": {"dry_run": False}}}},
+            resources={"camera_system": resource},
+            instance=instance,
+            raise_on_error=False,
+        )
+
+    assert result.success, failure_messages(result)
+    assert database.is_file() and home_file.is_file() and lock.is_file()
+    assert not tree.exists(f"{THUMBS}/orphan.jpg") and tree.exists(f"{THUMBS}/live0.jpg")
+    stats = result.output_for_node("scan_orphaned_files")
+    assert stats.orphans_found == 1 and stats.protected_skipped >= 3
 
 
 def test_safety_stop_fails_the_run_with_the_reason(tree: CameraWorld, instance):

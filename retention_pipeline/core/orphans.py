@@ -50,12 +50,33 @@ class OrphanPolicy(OrphanSweepOptions):
 
 @dataclass(frozen=True)
 class OrphanSweepPlan:
-    """One sweep: its policy, the roots it scans, when it started and where its manifest goes."""
+    """One sweep: its policy, the roots it scans, when it started and where its manifest goes;
+    `never_swept`: files and directories it must not consider even under a root (see `never_swept`)."""
 
     policy: OrphanPolicy
     roots: StorageRoots
     started_at: datetime
     manifest: Path
+    never_swept: tuple[str, ...] = ()
+
+
+# What SQLite keeps beside a database file (rollback journal, WAL, shared memory) and our run lock.
+_DATABASE_SIDECARS = ("", "-journal", "-wal", "-shm", ".retention-lock")
+
+
+def never_swept(engine: Engine, *directories: str | Path) -> tuple[str, ...]:
+    """The real paths the sweep must never delete, whatever roots it is given: a SQLite database with
+    its sidecar files, and `directories` (Dagster's home, which holds the run history and the manifest).
+
+    No row names them, so under a root (THUMBNAIL_DIR=data beside data/retention.db) they would look
+    like orphans, and the share-based safety stops do not notice one file among thousands.
+    """
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    protected = [os.path.realpath(d) for d in directories]
+    if database and database != ":memory:" and not database.startswith("file:"):
+        real = os.path.realpath(database)
+        protected += [real + suffix for suffix in _DATABASE_SIDECARS]
+    return tuple(protected)
 
 
 @dataclass
@@ -73,6 +94,7 @@ class OrphanStats:
     files_missing: int = 0
     files_failed: int = 0
     symlinks_skipped: int = 0
+    protected_skipped: int = 0  # the database's own files, Dagster's home (see never_swept)
     rows_missing_files: int = 0
     referencing_rows: int = 0
     report_csv: str = ""
@@ -90,8 +112,10 @@ def scan_for_orphans(
     manifest: Path,
     now: datetime,
     progress: Progress,
+    protected: tuple[str, ...] = (),
 ) -> OrphanStats:
-    """Walk the roots, write every orphan old enough to the CSV manifest, and count everything."""
+    """Walk the roots, write every orphan old enough to the CSV manifest, and count everything
+    (`protected`: real paths of files, or directories, never counted as orphans)."""
     check_roots(list(roots.walk_roots))
     stats = OrphanStats(dry_run=policy.dry_run, report_csv=str(manifest))
     oldest_allowed = (now - timedelta(hours=policy.min_age_hours)).timestamp()
@@ -101,7 +125,8 @@ def scan_for_orphans(
     with manifest.open("w", newline="", errors="surrogateescape") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "size", "mtime"])
-        for chunk in chunked(_walk_all(roots, scan_counts, stats.per_root), REFERENCE_CHUNK):
+        walk = _walk_all(roots, scan_counts, stats.per_root, protected)
+        for chunk in chunked(walk, REFERENCE_CHUNK):
             stats.files_scanned += len(chunk)
             referenced = referenced_paths(engine, roots, [f.path for f in chunk], policy.registry)
             for found in chunk:
@@ -116,6 +141,7 @@ def scan_for_orphans(
                 writer.writerow([found.path, found.size, found.mtime])
             progress(f"scanned {stats.files_scanned} files, {stats.orphans_found} orphans so far")
     stats.symlinks_skipped = scan_counts.symlinks_skipped
+    stats.protected_skipped = scan_counts.protected_skipped
     with engine.connect() as conn:
         stats.referencing_rows = int(
             conn.execute(path_checks.count_referencing_rows(policy.registry)).scalar_one()
@@ -237,11 +263,23 @@ def _outermost(roots: StorageRoots) -> list[str]:
 
 
 def _walk_all(
-    roots: StorageRoots, counts: ScanCounts, per_root: dict[str, dict[str, float]]
+    roots: StorageRoots,
+    counts: ScanCounts,
+    per_root: dict[str, dict[str, float]],
+    protected: tuple[str, ...] = (),
 ) -> Iterator[ScannedFile]:
+    protected_files = set(protected)
+    protected_dirs = tuple(os.path.join(p, "") for p in protected)
+    real_of = dict(zip(roots.walk_roots, roots.roots, strict=True))
     for root in _outermost(roots):
         totals = per_root.setdefault(root, {"files": 0, "bytes": 0, "oldest_mtime": 0.0})
+        real_root = real_of[root]
         for found in walk_files(root, counts):
+            # The walk follows no symlink below the root, so the real path is the root's plus the rest.
+            real = real_root + found.path[len(root) :]
+            if protected and (real in protected_files or real.startswith(protected_dirs)):
+                counts.protected_skipped += 1
+                continue
             totals["files"] += 1
             totals["bytes"] += found.size
             if not totals["oldest_mtime"] or found.mtime < totals["oldest_mtime"]:

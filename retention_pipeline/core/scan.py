@@ -28,6 +28,7 @@ class ScanCounts:
 
     symlinks_skipped: int = 0
     unreadable_dirs: int = 0
+    protected_skipped: int = 0  # files the sweep must never delete (orphans.never_swept)
 
 
 def check_roots(roots: list[str]) -> None:
