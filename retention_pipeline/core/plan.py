@@ -14,7 +14,7 @@ from ..settings import (
     parse_days,
     parse_transaction_target,
 )
-from .policy import DeclaredRule, registry_with
+from .policy import DeclaredRule, registry_with, rules_that_keep_nothing
 from .tables import Expiry, Registry
 
 
@@ -167,9 +167,13 @@ def make_plan(
             by_table.append((table, int(table_days)))  # type: ignore[call-overload]
     if errors:
         raise SettingsError("Invalid run configuration: " + "; ".join(errors))
-    reference = check_reference_time(reference_time)
     assert isinstance(days, int) and isinstance(log_days, int) and isinstance(size, int)
     assert isinstance(chunk, int) and isinstance(target, float | int)
+    # Not in emergency passes, whose shortened days make every longer rule moot on purpose.
+    overridden = frozenset(table for table, _days in by_table)
+    if not emergency and (useless := rules_that_keep_nothing(registry, days, log_days, overridden)):
+        raise SettingsError("Invalid run configuration: " + "; ".join(useless))
+    reference = check_reference_time(reference_time)
     try:
         cutoff, log_cutoff = reference - timedelta(days=days), reference - timedelta(days=log_days)
     except OverflowError:

@@ -18,7 +18,7 @@ import yaml
 from sqlalchemy import DateTime, Integer, String, inspect
 from sqlalchemy.engine import Engine
 
-from .tables import KIND_OF_ROOT, OWN, MediaColumn, Registry, Rule
+from .tables import DATA, KIND_OF_ROOT, LOG, OWN, MediaColumn, Registry, Rule
 
 MAX_DAYS = 36_500  # a century; larger values overflow date arithmetic and are surely typos
 _KEYS = {"table", "time_column", "retention_days", "files"}
@@ -39,13 +39,31 @@ class DeclaredRule:
     files: tuple[MediaColumn, ...] = ()
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load, but a key given twice in one mapping is an error: YAML would keep the last silently,
+    and `retention_days: 400` followed by `retention_days: 4` must not mean 4 days."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice in one entry", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_policy(path: Path) -> tuple[DeclaredRule, ...]:
     """The rules of a policy file; PolicyError listing every problem it has."""
     where = f"RETENTION_POLICY_FILE {path}"
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        document = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader
     except OSError as exc:
         raise PolicyError(f"{where} cannot be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"{where} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     except yaml.YAMLError as exc:
         raise PolicyError(f"{where} is not valid YAML: {' '.join(str(exc).split())}") from None
     if document is None:
@@ -67,13 +85,16 @@ def _entry(entry: Any, index: int, origin: str) -> DeclaredRule:
     if not isinstance(entry, dict):
         raise PolicyError(f"tables[{index}] must be a mapping with table, time_column and retention_days")
     name = entry.get("table")
+    if isinstance(name, str):
+        name = name.strip()  # before any check: "alerts " must be refused like "alerts"
     label = f"tables[{index}] ({name or 'no table'})"
     if unknown := set(entry) - _KEYS:
         raise PolicyError(f"{label}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
     for key in ("table", "time_column"):
         if not isinstance(entry.get(key), str) or not entry[key].strip():
             raise PolicyError(f"{label}: '{key}' must be a table column name, got {entry.get(key)!r}")
-    if name in _NOT_RULES:
+    name = str(name)  # checked above: a non-empty string
+    if name.lower() in _NOT_RULES:
         raise PolicyError(f"{label}: {name} rows go with their parent rows; it cannot have a rule of its own")
     days = entry.get("retention_days")
     if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_DAYS:
@@ -85,14 +106,14 @@ def _entry(entry: Any, index: int, origin: str) -> DeclaredRule:
         raise PolicyError(f"{label}: 'files' must map a column to a storage root, got {files!r}")
     media = []
     for column_name, root in files.items():
-        if root not in KIND_OF_ROOT:
+        if not isinstance(root, str) or root not in KIND_OF_ROOT:
             raise PolicyError(
                 f"{label}: files.{column_name} names storage root {root!r};"
                 f" use one of {', '.join(KIND_OF_ROOT)}"
             )
         media.append(MediaColumn(str(column_name), KIND_OF_ROOT[root]))
     rule = Rule(entry["time_column"].strip(), OWN, days, origin=origin)
-    return DeclaredRule(entry["table"].strip(), rule, tuple(media))
+    return DeclaredRule(name, rule, tuple(media))
 
 
 def registry_with(rules: tuple[DeclaredRule, ...]) -> Registry:
@@ -101,6 +122,35 @@ def registry_with(rules: tuple[DeclaredRule, ...]) -> Registry:
     for declared in rules:
         registry = registry.with_rule(declared.table, declared.rule, declared.files)
     return registry
+
+
+def rules_that_keep_nothing(
+    registry: Registry, data_days: int, log_days: int, overridden: frozenset[str] = frozenset()
+) -> list[str]:
+    """Why some policy rule can never keep a row: another rule on the same column deletes sooner (a row
+    goes when any rule says so), so its longer days would only mislead (tables in `overridden` get one
+    run's days for every rule, and are skipped)."""
+    problems = []
+    for entry in registry.tables:
+        if entry.name in overridden:
+            continue
+        for rule in entry.rules:
+            if rule.retention != OWN or rule.days is None:
+                continue
+            for other in entry.rules:
+                days = {DATA: data_days, LOG: log_days}.get(other.retention, other.days or data_days)
+                if other is rule or other.column != rule.column or days >= rule.days:
+                    continue
+                setting = {DATA: "RETENTION_DAYS", LOG: "LOG_RETENTION_DAYS"}.get(
+                    other.retention, f"the retention_days of {other.origin}"
+                )
+                problems.append(
+                    f"RETENTION_POLICY_FILE {rule.origin} ({entry.name}): retention_days {rule.days} on"
+                    f" {rule.column} would keep nothing longer: the {other.origin} rule on the same column"
+                    f" deletes rows after {days} days ({setting}). A rule can only make rows go sooner;"
+                    f" raise {setting} or remove one of the rules"
+                )
+    return problems
 
 
 def policy_problems(engine: Engine, rules: tuple[DeclaredRule, ...]) -> list[str]:

@@ -1,9 +1,11 @@
 """Reading RETENTION_POLICY_FILE: every problem is refused with the file, the entry and what is wrong."""
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from retention_pipeline.core.plan import make_plan
 from retention_pipeline.core.policy import PolicyError, read_policy, registry_with
 from retention_pipeline.core.tables import OWN
 from retention_pipeline.settings import Settings, SettingsError
@@ -68,6 +70,24 @@ def test_an_empty_file_adds_nothing(tmp_path: Path):
             "tables:\n  - table: alerts\n    time_column: created_at\n    retention_days: 7\n",
             "alerts rows go with their parent rows",
         ),
+        (  # a space must not slip a rule past the refusal (alerts of retained events would go)
+            "tables:\n  - table: 'alerts '\n    time_column: created_at\n    retention_days: 7\n",
+            "tables[0] (alerts): alerts rows go with their parent rows",
+        ),
+        (
+            "tables:\n  - table: ' retention_file_queue'\n    time_column: queued_at\n"
+            "    retention_days: 7\n",
+            "retention_file_queue rows go with their parent rows",
+        ),
+        (
+            "tables:\n  - table: a\n    time_column: t\n    retention_days: 7\n"
+            "    files: {p: [thumbnails]}\n",
+            "files.p names storage root ['thumbnails']; use one of",
+        ),
+        (
+            "tables:\n  - table: a\n    time_column: t\n    retention_days: 400\n    retention_days: 4\n",
+            "key 'retention_days' is given twice in one entry",
+        ),
     ],
 )
 def test_a_bad_policy_file_is_refused_naming_the_file_the_entry_and_the_problem(
@@ -94,3 +114,38 @@ def test_settings_read_the_policy_file_and_refuse_a_missing_one(tmp_path: Path):
 
     with pytest.raises(SettingsError, match=r"RETENTION_POLICY_FILE .*missing\.yaml cannot be read"):
         Settings.from_env({"RETENTION_POLICY_FILE": str(tmp_path / "missing.yaml")})
+
+
+def test_a_file_that_is_not_utf8_is_refused_naming_it(tmp_path: Path):
+    path = tmp_path / "policy.yaml"
+    path.write_bytes(b"tables:\n  - table: caf\xe9\n")
+
+    with pytest.raises(PolicyError, match=rf"RETENTION_POLICY_FILE {path} is not UTF-8 text"):
+        read_policy(path)
+
+
+LONGER_EVENTS = "tables:\n  - table: events\n    time_column: started_at\n    retention_days: {days}\n"
+
+
+@pytest.mark.parametrize(("days", "refused"), [(365, True), (30, False), (7, False)])
+def test_a_rule_longer_than_another_on_its_column_is_refused_as_it_would_keep_nothing(
+    tmp_path: Path, days: int, refused: bool
+):
+    # A row goes when any rule says so: with RETENTION_DAYS=30, "events for 365 days" would still delete
+    # them at 30. A shorter rule is what a second rule on a column is for.
+    path = _file(tmp_path, LONGER_EVENTS.format(days=days))
+    settings = Settings.from_env({"RETENTION_POLICY_FILE": str(path), "RETENTION_DAYS": "30"})
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+
+    if not refused:
+        assert make_plan(settings, dry_run=True, reference_time=now).registry["events"].rules[1].days == days
+        return
+    with pytest.raises(SettingsError) as refusal:
+        make_plan(settings, dry_run=True, reference_time=now)
+    assert f"RETENTION_POLICY_FILE {path}: tables[0] (events): retention_days 365 on started_at" in str(
+        refusal.value
+    )
+    assert "deletes rows after 30 days (RETENTION_DAYS)" in str(refusal.value)
+    # One run's days for the table replace every rule of it, and a run that raises RETENTION_DAYS is fine.
+    make_plan(settings, dry_run=True, reference_time=now, retention_days_by_table={"events": 400})
+    make_plan(settings, dry_run=True, reference_time=now, retention_days=365)
