@@ -125,6 +125,7 @@ def _open_instance() -> Any:
 def _run(job: str, first_op: str, config: dict[str, Any], report_op: str, as_json: bool) -> int:
     from .definitions import defs
     from .history import blocking_runs
+    from .tags import RUN_LOCK_BUSY
 
     with _open_instance() as instance:
         if busy := blocking_runs(instance):
@@ -143,12 +144,16 @@ def _run(job: str, first_op: str, config: dict[str, Any], report_op: str, as_jso
             raise_on_error=False,
         )
     if not result.success:
+        lock_busy = False
         for event in result.all_events:
             if event.is_step_failure and event.step_failure_data.error is not None:
                 error = event.step_failure_data.error
                 _say(f"{event.step_key} failed: {error.message.strip()}")
+                user_data = event.step_failure_data.user_failure_data
+                lock_busy = lock_busy or bool(user_data and RUN_LOCK_BUSY in user_data.metadata)
         _say(f"run {result.run_id} failed")
-        return EXIT_FAILED
+        # Held by a run this instance does not know (another deployment, another DAGSTER_HOME).
+        return EXIT_BUSY if lock_busy else EXIT_FAILED
     stats = result.output_for_node(report_op).as_dict()
     if as_json:
         print(json.dumps(stats))

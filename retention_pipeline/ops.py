@@ -10,6 +10,7 @@ from sqlalchemy.engine import Engine
 from .assets import observe_after_cleanup
 from .config import CleanupConfig
 from .core import cleanup
+from .core.db import DatabaseMissing
 from .core.labels import labelled, readable
 from .core.lock import RunLockBusy
 from .core.plan import CleanupPlan, make_plan, parse_reference_time
@@ -19,7 +20,7 @@ from .history import record_process
 from .job_tracker import Stage, start_stage
 from .resources import CameraSystemResource
 from .settings import SettingsError
-from .tags import cleanup_headline
+from .tags import RUN_LOCK_BUSY, cleanup_headline
 
 SCHEDULED_TIME_TAG = ".dagster/scheduled_execution_time"
 # The job's own executor, and the one `execute_in_process` (the CLI, tests) puts in its place.
@@ -55,7 +56,7 @@ def claimed_engine(context: dg.OpExecutionContext, camera_system: CameraSystemRe
         if camera_system.claim_exclusive_run() and context.job_def.executor_def.name in IN_PROCESS_EXECUTORS:
             record_process(context.instance, context.run_id)
     except RunLockBusy as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
+        raise dg.Failure(description=str(exc), metadata={RUN_LOCK_BUSY: True}, allow_retries=False) from None
     return camera_system.engine()
 
 
@@ -72,7 +73,7 @@ def plan_cleanup(
             **config.model_dump(exclude={"reference_time"}),
         )
         cleanup.prepare_database(claimed_engine(context, camera_system), plan.policy)
-    except (SettingsError, cleanup.SchemaError) as exc:
+    except (SettingsError, cleanup.SchemaError, DatabaseMissing) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     context.log.info(plan.describe())
     stage.done()

@@ -16,7 +16,7 @@ from .history import record_process
 from .job_tracker import finish, start_stage
 from .resources import CameraSystemResource
 from .settings import SettingsError
-from .tags import sweep_headline
+from .tags import RUN_LOCK_BUSY, sweep_headline
 
 REPORT_ROWS = 50
 
@@ -36,7 +36,9 @@ def plan_orphan_sweep(
         check_roots(list(roots.walk_roots))
         camera_system.claim_exclusive_run()
         record_process(context.instance, context.run_id)
-    except (ValueError, SettingsError, RootMissing, RunLockBusy) as exc:
+    except RunLockBusy as exc:
+        raise dg.Failure(description=str(exc), metadata={RUN_LOCK_BUSY: True}, allow_retries=False) from None
+    except (ValueError, SettingsError, RootMissing) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     manifest = Path(context.instance.storage_directory()) / context.run_id / "orphans.csv"
     context.log.info(

@@ -55,9 +55,18 @@ class CameraSystemResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     _engine: Engine | None = PrivateAttr(default=None)
     _lock: ExclusiveRunLock | None = PrivateAttr(default=None)
+    _settings: Settings | None = PrivateAttr(default=None)
 
     def settings(self) -> Settings:
-        """The environment's settings with this resource's fields applied; raises SettingsError."""
+        """The environment's settings with this resource's fields applied, read once per run (per step
+        process on a multiprocess executor); raises SettingsError."""
+        # Read once: an operator saving the policy file (or a typo in it) while a run goes must not fail
+        # the run's later steps; the plan already holds the rules the run applies.
+        if self._settings is None:
+            self._settings = self._read_settings()
+        return self._settings
+
+    def _read_settings(self) -> Settings:
         # A field at its default is not an override: the environment read just now decides. The others go
         # through the same parsing and checks as the variable they stand for.
         overrides = {
@@ -70,7 +79,7 @@ class CameraSystemResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     def engine(self) -> Engine:
         """One engine per run, disposed when the run's resources are torn down."""
         if self._engine is None:
-            self._engine = make_engine(self.settings().database_url)
+            self._engine = make_engine(self.settings().database_url, create=False)
         return self._engine
 
     def claim_exclusive_run(self) -> bool:
@@ -92,6 +101,7 @@ class CameraSystemResource(dg.ConfigurableResource):  # type: ignore[type-arg]
                 self._lock.release()
         finally:
             self._lock = None
+            self._settings = None
             if self._engine is not None:
                 self._engine.dispose()
                 self._engine = None

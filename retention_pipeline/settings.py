@@ -14,6 +14,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from redis.connection import parse_url
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from .core.job_status import JobTracker
 from .core.policy import MAX_DAYS, DeclaredRule, read_policy, registry_with
@@ -225,10 +227,26 @@ def _parse_path(name: str, raw: str) -> Path:
     return Path(raw.strip())
 
 
+# The drivers the product installs and is tested with: SQLAlchemy's own parse of the URL decides.
+_DRIVERS = {("sqlite", "pysqlite"), ("postgresql", "psycopg2")}
+
+
 def _parse_database_url(name: str, raw: str) -> str:
     url = normalise_database_url(raw)
-    if not url.startswith(("sqlite:", "postgresql+")):
-        raise ValueError(f"{name} must be a sqlite:/// or postgresql:// URL, got {raw.split('@')[-1]!r}")
+    shown = re.sub(r"//[^/@]*@", "//…@", raw.strip())  # never the credentials in a message
+    problem = (
+        f"{name} must be a sqlite:///path/to/file.db or postgresql://user@host:port/database URL,"
+        f" got {shown!r}"
+    )
+    try:
+        parsed = make_url(url)
+        _port = parsed.port  # a port that is not a number fails here, not at the first connection
+    except (ArgumentError, ValueError):
+        raise ValueError(problem) from None
+    if (parsed.get_backend_name(), parsed.get_driver_name()) not in _DRIVERS:
+        raise ValueError(problem)
+    if parsed.get_backend_name() == "sqlite" and not parsed.database:
+        raise ValueError(f"{problem} (no database file named)")
     return url
 
 

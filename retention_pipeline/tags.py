@@ -11,6 +11,8 @@ from .core.stats import CleanupStats
 EXCLUSIVE_TAG = "retention_pipeline/exclusive"
 EXCLUSIVE_TAGS = {EXCLUSIVE_TAG: "true"}
 FAILED_STEP_TAG = "failed_step"
+# Failure metadata of a step refused the database's run lock: the CLI exits EXIT_BUSY on it.
+RUN_LOCK_BUSY = "run_lock_busy"
 CLEANUP_HEADLINE = ("dry_run", "events_deleted", "detections_deleted", "files_deleted", "space_reclaimed")
 SWEEP_HEADLINE = ("dry_run", "orphans_found", "orphans_deleted", "bytes_reclaimed")
 

@@ -12,6 +12,8 @@ import dagster as dg
 import pytest
 from sqlalchemy.engine import Engine
 
+from retention_pipeline.core.db import make_engine
+from retention_pipeline.core.lock import ExclusiveRunLock
 from retention_pipeline.core.schema import detections, events
 from retention_pipeline.core.stats import CleanupStats
 from retention_pipeline.history import record_process
@@ -166,6 +168,7 @@ def test_a_status_limit_out_of_range_is_refused_with_the_range(
 
 
 def test_failed_run_exits_non_zero_with_the_error(live_world: CameraWorld, tmp_path: Path):
+    (tmp_path / "not-a-camera.db").write_bytes(b"")  # an empty SQLite database
     done = cli(live_world, tmp_path, "run", DATABASE_URL=f"sqlite:///{tmp_path / 'not-a-camera.db'}")
 
     assert done.returncode == 1
@@ -225,6 +228,23 @@ def test_a_second_run_is_refused_while_one_is_in_progress(live_world: CameraWorl
 
     assert done.returncode == 3
     assert "another retention run is in progress" in done.stderr
+    assert live_world.count(events) == 2
+
+
+@pytest.mark.parametrize("command", ["run", "orphans"])
+def test_a_run_lock_held_by_a_run_this_instance_does_not_know_exits_busy(
+    live_world: CameraWorld, tmp_path: Path, command: str
+):
+    # Another deployment (another DAGSTER_HOME) is deleting: only the database's run lock tells.
+    lock = ExclusiveRunLock(make_engine(live_world.engine.url.render_as_string(hide_password=False)))
+    lock.acquire()
+    try:
+        done = cli(live_world, tmp_path, command)
+    finally:
+        lock.release()
+
+    assert done.returncode == 3, done.stderr
+    assert "another retention run is working on" in done.stderr
     assert live_world.count(events) == 2
 
 

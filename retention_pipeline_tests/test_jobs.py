@@ -2,6 +2,7 @@
 
 import os
 import socket
+import sqlite3
 from datetime import timedelta
 
 import dagster as dg
@@ -165,6 +166,15 @@ def test_a_value_out_of_bounds_is_refused_at_launch_and_no_run_exists(
     assert seeded.exists(f"{THUMBS}/old.jpg")
 
 
+def test_a_refusal_quotes_the_bad_value_once(seeded: CameraWorld, instance):
+    with pytest.raises(dg.DagsterInvalidConfigError) as refused:
+        execute(seeded, instance, plan_config(dry_run=True, reference_time="2026-01-01"))
+
+    assert str(refused.value).endswith(
+        "plan_cleanup: reference_time must include a UTC offset such as +00:00, got '2026-01-01'"
+    )
+
+
 def test_non_numeric_retention_is_rejected_by_the_config_system(seeded: CameraWorld, instance):
     with pytest.raises(dg.DagsterInvalidConfigError, match="retention_days"):
         execute(seeded, instance, plan_config(dry_run=False, retention_days="abc"))
@@ -183,24 +193,37 @@ def test_bad_environment_fails_the_run_with_the_variable_named(
     assert seeded.count(events) == 2
 
 
-def test_a_database_without_the_camera_tables_fails_clearly(world: CameraWorld, instance, tmp_path):
-    from retention_pipeline.jobs import data_cleanup
+def _run_on(url: str, instance, dry_run: bool) -> dg.ExecuteInProcessResult:
     from retention_pipeline.resources import CameraSystemResource, DiskSpaceResource
 
-    result = data_cleanup.execute_in_process(
-        run_config=plan_config(dry_run=False),
-        resources={
-            "camera_system": CameraSystemResource(database_url=f"sqlite:///{tmp_path / 'empty.db'}"),
-            "disk": DiskSpaceResource(),
-        },
+    return data_cleanup.execute_in_process(
+        run_config=plan_config(dry_run=dry_run),
+        resources={"camera_system": CameraSystemResource(database_url=url), "disk": DiskSpaceResource()},
         instance=instance,
         raise_on_error=False,
     )
+
+
+def test_a_database_without_the_camera_tables_fails_clearly(world: CameraWorld, instance, tmp_path):
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+
+    result = _run_on(f"sqlite:///{empty}", instance, dry_run=False)
 
     assert not result.success
     message = failure_messages(result)
     assert "is not a camera system database: table 'detections' is missing" in message
     assert "table 'events' is missing" in message
+
+
+def test_a_mistyped_sqlite_path_fails_clearly_and_creates_nothing(instance, tmp_path):
+    typo = tmp_path / "dat" / "retention.db"
+
+    result = _run_on(f"sqlite:///{typo}", instance, dry_run=True)
+
+    assert not result.success
+    assert f"the camera database {typo} does not exist: check DATABASE_URL" in failure_messages(result)
+    assert not typo.parent.exists()
 
 
 def test_scheduled_run_uses_the_tick_time_even_when_it_runs_late(seeded: CameraWorld, instance):
@@ -313,7 +336,7 @@ def test_files_a_policy_gives_logs_go_in_the_same_run_whatever_the_executor_runs
         )
     policy = tmp_path / "policy.yaml"
     policy.write_text(
-        "tables:\n  - table: logs\n    time_column: timestamp\n    retention_days: 20\n"
+        "tables:\n  - table: logs\n    time_column: timestamp\n    retention_days: 5\n"
         "    files: {attachment: thumbnails}\n"
     )
     monkeypatch.setenv("RETENTION_POLICY_FILE", str(policy))
@@ -345,3 +368,36 @@ def _upstream(graph: dg.GraphDefinition, node: str) -> set[str]:
                     seen.add(output.node_name)
                     todo.append(output.node_name)
     return seen
+
+
+def test_a_policy_file_saved_with_a_typo_during_a_run_does_not_fail_its_later_steps(
+    seeded: CameraWorld, instance, tmp_path, monkeypatch: pytest.MonkeyPatch
+):
+    import retention_pipeline.ops as ops
+
+    audit = Table(
+        "audit_logs",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+    )
+    audit.create(seeded.engine)
+    with seeded.engine.begin() as conn:
+        conn.execute(insert(audit).values(created_at=seeded.now - timedelta(days=100)))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("tables:\n  - table: audit_logs\n    time_column: created_at\n    retention_days: 90\n")
+    monkeypatch.setenv("RETENTION_POLICY_FILE", str(policy))
+    planned = ops.make_plan
+
+    def plan_then_edit(*args, **kwargs):
+        plan = planned(*args, **kwargs)
+        policy.write_text("tables: [\n")  # the operator saves a half-edited file
+        return plan
+
+    monkeypatch.setattr(ops, "make_plan", plan_then_edit)
+
+    result = execute(seeded, instance, plan_config(dry_run=False, reference_time=seeded.now.isoformat()))
+
+    assert result.success, failure_messages(result)
+    assert result.output_for_node("report_cleanup").rows_deleted_by_table["audit_logs"] == 1
+    assert seeded.count(audit) == 0

@@ -27,12 +27,25 @@ _TRANSIENT_SQLITE_TEXT = ("database is locked", "database table is locked", "bus
 WRITE_OPTION = "retention_write"
 
 
-def make_engine(url: str, read_only: bool = False) -> Engine:
+class DatabaseMissing(ValueError):
+    """DATABASE_URL names a SQLite file that does not exist (the camera system creates its database)."""
+
+
+def make_engine(url: str, read_only: bool = False, create: bool = True) -> Engine:
     """An engine for the camera database with the pipeline's connection settings (`read_only`: one that
-    cannot change the database in any way, for diagnostics)."""
+    cannot change the database in any way, for diagnostics; `create` False: a missing SQLite file is
+    DatabaseMissing, not a new empty database and its folders, as the pipeline's own runs want)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_read_only_engine(url) if read_only else _sqlite_engine(url)
+        if read_only:
+            return _sqlite_read_only_engine(url)
+        database = parsed.database or ""
+        if not create and database not in ("", ":memory:") and not os.path.isfile(database):
+            raise DatabaseMissing(
+                f"the camera database {os.path.abspath(database)} does not exist: check DATABASE_URL"
+                " (retention never creates the camera system's database). Nothing was changed."
+            )
+        return _sqlite_engine(url)
     read_only_option = " -c default_transaction_read_only=on" if read_only else ""
     return create_engine(
         url,

@@ -21,7 +21,9 @@ def readable(exc: ValidationError) -> str:
         name = ".".join(str(part) for part in error["loc"]) or "config"
         rule = error["msg"].removeprefix("Input ").removeprefix("Value error, ")
         rule = rule.replace("should be", "must be", 1) if rule.startswith("should be") else rule
-        clauses.append(f"{name} {rule}, got {error['input']!r}")
+        # A validator's own message may already quote the input (", got '2026-01-01'").
+        shown = "" if ", got " in rule else f", got {error['input']!r}"
+        clauses.append(f"{name} {rule}{shown}")
     return "; ".join(clauses)
 
 

@@ -45,7 +45,12 @@ def test_relative_storage_dirs_are_relative_to_media_root(tmp_path: Path):
             "TRANSACTION_TARGET_MS must be a number of milliseconds between 0 and 60000, got '-5'",
         ),
         ("DELETE_IMAGES", "maybe", "DELETE_IMAGES must be true or false, got 'maybe'"),
-        ("DATABASE_URL", "mysql://u:secret@h/db", "DATABASE_URL must be a sqlite:/// or postgresql://"),
+        ("DATABASE_URL", "mysql://u:secret@h/db", "DATABASE_URL must be a sqlite:///path/to/file.db or"),
+        # Parsed as SQLAlchemy will parse it at the first connection: not a number, no file, no driver.
+        ("DATABASE_URL", "postgresql://u:secret@db:54x32/camera", "got 'postgresql://…@db:54x32/camera'"),
+        ("DATABASE_URL", "sqlite:", "DATABASE_URL must be a sqlite:///path/to/file.db"),
+        ("DATABASE_URL", "sqlite://", "(no database file named)"),
+        ("DATABASE_URL", "postgresql+asyncpg://u:secret@h/db", "got 'postgresql+asyncpg://…@h/db'"),
         (
             "PROGRESS_INTERVAL_SECONDS",
             "-1",
