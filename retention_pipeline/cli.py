@@ -177,7 +177,8 @@ def _doctor(as_json: bool) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     from .core.db import make_engine
-    from .core.doctor import diagnose, render
+    from .core.doctor import diagnose
+    from .core.doctor_text import render
     from .core.plan import make_plan
     from .settings import Settings
 
@@ -189,7 +190,7 @@ def _doctor(as_json: bool) -> int:
         return EXIT_FAILED
     engine = make_engine(settings.database_url, read_only=True)  # doctor changes nothing, not even a pragma
     try:
-        report = diagnose(engine, plan)
+        report = diagnose(engine, plan, settings.database_url)
     except SQLAlchemyError as exc:
         _say(f"cannot read the camera database: {exc}")
         return EXIT_FAILED

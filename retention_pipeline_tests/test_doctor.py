@@ -141,6 +141,30 @@ def test_doctor_covers_the_policy_files_tables_and_exits_1_on_a_rule_the_databas
     )
 
 
+def test_doctor_shows_every_rule_with_its_days_and_the_database_it_read(world: CameraWorld, tmp_path: Path):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "tables:\n  - table: gpu_stats\n    time_column: recorded_at\n    retention_days: 4\n"
+        "  - table: events\n    time_column: started_at\n    retention_days: 10\n"
+    )
+
+    done = cli(world, tmp_path, "doctor", RETENTION_POLICY_FILE=str(policy), RETENTION_DAYS="30")
+    as_json = cli(world, tmp_path, "doctor", "--json", RETENTION_POLICY_FILE=str(policy), RETENTION_DAYS="30")
+
+    assert done.returncode == 0, done.stderr
+    shown = world.engine.url.render_as_string(hide_password=True)
+    assert f"database: {shown}\n" in done.stdout  # the file (SQLite) or host, never a bare "sqlite://"
+    assert "  gpu_stats.recorded_at: 30 days (RETENTION_DAYS), cutoff " in done.stdout
+    assert f"  gpu_stats.recorded_at: 4 days ({policy}: tables[0]), cutoff " in done.stdout
+    assert f"  events.started_at: 10 days ({policy}: tables[1]), cutoff " in done.stdout
+    assert "  logs.timestamp: 7 days (LOG_RETENTION_DAYS), cutoff " in done.stdout
+    report = json.loads(as_json.stdout)
+    assert report["database"] == shown
+    columns = [(c["table"], c["column"]) for c in report["time_columns"]]
+    assert columns.count(("gpu_stats", "recorded_at")) == 1  # two rules, one column
+    assert {(r["table"], r["days"]) for r in report["rules"]} >= {("gpu_stats", 4), ("events", 10)}
+
+
 def test_doctor_leaves_a_sqlite_database_as_it_found_it_and_creates_none(world: CameraWorld, tmp_path: Path):
     if world.engine.dialect.name != "sqlite":
         pytest.skip("journal modes and database files that appear on opening are SQLite's")

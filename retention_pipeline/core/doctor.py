@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, inspect, select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 
 from .cleanup import schema_problems
 from .plan import CleanupPlan
 from .policy import policy_problems
-from .purge import REFERENCE_CHUNK, partition_catalog, partition_ddl, partitions
+from .purge import partition_catalog, partition_ddl, partitions
 from .queries import expiring, path_checks
 from .references import (
     Reference,
@@ -28,6 +28,7 @@ from .references import (
     with_cascades,
 )
 from .schema import retention_file_queue
+from .tables import DATA, LOG
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,8 @@ class DoctorReport:
     path_columns: list[ColumnIndex] = field(default_factory=list)
     references: list[Reference] = field(default_factory=list)
     roots: list[RootCheck] = field(default_factory=list)
+    # Every rule a run applies: table, column, days, where the days come from, and today's cutoff.
+    rules: list[dict[str, Any]] = field(default_factory=list)
     expired_rows: dict[str, int] = field(default_factory=dict)
     expired_files: int | None = None
     # Tables whose wholly expired partitions a run drops whole: table -> how many it would drop now.
@@ -105,6 +108,7 @@ class DoctorReport:
                 for r in self.references
             ],
             "roots": [r.as_dict() for r in self.roots],
+            "rules": self.rules,
             "expired_rows": self.expired_rows,
             "expired_files": self.expired_files,
             "partitions_to_drop": self.partitions_to_drop,
@@ -138,15 +142,45 @@ def _expired_rows(engine: Engine, plan: CleanupPlan) -> dict[str, int]:
     return counts
 
 
-def diagnose(engine: Engine, plan: CleanupPlan) -> DoctorReport:
-    """Read the database and the storage roots; change nothing."""
-    report = DoctorReport(engine.url.render_as_string(hide_password=True), engine.dialect.name)
+def _rules(plan: CleanupPlan) -> list[dict[str, Any]]:
+    """Each rule of the run, with the days it applies and where they come from."""
+    cutoffs = iter(plan.expiry.cutoffs)  # in the registry's order, one per rule
+    overrides = dict(plan.days_by_table)
+    rules = []
+    for entry in plan.registry.tables:
+        for rule in entry.rules:
+            _table, _column, cutoff = next(cutoffs)
+            days, source = {
+                DATA: (plan.retention_days, "RETENTION_DAYS"),
+                LOG: (plan.log_retention_days, "LOG_RETENTION_DAYS"),
+            }.get(rule.retention, (rule.days, rule.origin))
+            if entry.name in overrides:
+                days, source = overrides[entry.name], "retention_days_by_table"
+            rules.append(
+                {
+                    "table": entry.name,
+                    "column": rule.column,
+                    "days": days,
+                    "source": source,
+                    "cutoff": cutoff.isoformat(),
+                }
+            )
+    return rules
+
+
+def diagnose(engine: Engine, plan: CleanupPlan, database_url: str | None = None) -> DoctorReport:
+    """Read the database and the storage roots; change nothing (`database_url`: the configured URL to
+    show, where the engine's own says less, as a read-only SQLite engine's does)."""
+    shown = make_url(database_url) if database_url else engine.url
+    report = DoctorReport(shown.render_as_string(hide_password=True), engine.dialect.name)
     registry = plan.registry
     problems = policy_problems(engine, plan.policy) or schema_problems(engine, registry)
     report.blocking += problems
+    report.rules = _rules(plan)
     inspector = inspect(engine)
     tables = set(inspector.get_table_names())
-    time_columns = [(e.name, r.column) for e in registry.tables for r in e.rules]
+    # Once each: two rules on one column read it through the same index.
+    time_columns = list(dict.fromkeys((e.name, r.column) for e in registry.tables for r in e.rules))
     report.time_columns = _columns(inspector, time_columns, tables)
     # Columns whose rows keep their files though retention never deletes them are read by the check too.
     path_columns = [(e.name, f.column) for e in registry.tables for f in e.files] + keeping_columns(engine)
@@ -191,46 +225,3 @@ def diagnose(engine: Engine, plan: CleanupPlan) -> DoctorReport:
 
 def _storage_roots(plan: CleanupPlan) -> list[str]:
     return [os.path.normpath(os.path.join(plan.media_root, d)) for d in plan.storage_dirs]
-
-
-def render(report: DoctorReport) -> str:
-    """The report as text for a terminal."""
-    lines = [f"database: {report.database}"]
-    lines.append("time columns (each purge finds its rows through them):")
-    for c in report.time_columns:
-        state = f"indexed ({', '.join(c.kinds)})" if c.indexed else "NOT indexed: every run scans the table"
-        lines.append(f"  {c.table}.{c.column}: {state}")
-    lines.append(
-        f"path columns (read once per {REFERENCE_CHUNK:,} files a run checks; an index is optional):"
-    )
-    for c in report.path_columns:
-        lines.append(f"  {c.table}.{c.column}: {'indexed' if c.indexed else 'not indexed'}")
-    lines.append("foreign keys referencing the retention tables:")
-    for r in report.references:
-        if r.blocks_deletes:
-            note = "BLOCKS DELETES"
-        elif r.deleted_first:
-            note = "deleted by the purge first"
-        else:
-            note = "indexed" if r.indexed else "NOT indexed: each deleted row scans the whole table"
-        lines.append(f"  {r.table}.{r.column} -> {r.parent} ON DELETE {r.on_delete}: {note}")
-    lines.append("storage roots:")
-    for root in report.roots:
-        state = "ok" if root.writable else ("missing" if not root.exists else "not writable")
-        lines.append(f"  {root.path}: {state}")
-    if report.expired_rows:
-        counts = ", ".join(f"{name} {n}" for name, n in report.expired_rows.items())
-        lines.append(f"would expire now: {counts}; files {report.expired_files} (distinct paths)")
-    for table, count in report.partitions_to_drop.items():
-        lines.append(
-            f"{table} is range-partitioned: a run would drop {count} wholly expired partitions whole"
-        )
-    if advice := report.advice():
-        lines.append("indexes worth adding (doctor never changes the schema; run these yourself):")
-        lines += [f"  {statement}" for statement in advice]
-    for warning in report.warnings:
-        lines.append(f"warning: {warning}")
-    for problem in report.blocking:
-        lines.append(f"BLOCKING: {problem}")
-    lines.append("ok: nothing blocks a run" if report.ok else "a run would fail: fix what is BLOCKING above")
-    return "\n".join(lines)

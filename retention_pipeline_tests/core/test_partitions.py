@@ -139,7 +139,8 @@ def test_a_busy_parent_leaves_partitions_to_the_batched_delete(
 
 
 def test_doctor_says_which_tables_are_partitioned_and_how_many_partitions_would_go(log_world: CameraWorld):
-    from retention_pipeline.core.doctor import diagnose, render
+    from retention_pipeline.core.doctor import diagnose
+    from retention_pipeline.core.doctor_text import render
 
     report = diagnose(log_world.engine, log_world.plan(dry_run=True))
 
