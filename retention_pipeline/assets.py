@@ -1,6 +1,6 @@
 """The camera system's data as external assets, and the observations that plot their size over time."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -73,8 +73,11 @@ def _table_observations(
     engine: Engine, registry: Registry, now: datetime, stats: CleanupStats | None
 ) -> list[dg.AssetObservation]:
     observations = []
+    # The cleanup started this long before the report (its duration runs from the plan).
+    since = None if stats is None else now - timedelta(seconds=stats.duration_seconds)
     for entry in registry.tables:
-        inventory = table_inventory(engine, entry)
+        deleted = 0 if stats is None else stats.rows_deleted_by_table.get(entry.name, 0)
+        inventory = table_inventory(engine, entry, deleted, since)
         metadata: dict[str, Any] = {
             "rows": inventory.rows,
             "rows_estimated": inventory.rows_estimated,  # True: PostgreSQL's planner estimate

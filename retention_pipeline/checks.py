@@ -1,31 +1,38 @@
 """Retention health: asset checks on the camera system's assets, and the job that runs them."""
 
+import csv
+import os
 from datetime import UTC, datetime
+from typing import Any
 
 import dagster as dg
 
 from .core.inventory import retention_health
-from .core.tables import DATA, LOG, Registry, RetentionTable
+from .core.tables import Registry, RetentionTable
 from .history import last_sweep_report
 from .resources import CameraSystemResource
 
+# The media assets, in the order of Settings.storage_roots.
+MEDIA_ASSETS = ("thumbnails", "clips", "images")
+
 
 def _retention_check(entry: RetentionTable) -> dg.AssetChecksDefinition:
-    rule = entry.rules[0]
-
     @dg.asset_check(
         asset=entry.name,
         name="retention_enforced",
-        description="Passes while no row is older than its retention + 1 day (the age rows reach just"
-        " before each daily run). WARN: rows past that (one missed run); ERROR: past + 2 days.",
+        description="Passes while no row is left that a run one day ago would have deleted (rows reach"
+        " their retention + 1 day just before each daily run; rows the keep rule keeps are not overdue)."
+        " WARN: such rows (one missed run); ERROR: rows a run two days ago would have deleted.",
     )
     def check(camera_system: CameraSystemResource) -> dg.AssetCheckResult:
         settings = camera_system.settings()
-        days = {DATA: settings.retention_days, LOG: settings.log_retention_days}.get(
-            rule.retention, rule.days
-        )
         health = retention_health(
-            camera_system.engine(), entry, days or settings.retention_days, datetime.now(UTC)
+            camera_system.engine(),
+            settings.registry,
+            entry.name,
+            settings.retention_days,
+            settings.log_retention_days,
+            datetime.now(UTC),
         )
         severity = dg.AssetCheckSeverity.ERROR if health.severity == "ERROR" else dg.AssetCheckSeverity.WARN
         return dg.AssetCheckResult(passed=health.passed, severity=severity, metadata=health.metadata())
@@ -37,28 +44,60 @@ def _orphan_check(name: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset=name,
         name="no_orphans_in_last_sweep",
-        description="WARN when the last real orphaned_file_cleanup run found orphaned files.",
+        description=f"WARN when the last real orphaned_file_cleanup run found orphaned files under the"
+        f" {name} root; passes when that sweep did not walk the root.",
     )
-    def check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    def check(
+        context: dg.AssetCheckExecutionContext, camera_system: CameraSystemResource
+    ) -> dg.AssetCheckResult:
         report = last_sweep_report(context.instance)
         if report is None:
             return dg.AssetCheckResult(passed=True, metadata={"last_sweep": "none yet"})
-        found = int(report.get("orphans_found", 0))
+        roots = dict(zip(MEDIA_ASSETS, map(str, camera_system.settings().storage_roots), strict=True))
+        root = os.path.normpath(roots[name])
+        if not any(_within(root, swept) for swept in report.get("per_root") or {}):
+            # Images are swept only with include_images: say so rather than answer for another root.
+            return dg.AssetCheckResult(passed=True, metadata={"last_sweep": f"did not sweep {root}"})
+        found = _orphans_under(report, root, [os.path.normpath(r) for r in roots.values()])
         return dg.AssetCheckResult(
             passed=found == 0,
             severity=dg.AssetCheckSeverity.WARN,
-            metadata={"orphans_found": found, "orphans_deleted": int(report.get("orphans_deleted", 0))},
+            metadata={
+                "orphans_found": found,
+                "root": root,
+                "orphans_deleted_by_sweep": int(report.get("orphans_deleted", 0)),
+            },
         )
 
     return check
 
 
+def _within(path: str, folder: str) -> bool:
+    folder = os.path.normpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _orphans_under(report: dict[str, Any], root: str, roots: list[str]) -> int:
+    """The sweep's orphans under `root` and under no root nested deeper in it (THUMBNAIL_DIR=data with
+    CLIPS_DIR=data/clips: a clip is the clips' orphan), read from the sweep's manifest."""
+    if not int(report.get("orphans_found", 0)):
+        return 0
+    deeper = [r for r in roots if r != root and _within(r, root)]
+    # Written with surrogateescape: a file name that is not UTF-8 reads back as it was written.
+    with open(report["report_csv"], newline="", errors="surrogateescape") as handle:
+        return sum(
+            1
+            for row in csv.DictReader(handle)
+            if _within(row["path"], root) and not any(_within(row["path"], d) for d in deeper)
+        )
+
+
 def retention_checks(registry: Registry) -> list[dg.AssetChecksDefinition]:
-    """A retention_enforced check per retention table, on its first rule's column."""
+    """A retention_enforced check per retention table, on every rule of it."""
     return [_retention_check(entry) for entry in registry.tables]
 
 
-orphan_checks = [_orphan_check(name) for name in ("thumbnails", "clips", "images")]
+orphan_checks = [_orphan_check(name) for name in MEDIA_ASSETS]
 
 retention_health_job = dg.define_asset_job(
     "retention_health",

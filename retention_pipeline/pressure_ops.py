@@ -1,20 +1,24 @@
-"""The emergency pass of data_cleanup: shorten retention a day at a time until the disk has room again."""
+"""data_cleanup's emergency passes: shorten retention, oldest data first, until the disk has room again."""
 
 import functools
 
 import dagster as dg
 
-from .core import cleanup
 from .core.plan import CleanupPlan
-from .core.pressure import PressureNotRelieved, relieve_pressure
+from .core.pressure import PressureNotRelieved, pressure_volumes, relieve_by_cleanup
 from .core.stats import CleanupStats
 from .job_tracker import finish
 from .ops import claimed_engine, op_stage
 from .resources import CameraSystemResource, DiskSpaceResource
 from .tags import cleanup_headline
 
+# Failure metadata of a run whose emergency passes could not relieve the disk.
+NOT_RELIEVED = "disk_not_relieved"
 
-@dg.op(description="Emergency mode only: shorten retention day by day until the disk has room again.")
+
+@dg.op(
+    description="Emergency mode only: shorten retention, oldest data first, until the disk has room again."
+)
 def relieve_disk_pressure(
     context: dg.OpExecutionContext,
     plan: CleanupPlan,
@@ -29,27 +33,21 @@ def relieve_disk_pressure(
         )
         return
     settings = camera_system.settings()
-    media_root = str(settings.media_root.absolute())
-    engine = claimed_engine(context, camera_system)
-
+    volumes = pressure_volumes(plan.registry, plan.delete_images, plan.storage_dirs)
     passes: list[CleanupStats] = []
-
-    def clean_at(days: int) -> dict[str, int]:
-        step = cleanup.run_cleanup(engine, plan.with_retention(days), context.log.info)
-        passes.append(step)
-        return {"rows_deleted": step.events_deleted + step.detections_deleted, "bytes": step.space_reclaimed}
-
     try:
-        relief = relieve_pressure(
-            clean_at,
-            lambda: disk.free_percent(media_root),
-            plan.retention_days,
+        relief = relieve_by_cleanup(
+            claimed_engine(context, camera_system),
+            plan,
+            passes,
+            lambda: disk.free_by_volume(volumes, settle=True),
             min(settings.min_retention_days, plan.retention_days),
             settings.disk_free_target_percent,
             context.log.info,
         )
     except PressureNotRelieved as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
+        # The marker tells disk_pressure_sensor not to ask again until the disk has had room.
+        raise dg.Failure(description=str(exc), metadata={NOT_RELIEVED: True}, allow_retries=False) from None
     finally:
         # The run's headline counts every pass, the emergency ones too, even when they fell short.
         total = functools.reduce(CleanupStats.then, passes, stats)

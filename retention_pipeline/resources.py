@@ -2,6 +2,7 @@
 
 import os
 import shutil
+from collections.abc import Iterable
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
@@ -108,9 +109,17 @@ class CameraSystemResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
 
 class DiskSpaceResource(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """Free space on the volume holding a path (tests replace it with scripted readings)."""
+    """Free space on the volume holding a path (tests replace `free_percent` with scripted readings)."""
 
     def free_percent(self, path: str) -> float:
         """Free space of the volume holding `path`, in percent of its size."""
         usage = shutil.disk_usage(path)
         return 100.0 * usage.free / usage.total if usage.total else 100.0
+
+    def free_by_volume(self, volumes: Iterable[str], settle: bool = False) -> dict[str, float]:
+        """`free_percent` of each volume (one path on each). `settle`: flush the filesystems first, since
+        btrfs and ZFS show the room of deleted files only once their transaction commits, and a reading
+        taken too early would make a pass that freed space look as if it freed nothing."""
+        if settle:
+            os.sync()
+        return {volume: self.free_percent(volume) for volume in volumes}

@@ -1,34 +1,73 @@
-"""disk_pressure_sensor: an emergency data_cleanup when the media volume runs out of room."""
+"""disk_pressure_sensor: an emergency data_cleanup when a media volume runs out of room."""
 
 from datetime import UTC, datetime
 
 import dagster as dg
 
+from .core.pressure import pressure_volumes
 from .history import blocking_runs
 from .jobs import data_cleanup
+from .pressure_ops import NOT_RELIEVED
 from .resources import CameraSystemResource, DiskSpaceResource
 from .schedules import scheduled_run_config
 
+SENSOR_NAME = "disk_pressure_sensor"
+# Dagster's tag on the runs a sensor requests.
+SENSOR_TAG = "dagster/sensor_name"
+
 
 @dg.sensor(
+    name=SENSOR_NAME,
     job=data_cleanup,
     minimum_interval_seconds=300,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Every 5 minutes: below DISK_FREE_MIN_PERCENT free on MEDIA_ROOT's volume, request one"
-    " emergency data_cleanup that shortens retention until DISK_FREE_TARGET_PERCENT is free.",
+    description="Every 5 minutes: below DISK_FREE_MIN_PERCENT free on a volume holding a storage root"
+    " whose files cleanup deletes, request one emergency data_cleanup that shortens retention until"
+    " DISK_FREE_TARGET_PERCENT is free. After one that found deleting frees nothing there, none until"
+    " the disk has been above the minimum again.",
 )
 def disk_pressure_sensor(
     context: dg.SensorEvaluationContext, camera_system: CameraSystemResource, disk: DiskSpaceResource
 ) -> dg.RunRequest | dg.SkipReason:
     settings = camera_system.settings()
-    free = disk.free_percent(str(settings.media_root.absolute()))
-    if free >= settings.disk_free_min_percent:
-        return dg.SkipReason(f"{free:.1f}% free, at or above {settings.disk_free_min_percent}%")
-    if busy := blocking_runs(context.instance):
-        return dg.SkipReason(f"{free:.1f}% free, but retention run {busy[0].run_id} is in progress")
+    volumes = pressure_volumes(settings.registry, settings.delete_images, settings.storage_roots)
+    free = disk.free_by_volume(volumes)
+    shown = ", ".join(f"{percent:.1f}% free on {volume}" for volume, percent in free.items())
     now = datetime.now(UTC)
+    if all(percent >= settings.disk_free_min_percent for percent in free.values()):
+        # The cursor: when the disk last had room. An emergency run that gave up before it is stale.
+        context.update_cursor(str(now.timestamp()))
+        return dg.SkipReason(f"{shown}, at or above {settings.disk_free_min_percent}%")
+    if busy := blocking_runs(context.instance):
+        return dg.SkipReason(f"{shown}, but retention run {busy[0].run_id} is in progress")
+    if gave_up := _gave_up_since(context.instance, float(context.cursor or 0)):
+        # Another run would only erase one more day of data for nothing.
+        return dg.SkipReason(
+            f"{shown}, but emergency run {gave_up} found that deleting camera data cannot relieve the"
+            f" disk: free space by other means; the sensor asks again once every volume has"
+            f" {settings.disk_free_min_percent}% free"
+        )
     return dg.RunRequest(
         # One emergency run per hour at most, however long the pressure lasts.
         run_key=f"disk_pressure_{now:%Y%m%d%H}",
         run_config=scheduled_run_config(settings, now, emergency=True),
     )
+
+
+def _gave_up_since(instance: dg.DagsterInstance, since: float) -> str | None:
+    """The id of this sensor's latest run if it failed because the disk could not be relieved and was
+    created after `since` (epoch seconds); else None."""
+    records = instance.get_run_records(
+        dg.RunsFilter(job_name=data_cleanup.name, tags={SENSOR_TAG: SENSOR_NAME}), limit=1
+    )
+    if not records or records[0].dagster_run.status != dg.DagsterRunStatus.FAILURE:
+        return None
+    if records[0].create_timestamp.timestamp() <= since:
+        return None
+    run_id = records[0].dagster_run.run_id
+    for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records:
+        event = record.event_log_entry.dagster_event
+        failure = event.step_failure_data.user_failure_data if event is not None else None
+        if failure is not None and NOT_RELIEVED in failure.metadata:
+            return run_id
+    return None

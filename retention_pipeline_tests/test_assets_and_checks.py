@@ -6,14 +6,20 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
-from sqlalchemy import Column, DateTime, Integer, MetaData, Table, insert
+from sqlalchemy import Column, DateTime, Integer, MetaData, Table, event, insert, text
 from sqlalchemy.engine import Engine
 
 from retention_pipeline.assets import camera_assets
 from retention_pipeline.checks import retention_checks, retention_health_job
+from retention_pipeline.core import inventory
+from retention_pipeline.core.db import make_engine
+from retention_pipeline.core.schema import camera_metadata
+from retention_pipeline.core.schema import detections as detections_table
+from retention_pipeline.core.tables import Registry
 from retention_pipeline.definitions import defs
 from retention_pipeline.resources import CameraSystemResource, DiskSpaceResource
 from retention_pipeline.settings import Settings
@@ -59,18 +65,85 @@ def test_a_real_cleanup_observes_every_asset_and_a_dry_run_none(world: CameraWor
     execute(world, instance, plan_config(dry_run=True, reference_time=world.now.isoformat()))
     assert not instance.fetch_observations(dg.AssetKey("events"), limit=1).records
 
+    analyze(world.engine)  # PostgreSQL's estimates now say what the tables held before the cleanup
     execute(world, instance, plan_config(dry_run=False, reference_time=world.now.isoformat()))
     detections = latest_observation(instance, "detections")
     assert detections["rows_deleted"] == 1
     assert detections["oldest_age_days"] > 0
-    assert detections["rows"] >= 0 and isinstance(detections["rows_estimated"], bool)
-    if not detections["rows_estimated"]:
-        assert detections["rows"] == 1
+    assert detections["rows"] == 1 and detections["rows_estimated"] is False  # small: counted exactly
     assert latest_observation(instance, "events")["rows_deleted"] == 1
     assert latest_observation(instance, "gpu_stats")["rows_deleted"] == 1
     assert latest_observation(instance, "logs")["rows_deleted"] == 1
     assert latest_observation(instance, "thumbnails") == {"files_deleted": 1, "bytes_deleted": 50}
     assert latest_observation(instance, "clips") == {"files_deleted": 1, "bytes_deleted": 300}
+
+
+def test_a_large_tables_estimate_is_lowered_by_the_rows_the_cleanup_deleted(
+    postgresql_only: None, world: CameraWorld, instance, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(inventory, "EXACT_COUNT_ROWS", 0)  # every table counts as large: no count(*)
+    for _ in range(4):
+        world.gpu(world.old())
+    world.gpu(world.recent())
+    analyze(world.engine)
+
+    execute(world, instance, plan_config(dry_run=False, reference_time=world.now.isoformat()))
+
+    gpu = latest_observation(instance, "gpu_stats")
+    assert (gpu["rows"], gpu["rows_estimated"], gpu["rows_deleted"]) == (1, True, 4)
+
+
+def test_an_estimate_refreshed_after_the_deletes_is_not_lowered_again(
+    postgresql_only: None, world: CameraWorld, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(inventory, "EXACT_COUNT_ROWS", 0)
+    for _ in range(4):
+        world.gpu(world.old())
+    world.gpu(world.recent())
+    started = datetime.now(UTC)
+    assert world.run().gpu_stats_deleted == 4
+    analyze(world.engine)  # autovacuum got there first
+
+    counted = inventory.table_inventory(world.engine, Registry()["gpu_stats"], deleted=4, since=started)
+
+    assert (counted.rows, counted.rows_estimated) == (1, True)
+
+
+def test_postgresql_estimates_are_read_for_the_table_the_search_path_finds(
+    postgresql_only: None, database_url: str, tmp_path: Path
+):
+    admin = make_engine(database_url)
+    with admin.begin() as conn:  # an older schema holds a bigger table of the same name
+        conn.execute(text("DROP TABLE public.gpu_stats"))  # the camera's tables live in `cam` here
+        conn.execute(text("CREATE SCHEMA archive"))
+        conn.execute(
+            text("CREATE TABLE archive.gpu_stats AS SELECT g AS id FROM generate_series(1, 200000) g")
+        )
+        conn.execute(text("CREATE SCHEMA cam"))
+    camera = make_engine(database_url)
+
+    @event.listens_for(camera, "connect")
+    def _camera_schema(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET search_path TO cam")
+        dbapi_connection.commit()
+
+    try:
+        camera_metadata.create_all(camera)
+        world = CameraWorld(camera, tmp_path / "media", now=datetime.now(UTC))
+        for _ in range(3):
+            world.gpu(world.recent())
+        analyze(admin)
+
+        counted = inventory.table_inventory(camera, Registry()["gpu_stats"])
+    finally:
+        camera.dispose()
+        with admin.begin() as conn:
+            conn.execute(text("DROP SCHEMA archive CASCADE"))
+            conn.execute(text("DROP SCHEMA cam CASCADE"))
+        admin.dispose()
+
+    assert counted.rows == 3
 
 
 def test_a_real_orphan_sweep_observes_the_media_stores(live_world: CameraWorld, instance):
@@ -87,6 +160,13 @@ def test_a_real_orphan_sweep_observes_the_media_stores(live_world: CameraWorld, 
     thumbnails = latest_observation(instance, "thumbnails")
     assert thumbnails["files"] == 3 and thumbnails["bytes"] == 30
     assert 1.9 < thumbnails["oldest_age_days"] < 2.1
+
+
+def analyze(engine: Engine) -> None:
+    """PostgreSQL: refresh the planner's estimates now, as autovacuum would in time (SQLite: nothing)."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("ANALYZE"))
 
 
 def run_health(instance: dg.DagsterInstance) -> dict[str, dg.AssetCheckEvaluation]:
@@ -121,6 +201,26 @@ def test_retention_check_warns_after_one_missed_run_errors_after_two_and_passes_
     )
 
 
+def test_retention_check_passes_on_an_old_detection_a_retained_event_keeps(live_world: CameraWorld, instance):
+    retained = live_world.event(live_world.now - timedelta(days=5))
+    kept = live_world.detection(live_world.now - timedelta(days=40), events_=(retained,))
+    live_world.detection(live_world.now - timedelta(days=33))  # two missed runs, nothing keeps it
+    expired_event = live_world.event(live_world.now - timedelta(days=33))
+    for days in (5, 6):  # young, but they go with the expired event
+        live_world.detection(live_world.now - timedelta(days=days), events_=(expired_event,))
+
+    before = run_health(instance)["detections:retention_enforced"]
+    cleaned = defs.resolve_job_def("data_cleanup").execute_in_process(
+        run_config=plan_config(dry_run=False), instance=instance
+    )
+    after = run_health(instance)["detections:retention_enforced"]
+
+    assert not before.passed and before.severity == dg.AssetCheckSeverity.ERROR
+    assert before.metadata["overdue_rows"].value == 3  # the purge's rows, not the one the keep rule keeps
+    assert cleaned.success and live_world.ids(detections_table) == {kept}
+    assert after.passed and after.metadata["overdue_rows"].value == 0
+
+
 def test_orphan_check_reports_what_the_last_sweep_found(live_world: CameraWorld, instance):
     stamp = time.time() - 48 * 3600
     for n in range(4):
@@ -134,8 +234,14 @@ def test_orphan_check_reports_what_the_last_sweep_found(live_world: CameraWorld,
         run_config={"ops": {"plan_orphan_sweep": {"config": {"dry_run": False}}}}, instance=instance
     )
 
-    check = run_health(instance)["thumbnails:no_orphans_in_last_sweep"]
-    assert not check.passed and check.metadata["orphans_found"].value == 1
+    checks = run_health(instance)
+    thumbnails = checks["thumbnails:no_orphans_in_last_sweep"]
+    assert not thumbnails.passed and thumbnails.metadata["orphans_found"].value == 1
+    # Each media store answers for its own root: the clips' held no orphan, the images' was not swept.
+    clips = checks["clips:no_orphans_in_last_sweep"]
+    assert clips.passed and clips.metadata["orphans_found"].value == 0
+    images = checks["images:no_orphans_in_last_sweep"]
+    assert images.passed and images.metadata["last_sweep"].value.startswith("did not sweep")
 
 
 def test_each_policy_table_is_an_asset_with_a_retention_check_that_follows_its_own_days(

@@ -1,29 +1,41 @@
 """disk_pressure_sensor and emergency mode, with free space read from a fake disk that fills with rows."""
 
+import os
+import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 
+from retention_pipeline.core.cleanup import prepare_database, run_cleanup
 from retention_pipeline.core.db import make_engine
-from retention_pipeline.core.schema import detections
+from retention_pipeline.core.inventory import oldest_kept
+from retention_pipeline.core.policy import read_policy
+from retention_pipeline.core.schema import detections, gpu_stats
+from retention_pipeline.core.tables import Registry
 from retention_pipeline.jobs import data_cleanup
-from retention_pipeline.resources import DiskSpaceResource
-from retention_pipeline.sensors import disk_pressure_sensor
+from retention_pipeline.resources import CameraSystemResource, DiskSpaceResource
+from retention_pipeline.sensors import SENSOR_NAME, SENSOR_TAG, disk_pressure_sensor
 from retention_pipeline_tests.dagster_helpers import camera_resource, failure_messages, plan_config
-from retention_pipeline_tests.factories import CameraWorld
+from retention_pipeline_tests.factories import CLIPS, IMAGES, THUMBS, CameraWorld
 
 
 class RowsFillTheDisk(DiskSpaceResource):
-    """Free space falls as detections pile up: each of `capacity` slots holds one detection."""
+    """Free space falls as detections pile up: each of `capacity` slots holds one detection. With `volume`,
+    only the filesystem holding that path fills; every other one has 50% free."""
 
     database_url: str
     capacity: int
+    volume: str = ""
 
     def free_percent(self, path: str) -> float:
+        if self.volume and os.stat(path).st_dev != os.stat(self.volume).st_dev:
+            return 50.0
         engine = make_engine(self.database_url)
         with engine.connect() as conn:
             rows = conn.execute(select(func.count()).select_from(detections)).scalar_one()
@@ -38,6 +50,26 @@ class FixedDisk(DiskSpaceResource):
         return self.free
 
 
+class OneVolumeFull(DiskSpaceResource):
+    """`free` percent on the filesystem holding `volume`, 50% on every other one."""
+
+    volume: str
+    free: float
+
+    def free_percent(self, path: str) -> float:
+        return self.free if os.stat(path).st_dev == os.stat(self.volume).st_dev else 50.0
+
+
+@pytest.fixture
+def other_volume(tmp_path: Path) -> Iterator[Path]:
+    """A directory on another filesystem than the test's media (the tmpfs at /dev/shm)."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on a filesystem of its own")
+    with tempfile.TemporaryDirectory(dir=shm) as other:
+        yield Path(other)
+
+
 @pytest.fixture
 def full(engine: Engine, tmp_path: Path) -> CameraWorld:
     """One detection per day over the 30-day retention: nothing has expired, yet the disk is 9% free."""
@@ -47,13 +79,25 @@ def full(engine: Engine, tmp_path: Path) -> CameraWorld:
     return world
 
 
-def emergency_run(world: CameraWorld, instance, disk: DiskSpaceResource) -> dg.ExecuteInProcessResult:
+def emergency_run(
+    world: CameraWorld, instance, disk: DiskSpaceResource, tags: dict[str, str] | None = None, **config: Any
+) -> dg.ExecuteInProcessResult:
     return data_cleanup.execute_in_process(
-        run_config=plan_config(dry_run=False, emergency=True, reference_time=world.now.isoformat()),
+        run_config=plan_config(dry_run=False, emergency=True, reference_time=world.now.isoformat(), **config),
         resources={"camera_system": camera_resource(world), "disk": disk},
         instance=instance,
+        tags=tags,
         raise_on_error=False,
     )
+
+
+def relief_metadata(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
+    return {
+        k: v.value
+        for e in result.all_events
+        if e.is_successful_output and e.step_key == "relieve_disk_pressure"
+        for k, v in e.step_output_data.metadata.items()
+    }
 
 
 def test_sensor_requests_one_emergency_run_per_hour_below_the_minimum(
@@ -91,12 +135,7 @@ def test_emergency_mode_cuts_retention_a_day_at_a_time_oldest_first_until_the_ta
 
     assert result.success
     assert sorted(full.ids(detections)) == newest_ids  # the two oldest days went, nothing else
-    metadata = {
-        k: v.value
-        for e in result.all_events
-        if e.is_successful_output and e.step_key == "relieve_disk_pressure"
-        for k, v in e.step_output_data.metadata.items()
-    }
+    metadata = relief_metadata(result)
     assert metadata["emergency_days_cut"] == 2 and metadata["emergency_retention_days"] == 28
     assert metadata["free_percent_before"] == pytest.approx(9.09, abs=0.01)
     assert metadata["free_percent_after"] >= 15.0
@@ -118,3 +157,170 @@ def test_emergency_mode_never_goes_below_min_retention_and_fails_loudly(
     assert not result.success
     assert "after cutting retention from 30 to 29 days (MIN_RETENTION_DAYS=29)" in failure_messages(result)
     assert full.count(detections) == 29
+
+
+def test_an_emergency_pass_that_frees_nothing_stops_the_run_instead_of_cutting_further(
+    full: CameraWorld, instance
+):
+    # Something deletion cannot touch fills the disk: no pass changes the free space.
+    result = emergency_run(full, instance, FixedDisk(free=5.0))
+
+    assert not result.success
+    assert "freed nothing measurable" in failure_messages(result)
+    assert "deleted 1 rows and 1 files" in failure_messages(result)
+    assert full.count(detections) == 29  # only the oldest day went, not 29 days of 30
+
+
+def test_the_sensor_measures_the_volume_of_each_storage_root_a_cleanup_deletes_from(
+    full: CameraWorld, instance, other_volume: Path
+):
+    def evaluate(disk: DiskSpaceResource, **dirs: str) -> dg.RunRequest | dg.SkipReason:
+        folders = {"thumbnail_dir": THUMBS, "clips_dir": CLIPS, "images_dir": IMAGES, **dirs}
+        camera = CameraSystemResource(
+            database_url=full.engine.url.render_as_string(hide_password=False),
+            media_root=str(full.media),
+            **folders,
+        )
+        with dg.build_sensor_context(
+            instance=instance, resources={"camera_system": camera, "disk": disk}
+        ) as ctx:
+            return disk_pressure_sensor(ctx)
+
+    full_there = OneVolumeFull(volume=str(other_volume), free=5.0)
+    clips_there = evaluate(full_there, clips_dir=str(other_volume / "clips"))
+    # Original images are deleted only with DELETE_IMAGES: their volume filling is not the cleanup's to fix.
+    images_there = evaluate(full_there, images_dir=str(other_volume / "images"))
+
+    assert isinstance(clips_there, dg.RunRequest)
+    assert isinstance(images_there, dg.SkipReason)
+    assert str(other_volume) not in images_there.skip_message and "50.0% free" in images_there.skip_message
+
+
+def test_emergency_mode_relieves_the_volume_a_storage_root_lives_on(
+    full: CameraWorld, instance, other_volume: Path
+):
+    url = full.engine.url.render_as_string(hide_password=False)
+    camera = CameraSystemResource(
+        database_url=url,
+        media_root=str(full.media),
+        thumbnail_dir=str(other_volume / "thumbnails"),
+        clips_dir=CLIPS,
+        images_dir=IMAGES,
+    )
+
+    result = data_cleanup.execute_in_process(
+        run_config=plan_config(dry_run=False, emergency=True, reference_time=full.now.isoformat()),
+        resources={
+            "camera_system": camera,
+            "disk": RowsFillTheDisk(database_url=url, capacity=33, volume=str(other_volume)),
+        },
+        instance=instance,
+        raise_on_error=False,
+    )
+
+    assert result.success, failure_messages(result)
+    assert full.count(detections) == 28
+    assert relief_metadata(result)["free_percent_before"] == pytest.approx(9.09, abs=0.01)
+
+
+def test_after_an_emergency_run_that_could_not_relieve_the_disk_the_sensor_waits_until_it_had_room(
+    full: CameraWorld, instance
+):
+    failed = emergency_run(full, instance, FixedDisk(free=5.0), tags={SENSOR_TAG: SENSOR_NAME})
+    assert not failed.success
+
+    def evaluate(free: float, cursor: str | None = None) -> tuple[dg.RunRequest | dg.SkipReason, str | None]:
+        resources = {"camera_system": camera_resource(full), "disk": FixedDisk(free=free)}
+        with dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor) as context:
+            return disk_pressure_sensor(context), context.cursor
+
+    still_full, _ = evaluate(5.0)
+    _, cursor = evaluate(40.0)  # freed by other means
+    full_again, _ = evaluate(5.0, cursor)
+
+    assert isinstance(still_full, dg.SkipReason) and failed.run_id in still_full.skip_message
+    assert isinstance(full_again, dg.RunRequest)
+    assert full.count(detections) == 29  # the one pass that proved deleting does not help, no more
+
+
+def test_emergency_mode_steps_straight_to_the_oldest_data_across_days_without_any(
+    full: CameraWorld, instance
+):
+    url = full.engine.url.render_as_string(hide_password=False)
+
+    # Data covers the last 30 days of a 120-day retention: 90 days hold nothing to delete.
+    result = emergency_run(full, instance, RowsFillTheDisk(database_url=url, capacity=33), retention_days=120)
+
+    assert result.success, failure_messages(result)
+    assert [step["retention_days"] for step in relief_metadata(result)["steps"]] == [29, 28]
+    assert full.count(detections) == 28
+
+
+def test_emergency_metadata_counts_every_table_and_says_when_the_free_space_was_read(
+    full: CameraWorld, instance
+):
+    for day in (28, 29):
+        full.gpu(full.now - timedelta(days=day, hours=12))
+    url = full.engine.url.render_as_string(hide_password=False)
+
+    # 30 of 34 slots: 11.8% free, above the 10% minimum but under the 15% target.
+    result = emergency_run(full, instance, RowsFillTheDisk(database_url=url, capacity=34))
+
+    assert result.success, failure_messages(result)
+    metadata = relief_metadata(result)
+    assert [step["rows_deleted"] for step in metadata["steps"]] == [2, 2]  # a detection and a GPU row each
+    assert [step["files_deleted"] for step in metadata["steps"]] == [1, 1]  # thumbnails; images are kept
+    assert metadata["emergency_reason"] == (
+        "after the normal cleanup 11.8% was free, under the 15.0% target; retention shortened from 30 to"
+        " 28 days, leaving 17.6% free"
+    )
+
+
+def test_an_emergency_pass_deletes_the_files_of_the_gpu_stats_rows_it_purges(
+    world: CameraWorld, tmp_path: Path
+):
+    with world.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE gpu_stats ADD COLUMN snapshot_path VARCHAR(1024)"))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "tables:\n  - table: gpu_stats\n    time_column: recorded_at\n    retention_days: 36500\n"
+        "    files: {snapshot_path: thumbnails}\n"
+    )
+    world.policy = read_policy(policy)
+    row = world.gpu(world.now - timedelta(days=29, hours=12))
+    snapshot = world.file(f"{THUMBS}/gpu_snapshot.png", 4096)
+    with world.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE gpu_stats SET snapshot_path = :path WHERE id = :id"), {"path": snapshot, "id": row}
+        )
+    prepare_database(world.engine, world.policy)
+
+    # What each emergency step runs: a whole cleanup at one day less.
+    stats = run_cleanup(world.engine, world.plan(emergency=True).with_retention(29))
+
+    assert stats.gpu_stats_deleted == 1 and world.count(gpu_stats) == 0
+    assert not world.exists(snapshot)
+    assert stats.thumbnails_deleted == 1 and stats.space_reclaimed == 4096
+
+
+def test_emergency_steps_are_measured_from_the_oldest_kept_row_as_an_instant_whatever_its_spelling(
+    world: CameraWorld,
+):
+    # Ten o'clock UTC written in +05:00, and noon written with a space: as text noon sorts first.
+    oldest = (world.cutoff + timedelta(days=1)).replace(hour=10, minute=0, second=0)
+    for spelled in (
+        (oldest + timedelta(hours=5)).strftime("%Y-%m-%dT%H:%M:%S+05:00"),
+        (oldest + timedelta(hours=2)).strftime("%Y-%m-%d %H:%M:%S"),
+    ):
+        with world.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO detections (camera_id, file_path, detected_at, object_type, confidence,"
+                    " media_type) VALUES ('cam1', 'x.jpg', :at, 'person', 0.9, 'image')"
+                ),
+                {"at": spelled},
+            )
+    retained = world.event(world.recent(2))
+    world.detection(world.old(10), events_=(retained,))  # older, but kept by the keep rule: no bound
+
+    assert oldest_kept(world.engine, Registry(), world.cutoff) == oldest

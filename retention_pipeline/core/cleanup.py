@@ -179,11 +179,15 @@ def clean_files(
 
 
 def run_cleanup(engine: Engine, plan: CleanupPlan, progress: Progress | None = None) -> CleanupStats:
-    """The whole data_cleanup in the job's order, without Dagster (tests, benchmark)."""
+    """The whole data_cleanup in the job's order, without Dagster (tests, benchmark, emergency passes)."""
     progress = progress or (lambda _message: None)
     detections = clean_table(engine, plan, "detections", progress)
     events = clean_table(engine, plan, "events", progress)
     declared = clean_declared_tables(engine, plan, progress)
+    # Every purge before the file step, as in the job: a policy file may give gpu_stats or logs media
+    # columns, whose files a drain that ran first would leave queued until the next run.
+    gpu_stats = clean_table(engine, plan, "gpu_stats", progress)
+    logs = clean_table(engine, plan, "logs", progress)
     files = clean_files(engine, plan, progress)
     return CleanupStats.combine(
         dry_run=plan.dry_run,
@@ -191,8 +195,8 @@ def run_cleanup(engine: Engine, plan: CleanupPlan, progress: Progress | None = N
         log_cutoff=plan.log_cutoff,
         detections=detections,
         events=events,
-        gpu_stats=clean_table(engine, plan, "gpu_stats", progress),
-        logs=clean_table(engine, plan, "logs", progress),
+        gpu_stats=gpu_stats,
+        logs=logs,
         declared=declared,
         files=files,
         duration_seconds=(datetime.now(UTC) - plan.planned_at).total_seconds(),

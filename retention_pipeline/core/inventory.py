@@ -4,17 +4,30 @@ and whether retention is being enforced.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, column, func, select, table
+from sqlalchemy import String, Table, column, func, literal, not_, select, table
 from sqlalchemy.engine import Connection, Engine
 
 from .instants import older
-from .tables import RetentionTable, column_of, table_of
+from .queries import expiring
+from .schema import UTCDateTime
+from .tables import DATA, Expiry, Registry, RetentionTable, column_of, table_of
 
-_pg_class = table("pg_class", column("relname"), column("reltuples"))
+_pg_class = table("pg_class", column("oid"), column("reltuples"))
+_pg_stat_user_tables = table(
+    "pg_stat_user_tables",
+    column("relid"),
+    column("last_vacuum"),
+    column("last_autovacuum"),
+    column("last_analyze"),
+    column("last_autoanalyze"),
+)
+# Below this many rows (PostgreSQL's estimate) an exact count(*) costs a few milliseconds: count.
+EXACT_COUNT_ROWS = 100_000
 
 
 @dataclass(frozen=True)
@@ -30,33 +43,91 @@ class TableInventory:
         return None if self.oldest is None else (now - self.oldest).total_seconds() / 86400
 
 
-def _row_count(conn: Connection, target: Table) -> tuple[int, bool]:
+def _row_count(conn: Connection, target: Table, deleted: int, since: datetime | None) -> tuple[int, bool]:
     # An exact count(*) scans the whole table on PostgreSQL; the planner's estimate is free and is
     # refreshed by (auto)vacuum/analyze. A table never analyzed reports -1: then count.
     if conn.dialect.name == "postgresql":
-        estimate = conn.execute(
-            select(_pg_class.c.reltuples).where(_pg_class.c.relname == target.name)
-        ).scalar()
-        if estimate is not None and estimate >= 0:
+        # By oid, as the search path resolves the name: pg_class holds one row per schema with that name.
+        relation = func.to_regclass(conn.dialect.identifier_preparer.quote(target.name))
+        estimate = conn.execute(select(_pg_class.c.reltuples).where(_pg_class.c.oid == relation)).scalar()
+        if estimate is not None and estimate > EXACT_COUNT_ROWS:
+            # The estimate predates a cleanup's deletes until (auto)vacuum or analyze refreshes it.
+            if deleted and since is not None and not _refreshed_since(conn, relation, since):
+                estimate = max(0, estimate - deleted)
             return int(estimate), True
     return int(conn.execute(select(func.count()).select_from(target)).scalar_one()), False
 
 
+def _refreshed_since(conn: Connection, relation: Any, since: datetime) -> bool:
+    t = _pg_stat_user_tables.c
+    last = func.greatest(t.last_vacuum, t.last_autovacuum, t.last_analyze, t.last_autoanalyze)
+    refreshed = conn.execute(select(last).where(t.relid == relation)).scalar()
+    return refreshed is not None and refreshed >= since
+
+
 def _oldest(conn: Connection, entry: RetentionTable) -> datetime | None:
     # The first rule's column: for the built-in tables the one with the time index.
-    value = conn.execute(select(func.min(column_of(entry, entry.rules[0].column)))).scalar()
+    return _as_utc(conn.execute(select(func.min(column_of(entry, entry.rules[0].column)))).scalar())
+
+
+def _as_utc(value: Any) -> datetime | None:
     if isinstance(value, str):  # a declared table's SQLite column, read without our type
         value = datetime.fromisoformat(value)
-    if isinstance(value, datetime) and value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value
+    if not isinstance(value, datetime):
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
-def table_inventory(engine: Engine, entry: RetentionTable) -> TableInventory:
-    """Rows and oldest timestamp of one retention table (min() uses the timestamp index)."""
+def oldest_kept(
+    engine: Engine, registry: Registry, cutoff: datetime, skip: Iterable[str] = ()
+) -> datetime | None:
+    """The oldest timestamp, in the columns of the rules that follow RETENTION_DAYS, of a row those rules
+    keep at `cutoff` (None: none); tables in `skip` (a run's own days) are left out.
+
+    Emergency mode steps straight to it. Rows still there although older than the cutoff (a detection a
+    retained event keeps) are left out: shortening retention past them deletes nothing by itself.
+    """
+    oldest: datetime | None = None
+    with engine.connect() as conn:
+        for entry in registry.tables:
+            if entry.name in skip:
+                continue
+            for rule in entry.rules:
+                if rule.retention == DATA:
+                    found = _oldest_from(conn, column_of(entry, rule.column), cutoff)
+                    if found is not None and (oldest is None or found < oldest):
+                        oldest = found
+    return oldest
+
+
+def _oldest_from(conn: Connection, ts: Any, cutoff: datetime) -> datetime | None:
+    if conn.dialect.name != "sqlite":
+        # NOT (ts < cutoff) is planned as ts >= cutoff: min() reads one entry of the time index.
+        return _as_utc(conn.execute(select(func.min(ts)).where(not_(older(ts, cutoff)))).scalar())
+    # SQLite's text min() would misorder spellings of one day ('T' or ' ', offsets), and a step taken from
+    # a row younger than the oldest would delete more than the oldest data: compared as one UTC spelling.
+    # Every spelling of an instant at or after the cutoff sorts above the date two days before it (offsets
+    # reach 14:59), so the time index narrows the scan to the retained rows.
+    since = literal((cutoff.astimezone(UTC).date() - timedelta(days=2)).isoformat(), String())
+    first = conn.execute(
+        select(func.min(func.strftime("%Y-%m-%d %H:%M:%f", ts))).where(
+            ts >= since, func.julianday(ts) >= func.julianday(literal(cutoff, UTCDateTime()))
+        )
+    ).scalar()
+    return None if first is None else datetime.fromisoformat(first).replace(tzinfo=UTC)
+
+
+def table_inventory(
+    engine: Engine, entry: RetentionTable, deleted: int = 0, since: datetime | None = None
+) -> TableInventory:
+    """Rows and oldest timestamp of one retention table (min() uses the timestamp index).
+
+    `deleted`: rows a cleanup that started at `since` deleted, taken off a PostgreSQL estimate read before
+    them (exact counts need nothing).
+    """
     target = table_of(entry)
     with engine.connect() as conn:
-        rows, estimated = _row_count(conn, target)
+        rows, estimated = _row_count(conn, target, deleted, since)
         oldest = _oldest(conn, entry)
     return TableInventory(rows, estimated, oldest)
 
@@ -81,21 +152,39 @@ class RetentionHealth:
 
 
 def retention_health(
-    engine: Engine, entry: RetentionTable, retention_days: int, now: datetime
+    engine: Engine, registry: Registry, table: str, data_days: int, log_days: int, now: datetime
 ) -> RetentionHealth:
-    """Rows older than retention + 1 day mean one missed daily run (WARN); + 2 days, two (ERROR).
+    """Rows a run one day ago should have deleted mean one missed daily run (WARN); two days ago, two
+    (ERROR). Just before each daily run the oldest row is up to retention + 1 day old: that is healthy.
 
-    Just before each daily run the oldest row is up to retention + 1 day old: that is healthy.
+    Counted with the purge's own predicate (every rule of the table, and for detections the keep rule),
+    so a row kept on purpose (an old detection a retained event links) is never overdue.
     """
-    target, ts = table_of(entry), column_of(entry, entry.rules[0].column)
-    warn_cutoff = now - timedelta(days=retention_days + 1)
-    error_cutoff = now - timedelta(days=retention_days + 2)
+    entry = registry[table]
+    one_run_ago = Expiry.at(registry, now - timedelta(days=1), data_days, log_days)
+    two_runs_ago = Expiry.at(registry, now - timedelta(days=2), data_days, log_days)
     with engine.connect() as conn:
-        overdue = int(
-            conn.execute(select(func.count()).select_from(target).where(older(ts, warn_cutoff))).scalar_one()
-        )
+        overdue = _count_expired(conn, one_run_ago, table)
+        severity = "OK"
+        if overdue:
+            severity = "ERROR" if _count_expired(conn, two_runs_ago, table) else "WARN"
         oldest = _oldest(conn, entry)
-    severity = "OK"
-    if overdue and oldest is not None:
-        severity = "ERROR" if oldest < error_cutoff else "WARN"
-    return RetentionHealth(severity == "OK", severity, overdue, oldest, retention_days + 1.0)
+    allowed = (now - one_run_ago.cutoff(table)).total_seconds() / 86400
+    return RetentionHealth(severity == "OK", severity, overdue, oldest, allowed)
+
+
+def _count_expired(conn: Connection, expiry: Expiry, table: str) -> int:
+    # Within the id span the purge would walk, found through the time indexes: the keep rule's look-ups
+    # then run on the few candidate rows, not on every row of a big table.
+    span = (
+        expiring.select_expired_detection_id_span(expiry)
+        if table == "detections"
+        else expiring.select_expired_id_span(expiry, table)
+    )
+    low, high = conn.execute(span).one()
+    if low is None:
+        return 0
+    target = table_of(expiry.registry[table])
+    in_span = target.c.id.between(low, high)
+    statement = select(func.count()).select_from(target).where(in_span, expiring.expired(expiry, table))
+    return int(conn.execute(statement).scalar_one())

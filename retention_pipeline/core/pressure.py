@@ -1,24 +1,66 @@
-"""Emergency mode: shorten the effective retention one day at a time until the disk has room again."""
+"""Emergency mode: shorten the effective retention, oldest data first, until the disk has room again."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from .cleanup import run_cleanup
+from .inventory import oldest_kept
+from .plan import CleanupPlan
+from .stats import CleanupStats
+from .tables import Registry
+
+# The storage roots in the order Settings.storage_roots gives them -> the kind of file kept there.
+_ROOT_KINDS = ("thumbnail", "clip", "image")
 
 
 class PressureNotRelieved(RuntimeError):
-    """Even at MIN_RETENTION_DAYS the free space stayed under the target."""
+    """Shortening retention cannot bring the free space to the target: at MIN_RETENTION_DAYS, with nothing
+    left that a shorter retention deletes, or after a pass that deleted data and freed nothing."""
+
+
+def pressure_volumes(
+    registry: Registry, delete_images: bool, storage_roots: Iterable[Path]
+) -> tuple[str, ...]:
+    """One path per volume (distinct st_dev) holding a storage root whose files a run deletes.
+
+    Only those volumes can gain room from a cleanup: a root on its own filesystem (IMAGES_DIR on
+    /export/foscam) is measured there, and the images root only when something deletes images there
+    (DELETE_IMAGES, or a policy file's column), so a disk that deleting data cannot relieve never
+    triggers an emergency that would erase retention for nothing.
+    """
+    kinds = {media.kind for entry in registry.tables for media in entry.media(delete_images)}
+    volumes: dict[int, str] = {}
+    for kind, root in zip(_ROOT_KINDS, storage_roots, strict=True):
+        if kind in kinds:
+            existing = _nearest_existing(Path(root))
+            volumes.setdefault(os.stat(existing).st_dev, str(existing))
+    return tuple(volumes.values())
+
+
+def _nearest_existing(path: Path) -> Path:
+    # A root not created yet lives on the volume of its nearest existing parent, where it will be created.
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 @dataclass
 class ReliefResult:
-    """What emergency mode did: days cut, free space before and after, each step taken."""
+    """What emergency mode did: days cut, free space (per volume) before and after, each step taken."""
 
     start_days: int
     final_days: int
-    free_before: float
-    free_after: float
+    free_before: dict[str, float]
+    free_after: dict[str, float]
     target: float
     steps: list[dict[str, Any]] = field(default_factory=list)
 
@@ -28,53 +70,132 @@ class ReliefResult:
 
     @property
     def reached(self) -> bool:
-        return self.free_after >= self.target
+        return not _under(self.free_after, self.target)
 
     def metadata(self) -> dict[str, Any]:
-        """Numbers for the run page."""
+        """Numbers for the run page; the single free figures are those of the fullest volume."""
+        before, after = _lowest(self.free_before), _lowest(self.free_after)
         return {
             "emergency_days_cut": self.days_cut,
             "emergency_retention_days": self.final_days,
-            "free_percent_before": round(self.free_before, 2),
-            "free_percent_after": round(self.free_after, 2),
+            "free_percent_before": round(before, 2),
+            "free_percent_after": round(after, 2),
             "free_percent_target": self.target,
+            "free_percent_by_volume": {
+                volume: {"before": round(free, 2), "after": round(self.free_after[volume], 2)}
+                for volume, free in self.free_before.items()
+            },
+            # The "before" figure is read after the run's normal cleanup, when emergency mode starts: it
+            # may lie above DISK_FREE_MIN_PERCENT (the normal pass freed some), only under the target.
             "emergency_reason": (
-                f"free space {self.free_before:.1f}% was under the minimum; retention shortened from"
-                f" {self.start_days} to {self.final_days} days to reach {self.target}%"
+                f"after the normal cleanup {before:.1f}% was free, under the {self.target}% target;"
+                f" retention shortened from {self.start_days} to {self.final_days} days, leaving {after:.1f}%"
+                f" free"
                 if self.days_cut
-                else f"free space {self.free_before:.1f}% already at or above {self.target}%; nothing cut"
+                else f"after the normal cleanup {before:.1f}% was free, at or above the {self.target}%"
+                " target; retention not shortened"
             ),
         }
 
 
 def relieve_pressure(
     clean_at: Callable[[int], dict[str, Any]],
-    free_percent: Callable[[], float],
+    free_by_volume: Callable[[], dict[str, float]],
+    oldest_age_days: Callable[[int], float | None],
     start_days: int,
     min_days: int,
     target: float,
     progress: Callable[[str], None],
 ) -> ReliefResult:
-    """Run `clean_at(days)` for days = start-1, start-2, ... down to min_days until free >= target.
+    """Run `clean_at(days)` at ever shorter retentions, down to min_days, until every volume has `target`%
+    free.
 
-    Each step is a whole cleanup at a one-day-later cutoff, so the oldest data goes first and every
-    usual rule (shared files, retained events, storage roots) still applies. Raises PressureNotRelieved
-    with the numbers when even min_days is not enough.
+    Each step is a whole cleanup at a later cutoff, so the oldest data goes first and every usual rule
+    (shared files, retained events, storage roots) still applies. The step goes straight to the age of
+    the oldest row still kept (`oldest_age_days(days)`: None when none is), so years without data cost no
+    passes. `clean_at` returns what its pass deleted (`rows_deleted`, `files_deleted`, ...).
+
+    Raises PressureNotRelieved with the numbers when even min_days is not enough, when no row is left
+    that a shorter retention deletes, or when a pass deleted data yet no volume under the target gained
+    any room: then the disk is filled by something deleting camera data cannot touch, and cutting further
+    would only erase retention for nothing.
     """
-    free = free_percent()
+    free = free_by_volume()
     result = ReliefResult(start_days, start_days, free, free, target)
     days = start_days
-    while free < target and days > min_days:
-        days -= 1
+    while (pressed := _under(free, target)) and days > min_days:
+        age = oldest_age_days(days)
+        if age is None:
+            raise PressureNotRelieved(
+                f"disk still {_describe(free)} after cutting retention from {start_days} to {days} days, and"
+                f" no row is left that a shorter retention deletes; the target is {target}%. Free space by"
+                " other means."
+            )
+        # A row `age` days old goes at any retention under its age (a row exactly at the cutoff stays).
+        days = max(min_days, min(days - 1, math.ceil(age) - 1))
         deleted = clean_at(days)
-        free = free_percent()
-        result.steps.append({"retention_days": days, "free_percent": round(free, 2), **deleted})
+        before, free = free, free_by_volume()
+        result.steps.append({"retention_days": days, "free_percent": round(_lowest(free), 2), **deleted})
         result.final_days, result.free_after = days, free
-        progress(f"emergency: retention {days} days -> {free:.1f}% free (target {target}%)")
-    if free < target:
+        progress(f"emergency: retention {days} days -> {_describe(free)} (target {target}%)")
+        deleted_something = bool(deleted.get("rows_deleted") or deleted.get("files_deleted"))
+        if deleted_something and not any(free[volume] > before[volume] for volume in pressed):
+            raise PressureNotRelieved(
+                f"cutting retention to {days} days deleted {deleted.get('rows_deleted', 0)} rows and"
+                f" {deleted.get('files_deleted', 0)} files but freed nothing measurable on the volume of"
+                f" {' or of '.join(pressed)} ({_describe(free)}; the target is {target}%): what fills it is"
+                " not data retention deletes. Stopped instead of cutting further; free space by other means."
+            )
+    if _under(free, target):
         raise PressureNotRelieved(
-            f"disk still {free:.1f}% free after cutting retention from {start_days} to {days} days"
+            f"disk still {_describe(free)} after cutting retention from {start_days} to {days} days"
             f" (MIN_RETENTION_DAYS={min_days}); the target is {target}%. Free space by other means"
             " or lower MIN_RETENTION_DAYS."
         )
     return result
+
+
+def relieve_by_cleanup(
+    engine: Engine,
+    plan: CleanupPlan,
+    passes: list[CleanupStats],
+    free_by_volume: Callable[[], dict[str, float]],
+    min_days: int,
+    target: float,
+    progress: Callable[[str], None],
+) -> ReliefResult:
+    """`relieve_pressure` with whole cleanups of `plan` at shorter retentions; each pass's statistics are
+    appended to `passes` as it ends, so a caller can count them even when relief fails."""
+
+    def clean_at(days: int) -> dict[str, Any]:
+        step = run_cleanup(engine, plan.with_retention(days), progress)
+        passes.append(step)
+        files = step.thumbnails_deleted + step.images_deleted + step.clips_deleted
+        # Every table's rows (gpu_stats, logs and the policy file's too), not only events and detections.
+        rows = sum(step.rows_deleted_by_table.values())
+        return {"rows_deleted": rows, "files_deleted": files, "bytes": step.space_reclaimed}
+
+    def oldest_age_days(days: int) -> float | None:
+        skip = dict(plan.days_by_table)  # tables with the run's own days keep them in emergency mode
+        oldest = oldest_kept(engine, plan.registry, plan.with_retention(days).cutoff, skip)
+        return None if oldest is None else (plan.reference_time - oldest).total_seconds() / 86400
+
+    return relieve_pressure(
+        clean_at, free_by_volume, oldest_age_days, plan.retention_days, min_days, target, progress
+    )
+
+
+def _under(free: dict[str, float], target: float) -> list[str]:
+    """The volumes with less than `target` percent free."""
+    return [volume for volume, percent in free.items() if percent < target]
+
+
+def _lowest(free: dict[str, float]) -> float:
+    return min(free.values(), default=100.0)
+
+
+def _describe(free: dict[str, float]) -> str:
+    """`12.3% free` for one volume; `12.3% free on /a, 40.0% on /b` for several."""
+    if len(free) == 1:
+        return f"{_lowest(free):.1f}% free"
+    return "free: " + ", ".join(f"{percent:.1f}% on {volume}" for volume, percent in free.items())
