@@ -16,12 +16,16 @@ from .settings import Settings
 from .tags import CLEANUP_HEADLINE, EXCLUSIVE_TAGS, FAILED_STEP_TAG, partial_headline
 
 JOB_NAME = "data_cleanup"
+SWEEP_JOB_NAME = "orphaned_file_cleanup"
 PROCESS_EVENT = "retention run process"
 # Dagster's own engine events carry a "pid" too; these keys are ours alone.
 PID_KEY, HOST_KEY = "retention_run_pid", "retention_run_host"
 DAILY_SCHEDULE = "daily_data_cleanup"
 REPORT_STEP = "report_cleanup"
 PLAN_STEP = "plan_cleanup"
+# An emergency run's last step, whose `run_total` counts every pass (the normal one and the emergency ones).
+PRESSURE_STEP = "relieve_disk_pressure"
+SWEEP_REPORT_STEP = "report_orphan_sweep"
 ACTIVE_STATUSES = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -68,7 +72,7 @@ def recorded_process(instance: dg.DagsterInstance, run_id: str) -> tuple[int, st
     return None
 
 
-def _process_alive(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool | None:
+def process_alive(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool | None:
     """True/False for a run whose process on this host was recorded, None when it cannot tell."""
     recorded = recorded_process(instance, run.run_id)
     if recorded is None or recorded[1] != socket.gethostname():
@@ -95,7 +99,7 @@ def blocking_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
     blocking = []
     for record in records:
         run = record.dagster_run
-        if _process_alive(instance, run) is False:
+        if process_alive(instance, run) is False:
             instance.report_run_failed(run, "The process running this run is gone (killed).")
         else:
             blocking.append(run)
@@ -113,13 +117,30 @@ def step_metadata(instance: dg.DagsterInstance, run_id: str, step: str) -> dict[
     return {}
 
 
+def run_stats(instance: dg.DagsterInstance, run_id: str) -> dict[str, Any]:
+    """The CleanupStats fields a data_cleanup run reported: report_cleanup's, or in an emergency run the
+    total of every pass, which relieve_disk_pressure reports ({} before report_cleanup has run)."""
+    stats = step_metadata(instance, run_id, REPORT_STEP)
+    total = step_metadata(instance, run_id, PRESSURE_STEP).get("run_total")
+    if isinstance(total, dict):
+        stats = {**stats, **total}
+    return {name: stats[name] for name in CleanupStats.field_names() if name in stats}
+
+
+def dry_run_of(run_config: dict[str, Any]) -> bool:
+    """Whether a run of either job is a dry run: its first op holds `dry_run`, which defaults to true."""
+    ops: dict[str, dict[str, Any]] = run_config.get("ops") or {}
+    first_op = next(iter(ops.values()), {}) or {}
+    return bool((first_op.get("config") or {}).get("dry_run", True))
+
+
 def recent_cleanup_runs(instance: dg.DagsterInstance, limit: int) -> list[dict[str, Any]]:
     """The latest data_cleanup runs, newest first, with every CleanupStats field (None if unknown)."""
     rows = []
     for record in instance.get_run_records(dg.RunsFilter(job_name=JOB_NAME), limit=limit):
         run = record.dagster_run
         plan = step_metadata(instance, run.run_id, PLAN_STEP)
-        stats = step_metadata(instance, run.run_id, REPORT_STEP)
+        stats = run_stats(instance, run.run_id)
         run_config: dict[str, Any] = dict(run.run_config)
         ops: dict[str, Any] = run_config.get("ops") or {}
         config: dict[str, Any] = (ops.get(PLAN_STEP) or {}).get("config", {})
@@ -147,11 +168,12 @@ def _iso(timestamp: float | None) -> str | None:
 
 def last_sweep_report(instance: dg.DagsterInstance) -> dict[str, Any] | None:
     """The report of the latest successful real orphaned_file_cleanup run, if any."""
-    records = instance.get_run_records(
-        dg.RunsFilter(job_name="orphaned_file_cleanup", statuses=[dg.DagsterRunStatus.SUCCESS]), limit=20
+    # Dry runs are selected out by their tag, so any number of them cannot hide the last real sweep.
+    real = dg.RunsFilter(
+        job_name=SWEEP_JOB_NAME, statuses=[dg.DagsterRunStatus.SUCCESS], tags={"dry_run": "false"}
     )
-    for record in records:
-        report = step_metadata(instance, record.dagster_run.run_id, "report_orphan_sweep")
+    for record in instance.get_run_records(real, limit=20):
+        report = step_metadata(instance, record.dagster_run.run_id, SWEEP_REPORT_STEP)
         if report and report.get("dry_run") is False:
             return report
     return None
@@ -208,13 +230,12 @@ def tag_failure(
     """Tag a failed run with the failing step and the counts its finished steps (and the failing one,
     where it reported them) committed; returns the tags."""
     run = instance.get_run_by_id(run_id)
-    run_config: dict[str, Any] = dict(run.run_config) if run else {}
-    ops: dict[str, dict[str, Any]] = run_config.get("ops") or {}
-    first_op = next(iter(ops.values()), {}) or {}
-    # Both jobs' first op holds dry_run, and leaving it out means a dry run.
-    dry_run = bool((first_op.get("config") or {}).get("dry_run", True))
+    dry_run = dry_run_of(dict(run.run_config) if run else {})
     counts: dict[str, int] = {}
-    for step, (figure, key) in _COUNTED_BY_STEP.items():
+    # relieve_disk_pressure tags the total of every pass itself, even when it fails, over report_cleanup's
+    # tags: the finished steps' counts would put back the figures from before the emergency passes.
+    counted = {} if failed_step == PRESSURE_STEP else _COUNTED_BY_STEP
+    for step, (figure, key) in counted.items():
         reported = failure_metadata if step == failed_step else step_metadata(instance, run_id, step)
         if isinstance(reported.get(key), int):
             counts[figure] = reported[key]

@@ -8,8 +8,19 @@ from typing import Any
 
 import dagster as dg
 
-from .core.job_status import JobStatusBoard, JobTracker, fail_abandoned
-from .history import ACTIVE_STATUSES, tag_failure
+from .core.abandoned_jobs import KILLED_OR_LOST, RunOutcome, failed, settle_abandoned, succeeded
+from .core.job_status import JobStatusBoard, JobTracker
+from .core.orphans import OrphanStats
+from .history import (
+    ACTIVE_STATUSES,
+    JOB_NAME,
+    SWEEP_REPORT_STEP,
+    dry_run_of,
+    process_alive,
+    run_stats,
+    step_metadata,
+    tag_failure,
+)
 
 # Each op's share of the job's progress bar (from, to) and what the camera system's Jobs page says
 # meanwhile. Ops that a multiprocess executor may run side by side only ever push the bar forward.
@@ -29,6 +40,19 @@ STAGES: dict[str, tuple[int, int, str]] = {
     "delete_orphaned_files": (50, 95, "Deleting orphaned files"),
     "report_orphan_sweep": (95, 99, "Recording the statistics"),
 }
+# A dry run deletes nothing: its stages say what they really do.
+DRY_RUN_MESSAGES = {
+    "purge_gpu_stats": "Dry run: counting old GPU statistics",
+    "purge_logs": "Dry run: counting old log lines",
+    "purge_detections": "Dry run: counting old detections",
+    "purge_events": "Dry run: counting old events",
+    "purge_declared_tables": "Dry run: counting old rows of the policy file's tables",
+    "plan_file_chunks": "Dry run: counting the files of expired rows",
+    "delete_expired_files": "Dry run: counting the files of expired rows",
+    "relieve_disk_pressure": "Dry run: finishing",
+    "delete_orphaned_files": "Dry run: counting orphaned files a real run would delete",
+}
+CANCELED = "The run was canceled in Dagster."
 
 
 # One board per run in this process, so a Redis that is down is reported once per run, not once per op.
@@ -53,9 +77,10 @@ def _board(
 class Stage:
     """One op's part of the run's progress bar."""
 
-    def __init__(self, board: JobStatusBoard, op_name: str) -> None:
+    def __init__(self, board: JobStatusBoard, op_name: str, dry_run: bool) -> None:
         self.board = board
-        self.low, self.high, self.message = STAGES[op_name]
+        self.low, self.high, message = STAGES[op_name]
+        self.message = DRY_RUN_MESSAGES.get(op_name, message) if dry_run else message
 
     def done(self) -> None:
         """This op's part is done (written at once, not throttled)."""
@@ -67,22 +92,55 @@ class Stage:
 
 
 def start_stage(context: dg.OpExecutionContext, tracker: JobTracker) -> Stage:
-    """Tell the job tracker this op has started; a run's first op also marks abandoned runs failed."""
+    """Tell the job tracker this op has started; a run's first op also settles the records of runs of
+    either job that ended without finishing theirs."""
     board = _board(tracker, context.instance, context.job_name, context.run_id, context.log)
-    op_name = context.op_def.name
-    if op_name in ("plan_cleanup", "plan_orphan_sweep"):
-        fail_abandoned(
-            tracker, context.job_name, lambda run_id: _still_running(context, run_id), board.trouble
-        )
-        board.pending(STAGES[op_name][2])
+    stage = Stage(board, context.op_def.name, dry_run_of(dict(context.run_config)))
+    if context.op_def.name in ("plan_cleanup", "plan_orphan_sweep"):
+        settle_abandoned(tracker, lambda run_id: run_outcome(context.instance, run_id), board.trouble)
+        board.pending(stage.message)
     else:
-        board.running(STAGES[op_name][0], STAGES[op_name][2])
-    return Stage(board, op_name)
+        board.running(stage.low, stage.message)
+    return stage
 
 
-def _still_running(context: dg.OpExecutionContext, run_id: str) -> bool:
-    run = context.instance.get_run_by_id(run_id)
-    return run is not None and run.status in ACTIVE_STATUSES
+def run_outcome(instance: dg.DagsterInstance, run_id: str) -> RunOutcome | None:
+    """How a run ended, as Dagster tells it; None while it is still going (or Dagster cannot tell)."""
+    run = instance.get_run_by_id(run_id)
+    if run is None:
+        return failed(KILLED_OR_LOST)
+    if run.status in ACTIVE_STATUSES:
+        return failed(KILLED_OR_LOST) if process_alive(instance, run) is False else None
+    if run.status == dg.DagsterRunStatus.SUCCESS:
+        stats = run_stats(instance, run_id) if run.job_name == JOB_NAME else _sweep_stats(instance, run_id)
+        return succeeded(stats or None)
+    if run.status == dg.DagsterRunStatus.CANCELED:
+        return failed(CANCELED)
+    if run.status == dg.DagsterRunStatus.FAILURE:
+        return failed(_failure_reason(instance, run_id) or KILLED_OR_LOST)
+    return None
+
+
+def _sweep_stats(instance: dg.DagsterInstance, run_id: str) -> dict[str, Any]:
+    report = step_metadata(instance, run_id, SWEEP_REPORT_STEP)
+    return {name: report[name] for name in OrphanStats.__dataclass_fields__ if name in report}
+
+
+def _failure_reason(instance: dg.DagsterInstance, run_id: str) -> str | None:
+    """Its first failed step and that step's error, worded as `publish_failure` words it, else the run's
+    own failure message (a run failed from outside, e.g. by `blocking_runs`)."""
+    for event_type in (dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE):
+        for record in instance.get_records_for_run(run_id, of_type=event_type).records:
+            event = record.event_log_entry.dagster_event
+            if event is None:
+                continue
+            if event_type == dg.DagsterEventType.RUN_FAILURE:
+                return event.message
+            data = event.step_failure_data
+            description = data.user_failure_data.description if data.user_failure_data else None
+            error = data.error.message.strip() if data.error else "an unknown error"
+            return f"{event.step_key} failed: {description or error}"
+    return None
 
 
 def finish(stage: Stage, result: Mapping[str, Any], message: str) -> None:

@@ -3,14 +3,18 @@
 import json
 import os
 import re
+import subprocess
 import time
 
 import dagster as dg
 import pytest
 
+from retention_pipeline import job_tracker
 from retention_pipeline.core import cleanup
+from retention_pipeline.core.abandoned_jobs import KILLED_OR_LOST
 from retention_pipeline.core.job_status import JobStatusBoard, JobTracker, job_key
 from retention_pipeline.core.schema import detections, events
+from retention_pipeline.history import record_process
 from retention_pipeline.jobs import data_cleanup, orphaned_file_cleanup
 from retention_pipeline.resources import DiskSpaceResource
 from retention_pipeline_tests.conftest import RedisServer
@@ -118,12 +122,14 @@ def test_a_run_killed_without_writing_is_marked_failed_by_the_next_run(
         JobTracker(redis_server.url), "data_cleanup", killed.run_id, tracked.now, lambda _message: None
     )
     board.running(30, "Deleting old detections")
+    board.flush()
 
     result = _run(tracked, instance, dry_run=True)
 
     by_run = {record["dagster_run_id"]: record for record in _records(redis_server)}
     assert result.success
-    assert by_run[killed.run_id]["status"] == "failed" and "killed" in by_run[killed.run_id]["error"]
+    assert by_run[killed.run_id]["status"] == "failed"
+    assert by_run[killed.run_id]["error"] == "The process running this run is gone (killed)."
     assert by_run[result.run_id]["status"] == "completed"
 
 
@@ -143,3 +149,117 @@ def test_the_orphan_sweep_is_published_too(tracked: CameraWorld, redis_server: R
     assert re.fullmatch(rf"orphan-cleanup-\d{{8}}-\d{{6}}-{result.run_id[:8]}", record["job_id"])
     assert (record["job_type"], record["status"]) == ("orphaned_file_cleanup", "completed")
     assert record["result"]["dry_run"] is True and record["result"]["orphans_found"] >= 1
+
+
+def _lose_the_final_write(server: RedisServer, run_id: str) -> str:
+    """Put a finished run's record back as its last op left it when the final write was lost."""
+    client = server.client()
+    [record] = [record for record in _records(server) if record["dagster_run_id"] == run_id]
+    record.update(status="running", progress=95, message="Freeing disk space", completed_at=None)
+    record.update(result=None, error=None)
+    client.set(job_key(record["job_id"]), json.dumps(record))
+    return record["job_id"]
+
+
+def _left_running(server: RedisServer, job_type: str, run_id: str, created) -> str:
+    """A record as a run of `job_type` leaves it when it dies mid-run; its job id."""
+    board = JobStatusBoard(JobTracker(server.url), job_type, run_id, created, lambda _message: None)
+    board.running(50, "Deleting")
+    board.flush()
+    return board.job_id
+
+
+def test_a_run_that_succeeded_shows_completed_with_its_statistics_though_its_last_write_was_lost(
+    tracked: CameraWorld, redis_server: RedisServer, instance
+):
+    earlier = _run(tracked, instance, dry_run=True)
+    job_id = _lose_the_final_write(redis_server, earlier.run_id)
+
+    assert _run(tracked, instance, dry_run=True).success
+
+    record = json.loads(redis_server.client().get(job_key(job_id)))
+    assert (record["status"], record["progress"], record["error"]) == ("completed", 100, None)
+    assert record["result"] == json.loads(json.dumps(earlier.output_for_node("report_cleanup").as_dict()))
+    assert 0 < redis_server.client().ttl(job_key(job_id)) <= 120
+
+
+def test_a_run_that_failed_shows_its_own_reason_though_its_last_write_was_lost(
+    tracked: CameraWorld, redis_server: RedisServer, instance, monkeypatch: pytest.MonkeyPatch
+):
+    def missing_table(*_args, **_kwargs):
+        raise cleanup.SchemaError("table 'events' is missing")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(cleanup, "prepare_database", missing_table)
+        earlier = _run(tracked, instance, dry_run=False)
+    job_id = _lose_the_final_write(redis_server, earlier.run_id)
+
+    assert _run(tracked, instance, dry_run=True).success
+
+    record = json.loads(redis_server.client().get(job_key(job_id)))
+    assert (record["status"], record["error"]) == ("failed", "plan_cleanup failed: table 'events' is missing")
+
+
+def test_canceled_lost_and_dead_runs_are_told_apart_and_a_live_one_is_left_running(
+    tracked: CameraWorld, redis_server: RedisServer, instance
+):
+    canceled = instance.create_run_for_job(data_cleanup)
+    instance.report_run_canceled(canceled, "canceled from the UI")
+    dead = instance.create_run_for_job(data_cleanup, status=dg.DagsterRunStatus.STARTED)
+    alive = instance.create_run_for_job(data_cleanup, status=dg.DagsterRunStatus.STARTED)
+    exited = subprocess.Popen(["true"])
+    exited.wait()
+    record_process(instance, dead.run_id, pid=exited.pid)
+    record_process(instance, alive.run_id, pid=os.getpid())
+    # A run Dagster no longer knows: deleted by dagster_history_cleanup, or from another instance.
+    unknown = "0badc0de-0000-4000-8000-000000000000"
+    for run_id in (canceled.run_id, dead.run_id, alive.run_id, unknown):
+        _left_running(redis_server, "data_cleanup", run_id, tracked.now)
+
+    assert _run(tracked, instance, dry_run=True).success
+
+    by_run = {record["dagster_run_id"]: record for record in _records(redis_server)}
+    assert by_run[canceled.run_id]["error"] == "The run was canceled in Dagster."
+    assert by_run[dead.run_id]["error"] == by_run[unknown]["error"] == KILLED_OR_LOST
+    assert {by_run[run_id]["status"] for run_id in (canceled.run_id, dead.run_id, unknown)} == {"failed"}
+    assert by_run[alive.run_id]["status"] == "running"
+
+
+def test_a_killed_orphan_sweep_is_settled_by_the_next_daily_cleanup(
+    tracked: CameraWorld, redis_server: RedisServer, instance
+):
+    killed = instance.create_run_for_job(orphaned_file_cleanup)
+    instance.report_run_failed(killed, "The process running this run is gone (killed).")
+    job_id = _left_running(redis_server, "orphaned_file_cleanup", killed.run_id, tracked.now)
+
+    assert _run(tracked, instance, dry_run=True).success
+
+    record = json.loads(redis_server.client().get(job_key(job_id)))
+    assert (record["status"], record["error"]) == ("failed", "The process running this run is gone (killed).")
+    assert 0 < redis_server.client().ttl(job_key(job_id)) <= 120
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_the_stages_of_a_dry_run_say_they_only_count(
+    tracked: CameraWorld, redis_server: RedisServer, instance, monkeypatch: pytest.MonkeyPatch, dry_run: bool
+):
+    shown: dict[str, str] = {}
+    real_clean_table = cleanup.clean_table
+
+    def note_the_message(engine, plan, table, *args):
+        for board in job_tracker._BOARDS.values():
+            board.flush()
+        [record] = _records(redis_server)
+        shown[table] = record["message"]
+        return real_clean_table(engine, plan, table, *args)
+
+    monkeypatch.setattr(cleanup, "clean_table", note_the_message)
+
+    assert _run(tracked, instance, dry_run=dry_run).success
+
+    if dry_run:
+        assert shown["detections"] == "Dry run: counting old detections"
+        assert shown["events"] == "Dry run: counting old events"
+        assert not any("Deleting" in message for message in shown.values())
+    else:
+        assert (shown["detections"], shown["events"]) == ("Deleting old detections", "Deleting old events")

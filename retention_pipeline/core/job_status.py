@@ -1,20 +1,24 @@
 """A run's status in the camera system's job tracker (Redis), which its web UI lists as background jobs.
 
-A side channel: Redis down, slow or misnamed never fails, slows or blocks a cleanup. Every call has a
-short timeout, the first failure is reported once through `warn`, and after a failure the board stays
-quiet for a while instead of paying the timeout again at every step; the final status (completed or
-failed) is always attempted once.
+A side channel: Redis down, slow or misnamed never fails, slows or blocks a cleanup. Records are written
+by a background thread that keeps only the latest value, so a caller never waits for Redis, except for
+the final status (completed or failed), which is always attempted and waited for a bounded time. Every
+Redis call has a short timeout, the first failure is reported once through `warn`, and after a failure
+the board stays quiet for a while instead of paying the timeout again at every step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
@@ -24,7 +28,29 @@ UNFINISHED = (PENDING, RUNNING)
 TIMEOUT_S = 0.5
 QUIET_AFTER_FAILURE_S = 30.0
 PROGRESS_EVERY_S = 1.0
+# How long the final write may hold up the op that finishes the run: a few round trips at TIMEOUT_S.
+FINAL_WAIT_S = 5.0
+# The publishing thread ends after this long without anything to write (the next write starts another).
+IDLE_EXIT_S = 10.0
+# An unfinished record expires too, after a day without a write: a run killed when no later run comes to
+# settle it must not show as running forever. Dagster's run monitoring ends any run after 6 h, and a live
+# run writes at every stage.
+UNFINISHED_TTL_S = 24 * 3600
+# Another op of the same run (another process under a multiprocess executor) may write between our read
+# and our write; the compare-and-set then fails and the write starts again from the new record.
+WRITE_ATTEMPTS = 5
 _PREFIXES = {"data_cleanup": "cleanup", "orphaned_file_cleanup": "orphan-cleanup"}
+# Our ids, as opposed to the camera system's own `cleanup-YYYYmmdd-HHMMSS` and any other job's.
+OWN_ID = re.compile(rf"(?:{'|'.join(map(re.escape, _PREFIXES.values()))})-\d{{8}}-\d{{6}}-.{{8}}")
+
+# Replace a record only if it is still what the writer read, and list its id in the same step.
+# KEYS: record, status list. ARGV: the value read ('' for none), the new value, TTL, score, job id.
+_COMPARE_AND_SET = """
+if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
+return 1
+"""
 
 
 def job_key(job_id: str) -> str:
@@ -37,8 +63,47 @@ def job_id_of(job_type: str, created_at: datetime, run_id: str) -> str:
     return f"{_PREFIXES[job_type]}-{created_at.astimezone(UTC):%Y%m%d-%H%M%S}-{run_id[:8]}"
 
 
+def own_record(job_id: str, raw: str) -> dict[str, Any] | None:
+    """The record if it is one of ours (written by a board of this pipeline for the Dagster run it
+    names), else None: the camera system's own jobs share the list and are never ours to change."""
+    try:
+        record = json.loads(raw)
+        if not isinstance(record, dict) or not isinstance(record.get("dagster_run_id"), str):
+            return None
+        created = datetime.fromisoformat(str(record.get("created_at")))
+        expected = job_id_of(str(record.get("job_type")), created, record["dagster_run_id"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    return record if expected == job_id else None
+
+
+def redacted(url: str) -> str:
+    """The URL without its credentials (user, password, and a query that may carry a password)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, f"***@{host}" if "@" in parts.netloc else host, parts.path, "", ""))
+
+
+def compare_and_set(
+    client: redis.Redis, job_id: str, read: str | None, record: Mapping[str, Any], ttl: int, via: Any = None
+) -> Any:
+    """Write `record` unless the stored one is no longer `read` (None: there was none), and list its id;
+    1 if written, 0 if not. `via`: a pipeline of `client` to queue the call on instead."""
+    score = datetime.fromisoformat(str(record["created_at"])).timestamp()
+    script = client.register_script(_COMPARE_AND_SET)
+    args: list[str | int | float] = [read or "", json.dumps(record, default=str), ttl, score, job_id]
+    return script(keys=[job_key(job_id), STATUS_LIST], args=args, client=via or client)
+
+
 def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat() if moment else None
+
+
+def record_ttl(record: Mapping[str, Any], finished_ttl: int) -> int:
+    """How long a record is kept after this write: the tracker's TTL once finished, else the safety TTL."""
+    return (
+        finished_ttl if record.get("status") in (COMPLETED, FAILED) else max(UNFINISHED_TTL_S, finished_ttl)
+    )
 
 
 @dataclass(frozen=True)
@@ -77,8 +142,14 @@ class JobStatusBoard:
         self._base = {"job_id": self.job_id, "job_type": job_type, "dagster_run_id": run_id}
         self._created_at = created_at
         self.warn = warn
-        self._lock = threading.Lock()
         self._quiet_until = float("-inf")
+        self._warned = False
+        # The latest fields not yet written (None: nothing to write), and write sequence numbers so a
+        # final write can wait for its own turn.
+        self._cond = threading.Condition()
+        self._pending: dict[str, Any] | None = None
+        self._queued = self._written = 0
+        self._worker: threading.Thread | None = None
         try:
             self._client = tracker.connect()
         except Exception as exc:  # a URL redis-py cannot use: publishing is off for this run
@@ -88,7 +159,7 @@ class JobStatusBoard:
 
     def pending(self, message: str) -> None:
         """The run exists and is checking its plan; nothing is deleted yet."""
-        self._write({"status": PENDING, "message": message, "started_at": None}, final=False)
+        self._write({"status": PENDING, "message": message}, final=False)
 
     def running(self, progress: int, message: str) -> None:
         """A new stage starts: written unless Redis failed lately, never moving progress back."""
@@ -112,35 +183,72 @@ class JobStatusBoard:
         fields = {"status": FAILED, "message": "Failed", "error": error}
         self._write({**fields, "completed_at": _iso(datetime.now(UTC))}, final=True)
 
+    def flush(self, timeout: float = FINAL_WAIT_S) -> bool:
+        """Wait (at most `timeout`) until everything asked so far is written or has failed."""
+        with self._cond:
+            target = self._queued
+            return self._cond.wait_for(lambda: self._written >= target, timeout)
+
     def _write(self, fields: dict[str, Any], final: bool) -> None:
-        if self._client is None or (not final and time.monotonic() < self._quiet_until):
+        client = self._client
+        if client is None or (not final and time.monotonic() < self._quiet_until):
             return
-        with self._lock:
+        with self._cond:
+            self._pending = _coalesced(self._pending, fields)
+            self._queued += 1
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(
+                    target=self._publish, args=(client,), name="job-status", daemon=True
+                )
+                self._worker.start()
+            self._cond.notify_all()
+        if final:
+            self.flush()
+
+    def _publish(self, client: redis.Redis) -> None:
+        """The publishing thread: writes the latest pending fields until there is nothing left."""
+        while True:
+            with self._cond:
+                if not self._cond.wait_for(lambda: self._pending is not None, IDLE_EXIT_S):
+                    self._worker = None
+                    return
+                fields, queued, self._pending = self._pending or {}, self._queued, None
             try:
-                self._store(self._client, fields)
+                self._store(client, fields)
             except Exception as exc:  # a side channel: whatever goes wrong here, the cleanup goes on
                 self.trouble(exc)
+            with self._cond:
+                self._written = queued
+                self._cond.notify_all()
 
     def _store(self, client: redis.Redis, fields: dict[str, Any]) -> None:
-        key = job_key(self.job_id)
-        raw = client.get(key)
-        stored = json.loads(raw) if isinstance(raw, str) else None
+        for _attempt in range(WRITE_ATTEMPTS):
+            raw = client.get(job_key(self.job_id))
+            read = raw if isinstance(raw, str) else None
+            record = self._merged(read, dict(fields))
+            if record is None:
+                return
+            if compare_and_set(
+                client, self.job_id, read, record, record_ttl(record, self.tracker.ttl_seconds)
+            ):
+                return
+        raise RuntimeError(f"the record of {self.job_id} kept changing under this write")
+
+    def _merged(self, raw: str | None, fields: dict[str, Any]) -> dict[str, Any] | None:
+        """The record after this write, or None when it must stay as it is."""
+        stored = json.loads(raw) if raw else None
         record: dict[str, Any] = stored if isinstance(stored, dict) else self._new_record()
         # Ops of one run publish one after another (or side by side): progress only ever moves forward,
         # and a finished record stays finished (ops that do not depend on a failed one still run).
         progress = max(int(record.get("progress") or 0), int(fields.pop("progress", 0)))
         if record.get("status") in (COMPLETED, FAILED) and fields.get("status") in UNFINISHED:
-            return
+            return None
         if fields.get("status") == PENDING and record.get("status") == RUNNING:
-            return
+            return None
         if fields.get("status") == RUNNING and record.get("started_at") is None:
             record["started_at"] = _iso(datetime.now(UTC))
         record.update(fields, progress=min(progress, 100))
-        finished = record["status"] in (COMPLETED, FAILED)
-        pipe = client.pipeline()
-        pipe.set(key, json.dumps(record), ex=self.tracker.ttl_seconds if finished else None)
-        pipe.zadd(STATUS_LIST, {self.job_id: self._created_at.timestamp()})
-        pipe.execute()
+        return record
 
     def _new_record(self) -> dict[str, Any]:
         return {
@@ -157,45 +265,28 @@ class JobStatusBoard:
 
     def trouble(self, exc: Exception) -> None:
         """Redis failed: warn the first time only, and skip all but final writes for a while."""
-        if self._quiet_until == float("-inf"):
-            self.warn(
-                f"could not publish the run's status to the job tracker at {self.tracker.url} ({exc});"
-                " the cleanup goes on without it"
-            )
         self._quiet_until = time.monotonic() + QUIET_AFTER_FAILURE_S
-
-
-def fail_abandoned(
-    tracker: JobTracker,
-    job_type: str,
-    still_running: Callable[[str], bool],
-    trouble: Callable[[Exception], None],
-    newest: int = 200,
-) -> list[str]:
-    """Mark failed the unfinished records of `job_type` whose Dagster run is over (killed before it could
-    write); returns their job ids. `still_running` answers for a Dagster run id."""
-    abandoned: list[str] = []
-    try:
-        client = tracker.connect()
-        if client is None:
-            return []
-        for job_id in client.zrevrange(STATUS_LIST, 0, newest - 1):
-            raw = client.get(job_key(str(job_id)))
-            record = json.loads(raw) if isinstance(raw, str) else None
-            if not isinstance(record, dict) or record.get("job_type") != job_type:
-                continue
-            if record.get("status") not in UNFINISHED:
-                continue
-            if still_running(str(record.get("dagster_run_id"))):
-                continue
-            record.update(
-                status=FAILED,
-                message="Failed",
-                error="The run ended without reporting its outcome (its process was killed or lost).",
-                completed_at=_iso(datetime.now(UTC)),
+        with self._cond:
+            if self._warned:
+                return
+            self._warned = True
+        # The publishing thread may outlive the op whose log this is.
+        with contextlib.suppress(Exception):
+            self.warn(
+                f"could not publish the run's status to the job tracker at {redacted(self.tracker.url or '')}"
+                f" ({exc}); the cleanup goes on without it"
             )
-            client.set(job_key(str(job_id)), json.dumps(record), ex=tracker.ttl_seconds)
-            abandoned.append(str(job_id))
-    except Exception as exc:  # a side channel: never fails the run
-        trouble(exc)
-    return abandoned
+
+
+def _coalesced(pending: dict[str, Any] | None, fields: dict[str, Any]) -> dict[str, Any]:
+    """One write that stands for two not yet written: the later fields and the larger progress, except
+    that a status never steps back (pending < running < finished), as in the record itself."""
+    if pending is None:
+        return dict(fields)
+    progress = max(int(pending.get("progress", 0)), int(fields.get("progress", 0)))
+    if _RANK[str(fields.get("status"))] < _RANK[str(pending.get("status"))]:
+        return {**pending, "progress": progress}
+    return {**pending, **fields, "progress": progress}
+
+
+_RANK = {PENDING: 0, RUNNING: 1, COMPLETED: 2, FAILED: 2}

@@ -4,14 +4,18 @@ import json
 import time
 from datetime import UTC, datetime
 
+import pytest
+
+from retention_pipeline.core.abandoned_jobs import settle_abandoned
 from retention_pipeline.core.job_status import (
     STATUS_LIST,
+    UNFINISHED_TTL_S,
     JobStatusBoard,
     JobTracker,
-    fail_abandoned,
     job_key,
 )
 from retention_pipeline_tests.conftest import RedisServer
+from retention_pipeline_tests.core.slow_redis import slow_redis
 
 CREATED = datetime(2026, 12, 6, 3, 0, 5, tzinfo=UTC)
 RUN_ID = "3f2a9c1e-0000-4000-8000-000000000001"
@@ -32,8 +36,10 @@ def test_a_run_goes_from_pending_to_completed_in_the_camera_systems_format(redis
     board = _board(redis_server.url, warnings, ttl=600)
 
     board.pending("Checking the database")
+    board.flush()
     pending = _record(redis_server, board.job_id)
     board.running(15, "Deleting old detections")
+    board.flush()
     running = _record(redis_server, board.job_id)
     running_ttl = redis_server.client().ttl(job_key(board.job_id))
     board.completed({"events_deleted": 3, "dry_run": False})
@@ -43,7 +49,7 @@ def test_a_run_goes_from_pending_to_completed_in_the_camera_systems_format(redis
     assert pending["status"] == "pending" and pending["started_at"] is None
     assert running["status"] == "running" and running["progress"] == 15 and running["started_at"]
     assert running["message"] == "Deleting old detections"
-    assert running_ttl == -1  # a running record never expires
+    assert 3600 < running_ttl <= UNFINISHED_TTL_S  # a running record outlives a finished one
     assert done == {
         "job_id": board.job_id,
         "job_type": "data_cleanup",
@@ -68,9 +74,11 @@ def test_progress_never_goes_back_and_is_written_at_most_about_once_a_second(red
     board.running(45, "Deleting old events")
 
     board.running(10, "Deleting old GPU statistics")  # an op that ran late on another worker
+    board.flush()
     after_late_op = _record(redis_server, board.job_id)["progress"]
     board.progress(50, "Deleting old events")
     board.progress(52, "Deleting old events")  # within the same second: not written
+    board.flush()
     throttled = _record(redis_server, board.job_id)["progress"]
 
     assert after_late_op == 45
@@ -111,30 +119,9 @@ def test_redis_that_is_not_there_costs_one_warning_and_no_waiting(redis_server: 
     board.completed({"dry_run": False})
     elapsed = time.monotonic() - started
 
-    assert len(warnings) == 1 and redis_server.url in warnings[0]
+    assert len(warnings) == 1 and redis_server.url in warnings[0]  # no password in it: shown whole
     # 202 calls, yet only the first and the final one tried the network (each bounded by its timeout).
     assert elapsed < 2.0
-
-
-def test_an_unfinished_record_of_a_run_that_is_over_is_marked_failed(redis_server: RedisServer):
-    tracker = JobTracker(redis_server.url)
-    killed = JobStatusBoard(tracker, "data_cleanup", "aaaaaaaa-killed", CREATED, print)
-    killed.running(40, "Deleting old detections")
-    alive = JobStatusBoard(tracker, "data_cleanup", "bbbbbbbb-alive", CREATED, print)
-    alive.running(20, "Deleting old detections")
-    finished = JobStatusBoard(tracker, "data_cleanup", "cccccccc-done", CREATED, print)
-    finished.completed({"dry_run": False})
-    sweep = JobStatusBoard(tracker, "orphaned_file_cleanup", "dddddddd-other", CREATED, print)
-    sweep.running(20, "Looking for files")
-
-    marked = fail_abandoned(tracker, "data_cleanup", lambda run_id: run_id == "bbbbbbbb-alive", print)
-
-    assert marked == [killed.job_id]
-    assert _record(redis_server, killed.job_id)["status"] == "failed"
-    assert "killed" in _record(redis_server, killed.job_id)["error"]
-    assert _record(redis_server, alive.job_id)["status"] == "running"
-    assert _record(redis_server, finished.job_id)["status"] == "completed"
-    assert _record(redis_server, sweep.job_id)["status"] == "running"
 
 
 def test_a_finished_record_stays_finished_when_a_later_op_reports(redis_server: RedisServer):
@@ -144,6 +131,7 @@ def test_a_finished_record_stays_finished_when_a_later_op_reports(redis_server: 
 
     board.running(5, "Deleting old GPU statistics")  # an op that does not depend on the failed one
     board.progress(8, "Deleting old GPU statistics")
+    board.flush()
 
     record = _record(redis_server, board.job_id)
     assert (record["status"], record["error"]) == ("failed", "purge_detections failed: too slow")
@@ -157,6 +145,68 @@ def test_a_url_redis_cannot_use_costs_one_warning_and_fails_nothing():
     board.pending("Checking")
     board.running(10, "Deleting")
     board.completed({"dry_run": True})
-    marked = fail_abandoned(JobTracker("redis://127.0.0.1:notaport/0"), "data_cleanup", bool, board.trouble)
+    marked = settle_abandoned(JobTracker("redis://127.0.0.1:notaport/0"), lambda _run: None, board.trouble)
 
     assert marked == [] and len(warnings) == 1
+
+
+def test_the_redis_password_never_reaches_the_runs_log():
+    warnings: list[str] = []
+    url = "redis://watcher:hunter2secret@127.0.0.1:1/0?password=hunter3secret"
+    board = JobStatusBoard(JobTracker(url), "data_cleanup", RUN_ID, CREATED, warnings.append)
+
+    board.completed({"dry_run": True})
+
+    [warning] = warnings
+    assert "hunter2secret" not in warning and "hunter3secret" not in warning and "watcher" not in warning
+    assert "redis://***@127.0.0.1:1/0" in warning
+
+
+def test_a_slow_redis_never_slows_the_cleanup_and_the_final_status_still_lands(redis_server: RedisServer):
+    warnings: list[str] = []
+    with slow_redis(redis_server.port, delay=0.4) as proxy:  # each reply 0.4 s: just under the timeout
+        board = JobStatusBoard(JobTracker(proxy.url()), "data_cleanup", RUN_ID, CREATED, warnings.append)
+        started = time.monotonic()
+        for batch in range(40):  # 40 batches of 50 ms, a stage change and a progress report after each
+            time.sleep(0.05)
+            board.running(15 + batch // 2, "Deleting old detections")
+            board.progress(16 + batch // 2, "Deleting old detections")
+        work_took = time.monotonic() - started
+        board.completed({"dry_run": False})
+        final_took = time.monotonic() - started - work_took
+
+    assert work_took < 2.0 + 1.0  # the 2 s of batches, not 40 round trips of 0.8 s
+    assert final_took < 5.0  # the final write waits for its own round trips only
+    record = _record(redis_server, board.job_id)
+    assert (record["status"], record["progress"], record["started_at"] is not None) == (
+        "completed",
+        100,
+        True,
+    )
+    assert warnings == []
+
+
+def test_a_final_status_written_between_another_ops_read_and_write_stays(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+):
+    # Two ops of one run in two processes (a multiprocess executor): each has its own board.
+    tracker = JobTracker(redis_server.url, 300)
+    failing = JobStatusBoard(tracker, "data_cleanup", RUN_ID, CREATED, print)
+    late = JobStatusBoard(tracker, "data_cleanup", RUN_ID, CREATED, print)
+    failing.running(15, "Deleting old detections")
+    failing.flush()
+    real_merged = late._merged
+
+    def the_other_op_fails_meanwhile(raw: str | None, fields: dict) -> dict | None:
+        if raw is not None and json.loads(raw)["status"] == "running":
+            failing.failed("purge_detections failed: too slow")  # lands after our read, before our write
+        return real_merged(raw, fields)
+
+    monkeypatch.setattr(late, "_merged", the_other_op_fails_meanwhile)
+
+    late.running(60, "Deleting the files of deleted rows")
+    late.flush()
+
+    record = _record(redis_server, failing.job_id)
+    assert (record["status"], record["error"]) == ("failed", "purge_detections failed: too slow")
+    assert 0 < redis_server.client().ttl(job_key(failing.job_id)) <= 300

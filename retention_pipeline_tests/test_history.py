@@ -1,0 +1,69 @@
+"""What the run history says of a run: an emergency run's totals, the last real orphan sweep."""
+
+import os
+import time
+
+import pytest
+
+from retention_pipeline.core.schema import detections
+from retention_pipeline.history import cleanup_status, last_sweep_report
+from retention_pipeline.jobs import orphaned_file_cleanup
+from retention_pipeline.resources import DiskSpaceResource
+from retention_pipeline.settings import Settings
+from retention_pipeline_tests.dagster_helpers import camera_resource
+from retention_pipeline_tests.factories import THUMBS, CameraWorld
+from retention_pipeline_tests.test_disk_pressure import RowsFillTheDisk, emergency_run, full  # noqa: F401
+
+
+def _disk(world: CameraWorld) -> RowsFillTheDisk:
+    """9% free with the 30 detections of `full`; each one deleted frees about 3%."""
+    return RowsFillTheDisk(database_url=world.engine.url.render_as_string(hide_password=False), capacity=33)
+
+
+def test_a_failed_emergency_run_keeps_the_total_of_every_pass_in_its_tags(
+    full: CameraWorld,  # noqa: F811
+    instance,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    monkeypatch.setenv("MIN_RETENTION_DAYS", "29")  # one day can be cut: not enough for the target
+
+    result = emergency_run(full, instance, _disk(full))
+
+    assert not result.success and full.count(detections) == 29
+    tags = instance.get_run_by_id(result.run_id).tags
+    assert tags["failed_step"] == "relieve_disk_pressure"
+    assert tags["detections_deleted"] == "1"  # the emergency pass's, not the normal pass's 0
+
+
+def test_status_counts_the_emergency_passes_of_a_run(full: CameraWorld, instance):  # noqa: F811
+    result = emergency_run(full, instance, _disk(full))
+
+    assert result.success and full.count(detections) == 28
+    status = cleanup_status(instance, Settings.from_env(), limit=5)
+    assert status["last_run"]["stats"]["detections_deleted"] == 2
+    assert status["runs"][0]["headline"]["detections_deleted"] == "2"
+    assert status["runs"][0]["rows_deleted_by_table"]["detections"] == 2
+
+
+def test_dry_sweeps_never_hide_the_last_real_one(world: CameraWorld, instance):
+    stray = world.media / world.file(f"{THUMBS}/stray.jpg", 10)
+    two_days_ago = time.time() - 48 * 3600
+    os.utime(stray, (two_days_ago, two_days_ago))
+    resources = {"camera_system": camera_resource(world), "disk": DiskSpaceResource()}
+
+    def sweep(dry_run: bool) -> None:
+        config = {"dry_run": dry_run, "force": True}  # one file, all of it orphaned: past the safety stop
+        result = orphaned_file_cleanup.execute_in_process(
+            run_config={"ops": {"plan_orphan_sweep": {"config": config}}},
+            resources=resources,
+            instance=instance,
+        )
+        assert result.success
+
+    sweep(dry_run=False)
+    for _ in range(21):  # more than the runs the check reads back
+        sweep(dry_run=True)
+
+    report = last_sweep_report(instance)
+    assert report is not None
+    assert (report["dry_run"], report["orphans_found"], report["orphans_deleted"]) == (False, 1, 1)
