@@ -20,6 +20,14 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+def _failed(code: int, error: str, as_json: bool, run_id: str | None = None) -> int:
+    """Report a command that did not succeed; with --json, stdout still carries its one document."""
+    _say(error)
+    if as_json:
+        print(json.dumps({"ok": False, "exit_code": code, "error": error, "run_id": run_id}))
+    return code
+
+
 MAX_LIMIT = 1_000_000  # more runs than any history holds; far larger values overflow SQLite's integers
 
 
@@ -86,8 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         Settings.from_env()
     except SettingsError as exc:
-        _say(str(exc))
-        return EXIT_BAD_CONFIG
+        return _failed(EXIT_BAD_CONFIG, str(exc), getattr(args, "json", False))
     if args.command == "run":
         config = {"dry_run": args.dry_run}
         return _run("data_cleanup", "plan_cleanup", config, "report_cleanup", as_json=args.json)
@@ -129,11 +136,12 @@ def _run(job: str, first_op: str, config: dict[str, Any], report_op: str, as_jso
 
     with _open_instance() as instance:
         if busy := blocking_runs(instance):
-            _say(
+            return _failed(
+                EXIT_BUSY,
                 f"another retention run is in progress ({busy[0].run_id}, {busy[0].status.value});"
-                " not starting a second one. Try again when it has finished."
+                " not starting a second one. Try again when it has finished.",
+                as_json,
             )
-            return EXIT_BUSY
         result = defs.resolve_job_def(job).execute_in_process(
             run_config={
                 "ops": {first_op: {"config": config}},
@@ -144,16 +152,15 @@ def _run(job: str, first_op: str, config: dict[str, Any], report_op: str, as_jso
             raise_on_error=False,
         )
     if not result.success:
-        lock_busy = False
+        lock_busy, failures = False, []
         for event in result.all_events:
             if event.is_step_failure and event.step_failure_data.error is not None:
-                error = event.step_failure_data.error
-                _say(f"{event.step_key} failed: {error.message.strip()}")
+                failures.append(f"{event.step_key} failed: {event.step_failure_data.error.message.strip()}")
                 user_data = event.step_failure_data.user_failure_data
                 lock_busy = lock_busy or bool(user_data and RUN_LOCK_BUSY in user_data.metadata)
-        _say(f"run {result.run_id} failed")
         # Held by a run this instance does not know (another deployment, another DAGSTER_HOME).
-        return EXIT_BUSY if lock_busy else EXIT_FAILED
+        code = EXIT_BUSY if lock_busy else EXIT_FAILED
+        return _failed(code, "\n".join([*failures, f"run {result.run_id} failed"]), as_json, result.run_id)
     stats = result.output_for_node(report_op).as_dict()
     if as_json:
         print(json.dumps(stats))
@@ -180,20 +187,22 @@ def _doctor(as_json: bool) -> int:
     from .core.doctor import diagnose
     from .core.doctor_text import render
     from .core.plan import make_plan
-    from .settings import Settings
+    from .settings import Settings, SettingsError
 
     settings = Settings.from_env()
-    plan = make_plan(settings, dry_run=True, reference_time=datetime.now(UTC))
+    try:
+        plan = make_plan(settings, dry_run=True, reference_time=datetime.now(UTC))
+    except SettingsError as exc:  # a policy rule that can never apply
+        return _failed(EXIT_BAD_CONFIG, str(exc), as_json)
     file = make_url(settings.database_url).database if settings.database_url.startswith("sqlite") else None
     if file not in (None, "", ":memory:") and not Path(str(file)).exists():
-        _say(f"cannot read the camera database: {file} does not exist. Check DATABASE_URL.")
-        return EXIT_FAILED
+        message = f"cannot read the camera database: {file} does not exist. Check DATABASE_URL."
+        return _failed(EXIT_FAILED, message, as_json)
     engine = make_engine(settings.database_url, read_only=True)  # doctor changes nothing, not even a pragma
     try:
         report = diagnose(engine, plan, settings.database_url)
     except SQLAlchemyError as exc:
-        _say(f"cannot read the camera database: {exc}")
-        return EXIT_FAILED
+        return _failed(EXIT_FAILED, f"cannot read the camera database: {exc}", as_json)
     finally:
         engine.dispose()
     print(json.dumps(report.as_dict()) if as_json else render(report))

@@ -151,9 +151,31 @@ def test_invalid_configuration_exits_2_and_deletes_nothing(live_world: CameraWor
     done = cli(live_world, tmp_path, "run", "--json", RETENTION_DAYS="0")
 
     assert done.returncode == 2
-    assert done.stdout == ""
+    assert json.loads(done.stdout) == {
+        "ok": False,
+        "exit_code": 2,
+        "error": "Invalid configuration: RETENTION_DAYS must be an integer between 1 and 36500, got '0'",
+        "run_id": None,
+    }
     assert "RETENTION_DAYS must be an integer between 1 and 36500, got '0'" in done.stderr
     assert live_world.count(events) == 2
+
+
+def test_with_json_a_failed_run_and_a_rule_that_cannot_apply_still_print_one_document(
+    live_world: CameraWorld, tmp_path: Path
+):
+    (tmp_path / "empty.db").write_bytes(b"")
+    failed = cli(live_world, tmp_path, "run", "--json", DATABASE_URL=f"sqlite:///{tmp_path / 'empty.db'}")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("tables:\n  - table: events\n    time_column: started_at\n    retention_days: 400\n")
+    useless = cli(live_world, tmp_path, "doctor", "--json", RETENTION_POLICY_FILE=str(policy))
+
+    report = json.loads(failed.stdout)
+    assert failed.returncode == report["exit_code"] == 1 and report["run_id"]
+    assert "plan_cleanup failed: " in report["error"] and "is not a camera system database" in report["error"]
+    refusal = json.loads(useless.stdout)
+    assert useless.returncode == refusal["exit_code"] == 2
+    assert "retention_days 400 on started_at would keep nothing longer" in refusal["error"]
 
 
 @pytest.mark.parametrize("limit", ["0", "99999999999999999999", "ten"])
