@@ -17,7 +17,7 @@ from redis.connection import parse_url
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from .core.job_status import JobTracker
+from .core.job_status import JobTracker, redacted
 from .core.policy import MAX_DAYS, DeclaredRule, read_policy, registry_with
 from .core.tables import Registry
 
@@ -252,7 +252,7 @@ def _parse_database_url(name: str, raw: str) -> str:
 
 def _parse_redis_url(name: str, raw: str) -> str:
     url = raw.strip()
-    problem = f"{name} must be a redis://, rediss:// or unix:// URL, got {url.split('@')[-1]!r}"
+    problem = f"{name} must be a redis://, rediss:// or unix:// URL, got {redacted(url)!r}"
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError(problem)
     try:

@@ -125,6 +125,14 @@ def test_reference_time_must_carry_an_offset():
     assert parse_reference_time("2026-01-01T03:00:00Z") == datetime(2026, 1, 1, 3, tzinfo=UTC)
 
 
+def test_a_refused_job_tracker_url_never_shows_its_password():
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"JOB_STATUS_REDIS_URL": "redis://127.0.0.1:notaport/0?password=hunter2"})
+
+    assert "JOB_STATUS_REDIS_URL must be a redis://" in str(refused.value)
+    assert "hunter2" not in str(refused.value)
+
+
 @pytest.mark.parametrize(
     "url", ["http://127.0.0.1:6379", "redis://127.0.0.1:notaport/0", "redis://127.0.0.1:99999/0"]
 )
