@@ -117,11 +117,25 @@ def step_metadata(instance: dg.DagsterInstance, run_id: str, step: str) -> dict[
     return {}
 
 
+def failure_metadata(instance: dg.DagsterInstance, run_id: str, step: str) -> dict[str, Any]:
+    """The metadata of the Failure a step raised ({} if it did not fail so)."""
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        if event is not None and event.step_key == step:
+            failure = event.step_failure_data.user_failure_data
+            return {k: v.value for k, v in failure.metadata.items()} if failure is not None else {}
+    return {}
+
+
 def run_stats(instance: dg.DagsterInstance, run_id: str) -> dict[str, Any]:
     """The CleanupStats fields a data_cleanup run reported: report_cleanup's, or in an emergency run the
-    total of every pass, which relieve_disk_pressure reports ({} before report_cleanup has run)."""
+    total of every pass, which relieve_disk_pressure reports, also when it failed ({} before
+    report_cleanup has run)."""
     stats = step_metadata(instance, run_id, REPORT_STEP)
-    total = step_metadata(instance, run_id, PRESSURE_STEP).get("run_total")
+    total = step_metadata(instance, run_id, PRESSURE_STEP).get("run_total") or failure_metadata(
+        instance, run_id, PRESSURE_STEP
+    ).get("run_total")
     if isinstance(total, dict):
         stats = {**stats, **total}
     return {name: stats[name] for name in CleanupStats.field_names() if name in stats}

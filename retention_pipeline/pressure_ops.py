@@ -46,8 +46,14 @@ def relieve_disk_pressure(
             context.log.info,
         )
     except PressureNotRelieved as exc:
-        # The marker tells disk_pressure_sensor not to ask again until the disk has had room.
-        raise dg.Failure(description=str(exc), metadata={NOT_RELIEVED: True}, allow_retries=False) from None
+        # The marker tells disk_pressure_sensor not to ask again until the disk has had room; the total
+        # is what `status` reports for the run.
+        total = functools.reduce(CleanupStats.then, passes, stats)
+        raise dg.Failure(
+            description=str(exc),
+            metadata={NOT_RELIEVED: True, "run_total": dg.MetadataValue.json(total.as_dict())},
+            allow_retries=False,
+        ) from None
     finally:
         # The run's headline counts every pass, the emergency ones too, even when they fell short.
         total = functools.reduce(CleanupStats.then, passes, stats)

@@ -33,6 +33,9 @@ def test_a_failed_emergency_run_keeps_the_total_of_every_pass_in_its_tags(
     tags = instance.get_run_by_id(result.run_id).tags
     assert tags["failed_step"] == "relieve_disk_pressure"
     assert tags["detections_deleted"] == "1"  # the emergency pass's, not the normal pass's 0
+    status = cleanup_status(instance, Settings.from_env(), limit=5)
+    assert status["runs"][0]["headline"]["detections_deleted"] == "1"
+    assert status["last_run"]["stats"]["detections_deleted"] == 1
 
 
 def test_status_counts_the_emergency_passes_of_a_run(full: CameraWorld, instance):  # noqa: F811
