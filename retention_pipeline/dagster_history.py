@@ -8,6 +8,8 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from .core.policy import MAX_DAYS
+from .jobs import refusing_bad_values
 from .resources import CameraSystemResource
 from .settings import SettingsError, parse_days
 
@@ -24,7 +26,10 @@ class DagsterHistoryConfig(dg.Config):
 
     dry_run: bool = Field(default=True, description="Count the runs that would go, delete nothing.")
     retention_days: int | None = Field(
-        default=None, description="Keep runs this many days (default DAGSTER_RUN_RETENTION_DAYS, 90)."
+        default=None,
+        ge=1,
+        le=MAX_DAYS,
+        description="Keep runs this many days (default DAGSTER_RUN_RETENTION_DAYS, 90).",
     )
 
 
@@ -70,10 +75,18 @@ def delete_old_dagster_runs(
     return stats
 
 
-@dg.job(
+@dg.graph(
     description="Delete Dagster's own run history (runs, event logs, stored outputs) older than"
-    " DAGSTER_RUN_RETENTION_DAYS. A manual launch with the default config is a dry run.",
+    " DAGSTER_RUN_RETENTION_DAYS. A manual launch with the default config is a dry run."
+)
+def dagster_history_cleanup_graph() -> None:
+    delete_old_dagster_runs()
+
+
+# retention_days: 0 is refused when the run is launched, before it exists, like the other jobs' bounds.
+dagster_history_cleanup = refusing_bad_values(
+    dagster_history_cleanup_graph,
+    {"delete_old_dagster_runs": DagsterHistoryConfig},
+    name="dagster_history_cleanup",
     executor_def=dg.in_process_executor,
 )
-def dagster_history_cleanup() -> None:
-    delete_old_dagster_runs()

@@ -71,3 +71,12 @@ def test_weekly_schedule_is_on_and_deletes_for_real():
         "dry_run": False,
         "retention_days": 90,
     }
+
+
+@pytest.mark.parametrize("days", [0, 36501])
+def test_retention_days_out_of_bounds_is_refused_at_launch_and_no_run_exists(instance, days: int):
+    with pytest.raises(dg.DagsterInvalidConfigError, match="nothing was launched") as refused:
+        history_run(instance, retention_days=days, dry_run=False)
+
+    assert "delete_old_dagster_runs: retention_days must be" in str(refused.value)
+    assert instance.get_runs_count() == 0

@@ -139,3 +139,12 @@ def test_a_refused_job_tracker_url_never_shows_its_password():
 def test_a_job_tracker_url_redis_cannot_use_is_refused(url: str):
     with pytest.raises(SettingsError, match="JOB_STATUS_REDIS_URL must be a redis://"):
         Settings.from_env({"JOB_STATUS_REDIS_URL": url})
+
+
+@pytest.mark.parametrize(
+    ("environment", "variable"),
+    [({"THUMBNAIL_DIR": "/"}, "THUMBNAIL_DIR"), ({"MEDIA_ROOT": "/", "IMAGES_DIR": "."}, "IMAGES_DIR")],
+)
+def test_a_storage_root_at_the_filesystem_root_is_refused(environment: dict[str, str], variable: str):
+    with pytest.raises(SettingsError, match=f"{variable} resolves to /: a storage root must be a media"):
+        Settings.from_env(environment)
