@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -97,18 +97,32 @@ def start_stage(context: dg.OpExecutionContext, tracker: JobTracker) -> Stage:
     board = _board(tracker, context.instance, context.job_name, context.run_id, context.log)
     stage = Stage(board, context.op_def.name, dry_run_of(dict(context.run_config)))
     if context.op_def.name in ("plan_cleanup", "plan_orphan_sweep"):
-        settle_abandoned(tracker, lambda run_id: run_outcome(context.instance, run_id), board.trouble)
+        # Its own warnings: trouble with other runs' records must not quiet this run's own record.
+        settle_abandoned(tracker, lambda run_id: run_outcome(context.instance, run_id), _warn_once(context))
         board.pending(stage.message)
     else:
         board.running(stage.low, stage.message)
     return stage
 
 
+def _warn_once(context: dg.OpExecutionContext) -> Callable[[Exception], None]:
+    warned: list[Exception] = []
+
+    def warn(exc: Exception) -> None:
+        if not warned:
+            warned.append(exc)
+            context.log.warning(f"could not settle the job tracker's records of earlier runs: {exc}")
+
+    return warn
+
+
 def run_outcome(instance: dg.DagsterInstance, run_id: str) -> RunOutcome | None:
-    """How a run ended, as Dagster tells it; None while it is still going (or Dagster cannot tell)."""
+    """How a run ended, as Dagster tells it; None while it is still going or Dagster cannot tell: a run
+    this instance does not know may be live in another one (another deployment, the CLI's own
+    DAGSTER_HOME) sharing the Redis; its record expires by itself if it is not (UNFINISHED_TTL_S)."""
     run = instance.get_run_by_id(run_id)
     if run is None:
-        return failed(KILLED_OR_LOST)
+        return None
     if run.status in ACTIVE_STATUSES:
         return failed(KILLED_OR_LOST) if process_alive(instance, run) is False else None
     if run.status == dg.DagsterRunStatus.SUCCESS:
@@ -157,7 +171,9 @@ def publish_failure(context: dg.HookContext) -> None:
     try:
         tracker = context.resources.camera_system.settings().job_tracker
         board = _board(tracker, context.instance, context.job_name, context.run_id, context.log)
-        board.failed(f"{context.op.name} failed: {description}")
+        # An emergency run's failure carries the total of its passes, which the record keeps too.
+        total = (getattr(error, "metadata", None) or {}).get("run_total")
+        board.failed(f"{context.op.name} failed: {description}", getattr(total, "value", None))
     except Exception as exc:  # bad settings already fail the run with their own message
         context.log.warning(f"could not publish the failure to the job tracker: {exc}")
     try:

@@ -1,6 +1,6 @@
 """disk_pressure_sensor: an emergency data_cleanup when a media volume runs out of room."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
@@ -12,6 +12,8 @@ from .resources import CameraSystemResource, DiskSpaceResource
 from .schedules import scheduled_run_config
 
 SENSOR_NAME = "disk_pressure_sensor"
+# How long an emergency run that found deleting frees nothing keeps the sensor from asking again.
+GIVE_UP_FOR = timedelta(days=1)
 # Dagster's tag on the runs a sensor requests.
 SENSOR_TAG = "dagster/sensor_name"
 
@@ -40,12 +42,15 @@ def disk_pressure_sensor(
         return dg.SkipReason(f"{shown}, at or above {settings.disk_free_min_percent}%")
     if busy := blocking_runs(context.instance):
         return dg.SkipReason(f"{shown}, but retention run {busy[0].run_id} is in progress")
-    if gave_up := _gave_up_since(context.instance, float(context.cursor or 0)):
-        # Another run would only erase one more day of data for nothing.
+    # The later of the disk last having room and a day ago: a run that gave up wrongly (the camera wrote
+    # as fast as it freed) must not leave the disk to fill for good.
+    since = max(float(context.cursor or 0), (now - GIVE_UP_FOR).timestamp())
+    if gave_up := _gave_up_since(context.instance, since):
+        # Another run would only erase more data for nothing.
         return dg.SkipReason(
             f"{shown}, but emergency run {gave_up} found that deleting camera data cannot relieve the"
             f" disk: free space by other means; the sensor asks again once every volume has"
-            f" {settings.disk_free_min_percent}% free"
+            f" {settings.disk_free_min_percent}% free, or a day after that run"
         )
     return dg.RunRequest(
         # One emergency run per hour at most, however long the pressure lasts.

@@ -16,7 +16,7 @@ from retention_pipeline.core.cleanup import prepare_database, run_cleanup
 from retention_pipeline.core.db import make_engine
 from retention_pipeline.core.inventory import oldest_kept
 from retention_pipeline.core.policy import read_policy
-from retention_pipeline.core.schema import detections, gpu_stats
+from retention_pipeline.core.schema import detections, events, gpu_stats
 from retention_pipeline.core.tables import Registry
 from retention_pipeline.jobs import data_cleanup
 from retention_pipeline.resources import CameraSystemResource, DiskSpaceResource
@@ -166,9 +166,74 @@ def test_an_emergency_pass_that_frees_nothing_stops_the_run_instead_of_cutting_f
     result = emergency_run(full, instance, FixedDisk(free=5.0))
 
     assert not result.success
-    assert "freed nothing measurable" in failure_messages(result)
-    assert "deleted 1 rows and 1 files" in failure_messages(result)
-    assert full.count(detections) == 29  # only the oldest day went, not 29 days of 30
+    assert "freed anything measurable" in failure_messages(result)
+    assert "deleted 1 files on the volume of" in failure_messages(result)
+    # Two passes (once can be the camera writing as much as a pass frees), not 29 days of 30.
+    assert full.count(detections) == 28
+
+
+class FilesFillTheDisk(DiskSpaceResource):
+    """Free space falls with the thumbnails on disk, as on a real disk (deleted rows do not shrink a
+    database file): `capacity` slots, one thumbnail each; with `volume`, only that filesystem fills."""
+
+    folder: str
+    capacity: int
+    volume: str = ""
+
+    def free_percent(self, path: str) -> float:
+        if self.volume and os.stat(path).st_dev != os.stat(self.volume).st_dev:
+            return 50.0
+        files = sum(len(names) for _dir, _subdirs, names in os.walk(self.folder))
+        return 100.0 * (1 - files / self.capacity)
+
+
+def test_a_pass_that_deletes_only_rows_does_not_count_as_freeing_nothing(
+    engine: Engine, tmp_path: Path, instance
+):
+    world = CameraWorld(engine, tmp_path / "media", now=datetime.now(UTC).replace(microsecond=0))
+    for day in range(27):  # a detection with its thumbnail on each of the last 27 days
+        world.detection(world.now - timedelta(days=day, hours=12), image=None)
+    for day in (27, 28, 29):  # three quiet days: GPU statistics only, which take no room on the disk
+        world.gpu(world.now - timedelta(days=day, hours=12))
+    disk = FilesFillTheDisk(folder=str(world.media / THUMBS), capacity=29)  # 27 of 29: 6.9% free
+
+    result = emergency_run(world, instance, disk)
+
+    assert result.success, failure_messages(result)
+    assert disk.free_percent("/") >= 15.0  # the target, reached by the passes after the quiet days
+    assert world.count(gpu_stats) == 0
+
+
+def test_files_deleted_on_a_roomy_volume_do_not_count_as_freeing_nothing_on_the_full_one(
+    full: CameraWorld, instance, other_volume: Path
+):
+    # Thumbnails on the media volume, with room to spare; clips on a volume of their own, full of them.
+    # The two oldest days hold detections only: their passes delete thumbnails, freeing nothing there.
+    clips = other_volume / "clips"
+    clips.mkdir()
+    for day in range(28):
+        clip = clips / f"c{day}.mp4"
+        clip.write_bytes(b"x" * 100)
+        full.event(full.now - timedelta(days=day, hours=13), clip=str(clip))
+    disk = FilesFillTheDisk(folder=str(clips), capacity=31, volume=str(other_volume))  # 9.7% free
+    camera = CameraSystemResource(
+        database_url=full.engine.url.render_as_string(hide_password=False),
+        media_root=str(full.media),
+        thumbnail_dir=THUMBS,
+        clips_dir=str(clips),
+        images_dir=IMAGES,
+    )
+
+    result = data_cleanup.execute_in_process(
+        run_config=plan_config(dry_run=False, emergency=True, reference_time=full.now.isoformat()),
+        resources={"camera_system": camera, "disk": disk},
+        instance=instance,
+        raise_on_error=False,
+    )
+
+    assert result.success, failure_messages(result)
+    assert disk.free_percent(str(clips)) >= 15.0
+    assert full.count(events) == 26  # two clips freed the room; the thumbnail-only passes went on
 
 
 def test_the_sensor_measures_the_volume_of_each_storage_root_a_cleanup_deletes_from(
@@ -240,7 +305,26 @@ def test_after_an_emergency_run_that_could_not_relieve_the_disk_the_sensor_waits
 
     assert isinstance(still_full, dg.SkipReason) and failed.run_id in still_full.skip_message
     assert isinstance(full_again, dg.RunRequest)
-    assert full.count(detections) == 29  # the one pass that proved deleting does not help, no more
+    assert full.count(detections) == 28  # the two passes that proved deleting does not help, no more
+
+
+def test_a_day_after_an_emergency_run_gave_up_the_sensor_asks_again_though_the_disk_never_had_room(
+    full: CameraWorld, instance, monkeypatch: pytest.MonkeyPatch
+):
+    # That run may have given up wrongly (the camera writing as fast as it freed): the disk must not
+    # be left to fill for good.
+    import retention_pipeline.sensors as sensors
+
+    assert not emergency_run(full, instance, FixedDisk(free=5.0), tags={SENSOR_TAG: SENSOR_NAME}).success
+    resources = {"camera_system": camera_resource(full), "disk": FixedDisk(free=5.0)}
+
+    with dg.build_sensor_context(instance=instance, resources=resources) as context:
+        within_the_day = disk_pressure_sensor(context)
+    monkeypatch.setattr(sensors, "GIVE_UP_FOR", timedelta(0))
+    with dg.build_sensor_context(instance=instance, resources=resources) as context:
+        a_day_later = disk_pressure_sensor(context)
+
+    assert isinstance(within_the_day, dg.SkipReason) and isinstance(a_day_later, dg.RunRequest)
 
 
 def test_emergency_mode_steps_straight_to_the_oldest_data_across_days_without_any(

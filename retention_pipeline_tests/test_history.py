@@ -1,5 +1,6 @@
 """What the run history says of a run: an emergency run's totals, the last real orphan sweep."""
 
+import json
 import os
 import time
 
@@ -70,3 +71,21 @@ def test_dry_sweeps_never_hide_the_last_real_one(world: CameraWorld, instance):
     report = last_sweep_report(instance)
     assert report is not None
     assert (report["dry_run"], report["orphans_found"], report["orphans_deleted"]) == (False, 1, 1)
+
+
+def test_a_failed_emergency_runs_job_record_counts_every_pass(
+    full: CameraWorld,  # noqa: F811
+    instance,
+    redis_server,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    monkeypatch.setenv("JOB_STATUS_REDIS_URL", redis_server.url)
+    monkeypatch.setenv("MIN_RETENTION_DAYS", "29")
+
+    result = emergency_run(full, instance, _disk(full))
+
+    assert not result.success
+    client = redis_server.client()
+    [record] = [json.loads(client.get(f"job:{job_id}")) for job_id in client.zrange("job:status:list", 0, -1)]
+    assert record["status"] == "failed" and record["error"].startswith("relieve_disk_pressure failed: ")
+    assert record["result"]["detections_deleted"] == 1  # the emergency pass's, as the run's tags say

@@ -211,7 +211,8 @@ def test_canceled_lost_and_dead_runs_are_told_apart_and_a_live_one_is_left_runni
     exited.wait()
     record_process(instance, dead.run_id, pid=exited.pid)
     record_process(instance, alive.run_id, pid=os.getpid())
-    # A run Dagster no longer knows: deleted by dagster_history_cleanup, or from another instance.
+    # A run this instance does not know: maybe live in another deployment sharing the Redis (or deleted
+    # by dagster_history_cleanup): left to expire by itself, never marked failed from here.
     unknown = "0badc0de-0000-4000-8000-000000000000"
     for run_id in (canceled.run_id, dead.run_id, alive.run_id, unknown):
         _left_running(redis_server, "data_cleanup", run_id, tracked.now)
@@ -220,9 +221,9 @@ def test_canceled_lost_and_dead_runs_are_told_apart_and_a_live_one_is_left_runni
 
     by_run = {record["dagster_run_id"]: record for record in _records(redis_server)}
     assert by_run[canceled.run_id]["error"] == "The run was canceled in Dagster."
-    assert by_run[dead.run_id]["error"] == by_run[unknown]["error"] == KILLED_OR_LOST
-    assert {by_run[run_id]["status"] for run_id in (canceled.run_id, dead.run_id, unknown)} == {"failed"}
-    assert by_run[alive.run_id]["status"] == "running"
+    assert by_run[dead.run_id]["error"] == KILLED_OR_LOST
+    assert {by_run[run_id]["status"] for run_id in (canceled.run_id, dead.run_id)} == {"failed"}
+    assert by_run[alive.run_id]["status"] == by_run[unknown]["status"] == "running"
 
 
 def test_a_killed_orphan_sweep_is_settled_by_the_next_daily_cleanup(
@@ -263,3 +264,25 @@ def test_the_stages_of_a_dry_run_say_they_only_count(
         assert not any("Deleting" in message for message in shown.values())
     else:
         assert (shown["detections"], shown["events"]) == ("Deleting old detections", "Deleting old events")
+
+
+def test_trouble_settling_earlier_runs_does_not_quiet_this_runs_own_record(
+    tracked: CameraWorld, redis_server: RedisServer, instance, monkeypatch: pytest.MonkeyPatch
+):
+    import retention_pipeline.job_tracker as job_tracker
+
+    earlier = instance.create_run_for_job(data_cleanup)
+    instance.report_run_canceled(earlier, "canceled")
+    _left_running(redis_server, "data_cleanup", earlier.run_id, tracked.now)
+
+    def unanswerable(_instance: dg.DagsterInstance, _run_id: str) -> None:
+        raise RuntimeError("run storage unavailable")
+
+    monkeypatch.setattr(job_tracker, "run_outcome", unanswerable)
+    result = _run(tracked, instance, dry_run=True)
+
+    assert result.success
+    own = [r for r in _records(redis_server) if r["dagster_run_id"] == result.run_id]
+    assert [(r["status"], r["progress"]) for r in own] == [("completed", 100)]
+    logged = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert any("could not settle the job tracker's records of earlier runs" in m for m in logged)

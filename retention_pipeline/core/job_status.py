@@ -178,9 +178,12 @@ class JobStatusBoard:
         fields = {"status": COMPLETED, "progress": 100, "message": message, "result": dict(result)}
         self._write({**fields, "completed_at": _iso(datetime.now(UTC)), "error": None}, final=True)
 
-    def failed(self, error: str) -> None:
-        """The run failed; the record keeps its progress and expires after the tracker's TTL."""
-        fields = {"status": FAILED, "message": "Failed", "error": error}
+    def failed(self, error: str, result: Mapping[str, Any] | None = None) -> None:
+        """The run failed; the record keeps its progress (and gets `result`, what the run committed,
+        when known) and expires after the tracker's TTL."""
+        fields: dict[str, Any] = {"status": FAILED, "message": "Failed", "error": error}
+        if result is not None:
+            fields["result"] = dict(result)
         self._write({**fields, "completed_at": _iso(datetime.now(UTC))}, final=True)
 
     def flush(self, timeout: float = FINAL_WAIT_S) -> bool:

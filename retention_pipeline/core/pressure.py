@@ -19,11 +19,13 @@ from .tables import Registry
 
 # The storage roots in the order Settings.storage_roots gives them -> the kind of file kept there.
 _ROOT_KINDS = ("thumbnail", "clip", "image")
+# Passes in a row that deleted files on a volume under the target without freeing any room there.
+FRUITLESS_PASSES = 2
 
 
 class PressureNotRelieved(RuntimeError):
     """Shortening retention cannot bring the free space to the target: at MIN_RETENTION_DAYS, with nothing
-    left that a shorter retention deletes, or after a pass that deleted data and freed nothing."""
+    left that a shorter retention deletes, or after passes that deleted files and freed nothing."""
 
 
 def pressure_volumes(
@@ -37,12 +39,19 @@ def pressure_volumes(
     triggers an emergency that would erase retention for nothing.
     """
     kinds = {media.kind for entry in registry.tables for media in entry.media(delete_images)}
-    volumes: dict[int, str] = {}
+    by_kind = volumes_by_kind(storage_roots)
+    return tuple(dict.fromkeys(by_kind[kind] for kind in _ROOT_KINDS if kind in kinds))
+
+
+def volumes_by_kind(storage_roots: Iterable[Path]) -> dict[str, str]:
+    """kind of file -> the path standing for the volume its root lives on (the same path for every root
+    of one volume, as `pressure_volumes` measures it)."""
+    first_on: dict[int, str] = {}
+    by_kind = {}
     for kind, root in zip(_ROOT_KINDS, storage_roots, strict=True):
-        if kind in kinds:
-            existing = _nearest_existing(Path(root))
-            volumes.setdefault(os.stat(existing).st_dev, str(existing))
-    return tuple(volumes.values())
+        existing = _nearest_existing(Path(root))
+        by_kind[kind] = first_on.setdefault(os.stat(existing).st_dev, str(existing))
+    return by_kind
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -116,13 +125,14 @@ def relieve_pressure(
     passes. `clean_at` returns what its pass deleted (`rows_deleted`, `files_deleted`, ...).
 
     Raises PressureNotRelieved with the numbers when even min_days is not enough, when no row is left
-    that a shorter retention deletes, or when a pass deleted data yet no volume under the target gained
-    any room: then the disk is filled by something deleting camera data cannot touch, and cutting further
-    would only erase retention for nothing.
+    that a shorter retention deletes, or when two passes in a row deleted files on volumes under the
+    target (`volumes` in what `clean_at` returns) and neither gained any room there: then the disk is
+    filled by something deleting camera data cannot touch, and cutting further would only erase retention
+    for nothing.
     """
     free = free_by_volume()
     result = ReliefResult(start_days, start_days, free, free, target)
-    days = start_days
+    days, fruitless = start_days, 0
     while (pressed := _under(free, target)) and days > min_days:
         age = oldest_age_days(days)
         if age is None:
@@ -138,13 +148,23 @@ def relieve_pressure(
         result.steps.append({"retention_days": days, "free_percent": round(_lowest(free), 2), **deleted})
         result.final_days, result.free_after = days, free
         progress(f"emergency: retention {days} days -> {_describe(free)} (target {target}%)")
-        deleted_something = bool(deleted.get("rows_deleted") or deleted.get("files_deleted"))
-        if deleted_something and not any(free[volume] > before[volume] for volume in pressed):
+        # Judged only where the pass deleted files: rows free no disk space (neither engine shrinks its
+        # files), and a file deleted on a roomy volume frees none on the full one.
+        emptied = [volume for volume in pressed if volume in deleted.get("volumes", ())]
+        if not emptied:
+            continue
+        if any(free[volume] > before[volume] for volume in emptied):
+            fruitless = 0
+            continue
+        # Twice in a row: once can be the camera writing as much as the pass freed.
+        fruitless += 1
+        if fruitless >= FRUITLESS_PASSES:
             raise PressureNotRelieved(
-                f"cutting retention to {days} days deleted {deleted.get('rows_deleted', 0)} rows and"
-                f" {deleted.get('files_deleted', 0)} files but freed nothing measurable on the volume of"
-                f" {' or of '.join(pressed)} ({_describe(free)}; the target is {target}%): what fills it is"
-                " not data retention deletes. Stopped instead of cutting further; free space by other means."
+                f"cutting retention to {days} days deleted {deleted.get('files_deleted', 0)} files on the"
+                f" volume of {' and of '.join(emptied)}, and the pass before it others, but neither freed"
+                f" anything measurable there ({_describe(free)}; the target is {target}%): what fills it"
+                " is not data retention deletes. Stopped instead of cutting further; free space by other"
+                " means."
             )
     if _under(free, target):
         raise PressureNotRelieved(
@@ -167,13 +187,24 @@ def relieve_by_cleanup(
     """`relieve_pressure` with whole cleanups of `plan` at shorter retentions; each pass's statistics are
     appended to `passes` as it ends, so a caller can count them even when relief fails."""
 
+    volume_of = volumes_by_kind(plan.storage_dirs)
+
     def clean_at(days: int) -> dict[str, Any]:
         step = run_cleanup(engine, plan.with_retention(days), progress)
         passes.append(step)
-        files = step.thumbnails_deleted + step.images_deleted + step.clips_deleted
+        by_kind = {
+            "thumbnail": step.thumbnails_deleted,
+            "clip": step.clips_deleted,
+            "image": step.images_deleted,
+        }
         # Every table's rows (gpu_stats, logs and the policy file's too), not only events and detections.
         rows = sum(step.rows_deleted_by_table.values())
-        return {"rows_deleted": rows, "files_deleted": files, "bytes": step.space_reclaimed}
+        return {
+            "rows_deleted": rows,
+            "files_deleted": sum(by_kind.values()),
+            "bytes": step.space_reclaimed,
+            "volumes": sorted({volume_of[kind] for kind, count in by_kind.items() if count}),
+        }
 
     def oldest_age_days(days: int) -> float | None:
         skip = dict(plan.days_by_table)  # tables with the run's own days keep them in emergency mode
