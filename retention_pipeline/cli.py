@@ -5,6 +5,7 @@ import gc
 import json
 import logging
 import sys
+import traceback
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -95,6 +96,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         Settings.from_env()
     except SettingsError as exc:
         return _failed(EXIT_BAD_CONFIG, str(exc), getattr(args, "json", False))
+    try:
+        return _command(args)
+    except Exception as exc:  # unforeseen (a broken dagster.yaml, DAGSTER_HOME a file): still one document
+        _say(traceback.format_exc())
+        return _failed(EXIT_FAILED, f"{type(exc).__name__}: {exc}", getattr(args, "json", False))
+
+
+def _command(args: argparse.Namespace) -> int:
     if args.command == "run":
         config = {"dry_run": args.dry_run}
         return _run("data_cleanup", "plan_cleanup", config, "report_cleanup", as_json=args.json)

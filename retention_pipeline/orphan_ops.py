@@ -1,5 +1,6 @@
 """Thin ops of orphaned_file_cleanup: plan, scan, delete, report."""
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -47,8 +48,28 @@ def plan_orphan_sweep(
         + f" (files older than {policy.min_age_hours} h)"
     )
     stage.done()
-    protected = orphans.never_swept(camera_system.engine(), context.instance.root_directory)
+    protected = orphans.never_swept(camera_system.engine(), *_dagster_directories(context.instance))
     return orphans.OrphanSweepPlan(policy, roots, datetime.now(UTC), manifest, protected)
+
+
+def _dagster_directories(instance: dg.DagsterInstance) -> list[str]:
+    """Where this Dagster keeps its own files: its home, and each local storage's directory (a dagster.yaml
+    may put the run history or compute logs anywhere, under a storage root too)."""
+    directories = [instance.root_directory, os.environ.get("DAGSTER_HOME", "")]
+    for storage in (
+        instance.run_storage,
+        instance.event_log_storage,
+        instance.schedule_storage,
+        instance.compute_log_manager,
+    ):
+        # Not public API: read where present, so a Dagster that renames them only loses this protection.
+        base_dir = getattr(storage, "_base_dir", None)
+        conn_string = getattr(storage, "_conn_string", None)
+        if isinstance(base_dir, str):
+            directories.append(base_dir)
+        if isinstance(conn_string, str) and conn_string.startswith("sqlite:///"):
+            directories.append(os.path.dirname(conn_string.removeprefix("sqlite:///")))
+    return [d for d in directories if d]
 
 
 @dg.op(description="Walk the roots and write every unreferenced file old enough to a CSV manifest.")

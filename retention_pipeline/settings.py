@@ -243,7 +243,8 @@ _DRIVERS = {("sqlite", "pysqlite"), ("postgresql", "psycopg2")}
 
 def _parse_database_url(name: str, raw: str) -> str:
     url = normalise_database_url(raw)
-    shown = re.sub(r"//[^/@]*@", "//…@", raw.strip())  # never the credentials in a message
+    # Never the credentials in a message, whatever they hold ('/' and '@' included): up to the last '@'.
+    shown = re.sub(r"//.*@", "//…@", raw.strip())
     problem = (
         f"{name} must be a sqlite:///path/to/file.db or postgresql://user@host:port/database URL,"
         f" got {shown!r}"
@@ -251,9 +252,11 @@ def _parse_database_url(name: str, raw: str) -> str:
     try:
         parsed = make_url(url)
         _port = parsed.port  # a port that is not a number fails here, not at the first connection
+        # An unknown scheme ('sqlite3://', 'postgresq://') fails here: NoSuchModuleError.
+        driver = (parsed.get_backend_name(), parsed.get_driver_name())
     except (ArgumentError, ValueError):
         raise ValueError(problem) from None
-    if (parsed.get_backend_name(), parsed.get_driver_name()) not in _DRIVERS:
+    if driver not in _DRIVERS:
         raise ValueError(problem)
     if parsed.get_backend_name() == "sqlite" and not parsed.database:
         raise ValueError(f"{problem} (no database file named)")

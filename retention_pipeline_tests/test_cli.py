@@ -283,3 +283,17 @@ def test_a_killed_run_does_not_block_the_next_one(live_world: CameraWorld, tmp_p
     assert done.returncode == 0, done.stderr
     assert live_world.count(events) == 1
     assert _status_of(home, stale) == dg.DagsterRunStatus.FAILURE
+
+
+@pytest.mark.parametrize("command", ["run", "status"])
+def test_with_json_an_unusable_dagster_home_still_prints_one_document(
+    live_world: CameraWorld, tmp_path: Path, command: str
+):
+    home = tmp_path / "home_is_a_file"
+    home.write_text("")
+
+    done = cli(live_world, tmp_path, command, "--json", DAGSTER_HOME=str(home))
+
+    report = json.loads(done.stdout)
+    assert done.returncode == report["exit_code"] == 1 and report["ok"] is False
+    assert live_world.count(events) == 2

@@ -232,3 +232,35 @@ def test_a_read_only_engine_opens_a_sqlite_file_whose_path_holds_url_characters(
     finally:
         engine.dispose()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cams#1 ?x%"]
+
+
+def test_doctor_warns_of_a_policy_table_with_files_two_cascade_steps_below_a_retention_table(
+    world: CameraWorld, tmp_path: Path
+):
+    with world.engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE TABLE snaps (id INTEGER PRIMARY KEY, event_id INTEGER, taken_at TIMESTAMP,"
+                " FOREIGN KEY (event_id) REFERENCES events (id) ON DELETE CASCADE)"
+            )
+        )
+        conn.execute(
+            text(
+                "CREATE TABLE snap_crops (id INTEGER PRIMARY KEY, snap_id INTEGER, taken_at TIMESTAMP,"
+                " image VARCHAR(200), FOREIGN KEY (snap_id) REFERENCES snaps (id) ON DELETE CASCADE)"
+            )
+        )
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "tables:\n  - table: snaps\n    time_column: taken_at\n    retention_days: 14\n"
+        "  - table: snap_crops\n    time_column: taken_at\n    retention_days: 14\n"
+        "    files: {image: thumbnails}\n"
+    )
+
+    done = cli(world, tmp_path, "doctor", "--json", RETENTION_POLICY_FILE=str(policy))
+
+    assert done.returncode == 0, done.stderr
+    assert any(
+        w.startswith("snap_crops (a policy table with files) is emptied by ON DELETE CASCADE from snaps,")
+        for w in json.loads(done.stdout)["warnings"]
+    )

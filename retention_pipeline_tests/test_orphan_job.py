@@ -170,3 +170,25 @@ def test_cli_orphans_dry_run_then_delete(tree: CameraWorld, tmp_path: Path):
     assert deleted.returncode == 0, deleted.stderr
     assert json.loads(deleted.stdout)["orphans_deleted"] == 1
     assert not tree.exists(f"{THUMBS}/orphan.jpg")
+
+
+def test_dagster_storage_a_dagster_yaml_puts_under_a_root_is_never_swept(tree: CameraWorld, tmp_path: Path):
+    if tree.engine.dialect.name != "sqlite":
+        pytest.skip("the instance's files are the same whatever the camera database")
+    for n in range(20):
+        tree.detection(tree.recent(), thumbnail=old_file(tree, f"{THUMBS}/more{n}.jpg"))
+    storage = tree.media / THUMBS / "dagster_storage"
+    (tmp_path / "dagster_home").mkdir()
+    overrides = {"storage": {"sqlite": {"base_dir": str(storage)}}}
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home"), overrides=overrides) as instance:
+        assert sweep(tree, instance).success  # writes the run history under the root
+        stamp = time.time() - 48 * 3600
+        history = [path for path in storage.rglob("*") if path.is_file()]
+        for path in history:
+            os.utime(path, (stamp, stamp))
+
+        result = sweep(tree, instance, dry_run=False)
+
+        assert result.success, failure_messages(result)
+        assert history and all(path.exists() for path in history)
+        assert not tree.exists(f"{THUMBS}/orphan.jpg")

@@ -168,6 +168,24 @@ def _rules(plan: CleanupPlan) -> list[dict[str, Any]]:
     return rules
 
 
+def _chained_cascades(references: list[Reference], registry: Any) -> list[str]:
+    """Warnings for a policy table with files two CASCADE steps below a retention table: runs follow one."""
+    emptied_by_cascade = {
+        r.table: r.parent for r in references if r.on_delete == "CASCADE" and r.table in registry
+    }
+    return [
+        f"{r.table} (a policy table with files) is emptied by ON DELETE CASCADE from {r.parent}, which a"
+        f" CASCADE from {emptied_by_cascade[r.parent]} empties in turn: runs follow one such step, so the"
+        f" files of {r.table} rows that go that way are left to the orphan sweep, and a dry run may count"
+        " them differently"
+        for r in references
+        if r.on_delete == "CASCADE"
+        and r.table in registry
+        and registry[r.table].files
+        and r.parent in emptied_by_cascade
+    ]
+
+
 def diagnose(engine: Engine, plan: CleanupPlan, database_url: str | None = None) -> DoctorReport:
     """Read the database and the storage roots; change nothing (`database_url`: the configured URL to
     show, where the engine's own says less, as a read-only SQLite engine's does)."""
@@ -188,6 +206,7 @@ def diagnose(engine: Engine, plan: CleanupPlan, database_url: str | None = None)
     report.references = references_to_parents(engine, registry.names)
     if blocked := blocking_references_message(report.references):
         report.blocking.append(blocked)
+    report.warnings += _chained_cascades(report.references, registry)
     handled = cascading_file_children(report.references, plan.expiry)
     report.warnings += [
         f"{r.table} (a policy table with files) is also emptied by ON DELETE CASCADE from {r.parent},"

@@ -169,9 +169,11 @@ def make_plan(
         raise SettingsError("Invalid run configuration: " + "; ".join(errors))
     assert isinstance(days, int) and isinstance(log_days, int) and isinstance(size, int)
     assert isinstance(chunk, int) and isinstance(target, float | int)
-    # Not in emergency passes, whose shortened days make every longer rule moot on purpose.
+    # Against the environment's days, a mistake of the configuration: a run's own shorter days (a one-off
+    # Launchpad run, an emergency pass) make longer rules moot on purpose.
     overridden = frozenset(table for table, _days in by_table)
-    if not emergency and (useless := rules_that_keep_nothing(registry, days, log_days, overridden)):
+    env_days, env_log_days = settings.retention_days, settings.log_retention_days
+    if not emergency and (useless := rules_that_keep_nothing(registry, env_days, env_log_days, overridden)):
         raise SettingsError("Invalid run configuration: " + "; ".join(useless))
     reference = check_reference_time(reference_time)
     try:

@@ -44,14 +44,16 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     and `retention_days: 400` followed by `retention_days: 4` must not mean 4 days."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        # The keys as written, before `<<` merges bring theirs (which a key of the entry may override).
         seen = set()
         for key_node, _value in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, str | int | float | bool) and key in seen:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            if key_node.value in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} is given twice in one entry", key_node.start_mark
+                    None, None, f"key {key_node.value!r} is given twice in one entry", key_node.start_mark
                 )
-            seen.add(key)
+            seen.add(key_node.value)
         return super().construct_mapping(node, deep=deep)
 
 

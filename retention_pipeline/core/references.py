@@ -30,6 +30,8 @@ class Reference:
     parent: str
     on_delete: str  # CASCADE, SET NULL, SET DEFAULT, NO ACTION or RESTRICT
     indexed: bool
+    # The key's column that holds the parent's `id` (a composite key may list it second, or not at all).
+    id_column: str | None = None
 
     @property
     def deleted_first(self) -> bool:
@@ -110,6 +112,7 @@ def references_to_parents(engine: Engine, parents: Iterable[str] = PARENTS) -> l
             column = key["constrained_columns"][0]
             on_delete = ((key.get("options") or {}).get("ondelete") or "NO ACTION").upper()
             on_delete = sqlite_actions.get((column, key["referred_table"]), on_delete)
+            pairs = zip(key["constrained_columns"], key.get("referred_columns") or [], strict=False)
             found.append(
                 Reference(
                     table=table,
@@ -117,6 +120,7 @@ def references_to_parents(engine: Engine, parents: Iterable[str] = PARENTS) -> l
                     parent=key["referred_table"],
                     on_delete=on_delete,
                     indexed=column in index_kinds(inspector, table),
+                    id_column=next((mine for mine, theirs in pairs if theirs == "id"), None),
                 )
             )
     return found
@@ -154,6 +158,7 @@ def cascading_file_children(references: list[Reference], expiry: Expiry) -> list
         r
         for r in references
         if r.on_delete == "CASCADE"
+        and r.id_column is not None  # one by another column the batches, which walk ids, cannot follow
         and r.table in registry
         and registry[r.table].files
         and r.parent in registry.purged_before(r.table)
@@ -167,8 +172,9 @@ def with_cascades(engine: Engine, expiry: Expiry) -> Expiry:
     if not registry.declared:
         return expiry  # only a policy's table can have files and be such a child
     for r in cascading_file_children(references_to_parents(engine, registry.names), expiry):
-        if (r.parent, r.column) not in registry[r.table].cascades_from:
-            registry = registry.with_cascade(r.table, r.parent, r.column)
+        column = str(r.id_column)
+        if (r.parent, column) not in registry[r.table].cascades_from:
+            registry = registry.with_cascade(r.table, r.parent, column)
     return Expiry(registry, expiry.cutoffs)
 
 

@@ -166,3 +166,34 @@ def test_a_file_a_cascaded_row_shares_with_a_surviving_row_stays(world: CameraWo
     assert w.exists(shared) and _paths(w.engine, "crops", "crop_path") == {shared}
     assert stats.files_kept_shared == 1 and stats.thumbnails_deleted == 1  # the detection's own
     assert comparable(preview) == comparable(stats)
+
+
+def test_a_composite_key_that_lists_the_time_first_is_followed_by_its_id_column(
+    world: CameraWorld, tmp_path: Path
+):
+    if world.engine.dialect.name != "postgresql":
+        pytest.skip("declarative partitioning is PostgreSQL's")
+    _partition_by_week(world, "detections", "detected_at")
+    with world.engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE TABLE crops (id SERIAL PRIMARY KEY, detection_id INTEGER, detected_at TIMESTAMPTZ,"
+                " taken_at TIMESTAMPTZ, crop_path VARCHAR(1024), FOREIGN KEY (detected_at, detection_id)"
+                " REFERENCES detections (detected_at, id) ON DELETE CASCADE)"
+            )
+        )
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "tables:\n  - table: crops\n    time_column: taken_at\n    retention_days: 14\n"
+        "    files: {crop_path: thumbnails}\n"
+    )
+    world.policy = read_policy(policy)
+    young = world.now - timedelta(days=1)
+    gone = _crop(world, world.detection(world.old(3)), young, world.old(3))
+    kept = _crop(world, world.detection(world.recent(2)), young, world.recent(2))
+
+    preview = world.run(dry_run=True)
+    stats = world.run()
+
+    assert not world.exists(gone) and world.exists(kept)
+    assert comparable(preview) == comparable(stats)

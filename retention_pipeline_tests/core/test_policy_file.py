@@ -146,6 +146,36 @@ def test_a_rule_longer_than_another_on_its_column_is_refused_as_it_would_keep_no
         refusal.value
     )
     assert "deletes rows after 30 days (RETENTION_DAYS)" in str(refusal.value)
-    # One run's days for the table replace every rule of it, and a run that raises RETENTION_DAYS is fine.
+    # One run's days for the table replace every rule of it.
     make_plan(settings, dry_run=True, reference_time=now, retention_days_by_table={"events": 400})
-    make_plan(settings, dry_run=True, reference_time=now, retention_days=365)
+
+
+def test_a_one_off_run_with_fewer_days_than_a_stricter_policy_rule_is_not_refused(tmp_path: Path):
+    # RETENTION_DAYS=30 and events for 14 days: consistent; one Launchpad run at 7 days moots the 14.
+    path = _file(tmp_path, LONGER_EVENTS.format(days=14))
+    settings = Settings.from_env({"RETENTION_POLICY_FILE": str(path), "RETENTION_DAYS": "30"})
+
+    plan = make_plan(
+        settings, dry_run=True, reference_time=datetime(2026, 12, 1, tzinfo=UTC), retention_days=7
+    )
+
+    assert plan.retention_days == 7
+
+
+def test_yaml_anchors_and_merge_keys_work_and_an_entry_may_override_a_merged_key(tmp_path: Path):
+    text = (
+        "defaults: &defaults {time_column: created_at, retention_days: 90}\n"
+        "tables:\n"
+        "  - <<: *defaults\n"
+        "    table: audit_logs\n"
+        "  - <<: *defaults\n"
+        "    table: access_logs\n"
+        "    retention_days: 30\n"
+    )
+
+    rules = read_policy(_file(tmp_path, text))
+
+    assert [(r.table, r.rule.column, r.rule.days) for r in rules] == [
+        ("audit_logs", "created_at", 90),
+        ("access_logs", "created_at", 30),
+    ]

@@ -51,6 +51,11 @@ def test_relative_storage_dirs_are_relative_to_media_root(tmp_path: Path):
         ("DATABASE_URL", "sqlite:", "DATABASE_URL must be a sqlite:///path/to/file.db"),
         ("DATABASE_URL", "sqlite://", "(no database file named)"),
         ("DATABASE_URL", "postgresql+asyncpg://u:secret@h/db", "got 'postgresql+asyncpg://…@h/db'"),
+        ("DATABASE_URL", "sqlite3:///camera.db", "DATABASE_URL must be a sqlite:///path/to/file.db"),
+        ("DATABASE_URL", "postgresq://u:secret@h/db", "got 'postgresq://…@h/db'"),
+        # A password holding '/' or '@' stays hidden too.
+        ("DATABASE_URL", "postgresql://u:se/cret@db:54x32/camera", "got 'postgresql://…@db:54x32/camera'"),
+        ("DATABASE_URL", "postgresql://u:p@secret@db:54x32/camera", "got 'postgresql://…@db:54x32/camera'"),
         (
             "PROGRESS_INTERVAL_SECONDS",
             "-1",

@@ -133,7 +133,11 @@ def queue_files_of_cascaded(
     if key.table not in registry:
         return None
     entry = registry[key.table]
-    if (table, key.columns[0]) not in entry.cascades_from:
+    # The key's column paired with the parent's id, as with_cascades recorded it.
+    id_column = next(
+        (mine for mine, theirs in zip(key.columns, key.parent_columns, strict=False) if theirs == "id"), None
+    )
+    if id_column is None or (table, id_column) not in entry.cascades_from:
         return None
     child, referencing = _referencing(expiry, table, key, rows)
     return queue_files_of_rows(child, entry.files, referencing, queued_at)
