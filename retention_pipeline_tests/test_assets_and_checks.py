@@ -243,6 +243,13 @@ def test_orphan_check_reports_what_the_last_sweep_found(live_world: CameraWorld,
     images = checks["images:no_orphans_in_last_sweep"]
     assert images.passed and images.metadata["last_sweep"].value.startswith("did not sweep")
 
+    # The manifest goes with its run's outputs after DAGSTER_RUN_RETENTION_DAYS: the check still answers.
+    for manifest in Path(instance.storage_directory()).rglob("orphans.csv"):
+        manifest.unlink()
+    after = run_health(instance)
+    assert not after["thumbnails:no_orphans_in_last_sweep"].passed
+    assert after["images:no_orphans_in_last_sweep"].passed
+
 
 def test_each_policy_table_is_an_asset_with_a_retention_check_that_follows_its_own_days(
     live_world: CameraWorld, instance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

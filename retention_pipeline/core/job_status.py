@@ -200,11 +200,23 @@ class JobStatusBoard:
             self._pending = _coalesced(self._pending, fields)
             self._queued += 1
             if self._worker is None or not self._worker.is_alive():
-                self._worker = threading.Thread(
+                worker = threading.Thread(
                     target=self._publish, args=(client,), name="job-status", daemon=True
                 )
-                self._worker.start()
+                try:
+                    worker.start()
+                except RuntimeError as exc:  # no thread to be had (a limit, the interpreter ending)
+                    self._pending, self._written = None, self._queued
+                    self._worker = None
+                    exc_to_report: Exception | None = exc
+                else:
+                    self._worker, exc_to_report = worker, None
+            else:
+                exc_to_report = None
             self._cond.notify_all()
+        if exc_to_report is not None:
+            self.trouble(exc_to_report)  # outside the lock: trouble() takes it too
+            return
         if final:
             self.flush()
 

@@ -1,6 +1,7 @@
 """The job tracker's records in a real Redis: format, progress, expiry, and Redis as a side channel."""
 
 import json
+import threading
 import time
 from datetime import UTC, datetime
 
@@ -160,6 +161,23 @@ def test_the_redis_password_never_reaches_the_runs_log():
     [warning] = warnings
     assert "hunter2secret" not in warning and "hunter3secret" not in warning and "watcher" not in warning
     assert "redis://***@127.0.0.1:1/0" in warning
+
+
+def test_no_thread_to_publish_from_costs_one_warning_and_fails_nothing(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+):
+    def refused(_thread: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refused)
+    warnings: list[str] = []
+    board = JobStatusBoard(JobTracker(redis_server.url), "data_cleanup", RUN_ID, CREATED, warnings.append)
+
+    board.running(10, "Deleting old detections")
+    board.completed({"dry_run": False})
+
+    assert len(warnings) == 1 and "can't start new thread" in warnings[0]
+    assert board.flush(timeout=0.1)  # nothing left waiting for a thread that never came
 
 
 def test_a_slow_redis_never_slows_the_cleanup_and_the_final_status_still_lands(redis_server: RedisServer):
