@@ -244,7 +244,7 @@ _DRIVERS = {("sqlite", "pysqlite"), ("postgresql", "psycopg2")}
 def _parse_database_url(name: str, raw: str) -> str:
     url = normalise_database_url(raw)
     # Never the credentials in a message, whatever they hold ('/' and '@' included): up to the last '@'.
-    shown = re.sub(r"//.*@", "//…@", raw.strip())
+    shown = re.sub(r"//.*@", "//…@", raw.strip(), flags=re.DOTALL)
     problem = (
         f"{name} must be a sqlite:///path/to/file.db or postgresql://user@host:port/database URL,"
         f" got {shown!r}"

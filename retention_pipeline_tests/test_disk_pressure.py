@@ -408,3 +408,25 @@ def test_emergency_steps_are_measured_from_the_oldest_kept_row_as_an_instant_wha
     world.detection(world.old(10), events_=(retained,))  # older, but kept by the keep rule: no bound
 
     assert oldest_kept(world.engine, Registry(), world.cutoff) == oldest
+
+
+def test_an_images_root_the_cleanup_does_not_delete_from_is_never_looked_at(
+    full: CameraWorld, instance, monkeypatch: pytest.MonkeyPatch
+):
+    # /export/foscam may be unreadable to the pipeline, or a stale NFS mount that hangs a stat().
+    import retention_pipeline.core.pressure as pressure
+
+    looked_at = pressure._nearest_existing
+
+    def guarded(path: Path) -> Path:
+        if IMAGES in str(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return looked_at(path)
+
+    monkeypatch.setattr(pressure, "_nearest_existing", guarded)
+    resources = {"camera_system": camera_resource(full), "disk": FixedDisk(free=40.0)}
+
+    with dg.build_sensor_context(instance=instance, resources=resources) as context:
+        answer = disk_pressure_sensor(context)
+
+    assert isinstance(answer, dg.SkipReason) and "40.0% free" in answer.skip_message

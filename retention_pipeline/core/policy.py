@@ -39,29 +39,46 @@ class DeclaredRule:
     files: tuple[MediaColumn, ...] = ()
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """safe_load, but a key given twice in one mapping is an error: YAML would keep the last silently,
-    and `retention_days: 400` followed by `retention_days: 4` must not mean 4 days."""
+_MERGE = "tag:yaml.org,2002:merge"
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        # The keys as written, before `<<` merges bring theirs (which a key of the entry may override).
-        seen = set()
-        for key_node, _value in node.value:
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            if key_node.value in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key_node.value!r} is given twice in one entry", key_node.start_mark
-                )
-            seen.add(key_node.value)
-        return super().construct_mapping(node, deep=deep)
+
+def _key_given_twice(root: yaml.Node | None) -> yaml.ScalarNode | None:
+    """A key written twice in one mapping anywhere in the document, or None: YAML would keep the last
+    silently, and `retention_days: 400` then `retention_days: 4` must not mean 4 days. Read from the node
+    tree as written, before `<<` merges bring keys an entry may override."""
+    stack, seen_nodes = [root], set()
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen_nodes:
+            continue
+        seen_nodes.add(id(node))  # an anchor's node is shared wherever it is used
+        if isinstance(node, yaml.MappingNode):
+            keys = set()
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != _MERGE:
+                    if key.value in keys:
+                        return key
+                    keys.add(key.value)
+                stack += [key, value]
+        elif isinstance(node, yaml.SequenceNode):
+            stack += node.value
+    return None
+
+
+def _load(text: str) -> Any:
+    """The document, refusing a key given twice in one mapping (yaml.YAMLError)."""
+    if (twice := _key_given_twice(yaml.compose(text, Loader=yaml.SafeLoader))) is not None:
+        raise yaml.MarkedYAMLError(
+            problem=f"key {twice.value!r} is given twice in one entry", problem_mark=twice.start_mark
+        )
+    return yaml.safe_load(text)
 
 
 def read_policy(path: Path) -> tuple[DeclaredRule, ...]:
     """The rules of a policy file; PolicyError listing every problem it has."""
     where = f"RETENTION_POLICY_FILE {path}"
     try:
-        document = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader
+        document = _load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise PolicyError(f"{where} cannot be read: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:

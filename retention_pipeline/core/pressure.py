@@ -38,19 +38,25 @@ def pressure_volumes(
     (DELETE_IMAGES, or a policy file's column), so a disk that deleting data cannot relieve never
     triggers an emergency that would erase retention for nothing.
     """
-    kinds = {media.kind for entry in registry.tables for media in entry.media(delete_images)}
-    by_kind = volumes_by_kind(storage_roots)
-    return tuple(dict.fromkeys(by_kind[kind] for kind in _ROOT_KINDS if kind in kinds))
+    by_kind = volumes_by_kind(storage_roots, deleted_kinds(registry, delete_images))
+    return tuple(dict.fromkeys(by_kind.values()))
 
 
-def volumes_by_kind(storage_roots: Iterable[Path]) -> dict[str, str]:
-    """kind of file -> the path standing for the volume its root lives on (the same path for every root
-    of one volume, as `pressure_volumes` measures it)."""
+def deleted_kinds(registry: Registry, delete_images: bool) -> set[str]:
+    """The kinds of file a run deletes (images only with DELETE_IMAGES or a policy column)."""
+    return {media.kind for entry in registry.tables for media in entry.media(delete_images)}
+
+
+def volumes_by_kind(storage_roots: Iterable[Path], kinds: set[str]) -> dict[str, str]:
+    """kind of file (of `kinds`) -> the path standing for the volume its root lives on (the same path for
+    every root of one volume, as `pressure_volumes` measures it). A root of another kind is never looked
+    at: an images volume the cleanup does not delete from may be unreadable to it, or hang (stale NFS)."""
     first_on: dict[int, str] = {}
     by_kind = {}
     for kind, root in zip(_ROOT_KINDS, storage_roots, strict=True):
-        existing = _nearest_existing(Path(root))
-        by_kind[kind] = first_on.setdefault(os.stat(existing).st_dev, str(existing))
+        if kind in kinds:
+            existing = _nearest_existing(Path(root))
+            by_kind[kind] = first_on.setdefault(os.stat(existing).st_dev, str(existing))
     return by_kind
 
 
@@ -187,7 +193,7 @@ def relieve_by_cleanup(
     """`relieve_pressure` with whole cleanups of `plan` at shorter retentions; each pass's statistics are
     appended to `passes` as it ends, so a caller can count them even when relief fails."""
 
-    volume_of = volumes_by_kind(plan.storage_dirs)
+    volume_of = volumes_by_kind(plan.storage_dirs, deleted_kinds(plan.registry, plan.delete_images))
 
     def clean_at(days: int) -> dict[str, Any]:
         step = run_cleanup(engine, plan.with_retention(days), progress)
@@ -203,7 +209,9 @@ def relieve_by_cleanup(
             "rows_deleted": rows,
             "files_deleted": sum(by_kind.values()),
             "bytes": step.space_reclaimed,
-            "volumes": sorted({volume_of[kind] for kind, count in by_kind.items() if count}),
+            "volumes": sorted(
+                {volume_of[kind] for kind, count in by_kind.items() if count and kind in volume_of}
+            ),
         }
 
     def oldest_age_days(days: int) -> float | None:

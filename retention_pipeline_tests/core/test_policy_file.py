@@ -179,3 +179,30 @@ def test_yaml_anchors_and_merge_keys_work_and_an_entry_may_override_a_merged_key
         ("audit_logs", "created_at", 90),
         ("access_logs", "created_at", 30),
     ]
+
+
+def test_a_key_given_twice_inside_a_merged_map_is_refused(tmp_path: Path):
+    text = (
+        "tables:\n"
+        "  - <<: {time_column: created_at, retention_days: 400, retention_days: 4}\n"
+        "    table: access_logs\n"
+    )
+
+    with pytest.raises(PolicyError, match="key 'retention_days' is given twice in one entry"):
+        read_policy(_file(tmp_path, text))
+
+
+def test_templates_merged_into_one_another_at_any_depth_load(tmp_path: Path):
+    text = (
+        "x-templates:\n"
+        "  rules:\n"
+        "    long: &long {time_column: created_at, retention_days: 90}\n"
+        "    short: &short {<<: *long, retention_days: 30}\n"
+        "tables:\n"
+        "  - <<: *short\n"
+        "    table: access_logs\n"
+    )
+
+    [rule] = read_policy(_file(tmp_path, text))
+
+    assert (rule.table, rule.rule.column, rule.rule.days) == ("access_logs", "created_at", 30)

@@ -56,6 +56,7 @@ def test_relative_storage_dirs_are_relative_to_media_root(tmp_path: Path):
         # A password holding '/' or '@' stays hidden too.
         ("DATABASE_URL", "postgresql://u:se/cret@db:54x32/camera", "got 'postgresql://…@db:54x32/camera'"),
         ("DATABASE_URL", "postgresql://u:p@secret@db:54x32/camera", "got 'postgresql://…@db:54x32/camera'"),
+        ("DATABASE_URL", "postgresql://u:se\ncret@db:54x32/camera", "got 'postgresql://…@db:54x32/camera'"),
         (
             "PROGRESS_INTERVAL_SECONDS",
             "-1",
