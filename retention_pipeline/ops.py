@@ -42,6 +42,11 @@ def op_stage(context: dg.OpExecutionContext, camera_system: CameraSystemResource
     return start_stage(context, camera_system.settings().job_tracker)
 
 
+def lock_busy(exc: RunLockBusy) -> dg.Failure:
+    """The failure of a step refused the database's run lock, marked so the CLI exits EXIT_BUSY."""
+    return dg.Failure(description=str(exc), metadata={RUN_LOCK_BUSY: True}, allow_retries=False)
+
+
 def claimed_engine(context: dg.OpExecutionContext, camera_system: CameraSystemResource) -> Engine:
     """The camera database, with this run holding its run lock and tagged with its process.
 
@@ -56,7 +61,7 @@ def claimed_engine(context: dg.OpExecutionContext, camera_system: CameraSystemRe
         if camera_system.claim_exclusive_run() and context.job_def.executor_def.name in IN_PROCESS_EXECUTORS:
             record_process(context.instance, context.run_id)
     except RunLockBusy as exc:
-        raise dg.Failure(description=str(exc), metadata={RUN_LOCK_BUSY: True}, allow_retries=False) from None
+        raise lock_busy(exc) from None
     return camera_system.engine()
 
 

@@ -15,9 +15,10 @@ from .core.lock import RunLockBusy
 from .core.scan import RootMissing, check_roots
 from .history import record_process
 from .job_tracker import finish, start_stage
+from .ops import lock_busy
 from .resources import CameraSystemResource
 from .settings import SettingsError
-from .tags import RUN_LOCK_BUSY, sweep_headline
+from .tags import sweep_headline
 
 REPORT_ROWS = 50
 
@@ -38,7 +39,7 @@ def plan_orphan_sweep(
         camera_system.claim_exclusive_run()
         record_process(context.instance, context.run_id)
     except RunLockBusy as exc:
-        raise dg.Failure(description=str(exc), metadata={RUN_LOCK_BUSY: True}, allow_retries=False) from None
+        raise lock_busy(exc) from None
     except (ValueError, SettingsError, RootMissing) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     manifest = Path(context.instance.storage_directory()) / context.run_id / "orphans.csv"

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from .core.pressure import pressure_volumes
-from .history import blocking_runs
+from .history import PRESSURE_STEP, blocking_runs, failure_metadata
 from .jobs import data_cleanup
 from .pressure_ops import NOT_RELIEVED
 from .resources import CameraSystemResource, DiskSpaceResource
@@ -70,9 +70,4 @@ def _gave_up_since(instance: dg.DagsterInstance, since: float) -> str | None:
     if records[0].create_timestamp.timestamp() <= since:
         return None
     run_id = records[0].dagster_run.run_id
-    for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records:
-        event = record.event_log_entry.dagster_event
-        failure = event.step_failure_data.user_failure_data if event is not None else None
-        if failure is not None and NOT_RELIEVED in failure.metadata:
-            return run_id
-    return None
+    return run_id if NOT_RELIEVED in failure_metadata(instance, run_id, PRESSURE_STEP) else None

@@ -212,14 +212,10 @@ class Settings:
         take("job_status_redis_url", "JOB_STATUS_REDIS_URL", _parse_redis_url)
         take("job_status_ttl_seconds", "JOB_STATUS_TTL_SECONDS", _parse_ttl)
         take("policy", "RETENTION_POLICY_FILE", lambda _name, raw: read_policy(Path(raw.strip())))
-        media = Path(values.get("media_root", cls.media_root)).absolute()  # type: ignore[arg-type]
-        for field, var in (
-            ("thumbnail_dir", "THUMBNAIL_DIR"),
-            ("clips_dir", "CLIPS_DIR"),
-            ("images_dir", "IMAGES_DIR"),
-        ):
-            root = os.path.normpath(media / Path(values.get(field, getattr(cls, field))))  # type: ignore[arg-type]
-            if root == os.sep:
+        # The roots as the settings resolve them (a variable that failed to parse keeps its default).
+        roots = cls(**values).storage_roots  # type: ignore[arg-type]
+        for var, root in zip(("THUMBNAIL_DIR", "CLIPS_DIR", "IMAGES_DIR"), roots, strict=True):
+            if os.path.normpath(root) == os.sep:
                 # Containment would hold for every file on the machine, and the orphan sweep would walk it.
                 errors.append(f"{var} resolves to {os.sep}: a storage root must be a media directory")
         low = values.get("disk_free_min_percent", cls.disk_free_min_percent)

@@ -28,7 +28,6 @@ from .references import (
     with_cascades,
 )
 from .schema import retention_file_queue
-from .tables import DATA, LOG
 
 
 @dataclass(frozen=True)
@@ -150,10 +149,8 @@ def _rules(plan: CleanupPlan) -> list[dict[str, Any]]:
     for entry in plan.registry.tables:
         for rule in entry.rules:
             _table, _column, cutoff = next(cutoffs)
-            days, source = {
-                DATA: (plan.retention_days, "RETENTION_DAYS"),
-                LOG: (plan.log_retention_days, "LOG_RETENTION_DAYS"),
-            }.get(rule.retention, (rule.days, rule.origin))
+            days = rule.days_under(plan.retention_days, plan.log_retention_days)
+            source = rule.setting or rule.origin
             if entry.name in overrides:
                 days, source = overrides[entry.name], "retention_days_by_table"
             rules.append(

@@ -18,7 +18,7 @@ import yaml
 from sqlalchemy import DateTime, Integer, String, inspect
 from sqlalchemy.engine import Engine
 
-from .tables import DATA, KIND_OF_ROOT, LOG, OWN, MediaColumn, Registry, Rule
+from .tables import KIND_OF_ROOT, OWN, MediaColumn, Registry, Rule
 
 MAX_DAYS = 36_500  # a century; larger values overflow date arithmetic and are surely typos
 _KEYS = {"table", "time_column", "retention_days", "files"}
@@ -157,12 +157,10 @@ def rules_that_keep_nothing(
             if rule.retention != OWN or rule.days is None:
                 continue
             for other in entry.rules:
-                days = {DATA: data_days, LOG: log_days}.get(other.retention, other.days or data_days)
+                days = other.days_under(data_days, log_days)
                 if other is rule or other.column != rule.column or days >= rule.days:
                     continue
-                setting = {DATA: "RETENTION_DAYS", LOG: "LOG_RETENTION_DAYS"}.get(
-                    other.retention, f"the retention_days of {other.origin}"
-                )
+                setting = other.setting or f"the retention_days of {other.origin}"
                 problems.append(
                     f"RETENTION_POLICY_FILE {rule.origin} ({entry.name}): retention_days {rule.days} on"
                     f" {rule.column} would keep nothing longer: the {other.origin} rule on the same column"

@@ -98,6 +98,12 @@ def index_statement(dialect_name: str, table: str, column: str) -> str:
     return f"CREATE INDEX{concurrently} ix_{table}_{column} ON {table} ({column});"
 
 
+def column_holding_id(columns: Iterable[str], parent_columns: Iterable[str]) -> str | None:
+    """The foreign key's column paired with the parent's `id` (a composite key may list it anywhere), or
+    None when the key does not cover it."""
+    return next((mine for mine, theirs in zip(columns, parent_columns, strict=False) if theirs == "id"), None)
+
+
 def references_to_parents(engine: Engine, parents: Iterable[str] = PARENTS) -> list[Reference]:
     """Every foreign key in the database that references one of `parents` (the tables retention deletes
     from), in table order."""
@@ -109,10 +115,10 @@ def references_to_parents(engine: Engine, parents: Iterable[str] = PARENTS) -> l
         for key in keys:
             if key["referred_table"] not in parents:
                 continue
-            column = key["constrained_columns"][0]
+            columns = key["constrained_columns"]
+            column = columns[0]
             on_delete = ((key.get("options") or {}).get("ondelete") or "NO ACTION").upper()
             on_delete = sqlite_actions.get((column, key["referred_table"]), on_delete)
-            pairs = zip(key["constrained_columns"], key.get("referred_columns") or [], strict=False)
             found.append(
                 Reference(
                     table=table,
@@ -120,7 +126,9 @@ def references_to_parents(engine: Engine, parents: Iterable[str] = PARENTS) -> l
                     parent=key["referred_table"],
                     on_delete=on_delete,
                     indexed=column in index_kinds(inspector, table),
-                    id_column=next((mine for mine, theirs in pairs if theirs == "id"), None),
+                    id_column=column_holding_id(
+                        key["constrained_columns"], key.get("referred_columns") or []
+                    ),
                 )
             )
     return found

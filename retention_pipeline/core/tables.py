@@ -32,6 +32,15 @@ class Rule:
     days: int | None = None  # OWN only
     origin: str = "built-in"  # where the rule was declared, for messages
 
+    def days_under(self, data_days: int, log_days: int) -> int:
+        """The days this rule keeps rows, with these RETENTION_DAYS and LOG_RETENTION_DAYS."""
+        return {DATA: data_days, LOG: log_days}.get(self.retention, self.days or data_days)
+
+    @property
+    def setting(self) -> str | None:
+        """The variable its days come from (None: the rule's own retention_days)."""
+        return {DATA: "RETENTION_DAYS", LOG: "LOG_RETENTION_DAYS"}.get(self.retention)
+
 
 @dataclass(frozen=True)
 class MediaColumn:
@@ -183,8 +192,7 @@ class Expiry:
         cutoffs = []
         for entry in registry.tables:
             for rule in entry.rules:
-                days = {DATA: data_days, LOG: log_days}.get(rule.retention, rule.days or data_days)
-                days = overrides.get(entry.name, days)
+                days = overrides.get(entry.name, rule.days_under(data_days, log_days))
                 cutoffs.append((entry.name, rule.column, reference_time - timedelta(days=days)))
         return cls(registry, tuple(cutoffs))
 

@@ -25,6 +25,7 @@ from sqlalchemy import (
     tuple_,
 )
 
+from ..references import column_holding_id
 from ..schema import UTCDateTime
 from ..tables import Child, Expiry, MediaColumn, column_of, column_on
 from .purge_batch import CHILD_TABLES
@@ -133,10 +134,8 @@ def queue_files_of_cascaded(
     if key.table not in registry:
         return None
     entry = registry[key.table]
-    # The key's column paired with the parent's id, as with_cascades recorded it.
-    id_column = next(
-        (mine for mine, theirs in zip(key.columns, key.parent_columns, strict=False) if theirs == "id"), None
-    )
+    # As with_cascades recorded it.
+    id_column = column_holding_id(key.columns, key.parent_columns)
     if id_column is None or (table, id_column) not in entry.cascades_from:
         return None
     child, referencing = _referencing(expiry, table, key, rows)
