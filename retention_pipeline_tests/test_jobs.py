@@ -249,22 +249,30 @@ def test_a_run_that_finds_another_holding_the_database_stops_before_deleting(see
     assert after.success and after.output_for_node("report_cleanup").events_deleted == 1
 
 
-def test_a_policy_files_tables_are_purged_and_reported_per_table(
-    seeded: CameraWorld, instance, tmp_path, monkeypatch: pytest.MonkeyPatch
-):
+def _audit_logs_under_a_policy(
+    world: CameraWorld, tmp_path, monkeypatch: pytest.MonkeyPatch, *days_old: int
+) -> Table:
+    """An audit_logs table with rows `days_old` days old, and a policy file keeping them 90 days."""
     audit = Table(
         "audit_logs",
         MetaData(),
         Column("id", Integer, primary_key=True),
         Column("created_at", DateTime(timezone=True), nullable=False),
     )
-    audit.create(seeded.engine)
-    with seeded.engine.begin() as conn:
-        for days in (100, 95, 5):
-            conn.execute(insert(audit).values(created_at=seeded.now - timedelta(days=days)))
+    audit.create(world.engine)
+    with world.engine.begin() as conn:
+        for days in days_old:
+            conn.execute(insert(audit).values(created_at=world.now - timedelta(days=days)))
     policy = tmp_path / "policy.yaml"
     policy.write_text("tables:\n  - table: audit_logs\n    time_column: created_at\n    retention_days: 90\n")
     monkeypatch.setenv("RETENTION_POLICY_FILE", str(policy))
+    return audit
+
+
+def test_a_policy_files_tables_are_purged_and_reported_per_table(
+    seeded: CameraWorld, instance, tmp_path, monkeypatch: pytest.MonkeyPatch
+):
+    audit = _audit_logs_under_a_policy(seeded, tmp_path, monkeypatch, 100, 95, 5)
     reference = seeded.now.isoformat()
 
     preview = execute(seeded, instance, plan_config(dry_run=True, reference_time=reference))
@@ -375,18 +383,8 @@ def test_a_policy_file_saved_with_a_typo_during_a_run_does_not_fail_its_later_st
 ):
     import retention_pipeline.ops as ops
 
-    audit = Table(
-        "audit_logs",
-        MetaData(),
-        Column("id", Integer, primary_key=True),
-        Column("created_at", DateTime(timezone=True), nullable=False),
-    )
-    audit.create(seeded.engine)
-    with seeded.engine.begin() as conn:
-        conn.execute(insert(audit).values(created_at=seeded.now - timedelta(days=100)))
+    audit = _audit_logs_under_a_policy(seeded, tmp_path, monkeypatch, 100)
     policy = tmp_path / "policy.yaml"
-    policy.write_text("tables:\n  - table: audit_logs\n    time_column: created_at\n    retention_days: 90\n")
-    monkeypatch.setenv("RETENTION_POLICY_FILE", str(policy))
     planned = ops.make_plan
 
     def plan_then_edit(*args, **kwargs):
