@@ -14,7 +14,9 @@ import pytest
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, insert, text
 from sqlalchemy.engine import Engine
 
+from retention_pipeline.core.cleanup import clean_table, prepare_database
 from retention_pipeline.core.policy import read_policy
+from retention_pipeline.core.schema import retention_file_queue
 from retention_pipeline_tests.conftest import both_shapes
 from retention_pipeline_tests.core.test_partitioned_detections import _partition_by_week
 from retention_pipeline_tests.factories import THUMBS, CameraWorld, comparable
@@ -197,3 +199,21 @@ def test_a_composite_key_that_lists_the_time_first_is_followed_by_its_id_column(
 
     assert not world.exists(gone) and world.exists(kept)
     assert comparable(preview) == comparable(stats)
+
+
+def test_the_progress_counts_the_files_queued_for_rows_a_cascade_takes(world: CameraWorld, tmp_path: Path):
+    _tables(world, tmp_path)
+    w, young = world, world.now - timedelta(days=1)
+    for _ in range(3):
+        detection = w.detection(w.old(3))
+        _crop(w, detection, young, w.old(3))
+        _crop(w, detection, young - timedelta(hours=1), w.old(3))
+    prepare_database(w.engine, w.policy)
+    messages: list[str] = []
+
+    counts = clean_table(w.engine, w.plan(), "detections", messages.append)
+
+    queued = w.count(retention_file_queue)
+    assert counts.deleted == 3 and queued == 3 + 6  # each detection's thumbnail and its two crops
+    assert counts.files_queued == queued
+    assert messages[-1] == f"detections: done, 3 deleted in 1 batches, {queued} files queued"

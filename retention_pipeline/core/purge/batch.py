@@ -31,7 +31,8 @@ class Batch:
 # One batch: (after_id, until_id, limit) -> what it committed.
 Step = Callable[[int, int, int], Batch]
 Execute = Callable[[Any, dict[str, Any]], Any]  # runs one statement of the batch; returns its result
-Children = Callable[[Execute, dict[str, Any]], int]  # deletes a batch's children (its id_range); how many
+# Deletes a batch's children (its id_range): how many counted children went, how many paths it queued.
+Children = Callable[[Execute, dict[str, Any]], tuple[int, int]]
 
 
 def batch_end(engine: Engine, statement: Any, parameters: dict[str, int]) -> int | None:
@@ -49,25 +50,29 @@ def children_deleter(
     dialect_name: str = "sqlite",
 ) -> Children | None:
     """Delete a batch's children, each table in turn, and queue the files of the rows its CASCADE foreign
-    keys will take with it; returns how many of the counted children went (`locked`: only children of the
-    rows the batch locked, on PostgreSQL). None: the table has neither."""
-    deletes: list[tuple[Any, bool]] = [
+    keys will take with it; returns how many of the counted children went and how many paths were queued
+    (`locked`: only children of the rows the batch locked, on PostgreSQL). None: the table has neither."""
+    deletes = [
         (purge_batch.delete_children(expiry, table, child, locked), child.counted) for child in children
     ]
-    deletes += [
-        (purge_batch.queue_files_of_cascaded(expiry, table, entry.name, column, dialect_name, locked), False)
+    queues = [
+        purge_batch.queue_files_of_cascaded(expiry, table, entry.name, column, dialect_name, locked)
         for entry in expiry.registry.tables
         for parent, column in entry.cascades_from
         if parent == table
     ]
-    if not deletes:
+    if not deletes and not queues:
         return None
 
-    def delete(execute: Execute, batch: dict[str, Any]) -> int:
+    def delete(execute: Execute, batch: dict[str, Any]) -> tuple[int, int]:
+        # The cascaded rows' files are queued before any child DELETE: a CASCADE child of a child table
+        # is not followed, so the order among them does not matter, but it keeps the queue statements
+        # reading rows that are all still there.
+        queued = sum(int(execute(statement, batch).rowcount) for statement in queues)
         counted = 0
         for statement, is_counted in deletes:
             rows = int(execute(statement, batch).rowcount)
             counted += rows if is_counted else 0
-        return counted
+        return counted, queued
 
     return delete

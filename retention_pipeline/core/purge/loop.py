@@ -71,10 +71,9 @@ def _purge_in_batches(
             counts.add_batch(batch.deleted, batch.seconds, batch.children, batch.queued)
             after_id = batch.last_id
             sizer.record(batch.seconds)
+            total = f"total {counts.deleted}" + _queued(counts)
             smaller = f", next batch {sizer.size} rows" if sizer.size < sizer.largest else ""
-            every_so_often(
-                f"{name}: batch {counts.batches} deleted {batch.deleted} (total {counts.deleted}{smaller})"
-            )
+            every_so_often(f"{name}: batch {counts.batches} deleted {batch.deleted} ({total}{smaller})")
             turns.after_commit()
             if share is not None:
                 # Ids of expired rows are spread over the span, so the share of it walked is the share done.
@@ -86,8 +85,12 @@ def _purge_in_batches(
             flush_commits(engine)
         raise
     with_retries(functools.partial(flush_commits, engine), counts, progress)
-    progress(f"{name}: done, {counts.deleted} deleted in {counts.batches} batches")
+    progress(f"{name}: done, {counts.deleted} deleted in {counts.batches} batches{_queued(counts)}")
     return counts
+
+
+def _queued(counts: RowCounts) -> str:
+    return f", {counts.files_queued} files queued" if counts.files_queued else ""
 
 
 def _after_overrun(

@@ -107,9 +107,10 @@ def rows_with_files(
                     return Batch(None)
                 execute = within_cap(conn, started, time_cap_ms) if time_cap_ms else conn.execute
                 batch = purge_batch.id_range(after_id, last_id, now, locked)
-                deleted_children = children(execute, batch) if children else 0
+                deleted_children, cascaded = children(execute, batch) if children else (0, 0)
                 result = execute(delete_and_queue, batch)
                 deleted, queued, _uncapped = result.one()
+                queued += cascaded
         except OutOfTime:
             return _overran(after_id, started)
         except DBAPIError as exc:

@@ -55,8 +55,8 @@ def rows_with_files(
         started = time.perf_counter()
         batch = purge_batch.id_range(after_id, last_id, now)
         with write_transaction(engine) as conn:
-            deleted_children = children(conn.execute, batch) if children else 0
-            queued = conn.execute(queue, batch).rowcount if queue is not None else 0
+            deleted_children, queued = children(conn.execute, batch) if children else (0, 0)
+            queued += conn.execute(queue, batch).rowcount if queue is not None else 0
             deleted = conn.execute(delete, batch).rowcount
         seconds = time.perf_counter() - started
         return Batch(last_id, deleted=deleted, children=deleted_children, queued=queued, seconds=seconds)
