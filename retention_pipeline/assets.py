@@ -70,13 +70,19 @@ def camera_assets(registry: Registry) -> list[dg.AssetSpec]:
 
 
 def _table_observations(
-    engine: Engine, registry: Registry, now: datetime, stats: CleanupStats | None
+    engine: Engine,
+    registry: Registry,
+    now: datetime,
+    stats: CleanupStats | None,
+    whole_run: CleanupStats | None = None,
 ) -> list[dg.AssetObservation]:
     observations = []
-    # The cleanup started this long before the report (its duration runs from the plan).
-    since = None if stats is None else now - timedelta(seconds=stats.duration_seconds)
+    # What the run deleted since it started, against a PostgreSQL estimate read before (its duration
+    # runs from the plan); `stats` may be only its later passes.
+    whole_run = whole_run or stats
+    since = None if whole_run is None else now - timedelta(seconds=whole_run.duration_seconds)
     for entry in registry.tables:
-        deleted = 0 if stats is None else stats.rows_deleted_by_table.get(entry.name, 0)
+        deleted = 0 if whole_run is None else whole_run.rows_deleted_by_table.get(entry.name, 0)
         inventory = table_inventory(engine, entry, deleted, since)
         metadata: dict[str, Any] = {
             "rows": inventory.rows,
@@ -90,11 +96,17 @@ def _table_observations(
 
 
 def observe_after_cleanup(
-    context: dg.OpExecutionContext, engine: Engine, registry: Registry, stats: CleanupStats, files: FileCounts
+    context: dg.OpExecutionContext,
+    engine: Engine,
+    registry: Registry,
+    stats: CleanupStats,
+    files: FileCounts,
+    whole_run: CleanupStats | None = None,
 ) -> None:
-    """One observation per asset after a real data_cleanup run."""
+    """One observation per asset after a real data_cleanup run, or after its emergency passes (`stats`
+    and `files` theirs alone, `whole_run` the run's total): each says what was deleted since the last."""
     now = datetime.now(UTC)
-    for observation in _table_observations(engine, registry, now, stats):
+    for observation in _table_observations(engine, registry, now, stats, whole_run):
         context.log_event(observation)
     for asset, deleted, freed in (
         ("thumbnails", files.thumbnails_deleted, files.thumbnail_bytes),

@@ -3,10 +3,12 @@
 import functools
 
 import dagster as dg
+from sqlalchemy.engine import Engine
 
+from .assets import observe_after_cleanup
 from .core.plan import CleanupPlan
 from .core.pressure import PressureNotRelieved, pressure_volumes, relieve_by_cleanup
-from .core.stats import CleanupStats
+from .core.stats import CleanupStats, FileCounts
 from .job_tracker import finish
 from .ops import claimed_engine, op_stage
 from .resources import CameraSystemResource, DiskSpaceResource
@@ -34,10 +36,11 @@ def relieve_disk_pressure(
         return
     settings = camera_system.settings()
     volumes = pressure_volumes(plan.registry, plan.delete_images, plan.storage_dirs)
-    passes: list[CleanupStats] = []
+    passes: list[tuple[CleanupStats, FileCounts]] = []
+    engine = claimed_engine(context, camera_system)
     try:
         relief = relieve_by_cleanup(
-            claimed_engine(context, camera_system),
+            engine,
             plan,
             passes,
             lambda: disk.free_by_volume(volumes, settle=True),
@@ -48,18 +51,39 @@ def relieve_disk_pressure(
     except PressureNotRelieved as exc:
         # The marker tells disk_pressure_sensor not to ask again until the disk has had room; the total
         # is what `status` reports for the run.
-        total = functools.reduce(CleanupStats.then, passes, stats)
+        total = functools.reduce(CleanupStats.then, [step for step, _ in passes], stats)
         raise dg.Failure(
             description=str(exc),
             metadata={NOT_RELIEVED: True, "run_total": dg.MetadataValue.json(total.as_dict())},
             allow_retries=False,
         ) from None
     finally:
-        # The run's headline counts every pass, the emergency ones too, even when they fell short.
-        total = functools.reduce(CleanupStats.then, passes, stats)
+        # The run's headline counts every pass, the emergency ones too, even when they fell short; the
+        # assets' sizes are read again after them.
+        total = functools.reduce(CleanupStats.then, [step for step, _ in passes], stats)
         context.instance.add_run_tags(context.run_id, cleanup_headline(total))
+        _observe_passes(context, engine, plan, passes, total)
     context.log.info(relief.metadata()["emergency_reason"])
     context.add_output_metadata(
         {**relief.metadata(), "steps": relief.steps, "run_total": dg.MetadataValue.json(total.as_dict())}
     )
     finish(stage, {**total.as_dict(), **relief.metadata()}, "Completed (disk pressure relieved)")
+
+
+def _observe_passes(
+    context: dg.OpExecutionContext,
+    engine: Engine,
+    plan: CleanupPlan,
+    passes: list[tuple[CleanupStats, FileCounts]],
+    total: CleanupStats,
+) -> None:
+    """The assets' observations after the emergency passes: what they deleted, and the sizes left."""
+    if not passes:
+        return
+    steps = [step for step, _ in passes]
+    emergency = functools.reduce(CleanupStats.then, steps[1:], steps[0])
+    try:
+        files = FileCounts.merge([counted for _, counted in passes])
+        observe_after_cleanup(context, engine, plan.registry, emergency, files, whole_run=total)
+    except Exception as exc:  # a failed read must not hide what the passes did, or what they raised
+        context.log.warning(f"could not observe the assets after the emergency passes: {exc}")

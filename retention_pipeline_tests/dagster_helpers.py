@@ -55,3 +55,11 @@ def environment_for(world: CameraWorld) -> dict[str, str]:
         "CLIPS_DIR": CLIPS,
         "IMAGES_DIR": IMAGES,
     }
+
+
+def latest_observation(instance: dg.DagsterInstance, key: str) -> dict[str, Any]:
+    """The metadata of an asset's last observation."""
+    records = instance.fetch_observations(dg.AssetKey(key), limit=1).records
+    assert records, f"no observation of {key}"
+    observation = records[0].asset_observation
+    return {k: v.value for k, v in observation.metadata.items()}

@@ -23,7 +23,7 @@ from retention_pipeline.core.tables import Registry
 from retention_pipeline.definitions import defs
 from retention_pipeline.resources import CameraSystemResource, DiskSpaceResource
 from retention_pipeline.settings import Settings
-from retention_pipeline_tests.dagster_helpers import environment_for, execute, plan_config
+from retention_pipeline_tests.dagster_helpers import environment_for, execute, latest_observation, plan_config
 from retention_pipeline_tests.factories import CLIPS, THUMBS, CameraWorld
 
 
@@ -34,13 +34,6 @@ def live_world(engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     for name, value in environment_for(world).items():
         monkeypatch.setenv(name, value)
     return world
-
-
-def latest_observation(instance: dg.DagsterInstance, key: str) -> dict:
-    records = instance.fetch_observations(dg.AssetKey(key), limit=1).records
-    assert records, f"no observation of {key}"
-    observation = records[0].asset_observation
-    return {k: v.value for k, v in observation.metadata.items()}
 
 
 def test_the_camera_data_is_declared_as_assets_with_their_lineage():

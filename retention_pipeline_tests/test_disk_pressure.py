@@ -21,7 +21,12 @@ from retention_pipeline.core.tables import Registry
 from retention_pipeline.jobs import data_cleanup
 from retention_pipeline.resources import CameraSystemResource, DiskSpaceResource
 from retention_pipeline.sensors import SENSOR_NAME, SENSOR_TAG, disk_pressure_sensor
-from retention_pipeline_tests.dagster_helpers import camera_resource, failure_messages, plan_config
+from retention_pipeline_tests.dagster_helpers import (
+    camera_resource,
+    failure_messages,
+    latest_observation,
+    plan_config,
+)
 from retention_pipeline_tests.factories import CLIPS, IMAGES, THUMBS, CameraWorld
 
 
@@ -144,6 +149,10 @@ def test_emergency_mode_cuts_retention_a_day_at_a_time_oldest_first_until_the_ta
     run = instance.get_run_by_id(result.run_id)
     assert run is not None and run.tags["detections_deleted"] == "2"
     assert metadata["run_total"]["detections_deleted"] == 2
+    # The assets' last observations follow the emergency passes: what they deleted, the rows left.
+    observed = latest_observation(instance, "detections")
+    assert (observed["rows"], observed["rows_deleted"]) == (28, 2)
+    assert latest_observation(instance, "thumbnails")["files_deleted"] == 2
 
 
 def test_emergency_mode_never_goes_below_min_retention_and_fails_loudly(

@@ -179,7 +179,14 @@ def clean_files(
 
 
 def run_cleanup(engine: Engine, plan: CleanupPlan, progress: Progress | None = None) -> CleanupStats:
-    """The whole data_cleanup in the job's order, without Dagster (tests, benchmark, emergency passes)."""
+    """The whole data_cleanup in the job's order, without Dagster (tests, benchmark)."""
+    return cleanup_pass(engine, plan, progress)[0]
+
+
+def cleanup_pass(
+    engine: Engine, plan: CleanupPlan, progress: Progress | None = None
+) -> tuple[CleanupStats, FileCounts]:
+    """`run_cleanup`, with the file step's own counts (bytes by kind): one emergency pass."""
     progress = progress or (lambda _message: None)
     detections = clean_table(engine, plan, "detections", progress)
     events = clean_table(engine, plan, "events", progress)
@@ -189,7 +196,7 @@ def run_cleanup(engine: Engine, plan: CleanupPlan, progress: Progress | None = N
     gpu_stats = clean_table(engine, plan, "gpu_stats", progress)
     logs = clean_table(engine, plan, "logs", progress)
     files = clean_files(engine, plan, progress)
-    return CleanupStats.combine(
+    stats = CleanupStats.combine(
         dry_run=plan.dry_run,
         cutoff=plan.cutoff,
         log_cutoff=plan.log_cutoff,
@@ -201,3 +208,4 @@ def run_cleanup(engine: Engine, plan: CleanupPlan, progress: Progress | None = N
         files=files,
         duration_seconds=(datetime.now(UTC) - plan.planned_at).total_seconds(),
     )
+    return stats, files

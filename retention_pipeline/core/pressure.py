@@ -11,10 +11,10 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from .cleanup import run_cleanup
+from .cleanup import cleanup_pass
 from .inventory import oldest_kept
 from .plan import CleanupPlan
-from .stats import CleanupStats
+from .stats import CleanupStats, FileCounts
 from .tables import Registry
 
 # The storage roots in the order Settings.storage_roots gives them -> the kind of file kept there.
@@ -184,20 +184,21 @@ def relieve_pressure(
 def relieve_by_cleanup(
     engine: Engine,
     plan: CleanupPlan,
-    passes: list[CleanupStats],
+    passes: list[tuple[CleanupStats, FileCounts]],
     free_by_volume: Callable[[], dict[str, float]],
     min_days: int,
     target: float,
     progress: Callable[[str], None],
 ) -> ReliefResult:
-    """`relieve_pressure` with whole cleanups of `plan` at shorter retentions; each pass's statistics are
-    appended to `passes` as it ends, so a caller can count them even when relief fails."""
+    """`relieve_pressure` with whole cleanups of `plan` at shorter retentions; each pass's statistics (and
+    its file step's counts) are appended to `passes` as it ends, so a caller can count them even when
+    relief fails."""
 
     volume_of = volumes_by_kind(plan.storage_dirs, deleted_kinds(plan.registry, plan.delete_images))
 
     def clean_at(days: int) -> dict[str, Any]:
-        step = run_cleanup(engine, plan.with_retention(days), progress)
-        passes.append(step)
+        step, files = cleanup_pass(engine, plan.with_retention(days), progress)
+        passes.append((step, files))
         by_kind = {
             "thumbnail": step.thumbnails_deleted,
             "clip": step.clips_deleted,
