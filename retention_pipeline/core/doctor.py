@@ -20,7 +20,7 @@ from .queries import expiring, path_checks
 from .references import (
     Reference,
     blocking_references_message,
-    cascading_file_children,
+    cascading_children,
     index_kinds,
     index_statement,
     keeping_columns,
@@ -165,22 +165,25 @@ def _rules(plan: CleanupPlan) -> list[dict[str, Any]]:
     return rules
 
 
-def _chained_cascades(references: list[Reference], registry: Any) -> list[str]:
-    """Warnings for a policy table with files two CASCADE steps below a retention table: runs follow one."""
-    emptied_by_cascade = {
-        r.table: r.parent for r in references if r.on_delete == "CASCADE" and r.table in registry
-    }
-    return [
-        f"{r.table} (a policy table with files) is emptied by ON DELETE CASCADE from {r.parent}, which a"
-        f" CASCADE from {emptied_by_cascade[r.parent]} empties in turn: runs follow one such step, so the"
-        f" files of {r.table} rows that go that way are left to the orphan sweep, and a dry run may count"
-        " them differently"
-        for r in references
-        if r.on_delete == "CASCADE"
-        and r.table in registry
-        and registry[r.table].files
-        and r.parent in emptied_by_cascade
-    ]
+def _unfollowed_cascades(references: list[Reference], expiry: Any) -> list[str]:
+    """Warnings for a policy table a CASCADE empties from a parent a run purges after it or beside it:
+    runs do not follow that cascade."""
+    registry, handled = expiry.registry, cascading_children(references, expiry)
+    warnings = []
+    for r in references:
+        if r.on_delete != "CASCADE" or r.table not in registry or r in handled:
+            continue
+        taken = (
+            "the rows the cascade removes leave their files on disk (the orphan sweep finds them), and a"
+            if registry[r.table].files
+            else "a"
+        )
+        warnings.append(
+            f"{r.table} (a policy table) is also emptied by ON DELETE CASCADE from {r.parent}, which a run"
+            f" purges after it (or beside it): {taken} dry run counts those rows by {r.table}'s own rule"
+            f" only. Reference detections, events or a policy table listed before {r.table}"
+        )
+    return warnings
 
 
 def diagnose(engine: Engine, plan: CleanupPlan, database_url: str | None = None) -> DoctorReport:
@@ -203,16 +206,7 @@ def diagnose(engine: Engine, plan: CleanupPlan, database_url: str | None = None)
     report.references = references_to_parents(engine, registry.names)
     if blocked := blocking_references_message(report.references):
         report.blocking.append(blocked)
-    report.warnings += _chained_cascades(report.references, registry)
-    handled = cascading_file_children(report.references, plan.expiry)
-    report.warnings += [
-        f"{r.table} (a policy table with files) is also emptied by ON DELETE CASCADE from {r.parent},"
-        f" which a run purges after it (or beside it): the rows the cascade removes leave their files on"
-        f" disk (the orphan sweep finds them), and a dry run counts those rows by {r.table}'s own rule"
-        f" only. Reference detections, events or a policy table listed before {r.table}"
-        for r in report.references
-        if r.on_delete == "CASCADE" and r.table in registry and registry[r.table].files and r not in handled
-    ]
+    report.warnings += _unfollowed_cascades(report.references, plan.expiry)
     report.roots = [_root(str(root)) for root in _storage_roots(plan)]
     for root in report.roots:
         if not root.exists:

@@ -107,23 +107,31 @@ def column_holding_id(columns: Iterable[str], parent_columns: Iterable[str]) -> 
 def references_to_parents(engine: Engine, parents: Iterable[str] = PARENTS) -> list[Reference]:
     """Every foreign key in the database that references one of `parents` (the tables retention deletes
     from), in table order."""
-    parents = set(parents)
+    sqlite = engine.dialect.name == "sqlite"
+    # SQLite's names are case-insensitive: `REFERENCES Detections (id)` is a key to detections, and a
+    # table created as `Crops` is the policy's `crops`.
+    named = {(name.lower() if sqlite else name): name for name in parents}
+
+    def known(name: str) -> str | None:
+        return named.get(name.lower() if sqlite else name)
+
     inspector = inspect(engine)
     found = []
     for (_schema, table), keys in sorted(inspector.get_multi_foreign_keys().items()):
-        sqlite_actions = _sqlite_on_delete(engine, table) if engine.dialect.name == "sqlite" else {}
+        sqlite_actions = _sqlite_on_delete(engine, table) if sqlite else {}
         for key in keys:
-            if key["referred_table"] not in parents:
+            parent = known(key["referred_table"])
+            if parent is None:
                 continue
             columns = key["constrained_columns"]
             column = columns[0]
             on_delete = ((key.get("options") or {}).get("ondelete") or "NO ACTION").upper()
-            on_delete = sqlite_actions.get((column, key["referred_table"]), on_delete)
+            on_delete = sqlite_actions.get((column, key["referred_table"].lower()), on_delete)
             found.append(
                 Reference(
-                    table=table,
+                    table=known(table) or table,
                     column=column,
-                    parent=key["referred_table"],
+                    parent=parent,
                     on_delete=on_delete,
                     indexed=column in index_kinds(inspector, table),
                     id_column=column_holding_id(
@@ -142,7 +150,7 @@ def _sqlite_on_delete(engine: Engine, table: str) -> dict[tuple[str, str], str]:
     keys = func.pragma_foreign_key_list(table).table_valued("from", "table", "on_delete")
     with engine.connect() as conn:
         rows = conn.execute(select(keys.c["from"], keys.c.table, keys.c.on_delete)).all()
-    return {(column, parent): action.upper() for column, parent, action in rows}
+    return {(column, parent.lower()): action.upper() for column, parent, action in rows}
 
 
 def blocking_references_message(references: list[Reference]) -> str | None:
@@ -158,9 +166,10 @@ def blocking_references_message(references: list[Reference]) -> str | None:
     )
 
 
-def cascading_file_children(references: list[Reference], expiry: Expiry) -> list[Reference]:
-    """The references whose ON DELETE CASCADE empties a retention table with files (declared by a
-    policy) with a parent the run purges before it: the parent's batches queue those rows' files."""
+def cascading_children(references: list[Reference], expiry: Expiry) -> list[Reference]:
+    """The references whose ON DELETE CASCADE empties a retention table (declared by a policy) with a
+    parent the run purges before it: the parent's batches queue those rows' files, and the rows count with
+    neither table, in the dry run as in the run."""
     registry = expiry.registry
     return [
         r
@@ -168,18 +177,18 @@ def cascading_file_children(references: list[Reference], expiry: Expiry) -> list
         if r.on_delete == "CASCADE"
         and r.id_column is not None  # one by another column the batches, which walk ids, cannot follow
         and r.table in registry
-        and registry[r.table].files
         and r.parent in registry.purged_before(r.table)
     ]
 
 
 def with_cascades(engine: Engine, expiry: Expiry) -> Expiry:
     """The expiry with every retention table's cascading parents read from the database, so that the
-    files of rows a CASCADE removes are queued and counted like the rest (see `cascading_file_children`)."""
+    files of rows a CASCADE removes are queued and those rows counted like the rest (see
+    `cascading_children`)."""
     registry = expiry.registry
     if not registry.declared:
-        return expiry  # only a policy's table can have files and be such a child
-    for r in cascading_file_children(references_to_parents(engine, registry.names), expiry):
+        return expiry  # only a policy's table can be such a child
+    for r in cascading_children(references_to_parents(engine, registry.names), expiry):
         column = str(r.id_column)
         if (r.parent, column) not in registry[r.table].cascades_from:
             registry = registry.with_cascade(r.table, r.parent, column)

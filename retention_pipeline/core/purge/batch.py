@@ -55,19 +55,12 @@ def children_deleter(
     deletes = [
         (purge_batch.delete_children(expiry, table, child, locked), child.counted) for child in children
     ]
-    queues = [
-        purge_batch.queue_files_of_cascaded(expiry, table, entry.name, column, dialect_name, locked)
-        for entry in expiry.registry.tables
-        for parent, column in entry.cascades_from
-        if parent == table
-    ]
+    queues = purge_batch.queue_files_of_cascaded(expiry, table, dialect_name, locked)
     if not deletes and not queues:
         return None
 
     def delete(execute: Execute, batch: dict[str, Any]) -> tuple[int, int]:
-        # The cascaded rows' files are queued before any child DELETE: a CASCADE child of a child table
-        # is not followed, so the order among them does not matter, but it keeps the queue statements
-        # reading rows that are all still there.
+        # Before any child's DELETE, while every row the cascades will take is still there to be read.
         queued = sum(int(execute(statement, batch).rowcount) for statement in queues)
         counted = 0
         for statement, is_counted in deletes:

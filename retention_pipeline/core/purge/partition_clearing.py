@@ -100,8 +100,9 @@ def clear_the_way(
                     gone = execute(partition_drop.delete_children_of_rows(source, child, chunk), {})
                     counted += gone.rowcount if child.counted else 0
                 for key in foreign_keys:
-                    cascaded = partition_drop.queue_files_of_cascaded(expiry, table, key, chunk, queued_at)
-                    if cascaded is not None:
+                    for cascaded in partition_drop.queue_files_of_cascaded(
+                        expiry, table, key, chunk, queued_at
+                    ):
                         queued += execute(cascaded, {}).scalar_one()
                     execute(partition_drop.apply_on_delete(expiry, table, key, chunk), {})
         except postgresql.OutOfTime:

@@ -20,7 +20,7 @@ from sqlalchemy import (
 
 from ..instants import older
 from ..schema import alerts, detections, event_detections, events
-from ..tables import Expiry, column_of, table_of
+from ..tables import Expiry, RetentionTable, column_of, table_of
 
 
 def by_rules(expiry: Expiry, table: str) -> ColumnElement[bool]:
@@ -79,6 +79,20 @@ def goes_with_parent(expiry: Expiry, table: str) -> ColumnElement[bool] | None:
         # EXISTS, never IN: a NULL reference must read as false, also under NOT.
         terms.append(exists(select(parent.c.id).where(parent.c.id == reference, goes(expiry, parent_name))))
     return or_(*terms) if terms else None
+
+
+def and_what_cascades(
+    expiry: Expiry, entry: RetentionTable, rows: ColumnElement[bool]
+) -> list[tuple[RetentionTable, ColumnElement[bool]]]:
+    """`rows` of `entry`, and the rows of retention tables that ON DELETE CASCADE takes with them, at any
+    depth (the chains `with_cascades` recorded): (table, its rows) each."""
+    taken = [(entry, rows)]
+    ids = select(table_of(entry).c.id).where(rows).scalar_subquery()
+    for child in expiry.registry.tables:
+        for parent, column in child.cascades_from:
+            if parent == entry.name:
+                taken += and_what_cascades(expiry, child, column_of(child, column, BigInteger()).in_(ids))
+    return taken
 
 
 def goes(expiry: Expiry, table: str) -> ColumnElement[bool]:

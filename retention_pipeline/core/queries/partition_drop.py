@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     ColumnElement,
     Delete,
@@ -27,7 +28,8 @@ from sqlalchemy import (
 
 from ..references import column_holding_id
 from ..schema import UTCDateTime
-from ..tables import Child, Expiry, MediaColumn, column_of, column_on
+from ..tables import Child, Expiry, MediaColumn, column_of, column_on, table_of
+from .expiring import and_what_cascades
 from .purge_batch import CHILD_TABLES
 from .queue import queueing_new_paths
 
@@ -126,20 +128,27 @@ def _referencing(
 
 def queue_files_of_cascaded(
     expiry: Expiry, table: str, key: ForeignKey, rows: ColumnElement[bool], queued_at: datetime
-) -> Select[Any] | None:
-    """Queue the files of the child's rows that `key`'s CASCADE takes with `rows`, when the child is a
-    retention table with files (see references.with_cascades); returns the number of distinct paths.
-    None: the child has no files of ours."""
+) -> list[Select[Any]]:
+    """Queue the files of the child's rows that `key`'s CASCADE takes with `rows`, and of the rows further
+    cascades take with those, for retention tables with files (see references.with_cascades); each
+    statement returns its number of distinct paths."""
     registry = expiry.registry
     if key.table not in registry:
-        return None
+        return []
     entry = registry[key.table]
     # As with_cascades recorded it.
     id_column = column_holding_id(key.columns, key.parent_columns)
     if id_column is None or (table, id_column) not in entry.cascades_from:
-        return None
-    child, referencing = _referencing(expiry, table, key, rows)
-    return queue_files_of_rows(child, entry.files, referencing, queued_at)
+        return []
+    parent = registry[table]
+    referenced = select(*(column_of(parent, name) for name in key.parent_columns)).where(rows)
+    child = table_of(entry)
+    referencing = tuple_(*(column_on(child, name, BigInteger()) for name in key.columns)).in_(referenced)
+    return [
+        queue_files_of_rows(table_of(taken), taken.files, taken_rows, queued_at)
+        for taken, taken_rows in and_what_cascades(expiry, entry, referencing)
+        if taken.files
+    ]
 
 
 def apply_on_delete(

@@ -36,7 +36,7 @@ from sqlalchemy import (
 from ..db import PG_STATEMENT_TIMEOUT_MS
 from ..schema import UTCDateTime, alerts, event_detections
 from ..tables import Child, Expiry, MediaColumn, column_of, table_of
-from .expiring import detection_may_expire, expired
+from .expiring import and_what_cascades, detection_may_expire, expired
 from .queue import distinct_paths, queue_upsert, queueing_new_paths
 
 CHILD_TABLES = {t.name: t for t in (alerts, event_detections)}
@@ -233,22 +233,34 @@ def delete_children(expiry: Expiry, table: str, child: Child, locked: bool = Fal
 
 
 def queue_files_of_cascaded(
-    expiry: Expiry, table: str, child: str, column: str, dialect_name: str, locked: bool = False
-) -> Insert:
-    """Queue the files of the rows of `child` that the batch's expired rows of `table` take with them by
-    ON DELETE CASCADE (`locked`: of its expired rows among the `locked` ids, on PostgreSQL)."""
+    expiry: Expiry, table: str, dialect_name: str, locked: bool = False
+) -> list[Insert]:
+    """Queue the files of the rows ON DELETE CASCADE takes, at any depth, with the batch's expired rows of
+    `table` (`locked`: of its expired rows among the `locked` ids, on PostgreSQL); one statement for each
+    table with files."""
     target = _table(expiry, table)
-    entry = expiry.registry[child]
-    reference = column_of(entry, column, BigInteger())
     rows = _expired_and_locked(expiry, table) if locked else _expired_in_batch(expiry, table)
     batch = select(target.c.id).where(rows).scalar_subquery()
-    named = (
-        select(*_media_columns(expiry, child, entry.files))
-        .select_from(table_of(entry))
-        .where(reference > AFTER_ID, reference <= LAST_ID, reference.in_(batch))
-        .subquery()
-    )
-    return queue_upsert(dialect_name, distinct_paths(_files(named, entry.files), QUEUED_AT))
+    statements = []
+    for entry in expiry.registry.tables:
+        for parent, column in entry.cascades_from:
+            if parent != table:
+                continue
+            reference = column_of(entry, column, BigInteger())
+            # The id range on the child's own column lets an index on it find the batch's children.
+            children = and_(reference > AFTER_ID, reference <= LAST_ID, reference.in_(batch))
+            for taken, taken_rows in and_what_cascades(expiry, entry, children):
+                if taken.files:
+                    named = (
+                        select(*_media_columns(expiry, taken.name, taken.files))
+                        .select_from(table_of(taken))
+                        .where(taken_rows)
+                        .subquery()
+                    )
+                    statements.append(
+                        queue_upsert(dialect_name, distinct_paths(_files(named, taken.files), QUEUED_AT))
+                    )
+    return statements
 
 
 def delete_expired_lifting_cap(expiry: Expiry, table: str) -> Select[Any]:
