@@ -30,6 +30,7 @@ class StorageRoots:
     media_root: str
     roots: tuple[str, ...]
     walk_roots: tuple[str, ...] = ()  # the same directories as configured, before resolving symlinks
+    real_media_root: str = ""  # MEDIA_ROOT with its symlinks resolved ("": the same as media_root)
 
     @classmethod
     def from_dirs(cls, media_root: Path, dirs: Iterable[Path]) -> StorageRoots:
@@ -37,7 +38,7 @@ class StorageRoots:
         media = os.path.abspath(media_root)
         configured = tuple(os.path.normpath(os.path.join(media, d)) for d in dirs)
         resolved = tuple(os.path.realpath(d) for d in configured)
-        return cls(media_root=media, roots=resolved, walk_roots=configured)
+        return cls(media, resolved, configured, os.path.realpath(media))
 
     def aliases(self, stored: str, folders: dict[str, tuple[str, ...]] | None = None) -> list[str]:
         """The strings a row may use for the same file: as stored, absolute, relative to MEDIA_ROOT.
@@ -71,7 +72,7 @@ class StorageRoots:
         """Every way a row may spell `folder` + separator, so that each spelling + a file name is an alias."""
         prefix = self.media_root.rstrip(os.sep) + os.sep
         spellings: set[str] = set()
-        for spelled in {folder, _resolved_dir(folder)}:
+        for spelled in self._absolute_spellings(folder):
             base = spelled if spelled.endswith(os.sep) else spelled + os.sep
             plain = {base}
             if base.startswith(prefix):
@@ -81,13 +82,51 @@ class StorageRoots:
             # A writer that joins a directory ending in "/" with "/name" stores "dir//name": the file's own
             # directory (a camera's folder configured with a trailing slash), or a storage root above it.
             spellings.update(p + os.sep for p in plain if p.strip("./"))
-            for root in self.walk_roots:
+            for root in self._slashed_roots:
                 if base.startswith(root + os.sep):
                     rest = base[len(root) + 1 :]
                     spellings.add(root + "//" + rest)
                     if root.startswith(prefix):
                         spellings.add(root[len(prefix) :] + "//" + rest)
         return tuple(sorted(spellings))
+
+    def _absolute_spellings(self, folder: str) -> set[str]:
+        """`folder` as given, resolved, and through each symlinked root or MEDIA_ROOT or not.
+
+        Resolving only goes one way: a folder named by its real path must also get the spelling through
+        the configured symlink, or a row naming it that way would not keep the file (and the relative
+        spellings hang off the configured MEDIA_ROOT). A symlink elsewhere (a camera's folder linked to
+        another) is not configured anywhere, so only the resolved spelling of a path through it is known.
+        """
+        found = {folder, _resolved_dir(folder)}
+        for _ in self._linked_prefixes:  # one substitution per round; nested links take a round each
+            more = {
+                other + spelled[len(one) :]
+                for spelled in found
+                for one, other in self._linked_prefixes
+                if _within(spelled, one)
+            }
+            if more <= found:
+                break
+            found |= more
+        return found
+
+    @cached_property
+    def _linked_prefixes(self) -> tuple[tuple[str, str], ...]:
+        # (one spelling, the other) both ways round, for MEDIA_ROOT and each root reached through a symlink.
+        # A pair where one lies inside the other (a link to its own ancestor) is left out: its substitutions
+        # would never end.
+        pairs = {
+            (self.media_root, self.real_media_root or self.media_root),
+            *zip(self.walk_roots, self.roots, strict=False),  # no walk_roots unless built by from_dirs
+        }
+        linked = [(a, b) for a, b in sorted(pairs) if not _within(a, b) and not _within(b, a)]
+        return tuple(linked + [(b, a) for a, b in linked])
+
+    @cached_property
+    def _slashed_roots(self) -> tuple[str, ...]:
+        # A root a writer may join with "/rest", as configured or by its real path.
+        return tuple(dict.fromkeys(self.walk_roots + self.roots))
 
     def unlink_target(self, stored: str, resolved_dirs: dict[str, str] | None = None) -> str | None:
         """The path to unlink for a stored path, or None when it is not safely inside a root.
@@ -139,6 +178,10 @@ class StorageRoots:
     def _root_prefixes(self) -> tuple[str, ...]:
         # Both sides are normalised absolute paths, so a prefix test on whole components is exact.
         return tuple(root.rstrip(os.sep) + os.sep for root in self.roots)
+
+
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 @lru_cache(maxsize=4096)

@@ -4,12 +4,13 @@ import os
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import Engine
 
 from retention_pipeline.core import files as files_module
 from retention_pipeline.core.cleanup import clean_table, prepare_database
 from retention_pipeline.core.purge import file_checks
 from retention_pipeline.core.schema import detections, events, retention_file_queue
-from retention_pipeline_tests.conftest import both_shapes
+from retention_pipeline_tests.conftest import NOW, both_shapes
 from retention_pipeline_tests.factories import CLIPS, IMAGES, THUMBS, CameraWorld, comparable
 
 pytestmark = both_shapes
@@ -246,6 +247,38 @@ def test_a_file_kept_by_a_row_that_spells_its_path_differently_survives(
 
     assert world.exists(relative)
     assert stats.files_kept_shared == 1 and stats.thumbnails_deleted == 0
+
+
+@pytest.mark.parametrize("linked", ["root", "media_root"])
+@pytest.mark.parametrize("spelling", ["{rel}", "{abs}", "data/thumbnails//{name}"])
+def test_a_file_an_expiring_row_names_by_its_real_path_survives_a_row_naming_it_through_a_symlink(
+    engine: Engine, tmp_path: Path, linked: str, spelling: str
+):
+    # data/thumbnails, or MEDIA_ROOT itself, is a symlink to another disk.
+    disk, media = tmp_path / "disk", tmp_path / "media"
+    if linked == "root":
+        (media / "data").mkdir(parents=True)
+        (disk / "thumbs").mkdir(parents=True)
+        (media / THUMBS).symlink_to(disk / "thumbs")
+    else:
+        (disk / "media").mkdir(parents=True)
+        media.symlink_to(disk / "media")
+    world = CameraWorld(engine, media, now=NOW)
+    shared = world.file(f"{THUMBS}/shared.jpg", 50)
+    world.file(f"{THUMBS}/alone.jpg", 7)
+    real = Path(os.path.realpath(media / THUMBS))
+    world.detection(world.old(), thumbnail=str(real / "shared.jpg"))
+    world.detection(world.old(), thumbnail=str(real / "alone.jpg"))
+    world.detection(
+        world.recent(), thumbnail=spelling.format(rel=shared, abs=media / shared, name="shared.jpg")
+    )
+
+    preview = world.run(dry_run=True)
+    stats = world.run()
+
+    assert (real / "shared.jpg").exists() and not (real / "alone.jpg").exists()
+    assert (stats.thumbnails_deleted, stats.files_kept_shared, stats.space_reclaimed) == (1, 1, 7)
+    assert comparable(preview) == comparable(stats)
 
 
 def test_one_path_used_as_thumbnail_and_as_image_is_reported_alike_by_dry_and_real_runs(world: CameraWorld):

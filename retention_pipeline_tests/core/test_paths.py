@@ -104,6 +104,30 @@ def test_aliases_cover_relative_and_absolute_spellings(roots: StorageRoots):
     assert roots.aliases("./thumbs/a.jpg") == sorted(expected)
 
 
+@pytest.mark.parametrize("linked", ["root", "media_root", "both"])
+def test_a_file_through_a_symlinked_root_has_the_same_aliases_by_its_real_path_as_by_the_configured_one(
+    tmp_path: Path, linked: str
+):
+    disk = tmp_path / "disk"
+    (disk / "media").mkdir(parents=True)
+    media = tmp_path / "media" if linked != "root" else disk / "media"
+    if linked != "root":
+        media.symlink_to(disk / "media")
+    if linked != "media_root":
+        (disk / "thumbs").mkdir()
+        (disk / "media" / "thumbs").symlink_to(disk / "thumbs")
+    else:
+        (disk / "media" / "thumbs").mkdir()
+    roots = StorageRoots.from_dirs(media, [Path("thumbs")])
+    real = os.path.realpath(media / "thumbs" / "a.jpg")
+
+    configured = roots.aliases("thumbs/a.jpg")
+
+    assert {"thumbs/a.jpg", "./thumbs/a.jpg", str(media / "thumbs" / "a.jpg"), real} <= set(configured)
+    # A row may name the file by any of them, whichever one the expiring row used.
+    assert all(roots.aliases(spelling) == configured for spelling in configured)
+
+
 def _aliases_normalised_alone(roots: StorageRoots, stored: str) -> list[str]:
     # The definition: the whole path normalised, then split into its folder's spellings and its name.
     names = {stored}
