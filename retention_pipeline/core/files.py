@@ -20,7 +20,7 @@ class Outcome(Enum):
     MISSING = "missing"
     REFUSED = "refused"
     FAILED = "failed"  # not a file we can ever delete (a directory in its place, an impossible name)
-    BLOCKED = "blocked"  # unlink refused (permissions, busy, I/O error): worth trying again later
+    BLOCKED = "blocked"  # lstat or unlink refused (permissions, busy, I/O error): worth trying again later
 
 
 @dataclass(frozen=True)
@@ -261,8 +261,15 @@ def remove_file(
 
 
 def _lstat_failed(error: OSError) -> Outcome:
-    # A missing file, or a missing directory on the way to it (or a file where one should be).
-    return Outcome.MISSING if error.errno in (errno.ENOENT, errno.ENOTDIR) else Outcome.FAILED
+    # A missing file, or a missing directory on the way to it (or a file where one should be). A name no
+    # retry can look up is failed for good; anything else (a directory we may not search, an I/O error, a
+    # stale NFS handle) may pass, so the file stays queued as after a refused unlink, not leaked.
+    if error.errno in (errno.ENOENT, errno.ENOTDIR):
+        return Outcome.MISSING
+    return Outcome.FAILED if error.errno in _NEVER_LOOKED_UP else Outcome.BLOCKED
+
+
+_NEVER_LOOKED_UP = (errno.ENAMETOOLONG, errno.ELOOP, errno.EOVERFLOW)
 
 
 def _unlink_failed(error: OSError) -> Outcome:

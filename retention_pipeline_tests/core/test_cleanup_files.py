@@ -1,5 +1,6 @@
 """Which files a cleanup deletes, and the numbers it reports about them, on SQLite and PostgreSQL."""
 
+import errno
 import os
 from pathlib import Path
 
@@ -158,6 +159,36 @@ def test_undeletable_file_is_counted_and_the_rest_still_goes(
     assert stats.files_failed == 2
     assert stats.thumbnails_deleted == 1 and stats.space_reclaimed == 50
     assert stats.detections_deleted == 3
+
+
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EIO])
+def test_a_file_that_cannot_be_looked_up_for_now_stays_queued_and_goes_once_it_can(
+    world: CameraWorld, monkeypatch: pytest.MonkeyPatch, code: int
+):
+    locked = world.file(f"{THUMBS}/locked/a.jpg", 40)
+    world.detection(world.old(), thumbnail=locked)
+    world.detection(world.old(), thumbnail=world.file(f"{THUMBS}/fine.jpg", 50))
+    real_lstat = os.lstat
+
+    def lstat(path, *args, **kwargs):
+        # A directory we may not search, or a disk error; as root (CI) mode bits stop nothing, so simulated.
+        if os.fspath(path).endswith("locked/a.jpg"):
+            raise OSError(code, os.strerror(code), os.fspath(path))
+        return real_lstat(path, *args, **kwargs)
+
+    with monkeypatch.context() as refusing:
+        refusing.setattr(files_module.os, "lstat", lstat)
+        preview = world.run(dry_run=True)
+        first = world.run()
+
+    assert world.exists(locked) and not world.exists(f"{THUMBS}/fine.jpg")
+    assert (first.files_failed, first.thumbnails_deleted, first.space_reclaimed) == (1, 1, 50)
+    assert comparable(preview) == comparable(first)
+    assert world.count(retention_file_queue) == 1
+    second = world.run()
+    assert not world.exists(locked)
+    assert (second.files_failed, second.thumbnails_deleted, second.space_reclaimed) == (0, 1, 40)
+    assert world.count(retention_file_queue) == 0
 
 
 def test_dry_run_changes_nothing_and_predicts_the_real_run_exactly(world: CameraWorld):

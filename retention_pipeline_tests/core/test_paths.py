@@ -1,5 +1,6 @@
 """Stored paths: what counts as inside the storage roots, and the aliases a reference check uses."""
 
+import errno
 import os
 from pathlib import Path
 
@@ -238,6 +239,35 @@ def test_remove_files_leaves_a_file_whose_unlink_is_refused_blocked(
 
     assert outcomes == [(Outcome.BLOCKED, 0), (Outcome.DELETED, 20)]
     assert (tmp_path / "media" / "thumbs" / "a.jpg").exists()
+
+
+@pytest.mark.parametrize(
+    ("code", "outcome"),
+    [
+        *((code, Outcome.BLOCKED) for code in (errno.EACCES, errno.EPERM, errno.EIO, errno.ESTALE)),
+        *((code, Outcome.BLOCKED) for code in (errno.ETIMEDOUT, errno.EINTR)),
+        *((code, Outcome.FAILED) for code in (errno.ENAMETOOLONG, errno.ELOOP)),
+    ],
+)
+def test_a_file_lstat_cannot_look_up_for_now_is_blocked_and_one_it_never_can_has_failed(
+    roots: StorageRoots, monkeypatch: pytest.MonkeyPatch, code: int, outcome: Outcome
+):
+    thumbs = Path(roots.media_root) / "thumbs"
+    (thumbs / "a.jpg").write_bytes(b"x" * 10)
+    (thumbs / "b.jpg").write_bytes(b"x" * 20)
+    real_lstat = os.lstat
+
+    def lstat(path, *args, **kwargs):  # root, as in CI, is not stopped by a directory's mode bits
+        if os.fspath(path).endswith("a.jpg"):
+            raise OSError(code, os.strerror(code), os.fspath(path))
+        return real_lstat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "lstat", lstat)
+
+    assert remove_file(roots, "thumbs/a.jpg", dry_run=True) == (outcome, 0)
+    assert remove_file(roots, "thumbs/a.jpg", dry_run=False) == (outcome, 0)
+    assert remove_files(roots, ["thumbs/a.jpg", "thumbs/b.jpg"]) == [(outcome, 0), (Outcome.DELETED, 20)]
+    assert (thumbs / "a.jpg").exists()
 
 
 def test_remove_files_resolves_paths_after_a_removed_link_to_a_directory_afresh(roots: StorageRoots):
