@@ -95,9 +95,27 @@ def read_policy(path: Path) -> tuple[DeclaredRule, ...]:
             rules.append(_entry(entry, index, f"{path}: tables[{index}]"))
         except PolicyError as exc:
             problems.append(str(exc))
-    if problems:
+    if problems or (problems := _columns_given_another_kind(rules)):
         raise PolicyError(f"{where}: " + "; ".join(problems))
     return tuple(rules)
+
+
+def _columns_given_another_kind(rules: list[DeclaredRule]) -> list[str]:
+    """Media columns a table already has (built in, or from an earlier entry) given another storage root:
+    the first declaration would win silently, so `files: {file_path: thumbnails}` on detections would
+    still delete those images only with DELETE_IMAGES."""
+    problems, registry = [], Registry()
+    for index, declared in enumerate(rules):
+        known = {f.column: f for f in registry[declared.table].files} if declared.table in registry else {}
+        for media in declared.files:
+            if (first := known.get(media.column)) is not None and first.kind != media.kind:
+                images = ", deleted only with DELETE_IMAGES" if first.only_with_images else ""
+                problems.append(
+                    f"tables[{index}] ({declared.table}): files.{media.column} already holds {first.kind}"
+                    f" files{images}; it cannot be given another storage root"
+                )
+        registry = registry.with_rule(declared.table, declared.rule, declared.files)
+    return problems
 
 
 def _entry(entry: Any, index: int, origin: str) -> DeclaredRule:

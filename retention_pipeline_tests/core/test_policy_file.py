@@ -88,6 +88,17 @@ def test_an_empty_file_adds_nothing(tmp_path: Path):
             "tables:\n  - table: a\n    time_column: t\n    retention_days: 400\n    retention_days: 4\n",
             "key 'retention_days' is given twice in one entry",
         ),
+        (  # the built-in kind would win silently: these images would still go only with DELETE_IMAGES
+            "tables:\n  - table: detections\n    time_column: detected_at\n    retention_days: 7\n"
+            "    files: {file_path: thumbnails}\n",
+            "tables[0] (detections): files.file_path already holds image files, deleted only with"
+            " DELETE_IMAGES; it cannot be given another storage root",
+        ),
+        (
+            "tables:\n  - table: a\n    time_column: t\n    retention_days: 7\n    files: {p: clips}\n"
+            "  - table: a\n    time_column: u\n    retention_days: 9\n    files: {p: images}\n",
+            "tables[1] (a): files.p already holds clip files; it cannot be given another storage root",
+        ),
     ],
 )
 def test_a_bad_policy_file_is_refused_naming_the_file_the_entry_and_the_problem(
