@@ -13,6 +13,7 @@ from sqlalchemy import func, inspect, select
 from sqlalchemy.engine import Engine, make_url
 
 from .cleanup import schema_problems
+from .instants import unreadable
 from .plan import CleanupPlan
 from .policy import policy_problems
 from .purge import partition_catalog, partition_ddl, partitions
@@ -28,6 +29,7 @@ from .references import (
     with_cascades,
 )
 from .schema import retention_file_queue
+from .tables import column_of, table_of
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,24 @@ def _expired_rows(engine: Engine, plan: CleanupPlan) -> dict[str, int]:
     return counts
 
 
+def _unreadable_times(engine: Engine, plan: CleanupPlan) -> list[str]:
+    """SQLite: a warning for each rule column holding times that read as no instant, which no run deletes
+    (one read of the column each: its whole index, or the table where it has none)."""
+    warnings = []
+    for entry in plan.registry.tables:
+        for name in dict.fromkeys(r.column for r in entry.rules):
+            column = column_of(entry, name)
+            rows = _count(engine, select(func.count()).select_from(table_of(entry)).where(unreadable(column)))
+            if rows:
+                warnings.append(
+                    f"{rows} rows of {entry.name} hold a {name} that reads as no time (neither ISO 8601"
+                    f" nor unix seconds: '' for instance): no run deletes them by their {name}, and an event"
+                    " kept that way keeps the detections it links. Rewrite them in UTC"
+                    " ('2026-05-17 03:00:00'), or as NULL if they mean no time and the column allows it"
+                )
+    return warnings
+
+
 def _rules(plan: CleanupPlan) -> list[dict[str, Any]]:
     """Each rule of the run, with the days it applies and where they come from."""
     cutoffs = iter(plan.expiry.cutoffs)  # in the registry's order, one per rule
@@ -215,6 +235,8 @@ def diagnose(engine: Engine, plan: CleanupPlan, database_url: str | None = None)
             report.warnings.append(f"storage root {root.path} is not writable: its files cannot be deleted")
     if not problems:
         report.expired_rows = _expired_rows(engine, plan)
+        if engine.dialect.name == "sqlite":  # a PostgreSQL timestamp column holds instants only
+            report.warnings += _unreadable_times(engine, plan)
         queued = retention_file_queue.name in tables  # created by the first run, never by doctor
         expiry = with_cascades(engine, plan.expiry)
         files = path_checks.select_stale_file_candidates(expiry, plan.delete_images, queued).subquery()

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, Table, column, func, literal, not_, select, table
+from sqlalchemy import String, Table, column, func, literal, not_, or_, select, table
 from sqlalchemy.engine import Connection, Engine
 
-from .instants import older
+from .instants import older, sqlite_instant
 from .queries import expiring
 from .schema import UTCDateTime
 from .tables import DATA, Expiry, Registry, RetentionTable, column_of, table_of
@@ -107,11 +107,14 @@ def _oldest_from(conn: Connection, ts: Any, cutoff: datetime) -> datetime | None
     # SQLite's text min() would misorder spellings of one day ('T' or ' ', offsets), and a step taken from
     # a row younger than the oldest would delete more than the oldest data: compared as one UTC spelling.
     # Every spelling of an instant at or after the cutoff sorts above the date two days before it (offsets
-    # reach 14:59), so the time index narrows the scan to the retained rows.
+    # reach 14:59), or is a number (unix time), which sorts below all text: the time index narrows the
+    # scan to the retained rows.
     since = literal((cutoff.astimezone(UTC).date() - timedelta(days=2)).isoformat(), String())
+    instant = sqlite_instant(ts)
     first = conn.execute(
-        select(func.min(func.strftime("%Y-%m-%d %H:%M:%f", ts))).where(
-            ts >= since, func.julianday(ts) >= func.julianday(literal(cutoff, UTCDateTime()))
+        select(func.strftime("%Y-%m-%d %H:%M:%f", func.min(instant))).where(
+            or_(ts >= since, ts < literal("", String())),
+            instant >= func.julianday(literal(cutoff, UTCDateTime())),
         )
     ).scalar()
     return None if first is None else datetime.fromisoformat(first).replace(tzinfo=UTC)

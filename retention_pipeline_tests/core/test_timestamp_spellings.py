@@ -1,17 +1,20 @@
 """Timestamps as other writers spell them: compared as instants, and found through the time indexes."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import String, column, insert, table
+from sqlalchemy import String, column, insert, table, update
 from sqlalchemy.engine import Engine
 
 from retention_pipeline.core.db import make_engine
+from retention_pipeline.core.doctor import diagnose
+from retention_pipeline.core.inventory import oldest_kept
+from retention_pipeline.core.policy import read_policy
 from retention_pipeline.core.queries import expiring
-from retention_pipeline.core.schema import camera_metadata, gpu_stats, logs
+from retention_pipeline.core.schema import camera_metadata, detections, events, gpu_stats, logs
 from retention_pipeline.core.tables import Expiry
-from retention_pipeline_tests.factories import CameraWorld
+from retention_pipeline_tests.factories import CameraWorld, comparable
 
 SECOND = timedelta(seconds=1)
 # A reference time late in the UTC day: at +14:00 an instant just before the cutoff is written with the
@@ -25,10 +28,27 @@ def _write_raw(engine: Engine, name: str, ts_column: str, spellings: list[str], 
         conn.execute(insert(raw), [{ts_column: spelling, **extra} for spelling in spellings])
 
 
-def test_naive_sqlite_style_timestamps_in_other_formats_compare_as_instants(world: CameraWorld):
-    # Another writer may store '2026-05-16T03:00:00' or '...+00:00'; all are UTC instants.
+def _sqlite_only(world: CameraWorld) -> None:
     if world.engine.dialect.name != "sqlite":
         pytest.skip("PostgreSQL stores TIMESTAMPTZ, not text; the text formats are SQLite's problem")
+
+
+def _respell(engine: Engine, name: str, ts_column: str, row_id: int, stored: object) -> None:
+    """Store `stored` as the row's time, as another writer would: text as given, a number as a number."""
+    raw = table(name, column("id"), column(ts_column))
+    with engine.begin() as conn:
+        conn.execute(update(raw).where(raw.c.id == row_id).values({ts_column: stored}))
+
+
+def _without_colon(at: datetime, hours: int = 0, minutes: int = 0) -> str:
+    """`at` as a writer using strftime('%z') spells it: local time and an offset without colon."""
+    offset = timedelta(hours=hours, minutes=minutes)
+    return at.astimezone(timezone(offset)).strftime("%Y-%m-%d %H:%M:%S%z")
+
+
+def test_naive_sqlite_style_timestamps_in_other_formats_compare_as_instants(world: CameraWorld):
+    # Another writer may store '2026-05-16T03:00:00' or '...+00:00'; all are UTC instants.
+    _sqlite_only(world)
     cutoff = world.log_cutoff
     rows = [
         (cutoff - SECOND).strftime("%Y-%m-%dT%H:%M:%S"),
@@ -65,6 +85,130 @@ def test_timestamps_written_with_utc_offsets_expire_by_their_instant_whatever_da
 
     assert stats.gpu_stats_deleted == len(expired)
     assert world.count(gpu_stats) == len(kept)
+
+
+def test_a_retained_event_written_with_an_offset_without_colon_keeps_its_old_detection(world: CameraWorld):
+    # julianday() reads '+0000' as no time at all: the event counted neither as expired nor as retained,
+    # and the keep rule's NOT (...) let its old detection go.
+    _sqlite_only(world)
+    retained = world.event(world.recent(1), clip=False)
+    _respell(world.engine, "events", "started_at", retained, _without_colon(world.recent(1)))
+    kept = world.detection(world.old(3), events_=(retained,))
+    expired = world.event(world.old(1), clip=False)
+    _respell(world.engine, "events", "started_at", expired, _without_colon(world.old(1), -5, -30))
+    goes_with_it = world.detection(world.recent(1), events_=(expired,))
+
+    preview = world.run(dry_run=True)
+    stats = world.run()
+
+    assert world.ids(detections) == {kept}
+    assert world.ids(events) == {retained}
+    assert stats.events_deleted == 1 and stats.detections_deleted == 1
+    assert goes_with_it not in world.ids(detections)
+    assert comparable(preview) == comparable(stats)
+
+
+@pytest.mark.parametrize("schema_shape", ["camera"], indirect=True)  # events.deleted_at is the camera's
+def test_a_young_event_whose_deleted_at_holds_empty_text_keeps_its_old_detection(
+    world: CameraWorld, tmp_path: Path
+):
+    # A writer that clears a soft delete with '' instead of NULL: under a rule on deleted_at the event
+    # is not soft-deleted, so it is retained, and so is every detection it links.
+    _sqlite_only(world)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("tables:\n  - table: events\n    time_column: deleted_at\n    retention_days: 7\n")
+    world.policy = read_policy(policy)
+    young = world.event(world.recent(20), clip=False)
+    _respell(world.engine, "events", "deleted_at", young, "")
+    kept = world.detection(world.old(3), events_=(young,))
+    soft_deleted = world.event(world.recent(20), clip=False)
+    _respell(
+        world.engine, "events", "deleted_at", soft_deleted, _without_colon(world.now - timedelta(days=8))
+    )
+
+    preview = world.run(dry_run=True)
+    stats = world.run()
+
+    assert world.ids(detections) == {kept}
+    assert world.ids(events) == {young}
+    assert stats.events_deleted == 1 and stats.detections_deleted == 0
+    assert comparable(preview) == comparable(stats)
+
+
+def test_times_written_with_offsets_without_colon_or_as_unix_seconds_expire_by_their_instant(
+    world: CameraWorld,
+):
+    _sqlite_only(world)
+    cutoff = world.cutoff
+    sixty_days_old = world.now - timedelta(days=60)
+    expired: list[object] = [
+        _without_colon(sixty_days_old),
+        sixty_days_old.strftime("%Y-%m-%dT%H:%M:%S.%f%z"),
+        _without_colon(cutoff - SECOND, 14),  # shows the next day's date
+        _without_colon(cutoff - SECOND, -9, -30),
+        int(sixty_days_old.timestamp()),
+        (cutoff - SECOND).timestamp() + 0.5,
+    ]
+    kept: list[object] = [
+        _without_colon(cutoff),  # exactly at the cutoff
+        _without_colon(cutoff, 14),
+        _without_colon(cutoff + SECOND, -14),
+        int(cutoff.timestamp()),
+        int(world.recent(1).timestamp()),
+    ]
+    for stored in expired + kept:
+        _respell(world.engine, "gpu_stats", "recorded_at", world.gpu(world.now), stored)
+
+    preview = world.run(dry_run=True)
+    stats = world.run()
+
+    assert stats.gpu_stats_deleted == len(expired)
+    assert world.count(gpu_stats) == len(kept)
+    assert comparable(preview) == comparable(stats)
+
+
+def test_emergency_mode_steps_to_the_oldest_kept_row_whatever_its_spelling(world: CameraWorld):
+    # A step taken from a younger row than the oldest kept one would delete more than the oldest data.
+    _sqlite_only(world)
+    for stored in (_without_colon(world.recent(3), 14), int(world.recent(2).timestamp()), "", "yesterday"):
+        _respell(world.engine, "gpu_stats", "recorded_at", world.gpu(world.now), stored)
+    world.gpu(world.recent(4))
+    registry = world.plan().registry
+
+    assert oldest_kept(world.engine, registry, world.cutoff) == world.recent(2)
+    _respell(
+        world.engine, "gpu_stats", "recorded_at", world.gpu(world.now), _without_colon(world.recent(1), -3)
+    )
+    assert oldest_kept(world.engine, registry, world.cutoff) == world.recent(1)
+
+
+def test_a_time_that_reads_as_no_instant_is_never_deleted_by_it_and_doctor_counts_it(world: CameraWorld):
+    _sqlite_only(world)
+    unreadable: list[object] = [
+        "",
+        "2026-04-16 03:00:00 UTC",
+        "yesterday",
+        int(world.old(30).timestamp() * 1000),  # milliseconds: past year 9999 as seconds
+    ]
+    for stored in unreadable:
+        _respell(world.engine, "gpu_stats", "recorded_at", world.gpu(world.now), stored)
+    world.gpu(world.old(30))
+    event = world.event(world.recent(1), clip=False)
+    _respell(world.engine, "events", "started_at", event, "17/05/2026 03:00")
+    linked = world.detection(world.old(3), events_=(event,))
+
+    report = diagnose(world.engine, world.plan(dry_run=True))
+    preview = world.run(dry_run=True)
+    stats = world.run()
+
+    assert stats.gpu_stats_deleted == 1
+    assert world.count(gpu_stats) == len(unreadable)
+    assert world.ids(detections) == {linked} and world.ids(events) == {event}
+    assert comparable(preview) == comparable(stats)
+    assert [w.split(" hold ")[0] for w in report.warnings if "reads as no time" in w] == [
+        "1 rows of events",
+        f"{len(unreadable)} rows of gpu_stats",
+    ]
 
 
 @pytest.fixture
