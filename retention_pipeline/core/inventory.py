@@ -4,12 +4,13 @@ and whether retention is being enforced.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, Table, column, func, literal, not_, or_, select, table
+from sqlalchemy import String, Table, column, func, literal, not_, or_, select, table, type_coerce
 from sqlalchemy.engine import Connection, Engine
 
 from .instants import older, sqlite_instant
@@ -67,7 +68,21 @@ def _refreshed_since(conn: Connection, relation: Any, since: datetime) -> bool:
 
 def _oldest(conn: Connection, entry: RetentionTable) -> datetime | None:
     # The first rule's column: for the built-in tables the one with the time index.
-    return _as_utc(conn.execute(select(func.min(column_of(entry, entry.rules[0].column)))).scalar())
+    ts = column_of(entry, entry.rules[0].column)
+    if conn.dialect.name != "sqlite":
+        return _as_utc(conn.execute(select(func.min(ts))).scalar())
+    # Read as stored (one entry of the time index): an ISO text is the oldest day, give or take the
+    # spellings of one day. A number (unix time) or text that reads as no instant sorts first and would
+    # not parse: then every row is read as an instant, as the purge reads it.
+    first = conn.execute(select(type_coerce(func.min(ts), String()))).scalar()
+    if first is None:
+        return None
+    if isinstance(first, str):
+        with contextlib.suppress(ValueError):
+            return _as_utc(first)
+    instant = sqlite_instant(ts)
+    oldest = conn.execute(select(func.strftime("%Y-%m-%d %H:%M:%f", func.min(instant)))).scalar()
+    return None if oldest is None else datetime.fromisoformat(oldest).replace(tzinfo=UTC)
 
 
 def _as_utc(value: Any) -> datetime | None:

@@ -9,11 +9,11 @@ from sqlalchemy.engine import Engine
 
 from retention_pipeline.core.db import make_engine
 from retention_pipeline.core.doctor import diagnose
-from retention_pipeline.core.inventory import oldest_kept
+from retention_pipeline.core.inventory import oldest_kept, retention_health, table_inventory
 from retention_pipeline.core.policy import read_policy
 from retention_pipeline.core.queries import expiring
 from retention_pipeline.core.schema import camera_metadata, detections, events, gpu_stats, logs
-from retention_pipeline.core.tables import Expiry
+from retention_pipeline.core.tables import Expiry, Registry
 from retention_pipeline_tests.factories import CameraWorld, comparable
 
 SECOND = timedelta(seconds=1)
@@ -209,6 +209,23 @@ def test_a_time_that_reads_as_no_instant_is_never_deleted_by_it_and_doctor_count
         "1 rows of events",
         f"{len(unreadable)} rows of gpu_stats",
     ]
+
+
+def test_the_oldest_row_an_observation_reports_is_read_as_an_instant_whatever_sorts_first(world: CameraWorld):
+    _sqlite_only(world)
+    entry = Registry()["gpu_stats"]
+    oldest, newer = world.old(10), world.recent(10)
+    for stored in ("", int(oldest.timestamp()), "yesterday"):  # the number and '' sort before any date
+        _respell(world.engine, "gpu_stats", "recorded_at", world.gpu(world.now), stored)
+    world.gpu(newer)
+
+    observed = table_inventory(world.engine, entry)
+    health = retention_health(world.engine, Registry(), "gpu_stats", 30, 7, world.now)
+
+    assert (observed.rows, observed.oldest) == (4, oldest)
+    assert health.oldest == oldest and health.overdue_rows == 1
+    _respell(world.engine, "gpu_stats", "recorded_at", 2, _without_colon(world.old(50), hours=2))
+    assert table_inventory(world.engine, entry).oldest == world.old(50)
 
 
 @pytest.fixture
