@@ -82,8 +82,5 @@ def _observe_passes(
         return
     steps = [step for step, _ in passes]
     emergency = functools.reduce(CleanupStats.then, steps[1:], steps[0])
-    try:
-        files = FileCounts.merge([counted for _, counted in passes])
-        observe_after_cleanup(context, engine, plan.registry, emergency, files, whole_run=total)
-    except Exception as exc:  # a failed read must not hide what the passes did, or what they raised
-        context.log.warning(f"could not observe the assets after the emergency passes: {exc}")
+    files = FileCounts.merge([counted for _, counted in passes])
+    observe_after_cleanup(context, engine, plan.registry, emergency, files, whole_run=total)

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import Column, DateTime, Integer, MetaData, Table, event, insert, text
 from sqlalchemy.engine import Engine
 
+from retention_pipeline import assets
 from retention_pipeline.assets import camera_assets
 from retention_pipeline.checks import retention_checks, retention_health_job
 from retention_pipeline.core import inventory
@@ -69,6 +70,28 @@ def test_a_real_cleanup_observes_every_asset_and_a_dry_run_none(world: CameraWor
     assert latest_observation(instance, "logs")["rows_deleted"] == 1
     assert latest_observation(instance, "thumbnails") == {"files_deleted": 1, "bytes_deleted": 50}
     assert latest_observation(instance, "clips") == {"files_deleted": 1, "bytes_deleted": 300}
+
+
+def test_a_failed_read_of_the_tables_sizes_after_the_deletes_is_a_warning_not_a_failed_run(
+    world: CameraWorld, instance, monkeypatch: pytest.MonkeyPatch
+):
+    def unreadable(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("the server went away")
+
+    world.detection(world.old())
+    monkeypatch.setattr(assets, "table_inventory", unreadable)
+
+    result = execute(world, instance, plan_config(dry_run=False, reference_time=world.now.isoformat()))
+
+    assert result.success and world.count(detections_table) == 0
+    assert latest_observation(instance, "thumbnails")["files_deleted"] == 1  # the files' need no read
+    assert not instance.fetch_observations(dg.AssetKey("detections"), limit=1).records
+    warnings = [
+        event.message
+        for event in instance.all_logs(result.run_id)
+        if event.level == 30 and "asset observations" in (event.message or "")
+    ]
+    assert warnings == ["could not read the tables' sizes for their asset observations: the server went away"]
 
 
 def test_a_large_tables_estimate_is_lowered_by_the_rows_the_cleanup_deleted(
