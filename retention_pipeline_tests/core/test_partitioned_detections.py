@@ -327,6 +327,34 @@ def test_an_alert_raised_for_an_old_event_while_its_week_is_cleared_goes_with_it
     assert "events_w1" not in _partitions_left(world.engine, "events")
 
 
+def test_alerts_referencing_events_by_their_whole_key_are_counted_when_a_week_goes_whole(
+    postgresql_only: None, seeded: Seeded
+):
+    world = seeded.world
+    with world.engine.begin() as conn:  # the only way to reference a partitioned table: its whole key
+        conn.execute(text("ALTER TABLE alerts ADD COLUMN event_started_at TIMESTAMPTZ"))
+        conn.execute(
+            text(
+                "UPDATE alerts SET event_started_at = e.started_at FROM events e WHERE e.id = alerts.event_id"
+            )
+        )
+        conn.execute(
+            text(
+                "ALTER TABLE alerts ADD FOREIGN KEY (event_id, event_started_at)"
+                " REFERENCES events (id, started_at) ON DELETE CASCADE"
+            )
+        )
+
+    preview = world.run(dry_run=True, delete_images=True)
+    stats = world.run(delete_images=True)
+
+    assert stats.alerts_deleted == preview.alerts_deleted == 4  # W1's two went with the week, counted
+    assert comparable(preview) == comparable(stats)
+    assert world.count(alerts) == 0
+    assert world.ids(events) == seeded.kept_events
+    assert "events_w1" not in _partitions_left(world.engine, "events")
+
+
 def test_a_late_link_to_a_retained_event_keeps_its_detection(
     postgresql_only: None, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
 ):

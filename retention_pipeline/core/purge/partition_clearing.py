@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError
 from ..db import write_transaction
 from ..queries import partition_drop
 from ..queries.partition_drop import ForeignKey
-from ..tables import Expiry
+from ..tables import Child, Expiry
 from . import postgresql
 
 if TYPE_CHECKING:
@@ -75,6 +75,14 @@ def clear_the_way(
     media = entry.media(work.delete_images) if files else ()
     kids = entry.children if children else ()
     cleared, after_id = Cleared(), 0
+
+    def counted_through(key: ForeignKey) -> tuple[Child, ...]:
+        return tuple(
+            child
+            for child in entry.children
+            if child.counted and child.table == key.table and child.column in key.columns
+        )
+
     queued_at = datetime.now(UTC)
     cap_ms = work.sizer.time_cap_ms
     caps = postgresql.batch_caps(cap_ms)
@@ -104,6 +112,13 @@ def clear_the_way(
                         expiry, table, key, chunk, queued_at
                     ):
                         queued += execute(cascaded, {}).scalar_one()
+                    # A counted child the foreign key comes from (alerts referencing partitioned events by
+                    # their whole key) is deleted as the child, and counted, as the batches count it: the
+                    # key's ON DELETE would take the same rows uncounted, and the child step after the
+                    # detach would find none left.
+                    for child in counted_through(key):
+                        taken = execute(partition_drop.delete_children_of_rows(source, child, chunk), {})
+                        counted += taken.rowcount
                     execute(partition_drop.apply_on_delete(expiry, table, key, chunk), {})
         except postgresql.OutOfTime:
             return None, time.perf_counter() - started
