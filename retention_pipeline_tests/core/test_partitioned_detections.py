@@ -470,6 +470,39 @@ def test_a_detached_week_a_retained_event_now_links_is_not_dropped(
     )
 
 
+def test_a_detached_week_attached_again_under_our_name_is_an_ordinary_partition_again(
+    postgresql_only: None, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+):
+    world = seeded.world
+    _killed_after_the_detach(monkeypatch, world)
+    low, high = (world.cutoff + timedelta(days=d) for d in WEEKS[:2])
+    with world.engine.begin() as conn:  # as a person would, after the kill, keeping the name
+        conn.execute(
+            text(
+                "ALTER TABLE detections ATTACH PARTITION retention_detached_detections__detections_w1"
+                " FOR VALUES FROM (:low) TO (:high)"
+            ),
+            {"low": low, "high": high},
+        )
+
+    # While its rows are not expired, it is left alone and nothing warns of it.
+    kept = world.run(delete_images=True, retention_days=RETENTION_DAYS + 30)
+    report = diagnose(world.engine, world.plan(dry_run=True))
+    stats = world.run(delete_images=True)
+
+    assert kept.detections_deleted == 1  # only the default partition's detection, 40 days old
+    assert not any(w.startswith("retention_detached_") for w in report.warnings)
+    assert stats.detections_deleted == 7 - 1  # then the week goes whole, as any expired one
+    _as_the_batched_delete_leaves_it(seeded)
+    assert _partitions_left(world.engine, "detections") == {
+        "detections_w2",
+        "detections_w3",
+        "detections_w4",
+        "detections_w5",
+        "detections_default",
+    }
+
+
 def test_a_link_made_while_a_busy_parent_delays_the_detach_keeps_the_week(
     postgresql_only: None, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
 ):

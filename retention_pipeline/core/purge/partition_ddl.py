@@ -40,8 +40,10 @@ _GIVEN_UP = {
     "23503": "is referenced again",
     "42P07": "cannot take our name for it, which another table has",
 }
+# Not one attached again (by hand, under the name we gave it): that is an ordinary partition once more.
 _LEFT_BEHIND = text(
-    "SELECT relname FROM pg_class WHERE relkind = 'r' AND relname LIKE :prefix AND pg_table_is_visible(oid)"
+    "SELECT relname FROM pg_class WHERE relkind = 'r' AND NOT relispartition AND relname LIKE :prefix"
+    " AND pg_table_is_visible(oid)"
 )
 _OWN_FOREIGN_KEYS = text(
     "SELECT c.conname FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid"
