@@ -304,6 +304,25 @@ def test_a_late_row_in_a_cleared_partition_goes_with_it_and_its_files_too(
     assert detached_partitions(world.engine) == {}
 
 
+def test_a_cleared_week_the_camera_detaches_before_us_is_passed_over_and_not_counted(
+    postgresql_only: None, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+):
+    world = seeded.world
+
+    def camera_detaches(engine: Engine) -> None:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE detections DETACH PARTITION detections_w1"))
+
+    _before_detach(monkeypatch, camera_detaches)
+
+    stats = world.run(delete_images=True)
+
+    assert stats.detections_deleted == 7 - 4  # W1's rows left the table, but not by us
+    assert world.ids(detections) == seeded.kept_detections
+    assert _rows(world.engine, "detection_notes") == []  # its way had been cleared, as a batch would
+    assert "detections_w1" not in _partitions_left(world.engine, "detections")
+
+
 def test_an_alert_raised_for_an_old_event_while_its_week_is_cleared_goes_with_it(
     postgresql_only: None, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
 ):

@@ -4,12 +4,14 @@ same rows and the same numbers as the batched delete of a plain `logs`, which SQ
 import itertools
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 
-from retention_pipeline.core.purge import partition_catalog, partition_ddl
+from retention_pipeline.core.purge import partition_catalog, partition_ddl, partitions
 from retention_pipeline.core.schema import logs
 from retention_pipeline_tests.factories import CameraWorld, comparable, detached_partitions
 
@@ -207,5 +209,57 @@ def test_a_partition_whose_name_needs_quoting_goes_whole_too(postgresql_only: No
     stats = world.run()
 
     assert stats.logs_deleted == expired
+    assert _partitions_left(world.engine) == {"logs_p5", "logs_p6", "logs_default"}
+    assert detached_partitions(world.engine) == {}
+
+
+@pytest.mark.parametrize(
+    "camera_does",
+    ["DROP TABLE logs_p1", "ALTER TABLE logs DETACH PARTITION logs_p1"],
+    ids=["dropped", "detached"],
+)
+def test_a_partition_the_camera_takes_away_before_our_detach_is_passed_over_uncounted(
+    postgresql_only: None, log_world: CameraWorld, monkeypatch: pytest.MonkeyPatch, camera_does: str
+):
+    world = log_world
+    expired = _expired(world)
+    detach = partitions._detach
+
+    def camera_first(engine: Engine, *args: Any) -> tuple[str | None, str, float]:
+        if "logs_p1" in _partitions_left(engine):  # the camera's own partition manager, just before us
+            with engine.begin() as conn:
+                conn.execute(text(camera_does))
+        return detach(engine, *args)
+
+    monkeypatch.setattr(partitions, "_detach", camera_first)
+
+    stats = world.run()
+
+    assert stats.logs_deleted == expired - 2  # P1's two lines were not ours to count
+    assert all(at >= world.log_cutoff for at in _timestamps(world.engine))
+    assert _partitions_left(world.engine) == {"logs_p5", "logs_p6", "logs_default"}
+    assert detached_partitions(world.engine) == {}
+
+
+def test_a_drop_repeated_after_its_commit_was_lost_finds_the_partition_gone(
+    postgresql_only: None, log_world: CameraWorld, monkeypatch: pytest.MonkeyPatch
+):
+    world = log_world
+    expired = _expired(world)
+    drop = partition_ddl.drop
+    lost: list[str] = []
+
+    def reply_lost(engine: Engine, name: str) -> tuple[bool, float]:
+        done = drop(engine, name)
+        if not lost:  # committed, then the connection went before the reply came
+            lost.append(name)
+            raise OperationalError("DROP TABLE", {}, Exception("server closed the connection unexpectedly"))
+        return done
+
+    monkeypatch.setattr(partition_ddl, "drop", reply_lost)
+
+    stats = world.run()
+
+    assert lost and stats.logs_deleted == expired  # its rows counted once
     assert _partitions_left(world.engine) == {"logs_p5", "logs_p6", "logs_default"}
     assert detached_partitions(world.engine) == {}

@@ -31,14 +31,17 @@ DETACH_STATEMENT_TIMEOUT_MS = 60
 # Why a detach is given up, by pgcode: the parent or the partition stayed locked (lock_not_available, or a
 # deadlock with a writer), the detach's foreign-key check ran too long (query_canceled), a writer made a
 # row reference the partition after it was cleared (foreign_key_violation, raised by the detach itself),
-# or our name for it is taken (duplicate_table).
+# or our name for it is taken (duplicate_table); or it is gone (undefined_table, also raised for "is not a
+# partition of"): the camera's own partition manager dropped or detached it since it was listed.
 BUSY = "stayed busy"
+GONE = "is no longer a partition of the table (dropped or detached by someone else)"
 _GIVEN_UP = {
     "55P03": BUSY,
     "40P01": BUSY,
     "57014": BUSY,
     "23503": "is referenced again",
     "42P07": "cannot take our name for it, which another table has",
+    "42P01": GONE,
 }
 # Not one attached again (by hand, under the name we gave it): that is an ordinary partition once more.
 _LEFT_BEHIND = text(
@@ -155,6 +158,11 @@ def count_and_sum(engine: Engine, name: str) -> tuple[int, int]:
     return int(rows), int(id_sum)
 
 
+def _drop_table(name: str) -> DropTable:
+    # IF EXISTS: repeated after a connection lost once its COMMIT was sent, the drop finds it done.
+    return DropTable(Table(name, MetaData()), if_exists=True)
+
+
 def drop(engine: Engine, name: str) -> tuple[bool, float]:
     """Drop a detached partition: whether it is gone (not when a table it references stayed busy: the
     next run drops it) and its longest transaction's seconds.
@@ -171,12 +179,12 @@ def drop(engine: Engine, name: str) -> tuple[bool, float]:
                 drops = ", ".join(f"DROP CONSTRAINT {_identifier(key)}" for key in keys)
                 conn.execute(text(f"ALTER TABLE {_identifier(name)} {drops}"))
             else:
-                conn.execute(DropTable(Table(name, MetaData())))
+                conn.execute(_drop_table(name))
         longest = time.perf_counter() - started
         if keys:
             started = time.perf_counter()
             with _short_ddl(engine) as conn:
-                conn.execute(DropTable(Table(name, MetaData())))
+                conn.execute(_drop_table(name))
             longest = max(longest, time.perf_counter() - started)
         return True, longest
     except DBAPIError as exc:
