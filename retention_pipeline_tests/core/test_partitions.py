@@ -4,6 +4,7 @@ same rows and the same numbers as the batched delete of a plain `logs`, which SQ
 import itertools
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,9 +12,10 @@ from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
+from retention_pipeline.core.policy import read_policy
 from retention_pipeline.core.purge import partition_catalog, partition_ddl, partitions
 from retention_pipeline.core.schema import logs
-from retention_pipeline_tests.factories import CameraWorld, comparable, detached_partitions
+from retention_pipeline_tests.factories import THUMBS, CameraWorld, comparable, detached_partitions
 
 # Daily partitions whose bounds fall half a day off the cutoff: P4 ends half a day before it, P5 straddles it.
 BOUNDS_DAYS = (-4.5, -3.5, -2.5, -1.5, -0.5, 0.5, 1.5)
@@ -263,3 +265,47 @@ def test_a_drop_repeated_after_its_commit_was_lost_finds_the_partition_gone(
     assert lost and stats.logs_deleted == expired  # its rows counted once
     assert _partitions_left(world.engine) == {"logs_p5", "logs_p6", "logs_default"}
     assert detached_partitions(world.engine) == {}
+
+
+SNAPSHOTS_POLICY = "tables:\n  - table: snapshots\n    time_column: taken_at\n    retention_days: 30\n"
+
+
+def test_a_detached_partition_lacking_a_media_column_the_table_gained_since_is_finished_by_the_next_run(
+    postgresql_only: None, world: CameraWorld, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(SNAPSHOTS_POLICY + "    files: {image_path: thumbnails}\n")
+    world.policy = read_policy(policy)
+    low, high = world.cutoff - timedelta(days=20), world.cutoff - timedelta(days=10)
+    with world.engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE TABLE snapshots (id SERIAL, taken_at TIMESTAMPTZ NOT NULL, image_path TEXT,"
+                " PRIMARY KEY (id, taken_at)) PARTITION BY RANGE (taken_at)"
+            )
+        )
+        conn.execute(text("CREATE TABLE snapshots_default PARTITION OF snapshots DEFAULT"))
+        conn.execute(
+            text("CREATE TABLE snapshots_w1 PARTITION OF snapshots FOR VALUES FROM (:low) TO (:high)"),
+            {"low": low, "high": high},
+        )
+    old = [world.file(f"{THUMBS}/old{days}.jpg") for days in (15, 12)]
+    with world.engine.begin() as conn:
+        for days, path in zip((15, 12), old, strict=True):
+            conn.execute(
+                text("INSERT INTO snapshots (taken_at, image_path) VALUES (:at, :path)"),
+                {"at": world.cutoff - timedelta(days=days), "path": path},
+            )
+    _killed_after_the_detach(world, monkeypatch, "count_and_sum")
+    assert detached_partitions(world.engine) == {"retention_detached_snapshots__snapshots_w1": 2}
+    # Then the camera adds a thumbnail column, and the policy names it.
+    with world.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE snapshots ADD COLUMN thumb_path TEXT"))
+    policy.write_text(SNAPSHOTS_POLICY + "    files: {image_path: thumbnails, thumb_path: thumbnails}\n")
+    world.policy = read_policy(policy)
+
+    stats = world.run()
+
+    assert stats.rows_deleted_by_table["snapshots"] == 2
+    assert detached_partitions(world.engine) == {}
+    assert not any(world.exists(path) for path in old)

@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError
 from ..db import write_transaction
 from ..queries import partition_drop
 from ..queries.partition_drop import ForeignKey
-from ..tables import Child, Expiry
+from ..tables import Child, Expiry, MediaColumn
 from . import postgresql
 
 if TYPE_CHECKING:
@@ -66,13 +66,14 @@ def clear_the_way(
     files: bool,
     children: bool,
     foreign_keys: tuple[ForeignKey, ...] = (),
+    media: tuple[MediaColumn, ...] | None = None,
 ) -> Cleared:
     """For `rows` (of `source`: the table, or a partition of it detached), queue their files (`files`),
     delete the children the purge empties itself (`children`) and apply `foreign_keys`' ON DELETE, a chunk
     of their ids per transaction, chunks sized and capped like batches, each repeated after a transient
-    error. Counts the rows either way."""
+    error. Counts the rows either way. `media`: the media columns `source` has, when not all the entry's."""
     entry = expiry.registry[table]
-    media = entry.media(work.delete_images) if files else ()
+    media = (entry.media(work.delete_images) if media is None else media) if files else ()
     kids = entry.children if children else ()
     cleared, after_id = Cleared(), 0
 

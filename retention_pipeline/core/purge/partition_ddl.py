@@ -20,7 +20,7 @@ from sqlalchemy.schema import DropTable
 from ..db import write_transaction
 from ..queries import partition_drop
 from ..queries.purge_batch import commit_without_waiting
-from ..tables import Registry
+from ..tables import MediaColumn, Registry
 from .partition_catalog import Partition, detached_prefix
 
 DETACH_LOCK_TIMEOUT_MS = 30
@@ -88,10 +88,15 @@ def detached_media_columns(engine: Engine, registry: Registry) -> list[tuple[str
     found = []
     for entry in registry.tables:
         for name in left_behind(engine, entry.name, registry.names) if entry.files else ():
-            # Only those it has: a column the parent gained, or a policy named, after the detach is not.
-            has = {c["name"] for c in inspect(engine).get_columns(name)}
-            found += [(name, media.column) for media in entry.files if media.column in has]
+            found += [(name, media.column) for media in its_media(engine, name, entry.files)]
     return found
+
+
+def its_media(engine: Engine, name: str, media: tuple[MediaColumn, ...]) -> tuple[MediaColumn, ...]:
+    """The media columns a detached partition has: a column the parent gained, or a policy named, after
+    the detach is not among them."""
+    has = {column["name"] for column in inspect(engine).get_columns(name)}
+    return tuple(m for m in media if m.column in has)
 
 
 @contextmanager

@@ -125,8 +125,11 @@ def drop_expired_partitions(
         """Remove the children of a detached partition's rows, and queue their files again if `files`
         (a queued path stays queued once, a child already gone is not counted again); None when it could
         not be done within the time cap: the partition waits, detached and whole, for the next run."""
-        source = partition_drop.detached_partition(name, target.key, media)
-        cleared = clear_the_way(engine, expiry, table, source, true(), work, files=files, children=True)
+        its = partition_ddl.its_media(engine, name, media)
+        source = partition_drop.detached_partition(name, target.key, its)
+        cleared = clear_the_way(
+            engine, expiry, table, source, true(), work, files=files, children=True, media=its
+        )
         totals.add(cleared)
         if cleared.given_up:
             progress(f"{table}: {name} is detached and could not be cleared within the time cap; next run")
@@ -134,7 +137,7 @@ def drop_expired_partitions(
         return cleared
 
     for name in partition_ddl.left_behind(engine, table, expiry.registry.names):
-        source = partition_drop.detached_partition(name, target.key, media)
+        source = partition_drop.detached_partition(name, target.key, ())
         if not _wholly_expired(engine, source, target):
             progress(
                 f"{table}: {name}, detached by a killed run, holds rows younger than today's cutoff; it is"
