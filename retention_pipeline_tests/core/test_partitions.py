@@ -309,3 +309,41 @@ def test_a_detached_partition_lacking_a_media_column_the_table_gained_since_is_f
     assert stats.rows_deleted_by_table["snapshots"] == 2
     assert detached_partitions(world.engine) == {}
     assert not any(world.exists(path) for path in old)
+
+
+def test_a_policy_table_named_in_mixed_case_loses_its_expired_partitions_whole(
+    postgresql_only: None, world: CameraWorld, tmp_path: Path
+):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(SNAPSHOTS_POLICY.replace("snapshots", "AuditLog"))
+    world.policy = read_policy(policy)
+    with world.engine.begin() as conn:
+        conn.execute(
+            text(
+                'CREATE TABLE "AuditLog" (id SERIAL, taken_at TIMESTAMPTZ NOT NULL,'
+                " PRIMARY KEY (id, taken_at)) PARTITION BY RANGE (taken_at)"
+            )
+        )
+        conn.execute(text('CREATE TABLE "AuditLog_default" PARTITION OF "AuditLog" DEFAULT'))
+        conn.execute(
+            text('CREATE TABLE "AuditLog_w1" PARTITION OF "AuditLog" FOR VALUES FROM (:low) TO (:high)'),
+            {"low": world.cutoff - timedelta(days=20), "high": world.cutoff - timedelta(days=10)},
+        )
+        for days in (15, 12, -1):
+            conn.execute(
+                text('INSERT INTO "AuditLog" (taken_at) VALUES (:at)'),
+                {"at": world.cutoff - timedelta(days=days)},
+            )
+
+    preview = world.run(dry_run=True)
+    stats = world.run()
+
+    assert stats.rows_deleted_by_table["AuditLog"] == preview.rows_deleted_by_table["AuditLog"] == 2
+    with world.engine.connect() as conn:
+        left = conn.execute(
+            text(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                " WHERE i.inhparent = '\"AuditLog\"'::regclass"
+            )
+        ).scalars()
+        assert set(left) == {"AuditLog_default"}  # the expired week went whole, not row by row

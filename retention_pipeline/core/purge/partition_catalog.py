@@ -16,11 +16,12 @@ DETACHED_PREFIX = "retention_detached_"
 
 _ON_DELETE = {"c": "CASCADE", "n": "SET NULL"}
 
+# quote_ident: to_regclass reads an identifier, which would fold a policy table's "AuditLog" to auditlog.
 _PARTITION_KEY = text(
     "SELECT p.partstrat, array_length(p.partattrs::int2[], 1), a.attname"
     " FROM pg_partitioned_table p"
     " JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0]"
-    " WHERE p.partrelid = to_regclass(:parent)"
+    " WHERE p.partrelid = to_regclass(quote_ident(:parent))"
 )
 # Each leaf partition with its bounds as timestamps (upper NULL for DEFAULT, MAXVALUE or a sub-partitioned
 # partition, none of which is dropped whole; lower NULL for MINVALUE).
@@ -31,7 +32,7 @@ _PARTITIONS = text(
     "  CAST((regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \\(''([^'']*)''\\)'))[1] AS timestamptz)"
     " END"
     " FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-    " WHERE i.inhparent = to_regclass(:parent) AND pg_table_is_visible(c.oid)"
+    " WHERE i.inhparent = to_regclass(quote_ident(:parent)) AND pg_table_is_visible(c.oid)"
 )
 # Every foreign key referencing the parent (not its per-partition clones), its columns in key order.
 _FOREIGN_KEYS = text(
@@ -42,12 +43,12 @@ _FOREIGN_KEYS = text(
     "  JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i)"
     " FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid"
     " JOIN pg_namespace n ON n.oid = r.relnamespace"
-    " WHERE c.contype = 'f' AND c.confrelid = to_regclass(:parent) AND c.conparentid = 0"
+    " WHERE c.contype = 'f' AND c.confrelid = to_regclass(quote_ident(:parent)) AND c.conparentid = 0"
 )
 # Foreign keys declared on one partition itself: its drop would fail, so the table is left to the batches.
 _KEYS_TO_A_PARTITION = text(
     "SELECT count(*) FROM pg_constraint c JOIN pg_inherits i ON i.inhrelid = c.confrelid"
-    " WHERE c.contype = 'f' AND c.conparentid = 0 AND i.inhparent = to_regclass(:parent)"
+    " WHERE c.contype = 'f' AND c.conparentid = 0 AND i.inhparent = to_regclass(quote_ident(:parent))"
 )
 
 
