@@ -10,9 +10,12 @@ Before the drop, what a batch's DELETE would have done is done set-based (partit
 chunks of the partition's ids, each its own transaction held to the batches' time cap: the rows' files go
 into the durable queue, the children the purge empties itself are deleted, and every foreign key's ON
 DELETE (CASCADE or SET NULL; a table referenced any other way is not dropped whole) is applied to the
-rows referencing the partition. A run killed there leaves the rows and their files: the file step
-deletes no file a row still names. A partition whose clearing does not fit the cap even one row at a time
-is left to the batched delete.
+rows referencing the partition (PostgreSQL refuses the detach while any row references it, so this
+cannot wait until after it). A run killed there leaves the rows and their files (the file step deletes no
+file a row still names), but not what the committed chunks did to other tables: a next run that keeps
+the partition (retention lengthened, a new keep-rule link) keeps its rows without those children (see
+the design's known limits). A partition whose clearing does not fit the cap even one row at a time is
+left to the batched delete.
 
 Then the keep rule is checked again, right before each attempt to detach (partition_ddl: the parent is
 held for the DETACH statement only, asked for under a short lock_timeout, retried with backoff; a
