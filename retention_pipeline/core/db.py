@@ -76,7 +76,37 @@ def _sqlite_read_only_engine(url: str) -> Engine:
         return create_engine(url)
     # Opened by sqlite3 itself, so no URL parser decodes the quoted path ('#', '?' in a folder name).
     location = f"file:{quote(os.path.abspath(database))}?mode=ro"
-    return create_engine("sqlite://", creator=lambda: sqlite3.connect(location, uri=True))
+
+    def connect() -> sqlite3.Connection:
+        connection = sqlite3.connect(location, uri=True)
+        connection.text_factory = read_text
+        return connection
+
+    return create_engine("sqlite://", creator=connect)
+
+
+def read_text(data: bytes) -> str:
+    """SQLite text as the pipeline's connections read it: UTF-8, each byte that is not UTF-8 turned into a
+    lone surrogate (`surrogateescape`), as os.fsdecode does with a file name."""
+    # SQLite stores whatever bytes a writer gives it. One path that was not UTF-8 (from a writer that is not
+    # Python) made every read of it fail, and with it every later file step; read this way it is the str
+    # that os.lstat and os.unlink turn back into the same bytes.
+    return data.decode("utf-8", "surrogateescape")
+
+
+def is_utf8(text: str) -> bool:
+    """False for a str holding a byte that was not UTF-8 (see `read_text`), which no driver can bind as
+    text: SQLite takes it as `text_bytes` instead, PostgreSQL cannot store it at all."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def text_bytes(text: str) -> bytes:
+    """The bytes `read_text` read `text` from."""
+    return text.encode("utf-8", "surrogateescape")
 
 
 def _sqlite_engine(url: str) -> Engine:
@@ -89,6 +119,7 @@ def _sqlite_engine(url: str) -> Engine:
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control from pysqlite so `begin` below decides DEFERRED or IMMEDIATE.
         dbapi_connection.isolation_level = None
+        dbapi_connection.text_factory = read_text
         cursor = dbapi_connection.cursor()
         # Cascades (alerts, event_detections) only happen with foreign keys on, per connection.
         cursor.execute("PRAGMA foreign_keys=ON")

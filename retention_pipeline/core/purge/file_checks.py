@@ -11,6 +11,7 @@ from typing import TypeVar
 
 from sqlalchemy.engine import Engine
 
+from ..db import is_utf8, text_bytes
 from ..files import HardLinks, Outcome, StorageRoots, remove_file, remove_files
 from ..queries import path_checks
 from ..references import keeping_columns
@@ -47,14 +48,19 @@ def referenced_paths(
     (`surviving`: rows a run with that expiry deletes do not count)."""
     folders: dict[str, tuple[str, ...]] = {}
     aliases = {path: roots.aliases(path, folders) for path in stored}
+    dialect = engine.dialect.name
     # PostgreSQL text cannot hold NUL; such a name cannot be stored there, so it cannot be referenced.
     # Unsorted: SQLite sorts them while staging, PostgreSQL hashes them (neither holds the GIL meanwhile).
     names = list({a for names in aliases.values() for a in names if "\x00" not in a})
-    if not _all_utf8(names):
-        names = [name for name in names if _all_utf8([name])]
-    if not names:
+    undecodable: list[str] = []
+    if not is_utf8("".join(names)):
+        # A name whose bytes are not UTF-8 (a file name as Python reads it, or a SQLite path as db.read_text
+        # does) cannot travel in JSON. A SQLite row may hold those bytes, so such names are staged as bytes
+        # there; a PostgreSQL row cannot, so they are never referenced there.
+        undecodable = [name for name in names if not is_utf8(name)] if dialect == "sqlite" else []
+        names = [name for name in names if is_utf8(name)]
+    if not names and not undecodable:
         return set()
-    dialect = engine.dialect.name
     registry = registry or Registry()
     keeping = keeping_columns(engine)
     if dialect == "postgresql":
@@ -64,6 +70,9 @@ def referenced_paths(
             conn.execute(statement)
         conn.commit()
         conn.execute(path_checks.stage_check_names(dialect), path_checks.check_names_param(names))
+        if undecodable:
+            raw = [{"raw": text_bytes(name)} for name in undecodable]
+            conn.execute(path_checks.stage_check_names_from_bytes(), raw)
         if dialect == "postgresql":
             conn.execute(path_checks.prefer_index_lookups())
         referenced_names = path_checks.select_referenced_names(registry, surviving, keeping)
@@ -74,16 +83,6 @@ def referenced_paths(
     if not hits:
         return set()
     return {path for path, names in aliases.items() if hits.intersection(names)}
-
-
-def _all_utf8(names: list[str]) -> bool:
-    # A file name whose bytes are not UTF-8 reaches Python with lone surrogates in it. No database row can
-    # hold such a name, so no row references it: left out of the check, it is never shared.
-    try:
-        "".join(names).encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def delete_unreferenced(

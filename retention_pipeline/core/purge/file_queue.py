@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.engine import Connection, Engine
 
-from ..db import write_transaction
+from ..db import is_utf8, text_bytes, write_transaction
 from ..files import HardLinks, StorageRoots
 from ..queries import queue
 from ..stats import FileCounts
@@ -32,10 +32,19 @@ def queue_files(connection: Connection, paths: dict[str, str]) -> int:
     if not paths:
         return 0
     now = datetime.now(UTC)
-    rows = [{"path": p, "kind": k, "queued_at": now} for p, k in sorted(paths.items())]
+    rows, raw = [], []
+    for path, kind in sorted(paths.items()):
+        if is_utf8(path):
+            rows.append({"path": path, "kind": kind, "queued_at": now})
+        else:
+            # Read from SQLite (PostgreSQL cannot store such a path): it goes back as the bytes it was.
+            raw.append({"raw": text_bytes(path), "kind": kind, "queued_at": now})
     # One cached statement, many parameter sets: SQLAlchemy batches them ("insertmanyvalues").
-    connection.execute(queue.insert_queued_file(connection.dialect.name), rows)
-    return len(rows)
+    if rows:
+        connection.execute(queue.insert_queued_file(connection.dialect.name), rows)
+    if raw:
+        connection.execute(queue.insert_queued_file_from_bytes(), raw)
+    return len(paths)
 
 
 def drain_file_queue(

@@ -36,6 +36,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable, ExecutableDDLElement
 from ..schema import retention_file_queue
 from ..tables import Expiry, Registry, RetentionTable, column_of, table_of
 from .expiring import goes
+from .queue import text_from_bytes
 
 # Scratch for one reference check, private to the connection that runs it: every spelling of the paths
 # being checked. Staged once per large chunk, so the check costs one pass over the referencing rows
@@ -74,6 +75,12 @@ def stage_check_names(dialect_name: str) -> Insert:
     given = func.json_each(names).table_valued("value")
     # SQLite fills its unique index much faster with names in index order; it sorts them in C, off the GIL.
     return insert(check_names).from_select(["name"], select(given.c.value).order_by(given.c.value))
+
+
+def stage_check_names_from_bytes() -> Insert:
+    """SQLite: stage one name that is not UTF-8, given as its bytes (`raw`; executed with many rows)."""
+    # JSON cannot carry bytes that are not UTF-8: such names (rare) go one parameter set each.
+    return insert(check_names).values(name=text_from_bytes("raw"))
 
 
 def probe_json_functions() -> Select[Any]:

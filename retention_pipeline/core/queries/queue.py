@@ -4,7 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import CTE, Delete, Insert, Select, func, insert, select, union_all, update
+from sqlalchemy import (
+    CTE,
+    ColumnElement,
+    Delete,
+    Insert,
+    LargeBinary,
+    Select,
+    String,
+    bindparam,
+    cast,
+    func,
+    insert,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import ReturningInsert
 
@@ -29,6 +44,23 @@ def insert_queued_file(dialect_name: str) -> Insert | ReturningInsert[Any]:
         # without it psycopg2 sends one statement per row, ten times slower.
         return queue_upsert(dialect_name).returning(retention_file_queue.c.id)
     return queue_upsert(dialect_name)
+
+
+def text_from_bytes(name: str) -> ColumnElement[str]:
+    """SQLite: a text value bound as its bytes (parameter `name`, see db.text_bytes), for a path that is
+    not UTF-8; the CAST keeps the bytes as they are, so the value equals the text a writer stored."""
+    return cast(bindparam(name, type_=LargeBinary), String)
+
+
+def insert_queued_file_from_bytes() -> Insert:
+    """SQLite: `insert_queued_file` for a path that is not UTF-8, given as its bytes (`raw`)."""
+    q = retention_file_queue.c
+    values = {
+        "path": text_from_bytes("raw"),
+        "kind": bindparam("kind", type_=q.kind.type),
+        "queued_at": bindparam("queued_at", type_=q.queued_at.type),
+    }
+    return queue_upsert("sqlite").values(values)
 
 
 def queue_upsert(dialect_name: str, rows: Select[Any] | None = None) -> Insert:
