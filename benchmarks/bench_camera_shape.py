@@ -24,7 +24,7 @@ import time
 import uuid
 from pathlib import Path
 
-from bench_cleanup import CUTOFF, NOW, build_database, copy_database, pg_admin, pg_url
+from bench_cleanup import CUTOFF, NOW, build_database, copy_database, mount_roots, pg_admin, pg_url
 from sqlalchemy import text
 
 from retention_pipeline.core import purge
@@ -71,6 +71,7 @@ def paths(engine_name: str, n: int, workdir: Path) -> dict:
         queued = conn.execute(text("SELECT count(*) FROM retention_file_queue")).scalar_one()
     engine.dispose()
     _analyze(base)
+    mount_roots(workdir / "media")  # the queued files then count as missing, none stays queued
     roots = StorageRoots.from_dirs(workdir / "media", [Path("thumbnails"), Path("images"), Path("clips")])
     timings: dict[str, list[float]] = {"without": [], "with": []}
     copies = []

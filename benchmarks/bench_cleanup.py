@@ -175,6 +175,14 @@ def expired_files(n: int) -> list[str]:
     return paths
 
 
+def mount_roots(media: Path) -> None:
+    """Give each storage root a file, as a mounted volume has: the files a run does not find under it then
+    count as missing. Under an empty or absent root, as under an unmounted volume, they would stay queued."""
+    for root in ("thumbnails", "images", "clips"):
+        (media / root).mkdir(parents=True, exist_ok=True)
+        (media / root / ".mounted").touch()
+
+
 def build_files(media: Path, paths: list[str]) -> None:
     made: set[str] = set()
     for relative in paths:
@@ -506,6 +514,7 @@ def bench(engine_name: str, n: int, workdir: Path, rows_only: bool, shape: str) 
         if variant in ("floor", "same_rule", "naive", "dry"):
             url = copy_database(base, engine_name, workdir, variant)
             media = workdir / f"media_{variant}"
+            mount_roots(media)
             if not rows_only:
                 build_files(media, paths)
                 os.sync()  # otherwise the variant pays for writing back the files just created
@@ -529,6 +538,7 @@ def bench(engine_name: str, n: int, workdir: Path, rows_only: bool, shape: str) 
         url = copy_database(base, engine_name, workdir, "partitioned")
         made = partition_weekly(url, CUTOFF)
         media = workdir / "media_partitioned"
+        mount_roots(media)
         if not rows_only:
             build_files(media, paths)
             os.sync()

@@ -24,7 +24,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from bench_cleanup import CUTOFF, NOW, build_database, pg_admin, pg_url
+from bench_cleanup import CUTOFF, NOW, build_database, mount_roots, pg_admin, pg_url
 from sqlalchemy import select, text
 
 from retention_pipeline.core import purge
@@ -87,6 +87,7 @@ def main() -> None:
     _, build_s = _timed(lambda: build_database(url, args.n, "camera"))
     engine = make_engine(url)
     prepare_database(engine)
+    mount_roots(workdir / "media")  # the queued files then count as missing, none stays queued
     roots = StorageRoots.from_dirs(workdir / "media", [Path("thumbnails"), Path("images"), Path("clips")])
     whole = None
     if args.whole_preview:

@@ -14,7 +14,7 @@ from .core.db import DatabaseMissing
 from .core.labels import labelled, readable
 from .core.lock import RunLockBusy
 from .core.plan import CleanupPlan, make_plan, parse_reference_time
-from .core.purge import BatchTooSlow
+from .core.purge import BatchTooSlow, offline_warnings
 from .core.stats import CleanupStats, FileCounts, RowCounts
 from .history import record_process
 from .job_tracker import Stage, start_stage
@@ -220,6 +220,8 @@ def delete_expired_files(
         context.log.warning(f"refused to delete a path outside the storage roots: {path!r}")
     for path in counts.failed_examples:
         context.log.warning(f"could not delete {path!r} (permissions, or not a regular file)")
+    for warning in offline_warnings(counts, plan.dry_run):
+        context.log.warning(warning)
     return counts
 
 

@@ -13,10 +13,12 @@ from sqlalchemy import func, inspect, select
 from sqlalchemy.engine import Engine, make_url
 
 from .cleanup import schema_problems
+from .files import StorageRoots
 from .instants import unreadable
 from .plan import CleanupPlan
 from .policy import policy_problems
 from .purge import partition_catalog, partition_ddl, partitions
+from .purge.offline_roots import OfflineRoots
 from .queries import expiring, path_checks
 from .references import (
     Reference,
@@ -228,11 +230,7 @@ def diagnose(engine: Engine, plan: CleanupPlan, database_url: str | None = None)
         report.blocking.append(blocked)
     report.warnings += _unfollowed_cascades(report.references, plan.expiry)
     report.roots = [_root(str(root)) for root in _storage_roots(plan)]
-    for root in report.roots:
-        if not root.exists:
-            report.warnings.append(f"storage root {root.path} does not exist: its files count as missing")
-        elif not root.writable:
-            report.warnings.append(f"storage root {root.path} is not writable: its files cannot be deleted")
+    report.warnings += _root_warnings(engine, plan, report.roots, retention_file_queue.name in tables)
     if not problems:
         report.expired_rows = _expired_rows(engine, plan)
         if engine.dialect.name == "sqlite":  # a PostgreSQL timestamp column holds instants only
@@ -253,6 +251,29 @@ def diagnose(engine: Engine, plan: CleanupPlan, database_url: str | None = None)
             for detached in partition_ddl.left_behind(engine, name, registry.names)
         ]
     return report
+
+
+def _root_warnings(engine: Engine, plan: CleanupPlan, checks: list[RootCheck], queued: bool) -> list[str]:
+    """A missing or unwritable root; an empty one while the queue holds files under it (unmounted?)."""
+    offline = OfflineRoots.look(StorageRoots.from_dirs(plan.media_root, plan.storage_dirs))
+    waiting: dict[str, int] = {}
+    if offline.offline and queued:  # the queue is read only when some root looks unmounted
+        resolved_dirs: dict[str, str] = {}
+        with engine.connect() as conn:
+            for path in conn.execute(select(retention_file_queue.c.path)).scalars():
+                if (root := offline.holding(path, resolved_dirs)) is not None:
+                    waiting[root] = waiting.get(root, 0) + 1
+    warnings = []
+    for check, configured in zip(checks, offline.roots.walk_roots, strict=True):
+        stay = f"runs keep the files queued under it ({waiting.get(configured, 0)} now) until it is back"
+        if not check.exists:
+            warnings.append(f"storage root {check.path} does not exist: is its volume mounted? {stay}")
+            continue
+        if configured in waiting:
+            warnings.append(f"storage root {check.path} is empty: is its volume mounted? {stay}")
+        if not check.writable:
+            warnings.append(f"storage root {check.path} is not writable: its files cannot be deleted")
+    return warnings
 
 
 def _storage_roots(plan: CleanupPlan) -> list[str]:

@@ -47,6 +47,9 @@ class FileCounts:
     files_refused: int = 0
     files_failed: int = 0
     files_kept_shared: int = 0
+    # Storage root (as configured) that was missing or empty -> its missing files, which stayed queued
+    # (not counted in files_missing): an unmounted volume's files are out of sight, not gone.
+    roots_offline: dict[str, int] = field(default_factory=dict)
     refused_examples: list[str] = field(default_factory=list)
     failed_examples: list[str] = field(default_factory=list)
 
@@ -70,6 +73,10 @@ class FileCounts:
                 if isinstance(value, list):
                     for example in value:
                         total.note(getattr(total, name), example)
+                elif isinstance(value, dict):
+                    merged = getattr(total, name)
+                    for key, n in value.items():
+                        merged[key] = merged.get(key, 0) + n
                 else:
                     setattr(total, name, getattr(total, name) + value)
         return total

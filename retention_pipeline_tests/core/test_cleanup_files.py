@@ -126,6 +126,9 @@ def test_paths_outside_the_storage_roots_are_refused(world: CameraWorld, tmp_pat
 
 
 def test_missing_files_are_counted_not_errors(world: CameraWorld):
+    # Roots holding other files: the volumes are mounted (under an empty root the files would stay queued).
+    world.file(f"{THUMBS}/other.jpg")
+    world.file(f"{CLIPS}/other.mp4")
     world.detection(world.old(), thumbnail=f"{THUMBS}/never-written.jpg")
     world.event(world.old(), clip=f"{CLIPS}/gone.mp4")
 

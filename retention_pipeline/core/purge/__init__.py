@@ -18,13 +18,15 @@ The engine is code:
 - `sqlite.py`     batches under the database's write lock, and the writers' turns between them
 - `file_queue.py` the durable file queue: queueing paths, and draining it (the file step);
                   `file_preview.py` the dry run's preview of it, `file_checks.py` what both share
-                  (reference checks, removing and counting, worker threads)
+                  (reference checks, removing and counting, worker threads), `offline_roots.py` the
+                  storage roots that look unmounted, whose missing files stay queued
 """
 
 from .file_checks import CHECK_CHUNK, REFERENCE_CHUNK, chunked, referenced_paths
 from .file_preview import preview_file_deletions
 from .file_queue import drain_file_queue, queue_files, queue_ranges
 from .loop import BatchTooSlow, count_rows, purge_table, table_batches
+from .offline_roots import offline_warnings
 from .pacing import PROGRESS_EVERY_S, BatchSizer, EverySoOften, Progress, Share, with_retries
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "chunked",
     "count_rows",
     "drain_file_queue",
+    "offline_warnings",
     "preview_file_deletions",
     "purge_table",
     "queue_files",

@@ -18,6 +18,7 @@ from ..references import keeping_columns
 from ..stats import FileCounts
 from ..tables import Expiry, Registry
 from . import partition_ddl
+from .offline_roots import OfflineRoots
 from .pacing import EverySoOften
 
 Progress = Callable[[str], None]
@@ -92,10 +93,12 @@ def delete_unreferenced(
     referenced: set[str],
     dry_run: bool,
     links: HardLinks | None = None,
+    offline: OfflineRoots | None = None,
 ) -> set[str]:
     """Keep referenced files, remove (or preview removing) the rest, and count every outcome.
 
-    Returns the paths whose unlink was refused (permissions, I/O), which stay queued for the next run.
+    Returns the paths that stay queued for the next run: those whose unlink was refused (permissions, I/O)
+    and missing files under a root in `offline` (which a dry run counts alike).
     """
     resolved_dirs: dict[str, str] = {}  # shared by this chunk only
     counts.files_kept_shared += sum(1 for path, _kind in entries if path in referenced)
@@ -105,12 +108,17 @@ def delete_unreferenced(
         outcomes = [remove_file(roots, path, True, resolved_dirs, links) for path in stored]
     else:
         outcomes = remove_files(roots, stored, resolved_dirs, links)
-    blocked: set[str] = set()
+    staying: set[str] = set()
     for (path, kind), (outcome, freed) in zip(doomed, outcomes, strict=True):
         if outcome is Outcome.DELETED:
             counts.count_deleted(kind, freed)
         elif outcome is Outcome.MISSING:
-            counts.files_missing += 1
+            root = offline.holding(path, resolved_dirs) if offline is not None else None
+            if root is None:
+                counts.files_missing += 1
+            else:
+                counts.roots_offline[root] = counts.roots_offline.get(root, 0) + 1
+                staying.add(path)
         elif outcome is Outcome.REFUSED:
             counts.files_refused += 1
             counts.note(counts.refused_examples, path)
@@ -118,8 +126,8 @@ def delete_unreferenced(
             counts.files_failed += 1
             counts.note(counts.failed_examples, path)
             if outcome is Outcome.BLOCKED:
-                blocked.add(path)
-    return blocked
+                staying.add(path)
+    return staying
 
 
 def in_parallel(
@@ -201,8 +209,9 @@ def chunked_growing(items: Iterable[T]) -> Iterator[list[T]]:
 
 def _summary(counts: FileCounts) -> str:
     deleted = counts.thumbnails_deleted + counts.images_deleted + counts.clips_deleted
+    offline = sum(counts.roots_offline.values())
     return (
         f"{deleted} deleted ({counts.space_reclaimed} bytes), {counts.files_kept_shared} kept shared,"
         f" {counts.files_missing} missing, {counts.files_refused} refused,"
         f" {counts.files_failed} failed"
-    )
+    ) + (f", {offline} left queued (storage root missing or empty)" if offline else "")

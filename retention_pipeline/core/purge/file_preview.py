@@ -26,6 +26,7 @@ from .file_checks import (
     referenced_paths,
     unlink_chunks,
 )
+from .offline_roots import OfflineRoots
 from .pacing import PROGRESS_EVERY_S
 
 
@@ -44,6 +45,7 @@ def preview_file_deletions(
     not the whole preview (a long one would hold back WAL checkpoints and vacuum), and memory does not
     grow with their number. The checks and stat() calls then run chunk by chunk from that file.
     """
+    offline = OfflineRoots.look(roots)
     expiry = with_cascades(engine, Expiry.of(expiry))
     statement = path_checks.select_stale_file_candidates(expiry, delete_images)
     with tempfile.TemporaryFile("w+", newline="", encoding="utf-8", errors="surrogateescape") as spill:
@@ -66,7 +68,7 @@ def preview_file_deletions(
         def handle(chunk: tuple[list[tuple[str, str]], set[str]]) -> FileCounts:
             entries, referenced = chunk
             counts = FileCounts()
-            delete_unreferenced(counts, roots, entries, referenced, dry_run=True, links=links)
+            delete_unreferenced(counts, roots, entries, referenced, True, links, offline)
             return counts
 
         return in_parallel(chunks(), handle, progress, "files (dry run)", progress_every_s)

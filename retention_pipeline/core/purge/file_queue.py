@@ -24,6 +24,7 @@ from .file_checks import (
     referenced_paths,
     unlink_chunks,
 )
+from .offline_roots import OfflineRoots
 from .pacing import PROGRESS_EVERY_S, Share
 
 
@@ -73,6 +74,7 @@ def drain_file_queue(
     Chunk = tuple[int, list[tuple[int, str, str]], set[str]]
     span, handled, handled_lock = max(1, last_id - after_id), [0], threading.Lock()
     links = HardLinks()
+    offline = OfflineRoots.look(roots)
 
     def chunks() -> Iterator[Chunk]:
         # Runs on the caller's thread: the next reference check overlaps the workers' unlinks.
@@ -95,11 +97,12 @@ def drain_file_queue(
         start, rows, referenced = chunk
         counts = FileCounts()
         entries = [(path, kind) for _id, path, kind in rows]
-        blocked = delete_unreferenced(counts, roots, entries, referenced, dry_run=False, links=links)
+        staying = delete_unreferenced(counts, roots, entries, referenced, False, links, offline)
         with write_transaction(engine) as conn:
             conn.execute(queue.delete_queued_files(start, rows[-1][0]))
-            # A file that could not be deleted stays queued: the next run tries again.
-            if kept := {path: kind for path, kind in entries if path in blocked}:
+            # A file that could not be deleted, or whose volume looks unmounted, stays queued: the next run
+            # tries again.
+            if kept := {path: kind for path, kind in entries if path in staying}:
                 queue_files(conn, kept)
         if share is not None:
             with handled_lock:

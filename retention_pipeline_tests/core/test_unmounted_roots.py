@@ -1,0 +1,114 @@
+"""A storage root whose volume is not mounted during a run (an empty mount point, or no root at all): the
+files of the rows deleted meanwhile stay queued, and go once the volume is back."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from retention_pipeline.core.cleanup import clean_table, cleanup_pass, prepare_database
+from retention_pipeline.core.doctor import diagnose
+from retention_pipeline.core.purge import offline_warnings
+from retention_pipeline.core.schema import events, retention_file_queue
+from retention_pipeline_tests.conftest import both_shapes
+from retention_pipeline_tests.factories import CLIPS, THUMBS, CameraWorld, comparable
+
+
+def queued_paths(world: CameraWorld) -> list[str]:
+    with world.engine.connect() as conn:
+        return sorted(conn.execute(select(retention_file_queue.c.path)).scalars())
+
+
+def unmount(world: CameraWorld, root: str, leave_mount_point: bool = True) -> Path:
+    """Move the root's contents away, as unmounting its volume does; returns where they went."""
+    volume = world.media.parent / f"volume_of_{Path(root).name}"
+    os.rename(world.media / root, volume)
+    if leave_mount_point:
+        (world.media / root).mkdir()
+    return volume
+
+
+def mount(world: CameraWorld, root: str, volume: Path) -> None:
+    shutil.rmtree(world.media / root, ignore_errors=True)
+    os.rename(volume, world.media / root)
+
+
+@both_shapes
+@pytest.mark.parametrize("leave_mount_point", [True, False], ids=["empty_mount_point", "no_root"])
+def test_clips_of_events_deleted_while_their_volume_is_unmounted_are_deleted_once_it_is_back(
+    world: CameraWorld, leave_mount_point: bool
+):
+    clips = [world.file(f"{CLIPS}/c{i}.mp4", 1000) for i in range(3)]
+    for clip in clips:
+        world.event(world.old(), clip=clip)
+    world.detection(world.old(), thumbnail=world.file(f"{THUMBS}/t.jpg", 50))
+    volume = unmount(world, CLIPS, leave_mount_point)
+
+    prepare_database(world.engine)
+    preview, predicted = cleanup_pass(world.engine, world.plan(dry_run=True))
+    real, files = cleanup_pass(world.engine, world.plan())
+
+    assert comparable(preview) == comparable(real)
+    assert predicted.roots_offline == files.roots_offline == {str(world.media / CLIPS): 3}
+    assert real.events_deleted == 3 and world.count(events) == 0
+    assert real.files_missing == 0 and real.clips_deleted == 0
+    assert real.thumbnails_deleted == 1  # the mounted roots are drained as usual
+    assert queued_paths(world) == sorted(clips)
+    assert offline_warnings(files, dry_run=False) == [
+        f"storage root {world.media / CLIPS} is missing or empty: is its volume mounted? its 3 queued files"
+        " stay queued (not counted as missing) for the next run"
+    ]
+    assert offline_warnings(predicted, dry_run=True) == [
+        f"storage root {world.media / CLIPS} is missing or empty: is its volume mounted? a real run would"
+        " keep its 3 files queued (not counted as missing) for the next run"
+    ]
+
+    mount(world, CLIPS, volume)
+    back = world.run()
+
+    assert back.clips_deleted == 3 and back.space_reclaimed == 3000 and back.files_missing == 0
+    assert not any(world.exists(clip) for clip in clips)
+    assert queued_paths(world) == []
+
+
+def test_a_missing_file_under_a_root_that_holds_other_files_is_counted_missing_and_forgotten(
+    world: CameraWorld,
+):
+    world.file(f"{CLIPS}/someone-elses.mp4")
+    world.event(world.old(), clip=f"{CLIPS}/gone.mp4")
+
+    stats = world.run()
+
+    assert stats.files_missing == 1 and queued_paths(world) == []
+
+
+def test_a_root_the_run_itself_empties_does_not_keep_its_missing_files_queued(world: CameraWorld):
+    # Each root is looked at once, before anything is unlinked: its last file going does not make the
+    # run's other missing files under it look unmounted (nor the real run differ from its dry run).
+    world.event(world.old(), clip=world.file(f"{CLIPS}/last.mp4", 300))
+    world.event(world.old(), clip=f"{CLIPS}/gone.mp4")
+
+    preview = world.run(dry_run=True)
+    real = world.run()
+
+    assert comparable(preview) == comparable(real)
+    assert real.clips_deleted == 1 and real.files_missing == 1
+    assert not any((world.media / CLIPS).iterdir()) and queued_paths(world) == []
+
+
+def test_doctor_warns_of_an_empty_root_while_the_queue_holds_files_under_it(world: CameraWorld):
+    for i in range(2):
+        world.event(world.old(), clip=world.file(f"{CLIPS}/c{i}.mp4"))
+    prepare_database(world.engine)
+    clean_table(world.engine, world.plan(), "events", lambda _m: None)  # queued; the file step not yet run
+    unmount(world, CLIPS)
+
+    warnings = diagnose(world.engine, world.plan(dry_run=True)).warnings
+
+    assert (
+        f"storage root {world.media / CLIPS} is empty: is its volume mounted? runs keep the files queued"
+        " under it (2 now) until it is back"
+    ) in warnings
+    assert not [w for w in warnings if THUMBS in w]  # an empty root nothing is queued under is not news
