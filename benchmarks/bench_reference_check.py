@@ -34,6 +34,7 @@ from retention_pipeline.core.files import StorageRoots
 from retention_pipeline.core.purge import preview_file_deletions, referenced_paths
 from retention_pipeline.core.queries import path_checks
 from retention_pipeline.core.schema import retention_file_queue
+from retention_pipeline.core.spellings import Spellings
 from retention_pipeline.core.tables import Expiry, Registry
 
 
@@ -45,8 +46,8 @@ def _timed(work):
 
 def _split_check(engine, roots: StorageRoots, paths: list[str]) -> dict:
     """The three parts of one check, as referenced_paths runs them."""
-    folders: dict[str, tuple[str, ...]] = {}
-    names, spell_s = _timed(lambda: sorted({a for p in paths for a in roots.aliases(p, folders)}))
+    spellings = Spellings(roots)
+    names, spell_s = _timed(lambda: sorted({a for p in paths for a in spellings.aliases(p)}))
     dialect = engine.dialect.name
     with engine.connect() as conn:
         for statement in path_checks.create_check_names(dialect):

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from functools import cached_property, lru_cache
+from functools import cached_property
 from pathlib import Path
 
 
@@ -39,94 +39,6 @@ class StorageRoots:
         configured = tuple(os.path.normpath(os.path.join(media, d)) for d in dirs)
         resolved = tuple(os.path.realpath(d) for d in configured)
         return cls(media, resolved, configured, os.path.realpath(media))
-
-    def aliases(self, stored: str, folders: dict[str, tuple[str, ...]] | None = None) -> list[str]:
-        """The strings a row may use for the same file: as stored, absolute, relative to MEDIA_ROOT.
-
-        Reference checks look for all of them, so a file stored once relative and once absolute is
-        seen as shared. Through a symlinked root the same file has a second spelling; a row may use either.
-        `folders` may carry the spellings of each directory across one reference check, never longer.
-        """
-        names = {stored}
-        if "\x00" not in stored and stored.strip():
-            name = stored.rpartition(os.sep)[2]
-            spellings: tuple[str, ...] | None
-            if name in ("", ".", ".."):  # normalising changes the last component: no shortcut
-                folder, name = os.path.split(os.path.normpath(os.path.join(self.media_root, stored)))
-                spellings = self._folder_spellings(folder)
-            else:
-                # normpath is lexical and passes a plain last component through, so the text before the
-                # name fixes the folder: one normalisation per directory instead of one per file.
-                before = stored[: len(stored) - len(name)]
-                spellings = folders.get(before) if folders is not None else None
-                if spellings is None:
-                    spellings = self._folder_spellings(
-                        os.path.normpath(os.path.join(self.media_root, before))
-                    )
-                    if folders is not None:
-                        folders[before] = spellings
-            names.update(spelling + name for spelling in spellings)
-        return sorted(names)
-
-    def _folder_spellings(self, folder: str) -> tuple[str, ...]:
-        """Every way a row may spell `folder` + separator, so that each spelling + a file name is an alias."""
-        prefix = self.media_root.rstrip(os.sep) + os.sep
-        spellings: set[str] = set()
-        for spelled in self._absolute_spellings(folder):
-            base = spelled if spelled.endswith(os.sep) else spelled + os.sep
-            plain = {base}
-            if base.startswith(prefix):
-                relative = base[len(prefix) :]
-                plain.update((relative, "./" + relative))
-            spellings.update(plain)
-            # A writer that joins a directory ending in "/" with "/name" stores "dir//name": the file's own
-            # directory (a camera's folder configured with a trailing slash), or a storage root above it.
-            spellings.update(p + os.sep for p in plain if p.strip("./"))
-            for root in self._slashed_roots:
-                if base.startswith(root + os.sep):
-                    rest = base[len(root) + 1 :]
-                    spellings.add(root + "//" + rest)
-                    if root.startswith(prefix):
-                        spellings.add(root[len(prefix) :] + "//" + rest)
-        return tuple(sorted(spellings))
-
-    def _absolute_spellings(self, folder: str) -> set[str]:
-        """`folder` as given, resolved, and through each symlinked root or MEDIA_ROOT or not.
-
-        Resolving only goes one way: a folder named by its real path must also get the spelling through
-        the configured symlink, or a row naming it that way would not keep the file (and the relative
-        spellings hang off the configured MEDIA_ROOT). A symlink elsewhere (a camera's folder linked to
-        another) is not configured anywhere, so only the resolved spelling of a path through it is known.
-        """
-        found = {folder, _resolved_dir(folder)}
-        for _ in self._linked_prefixes:  # one substitution per round; nested links take a round each
-            more = {
-                other + spelled[len(one) :]
-                for spelled in found
-                for one, other in self._linked_prefixes
-                if _within(spelled, one)
-            }
-            if more <= found:
-                break
-            found |= more
-        return found
-
-    @cached_property
-    def _linked_prefixes(self) -> tuple[tuple[str, str], ...]:
-        # (one spelling, the other) both ways round, for MEDIA_ROOT and each root reached through a symlink.
-        # A pair where one lies inside the other (a link to its own ancestor) is left out: its substitutions
-        # would never end.
-        pairs = {
-            (self.media_root, self.real_media_root or self.media_root),
-            *zip(self.walk_roots, self.roots, strict=False),  # no walk_roots unless built by from_dirs
-        }
-        linked = [(a, b) for a, b in sorted(pairs) if not _within(a, b) and not _within(b, a)]
-        return tuple(linked + [(b, a) for a, b in linked])
-
-    @cached_property
-    def _slashed_roots(self) -> tuple[str, ...]:
-        # A root a writer may join with "/rest", as configured or by its real path.
-        return tuple(dict.fromkeys(self.walk_roots + self.roots))
 
     def unlink_target(self, stored: str, resolved_dirs: dict[str, str] | None = None) -> str | None:
         """The path to unlink for a stored path, or None when it is not safely inside a root.
@@ -178,17 +90,6 @@ class StorageRoots:
     def _root_prefixes(self) -> tuple[str, ...]:
         # Both sides are normalised absolute paths, so a prefix test on whole components is exact.
         return tuple(root.rstrip(os.sep) + os.sep for root in self.roots)
-
-
-def _within(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
-
-
-@lru_cache(maxsize=4096)
-def _resolved_dir(folder: str) -> str:
-    # Only for spelling aliases in reference look-ups, never for deciding what may be deleted: a cached
-    # answer there could outlive a directory being swapped for a symlink.
-    return os.path.realpath(folder)
 
 
 class HardLinks:

@@ -265,6 +265,13 @@ def test_file_relinked_after_it_was_queued_is_kept(world: CameraWorld):
         (f"{THUMBS}/front_door", "{dir}//{name}"),
         (f"{THUMBS}/front_door", "{absdir}//{name}"),
         (f"{THUMBS}/front_door", "./{dir}//{name}"),
+        # MEDIA_ROOT configured with a trailing slash and joined with "/" + the relative path.
+        (THUMBS, "{media}//{rel}"),
+        (f"{THUMBS}/front_door", "./data/thumbnails//front_door/{name}"),
+        (f"{THUMBS}/front_door", "data//thumbnails/front_door/{name}"),
+        (THUMBS, "data/./thumbnails/{name}"),
+        (THUMBS, "{media}/./data/thumbnails///{name}"),
+        (THUMBS, ".//data/thumbnails/{name}"),
     ],
 )
 def test_a_file_kept_by_a_row_that_spells_its_path_differently_survives(
@@ -272,15 +279,22 @@ def test_a_file_kept_by_a_row_that_spells_its_path_differently_survives(
 ):
     relative = world.file(f"{folder}/spelled.jpg")
     stored = spelling.format(
-        rel=relative, name="spelled.jpg", abs=world.media / relative, dir=folder, absdir=world.media / folder
+        rel=relative,
+        name="spelled.jpg",
+        abs=world.media / relative,
+        dir=folder,
+        absdir=world.media / folder,
+        media=world.media,
     )
     world.detection(world.old(), thumbnail=relative)
     world.detection(world.recent(), thumbnail=stored)
 
+    preview = world.run(dry_run=True)
     stats = world.run()
 
     assert world.exists(relative)
     assert stats.files_kept_shared == 1 and stats.thumbnails_deleted == 0
+    assert comparable(preview) == comparable(stats)
 
 
 @pytest.mark.parametrize("linked", ["root", "media_root"])
@@ -312,6 +326,30 @@ def test_a_file_an_expiring_row_names_by_its_real_path_survives_a_row_naming_it_
 
     assert (real / "shared.jpg").exists() and not (real / "alone.jpg").exists()
     assert (stats.thumbnails_deleted, stats.files_kept_shared, stats.space_reclaimed) == (1, 1, 7)
+    assert comparable(preview) == comparable(stats)
+
+
+@pytest.mark.parametrize("expiring_through_link", [False, True])
+def test_a_file_a_row_names_through_a_symlinked_folder_inside_a_root_survives(
+    world: CameraWorld, expiring_through_link: bool
+):
+    # A camera's folder renamed, the old name kept as a link: rows use either name for the same files.
+    real, linked = f"{IMAGES}/cam_a", f"{IMAGES}/front_door"
+    shared = world.file(f"{real}/shared.jpg", 40)
+    alone = world.file(f"{real}/alone.jpg", 9)
+    (world.media / linked).symlink_to(world.media / real)
+    one, other = (
+        (f"{linked}/shared.jpg", shared) if expiring_through_link else (shared, f"{linked}/shared.jpg")
+    )
+    world.detection(world.old(), image=one, thumbnail=None)
+    world.detection(world.old(), image=alone, thumbnail=None)
+    world.detection(world.recent(), image=str(world.media / other), thumbnail=None)
+
+    preview = world.run(dry_run=True, delete_images=True)
+    stats = world.run(delete_images=True)
+
+    assert world.exists(shared) and not world.exists(alone)
+    assert (stats.images_deleted, stats.files_kept_shared, stats.space_reclaimed) == (1, 1, 9)
     assert comparable(preview) == comparable(stats)
 
 

@@ -144,6 +144,45 @@ def test_a_symlinked_directory_pointing_outside_is_not_followed(live: CameraWorl
     assert stats.symlinks_skipped == 1 and stats.orphans_found == 0
 
 
+def test_a_file_a_row_names_through_a_symlinked_folder_inside_a_root_is_not_an_orphan(
+    live: CameraWorld, tmp_path: Path
+):
+    # The walk meets the files by their real folders only (a link is never followed); rows use the links.
+    image = aged(live, f"{IMAGES}/cam_a/x.jpg", 48)
+    thumbnail = aged(live, f"{THUMBS}/2026-06/t.jpg", 48)
+    (live.media / IMAGES / "front_door").symlink_to(live.media / IMAGES / "cam_a")
+    (live.media / THUMBS / "latest").symlink_to(live.media / THUMBS / "2026-06")
+    live.detection(
+        live.recent(), image=str(live.media / IMAGES / "front_door/x.jpg"), thumbnail=f"{THUMBS}/latest/t.jpg"
+    )
+    orphan = aged(live, f"{THUMBS}/2026-06/orphan.jpg", 48)
+
+    stats = sweep(live, tmp_path, include_images=True, dry_run=False)
+
+    assert live.exists(image) and live.exists(thumbnail) and not live.exists(orphan)
+    assert (stats.orphans_found, stats.orphans_deleted) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "{media}//{rel}",
+        "./data/thumbnails//cam/x.jpg",
+        "data//thumbnails/cam/x.jpg",
+        "data/./thumbnails/cam/x.jpg",
+    ],
+)
+def test_a_file_a_row_names_with_a_writers_extra_slashes_or_dots_is_not_an_orphan(
+    live: CameraWorld, tmp_path: Path, spelling: str
+):
+    kept = aged(live, f"{THUMBS}/cam/x.jpg", 48)
+    live.detection(live.recent(), thumbnail=spelling.format(media=live.media, rel=kept))
+
+    stats = sweep(live, tmp_path, dry_run=False)
+
+    assert live.exists(kept) and stats.orphans_found == 0
+
+
 def test_dry_run_changes_nothing_and_predicts_the_real_run(live: CameraWorld, tmp_path: Path):
     aged(live, f"{THUMBS}/a.jpg", 48, size=10)
     aged(live, f"{CLIPS}/b.mp4", 48, size=20)

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from retention_pipeline.core.files import StorageRoots, remove_file, remove_files
 from retention_pipeline.core.plan import make_plan
+from retention_pipeline.core.spellings import Spellings
 from retention_pipeline.settings import MAX_BATCH_SIZE, MAX_DAYS, Settings, SettingsError
 from retention_pipeline_tests.factories import CLIPS, IMAGES, THUMBS, CameraWorld
 
@@ -156,10 +157,10 @@ def test_no_stored_path_makes_remove_file_touch_anything_outside_the_roots(
         outcomes = remove_files(roots, stored_list)
     else:
         outcomes = [remove_file(roots, stored, dry_run=False) for stored in stored_list]
-    folders: dict[str, tuple[str, ...]] = {}
+    spellings = Spellings(roots)
     for stored, (outcome, _freed) in zip(stored_list, outcomes, strict=True):
         event(outcome.value)
-        roots.aliases(stored, folders)  # the reference check must cope with the same strings
+        spellings.aliases(stored)  # the reference check must cope with the same strings
 
     after = snapshot_files([tree])
     for path, state in before.items():

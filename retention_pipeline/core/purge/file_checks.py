@@ -15,6 +15,7 @@ from ..db import is_utf8, text_bytes
 from ..files import HardLinks, Outcome, StorageRoots, remove_file, remove_files
 from ..queries import path_checks
 from ..references import keeping_columns
+from ..spellings import Spellings
 from ..stats import FileCounts
 from ..tables import Expiry, Registry
 from . import partition_ddl
@@ -47,8 +48,8 @@ def referenced_paths(
 ) -> set[str]:
     """The stored paths that some row of a retention table still references, under any of their aliases
     (`surviving`: rows a run with that expiry deletes do not count)."""
-    folders: dict[str, tuple[str, ...]] = {}
-    aliases = {path: roots.aliases(path, folders) for path in stored}
+    spellings = Spellings(roots)
+    aliases = {path: spellings.aliases(path) for path in stored}
     dialect = engine.dialect.name
     # PostgreSQL text cannot hold NUL; such a name cannot be stored there, so it cannot be referenced.
     # Unsorted: SQLite sorts them while staging, PostgreSQL hashes them (neither holds the GIL meanwhile).

@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Table,
     bindparam,
+    case,
     cast,
     column,
     exists,
@@ -126,6 +127,26 @@ def _media_paths(
     return sources
 
 
+def as_checked(path: Any) -> Any:
+    """A row's stored path as the reference check compares it: without the noise writers add (`//` from
+    joining a folder that ends in `/`, `/./`, a leading `./`), which `spellings.Spellings` never stages."""
+    collapsed = path
+    for _ in range(3):  # up to eight slashes in a row
+        collapsed = func.replace(collapsed, "//", "/")
+    for _ in range(2):  # "/././" takes two
+        collapsed = func.replace(collapsed, "/./", "/")
+    bare = case((func.substr(collapsed, 1, 2) == "./", func.substr(collapsed, 3)), else_=collapsed)
+    # Most paths hold neither: they are compared as stored, without building new text.
+    return case(
+        (or_(path.contains("//", autoescape=True), path.contains("./", autoescape=True)), bare), else_=path
+    )
+
+
+def _named_by(source: Any, path: Any, *columns: Any) -> Select[Any]:
+    """`columns` of the rows of `source` whose `path` is a staged name, joined to that name."""
+    return select(*columns).select_from(source).join(check_names, as_checked(path) == check_names.c.name)
+
+
 def select_referenced_names(
     registry: Registry, surviving: Expiry | None = None, keeping: Sequence[tuple[str, str]] = ()
 ) -> Select[Any]:
@@ -137,18 +158,17 @@ def select_referenced_names(
     names = check_names.c.name
 
     def referenced_by(entry: RetentionTable) -> list[Select[Any]]:
+        target = table_of(entry)
         paths = [(m.column, column_of(entry, m.column, String())) for m in entry.files]
         if surviving is None:
-            return [select(path.label("path")).join(check_names, path == names) for _, path in paths]
+            return [_named_by(target, path, names.label("path")) for _, path in paths]
         # The rows naming a staged path are found first and only they are tested for expiry: left to
         # itself PostgreSQL tested every referencing row (the keep rule's two look-ups each) before the
         # join, which made a dry run's file preview take minutes per check on a large table.
-        target = table_of(entry)
         selects = []
         for column_name, path in paths:
             matched = (
-                select(target.c.id, path.label("path"))
-                .join(check_names, path == names)
+                _named_by(target, path, target.c.id, names.label("path"))
                 .cte(f"named_by_{entry.name}_{column_name}")
                 # SQLite before 3.35 cannot parse MATERIALIZED, and the camera system's may be older.
                 .prefix_with("MATERIALIZED", dialect="postgresql")
@@ -166,8 +186,9 @@ def select_referenced_names(
     for table_name, column_name in keeping:
         # As text: a column of a table that is not ours may be declared anything (no index is lost: the
         # camera system indexes none of its path columns, and the staged names are hashed or probed).
-        path = cast(table(table_name, column(column_name)).c[column_name], String)
-        kept_by.append(select(path.label("path")).join(check_names, path == names))
+        keeping_table = table(table_name, column(column_name))
+        path = cast(keeping_table.c[column_name], String)
+        kept_by.append(_named_by(keeping_table, path, names.label("path")))
     every = [s for entry in registry.tables for s in referenced_by(entry)] + kept_by
     return select(union(*every).subquery())
 
