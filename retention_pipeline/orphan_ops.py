@@ -12,7 +12,7 @@ from .core import orphans
 from .core.files import StorageRoots
 from .core.labels import labelled, readable
 from .core.lock import RunLockBusy
-from .core.scan import RootMissing, check_roots
+from .core.scan import RootMissing, check_sweep_roots
 from .history import record_process
 from .job_tracker import finish, start_stage
 from .ops import lock_busy
@@ -31,11 +31,10 @@ def plan_orphan_sweep(
         settings = camera_system.settings()
         stage = start_stage(context, settings.job_tracker)
         policy = orphans.OrphanPolicy(**config.model_dump(), registry=settings.registry)
-        dirs = [settings.thumbnail_dir, settings.clips_dir]
-        if policy.include_images:
-            dirs.append(settings.images_dir)
-        roots = StorageRoots.from_dirs(settings.media_root, dirs)
-        check_roots(list(roots.walk_roots))
+        configured = [settings.thumbnail_dir, settings.clips_dir, settings.images_dir]
+        roots = StorageRoots.from_dirs(settings.media_root, configured[: 3 if policy.include_images else 2])
+        unswept = orphans.unswept_roots(settings.media_root, configured, roots)
+        check_sweep_roots(roots)
         camera_system.claim_exclusive_run()
         record_process(context.instance, context.run_id)
     except RunLockBusy as exc:
@@ -49,8 +48,11 @@ def plan_orphan_sweep(
         + f" (files older than {policy.min_age_hours} h)"
     )
     stage.done()
-    protected = orphans.never_swept(camera_system.engine(), *_dagster_directories(context.instance))
-    return orphans.OrphanSweepPlan(policy, roots, datetime.now(UTC), manifest, protected)
+    policy_file = [settings.policy_file] if settings.policy_file else []
+    protected = orphans.never_swept(
+        camera_system.engine(), *_dagster_directories(context.instance), *policy_file
+    )
+    return orphans.OrphanSweepPlan(policy, roots, datetime.now(UTC), manifest, protected, unswept)
 
 
 def _dagster_directories(instance: dg.DagsterInstance) -> list[str]:
@@ -86,6 +88,7 @@ def scan_orphaned_files(
         plan.started_at,
         context.log.info,
         plan.never_swept,
+        plan.unswept,
     )
     context.add_output_metadata({"files_scanned": stats.files_scanned, "orphans_found": stats.orphans_found})
     return stats

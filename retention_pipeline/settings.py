@@ -149,6 +149,7 @@ class Settings:
     dagster_run_retention_days: int = 90
     progress_interval_seconds: float = 2.0
     policy: tuple[DeclaredRule, ...] = ()  # RETENTION_POLICY_FILE's rules
+    policy_file: Path | None = None  # RETENTION_POLICY_FILE itself, which the orphan sweep never deletes
     job_status_redis_url: str | None = None  # None: runs are not published to the camera's job tracker
     job_status_ttl_seconds: int = 3600
 
@@ -212,12 +213,23 @@ class Settings:
         take("job_status_redis_url", "JOB_STATUS_REDIS_URL", _parse_redis_url)
         take("job_status_ttl_seconds", "JOB_STATUS_TTL_SECONDS", _parse_ttl)
         take("policy", "RETENTION_POLICY_FILE", lambda _name, raw: read_policy(Path(raw.strip())))
+        take("policy_file", "RETENTION_POLICY_FILE", lambda _name, raw: Path(raw.strip()).absolute())
         # The roots as the settings resolve them (a variable that failed to parse keeps its default).
-        roots = cls(**values).storage_roots  # type: ignore[arg-type]
-        for var, root in zip(("THUMBNAIL_DIR", "CLIPS_DIR", "IMAGES_DIR"), roots, strict=True):
+        defaults = cls(**values)  # type: ignore[arg-type]
+        media = os.path.realpath(defaults.media_root.absolute())
+        for var, root in zip(
+            ("THUMBNAIL_DIR", "CLIPS_DIR", "IMAGES_DIR"), defaults.storage_roots, strict=True
+        ):
             if os.path.normpath(root) == os.sep:
                 # Containment would hold for every file on the machine, and the orphan sweep would walk it.
                 errors.append(f"{var} resolves to {os.sep}: a storage root must be a media directory")
+            elif _within(media, os.path.realpath(root)):
+                # MEDIA_ROOT holds more than media (the camera system's configuration, its models): no row
+                # names those files, so the orphan sweep would take every one of them for an orphan.
+                errors.append(
+                    f"{var} resolves to {root}, which is MEDIA_ROOT ({media}) or contains it: a storage"
+                    " root must be a media directory inside MEDIA_ROOT or elsewhere"
+                )
         low = values.get("disk_free_min_percent", cls.disk_free_min_percent)
         high = values.get("disk_free_target_percent", cls.disk_free_target_percent)
         if not errors and low >= high:  # type: ignore[operator]
@@ -225,6 +237,10 @@ class Settings:
         if errors:
             raise SettingsError("Invalid configuration: " + "; ".join(errors))
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _parse_path(name: str, raw: str) -> Path:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import sqlite3
 import time
 from pathlib import Path
 
@@ -75,24 +76,26 @@ def test_real_sweep_deletes_the_orphan(tree: CameraWorld, instance):
 
 
 def test_a_root_that_holds_the_database_and_dagster_home_never_loses_them(tree: CameraWorld, tmp_path: Path):
-    # THUMBNAIL_DIR set to a directory above the media, where the SQLite database and Dagster's home
-    # also live: no row names them, and one database among many files stays under the share stops.
+    # THUMBNAIL_DIR=data around the other roots, where the SQLite database and Dagster's home also live:
+    # no row names them, and one database among many files stays under the share stops.
     if tree.engine.dialect.name != "sqlite":
         pytest.skip("a PostgreSQL database is not a file under the roots")
-    database = Path(str(tree.engine.url.database))
+    for n in range(20):
+        tree.detection(tree.recent(), thumbnail=old_file(tree, f"{THUMBS}/more{n}.jpg"))
+    database = tree.media / "data" / "retention.db"
+    with sqlite3.connect(str(tree.engine.url.database)) as source, sqlite3.connect(database) as copy:
+        source.backup(copy)
     lock = database.with_name(database.name + ".retention-lock")
-    (tmp_path / "dagster_home").mkdir()
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
-        for n in range(20):
-            tree.detection(tree.recent(), thumbnail=old_file(tree, f"{THUMBS}/more{n}.jpg"))
+    (tree.media / "data" / "dagster_home").mkdir()
+    with dg.instance_for_test(temp_dir=str(tree.media / "data" / "dagster_home")) as instance:
         resource = CameraSystemResource(
-            database_url=tree.engine.url.render_as_string(hide_password=False),
+            database_url=f"sqlite:///{database}",
             media_root=str(tree.media),
-            thumbnail_dir=str(tmp_path),
+            thumbnail_dir="data",
             clips_dir=CLIPS,
             images_dir=IMAGES,
         )
-        home_file = tmp_path / "dagster_home" / "history.db"
+        home_file = tree.media / "data" / "dagster_home" / "history.db"
         home_file.write_bytes(b"runs")
         lock.write_bytes(b"")
         stamp = time.time() - 48 * 3600
@@ -111,6 +114,37 @@ def test_a_root_that_holds_the_database_and_dagster_home_never_loses_them(tree: 
     assert not tree.exists(f"{THUMBS}/orphan.jpg") and tree.exists(f"{THUMBS}/live0.jpg")
     stats = result.output_for_node("scan_orphaned_files")
     assert stats.orphans_found == 1 and stats.protected_skipped >= 3
+
+
+def test_a_root_around_images_and_the_policy_file_leaves_both_alone(
+    tree: CameraWorld, instance, monkeypatch: pytest.MonkeyPatch
+):
+    # THUMBNAIL_DIR=data around IMAGES_DIR=data/images: without include_images a camera's upload no
+    # detection names yet stays, and so does RETENTION_POLICY_FILE kept beside the media.
+    upload = old_file(tree, f"{IMAGES}/front_door/upload.jpg")
+    policy_file = tree.media / old_file(tree, "data/retention-policy.yaml")
+    policy_file.write_text("# no rules yet\n")
+    os.utime(policy_file, (time.time() - 48 * 3600,) * 2)
+    monkeypatch.setenv("RETENTION_POLICY_FILE", str(policy_file))
+    resource = CameraSystemResource(
+        database_url=tree.engine.url.render_as_string(hide_password=False),
+        media_root=str(tree.media),
+        thumbnail_dir="data",
+        clips_dir=CLIPS,
+        images_dir=IMAGES,
+    )
+
+    result = orphaned_file_cleanup.execute_in_process(
+        run_config={"ops": {"plan_orphan_sweep": {"config": {"dry_run": False}}}},
+        resources={"camera_system": resource},
+        instance=instance,
+        raise_on_error=False,
+    )
+
+    assert result.success, failure_messages(result)
+    assert tree.exists(upload) and policy_file.is_file()
+    assert not tree.exists(f"{THUMBS}/orphan.jpg") and tree.exists(f"{THUMBS}/live0.jpg")
+    assert result.output_for_node("delete_orphaned_files").orphans_deleted == 1
 
 
 def test_safety_stop_fails_the_run_with_the_reason(tree: CameraWorld, instance):

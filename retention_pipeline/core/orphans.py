@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from itertools import islice
@@ -24,7 +24,7 @@ from .files import HardLinks, Outcome, StorageRoots, remove_file
 from .options import OrphanSweepOptions, readable
 from .purge import CHECK_CHUNK, REFERENCE_CHUNK, chunked, referenced_paths
 from .queries import path_checks
-from .scan import ScanCounts, ScannedFile, check_roots, walk_files
+from .scan import ScanCounts, check_sweep_roots, walk_roots
 from .tables import Registry
 
 Progress = Callable[[str], None]
@@ -51,28 +51,39 @@ class OrphanPolicy(OrphanSweepOptions):
 @dataclass(frozen=True)
 class OrphanSweepPlan:
     """One sweep: its policy, the roots it scans, when it started and where its manifest goes;
-    `never_swept`: files and directories it must not consider even under a root (see `never_swept`)."""
+    `never_swept`: files and directories it must not consider even under a root (see `never_swept`);
+    `unswept`: the configured roots it does not sweep, never entered from another (see `unswept_roots`)."""
 
     policy: OrphanPolicy
     roots: StorageRoots
     started_at: datetime
     manifest: Path
     never_swept: tuple[str, ...] = ()
+    unswept: tuple[str, ...] = ()
+
+
+def unswept_roots(media_root: Path, configured: Iterable[Path], roots: StorageRoots) -> tuple[str, ...]:
+    """The real paths of the `configured` storage roots that `roots` does not sweep (IMAGES_DIR without
+    include_images), for the walk to leave out where they lie inside a swept root (THUMBNAIL_DIR=data
+    beside IMAGES_DIR=data/images): their files are no orphans of this sweep."""
+    every = StorageRoots.from_dirs(media_root, configured).roots
+    return tuple(dict.fromkeys(real for real in every if real not in roots.roots))
 
 
 # What SQLite keeps beside a database file (rollback journal, WAL, shared memory) and our run lock.
 _DATABASE_SIDECARS = ("", "-journal", "-wal", "-shm", ".retention-lock")
 
 
-def never_swept(engine: Engine, *directories: str | Path) -> tuple[str, ...]:
+def never_swept(engine: Engine, *paths: str | Path) -> tuple[str, ...]:
     """The real paths the sweep must never delete, whatever roots it is given: a SQLite database with
-    its sidecar files, and `directories` (Dagster's home, which holds the run history and the manifest).
+    its sidecar files, and `paths`, files or directories (Dagster's home, which holds the run history and
+    the manifest; the policy file).
 
     No row names them, so under a root (THUMBNAIL_DIR=data beside data/retention.db) they would look
     like orphans, and the share-based safety stops do not notice one file among thousands.
     """
     database = engine.url.database if engine.dialect.name == "sqlite" else None
-    protected = [os.path.realpath(d) for d in directories]
+    protected = [os.path.realpath(p) for p in paths]
     if database and database != ":memory:" and not database.startswith("file:"):
         real = os.path.realpath(database)
         protected += [real + suffix for suffix in _DATABASE_SIDECARS]
@@ -113,10 +124,12 @@ def scan_for_orphans(
     now: datetime,
     progress: Progress,
     protected: tuple[str, ...] = (),
+    unswept: tuple[str, ...] = (),
 ) -> OrphanStats:
     """Walk the roots, write every orphan old enough to the CSV manifest, and count everything
-    (`protected`: real paths of files, or directories, never counted as orphans)."""
-    check_roots(list(roots.walk_roots))
+    (`protected`: real paths of files, or directories, never counted as orphans; `unswept`: real paths
+    of directories not walked, see `unswept_roots`)."""
+    check_sweep_roots(roots)
     stats = OrphanStats(dry_run=policy.dry_run, report_csv=str(manifest))
     oldest_allowed = (now - timedelta(hours=policy.min_age_hours)).timestamp()
     scan_counts = ScanCounts()
@@ -125,7 +138,7 @@ def scan_for_orphans(
     with manifest.open("w", newline="", errors="surrogateescape") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "size", "mtime"])
-        walk = _walk_all(roots, scan_counts, stats.per_root, protected)
+        walk = walk_roots(roots, scan_counts, stats.per_root, protected, unswept)
         for chunk in chunked(walk, REFERENCE_CHUNK):
             stats.files_scanned += len(chunk)
             referenced = referenced_paths(engine, roots, [f.path for f in chunk], policy.registry)
@@ -146,7 +159,7 @@ def scan_for_orphans(
         stats.referencing_rows = int(
             conn.execute(path_checks.count_referencing_rows(policy.registry)).scalar_one()
         )
-    stats.rows_missing_files = count_rows_missing_files(engine, roots, policy.registry)
+    stats.rows_missing_files = count_rows_missing_files(engine, roots, policy.registry, unswept)
     if policy.dry_run:
         stats.orphans_deleted, stats.bytes_reclaimed = stats.orphans_found, predicted_bytes
     return stats
@@ -228,8 +241,11 @@ def delete_orphans(
     return stats
 
 
-def count_rows_missing_files(engine: Engine, roots: StorageRoots, registry: Registry | None = None) -> int:
+def count_rows_missing_files(
+    engine: Engine, roots: StorageRoots, registry: Registry | None = None, unswept: tuple[str, ...] = ()
+) -> int:
     """Stored paths inside the scanned roots whose file is not on disk (reported, never acted on)."""
+    unswept_dirs = tuple(os.path.join(u, "") for u in unswept)
     missing = 0
     with engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=CHECK_CHUNK).execute(
@@ -238,7 +254,8 @@ def count_rows_missing_files(engine: Engine, roots: StorageRoots, registry: Regi
         for (stored,) in result:
             if "\x00" in stored or os.path.lexists(os.path.join(roots.media_root, stored)):
                 continue
-            if roots.unlink_target(stored) is not None:  # only files the sweep is responsible for
+            target = roots.unlink_target(stored)
+            if target is not None and not target.startswith(unswept_dirs):  # the sweep's files only
                 missing += 1
     return missing
 
@@ -247,41 +264,3 @@ def orphan_report_rows(manifest: str, limit: int) -> list[dict[str, str]]:
     """The first `limit` orphans of the manifest, for a table on the run page."""
     with open(manifest, newline="", errors="backslashreplace") as handle:  # readable, not exact
         return list(islice(csv.DictReader(handle), limit))
-
-
-def _outermost(roots: StorageRoots) -> list[str]:
-    """The roots to walk: one of each directory named twice, none inside another (each file once)."""
-    resolved = [os.path.join(real, "") for real in roots.roots]
-    return [
-        root
-        for i, (root, real) in enumerate(zip(roots.walk_roots, resolved, strict=True))
-        if not any(
-            (other == real and j < i) or (real.startswith(other) and real != other)
-            for j, other in enumerate(resolved)
-        )
-    ]
-
-
-def _walk_all(
-    roots: StorageRoots,
-    counts: ScanCounts,
-    per_root: dict[str, dict[str, float]],
-    protected: tuple[str, ...] = (),
-) -> Iterator[ScannedFile]:
-    protected_files = set(protected)
-    protected_dirs = tuple(os.path.join(p, "") for p in protected)
-    real_of = dict(zip(roots.walk_roots, roots.roots, strict=True))
-    for root in _outermost(roots):
-        totals = per_root.setdefault(root, {"files": 0, "bytes": 0, "oldest_mtime": 0.0})
-        real_root = real_of[root]
-        for found in walk_files(root, counts):
-            # The walk follows no symlink below the root, so the real path is the root's plus the rest.
-            real = real_root + found.path[len(root) :]
-            if protected and (real in protected_files or real.startswith(protected_dirs)):
-                counts.protected_skipped += 1
-                continue
-            totals["files"] += 1
-            totals["bytes"] += found.size
-            if not totals["oldest_mtime"] or found.mtime < totals["oldest_mtime"]:
-                totals["oldest_mtime"] = found.mtime
-            yield found

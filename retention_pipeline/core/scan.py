@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+
+from .files import StorageRoots
 
 
 class RootMissing(RuntimeError):
     """A storage root is missing or not a directory (an unmounted volume looks like this)."""
+
+
+class RootRefused(ValueError):
+    """A storage root the sweep must not walk: it would take files that are not media for orphans."""
 
 
 @dataclass(frozen=True)
@@ -42,8 +48,28 @@ def check_roots(roots: list[str]) -> None:
         )
 
 
-def walk_files(root: str, counts: ScanCounts) -> Iterator[ScannedFile]:
-    """Every regular file under `root`, depth first, without following any symlink.
+def check_sweep_roots(roots: StorageRoots) -> None:
+    """check_roots, and raise RootRefused for a root that is MEDIA_ROOT or lies above it.
+
+    Such a root holds more than media (the camera system's configuration, its models, the policy file): no
+    row names those files, so each would be an orphan. Settings refuse it too; this guards other callers.
+    """
+    check_roots(list(roots.walk_roots))
+    media = {roots.media_root, roots.real_media_root or roots.media_root}
+    for configured, real in zip(roots.walk_roots, roots.roots, strict=True):
+        if any(_within(m, configured) or _within(m, real) for m in media):
+            raise RootRefused(
+                f"storage root {configured} is MEDIA_ROOT ({roots.media_root}) or contains it: the sweep"
+                " would delete every file there no row names. Point THUMBNAIL_DIR, CLIPS_DIR and IMAGES_DIR"
+                " at media directories."
+            )
+
+
+def walk_files(
+    root: str, counts: ScanCounts, pruned: Callable[[str], bool] | None = None
+) -> Iterator[ScannedFile]:
+    """Every regular file under `root`, depth first, without following any symlink, nor entering a
+    directory for which `pruned` (given its path as reached from the root) is true.
 
     A symlink (to a file or a directory) is skipped and counted: following one could lead out of the
     root, and deleting one would delete nobody's data.
@@ -59,7 +85,8 @@ def walk_files(root: str, counts: ScanCounts) -> Iterator[ScannedFile]:
                 if entry.is_symlink():
                     counts.symlinks_skipped += 1
                 elif entry.is_dir(follow_symlinks=False):
-                    stack.append(os.scandir(entry.path))
+                    if pruned is None or not pruned(entry.path):
+                        stack.append(os.scandir(entry.path))
                 elif entry.is_file(follow_symlinks=False):
                     info = entry.stat(follow_symlinks=False)
                     yield ScannedFile(
@@ -70,3 +97,67 @@ def walk_files(root: str, counts: ScanCounts) -> Iterator[ScannedFile]:
     finally:
         for iterator in stack:
             iterator.close()
+
+
+def walk_roots(
+    roots: StorageRoots,
+    counts: ScanCounts,
+    per_root: dict[str, dict[str, float]],
+    protected: tuple[str, ...] = (),
+    unswept: tuple[str, ...] = (),
+) -> Iterator[ScannedFile]:
+    """Every file of the roots once, counted per root in `per_root` (`protected`: real paths of files or
+    directories never yielded, counted; `unswept`: real paths of directories not entered at all)."""
+    protected_files = set(protected)
+    protected_dirs = tuple(os.path.join(p, "") for p in protected)
+    unswept_set = set(unswept)
+    real_of = dict(zip(roots.walk_roots, roots.roots, strict=True))
+    for root in _outermost(roots, unswept):
+        real_root = real_of[root]
+        if real_root in unswept_set:
+            # Also a root this sweep leaves alone (IMAGES_DIR = THUMBNAIL_DIR without include_images):
+            # its files cannot be told apart, so none are taken for orphans.
+            continue
+        totals = per_root.setdefault(root, {"files": 0, "bytes": 0, "oldest_mtime": 0.0})
+
+        # The walk follows no symlink below the root, so a real path is the root's plus the rest.
+        def pruned(path: str, root: str = root, real_root: str = real_root) -> bool:
+            return real_root + path[len(root) :] in unswept_set
+
+        for found in walk_files(root, counts, pruned if unswept else None):
+            real = real_root + found.path[len(root) :]
+            if protected and (real in protected_files or real.startswith(protected_dirs)):
+                counts.protected_skipped += 1
+                continue
+            totals["files"] += 1
+            totals["bytes"] += found.size
+            if not totals["oldest_mtime"] or found.mtime < totals["oldest_mtime"]:
+                totals["oldest_mtime"] = found.mtime
+            yield found
+
+
+def _outermost(roots: StorageRoots, unswept: tuple[str, ...] = ()) -> list[str]:
+    """The roots to walk: one of each directory named twice, none inside another (each file once) unless
+    an unswept directory lies between them (the outer walk does not enter it, so the inner root is walked
+    on its own)."""
+    resolved = [os.path.join(real, "") for real in roots.roots]
+    between = [os.path.join(u, "") for u in unswept]
+
+    def walked_within(real: str, other: str) -> bool:
+        return (
+            real.startswith(other)
+            and real != other
+            and not any(real.startswith(u) and u.startswith(other) and u != other for u in between)
+        )
+
+    return [
+        root
+        for i, (root, real) in enumerate(zip(roots.walk_roots, resolved, strict=True))
+        if not any(
+            (other == real and j < i) or walked_within(real, other) for j, other in enumerate(resolved)
+        )
+    ]
+
+
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)

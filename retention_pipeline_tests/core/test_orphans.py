@@ -9,7 +9,7 @@ import pytest
 
 from retention_pipeline.core import orphans
 from retention_pipeline.core.files import StorageRoots
-from retention_pipeline.core.scan import RootMissing
+from retention_pipeline.core.scan import RootMissing, RootRefused
 from retention_pipeline_tests.factories import CLIPS, IMAGES, THUMBS, CameraWorld
 
 DAY = 24 * 3600
@@ -260,3 +260,42 @@ def test_a_dry_sweep_predicts_the_bytes_of_hard_linked_orphans_as_the_real_one_f
 
     assert (preview.orphans_deleted, preview.bytes_reclaimed) == (2, 1000)
     assert (real.orphans_deleted, real.bytes_reclaimed) == (2, 1000)
+
+
+def test_images_inside_a_swept_root_are_left_alone_without_include_images(live: CameraWorld, tmp_path: Path):
+    # THUMBNAIL_DIR=data around IMAGES_DIR=data/images: a camera's upload no detection names yet is not
+    # this sweep's to delete. CLIPS_DIR inside IMAGES_DIR is still swept.
+    upload = aged(live, f"{IMAGES}/front_door/upload.jpg", 48)
+    aged(live, f"{THUMBS}/orphan.jpg", 48)
+    aged(live, f"{IMAGES}/clips/orphan.mp4", 48)
+    thumbnails, clips, images = Path("data"), Path(f"{IMAGES}/clips"), Path(IMAGES)
+    roots = StorageRoots.from_dirs(live.media, [thumbnails, clips])
+    unswept = orphans.unswept_roots(live.media, [thumbnails, clips, images], roots)
+    rules = orphans.OrphanPolicy(dry_run=False)
+    now = datetime.now(UTC)
+
+    scanned = orphans.scan_for_orphans(
+        live.engine, roots, rules, tmp_path / "o.csv", now, lambda _m: None, (), unswept
+    )
+    swept = orphans.delete_orphans(live.engine, roots, rules, scanned, now, lambda _m: None)
+
+    assert live.exists(upload) and live.exists(f"{IMAGES}/live.jpg")
+    assert not live.exists(f"{THUMBS}/orphan.jpg") and not live.exists(f"{IMAGES}/clips/orphan.mp4")
+    assert (swept.files_scanned, swept.orphans_deleted) == (9, 2)
+
+
+@pytest.mark.parametrize("root", [".", ".."])
+def test_a_root_that_is_media_root_or_above_it_is_refused(live: CameraWorld, tmp_path: Path, root: str):
+    config = aged(live, "config/camera_system.yaml", 48)
+    roots = StorageRoots.from_dirs(live.media, [Path(root), Path(CLIPS)])
+
+    with pytest.raises(RootRefused, match=r"is MEDIA_ROOT .* or contains it"):
+        orphans.scan_for_orphans(
+            live.engine,
+            roots,
+            orphans.OrphanPolicy(dry_run=False),
+            tmp_path / "o.csv",
+            datetime.now(UTC),
+            print,
+        )
+    assert live.exists(config)

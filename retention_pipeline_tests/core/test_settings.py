@@ -154,3 +154,18 @@ def test_a_job_tracker_url_redis_cannot_use_is_refused(url: str):
 def test_a_storage_root_at_the_filesystem_root_is_refused(environment: dict[str, str], variable: str):
     with pytest.raises(SettingsError, match=f"{variable} resolves to /: a storage root must be a media"):
         Settings.from_env(environment)
+
+
+@pytest.mark.parametrize("root", [".", "..", "../media/", "/srv"])
+def test_a_storage_root_that_is_media_root_or_above_it_is_refused(root: str):
+    # MEDIA_ROOT holds the camera system's configuration and models: the orphan sweep would delete them.
+    with pytest.raises(
+        SettingsError, match=r"CLIPS_DIR resolves to .*, which is MEDIA_ROOT .* or contains it"
+    ):
+        Settings.from_env({"MEDIA_ROOT": "/srv/media", "CLIPS_DIR": root})
+
+
+def test_a_storage_root_inside_another_is_accepted():
+    settings = Settings.from_env({"MEDIA_ROOT": "/srv", "THUMBNAIL_DIR": "data", "IMAGES_DIR": "data/images"})
+
+    assert settings.storage_roots[0] == Path("/srv/data")
