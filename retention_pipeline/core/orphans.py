@@ -133,7 +133,6 @@ def scan_for_orphans(
     stats = OrphanStats(dry_run=policy.dry_run, report_csv=str(manifest))
     oldest_allowed = (now - timedelta(hours=policy.min_age_hours)).timestamp()
     scan_counts = ScanCounts()
-    links, predicted_bytes = HardLinks(), 0  # what deleting the orphans frees: a hard link's last link
     manifest.parent.mkdir(parents=True, exist_ok=True)
     with manifest.open("w", newline="", errors="surrogateescape") as handle:
         writer = csv.writer(handle)
@@ -150,7 +149,6 @@ def scan_for_orphans(
                     continue
                 stats.orphans_found += 1
                 stats.orphan_bytes += found.size
-                predicted_bytes += links.freed(found.size, found.links, found.inode)
                 writer.writerow([found.path, found.size, found.mtime])
             progress(f"scanned {stats.files_scanned} files, {stats.orphans_found} orphans so far")
     stats.symlinks_skipped = scan_counts.symlinks_skipped
@@ -160,8 +158,6 @@ def scan_for_orphans(
             conn.execute(path_checks.count_referencing_rows(policy.registry)).scalar_one()
         )
     stats.rows_missing_files = count_rows_missing_files(engine, roots, policy.registry, unswept)
-    if policy.dry_run:
-        stats.orphans_deleted, stats.bytes_reclaimed = stats.orphans_found, predicted_bytes
     return stats
 
 
@@ -207,9 +203,11 @@ def delete_orphans(
     now: datetime,
     progress: Progress,
 ) -> OrphanStats:
-    """Delete the manifest's orphans that are still unreferenced and unchanged; count every outcome."""
-    if policy.dry_run:
-        return stats
+    """Delete the manifest's orphans that are still unreferenced and unchanged; count every outcome.
+
+    A dry run goes through the same checks and asks `remove_file` what each unlink would do (a directory
+    the pipeline may not write to fails it), so its numbers are the real run's.
+    """
     oldest_allowed = (now - timedelta(hours=policy.min_age_hours)).timestamp()
     links = HardLinks()
     with open(stats.report_csv, newline="", errors="surrogateescape") as handle:  # names as on disk
@@ -229,7 +227,7 @@ def delete_orphans(
                         continue
                 except FileNotFoundError:
                     pass  # remove_file counts it as missing
-                outcome, freed = remove_file(roots, path, dry_run=False, links=links)
+                outcome, freed = remove_file(roots, path, dry_run=policy.dry_run, links=links)
                 if outcome is Outcome.DELETED:
                     stats.orphans_deleted += 1
                     stats.bytes_reclaimed += freed
@@ -237,7 +235,8 @@ def delete_orphans(
                     stats.files_missing += 1
                 else:
                     stats.files_failed += 1
-            progress(f"deleted {stats.orphans_deleted} of {stats.orphans_found} orphans")
+            done = "would delete" if policy.dry_run else "deleted"
+            progress(f"{done} {stats.orphans_deleted} of {stats.orphans_found} orphans")
     return stats
 
 

@@ -1,7 +1,10 @@
 """The orphaned-file sweep on SQLite and PostgreSQL: what it deletes, keeps, and refuses to do."""
 
 import os
+import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -299,3 +302,34 @@ def test_a_root_that_is_media_root_or_above_it_is_refused(live: CameraWorld, tmp
             print,
         )
     assert live.exists(config)
+
+
+@contextmanager
+def unwritable(folder: Path) -> Iterator[None]:
+    """`folder` made a directory nobody may remove files from (root ignores modes: immutable instead)."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+    elif subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode:
+        pytest.skip("running as root where chattr +i is unavailable: no directory root cannot write to")
+    try:
+        yield
+    finally:
+        if os.geteuid() != 0:
+            folder.chmod(0o755)
+        else:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_a_dry_sweep_predicts_orphans_the_real_one_cannot_delete(live: CameraWorld, tmp_path: Path):
+    aged(live, f"{THUMBS}/locked/a.jpg", 48, size=10)
+    aged(live, f"{THUMBS}/locked/b.jpg", 48, size=10)
+    aged(live, f"{THUMBS}/free.jpg", 48, size=5)
+
+    with unwritable(live.media / THUMBS / "locked"):
+        preview = sweep(live, tmp_path, dry_run=True)
+        real = sweep(live, tmp_path, dry_run=False)
+
+    keys = ("orphans_found", "orphans_deleted", "bytes_reclaimed", "files_failed")
+    assert {k: getattr(preview, k) for k in keys} == {k: getattr(real, k) for k in keys}
+    assert (real.orphans_found, real.orphans_deleted, real.bytes_reclaimed, real.files_failed) == (3, 1, 5, 2)
+    assert live.exists(f"{THUMBS}/locked/a.jpg") and not live.exists(f"{THUMBS}/free.jpg")
