@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import ConfigDict, Field, ValidationError
 from sqlalchemy.engine import Engine
 
+from . import files
 from .files import HardLinks, Outcome, StorageRoots, remove_file
 from .options import OrphanSweepOptions, readable
 from .purge import CHECK_CHUNK, REFERENCE_CHUNK, chunked, referenced_paths
@@ -101,6 +102,7 @@ class OrphanStats:
     orphans_deleted: int = 0
     bytes_reclaimed: int = 0
     skipped_too_young: int = 0
+    skipped_changed: int = 0  # another file at the path by the delete phase (see delete_orphans)
     kept_newly_referenced: int = 0
     files_missing: int = 0
     files_failed: int = 0
@@ -136,7 +138,7 @@ def scan_for_orphans(
     manifest.parent.mkdir(parents=True, exist_ok=True)
     with manifest.open("w", newline="", errors="surrogateescape") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", "size", "mtime"])
+        writer.writerow(["path", "size", "mtime", "device", "inode"])
         walk = walk_roots(roots, scan_counts, stats.per_root, protected, unswept)
         for chunk in chunked(walk, REFERENCE_CHUNK):
             stats.files_scanned += len(chunk)
@@ -149,7 +151,7 @@ def scan_for_orphans(
                     continue
                 stats.orphans_found += 1
                 stats.orphan_bytes += found.size
-                writer.writerow([found.path, found.size, found.mtime])
+                writer.writerow([found.path, found.size, found.mtime, *found.inode])
             progress(f"scanned {stats.files_scanned} files, {stats.orphans_found} orphans so far")
     stats.symlinks_skipped = scan_counts.symlinks_skipped
     stats.protected_skipped = scan_counts.protected_skipped
@@ -215,6 +217,9 @@ def delete_orphans(
         # Checked again right before the unlinks, in small chunks: a row written since the scan makes its
         # file live again, and one unlinked at a time, a large chunk would leave seconds for such a row.
         for chunk in chunked(rows, CHECK_CHUNK):
+            # The reference check spells each folder by its real path through a cache that lives as long as
+            # the process: the scan's answers must not outlive a directory swapped for a symlink since.
+            files._resolved_dir.cache_clear()
             referenced = referenced_paths(engine, roots, [row["path"] for row in chunk], policy.registry)
             for row in chunk:
                 path = row["path"]
@@ -222,11 +227,17 @@ def delete_orphans(
                     stats.kept_newly_referenced += 1
                     continue
                 try:
-                    if os.lstat(path).st_mtime > oldest_allowed:  # rewritten since the scan
-                        stats.skipped_too_young += 1
-                        continue
-                except FileNotFoundError:
-                    pass  # remove_file counts it as missing
+                    info = os.lstat(path)
+                except OSError:
+                    info = None  # remove_file counts it (missing, or refused)
+                if info is not None and info.st_mtime > oldest_allowed:  # rewritten since the scan
+                    stats.skipped_too_young += 1
+                    continue
+                if info is not None and (info.st_dev, info.st_ino) != (int(row["device"]), int(row["inode"])):
+                    # Not the file scanned (a folder on the way replaced by a symlink, a file moved in with
+                    # its old time): the reference check above was about another file.
+                    stats.skipped_changed += 1
+                    continue
                 outcome, freed = remove_file(roots, path, dry_run=policy.dry_run, links=links)
                 if outcome is Outcome.DELETED:
                     stats.orphans_deleted += 1

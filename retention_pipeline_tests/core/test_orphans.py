@@ -333,3 +333,37 @@ def test_a_dry_sweep_predicts_orphans_the_real_one_cannot_delete(live: CameraWor
     assert {k: getattr(preview, k) for k in keys} == {k: getattr(real, k) for k in keys}
     assert (real.orphans_found, real.orphans_deleted, real.bytes_reclaimed, real.files_failed) == (3, 1, 5, 2)
     assert live.exists(f"{THUMBS}/locked/a.jpg") and not live.exists(f"{THUMBS}/free.jpg")
+
+
+def test_a_folder_swapped_for_a_symlink_after_the_scan_does_not_cost_a_referenced_file(
+    live: CameraWorld, tmp_path: Path
+):
+    aged(live, f"{THUMBS}/a/x.jpg", 48)  # an orphan when scanned
+    clip = aged(live, f"{CLIPS}/cam/x.jpg", 48)
+    live.event(live.recent(), clip=clip)
+    roots = StorageRoots.from_dirs(live.media, [Path(THUMBS), Path(CLIPS)])
+    rules = orphans.OrphanPolicy(dry_run=False)
+    now = datetime.now(UTC)
+    scanned = orphans.scan_for_orphans(live.engine, roots, rules, tmp_path / "o.csv", now, lambda _m: None)
+
+    os.rename(live.media / THUMBS / "a", live.media / THUMBS / "a_old")
+    (live.media / THUMBS / "a").symlink_to("../clips/cam")
+    swept = orphans.delete_orphans(live.engine, roots, rules, scanned, now, lambda _m: None)
+
+    assert live.exists(clip) and live.exists(f"{THUMBS}/a_old/x.jpg")
+    assert (scanned.orphans_found, swept.orphans_deleted) == (1, 0)
+
+
+def test_a_file_moved_in_with_its_old_time_after_the_scan_is_not_deleted(live: CameraWorld, tmp_path: Path):
+    aged(live, f"{THUMBS}/x.jpg", 48)
+    roots = StorageRoots.from_dirs(live.media, [Path(THUMBS), Path(CLIPS)])
+    rules = orphans.OrphanPolicy(dry_run=False)
+    now = datetime.now(UTC)
+    scanned = orphans.scan_for_orphans(live.engine, roots, rules, tmp_path / "o.csv", now, lambda _m: None)
+
+    aged(live, "restored.jpg", 72, size=7)
+    os.replace(live.media / "restored.jpg", live.media / THUMBS / "x.jpg")  # as `mv` or a restore would
+    swept = orphans.delete_orphans(live.engine, roots, rules, scanned, now, lambda _m: None)
+
+    assert (live.media / THUMBS / "x.jpg").stat().st_size == 7
+    assert (swept.orphans_deleted, swept.skipped_changed) == (0, 1)
