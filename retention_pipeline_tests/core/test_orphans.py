@@ -9,10 +9,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from retention_pipeline.core import orphans
+from retention_pipeline.core.db import make_engine
 from retention_pipeline.core.files import StorageRoots
 from retention_pipeline.core.scan import RootMissing, RootRefused
+from retention_pipeline.core.schema import camera_metadata
+from retention_pipeline_tests.conftest import ADMIN_URL, NOW
 from retention_pipeline_tests.factories import CLIPS, IMAGES, THUMBS, CameraWorld
 
 DAY = 24 * 3600
@@ -367,3 +372,38 @@ def test_a_file_moved_in_with_its_old_time_after_the_scan_is_not_deleted(live: C
 
     assert (live.media / THUMBS / "x.jpg").stat().st_size == 7
     assert (swept.orphans_deleted, swept.skipped_changed) == (0, 1)
+
+
+@pytest.fixture
+def latin1_world(postgres_database: str, tmp_path: Path) -> Iterator[CameraWorld]:
+    """A camera database on PostgreSQL in LATIN1, which holds é but not 玄関."""
+    name = f"{make_url(postgres_database).database}_latin1"
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(
+            text(
+                f"CREATE DATABASE \"{name}\" ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
+            )
+        )
+    engine = make_engine(make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False))
+    camera_metadata.create_all(engine)
+    yield CameraWorld(engine, tmp_path / "media", now=NOW)
+    engine.dispose()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def test_a_name_the_database_encoding_cannot_hold_is_an_orphan_like_any_other(
+    latin1_world: CameraWorld, tmp_path: Path
+):
+    world = latin1_world
+    for n in range(4):
+        world.detection(world.recent(), thumbnail=aged(world, f"{THUMBS}/café/{n}.jpg", 48))
+    aged(world, f"{THUMBS}/玄関/x.jpg", 48, size=9)
+
+    preview = sweep(world, tmp_path, dry_run=True)
+    real = sweep(world, tmp_path, dry_run=False)
+
+    assert (preview.orphans_found, real.orphans_deleted, real.bytes_reclaimed) == (1, 1, 9)
+    assert not world.exists(f"{THUMBS}/玄関/x.jpg") and world.exists(f"{THUMBS}/café/0.jpg")

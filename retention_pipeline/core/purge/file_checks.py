@@ -9,7 +9,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from itertools import islice
 from typing import TypeVar
 
-from sqlalchemy.engine import Engine
+from psycopg2 import extensions  # type: ignore[import-untyped]  # no stubs installed
+from sqlalchemy.engine import Connection, Engine
 
 from ..db import is_utf8, text_bytes
 from ..files import HardLinks, Outcome, StorageRoots, remove_file, remove_files
@@ -68,6 +69,8 @@ def referenced_paths(
     if dialect == "postgresql":
         keeping += partition_ddl.detached_media_columns(engine, registry)
     with engine.connect() as conn:
+        if dialect == "postgresql":
+            names = _storable(conn, names)
         for statement in path_checks.create_check_names(dialect):
             conn.execute(statement)
         conn.commit()
@@ -85,6 +88,25 @@ def referenced_paths(
     if not hits:
         return set()
     return {path for path, names in aliases.items() if hits.intersection(names)}
+
+
+def _storable(conn: Connection, names: list[str]) -> list[str]:
+    """The names a PostgreSQL database's encoding can hold: no row holds the others (`玄関/x.jpg` in a
+    LATIN1 database), and one of them would fail the whole check."""
+    server = conn.connection.dbapi_connection.info.parameter_status("server_encoding")  # type: ignore[union-attr]
+    codec = extensions.encodings.get(server)
+    # SQL_ASCII stores any bytes: a row may hold any name, so none is dropped (one it cannot send fails).
+    if server == "SQL_ASCII" or codec is None or codec == "utf_8" or "".join(names).isascii():
+        return names
+    return [name for name in names if _encodes(name, codec)]
+
+
+def _encodes(name: str, codec: str) -> bool:
+    try:
+        name.encode(codec)
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def delete_unreferenced(
