@@ -90,7 +90,18 @@ def scan_orphaned_files(
         plan.never_swept,
         plan.unswept,
     )
-    context.add_output_metadata({"files_scanned": stats.files_scanned, "orphans_found": stats.orphans_found})
+    if stats.unreadable_dirs:
+        context.log.warning(
+            f"{stats.unreadable_dirs} directories under the roots could not be read (permissions, or gone"
+            " meanwhile): their files were neither scanned nor deleted"
+        )
+    context.add_output_metadata(
+        {
+            "files_scanned": stats.files_scanned,
+            "orphans_found": stats.orphans_found,
+            "unreadable_dirs": stats.unreadable_dirs,
+        }
+    )
     return stats
 
 

@@ -1,6 +1,7 @@
 """orphaned_file_cleanup through Dagster and the CLI, on SQLite and PostgreSQL."""
 
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -226,3 +227,33 @@ def test_dagster_storage_a_dagster_yaml_puts_under_a_root_is_never_swept(tree: C
         assert result.success, failure_messages(result)
         assert history and all(path.exists() for path in history)
         assert not tree.exists(f"{THUMBS}/orphan.jpg")
+
+
+def test_a_directory_the_walk_cannot_read_is_counted_and_warned_of(
+    tree: CameraWorld, instance, monkeypatch: pytest.MonkeyPatch
+):
+    hidden = tree.media / old_file(tree, f"{THUMBS}/locked/orphan.jpg")
+    scandir = os.scandir
+
+    def refusing(path):  # root reads any directory whatever its mode: refuse one as a mode 000 would
+        if str(path) == str(hidden.parent):
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+
+    result = sweep(tree, instance, dry_run=False)
+
+    assert result.success, failure_messages(result)
+    assert hidden.exists() and not tree.exists(f"{THUMBS}/orphan.jpg")
+    stats = result.output_for_node("report_orphan_sweep")
+    assert (stats.unreadable_dirs, stats.orphans_deleted) == (1, 1)
+    warnings = [
+        record.user_message
+        for record in instance.all_logs(result.run_id)
+        if record.level == logging.WARNING and "could not be read" in record.user_message
+    ]
+    assert warnings == [
+        "1 directories under the roots could not be read (permissions, or gone meanwhile): their files"
+        " were neither scanned nor deleted"
+    ]
