@@ -20,7 +20,6 @@ from typing import Any
 from pydantic import ConfigDict, Field, ValidationError
 from sqlalchemy.engine import Engine
 
-from . import files
 from .files import HardLinks, Outcome, StorageRoots, remove_file
 from .options import OrphanSweepOptions, readable
 from .purge import CHECK_CHUNK, REFERENCE_CHUNK, chunked, referenced_paths
@@ -219,9 +218,8 @@ def delete_orphans(
         # Checked again right before the unlinks, in small chunks: a row written since the scan makes its
         # file live again, and one unlinked at a time, a large chunk would leave seconds for such a row.
         for chunk in chunked(rows, CHECK_CHUNK):
-            # The reference check spells each folder by its real path through a cache that lives as long as
-            # the process: the scan's answers must not outlive a directory swapped for a symlink since.
-            files._resolved_dir.cache_clear()
+            # Each check resolves folders afresh (spellings.Spellings lives for one check), so a directory
+            # swapped for a symlink since the scan is spelled as it is now.
             referenced = referenced_paths(engine, roots, [row["path"] for row in chunk], policy.registry)
             for row in chunk:
                 path = row["path"]
