@@ -95,11 +95,17 @@ def scan_orphaned_files(
             f"{stats.unreadable_dirs} directories under the roots could not be read (permissions, or gone"
             " meanwhile): their files were neither scanned nor deleted"
         )
+    if stats.mounts_skipped:
+        context.log.warning(
+            f"{stats.mounts_skipped} directories under the roots are mount points of other file systems (or"
+            " bind mounts): the sweep did not enter them"
+        )
     context.add_output_metadata(
         {
             "files_scanned": stats.files_scanned,
             "orphans_found": stats.orphans_found,
             "unreadable_dirs": stats.unreadable_dirs,
+            "mounts_skipped": stats.mounts_skipped,
         }
     )
     return stats

@@ -107,6 +107,7 @@ class OrphanStats:
     files_failed: int = 0
     symlinks_skipped: int = 0
     unreadable_dirs: int = 0  # directories the walk could not list: their files were not looked at
+    mounts_skipped: int = 0  # directories under a root another file system is mounted on: not entered
     protected_skipped: int = 0  # the database's own files, Dagster's home (see never_swept)
     rows_missing_files: int = 0
     referencing_rows: int = 0
@@ -155,6 +156,7 @@ def scan_for_orphans(
             progress(f"scanned {stats.files_scanned} files, {stats.orphans_found} orphans so far")
     stats.symlinks_skipped = scan_counts.symlinks_skipped
     stats.unreadable_dirs = scan_counts.unreadable_dirs
+    stats.mounts_skipped = scan_counts.mounts_skipped
     stats.protected_skipped = scan_counts.protected_skipped
     with engine.connect() as conn:
         stats.referencing_rows = int(

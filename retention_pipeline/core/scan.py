@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from .files import StorageRoots
+
+
+_OCTAL = re.compile(r"\\([0-7]{3})")
 
 
 class RootMissing(RuntimeError):
@@ -35,6 +39,22 @@ class ScanCounts:
     symlinks_skipped: int = 0
     unreadable_dirs: int = 0
     protected_skipped: int = 0  # files the sweep must never delete (orphans.never_swept)
+    mounts_skipped: int = 0  # directories another file system is mounted on: not entered
+
+
+def mount_points() -> frozenset[str]:
+    """Every mount point of this process's mount namespace (bind mounts too), from /proc/self/mountinfo;
+    empty where there is none (the walk then knows mounts by their device number only)."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as info:
+            # Field 5 is the mount point, with space, tab, newline and backslash written as octal escapes.
+            return frozenset(
+                _OCTAL.sub(lambda escape: chr(int(escape[1], 8)), line.split(" ")[4])
+                for line in info
+                if line.count(" ") >= 4
+            )
+    except OSError:
+        return frozenset()
 
 
 def check_roots(roots: list[str]) -> None:
@@ -66,14 +86,22 @@ def check_sweep_roots(roots: StorageRoots) -> None:
 
 
 def walk_files(
-    root: str, counts: ScanCounts, pruned: Callable[[str], bool] | None = None
+    root: str,
+    counts: ScanCounts,
+    pruned: Callable[[str], bool] | None = None,
+    mounts: frozenset[str] = frozenset(),
 ) -> Iterator[ScannedFile]:
     """Every regular file under `root`, depth first, without following any symlink, nor entering a
-    directory for which `pruned` (given its path as reached from the root) is true.
+    directory for which `pruned` (given its path as reached from the root) is true, nor one another file
+    system is mounted on (in `mounts`, real paths, or on another device than the root).
 
     A symlink (to a file or a directory) is skipped and counted: following one could lead out of the
-    root, and deleting one would delete nobody's data.
+    root, and deleting one would delete nobody's data. A mount is skipped and counted as `find -xdev`
+    would: a volume or a bind mount under a root (a database's data directory, another system's share)
+    holds files no row names that are not ours to judge.
     """
+    device = os.stat(root).st_dev
+    real_root = os.path.realpath(root)
     stack = [os.scandir(root)]
     try:
         while stack:
@@ -85,8 +113,13 @@ def walk_files(
                 if entry.is_symlink():
                     counts.symlinks_skipped += 1
                 elif entry.is_dir(follow_symlinks=False):
-                    if pruned is None or not pruned(entry.path):
-                        stack.append(os.scandir(entry.path))
+                    if pruned is not None and pruned(entry.path):
+                        continue
+                    real = real_root + entry.path[len(root) :]  # no symlink followed below the root
+                    if real in mounts or entry.stat(follow_symlinks=False).st_dev != device:
+                        counts.mounts_skipped += 1
+                        continue
+                    stack.append(os.scandir(entry.path))
                 elif entry.is_file(follow_symlinks=False):
                     info = entry.stat(follow_symlinks=False)
                     yield ScannedFile(
@@ -112,6 +145,7 @@ def walk_roots(
     protected_dirs = tuple(os.path.join(p, "") for p in protected)
     unswept_set = set(unswept)
     real_of = dict(zip(roots.walk_roots, roots.roots, strict=True))
+    mounts = mount_points()
     for root in _outermost(roots, unswept):
         real_root = real_of[root]
         if real_root in unswept_set:
@@ -124,7 +158,7 @@ def walk_roots(
         def pruned(path: str, root: str = root, real_root: str = real_root) -> bool:
             return real_root + path[len(root) :] in unswept_set
 
-        for found in walk_files(root, counts, pruned if unswept else None):
+        for found in walk_files(root, counts, pruned if unswept else None, mounts):
             real = real_root + found.path[len(root) :]
             if protected and (real in protected_files or real.startswith(protected_dirs)):
                 counts.protected_skipped += 1

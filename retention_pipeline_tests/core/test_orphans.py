@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from retention_pipeline.core import orphans
+from retention_pipeline.core import orphans, scan
 from retention_pipeline.core.db import make_engine
 from retention_pipeline.core.files import StorageRoots
 from retention_pipeline.core.scan import RootMissing, RootRefused
@@ -189,6 +189,27 @@ def test_a_file_a_row_names_with_a_writers_extra_slashes_or_dots_is_not_an_orpha
     stats = sweep(live, tmp_path, dry_run=False)
 
     assert live.exists(kept) and stats.orphans_found == 0
+
+
+def test_a_file_system_mounted_under_a_root_is_not_entered(
+    live: CameraWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # A volume, or a bind mount (another system's data), under THUMBNAIL_DIR: not the sweep's to judge.
+    mounted = aged(live, f"{THUMBS}/pgdata/base/1234", 48)
+    orphan = aged(live, f"{THUMBS}/orphan.jpg", 48)
+    mount_point = os.path.realpath(live.media / THUMBS / "pgdata")
+    monkeypatch.setattr(scan, "mount_points", lambda: frozenset({"/", mount_point}))
+
+    stats = sweep(live, tmp_path, dry_run=False)
+
+    assert live.exists(mounted) and not live.exists(orphan)
+    assert (stats.mounts_skipped, stats.orphans_deleted) == (1, 1)
+
+
+def test_the_mount_points_are_read_from_the_kernel_with_their_escapes_undone():
+    mounts = scan.mount_points()
+    assert "/" in mounts and "/proc" in mounts
+    assert scan._OCTAL.sub(lambda escape: chr(int(escape[1], 8)), r"/mnt/cam\040one") == "/mnt/cam one"
 
 
 def test_dry_run_changes_nothing_and_predicts_the_real_run(live: CameraWorld, tmp_path: Path):
