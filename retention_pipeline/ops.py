@@ -12,7 +12,7 @@ from .config import CleanupConfig
 from .core import cleanup
 from .core.db import DatabaseMissing
 from .core.labels import labelled, readable
-from .core.lock import RunLockBusy
+from .core.lock import RunLockBusy, RunLockLost
 from .core.plan import CleanupPlan, make_plan, parse_reference_time
 from .core.purge import BatchTooSlow, offline_warnings
 from .core.stats import CleanupStats, FileCounts, RowCounts
@@ -47,6 +47,11 @@ def lock_busy(exc: RunLockBusy) -> dg.Failure:
     return dg.Failure(description=str(exc), metadata={RUN_LOCK_BUSY: True}, allow_retries=False)
 
 
+def lock_lost(exc: RunLockLost) -> dg.Failure:
+    """The failure of a step whose run lost the database's run lock; a retry would find it lost again."""
+    return dg.Failure(description=str(exc), allow_retries=False)
+
+
 def claimed_engine(context: dg.OpExecutionContext, camera_system: CameraSystemResource) -> Engine:
     """The camera database, with this run holding its run lock and tagged with its process.
 
@@ -62,6 +67,8 @@ def claimed_engine(context: dg.OpExecutionContext, camera_system: CameraSystemRe
             record_process(context.instance, context.run_id)
     except RunLockBusy as exc:
         raise lock_busy(exc) from None
+    except RunLockLost as exc:
+        raise lock_lost(exc) from None
     return camera_system.engine()
 
 
@@ -108,13 +115,16 @@ def _rows_metadata(context: dg.OpExecutionContext, counts: RowCounts) -> None:
 
 def _failing_when_too_slow(purge: Callable[[], RowCounts]) -> RowCounts:
     """Run a purge whose batches are time-capped; a database too slow for the cap fails the step with
-    the advice and what was already committed, and no retry (the next one would be as slow)."""
+    the advice and what was already committed, and no retry (the next one would be as slow). A lock
+    lost meanwhile fails it with no retry either."""
     try:
         return purge()
     except BatchTooSlow as exc:
         raise dg.Failure(
             description=str(exc), metadata=_rows_figures(exc.counts), allow_retries=False
         ) from None
+    except RunLockLost as exc:
+        raise lock_lost(exc) from None
 
 
 @dg.op(description="Delete expired detections in batches, queueing their files in the same commit.")
@@ -215,7 +225,10 @@ def delete_expired_files(
     camera_system: CameraSystemResource,
 ) -> FileCounts:
     stage = op_stage(context, camera_system)
-    counts = cleanup.clean_files(camera_system.engine(), plan, context.log.info, chunk, stage.share)
+    try:
+        counts = cleanup.clean_files(camera_system.engine(), plan, context.log.info, chunk, stage.share)
+    except RunLockLost as exc:
+        raise lock_lost(exc) from None
     for path in counts.refused_examples:
         context.log.warning(f"refused to delete a path outside the storage roots: {path!r}")
     for path in counts.failed_examples:

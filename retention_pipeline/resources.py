@@ -84,12 +84,15 @@ class CameraSystemResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         return self._engine
 
     def claim_exclusive_run(self) -> bool:
-        """Take the database's run lock for the rest of the run, if not taken yet; raises RunLockBusy.
+        """Take the database's run lock for the rest of the run, if not taken yet; raises RunLockBusy, or
+        RunLockLost when the lock this resource took was lost since (it stays lost for the run).
 
         Returns whether this call took it. Resources live for the whole run under the in-process
         executor, so the lock does too.
         """
         if self._lock is not None:
+            # Checked, not assumed: a step after the one that found the lock lost must not start deleting.
+            self._lock.ensure_held()
             return False
         lock = ExclusiveRunLock(self.engine())
         lock.acquire()

@@ -5,7 +5,8 @@ Dagster's run queue already serialises runs it launches; this lock also covers r
 session, and the kernel drops a flock with its process, however the process dies. Because the server can
 also end that session under a live run (restart, failover, idle_session_timeout), a held PostgreSQL lock
 checks itself before every write transaction of the run's engine commits, and takes itself again or stops
-the run (rolling that transaction back).
+the run (rolling that transaction back). A lock found lost stays lost until released: every later write on
+that engine is rolled back too, whichever step or thread makes it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import weakref
 from typing import Any
 
 from sqlalchemy import Select, column, event, exists, func, select, table
@@ -44,6 +46,23 @@ class RunLockLost(RuntimeError):
     """The run's lock ended with its database session, and another run holds it now."""
 
 
+LOST_MESSAGE = (
+    "this run lost its lock on the database (the server ended its session) and another retention run"
+    " holds it now; this run stopped so the two never delete at the same time: the transaction in"
+    " progress was rolled back and nothing more is deleted. What earlier batches deleted stays"
+    " deleted; the next run carries on."
+)
+
+# Engines whose run lock was found lost: the file step's workers look here before they unlink.
+_LOST: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def raise_if_lost(engine: Engine) -> None:
+    """Raise RunLockLost if the run lock taken on this engine was found lost; no database round trip."""
+    if engine in _LOST:
+        raise RunLockLost(LOST_MESSAGE)
+
+
 def select_run_lock_held() -> Select[tuple[bool]]:
     """Whether this session holds the run's advisory lock (a bigint key shows as classid:objid, subid 1)."""
     return select(
@@ -65,6 +84,7 @@ class ExclusiveRunLock:
         self._engine = engine
         self._connection: Connection | None = None
         self._fd: int | None = None
+        self._lost = False
         # The file step commits from several threads, and each commit checks the lock on its one
         # connection: unguarded, two checks interleave on it and one commits the other's transaction.
         self._guard = threading.RLock()
@@ -86,6 +106,7 @@ class ExclusiveRunLock:
         if not event.contains(self._engine, "commit", self._before_commit):
             event.listen(self._engine, "commit", self._before_commit)
         self._connection = connection
+        self._lost = False
 
     def _before_commit(self, connection: Connection) -> None:
         # Raising here rolls the batch back: no write commits unless the lock was held just before.
@@ -95,6 +116,9 @@ class ExclusiveRunLock:
     def ensure_held(self) -> None:
         """Confirm the lock is still this run's, taking it again if its session ended; raises RunLockLost.
 
+        Once lost it stays lost (until `release`): another run may be deleting, so none of this run's
+        steps may write again, even after that run has finished.
+
         A run that takes the lock in the moment between this check and the commit that follows it can
         overlap with that one commit; batches are idempotent, so that costs nothing but a retry.
         """
@@ -102,6 +126,8 @@ class ExclusiveRunLock:
             self._ensure_held()
 
     def _ensure_held(self) -> None:
+        if self._lost:
+            raise RunLockLost(LOST_MESSAGE)
         connection = self._connection
         if connection is None:
             return  # a flock, or nothing held: neither can be lost under a live process
@@ -117,11 +143,10 @@ class ExclusiveRunLock:
         try:
             self._acquire_advisory()
         except RunLockBusy:
-            self._stop_guarding()
-            raise RunLockLost(
-                "this run lost its lock on the database (the server ended its session) and another"
-                " retention run holds it now; this run stopped so the two never delete at the same time."
-            ) from None
+            # The commit listener stays: every later write of this run rolls back, not just this one.
+            self._lost = True
+            _LOST.add(self._engine)
+            raise RunLockLost(LOST_MESSAGE) from None
 
     def _stop_guarding(self) -> None:
         if event.contains(self._engine, "commit", self._before_commit):
@@ -154,6 +179,8 @@ class ExclusiveRunLock:
 
     def _release(self) -> None:
         self._stop_guarding()
+        self._lost = False
+        _LOST.discard(self._engine)
         if self._connection is not None:
             connection, self._connection = self._connection, None
             try:

@@ -5,14 +5,19 @@ import sys
 import textwrap
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import create_engine, func, insert, select, text
 from sqlalchemy.engine import Engine
 
+from retention_pipeline.core.cleanup import clean_files, clean_table, prepare_database
 from retention_pipeline.core.db import write_transaction
 from retention_pipeline.core.lock import ExclusiveRunLock, RunLockBusy, RunLockLost
+from retention_pipeline.core.purge.file_checks import no_progress
+from retention_pipeline.core.queries import queue
 from retention_pipeline.core.schema import logs
+from retention_pipeline_tests.factories import THUMBS, CameraWorld
 
 LOCK_SESSIONS = text("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted")
 
@@ -161,3 +166,67 @@ def test_commits_from_several_threads_check_the_held_lock_one_at_a_time(engine: 
                 ExclusiveRunLock(engine).acquire()
 
     assert _log_lines(engine) == 200
+
+
+def _lose_the_lock_to_another_run(engine: Engine) -> tuple[ExclusiveRunLock, Engine]:
+    """The server ends this run's lock session and another run takes the lock before the next commit."""
+    _end_lock_sessions(engine)
+    other_engine = create_engine(engine.url)
+    other = ExclusiveRunLock(other_engine)
+    other.acquire()
+    return other, other_engine
+
+
+def test_a_lost_lock_stays_lost_for_every_later_write_even_once_the_other_run_has_finished(
+    postgresql_only: None, engine: Engine
+):
+    first = ExclusiveRunLock(engine)
+    first.acquire()
+    other, other_engine = _lose_the_lock_to_another_run(engine)
+    try:
+        with pytest.raises(RunLockLost):
+            _write_a_log_line(engine)
+        # A later step of the same run, or another of the file step's threads: still refused.
+        with pytest.raises(RunLockLost, match="nothing more is deleted"):
+            _write_a_log_line(engine)
+        other.release()
+        with pytest.raises(RunLockLost):
+            _write_a_log_line(engine)
+        with pytest.raises(RunLockLost):
+            first.ensure_held()
+        assert _log_lines(engine) == 0
+    finally:
+        other.release()
+        first.release()
+        other_engine.dispose()
+
+
+def test_once_the_lock_is_found_lost_the_file_step_unlinks_nothing_more(
+    postgresql_only: None, world: CameraWorld
+):
+    prepare_database(world.engine)
+    thumbnails = [world.file(f"{THUMBS}/old_{n}.jpg") for n in range(3)]
+    for thumbnail in thumbnails:
+        world.detection(world.old(), thumbnail=thumbnail)
+    world.log(world.log_cutoff - timedelta(days=1))
+    plan = world.plan()
+    lock = ExclusiveRunLock(world.engine)
+    lock.acquire()
+    try:
+        assert clean_table(world.engine, plan, "detections", no_progress).deleted == 3
+        other, other_engine = _lose_the_lock_to_another_run(world.engine)
+        try:
+            with pytest.raises(RunLockLost):
+                clean_table(world.engine, plan, "logs", no_progress)
+            with pytest.raises(RunLockLost, match="lost its lock"):
+                clean_files(world.engine, plan, no_progress)
+        finally:
+            other.release()
+            other_engine.dispose()
+    finally:
+        lock.release()
+
+    assert all(world.exists(thumbnail) for thumbnail in thumbnails)
+    with world.engine.connect() as conn:
+        assert conn.execute(queue.select_last_queued_id()).scalar() is not None
+    assert world.count(logs) == 1

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from ..db import is_utf8, text_bytes, write_transaction
 from ..files import HardLinks, StorageRoots
+from ..lock import raise_if_lost
 from ..queries import queue
 from ..stats import FileCounts
 from ..tables import Registry
@@ -97,6 +98,9 @@ def drain_file_queue(
         start, rows, referenced = chunk
         counts = FileCounts()
         entries = [(path, kind) for _id, path, kind in rows]
+        # Once a worker's commit has found the run's lock lost, another run may be draining: the other
+        # workers stop before unlinking, not only at their commit.
+        raise_if_lost(engine)
         staying = delete_unreferenced(counts, roots, entries, referenced, False, links, offline)
         with write_transaction(engine) as conn:
             conn.execute(queue.delete_queued_files(start, rows[-1][0]))

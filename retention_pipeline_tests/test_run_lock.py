@@ -1,0 +1,71 @@
+"""The database's run lock through Dagster: a run that loses it stops deleting in every later step."""
+
+from collections.abc import Iterator
+
+import dagster as dg
+import pytest
+from sqlalchemy import create_engine, func, select, text
+
+from retention_pipeline.core import cleanup
+from retention_pipeline.core.lock import ExclusiveRunLock
+from retention_pipeline.core.schema import detections, events, gpu_stats, logs
+from retention_pipeline_tests.dagster_helpers import execute, failure_messages, plan_config
+from retention_pipeline_tests.factories import THUMBS, CameraWorld
+
+
+@pytest.fixture
+def expired(world: CameraWorld) -> CameraWorld:
+    """One expired row in each table the job purges, and the files of the expired event and detection."""
+    old_event = world.event(world.old(), clip=world.file("data/clips/old.mp4"))
+    world.detection(world.old(), events_=(old_event,), thumbnail=world.file(f"{THUMBS}/old.jpg"))
+    world.gpu(world.old())
+    world.log(world.log_cutoff - world.log_cutoff.resolution * 1000)
+    return world
+
+
+@pytest.fixture
+def other_run(world: CameraWorld) -> Iterator[ExclusiveRunLock]:
+    """Another retention run's lock on the same database (another deployment, a CLI run), not yet taken."""
+    engine = create_engine(world.engine.url)
+    lock = ExclusiveRunLock(engine)
+    yield lock
+    lock.release()
+    engine.dispose()
+
+
+def _end_lock_sessions(world: CameraWorld) -> None:
+    """What a server restart, a failover or idle_session_timeout does to the run lock's session."""
+    with create_engine(world.engine.url).connect() as admin:
+        sessions = text("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted")
+        for pid in admin.execute(sessions).scalars().all():
+            admin.execute(select(func.pg_terminate_backend(pid)))
+
+
+def test_a_run_that_lost_its_lock_deletes_nothing_more_in_any_later_step(
+    postgresql_only: None,
+    expired: CameraWorld,
+    other_run: ExclusiveRunLock,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    real_clean_table = cleanup.clean_table
+
+    def lose_the_lock_in_gpu_stats(engine, plan, table, *args):
+        if table == "gpu_stats":
+            _end_lock_sessions(expired)
+            other_run.acquire()
+        return real_clean_table(engine, plan, table, *args)
+
+    monkeypatch.setattr(cleanup, "clean_table", lose_the_lock_in_gpu_stats)
+
+    result = execute(expired, instance, plan_config(dry_run=False, reference_time=expired.now.isoformat()))
+
+    assert not result.success
+    # purge_detections finished before the loss; nothing after it deleted a row or a file.
+    assert expired.count(detections) == 0
+    assert (expired.count(events), expired.count(gpu_stats), expired.count(logs)) == (1, 1, 1)
+    assert expired.exists(f"{THUMBS}/old.jpg") and expired.exists("data/clips/old.mp4")
+    failed = {event.step_key for event in result.all_events if event.is_step_failure}
+    assert {"purge_gpu_stats", "purge_logs", "purge_events"} <= failed
+    assert "lost its lock on the database" in failure_messages(result)
+    assert "nothing more is deleted" in failure_messages(result)
