@@ -5,26 +5,24 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import dagster as dg
-from sqlalchemy.engine import Engine
 
 from .assets import observe_after_cleanup
 from .config import CleanupConfig
 from .core import cleanup
 from .core.db import DatabaseMissing
 from .core.labels import labelled, readable
-from .core.lock import RunLockBusy, RunLockLost
+from .core.lock import RunLockLost
 from .core.plan import CleanupPlan, make_plan, parse_reference_time
 from .core.purge import BatchTooSlow, offline_warnings
 from .core.stats import CleanupStats, FileCounts, RowCounts
-from .history import record_process
 from .job_tracker import Stage, start_stage
 from .resources import CameraSystemResource
+from .run_lock_ops import claimed_engine, lock_lost
+from .run_lock_ops import lock_busy as lock_busy  # orphan_ops imports it from here
 from .settings import SettingsError
-from .tags import RUN_LOCK_BUSY, cleanup_headline
+from .tags import cleanup_headline
 
 SCHEDULED_TIME_TAG = ".dagster/scheduled_execution_time"
-# The job's own executor, and the one `execute_in_process` (the CLI, tests) puts in its place.
-IN_PROCESS_EXECUTORS = {"in_process", "execute_in_process_executor"}
 
 
 def _reference_time(context: dg.OpExecutionContext, config: CleanupConfig) -> datetime:
@@ -40,36 +38,6 @@ def _reference_time(context: dg.OpExecutionContext, config: CleanupConfig) -> da
 def op_stage(context: dg.OpExecutionContext, camera_system: CameraSystemResource) -> Stage:
     """This op's stage in the camera system's job tracker (a no-op without JOB_STATUS_REDIS_URL)."""
     return start_stage(context, camera_system.settings().job_tracker)
-
-
-def lock_busy(exc: RunLockBusy) -> dg.Failure:
-    """The failure of a step refused the database's run lock, marked so the CLI exits EXIT_BUSY."""
-    return dg.Failure(description=str(exc), metadata={RUN_LOCK_BUSY: True}, allow_retries=False)
-
-
-def lock_lost(exc: RunLockLost) -> dg.Failure:
-    """The failure of a step whose run lost the database's run lock; a retry would find it lost again."""
-    return dg.Failure(description=str(exc), allow_retries=False)
-
-
-def claimed_engine(context: dg.OpExecutionContext, camera_system: CameraSystemResource) -> Engine:
-    """The camera database, with this run holding its run lock and tagged with its process.
-
-    The ops on the run's one sequential chain ask, not only plan_cleanup, because a retry from failure
-    reuses the plan without running plan_cleanup again. The ops a multiprocess executor may run beside
-    them (GPU stats, logs, file shares) do not: they would be refused the lock their own run holds.
-    """
-    try:
-        # Only the in-process executor runs every step in the run worker, whose pid lives as long as the
-        # run; a step process of another executor exits while its run goes on, and its pid would make
-        # the run look dead to `blocking_runs`.
-        if camera_system.claim_exclusive_run() and context.job_def.executor_def.name in IN_PROCESS_EXECUTORS:
-            record_process(context.instance, context.run_id)
-    except RunLockBusy as exc:
-        raise lock_busy(exc) from None
-    except RunLockLost as exc:
-        raise lock_lost(exc) from None
-    return camera_system.engine()
 
 
 @dg.op(description="Validate the policy and fix the cutoffs once for the whole run.")
@@ -160,7 +128,8 @@ def purge_events(
 def purge_gpu_stats(
     context: dg.OpExecutionContext, plan: CleanupPlan, camera_system: CameraSystemResource
 ) -> RowCounts:
-    engine, stage = camera_system.engine(), op_stage(context, camera_system)
+    engine = claimed_engine(context, camera_system, beside_the_chain=True)
+    stage = op_stage(context, camera_system)
     counts = _failing_when_too_slow(
         lambda: cleanup.clean_table(engine, plan, "gpu_stats", context.log.info, stage.share)
     )
@@ -172,7 +141,8 @@ def purge_gpu_stats(
 def purge_logs(
     context: dg.OpExecutionContext, plan: CleanupPlan, camera_system: CameraSystemResource
 ) -> RowCounts:
-    engine, stage = camera_system.engine(), op_stage(context, camera_system)
+    engine = claimed_engine(context, camera_system, beside_the_chain=True)
+    stage = op_stage(context, camera_system)
     counts = _failing_when_too_slow(
         lambda: cleanup.clean_table(engine, plan, "logs", context.log.info, stage.share)
     )
@@ -212,8 +182,9 @@ def plan_file_chunks(
 ) -> Iterator[dg.DynamicOutput[cleanup.FileChunk]]:
     # Runs after every row purge that can queue files (a policy may give gpu_stats or logs files too), so
     # every file of every deleted row is queued; on a parallel executor none is left for the next run.
+    engine = claimed_engine(context, camera_system, beside_the_chain=True)
     op_stage(context, camera_system)
-    for chunk in cleanup.file_chunks(camera_system.engine(), plan, plan.file_chunk_size):
+    for chunk in cleanup.file_chunks(engine, plan, plan.file_chunk_size):
         yield dg.DynamicOutput(chunk, mapping_key=chunk.key)
 
 
@@ -224,9 +195,10 @@ def delete_expired_files(
     chunk: cleanup.FileChunk,
     camera_system: CameraSystemResource,
 ) -> FileCounts:
+    engine = claimed_engine(context, camera_system, beside_the_chain=True)
     stage = op_stage(context, camera_system)
     try:
-        counts = cleanup.clean_files(camera_system.engine(), plan, context.log.info, chunk, stage.share)
+        counts = cleanup.clean_files(engine, plan, context.log.info, chunk, stage.share)
     except RunLockLost as exc:
         raise lock_lost(exc) from None
     for path in counts.refused_examples:
@@ -250,6 +222,8 @@ def report_cleanup(
     files: list[FileCounts],
     camera_system: CameraSystemResource,
 ) -> CleanupStats:
+    # Asks too: a re-execution from a failed report starts here, and must note its process.
+    engine = claimed_engine(context, camera_system, beside_the_chain=True)
     op_stage(context, camera_system)
     stats = CleanupStats.combine(
         dry_run=plan.dry_run,
@@ -270,5 +244,5 @@ def report_cleanup(
     # The headline figures as run tags: chips on the Runs page, filterable (dry_run=false).
     context.instance.add_run_tags(context.run_id, cleanup_headline(stats))
     if not plan.dry_run:
-        observe_after_cleanup(context, camera_system.engine(), plan.registry, stats, FileCounts.merge(files))
+        observe_after_cleanup(context, engine, plan.registry, stats, FileCounts.merge(files))
     return stats

@@ -10,8 +10,9 @@ from .core.plan import CleanupPlan
 from .core.pressure import PressureNotRelieved, pressure_volumes, relieve_by_cleanup
 from .core.stats import CleanupStats, FileCounts
 from .job_tracker import finish
-from .ops import claimed_engine, op_stage
+from .ops import op_stage
 from .resources import CameraSystemResource, DiskSpaceResource
+from .run_lock_ops import claimed_engine
 from .tags import cleanup_headline
 
 # Failure metadata of a run whose emergency passes could not relieve the disk.

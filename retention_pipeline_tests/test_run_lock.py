@@ -1,5 +1,8 @@
-"""The database's run lock through Dagster: a run that loses it stops deleting in every later step."""
+"""The database's run lock through Dagster: a run that loses it stops deleting in every later step, and a
+re-execution from failure holds it whichever step it starts from."""
 
+import os
+import socket
 from collections.abc import Iterator
 
 import dagster as dg
@@ -9,7 +12,11 @@ from sqlalchemy import create_engine, func, select, text
 from retention_pipeline.core import cleanup
 from retention_pipeline.core.lock import ExclusiveRunLock
 from retention_pipeline.core.schema import detections, events, gpu_stats, logs
-from retention_pipeline_tests.dagster_helpers import execute, failure_messages, plan_config
+from retention_pipeline.history import recorded_process
+from retention_pipeline.jobs import build_data_cleanup_job
+from retention_pipeline.resources import CameraSystemResource, DiskSpaceResource
+from retention_pipeline.tags import EXCLUSIVE_TAGS
+from retention_pipeline_tests.dagster_helpers import environment_for, execute, failure_messages, plan_config
 from retention_pipeline_tests.factories import THUMBS, CameraWorld
 
 
@@ -69,3 +76,82 @@ def test_a_run_that_lost_its_lock_deletes_nothing_more_in_any_later_step(
     assert {"purge_gpu_stats", "purge_logs", "purge_events"} <= failed
     assert "lost its lock on the database" in failure_messages(result)
     assert "nothing more is deleted" in failure_messages(result)
+
+
+def _deployed(executor: dg.ExecutorDefinition) -> dg.JobDefinition:
+    """data_cleanup as a deployment loads it: the resources read the environment when a run starts."""
+    return dg.Definitions(
+        jobs=[build_data_cleanup_job(executor)],
+        resources={"camera_system": CameraSystemResource(), "disk": DiskSpaceResource()},
+    ).resolve_job_def("data_cleanup")
+
+
+# Module-level, so `dg.reconstructable` can load them: a re-execution needs a reconstructable job.
+def data_cleanup_in_process() -> dg.JobDefinition:
+    return _deployed(dg.in_process_executor)
+
+
+def data_cleanup_on_either_executor() -> dg.JobDefinition:
+    return _deployed(dg.multi_or_in_process_executor)
+
+
+def _fail_purge_logs_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_clean_table = cleanup.clean_table
+    failed: list[bool] = []
+
+    def logs_fail_once(engine, plan, table, *args):
+        if table == "logs" and not failed:
+            failed.append(True)
+            raise RuntimeError("the server restarted during purge_logs")
+        return real_clean_table(engine, plan, table, *args)
+
+    monkeypatch.setattr(cleanup, "clean_table", logs_fail_once)
+
+
+def test_a_re_execution_of_a_failed_side_step_takes_the_lock_and_notes_its_process(
+    expired: CameraWorld,
+    other_run: ExclusiveRunLock,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    for name, value in environment_for(expired).items():
+        monkeypatch.setenv(name, value)
+    _fail_purge_logs_once(monkeypatch)
+    job = dg.reconstructable(data_cleanup_in_process)
+    config = plan_config(dry_run=False, reference_time=expired.now.isoformat())
+    failed = dg.execute_job(job, instance, run_config=config, tags=EXCLUSIVE_TAGS, raise_on_error=False)
+    assert not failed.success and expired.count(logs) == 1
+
+    # Another deployment, or a CLI run of another Dagster instance, is cleaning the same database.
+    other_run.acquire()
+    refused = dg.execute_job(
+        job, instance, reexecution_options=dg.ReexecutionOptions.from_failure(failed.run_id, instance)
+    )
+    other_run.release()
+    retried = dg.execute_job(
+        job, instance, reexecution_options=dg.ReexecutionOptions.from_failure(refused.run_id, instance)
+    )
+
+    assert not refused.success
+    assert "another retention run is working on" in failure_messages(refused)
+    assert retried.success and expired.count(logs) == 0
+    # A killed re-execution is then judged by its process, not counted as in progress for hours.
+    assert recorded_process(instance, retried.run_id) == (os.getpid(), socket.gethostname())
+
+
+def test_a_run_the_run_config_puts_in_process_notes_its_process(
+    expired: CameraWorld, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+):
+    for name, value in environment_for(expired).items():
+        monkeypatch.setenv(name, value)
+    config = {
+        **plan_config(dry_run=False, reference_time=expired.now.isoformat()),
+        "execution": {"config": {"in_process": {}}},
+    }
+
+    result = dg.execute_job(
+        dg.reconstructable(data_cleanup_on_either_executor), instance, run_config=config, tags=EXCLUSIVE_TAGS
+    )
+
+    assert result.success and expired.count(events) == 0
+    assert recorded_process(instance, result.run_id) == (os.getpid(), socket.gethostname())
