@@ -18,7 +18,6 @@ from .core.stats import CleanupStats, FileCounts, RowCounts
 from .job_tracker import Stage, start_stage
 from .resources import CameraSystemResource
 from .run_lock_ops import claimed_engine, lock_lost
-from .run_lock_ops import lock_busy as lock_busy  # orphan_ops imports it from here
 from .settings import SettingsError
 from .tags import cleanup_headline
 

@@ -11,12 +11,10 @@ from .config import OrphanSweepConfig
 from .core import orphans
 from .core.files import StorageRoots
 from .core.labels import labelled, readable
-from .core.lock import RunLockBusy
 from .core.scan import RootMissing, check_sweep_roots
-from .history import record_process
 from .job_tracker import finish, start_stage
-from .ops import lock_busy
 from .resources import CameraSystemResource
+from .run_lock_ops import claimed_engine
 from .settings import SettingsError
 from .tags import sweep_headline
 
@@ -35,12 +33,9 @@ def plan_orphan_sweep(
         roots = StorageRoots.from_dirs(settings.media_root, configured[: 3 if policy.include_images else 2])
         unswept = orphans.unswept_roots(settings.media_root, configured, roots)
         check_sweep_roots(roots)
-        camera_system.claim_exclusive_run()
-        record_process(context.instance, context.run_id)
-    except RunLockBusy as exc:
-        raise lock_busy(exc) from None
     except (ValueError, SettingsError, RootMissing) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
+    engine = claimed_engine(context, camera_system)
     manifest = Path(context.instance.storage_directory()) / context.run_id / "orphans.csv"
     context.log.info(
         ("DRY RUN - nothing will be deleted: " if policy.dry_run else "sweeping: ")
@@ -49,9 +44,7 @@ def plan_orphan_sweep(
     )
     stage.done()
     policy_file = [settings.policy_file] if settings.policy_file else []
-    protected = orphans.never_swept(
-        camera_system.engine(), *_dagster_directories(context.instance), *policy_file
-    )
+    protected = orphans.never_swept(engine, *_dagster_directories(context.instance), *policy_file)
     return orphans.OrphanSweepPlan(policy, roots, datetime.now(UTC), manifest, protected, unswept)
 
 
@@ -80,8 +73,9 @@ def scan_orphaned_files(
     context: dg.OpExecutionContext, plan: orphans.OrphanSweepPlan, camera_system: CameraSystemResource
 ) -> orphans.OrphanStats:
     start_stage(context, camera_system.settings().job_tracker)
+    # Each step asks for the lock: a re-execution from failure starts at the failed one.
     stats = orphans.scan_for_orphans(
-        camera_system.engine(),
+        claimed_engine(context, camera_system),
         plan.roots,
         plan.policy,
         plan.manifest,
@@ -126,7 +120,12 @@ def delete_orphaned_files(
     if reason:
         context.log.warning(("a real run would stop: " if plan.policy.dry_run else "forced past: ") + reason)
     return orphans.delete_orphans(
-        camera_system.engine(), plan.roots, plan.policy, scanned, plan.started_at, context.log.info
+        claimed_engine(context, camera_system),
+        plan.roots,
+        plan.policy,
+        scanned,
+        plan.started_at,
+        context.log.info,
     )
 
 

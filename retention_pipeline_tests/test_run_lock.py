@@ -3,17 +3,18 @@ re-execution from failure holds it whichever step it starts from."""
 
 import os
 import socket
+import time
 from collections.abc import Iterator
 
 import dagster as dg
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
-from retention_pipeline.core import cleanup
+from retention_pipeline.core import cleanup, orphans
 from retention_pipeline.core.lock import ExclusiveRunLock
 from retention_pipeline.core.schema import detections, events, gpu_stats, logs
 from retention_pipeline.history import recorded_process
-from retention_pipeline.jobs import build_data_cleanup_job
+from retention_pipeline.jobs import build_data_cleanup_job, orphaned_file_cleanup
 from retention_pipeline.resources import CameraSystemResource, DiskSpaceResource
 from retention_pipeline.tags import EXCLUSIVE_TAGS
 from retention_pipeline_tests.dagster_helpers import environment_for, execute, failure_messages, plan_config
@@ -155,3 +156,49 @@ def test_a_run_the_run_config_puts_in_process_notes_its_process(
 
     assert result.success and expired.count(events) == 0
     assert recorded_process(instance, result.run_id) == (os.getpid(), socket.gethostname())
+
+
+def orphan_sweep_deployed() -> dg.JobDefinition:
+    return dg.Definitions(
+        jobs=[orphaned_file_cleanup], resources={"camera_system": CameraSystemResource()}
+    ).resolve_job_def("orphaned_file_cleanup")
+
+
+def test_a_re_execution_of_the_orphan_sweeps_delete_step_takes_the_lock(
+    world: CameraWorld,
+    other_run: ExclusiveRunLock,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    for name, value in environment_for(world).items():
+        monkeypatch.setenv(name, value)
+    orphan = world.file(f"{THUMBS}/orphan.jpg", 10)
+    stamp = time.time() - 48 * 3600
+    os.utime(world.media / orphan, (stamp, stamp))
+    for n in range(3):  # referenced files, so the safety stop lets one orphan go
+        world.detection(world.recent(), thumbnail=world.file(f"{THUMBS}/live{n}.jpg"))
+    real_delete, failed_once = orphans.delete_orphans, []
+
+    def fail_once(*args, **kwargs):
+        if not failed_once:
+            failed_once.append(True)
+            raise RuntimeError("the server restarted during the delete phase")
+        return real_delete(*args, **kwargs)
+
+    monkeypatch.setattr(orphans, "delete_orphans", fail_once)
+    job = dg.reconstructable(orphan_sweep_deployed)
+    config = {"ops": {"plan_orphan_sweep": {"config": {"dry_run": False}}}}
+    failed = dg.execute_job(job, instance, run_config=config, tags=EXCLUSIVE_TAGS, raise_on_error=False)
+    assert not failed.success and world.exists(orphan)
+
+    other_run.acquire()
+    refused = dg.execute_job(
+        job, instance, reexecution_options=dg.ReexecutionOptions.from_failure(failed.run_id, instance)
+    )
+    other_run.release()
+    retried = dg.execute_job(
+        job, instance, reexecution_options=dg.ReexecutionOptions.from_failure(refused.run_id, instance)
+    )
+
+    assert not refused.success and "another retention run is working on" in failure_messages(refused)
+    assert retried.success and not world.exists(orphan)

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 from .files import StorageRoots
 
-
 _OCTAL = re.compile(r"\\([0-7]{3})")
 
 
