@@ -16,6 +16,7 @@ from .files import StorageRoots
 from .plan import CleanupPlan
 from .policy import DeclaredRule, policy_problems, registry_with
 from .purge import drain_file_queue, preview_file_deletions, queue_ranges
+from .purge.offline_roots import OfflineRoots
 from .queries import expiring, path_checks
 from .references import blocking_references_message, references_to_parents, with_cascades
 from .schema import ensure_bookkeeping
@@ -161,9 +162,10 @@ def clean_files(
 ) -> FileCounts:
     """Delete the files of deleted rows (dry run: of the rows that would be deleted); one chunk or all."""
     roots = StorageRoots.from_dirs(plan.media_root, plan.storage_dirs)
+    offline = OfflineRoots.of(roots, plan.offline_roots)
     if plan.dry_run:
         return preview_file_deletions(
-            engine, roots, plan.expiry, plan.delete_images, progress, plan.progress_interval_seconds
+            engine, roots, plan.expiry, plan.delete_images, progress, plan.progress_interval_seconds, offline
         )
     chunk = chunk or FileChunk()
     return drain_file_queue(
@@ -175,6 +177,7 @@ def clean_files(
         plan.progress_interval_seconds,
         plan.registry,
         share,
+        offline,
     )
 
 

@@ -14,7 +14,9 @@ from ..settings import (
     parse_days,
     parse_transaction_target,
 )
+from .files import StorageRoots
 from .policy import DeclaredRule, registry_with, rules_that_keep_nothing
+from .purge.offline_roots import OfflineRoots
 from .tables import Expiry, Registry
 
 
@@ -39,6 +41,9 @@ class CleanupPlan:
     transaction_target_ms: float = Settings.transaction_target_ms
     policy: tuple[DeclaredRule, ...] = ()  # RETENTION_POLICY_FILE's rules
     days_by_table: tuple[tuple[str, int], ...] = ()  # a run's own retention_days for some tables
+    # Storage roots (resolved) missing or empty when the run was planned, before it unlinked anything: the
+    # same for every share of the file step, every emergency pass and the dry run (purge/offline_roots.py).
+    offline_roots: tuple[str, ...] = ()
 
     @property
     def registry(self) -> Registry:
@@ -201,4 +206,7 @@ def make_plan(
         transaction_target_ms=float(target),
         policy=settings.policy,
         days_by_table=tuple(by_table),
+        offline_roots=tuple(
+            OfflineRoots.look(StorageRoots.from_dirs(settings.media_root, settings.storage_roots)).offline
+        ),
     )

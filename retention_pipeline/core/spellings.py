@@ -13,6 +13,7 @@ import os
 from functools import cached_property
 
 from .files import StorageRoots
+from .queries.path_checks import as_checked_text
 
 
 class Spellings:
@@ -29,7 +30,7 @@ class Spellings:
     def aliases(self, stored: str) -> list[str]:
         """The strings a row may use for the same file: as stored, absolute, relative to MEDIA_ROOT,
         through each symlink that reaches it or by its real path."""
-        names = {stored}
+        names = {stored, as_checked_text(stored)}
         if "\x00" not in stored and stored.strip():
             name = stored.rpartition(os.sep)[2]
             if name in ("", ".", ".."):  # normalising changes the last component: no shortcut

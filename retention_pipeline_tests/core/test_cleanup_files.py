@@ -329,6 +329,30 @@ def test_a_file_an_expiring_row_names_by_its_real_path_survives_a_row_naming_it_
     assert comparable(preview) == comparable(stats)
 
 
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "data/thumbnails/../thumbnails//same.jpg",  # a `..` the comparison does not resolve
+        "data/thumbnails" + "/" * 9 + "same.jpg",  # more slashes than it takes out
+        "data/thumbnails" + "/." * 5 + "/same.jpg",
+        "./data/./thumbnails//same.jpg",
+    ],
+)
+def test_a_file_two_rows_store_by_the_very_same_string_stays_while_one_of_them_does(
+    world: CameraWorld, stored: str
+):
+    world.file(f"{THUMBS}/same.jpg", 30)
+    world.detection(world.old(), thumbnail=stored)
+    world.detection(world.recent(), thumbnail=stored)
+
+    preview = world.run(dry_run=True)
+    stats = world.run()
+
+    assert world.exists(f"{THUMBS}/same.jpg")
+    assert (stats.files_kept_shared, stats.thumbnails_deleted) == (1, 0)
+    assert comparable(preview) == comparable(stats)
+
+
 @pytest.mark.parametrize("expiring_through_link", [False, True])
 def test_a_file_a_row_names_through_a_symlinked_folder_inside_a_root_survives(
     world: CameraWorld, expiring_through_link: bool

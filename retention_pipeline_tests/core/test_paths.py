@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from retention_pipeline.core.files import HardLinks, Outcome, StorageRoots, remove_file, remove_files
+from retention_pipeline.core.queries.path_checks import as_checked_text
 from retention_pipeline.core.spellings import Spellings
 
 
@@ -146,7 +147,7 @@ def test_a_file_through_a_symlinked_folder_inside_a_root_has_every_spelling_by_e
 
 def _aliases_normalised_alone(roots: StorageRoots, stored: str) -> list[str]:
     # The definition: the whole path normalised, then split into its folder's spellings and its name.
-    names = {stored}
+    names = {stored, as_checked_text(stored)}
     if "\x00" not in stored and stored.strip():
         folder, name = os.path.split(os.path.normpath(os.path.join(roots.media_root, stored)))
         names.update(spelling + name for spelling in Spellings(roots).folder_spellings(folder))

@@ -8,10 +8,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from retention_pipeline.core.cleanup import clean_table, cleanup_pass, prepare_database
+from retention_pipeline.core.cleanup import (
+    clean_files,
+    clean_table,
+    cleanup_pass,
+    file_chunks,
+    prepare_database,
+)
 from retention_pipeline.core.doctor import diagnose
 from retention_pipeline.core.purge import offline_warnings
 from retention_pipeline.core.schema import events, retention_file_queue
+from retention_pipeline.core.stats import FileCounts
 from retention_pipeline_tests.conftest import both_shapes
 from retention_pipeline_tests.factories import CLIPS, THUMBS, CameraWorld, comparable
 
@@ -96,6 +103,28 @@ def test_a_root_the_run_itself_empties_does_not_keep_its_missing_files_queued(wo
     assert comparable(preview) == comparable(real)
     assert real.clips_deleted == 1 and real.files_missing == 1
     assert not any((world.media / CLIPS).iterdir()) and queued_paths(world) == []
+
+
+def test_a_root_an_earlier_share_of_the_file_step_empties_does_not_keep_later_missing_files_queued(
+    world: CameraWorld,
+):
+    # The job maps the file step over shares of the queue: the roots are looked at once, when the run is
+    # planned, not again by each share after the earlier ones deleted files.
+    for n in range(2):
+        world.event(world.old(), clip=world.file(f"{CLIPS}/clip{n}.mp4", 10))
+    world.event(world.old(), clip=f"{CLIPS}/never_written.mp4")
+    prepare_database(world.engine, world.policy)
+    preview = world.run(dry_run=True)
+    plan = world.plan(file_chunk_size=2)
+    for table in ("detections", "events"):
+        clean_table(world.engine, plan, table, lambda _message: None)
+
+    shares = [clean_files(world.engine, plan, lambda _m: None, c) for c in file_chunks(world.engine, plan, 2)]
+    real = FileCounts.merge(shares)
+
+    assert len(shares) == 2 and (real.clips_deleted, real.files_missing, real.roots_offline) == (2, 1, {})
+    assert (preview.clips_deleted, preview.files_missing) == (2, 1)
+    assert queued_paths(world) == []
 
 
 def test_doctor_warns_of_an_empty_root_while_the_queue_holds_files_under_it(world: CameraWorld):

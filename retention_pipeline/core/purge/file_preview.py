@@ -37,15 +37,17 @@ def preview_file_deletions(
     delete_images: bool,
     progress: Progress = no_progress,
     progress_every_s: float = PROGRESS_EVERY_S,
+    offline: OfflineRoots | None = None,
 ) -> FileCounts:
-    """What a real run with this expiry would do to files, without touching any.
+    """What a real run with this expiry would do to files, without touching any (`offline`: as for
+    `drain_file_queue`).
 
     The distinct candidate paths (files of rows that would expire, plus files already queued) are
     streamed from the database into a temporary file first, so the read transaction lasts one query,
     not the whole preview (a long one would hold back WAL checkpoints and vacuum), and memory does not
     grow with their number. The checks and stat() calls then run chunk by chunk from that file.
     """
-    offline = OfflineRoots.look(roots)
+    offline = offline or OfflineRoots.look(roots)
     expiry = with_cascades(engine, Expiry.of(expiry))
     statement = path_checks.select_stale_file_candidates(expiry, delete_images)
     with tempfile.TemporaryFile("w+", newline="", encoding="utf-8", errors="surrogateescape") as spill:

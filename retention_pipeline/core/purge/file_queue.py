@@ -58,9 +58,11 @@ def drain_file_queue(
     progress_every_s: float = PROGRESS_EVERY_S,
     registry: Registry | None = None,
     share: Share | None = None,
+    offline: OfflineRoots | None = None,
 ) -> FileCounts:
     """Delete the queued files in ids (after_id, last_id] that no row references any more, then forget
-    them, chunk by chunk; `last_id` None means to the end of the queue.
+    them, chunk by chunk; `last_id` None means to the end of the queue. `offline`: the roots the run found
+    missing or empty when it was planned (looked at now if not given).
 
     The queue rows of a chunk go only after its files are handled, so a crash here repeats the chunk next
     time (a file already gone is then counted as missing).
@@ -75,7 +77,7 @@ def drain_file_queue(
     Chunk = tuple[int, list[tuple[int, str, str]], set[str]]
     span, handled, handled_lock = max(1, last_id - after_id), [0], threading.Lock()
     links = HardLinks()
-    offline = OfflineRoots.look(roots)
+    offline = offline or OfflineRoots.look(roots)
 
     def chunks() -> Iterator[Chunk]:
         # Runs on the caller's thread: the next reference check overlaps the workers' unlinks.

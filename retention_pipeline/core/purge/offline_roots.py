@@ -24,11 +24,10 @@ class OfflineRoots:
 
     @classmethod
     def look(cls, roots: StorageRoots) -> OfflineRoots:
-        """Look at each root once, before anything is unlinked.
-
-        Once, and before: the drain's own unlinks can empty a root whose files were all expired, and the
-        dry run, which unlinks nothing, must decide as the real run does.
-        """
+        """Look at each root now. A run looks once, when it is planned, before anything is unlinked: its own
+        unlinks can empty a root whose files were all expired (a later share of the file step, a later
+        emergency pass would take it for unmounted), and the dry run, which unlinks nothing, must decide
+        as the real run does."""
         shown = roots.walk_roots if len(roots.walk_roots) == len(roots.roots) else roots.roots
         offline = {
             resolved: configured
@@ -36,6 +35,12 @@ class OfflineRoots:
             if missing_or_empty(resolved)
         }
         return cls(roots, offline)
+
+    @classmethod
+    def of(cls, roots: StorageRoots, offline: tuple[str, ...]) -> OfflineRoots:
+        """The roots a plan found offline (resolved paths, see `look`)."""
+        shown = dict(zip(roots.roots, roots.walk_roots or roots.roots, strict=False))
+        return cls(roots, {resolved: shown.get(resolved, resolved) for resolved in offline})
 
     def holding(self, stored: str, resolved_dirs: dict[str, str] | None = None) -> str | None:
         """The offline root (as configured) a stored path lies under, or None."""
