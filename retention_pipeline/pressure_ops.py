@@ -6,13 +6,14 @@ import dagster as dg
 from sqlalchemy.engine import Engine
 
 from .assets import observe_after_cleanup
+from .core.lock import RunLockLost
 from .core.plan import CleanupPlan
 from .core.pressure import PressureNotRelieved, pressure_volumes, relieve_by_cleanup
 from .core.stats import CleanupStats, FileCounts
 from .job_tracker import finish
 from .ops import op_stage
 from .resources import CameraSystemResource, DiskSpaceResource
-from .run_lock_ops import claimed_engine
+from .run_lock_ops import claimed_engine, lock_lost
 from .tags import cleanup_headline
 
 # Failure metadata of a run whose emergency passes could not relieve the disk.
@@ -49,6 +50,8 @@ def relieve_disk_pressure(
             settings.disk_free_target_percent,
             context.log.info,
         )
+    except RunLockLost as exc:
+        raise lock_lost(exc) from None
     except PressureNotRelieved as exc:
         # The marker tells disk_pressure_sensor not to ask again until the disk has had room; the total
         # is what `status` reports for the run.

@@ -115,7 +115,12 @@ def walk_files(
                     if pruned is not None and pruned(entry.path):
                         continue
                     real = real_root + entry.path[len(root) :]  # no symlink followed below the root
-                    if real in mounts or entry.stat(follow_symlinks=False).st_dev != device:
+                    try:
+                        elsewhere = real in mounts or entry.stat(follow_symlinks=False).st_dev != device
+                    except OSError:  # a stale handle, an I/O error: not looked into, like an unreadable one
+                        counts.unreadable_dirs += 1
+                        continue
+                    if elsewhere:
                         counts.mounts_skipped += 1
                         continue
                     stack.append(os.scandir(entry.path))

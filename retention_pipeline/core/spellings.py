@@ -105,9 +105,10 @@ class Spellings:
         try:
             with os.scandir(directory) as entries:
                 for entry in entries:
-                    if entry.is_symlink():
+                    # is_dir follows the link with one stat: links to files (common) cost no realpath.
+                    if entry.is_symlink() and entry.is_dir():
                         target = os.path.realpath(entry.path)
-                        if os.path.isdir(target) and any(within(target, root) for root in self.roots.roots):
+                        if any(within(target, root) for root in self.roots.roots):
                             found.append((entry.path, target))
         except OSError:
             pass  # unreadable or gone: nothing is known to link through it
