@@ -5,11 +5,13 @@ import os
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import String, literal, select
+from sqlalchemy.engine import Engine
 
 from retention_pipeline.core.files import HardLinks, Outcome, StorageRoots, remove_file, remove_files
-from retention_pipeline.core.queries.path_checks import as_checked_text
+from retention_pipeline.core.queries.path_checks import as_checked, as_checked_text
 from retention_pipeline.core.spellings import Spellings
 
 
@@ -349,3 +351,12 @@ def test_a_link_whose_unlink_failed_still_holds_the_bytes(
 
     assert remove_file(roots, "thumbs/a.jpg", False, None, links) == (Outcome.BLOCKED, 0)
     assert remove_file(roots, "thumbs/b.jpg", False, None, links) == (Outcome.DELETED, 0)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(alphabet="/.a_%\\", max_size=14))
+def test_the_checks_sql_and_python_take_the_same_noise_out_of_a_stored_path(engine: Engine, stored: str):
+    # A row is compared in SQL, the very string a checked path is stored as in Python: they must agree.
+    with engine.connect() as conn:
+        in_sql = conn.execute(select(as_checked(literal(stored, String())))).scalar_one()
+    assert in_sql == as_checked_text(stored)
