@@ -105,11 +105,17 @@ class Spellings:
         try:
             with os.scandir(directory) as entries:
                 for entry in entries:
-                    # is_dir follows the link with one stat: links to files (common) cost no realpath.
-                    if entry.is_symlink() and entry.is_dir():
-                        target = os.path.realpath(entry.path)
-                        if any(within(target, root) for root in self.roots.roots):
-                            found.append((entry.path, target))
+                    if not entry.is_symlink():
+                        continue
+                    try:
+                        # One stat through the link: links to files (common) cost no realpath.
+                        if not entry.is_dir():
+                            continue
+                    except OSError:  # a loop, a target it may not look at: this link leads nowhere
+                        continue
+                    target = os.path.realpath(entry.path)
+                    if any(within(target, root) for root in self.roots.roots):
+                        found.append((entry.path, target))
         except OSError:
             pass  # unreadable or gone: nothing is known to link through it
         self._links[directory] = tuple(found)

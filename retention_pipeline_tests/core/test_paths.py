@@ -133,6 +133,8 @@ def test_a_file_through_a_symlinked_folder_inside_a_root_has_every_spelling_by_e
     (media / "images" / "front_door").symlink_to(media / "images" / "cam_a")  # a camera renamed
     (media / "images" / "cam_a" / "latest").symlink_to(media / "images" / "cam_a" / "2026-06")
     (media / "images" / "elsewhere").symlink_to(tmp_path)  # out of the roots: never a spelling
+    for n in range(30):  # links that lead nowhere, listed before the others in most directory orders
+        (media / "images" / f"loop{n}").symlink_to(media / "images" / f"loop{n}")
     roots = StorageRoots.from_dirs(media, [Path("images")])
 
     by_real = Spellings(roots).aliases("images/cam_a/2026-06/x.jpg")
