@@ -16,7 +16,7 @@ from ..settings import (
 )
 from .files import StorageRoots
 from .policy import DeclaredRule, registry_with, rules_that_keep_nothing
-from .purge.offline_roots import OfflineRoots
+from .purge.offline_roots import OfflineRoots, mounted_roots
 from .tables import Expiry, Registry
 
 
@@ -41,9 +41,10 @@ class CleanupPlan:
     transaction_target_ms: float = Settings.transaction_target_ms
     policy: tuple[DeclaredRule, ...] = ()  # RETENTION_POLICY_FILE's rules
     days_by_table: tuple[tuple[str, int], ...] = ()  # a run's own retention_days for some tables
-    # Storage roots (resolved) missing or empty when the run was planned, before it unlinked anything: the
-    # same for every share of the file step, every emergency pass and the dry run (purge/offline_roots.py).
+    # Storage roots (resolved) missing or empty when the run was planned, before it unlinked anything, and
+    # those that were mount points then: every later step judges its roots by them (purge/offline_roots.py).
     offline_roots: tuple[str, ...] = ()
+    mounted_roots: tuple[str, ...] = ()
 
     @property
     def registry(self) -> Registry:
@@ -188,6 +189,7 @@ def make_plan(
             f"reference_time {reference.isoformat()} is too early to count"
             f" {max(days, log_days)} days of retention back from"
         ) from None
+    roots = StorageRoots.from_dirs(settings.media_root, settings.storage_roots)
     return CleanupPlan(
         reference_time=reference,
         cutoff=cutoff,
@@ -206,7 +208,6 @@ def make_plan(
         transaction_target_ms=float(target),
         policy=settings.policy,
         days_by_table=tuple(by_table),
-        offline_roots=tuple(
-            OfflineRoots.look(StorageRoots.from_dirs(settings.media_root, settings.storage_roots)).offline
-        ),
+        offline_roots=tuple(OfflineRoots.look(roots).offline),
+        mounted_roots=mounted_roots(roots),
     )

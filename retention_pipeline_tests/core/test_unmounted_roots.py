@@ -16,7 +16,7 @@ from retention_pipeline.core.cleanup import (
     prepare_database,
 )
 from retention_pipeline.core.doctor import diagnose
-from retention_pipeline.core.purge import offline_warnings
+from retention_pipeline.core.purge import offline_roots, offline_warnings
 from retention_pipeline.core.schema import events, retention_file_queue
 from retention_pipeline.core.stats import FileCounts
 from retention_pipeline_tests.conftest import both_shapes
@@ -124,6 +124,48 @@ def test_a_root_an_earlier_share_of_the_file_step_empties_does_not_keep_later_mi
 
     assert len(shares) == 2 and (real.clips_deleted, real.files_missing, real.roots_offline) == (2, 1, {})
     assert (preview.clips_deleted, preview.files_missing) == (2, 1)
+    assert queued_paths(world) == []
+
+
+@pytest.mark.parametrize("gone", ["unmounted", "removed"])
+def test_a_root_that_goes_offline_after_the_run_was_planned_keeps_its_files_queued(
+    world: CameraWorld, gone: str, monkeypatch: pytest.MonkeyPatch
+):
+    # A re-execution of the file step hours later, or a long purge: the plan's look is not enough.
+    clips = os.path.realpath(world.media / CLIPS)
+    for n in range(2):
+        world.event(world.old(), clip=world.file(f"{CLIPS}/clip{n}.mp4", 10))
+    prepare_database(world.engine, world.policy)
+    monkeypatch.setattr(offline_roots, "mount_points", lambda: frozenset({"/", clips}))
+    plan = world.plan()
+    assert plan.mounted_roots == (clips,) and clips not in plan.offline_roots
+    clean_table(world.engine, plan, "events", lambda _message: None)
+    shutil.move(clips, world.media / "elsewhere")  # the volume's files out of sight
+    if gone == "unmounted":
+        os.mkdir(clips)  # the empty mount point, no longer a mount
+        monkeypatch.setattr(offline_roots, "mount_points", lambda: frozenset({"/"}))
+
+    counts = clean_files(world.engine, plan, lambda _message: None)
+
+    assert (counts.files_missing, counts.roots_offline) == (0, {str(world.media / CLIPS): 2})
+    assert sorted(queued_paths(world)) == [f"{CLIPS}/clip0.mp4", f"{CLIPS}/clip1.mp4"]
+
+
+def test_a_mounted_root_the_run_empties_itself_counts_its_other_missing_files_missing(
+    world: CameraWorld, monkeypatch: pytest.MonkeyPatch
+):
+    clips = os.path.realpath(world.media / CLIPS)
+    monkeypatch.setattr(offline_roots, "mount_points", lambda: frozenset({"/", clips}))
+    world.event(world.old(), clip=world.file(f"{CLIPS}/last.mp4", 10))
+    world.event(world.old(), clip=f"{CLIPS}/never_written.mp4")
+    prepare_database(world.engine, world.policy)
+    plan = world.plan(file_chunk_size=1)
+    clean_table(world.engine, plan, "events", lambda _message: None)
+
+    shares = [clean_files(world.engine, plan, lambda _m: None, c) for c in file_chunks(world.engine, plan, 1)]
+
+    real = FileCounts.merge(shares)
+    assert (real.clips_deleted, real.files_missing, real.roots_offline) == (1, 1, {})
     assert queued_paths(world) == []
 
 

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..files import StorageRoots
+from ..scan import mount_points
 from ..stats import FileCounts
 
 
@@ -37,8 +38,18 @@ class OfflineRoots:
         return cls(roots, offline)
 
     @classmethod
-    def of(cls, roots: StorageRoots, offline: tuple[str, ...]) -> OfflineRoots:
-        """The roots a plan found offline (resolved paths, see `look`)."""
+    def during(
+        cls, roots: StorageRoots, offline_at_plan: tuple[str, ...], mounted_at_plan: tuple[str, ...]
+    ) -> OfflineRoots:
+        """The roots offline for a step of a run planned earlier (a share of the file step, an emergency
+        pass, a re-execution hours later): those the plan found missing or empty, and those that went
+        since in a way the run's own unlinks cannot explain (the directory gone, or a mount point at
+        planning that is one no more). A root the run emptied itself is still mounted, so it is online."""
+        offline = set(offline_at_plan)
+        mounts = mount_points()
+        for root in roots.roots:
+            if not os.path.isdir(root) or (root in mounted_at_plan and not _is_mount(root, mounts)):
+                offline.add(root)
         shown = dict(zip(roots.roots, roots.walk_roots or roots.roots, strict=False))
         return cls(roots, {resolved: shown.get(resolved, resolved) for resolved in offline})
 
@@ -53,6 +64,17 @@ class OfflineRoots:
         holders = [root for root in self.roots.roots if target.startswith(root.rstrip(os.sep) + os.sep)]
         innermost = max(holders, key=len, default=None)
         return self.offline.get(innermost) if innermost is not None else None
+
+
+def mounted_roots(roots: StorageRoots) -> tuple[str, ...]:
+    """The roots (resolved) that are mount points now: one that is not at a later step was unmounted."""
+    mounts = mount_points()
+    return tuple(root for root in roots.roots if _is_mount(root, mounts))
+
+
+def _is_mount(directory: str, mounts: frozenset[str]) -> bool:
+    # The kernel's list knows bind mounts of the same file system too; ismount, other devices.
+    return directory in mounts or os.path.ismount(directory)
 
 
 def missing_or_empty(directory: str) -> bool:
