@@ -150,7 +150,7 @@ def walk_roots(
     unswept_set = set(unswept)
     real_of = dict(zip(roots.walk_roots, roots.roots, strict=True))
     mounts = mount_points()
-    for root in _outermost(roots, unswept):
+    for root in _outermost(roots, unswept, mounts):
         real_root = real_of[root]
         if real_root in unswept_set:
             # Also a root this sweep leaves alone (IMAGES_DIR = THUMBNAIL_DIR without include_images):
@@ -174,18 +174,21 @@ def walk_roots(
             yield found
 
 
-def _outermost(roots: StorageRoots, unswept: tuple[str, ...] = ()) -> list[str]:
+def _outermost(
+    roots: StorageRoots, unswept: tuple[str, ...] = (), mounts: frozenset[str] = frozenset()
+) -> list[str]:
     """The roots to walk: one of each directory named twice, none inside another (each file once) unless
-    an unswept directory lies between them (the outer walk does not enter it, so the inner root is walked
-    on its own)."""
+    an unswept directory or another file system lies between them (the outer walk does not enter those,
+    so the inner root is walked on its own: CLIPS_DIR=data/clips its own volume under THUMBNAIL_DIR=data)."""
     resolved = [os.path.join(real, "") for real in roots.roots]
-    between = [os.path.join(u, "") for u in unswept]
+    between = [os.path.join(u, "") for u in unswept] + [os.path.join(m, "") for m in mounts]
 
     def walked_within(real: str, other: str) -> bool:
         return (
             real.startswith(other)
             and real != other
             and not any(real.startswith(u) and u.startswith(other) and u != other for u in between)
+            and _device(real) == _device(other)
         )
 
     return [
@@ -195,6 +198,13 @@ def _outermost(roots: StorageRoots, unswept: tuple[str, ...] = ()) -> list[str]:
             (other == real and j < i) or walked_within(real, other) for j, other in enumerate(resolved)
         )
     ]
+
+
+def _device(directory: str) -> int | None:
+    try:
+        return os.stat(directory).st_dev
+    except OSError:
+        return None
 
 
 def _within(path: str, folder: str) -> bool:

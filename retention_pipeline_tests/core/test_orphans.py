@@ -206,6 +206,24 @@ def test_a_file_system_mounted_under_a_root_is_not_entered(
     assert (stats.mounts_skipped, stats.orphans_deleted) == (1, 1)
 
 
+def test_a_root_that_is_its_own_mount_inside_another_root_is_swept_on_its_own(
+    live: CameraWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # THUMBNAIL_DIR=data around CLIPS_DIR=data/clips, the clips on a volume of their own.
+    clip_orphan = aged(live, f"{CLIPS}/orphan.mp4", 48)
+    thumb_orphan = aged(live, "data/orphan.jpg", 48)
+    monkeypatch.setattr(scan, "mount_points", lambda: frozenset({"/", os.path.realpath(live.media / CLIPS)}))
+    roots = StorageRoots.from_dirs(live.media, [Path("data"), Path(CLIPS)])
+    rules = orphans.OrphanPolicy(dry_run=False)
+    now = datetime.now(UTC)
+
+    stats = orphans.scan_for_orphans(live.engine, roots, rules, tmp_path / "o.csv", now, lambda _m: None)
+    orphans.delete_orphans(live.engine, roots, rules, stats, now, lambda _m: None)
+
+    assert not live.exists(clip_orphan) and not live.exists(thumb_orphan)
+    assert stats.mounts_skipped == 1 and stats.orphans_found == 2
+
+
 def test_the_mount_points_are_read_from_the_kernel_with_their_escapes_undone():
     mounts = scan.mount_points()
     assert "/" in mounts and "/proc" in mounts
