@@ -11,10 +11,11 @@ from .config import OrphanSweepConfig
 from .core import orphans
 from .core.files import StorageRoots
 from .core.labels import labelled, readable
+from .core.lock import RunLockLost
 from .core.scan import RootMissing, check_sweep_roots
 from .job_tracker import finish, start_stage
 from .resources import CameraSystemResource
-from .run_lock_ops import claimed_engine
+from .run_lock_ops import claimed_engine, lock_lost
 from .settings import SettingsError
 from .tags import sweep_headline
 
@@ -119,14 +120,19 @@ def delete_orphaned_files(
         raise dg.Failure(description=str(exc), metadata=scanned.as_dict(), allow_retries=False) from None
     if reason:
         context.log.warning(("a real run would stop: " if plan.policy.dry_run else "forced past: ") + reason)
-    return orphans.delete_orphans(
-        claimed_engine(context, camera_system),
-        plan.roots,
-        plan.policy,
-        scanned,
-        plan.started_at,
-        context.log.info,
-    )
+    engine = claimed_engine(context, camera_system)
+    try:
+        return orphans.delete_orphans(
+            engine,
+            plan.roots,
+            plan.policy,
+            scanned,
+            plan.started_at,
+            context.log.info,
+            camera_system.claim_exclusive_run,  # a re-check of the lock this run holds
+        )
+    except RunLockLost as exc:
+        raise lock_lost(exc) from None
 
 
 @dg.op(description="Report the sweep's numbers and the first orphans on the run page.")

@@ -17,7 +17,13 @@ from retention_pipeline.history import recorded_process
 from retention_pipeline.jobs import build_data_cleanup_job, orphaned_file_cleanup
 from retention_pipeline.resources import CameraSystemResource, DiskSpaceResource
 from retention_pipeline.tags import EXCLUSIVE_TAGS
-from retention_pipeline_tests.dagster_helpers import environment_for, execute, failure_messages, plan_config
+from retention_pipeline_tests.dagster_helpers import (
+    camera_resource,
+    environment_for,
+    execute,
+    failure_messages,
+    plan_config,
+)
 from retention_pipeline_tests.factories import THUMBS, CameraWorld
 
 
@@ -202,3 +208,37 @@ def test_a_re_execution_of_the_orphan_sweeps_delete_step_takes_the_lock(
 
     assert not refused.success and "another retention run is working on" in failure_messages(refused)
     assert retried.success and not world.exists(orphan)
+
+
+def test_an_orphan_sweep_that_loses_its_lock_while_deleting_unlinks_nothing_more(
+    postgresql_only: None,
+    world: CameraWorld,
+    other_run: ExclusiveRunLock,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    orphan = world.file(f"{THUMBS}/orphan.jpg", 10)
+    stamp = time.time() - 48 * 3600
+    os.utime(world.media / orphan, (stamp, stamp))
+    for n in range(3):
+        world.detection(world.recent(), thumbnail=world.file(f"{THUMBS}/live{n}.jpg"))
+    real_check, checks = orphans.referenced_paths, []
+
+    def lose_the_lock_in_the_delete_phase(*args, **kwargs):
+        checks.append(True)
+        if len(checks) == 2:  # the scan's check came first
+            _end_lock_sessions(world)
+            other_run.acquire()
+        return real_check(*args, **kwargs)
+
+    monkeypatch.setattr(orphans, "referenced_paths", lose_the_lock_in_the_delete_phase)
+
+    result = orphaned_file_cleanup.execute_in_process(
+        run_config={"ops": {"plan_orphan_sweep": {"config": {"dry_run": False}}}},
+        resources={"camera_system": camera_resource(world)},
+        instance=instance,
+        raise_on_error=False,
+    )
+
+    assert not result.success and world.exists(orphan)
+    assert "lost its lock on the database" in failure_messages(result)

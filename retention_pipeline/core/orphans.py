@@ -207,8 +207,11 @@ def delete_orphans(
     stats: OrphanStats,
     now: datetime,
     progress: Progress,
+    still_ours: Callable[[], object] = lambda: None,
 ) -> OrphanStats:
     """Delete the manifest's orphans that are still unreferenced and unchanged; count every outcome.
+    `still_ours` raises when the run lost its lock: called before each chunk's unlinks, as the sweep
+    commits nothing a lost lock could refuse.
 
     A dry run goes through the same checks and asks `remove_file` what each unlink would do (a directory
     the pipeline may not write to fails it), so its numbers are the real run's.
@@ -223,6 +226,7 @@ def delete_orphans(
             # Each check resolves folders afresh (spellings.Spellings lives for one check), so a directory
             # swapped for a symlink since the scan is spelled as it is now.
             referenced = referenced_paths(engine, roots, [row["path"] for row in chunk], policy.registry)
+            still_ours()
             for row in chunk:
                 path = row["path"]
                 if path in referenced:
