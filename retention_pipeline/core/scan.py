@@ -115,12 +115,7 @@ def walk_files(
                     if pruned is not None and pruned(entry.path):
                         continue
                     real = real_root + entry.path[len(root) :]  # no symlink followed below the root
-                    try:
-                        elsewhere = real in mounts or entry.stat(follow_symlinks=False).st_dev != device
-                    except OSError:  # a stale handle, an I/O error: not looked into, like an unreadable one
-                        counts.unreadable_dirs += 1
-                        continue
-                    if elsewhere:
+                    if real in mounts or entry.stat(follow_symlinks=False).st_dev != device:
                         counts.mounts_skipped += 1
                         continue
                     stack.append(os.scandir(entry.path))
@@ -129,7 +124,7 @@ def walk_files(
                     yield ScannedFile(
                         entry.path, info.st_size, info.st_mtime, info.st_nlink, (info.st_dev, info.st_ino)
                     )
-            except (PermissionError, FileNotFoundError):
+            except OSError:  # permissions, gone meanwhile, a stale handle, an I/O error: not looked into
                 counts.unreadable_dirs += 1
     finally:
         for iterator in stack:
