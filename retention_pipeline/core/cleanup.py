@@ -162,7 +162,7 @@ def clean_files(
 ) -> FileCounts:
     """Delete the files of deleted rows (dry run: of the rows that would be deleted); one chunk or all."""
     roots = StorageRoots.from_dirs(plan.media_root, plan.storage_dirs)
-    offline = OfflineRoots.during(roots, plan.offline_roots, plan.mounted_roots)
+    offline = OfflineRoots.during(roots, plan.offline_roots, plan.root_devices, plan.mounted_roots)
     if plan.dry_run:
         return preview_file_deletions(
             engine, roots, plan.expiry, plan.delete_images, progress, plan.progress_interval_seconds, offline

@@ -16,7 +16,7 @@ from ..settings import (
 )
 from .files import StorageRoots
 from .policy import DeclaredRule, registry_with, rules_that_keep_nothing
-from .purge.offline_roots import OfflineRoots, mounted_roots
+from .purge.offline_roots import OfflineRoots, mounted_roots, root_devices
 from .tables import Expiry, Registry
 
 
@@ -41,9 +41,11 @@ class CleanupPlan:
     transaction_target_ms: float = Settings.transaction_target_ms
     policy: tuple[DeclaredRule, ...] = ()  # RETENTION_POLICY_FILE's rules
     days_by_table: tuple[tuple[str, int], ...] = ()  # a run's own retention_days for some tables
-    # Storage roots (resolved) missing or empty when the run was planned, before it unlinked anything, and
-    # those that were mount points then: every later step judges its roots by them (purge/offline_roots.py).
+    # Storage roots (resolved) missing or empty when the run was planned, before it unlinked anything; each
+    # root's device then, and those that were mount points: every later step judges its roots by them
+    # (purge/offline_roots.py).
     offline_roots: tuple[str, ...] = ()
+    root_devices: tuple[tuple[str, int], ...] = ()
     mounted_roots: tuple[str, ...] = ()
 
     @property
@@ -209,5 +211,6 @@ def make_plan(
         policy=settings.policy,
         days_by_table=tuple(by_table),
         offline_roots=tuple(OfflineRoots.look(roots).offline),
+        root_devices=root_devices(roots),
         mounted_roots=mounted_roots(roots),
     )

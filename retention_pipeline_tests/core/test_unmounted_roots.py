@@ -3,6 +3,7 @@ files of the rows deleted meanwhile stay queued, and go once the volume is back.
 
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from retention_pipeline.core.cleanup import (
     prepare_database,
 )
 from retention_pipeline.core.doctor import diagnose
+from retention_pipeline.core.files import StorageRoots
 from retention_pipeline.core.purge import offline_roots, offline_warnings
 from retention_pipeline.core.schema import events, retention_file_queue
 from retention_pipeline.core.stats import FileCounts
@@ -149,6 +151,41 @@ def test_a_root_that_goes_offline_after_the_run_was_planned_keeps_its_files_queu
 
     assert (counts.files_missing, counts.roots_offline) == (0, {str(world.media / CLIPS): 2})
     assert sorted(queued_paths(world)) == [f"{CLIPS}/clip0.mp4", f"{CLIPS}/clip1.mp4"]
+
+
+def test_a_root_on_a_volume_mounted_above_it_that_went_after_planning_keeps_its_files_queued(
+    world: CameraWorld,
+):
+    # The volume is mounted at MEDIA_ROOT/data, the roots plain folders on it: once it is away, the
+    # folders left on the disk below are on another device than the plan saw.
+    clips = os.path.realpath(world.media / CLIPS)
+    for n in range(2):
+        world.event(world.old(), clip=world.file(f"{CLIPS}/clip{n}.mp4", 10))
+    prepare_database(world.engine, world.policy)
+    plan = world.plan()
+    clean_table(world.engine, plan, "events", lambda _message: None)
+    unmount(world, CLIPS)
+    elsewhere = os.stat(clips).st_dev + 1  # what the plan saw: the volume's device
+    plan = replace(plan, root_devices=((clips, elsewhere),))
+
+    counts = clean_files(world.engine, plan, lambda _message: None)
+
+    assert (counts.files_missing, counts.roots_offline) == (0, {str(world.media / CLIPS): 2})
+    assert sorted(queued_paths(world)) == [f"{CLIPS}/clip0.mp4", f"{CLIPS}/clip1.mp4"]
+
+
+def test_a_volume_that_goes_in_the_middle_of_a_step_is_noticed_at_its_first_missing_file(
+    world: CameraWorld, monkeypatch: pytest.MonkeyPatch
+):
+    clips = os.path.realpath(world.media / CLIPS)
+    roots = StorageRoots.from_dirs(world.media, [Path(CLIPS)])
+    monkeypatch.setattr(offline_roots, "mount_points", lambda: frozenset({"/", clips}))
+    offline = offline_roots.OfflineRoots.during(roots, (), offline_roots.root_devices(roots), (clips,))
+    assert offline.holding(f"{CLIPS}/a.mp4") is None  # mounted: a missing file is missing
+
+    monkeypatch.setattr(offline_roots, "mount_points", lambda: frozenset({"/"}))  # unmounted meanwhile
+
+    assert offline.holding(f"{CLIPS}/b.mp4") == str(world.media / CLIPS)
 
 
 def test_a_mounted_root_the_run_empties_itself_counts_its_other_missing_files_missing(
