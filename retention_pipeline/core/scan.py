@@ -178,10 +178,13 @@ def _outermost(
     resolved = [os.path.join(real, "") for real in roots.roots]
     between = [os.path.join(u, "") for u in unswept] + [os.path.join(m, "") for m in mounts]
 
+    unswept_roots = {os.path.join(u, "") for u in unswept}
+
     def walked_within(real: str, other: str) -> bool:
         return (
             real.startswith(other)
             and real != other
+            and other not in unswept_roots  # a root the sweep leaves out is not walked at all
             and not any(real.startswith(u) and u.startswith(other) and u != other for u in between)
             and _device(real) == _device(other)
         )

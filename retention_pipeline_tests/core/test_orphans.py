@@ -224,6 +224,26 @@ def test_a_root_that_is_its_own_mount_inside_another_root_is_swept_on_its_own(
     assert stats.mounts_skipped == 1 and stats.orphans_found == 2
 
 
+def test_a_swept_root_inside_a_root_the_sweep_leaves_out_is_walked_on_its_own(
+    live: CameraWorld, tmp_path: Path
+):
+    # THUMBNAIL_DIR=IMAGES_DIR=data (not walked without include_images: its files cannot be told apart)
+    # around CLIPS_DIR=data/clips.
+    clip_orphan = aged(live, f"{CLIPS}/orphan.mp4", 48)
+    upload = aged(live, "data/upload.jpg", 48)
+    roots = StorageRoots.from_dirs(live.media, [Path("data"), Path(CLIPS)])
+    unswept = (os.path.realpath(live.media / "data"),)
+    rules = orphans.OrphanPolicy(dry_run=False)
+    now = datetime.now(UTC)
+
+    stats = orphans.scan_for_orphans(
+        live.engine, roots, rules, tmp_path / "o.csv", now, lambda _m: None, unswept=unswept
+    )
+    orphans.delete_orphans(live.engine, roots, rules, stats, now, lambda _m: None)
+
+    assert not live.exists(clip_orphan) and live.exists(upload)
+
+
 def test_the_mount_points_are_read_from_the_kernel_with_their_escapes_undone():
     mounts = scan.mount_points()
     assert "/" in mounts and "/proc" in mounts
