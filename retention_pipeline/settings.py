@@ -17,6 +17,7 @@ from redis.connection import parse_url
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from .core.files import within
 from .core.job_status import JobTracker, redacted
 from .core.policy import MAX_DAYS, DeclaredRule, read_policy, registry_with
 from .core.tables import Registry
@@ -223,7 +224,7 @@ class Settings:
             if os.path.normpath(root) == os.sep:
                 # Containment would hold for every file on the machine, and the orphan sweep would walk it.
                 errors.append(f"{var} resolves to {os.sep}: a storage root must be a media directory")
-            elif _within(media, os.path.realpath(root)):
+            elif within(media, os.path.realpath(root)):
                 # MEDIA_ROOT holds more than media (the camera system's configuration, its models): no row
                 # names those files, so the orphan sweep would take every one of them for an orphan.
                 errors.append(
@@ -237,10 +238,6 @@ class Settings:
         if errors:
             raise SettingsError("Invalid configuration: " + "; ".join(errors))
         return cls(**values)  # type: ignore[arg-type]
-
-
-def _within(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _parse_path(name: str, raw: str) -> Path:

@@ -92,6 +92,11 @@ class StorageRoots:
         return tuple(root.rstrip(os.sep) + os.sep for root in self.roots)
 
 
+def within(path: str, folder: str) -> bool:
+    """`path` is `folder` or lies inside it (both normalised and absolute)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
 class HardLinks:
     """The hard links of multiply linked files that one drain, preview or sweep removes, across its threads.
 

@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from .files import StorageRoots
+from .files import StorageRoots, within
 
 _OCTAL = re.compile(r"\\([0-7]{3})")
 
@@ -76,7 +76,7 @@ def check_sweep_roots(roots: StorageRoots) -> None:
     check_roots(list(roots.walk_roots))
     media = {roots.media_root, roots.real_media_root or roots.media_root}
     for configured, real in zip(roots.walk_roots, roots.roots, strict=True):
-        if any(_within(m, configured) or _within(m, real) for m in media):
+        if any(within(m, configured) or within(m, real) for m in media):
             raise RootRefused(
                 f"storage root {configured} is MEDIA_ROOT ({roots.media_root}) or contains it: the sweep"
                 " would delete every file there no row names. Point THUMBNAIL_DIR, CLIPS_DIR and IMAGES_DIR"
@@ -203,7 +203,3 @@ def _device(directory: str) -> int | None:
         return os.stat(directory).st_dev
     except OSError:
         return None
-
-
-def _within(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)

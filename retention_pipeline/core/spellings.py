@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from functools import cached_property
 
-from .files import StorageRoots
+from .files import StorageRoots, within
 from .queries.path_checks import as_checked_text
 
 
@@ -137,8 +137,3 @@ def _both_ways(pairs: set[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
     to its own ancestor) is left out: its substitutions would never end."""
     linked = [(a, b) for a, b in sorted(pairs) if not within(a, b) and not within(b, a)]
     return tuple(linked + [(b, a) for a, b in linked])
-
-
-def within(path: str, folder: str) -> bool:
-    """`path` is `folder` or lies inside it (both normalised and absolute)."""
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
