@@ -35,10 +35,12 @@ def tree(world: CameraWorld) -> CameraWorld:
     return world
 
 
-def sweep(world: CameraWorld, instance, **config) -> dg.ExecuteInProcessResult:
+def sweep(
+    world: CameraWorld, instance, resource: CameraSystemResource | None = None, **config
+) -> dg.ExecuteInProcessResult:
     return orphaned_file_cleanup.execute_in_process(
         run_config={"ops": {"plan_orphan_sweep": {"config": config}}} if config else None,
-        resources={"camera_system": camera_resource(world)},
+        resources={"camera_system": resource or camera_resource(world)},
         instance=instance,
         raise_on_error=False,
     )
@@ -103,12 +105,7 @@ def test_a_root_that_holds_the_database_and_dagster_home_never_loses_them(tree: 
         for path in (database, home_file, lock):
             os.utime(path, (stamp, stamp))
 
-        result = orphaned_file_cleanup.execute_in_process(
-            run_config={"ops": {"plan_orphan_sweep": {"config": {"dry_run": False}}}},
-            resources={"camera_system": resource},
-            instance=instance,
-            raise_on_error=False,
-        )
+        result = sweep(tree, instance, resource, dry_run=False)
 
     assert result.success, failure_messages(result)
     assert database.is_file() and home_file.is_file() and lock.is_file()
@@ -135,12 +132,7 @@ def test_a_root_around_images_and_the_policy_file_leaves_both_alone(
         images_dir=IMAGES,
     )
 
-    result = orphaned_file_cleanup.execute_in_process(
-        run_config={"ops": {"plan_orphan_sweep": {"config": {"dry_run": False}}}},
-        resources={"camera_system": resource},
-        instance=instance,
-        raise_on_error=False,
-    )
+    result = sweep(tree, instance, resource, dry_run=False)
 
     assert result.success, failure_messages(result)
     assert tree.exists(upload) and policy_file.is_file()

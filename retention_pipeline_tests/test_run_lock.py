@@ -5,6 +5,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -115,6 +116,32 @@ def _fail_purge_logs_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cleanup, "clean_table", logs_fail_once)
 
 
+def _reexecuted_beside_and_after(
+    other_run: ExclusiveRunLock, job: Any, instance: dg.DagsterInstance, failed: dg.JobExecutionResult
+) -> tuple[dg.JobExecutionResult, dg.JobExecutionResult]:
+    """A failed run re-executed from failure while another run (another deployment, a CLI run of another
+    Dagster instance) holds the database's lock, then again once it let go."""
+    other_run.acquire()
+    refused = dg.execute_job(
+        job, instance, reexecution_options=dg.ReexecutionOptions.from_failure(failed.run_id, instance)
+    )
+    other_run.release()
+    retried = dg.execute_job(
+        job, instance, reexecution_options=dg.ReexecutionOptions.from_failure(refused.run_id, instance)
+    )
+    return refused, retried
+
+
+def _an_old_orphan_beside_live_files(world: CameraWorld) -> str:
+    """An orphan two days old, and three referenced files so the safety stop lets it go."""
+    orphan = world.file(f"{THUMBS}/orphan.jpg", 10)
+    stamp = time.time() - 48 * 3600
+    os.utime(world.media / orphan, (stamp, stamp))
+    for n in range(3):
+        world.detection(world.recent(), thumbnail=world.file(f"{THUMBS}/live{n}.jpg"))
+    return orphan
+
+
 def test_a_re_execution_of_a_failed_side_step_takes_the_lock_and_notes_its_process(
     expired: CameraWorld,
     other_run: ExclusiveRunLock,
@@ -129,15 +156,7 @@ def test_a_re_execution_of_a_failed_side_step_takes_the_lock_and_notes_its_proce
     failed = dg.execute_job(job, instance, run_config=config, tags=EXCLUSIVE_TAGS, raise_on_error=False)
     assert not failed.success and expired.count(logs) == 1
 
-    # Another deployment, or a CLI run of another Dagster instance, is cleaning the same database.
-    other_run.acquire()
-    refused = dg.execute_job(
-        job, instance, reexecution_options=dg.ReexecutionOptions.from_failure(failed.run_id, instance)
-    )
-    other_run.release()
-    retried = dg.execute_job(
-        job, instance, reexecution_options=dg.ReexecutionOptions.from_failure(refused.run_id, instance)
-    )
+    refused, retried = _reexecuted_beside_and_after(other_run, job, instance, failed)
 
     assert not refused.success
     assert "another retention run is working on" in failure_messages(refused)
@@ -178,11 +197,7 @@ def test_a_re_execution_of_the_orphan_sweeps_delete_step_takes_the_lock(
 ):
     for name, value in environment_for(world).items():
         monkeypatch.setenv(name, value)
-    orphan = world.file(f"{THUMBS}/orphan.jpg", 10)
-    stamp = time.time() - 48 * 3600
-    os.utime(world.media / orphan, (stamp, stamp))
-    for n in range(3):  # referenced files, so the safety stop lets one orphan go
-        world.detection(world.recent(), thumbnail=world.file(f"{THUMBS}/live{n}.jpg"))
+    orphan = _an_old_orphan_beside_live_files(world)
     real_delete, failed_once = orphans.delete_orphans, []
 
     def fail_once(*args, **kwargs):
@@ -197,14 +212,7 @@ def test_a_re_execution_of_the_orphan_sweeps_delete_step_takes_the_lock(
     failed = dg.execute_job(job, instance, run_config=config, tags=EXCLUSIVE_TAGS, raise_on_error=False)
     assert not failed.success and world.exists(orphan)
 
-    other_run.acquire()
-    refused = dg.execute_job(
-        job, instance, reexecution_options=dg.ReexecutionOptions.from_failure(failed.run_id, instance)
-    )
-    other_run.release()
-    retried = dg.execute_job(
-        job, instance, reexecution_options=dg.ReexecutionOptions.from_failure(refused.run_id, instance)
-    )
+    refused, retried = _reexecuted_beside_and_after(other_run, job, instance, failed)
 
     assert not refused.success and "another retention run is working on" in failure_messages(refused)
     assert retried.success and not world.exists(orphan)
@@ -217,11 +225,7 @@ def test_an_orphan_sweep_that_loses_its_lock_while_deleting_unlinks_nothing_more
     instance: dg.DagsterInstance,
     monkeypatch: pytest.MonkeyPatch,
 ):
-    orphan = world.file(f"{THUMBS}/orphan.jpg", 10)
-    stamp = time.time() - 48 * 3600
-    os.utime(world.media / orphan, (stamp, stamp))
-    for n in range(3):
-        world.detection(world.recent(), thumbnail=world.file(f"{THUMBS}/live{n}.jpg"))
+    orphan = _an_old_orphan_beside_live_files(world)
     real_check, checks = orphans.referenced_paths, []
 
     def lose_the_lock_in_the_delete_phase(*args, **kwargs):

@@ -82,6 +82,16 @@ def _tables(world: CameraWorld, tmp_path: Path, detections_key: str = "(id)") ->
     world.policy = read_policy(policy)
 
 
+def _detections_key(world: CameraWorld, detections_table: str) -> str:
+    """The key a child references detections by: partitioned weekly (PostgreSQL only) or plain."""
+    if detections_table == "plain":
+        return "(id)"
+    if world.engine.dialect.name != "postgresql":
+        pytest.skip("declarative partitioning is PostgreSQL's")
+    _partition_by_week(world, "detections", "detected_at")
+    return "(id, detected_at)"
+
+
 def _crop(world: CameraWorld, detection_id: int | None, taken_at: datetime, detected_at: datetime) -> str:
     path = world.file(f"{THUMBS}/crop{taken_at.timestamp()}_{detection_id}.jpg")
     with world.engine.begin() as conn:
@@ -109,12 +119,7 @@ def _paths(engine: Engine, table: str, column: str) -> set[str]:
 def test_rows_a_cascade_takes_with_an_expired_parent_take_their_files_and_the_dry_run_knows(
     world: CameraWorld, tmp_path: Path, detections_table: str
 ):
-    partitioned = detections_table == "partitioned"
-    if partitioned:
-        if world.engine.dialect.name != "postgresql":
-            pytest.skip("declarative partitioning is PostgreSQL's")
-        _partition_by_week(world, "detections", "detected_at")
-    _tables(world, tmp_path, "(id, detected_at)" if partitioned else "(id)")
+    _tables(world, tmp_path, _detections_key(world, detections_table))
     w, now = world, world.now
     young, old = now - timedelta(days=1), now - timedelta(days=20)
     retained_event = w.event(w.recent(3))
@@ -283,12 +288,7 @@ def _chained(world: CameraWorld, table: str, parent_id: int, taken_at: datetime,
 def test_files_two_cascade_steps_down_go_with_the_expired_row_at_the_top_and_the_dry_run_knows(
     world: CameraWorld, tmp_path: Path, detections_table: str
 ):
-    partitioned = detections_table == "partitioned"
-    if partitioned:
-        if world.engine.dialect.name != "postgresql":
-            pytest.skip("declarative partitioning is PostgreSQL's")
-        _partition_by_week(world, "detections", "detected_at")
-    _chain_tables(world, tmp_path, "(id, detected_at)" if partitioned else "(id)")
+    _chain_tables(world, tmp_path, _detections_key(world, detections_table))
     w, young, old = world, world.now - timedelta(days=1), world.now - timedelta(days=20)
     crop_id = 0
 

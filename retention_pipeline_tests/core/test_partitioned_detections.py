@@ -31,6 +31,8 @@ pytestmark = both_shapes
 
 # Weekly partitions, bounds in days from the data cutoff: W1 and W2 end before it, W3 straddles it.
 WEEKS = (-21.5, -14.5, -7.5, 0.5, 7.5, 40.0)
+# The partitions left once W1, the one week wholly expired with nothing protected, went whole.
+WEEKS_AFTER_W1 = {"detections_w2", "detections_w3", "detections_w4", "detections_w5", "detections_default"}
 
 
 def _partition_by_week(world: CameraWorld, table: str, key: str) -> None:
@@ -191,13 +193,7 @@ def test_expired_weeks_go_whole_and_every_row_file_and_number_is_the_batched_del
     assert (again.detections_deleted, again.events_deleted, again.space_reclaimed) == (0, 0, 0)
     if world.engine.dialect.name == "postgresql":
         # W1 went whole in both tables; W2 holds the protected detection; W3 straddles the cutoff.
-        assert _partitions_left(world.engine, "detections") == {
-            "detections_w2",
-            "detections_w3",
-            "detections_w4",
-            "detections_w5",
-            "detections_default",
-        }
+        assert _partitions_left(world.engine, "detections") == WEEKS_AFTER_W1
         assert _partitions_left(world.engine, "events") == {
             "events_w3",
             "events_w4",
@@ -513,13 +509,7 @@ def test_a_detached_week_attached_again_under_our_name_is_an_ordinary_partition_
     assert not any(w.startswith("retention_detached_") for w in report.warnings)
     assert stats.detections_deleted == 7 - 1  # then the week goes whole, as any expired one
     _as_the_batched_delete_leaves_it(seeded)
-    assert _partitions_left(world.engine, "detections") == {
-        "detections_w2",
-        "detections_w3",
-        "detections_w4",
-        "detections_w5",
-        "detections_default",
-    }
+    assert _partitions_left(world.engine, "detections") == WEEKS_AFTER_W1
 
 
 def test_a_link_made_while_a_busy_parent_delays_the_detach_keeps_the_week(

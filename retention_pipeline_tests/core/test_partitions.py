@@ -270,25 +270,30 @@ def test_a_drop_repeated_after_its_commit_was_lost_finds_the_partition_gone(
 SNAPSHOTS_POLICY = "tables:\n  - table: snapshots\n    time_column: taken_at\n    retention_days: 30\n"
 
 
+def _partitioned_on_taken_at(world: CameraWorld, name: str, columns: str = "") -> None:
+    """A policy table `name` range-partitioned on taken_at: a default partition and one week, w1, from 20 to
+    10 days before the cutoff. Names are quoted, so mixed case is kept."""
+    with world.engine.begin() as conn:
+        conn.execute(
+            text(
+                f'CREATE TABLE "{name}" (id SERIAL, taken_at TIMESTAMPTZ NOT NULL, {columns}'
+                " PRIMARY KEY (id, taken_at)) PARTITION BY RANGE (taken_at)"
+            )
+        )
+        conn.execute(text(f'CREATE TABLE "{name}_default" PARTITION OF "{name}" DEFAULT'))
+        conn.execute(
+            text(f'CREATE TABLE "{name}_w1" PARTITION OF "{name}" FOR VALUES FROM (:low) TO (:high)'),
+            {"low": world.cutoff - timedelta(days=20), "high": world.cutoff - timedelta(days=10)},
+        )
+
+
 def test_a_detached_partition_lacking_a_media_column_the_table_gained_since_is_finished_by_the_next_run(
     postgresql_only: None, world: CameraWorld, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ):
     policy = tmp_path / "policy.yaml"
     policy.write_text(SNAPSHOTS_POLICY + "    files: {image_path: thumbnails}\n")
     world.policy = read_policy(policy)
-    low, high = world.cutoff - timedelta(days=20), world.cutoff - timedelta(days=10)
-    with world.engine.begin() as conn:
-        conn.execute(
-            text(
-                "CREATE TABLE snapshots (id SERIAL, taken_at TIMESTAMPTZ NOT NULL, image_path TEXT,"
-                " PRIMARY KEY (id, taken_at)) PARTITION BY RANGE (taken_at)"
-            )
-        )
-        conn.execute(text("CREATE TABLE snapshots_default PARTITION OF snapshots DEFAULT"))
-        conn.execute(
-            text("CREATE TABLE snapshots_w1 PARTITION OF snapshots FOR VALUES FROM (:low) TO (:high)"),
-            {"low": low, "high": high},
-        )
+    _partitioned_on_taken_at(world, "snapshots", "image_path TEXT,")
     old = [world.file(f"{THUMBS}/old{days}.jpg") for days in (15, 12)]
     with world.engine.begin() as conn:
         for days, path in zip((15, 12), old, strict=True):
@@ -317,18 +322,8 @@ def test_a_policy_table_named_in_mixed_case_loses_its_expired_partitions_whole(
     policy = tmp_path / "policy.yaml"
     policy.write_text(SNAPSHOTS_POLICY.replace("snapshots", "AuditLog"))
     world.policy = read_policy(policy)
+    _partitioned_on_taken_at(world, "AuditLog")
     with world.engine.begin() as conn:
-        conn.execute(
-            text(
-                'CREATE TABLE "AuditLog" (id SERIAL, taken_at TIMESTAMPTZ NOT NULL,'
-                " PRIMARY KEY (id, taken_at)) PARTITION BY RANGE (taken_at)"
-            )
-        )
-        conn.execute(text('CREATE TABLE "AuditLog_default" PARTITION OF "AuditLog" DEFAULT'))
-        conn.execute(
-            text('CREATE TABLE "AuditLog_w1" PARTITION OF "AuditLog" FOR VALUES FROM (:low) TO (:high)'),
-            {"low": world.cutoff - timedelta(days=20), "high": world.cutoff - timedelta(days=10)},
-        )
         for days in (15, 12, -1):
             conn.execute(
                 text('INSERT INTO "AuditLog" (taken_at) VALUES (:at)'),
