@@ -17,7 +17,7 @@ from retention_pipeline.core.db import make_engine
 from retention_pipeline.core.files import StorageRoots
 from retention_pipeline.core.scan import RootMissing, RootRefused
 from retention_pipeline.core.schema import camera_metadata
-from retention_pipeline_tests.conftest import ADMIN_URL, NOW
+from retention_pipeline_tests.conftest import ADMIN_URL, NOW, both_shapes
 from retention_pipeline_tests.factories import CLIPS, IMAGES, THUMBS, CameraWorld
 
 DAY = 24 * 3600
@@ -59,6 +59,7 @@ def live(world: CameraWorld) -> CameraWorld:
     return world
 
 
+@both_shapes
 def test_old_orphans_go_young_ones_and_referenced_files_stay(live: CameraWorld, tmp_path: Path):
     aged(live, f"{THUMBS}/orphan.jpg", 48, size=70)
     aged(live, f"{CLIPS}/sub/orphan.mp4", 30, size=30)
@@ -75,6 +76,7 @@ def test_old_orphans_go_young_ones_and_referenced_files_stay(live: CameraWorld, 
     assert stats.files_scanned == 10
 
 
+@both_shapes
 def test_images_dir_is_swept_only_when_asked(live: CameraWorld, tmp_path: Path):
     aged(live, f"{IMAGES}/orphan.jpg", 48)
 
@@ -86,6 +88,7 @@ def test_images_dir_is_swept_only_when_asked(live: CameraWorld, tmp_path: Path):
     assert with_images.orphans_deleted == 1
 
 
+@both_shapes
 def test_file_referenced_between_scan_and_delete_is_kept(live: CameraWorld, tmp_path: Path):
     late = aged(live, f"{THUMBS}/late.jpg", 48)
     roots = StorageRoots.from_dirs(live.media, [Path(THUMBS), Path(CLIPS)])
@@ -101,6 +104,7 @@ def test_file_referenced_between_scan_and_delete_is_kept(live: CameraWorld, tmp_
     assert stats.kept_newly_referenced == 1 and stats.orphans_deleted == 0
 
 
+@both_shapes
 def test_an_empty_database_stops_the_sweep(world: CameraWorld, tmp_path: Path):
     files = [aged(world, f"{THUMBS}/f{n}.jpg", 48) for n in range(3)]
 
@@ -110,6 +114,7 @@ def test_an_empty_database_stops_the_sweep(world: CameraWorld, tmp_path: Path):
     assert all(world.exists(f) for f in files)
 
 
+@both_shapes
 def test_too_many_orphans_stop_the_sweep_unless_forced(live: CameraWorld, tmp_path: Path):
     extra = [aged(live, f"{THUMBS}/o{n}.jpg", 48) for n in range(10)]
 
@@ -122,6 +127,7 @@ def test_too_many_orphans_stop_the_sweep_unless_forced(live: CameraWorld, tmp_pa
     assert live.exists(f"{THUMBS}/live.jpg")
 
 
+@both_shapes
 def test_too_many_bytes_stop_the_sweep(live: CameraWorld, tmp_path: Path):
     aged(live, f"{THUMBS}/big.jpg", 48, size=5000)
 
@@ -130,6 +136,7 @@ def test_too_many_bytes_stop_the_sweep(live: CameraWorld, tmp_path: Path):
     assert live.exists(f"{THUMBS}/big.jpg")
 
 
+@both_shapes
 def test_a_missing_root_is_an_error_not_zero_files(live: CameraWorld, tmp_path: Path):
     os.rename(live.media / CLIPS, live.media / "unmounted")
 
@@ -138,6 +145,7 @@ def test_a_missing_root_is_an_error_not_zero_files(live: CameraWorld, tmp_path: 
     assert live.exists(f"{THUMBS}/live.jpg")
 
 
+@both_shapes
 def test_a_symlinked_directory_pointing_outside_is_not_followed(live: CameraWorld, tmp_path: Path):
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -152,6 +160,7 @@ def test_a_symlinked_directory_pointing_outside_is_not_followed(live: CameraWorl
     assert stats.symlinks_skipped == 1 and stats.orphans_found == 0
 
 
+@both_shapes
 def test_a_file_a_row_names_through_a_symlinked_folder_inside_a_root_is_not_an_orphan(
     live: CameraWorld, tmp_path: Path
 ):
@@ -180,6 +189,7 @@ def test_a_file_a_row_names_through_a_symlinked_folder_inside_a_root_is_not_an_o
         "data/./thumbnails/cam/x.jpg",
     ],
 )
+@both_shapes
 def test_a_file_a_row_names_with_a_writers_extra_slashes_or_dots_is_not_an_orphan(
     live: CameraWorld, tmp_path: Path, spelling: str
 ):
@@ -191,6 +201,7 @@ def test_a_file_a_row_names_with_a_writers_extra_slashes_or_dots_is_not_an_orpha
     assert live.exists(kept) and stats.orphans_found == 0
 
 
+@both_shapes
 def test_a_file_system_mounted_under_a_root_is_not_entered(
     live: CameraWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -206,6 +217,7 @@ def test_a_file_system_mounted_under_a_root_is_not_entered(
     assert (stats.mounts_skipped, stats.orphans_deleted) == (1, 1)
 
 
+@both_shapes
 def test_a_root_that_is_its_own_mount_inside_another_root_is_swept_on_its_own(
     live: CameraWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -224,6 +236,7 @@ def test_a_root_that_is_its_own_mount_inside_another_root_is_swept_on_its_own(
     assert stats.mounts_skipped == 1 and stats.orphans_found == 2
 
 
+@both_shapes
 def test_a_swept_root_inside_a_root_the_sweep_leaves_out_is_walked_on_its_own(
     live: CameraWorld, tmp_path: Path
 ):
@@ -250,6 +263,7 @@ def test_the_mount_points_are_read_from_the_kernel_with_their_escapes_undone():
     assert scan._OCTAL.sub(lambda escape: chr(int(escape[1], 8)), r"/mnt/cam\040one") == "/mnt/cam one"
 
 
+@both_shapes
 def test_dry_run_changes_nothing_and_predicts_the_real_run(live: CameraWorld, tmp_path: Path):
     aged(live, f"{THUMBS}/a.jpg", 48, size=10)
     aged(live, f"{CLIPS}/b.mp4", 48, size=20)
@@ -265,6 +279,7 @@ def test_dry_run_changes_nothing_and_predicts_the_real_run(live: CameraWorld, tm
     assert (real.orphans_deleted, real.bytes_reclaimed) == (2, 30)
 
 
+@both_shapes
 def test_rows_whose_files_are_missing_are_reported_not_touched(live: CameraWorld, tmp_path: Path):
     live.detection(live.recent(), thumbnail=f"{THUMBS}/gone.jpg", image=f"{IMAGES}/gone-too.jpg")
 
@@ -274,6 +289,7 @@ def test_rows_whose_files_are_missing_are_reported_not_touched(live: CameraWorld
     assert stats.referencing_rows == 8
 
 
+@both_shapes
 def test_report_csv_lists_the_orphans(live: CameraWorld, tmp_path: Path):
     aged(live, f"{THUMBS}/listed.jpg", 48, size=42)
 
@@ -283,6 +299,7 @@ def test_report_csv_lists_the_orphans(live: CameraWorld, tmp_path: Path):
     assert [(Path(r["path"]).name, r["size"]) for r in rows] == [("listed.jpg", "42")]
 
 
+@both_shapes
 def test_a_file_name_that_is_not_utf8_is_an_orphan_like_any_other(live: CameraWorld, tmp_path: Path):
     # No row can hold such a name (the databases store UTF-8), so it must not stop the sweep either.
     folder = os.fsencode(live.media / THUMBS)
@@ -300,6 +317,7 @@ def test_a_file_name_that_is_not_utf8_is_an_orphan_like_any_other(live: CameraWo
     assert not os.path.lexists(odd) and live.exists(f"{THUMBS}/live.jpg")
 
 
+@both_shapes
 @pytest.mark.parametrize("second", [THUMBS, f"{THUMBS}/cam"])
 def test_a_directory_named_twice_or_inside_another_root_is_walked_once(
     live: CameraWorld, tmp_path: Path, second: str
@@ -316,6 +334,7 @@ def test_a_directory_named_twice_or_inside_another_root_is_walked_once(
     assert (swept.orphans_deleted, swept.bytes_reclaimed, swept.files_missing) == (1, 70, 0)
 
 
+@both_shapes
 def test_a_dry_sweep_predicts_the_bytes_of_hard_linked_orphans_as_the_real_one_frees_them(
     live: CameraWorld, tmp_path: Path
 ):
@@ -329,6 +348,7 @@ def test_a_dry_sweep_predicts_the_bytes_of_hard_linked_orphans_as_the_real_one_f
     assert (real.orphans_deleted, real.bytes_reclaimed) == (2, 1000)
 
 
+@both_shapes
 def test_images_inside_a_swept_root_are_left_alone_without_include_images(live: CameraWorld, tmp_path: Path):
     # THUMBNAIL_DIR=data around IMAGES_DIR=data/images: a camera's upload no detection names yet is not
     # this sweep's to delete. CLIPS_DIR inside IMAGES_DIR is still swept.
@@ -351,6 +371,7 @@ def test_images_inside_a_swept_root_are_left_alone_without_include_images(live: 
     assert (swept.files_scanned, swept.orphans_deleted) == (9, 2)
 
 
+@both_shapes
 @pytest.mark.parametrize("root", [".", ".."])
 def test_a_root_that_is_media_root_or_above_it_is_refused(live: CameraWorld, tmp_path: Path, root: str):
     config = aged(live, "config/camera_system.yaml", 48)
@@ -384,6 +405,7 @@ def unwritable(folder: Path) -> Iterator[None]:
             subprocess.run(["chattr", "-i", str(folder)], check=True)
 
 
+@both_shapes
 def test_a_dry_sweep_predicts_orphans_the_real_one_cannot_delete(live: CameraWorld, tmp_path: Path):
     aged(live, f"{THUMBS}/locked/a.jpg", 48, size=10)
     aged(live, f"{THUMBS}/locked/b.jpg", 48, size=10)
@@ -399,6 +421,7 @@ def test_a_dry_sweep_predicts_orphans_the_real_one_cannot_delete(live: CameraWor
     assert live.exists(f"{THUMBS}/locked/a.jpg") and not live.exists(f"{THUMBS}/free.jpg")
 
 
+@both_shapes
 def test_a_folder_swapped_for_a_symlink_after_the_scan_does_not_cost_a_referenced_file(
     live: CameraWorld, tmp_path: Path
 ):
@@ -418,6 +441,7 @@ def test_a_folder_swapped_for_a_symlink_after_the_scan_does_not_cost_a_reference
     assert (scanned.orphans_found, swept.orphans_deleted) == (1, 0)
 
 
+@both_shapes
 def test_a_file_moved_in_with_its_old_time_after_the_scan_is_not_deleted(live: CameraWorld, tmp_path: Path):
     aged(live, f"{THUMBS}/x.jpg", 48)
     roots = StorageRoots.from_dirs(live.media, [Path(THUMBS), Path(CLIPS)])

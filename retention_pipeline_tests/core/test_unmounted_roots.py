@@ -82,6 +82,7 @@ def test_clips_of_events_deleted_while_their_volume_is_unmounted_are_deleted_onc
     assert queued_paths(world) == []
 
 
+@both_shapes
 def test_a_missing_file_under_a_root_that_holds_other_files_is_counted_missing_and_forgotten(
     world: CameraWorld,
 ):
@@ -93,6 +94,7 @@ def test_a_missing_file_under_a_root_that_holds_other_files_is_counted_missing_a
     assert stats.files_missing == 1 and queued_paths(world) == []
 
 
+@both_shapes
 def test_a_root_the_run_itself_empties_does_not_keep_its_missing_files_queued(world: CameraWorld):
     # Each root is looked at once, before anything is unlinked: its last file going does not make the
     # run's other missing files under it look unmounted (nor the real run differ from its dry run).
@@ -107,6 +109,7 @@ def test_a_root_the_run_itself_empties_does_not_keep_its_missing_files_queued(wo
     assert not any((world.media / CLIPS).iterdir()) and queued_paths(world) == []
 
 
+@both_shapes
 def test_a_root_an_earlier_share_of_the_file_step_empties_does_not_keep_later_missing_files_queued(
     world: CameraWorld,
 ):
@@ -129,6 +132,7 @@ def test_a_root_an_earlier_share_of_the_file_step_empties_does_not_keep_later_mi
     assert queued_paths(world) == []
 
 
+@both_shapes
 @pytest.mark.parametrize("gone", ["unmounted", "removed"])
 def test_a_root_that_goes_offline_after_the_run_was_planned_keeps_its_files_queued(
     world: CameraWorld, gone: str, monkeypatch: pytest.MonkeyPatch
@@ -153,6 +157,7 @@ def test_a_root_that_goes_offline_after_the_run_was_planned_keeps_its_files_queu
     assert sorted(queued_paths(world)) == [f"{CLIPS}/clip0.mp4", f"{CLIPS}/clip1.mp4"]
 
 
+@both_shapes
 def test_a_root_on_a_volume_mounted_above_it_that_went_after_planning_keeps_its_files_queued(
     world: CameraWorld,
 ):
@@ -174,6 +179,7 @@ def test_a_root_on_a_volume_mounted_above_it_that_went_after_planning_keeps_its_
     assert sorted(queued_paths(world)) == [f"{CLIPS}/clip0.mp4", f"{CLIPS}/clip1.mp4"]
 
 
+@both_shapes
 def test_a_volume_that_goes_in_the_middle_of_a_step_is_noticed_at_its_first_missing_file(
     world: CameraWorld, monkeypatch: pytest.MonkeyPatch
 ):
@@ -188,6 +194,7 @@ def test_a_volume_that_goes_in_the_middle_of_a_step_is_noticed_at_its_first_miss
     assert offline.holding(f"{CLIPS}/b.mp4") == str(world.media / CLIPS)
 
 
+@both_shapes
 def test_a_mounted_root_the_run_empties_itself_counts_its_other_missing_files_missing(
     world: CameraWorld, monkeypatch: pytest.MonkeyPatch
 ):
@@ -206,6 +213,7 @@ def test_a_mounted_root_the_run_empties_itself_counts_its_other_missing_files_mi
     assert queued_paths(world) == []
 
 
+@both_shapes
 def test_doctor_warns_of_an_empty_root_while_the_queue_holds_files_under_it(world: CameraWorld):
     for i in range(2):
         world.event(world.old(), clip=world.file(f"{CLIPS}/c{i}.mp4"))
