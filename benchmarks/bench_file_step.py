@@ -4,8 +4,9 @@
 one tree can differ from the next by a third, which is as large as the difference it looks for. Here the
 queue is filled once by the row purges, then, for each round, a fresh tree is written and synced and
 either `data_cleanup` runs on a copy of the purged database (its purges find nothing; its file step drains
-the queue) or a single-threaded `os.unlink` loop removes the same files. Prints each round and the
-medians, and writes benchmarks/results/file_step.json.
+the queue), or the core drain the step calls runs alone on such a copy (no Dagster: where the step loses
+time, if it does), or a single-threaded `os.unlink` loop removes the same files. Prints each round and
+the medians, and writes benchmarks/results/file_step_<engine>.json.
 
     python benchmarks/bench_file_step.py [--n 100000] [--rounds 3] [--engine sqlite|postgresql]
 """
@@ -17,6 +18,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -25,6 +27,8 @@ import bench_cleanup as generator
 from retention_pipeline.core import purge
 from retention_pipeline.core.cleanup import prepare_database
 from retention_pipeline.core.db import make_engine
+from retention_pipeline.core.files import StorageRoots
+from retention_pipeline.core.purge.file_queue import drain_file_queue
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -70,6 +74,20 @@ def file_step(url: str, media: Path) -> float:
     return figures["files"] / figures["file_seconds"]
 
 
+def drain_alone(url: str, media: Path) -> float:
+    """Files per second of the core drain the file step calls, without Dagster around it."""
+    engine = make_engine(url)
+    roots = StorageRoots.from_dirs(media, [media / name for name in ("thumbnails", "clips", "images")])
+    started = time.perf_counter()
+    counts = drain_file_queue(engine, roots)
+    seconds = time.perf_counter() - started
+    engine.dispose()
+    return (counts.thumbnails_deleted + counts.images_deleted + counts.clips_deleted) / seconds
+
+
+VARIANTS = {"file_step": file_step, "drain_alone": drain_alone}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000)
@@ -77,25 +95,28 @@ def main() -> None:
     parser.add_argument("--engine", choices=("sqlite", "postgresql"), default="sqlite")
     args = parser.parse_args()
     paths = generator.expired_files(args.n)
-    figures: dict[str, list[float]] = {"bare_loop": [], "file_step": []}
+    figures: dict[str, list[float]] = {"bare_loop": [], "file_step": [], "drain_alone": []}
+    order = ["file_step", "bare_loop", "drain_alone"]
     with tempfile.TemporaryDirectory(prefix="bench_file_step_") as tmp:
         workdir = Path(tmp)
         purged = purged_database(workdir, args.n, args.engine)
         for round_ in range(args.rounds):
-            for variant in ("file_step", "bare_loop") if round_ % 2 == 0 else ("bare_loop", "file_step"):
+            for variant in order[round_ % 3 :] + order[: round_ % 3]:  # each variant first once in 3
                 media = workdir / "media"
                 shutil.rmtree(media, ignore_errors=True)
                 generator.build_files(media, paths)
                 url = fresh_copy(purged, args.engine, workdir)
                 os.sync()
-                rate = file_step(url, media) if variant == "file_step" else bare_loop(media, paths)
+                rate = bare_loop(media, paths) if variant == "bare_loop" else VARIANTS[variant](url, media)
                 figures[variant].append(rate)
                 print(f"round {round_ + 1} {variant}: {rate:,.0f} files/s", file=sys.stderr)
     medians = {variant: statistics.median(rates) for variant, rates in figures.items()}
     ratio = medians["file_step"] / medians["bare_loop"]
     print(f"{args.engine}, camera schema, {len(paths)} files; median files/s:", end=" ")
     print(f"file step {medians['file_step']:,.0f},", end=" ")
-    print(f"bare loop {medians['bare_loop']:,.0f}; file step / bare loop {ratio:.2f}x")
+    print(f"drain alone {medians['drain_alone']:,.0f},", end=" ")
+    print(f"bare loop {medians['bare_loop']:,.0f}; file step / bare loop {ratio:.2f}x,", end=" ")
+    print(f"drain alone / bare loop {medians['drain_alone'] / medians['bare_loop']:.2f}x")
     RESULTS.mkdir(exist_ok=True)
     out = {"engine": args.engine, "shape": "camera", "n": args.n, "files": len(paths)}
     out |= {"rounds": figures, "medians": medians, "ratio": ratio}
