@@ -140,7 +140,7 @@ def _open_instance() -> Any:
 
 def _run(job: str, first_op: str, config: dict[str, Any], report_op: str, as_json: bool) -> int:
     from .definitions import defs
-    from .history import blocking_runs
+    from .run_processes import blocking_runs
     from .tags import RUN_LOCK_BUSY
 
     with _open_instance() as instance:

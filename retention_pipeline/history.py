@@ -1,38 +1,29 @@
 """Reading data_cleanup runs and their CleanupStats back from the Dagster instance."""
 
 import os
-import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster._core.events import EngineEventData
 from dagster._utils.schedules import cron_string_iterator
 
 from .core.labels import unlabelled
 from .core.stats import CleanupStats
+from .run_processes import active_runs
 from .settings import Settings
-from .tags import CLEANUP_HEADLINE, EXCLUSIVE_TAGS, FAILED_STEP_TAG, partial_headline
+from .tags import CLEANUP_HEADLINE, FAILED_STEP_TAG, partial_headline
 
 JOB_NAME = "data_cleanup"
 SWEEP_JOB_NAME = "orphaned_file_cleanup"
-PROCESS_EVENT = "retention run process"
-# Dagster's own engine events carry a "pid" too; these keys are ours alone.
-PID_KEY, HOST_KEY = "retention_run_pid", "retention_run_host"
 DAILY_SCHEDULE = "daily_data_cleanup"
 REPORT_STEP = "report_cleanup"
 PLAN_STEP = "plan_cleanup"
 # An emergency run's last step, whose `run_total` counts every pass (the normal one and the emergency ones).
 PRESSURE_STEP = "relieve_disk_pressure"
 SWEEP_REPORT_STEP = "report_orphan_sweep"
-ACTIVE_STATUSES = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-    dg.DagsterRunStatus.CANCELING,
-]
+# What `cleanup_status` shows for a run Dagster still has in progress whose process is gone.
+ABANDONED = "ABANDONED"
 
 
 def local_instance_home(announce: Any) -> Path:
@@ -45,65 +36,6 @@ def local_instance_home(announce: Any) -> Path:
     os.environ["DAGSTER_HOME"] = str(home_path)
     announce(f"DAGSTER_HOME is not set; using the local Dagster instance in {home_path}")
     return home_path
-
-
-def record_process(instance: dg.DagsterInstance, run_id: str, pid: int | None = None) -> None:
-    """Note in the run's event log which process runs it, so a later check can tell whether it died.
-
-    An engine event, not a tag: the Runs page shows every tag as a chip, and this is bookkeeping.
-    """
-    pid = os.getpid() if pid is None else pid
-    run = instance.get_run_by_id(run_id)
-    instance.report_engine_event(
-        f"{PROCESS_EVENT}: pid {pid} on {socket.gethostname()}",
-        run,
-        EngineEventData(metadata={PID_KEY: pid, HOST_KEY: socket.gethostname()}),
-    )
-
-
-def recorded_process(instance: dg.DagsterInstance, run_id: str) -> tuple[int, str] | None:
-    """The last process `record_process` noted for a run (pid, host), if any."""
-    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT).records
-    for record in reversed(records):
-        event = record.event_log_entry.dagster_event
-        data = event.engine_event_data if event is not None else None
-        if data is not None and PID_KEY in data.metadata and HOST_KEY in data.metadata:
-            return int(data.metadata[PID_KEY].value), str(data.metadata[HOST_KEY].value)  # type: ignore[arg-type]
-    return None
-
-
-def process_alive(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool | None:
-    """True/False for a run whose process on this host was recorded, None when it cannot tell."""
-    recorded = recorded_process(instance, run.run_id)
-    if recorded is None or recorded[1] != socket.gethostname():
-        return None
-    pid = recorded[0]
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def blocking_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
-    """Retention runs still in progress; runs whose process died are marked failed instead.
-
-    Every retention run notes its pid and host when it starts (see `record_process`). A
-    run whose process is gone (killed, host crashed and rebooted) would otherwise stay STARTED forever
-    (the default run launcher cannot check its worker's health) and hold the one concurrency slot of
-    the exclusive tag: it must not become a stale lock.
-    """
-    records = instance.get_run_records(dg.RunsFilter(tags=EXCLUSIVE_TAGS, statuses=ACTIVE_STATUSES))
-    blocking = []
-    for record in records:
-        run = record.dagster_run
-        if process_alive(instance, run) is False:
-            instance.report_run_failed(run, "The process running this run is gone (killed).")
-        else:
-            blocking.append(run)
-    return blocking
 
 
 def step_metadata(instance: dg.DagsterInstance, run_id: str, step: str) -> dict[str, Any]:
@@ -207,7 +139,11 @@ def next_cleanup(instance: dg.DagsterInstance, settings: Settings, now: datetime
 def cleanup_status(instance: dg.DagsterInstance, settings: Settings, limit: int) -> dict[str, Any]:
     """What the camera system's cleanup-status endpoint shows: the policy, the schedule, the runs."""
     runs = recent_cleanup_runs(instance, limit)
-    running = instance.get_run_records(dg.RunsFilter(job_name=JOB_NAME, statuses=ACTIVE_STATUSES), limit=1)
+    # Judged as `blocking_runs` judges: a run whose process is gone is not running, though Dagster says
+    # STARTED until the next run or tick fails it.
+    running, dead = active_runs(instance, job_name=JOB_NAME)
+    abandoned = {run.run_id for run in dead}
+    runs = [{**row, "status": ABANDONED} if row["run_id"] in abandoned else row for row in runs]
     last = runs[0] if runs else None
     return {
         "running": bool(running),

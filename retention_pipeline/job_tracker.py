@@ -11,16 +11,8 @@ import dagster as dg
 from .core.abandoned_jobs import KILLED_OR_LOST, RunOutcome, failed, settle_abandoned, succeeded
 from .core.job_status import JobStatusBoard, JobTracker
 from .core.orphans import OrphanStats
-from .history import (
-    ACTIVE_STATUSES,
-    JOB_NAME,
-    SWEEP_REPORT_STEP,
-    dry_run_of,
-    process_alive,
-    run_stats,
-    step_metadata,
-    tag_failure,
-)
+from .history import JOB_NAME, SWEEP_REPORT_STEP, dry_run_of, run_stats, step_metadata, tag_failure
+from .run_processes import ACTIVE_STATUSES, process_alive
 
 # Each op's share of the job's progress bar (from, to) and what the camera system's Jobs page says
 # meanwhile. Ops that a multiprocess executor may run side by side only ever push the bar forward.

@@ -6,8 +6,8 @@ import dagster as dg
 from sqlalchemy.engine import Engine
 
 from .core.lock import RunLockBusy, RunLockLost
-from .history import record_process
 from .resources import CameraSystemResource
+from .run_processes import record_process
 from .tags import RUN_LOCK_BUSY
 
 # The job's own executor, and the one `execute_in_process` (the CLI, tests) puts in its place.

@@ -6,8 +6,8 @@ import dagster as dg
 
 from .config import CleanupConfig, OrphanSweepConfig
 from .dagster_history import DagsterHistoryConfig
-from .history import blocking_runs
 from .jobs import data_cleanup, orphaned_file_cleanup
+from .run_processes import blocking_runs
 from .settings import Settings
 
 

@@ -5,10 +5,11 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from .core.pressure import pressure_volumes
-from .history import PRESSURE_STEP, blocking_runs, failure_metadata
+from .history import PRESSURE_STEP, failure_metadata
 from .jobs import data_cleanup
 from .pressure_ops import NOT_RELIEVED
 from .resources import CameraSystemResource, DiskSpaceResource
+from .run_processes import blocking_runs
 from .schedules import scheduled_run_config
 
 SENSOR_NAME = "disk_pressure_sensor"

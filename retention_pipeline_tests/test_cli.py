@@ -16,8 +16,8 @@ from retention_pipeline.core.db import make_engine
 from retention_pipeline.core.lock import ExclusiveRunLock
 from retention_pipeline.core.schema import detections, events
 from retention_pipeline.core.stats import CleanupStats
-from retention_pipeline.history import record_process
 from retention_pipeline.jobs import EXCLUSIVE_TAGS, data_cleanup
+from retention_pipeline.run_processes import record_process
 from retention_pipeline_tests.factories import CLIPS, IMAGES, THUMBS, CameraWorld
 
 # The command pyproject.toml installs, not `python -m`: its entry point is what users run.

@@ -93,7 +93,7 @@ def test_reference_time_of_a_schedule_is_utc():
 def test_a_schedule_tick_frees_the_slot_held_by_a_run_whose_process_died():
     import subprocess
 
-    from retention_pipeline.history import record_process
+    from retention_pipeline.run_processes import record_process
     from retention_pipeline.tags import EXCLUSIVE_TAGS
 
     dead = subprocess.run(

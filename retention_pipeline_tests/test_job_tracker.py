@@ -14,9 +14,9 @@ from retention_pipeline.core import cleanup
 from retention_pipeline.core.abandoned_jobs import KILLED_OR_LOST
 from retention_pipeline.core.job_status import JobStatusBoard, JobTracker, job_key
 from retention_pipeline.core.schema import detections, events
-from retention_pipeline.history import record_process
 from retention_pipeline.jobs import data_cleanup, orphaned_file_cleanup
 from retention_pipeline.resources import DiskSpaceResource
+from retention_pipeline.run_processes import record_process
 from retention_pipeline_tests.conftest import RedisServer
 from retention_pipeline_tests.dagster_helpers import camera_resource, execute, plan_config
 from retention_pipeline_tests.factories import THUMBS, CameraWorld

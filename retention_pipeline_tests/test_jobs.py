@@ -11,8 +11,9 @@ from sqlalchemy import Column, DateTime, Integer, MetaData, Table, insert, text
 
 from retention_pipeline.core.schema import detections, events, logs
 from retention_pipeline.core.stats import CleanupStats
-from retention_pipeline.history import recent_cleanup_runs, recorded_process
+from retention_pipeline.history import recent_cleanup_runs
 from retention_pipeline.jobs import data_cleanup
+from retention_pipeline.run_processes import recorded_process
 from retention_pipeline.tags import CLEANUP_HEADLINE, EXCLUSIVE_TAG
 from retention_pipeline_tests.dagster_helpers import execute, failure_messages, plan_config
 from retention_pipeline_tests.factories import THUMBS, CameraWorld

@@ -4,9 +4,9 @@ import dagster as dg
 import pytest
 
 from retention_pipeline.core.schema import detections
-from retention_pipeline.history import recorded_process
 from retention_pipeline.jobs import build_data_cleanup_job
 from retention_pipeline.resources import CameraSystemResource, DiskSpaceResource
+from retention_pipeline.run_processes import recorded_process
 from retention_pipeline_tests.dagster_helpers import environment_for
 from retention_pipeline_tests.factories import THUMBS, CameraWorld
 

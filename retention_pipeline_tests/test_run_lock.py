@@ -14,9 +14,9 @@ from sqlalchemy import create_engine, func, select, text
 from retention_pipeline.core import cleanup, orphans
 from retention_pipeline.core.lock import ExclusiveRunLock
 from retention_pipeline.core.schema import detections, events, gpu_stats, logs
-from retention_pipeline.history import recorded_process
 from retention_pipeline.jobs import build_data_cleanup_job, orphaned_file_cleanup
 from retention_pipeline.resources import CameraSystemResource, DiskSpaceResource
+from retention_pipeline.run_processes import recorded_process
 from retention_pipeline.tags import EXCLUSIVE_TAGS
 from retention_pipeline_tests.dagster_helpers import (
     camera_resource,

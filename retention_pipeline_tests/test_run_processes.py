@@ -1,0 +1,93 @@
+"""Which runs are still going: a run whose recorded process is gone (or whose pid another process got)
+is neither shown as running nor kept as in progress."""
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from retention_pipeline.core.processes import start_identity, still_running
+from retention_pipeline.history import cleanup_status
+from retention_pipeline.job_tracker import run_outcome
+from retention_pipeline.jobs import data_cleanup
+from retention_pipeline.run_processes import blocking_runs, record_process
+from retention_pipeline.settings import Settings
+from retention_pipeline.tags import EXCLUSIVE_TAGS
+
+
+def _started(instance: dg.DagsterInstance) -> dg.DagsterRun:
+    return instance.create_run_for_job(data_cleanup, status=dg.DagsterRunStatus.STARTED, tags=EXCLUSIVE_TAGS)
+
+
+def _exited_pid() -> int:
+    exited = subprocess.Popen(["true"])
+    exited.wait()
+    return exited.pid
+
+
+def test_status_does_not_call_a_run_whose_process_is_gone_running(instance):
+    dead = _started(instance)
+    record_process(instance, dead.run_id, pid=_exited_pid())
+
+    status = cleanup_status(instance, Settings(), limit=5)
+
+    assert status["running"] is False
+    assert status["last_run"]["status"] == status["runs"][0]["status"] == "ABANDONED"
+    # Reading the status changes nothing: the next run or tick fails it, as before.
+    assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.STARTED
+
+
+def test_status_calls_a_run_whose_process_lives_running(instance):
+    dead, alive = _started(instance), _started(instance)
+    record_process(instance, dead.run_id, pid=_exited_pid())
+    record_process(instance, alive.run_id)
+
+    status = cleanup_status(instance, Settings(), limit=5)
+
+    assert status["running"] is True
+    assert {row["run_id"]: row["status"] for row in status["runs"]} == {
+        dead.run_id: "ABANDONED",
+        alive.run_id: "STARTED",
+    }
+
+
+def test_a_dead_runs_pid_taken_by_another_process_does_not_keep_it_in_progress(instance):
+    original = subprocess.Popen(["sleep", "30"])
+    started = start_identity(original.pid)
+    original.kill()
+    original.wait()
+    time.sleep(0.05)  # start times count clock ticks: the next process starts in a later one
+    other = subprocess.Popen(["sleep", "30"])  # stands for the process that got the dead run's pid
+    try:
+        dead, alive = _started(instance), _started(instance)
+        record_process(instance, dead.run_id, pid=other.pid, started=started)
+        record_process(instance, alive.run_id, pid=other.pid)
+
+        outcome = run_outcome(instance, dead.run_id)
+        blocking = blocking_runs(instance)
+    finally:
+        other.kill()
+        other.wait()
+
+    assert outcome is not None and not outcome.completed
+    assert [run.run_id for run in blocking] == [alive.run_id]
+    assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
+
+
+def test_without_proc_a_live_pid_is_all_there_is_to_go_by(tmp_path: Path):
+    no_proc = tmp_path / "no_proc"
+
+    assert start_identity(os.getpid(), no_proc) is None
+    assert still_running(os.getpid(), "some-boot:12345", no_proc) is True
+    assert still_running(_exited_pid(), "some-boot:12345", no_proc) is False
+    assert still_running(os.getpid(), None) is True
+
+
+def test_a_process_start_identity_is_its_own_and_stable():
+    mine = start_identity(os.getpid())
+
+    assert mine is not None and mine == start_identity(os.getpid())
+    assert still_running(os.getpid(), mine) is True
+    assert still_running(os.getpid(), "another-boot:" + mine.rpartition(":")[2]) is False
