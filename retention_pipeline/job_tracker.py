@@ -9,7 +9,7 @@ from typing import Any
 import dagster as dg
 
 from .core.abandoned_jobs import KILLED_OR_LOST, RunOutcome, failed, settle_abandoned, succeeded
-from .core.job_status import JobStatusBoard, JobTracker
+from .core.job_status import JobStatusBoard, JobTracker, redacted
 from .core.orphans import OrphanStats
 from .history import JOB_NAME, SWEEP_REPORT_STEP, dry_run_of, run_stats, step_metadata, tag_failure
 from .run_processes import ACTIVE_STATUSES, process_alive
@@ -89,23 +89,20 @@ def start_stage(context: dg.OpExecutionContext, tracker: JobTracker) -> Stage:
     board = _board(tracker, context.instance, context.job_name, context.run_id, context.log)
     stage = Stage(board, context.op_def.name, dry_run_of(dict(context.run_config)))
     if context.op_def.name in ("plan_cleanup", "plan_orphan_sweep"):
-        # Its own warnings: trouble with other runs' records must not quiet this run's own record.
-        settle_abandoned(tracker, lambda run_id: run_outcome(context.instance, run_id), _warn_once(context))
+        settle_abandoned(tracker, lambda run_id: run_outcome(context.instance, run_id), _settling(board))
         board.pending(stage.message)
     else:
         board.running(stage.low, stage.message)
     return stage
 
 
-def _warn_once(context: dg.OpExecutionContext) -> Callable[[Exception], None]:
-    warned: list[Exception] = []
-
-    def warn(exc: Exception) -> None:
-        if not warned:
-            warned.append(exc)
-            context.log.warning(f"could not settle the job tracker's records of earlier runs: {exc}")
-
-    return warn
+def _settling(board: JobStatusBoard) -> Callable[[Exception], None]:
+    """Trouble settling other runs' records: the run's one warning about the job tracker (Redis down fails
+    the settling first), but not the board's quiet spell, which would silence this run's own record."""
+    where = redacted(board.tracker.url or "")
+    return lambda exc: board.warn_once(
+        f"could not settle the job tracker's records of earlier runs at {where}: {exc}"
+    )
 
 
 def run_outcome(instance: dg.DagsterInstance, run_id: str) -> RunOutcome | None:

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import socket
 import subprocess
 import time
 
@@ -12,7 +13,8 @@ import pytest
 from retention_pipeline import job_tracker
 from retention_pipeline.core import cleanup
 from retention_pipeline.core.abandoned_jobs import KILLED_OR_LOST
-from retention_pipeline.core.job_status import JobStatusBoard, JobTracker, job_key
+from retention_pipeline.core.job_records import job_key
+from retention_pipeline.core.job_status import JobStatusBoard, JobTracker
 from retention_pipeline.core.schema import detections, events
 from retention_pipeline.jobs import data_cleanup, orphaned_file_cleanup
 from retention_pipeline.resources import DiskSpaceResource
@@ -111,6 +113,26 @@ def test_redis_stopped_mid_run_changes_nothing_but_one_warning(
         if event.level == 30 and "job tracker" in (event.message or "")
     ]
     assert len(warnings) == 1
+
+
+def test_redis_down_from_the_start_costs_a_run_one_warning(
+    world: CameraWorld, instance, monkeypatch: pytest.MonkeyPatch
+):
+    with socket.socket() as probe:  # a port nothing listens on once the probe is closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("JOB_STATUS_REDIS_URL", f"redis://127.0.0.1:{port}/11")
+    world.event(world.old(), clip=world.file("data/clips/old.mp4", 300))
+
+    result = _run(world, instance, dry_run=False)
+
+    assert result.success and result.output_for_node("report_cleanup").events_deleted == 1
+    warnings = [
+        event.message
+        for event in instance.all_logs(result.run_id)
+        if event.level == 30 and "job tracker" in (event.message or "")
+    ]
+    assert len(warnings) == 1 and f"127.0.0.1:{port}" in warnings[0]
 
 
 def test_a_run_killed_without_writing_is_marked_failed_by_the_next_run(

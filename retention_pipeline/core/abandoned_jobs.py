@@ -15,17 +15,8 @@ from typing import Any
 
 import redis
 
-from .job_status import (
-    COMPLETED,
-    FAILED,
-    OWN_ID,
-    STATUS_LIST,
-    UNFINISHED,
-    JobTracker,
-    compare_and_set,
-    job_key,
-    own_record,
-)
+from .job_records import OWN_ID, STATUS_LIST, compare_and_set, job_key, own_record
+from .job_status import COMPLETED, FAILED, UNFINISHED, JobTracker
 
 KILLED_OR_LOST = "The run ended without reporting its outcome (its process was killed or lost)."
 # The whole check, however slow Redis is, holds up the run's first op this long at most (plus one

@@ -11,7 +11,8 @@ from retention_pipeline.core.abandoned_jobs import (
     settle_abandoned,
     succeeded,
 )
-from retention_pipeline.core.job_status import STATUS_LIST, JobStatusBoard, JobTracker, job_key
+from retention_pipeline.core.job_records import STATUS_LIST, job_key
+from retention_pipeline.core.job_status import JobStatusBoard, JobTracker
 from retention_pipeline_tests.conftest import RedisServer
 from retention_pipeline_tests.core.slow_redis import slow_redis
 

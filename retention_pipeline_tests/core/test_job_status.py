@@ -8,13 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from retention_pipeline.core.abandoned_jobs import settle_abandoned
-from retention_pipeline.core.job_status import (
-    STATUS_LIST,
-    UNFINISHED_TTL_S,
-    JobStatusBoard,
-    JobTracker,
-    job_key,
-)
+from retention_pipeline.core.job_records import STATUS_LIST, job_key
+from retention_pipeline.core.job_status import UNFINISHED_TTL_S, JobStatusBoard, JobTracker
 from retention_pipeline_tests.conftest import RedisServer
 from retention_pipeline_tests.core.slow_redis import slow_redis
 
