@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -50,6 +51,8 @@ CANCELED = "The run was canceled in Dagster."
 # One board per run in this process, so a Redis that is down is reported once per run, not once per op.
 _BOARDS: dict[tuple[JobTracker, str], JobStatusBoard] = {}
 _BOARDS_KEPT = 8
+# Files each share of a run's file step has handled, by share: the shares' sum moves the bar.
+_FILES_HANDLED: weakref.WeakKeyDictionary[JobStatusBoard, dict[str, int]] = weakref.WeakKeyDictionary()
 
 
 def _board(
@@ -81,6 +84,18 @@ class Stage:
     def share(self, done: float) -> None:
         """Move the bar within this op's part: `done` of the op's work is done (0 to 1)."""
         self.board.progress(round(self.low + (self.high - self.low) * done), self.message)
+
+    def files(self, chunk_key: str, queued: int) -> Callable[[int], None]:
+        """The file step's bar for one share: the part of all `queued` files that the shares run in this
+        process have handled (under a multiprocess executor a share's process knows only its own)."""
+        handled = _FILES_HANDLED.setdefault(self.board, {})
+
+        def report(files: int) -> None:
+            handled[chunk_key] = files
+            if queued > 0:
+                self.share(min(1.0, sum(handled.values()) / queued))
+
+        return report
 
 
 def start_stage(context: dg.OpExecutionContext, tracker: JobTracker) -> Stage:

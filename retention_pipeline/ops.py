@@ -197,7 +197,9 @@ def delete_expired_files(
     engine = claimed_engine(context, camera_system, beside_the_chain=True)
     stage = op_stage(context, camera_system)
     try:
-        counts = cleanup.clean_files(engine, plan, context.log.info, chunk, stage.share)
+        counts = cleanup.clean_files(
+            engine, plan, context.log.info, chunk, stage.files(chunk.key, chunk.queued)
+        )
     except RunLockLost as exc:
         raise lock_lost(exc) from None
     for path in counts.refused_examples:

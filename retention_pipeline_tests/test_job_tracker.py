@@ -11,7 +11,7 @@ import dagster as dg
 import pytest
 
 from retention_pipeline import job_tracker
-from retention_pipeline.core import cleanup
+from retention_pipeline.core import cleanup, job_status
 from retention_pipeline.core.abandoned_jobs import KILLED_OR_LOST
 from retention_pipeline.core.job_records import job_key
 from retention_pipeline.core.job_status import JobStatusBoard, JobTracker
@@ -113,6 +113,33 @@ def test_redis_stopped_mid_run_changes_nothing_but_one_warning(
         if event.level == 30 and "job tracker" in (event.message or "")
     ]
     assert len(warnings) == 1
+
+
+def test_the_file_steps_bar_follows_the_share_of_all_queued_files_handled(
+    world: CameraWorld, redis_server: RedisServer, instance, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("JOB_STATUS_REDIS_URL", redis_server.url)
+    monkeypatch.setattr(job_status, "PROGRESS_EVERY_S", 0.0)  # every share's progress is written
+    for number in range(8):
+        world.event(world.old(), clip=world.file(f"data/clips/old{number}.mp4", 300))
+    bar_as_a_share_starts: list[int] = []
+    real_clean_files = cleanup.clean_files
+
+    def note_the_bar(engine, plan, progress, chunk, files_handled):
+        for board in job_tracker._BOARDS.values():
+            board.flush()
+        [record] = _records(redis_server)
+        bar_as_a_share_starts.append(record["progress"])
+        return real_clean_files(engine, plan, progress, chunk, files_handled)
+
+    monkeypatch.setattr(cleanup, "clean_files", note_the_bar)
+    config = plan_config(dry_run=False, reference_time=world.now.isoformat(), file_chunk_size=2)
+
+    result = execute(world, instance, config)
+
+    assert result.success and result.output_for_node("report_cleanup").clips_deleted == 8
+    # Four shares of two files each: the bar is a quarter of the way through 60-90 after each.
+    assert bar_as_a_share_starts == [60, 68, 75, 82]
 
 
 def test_redis_down_from_the_start_costs_a_run_one_warning(

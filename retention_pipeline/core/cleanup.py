@@ -16,8 +16,9 @@ from .files import StorageRoots
 from .plan import CleanupPlan
 from .policy import DeclaredRule, policy_problems, registry_with
 from .purge import drain_file_queue, preview_file_deletions, queue_ranges
+from .purge.file_queue import FilesHandled
 from .purge.offline_roots import OfflineRoots
-from .queries import expiring, path_checks
+from .queries import expiring, path_checks, queue
 from .references import blocking_references_message, references_to_parents, with_cascades
 from .schema import ensure_bookkeeping
 from .stats import CleanupStats, FileCounts, RowCounts
@@ -137,6 +138,8 @@ class FileChunk:
     after_id: int = 0
     last_id: int | None = None  # None: to the end of the queue
     preview: bool = False
+    # Files queued in all the shares when they were planned (0: not known), which the progress bar spans.
+    queued: int = 0
 
     @property
     def key(self) -> str:
@@ -149,8 +152,11 @@ def file_chunks(engine: Engine, plan: CleanupPlan, size: int) -> Iterator[FileCh
     if plan.dry_run:
         yield FileChunk(preview=True)
         return
-    for after_id, last_id in queue_ranges(engine, size):
-        yield FileChunk(after_id, last_id)
+    ranges = list(queue_ranges(engine, size))
+    with engine.connect() as conn:  # the ranges run to the end of the queue: every queued file is in one
+        queued = int(conn.execute(queue.count_queued_files()).scalar() or 0)
+    for after_id, last_id in ranges:
+        yield FileChunk(after_id, last_id, queued=queued)
 
 
 def clean_files(
@@ -158,9 +164,10 @@ def clean_files(
     plan: CleanupPlan,
     progress: Progress,
     chunk: FileChunk | None = None,
-    share: purge.Share | None = None,
+    files_handled: FilesHandled | None = None,
 ) -> FileCounts:
-    """Delete the files of deleted rows (dry run: of the rows that would be deleted); one chunk or all."""
+    """Delete the files of deleted rows (dry run: of the rows that would be deleted); one chunk or all.
+    `files_handled` is told how many of the chunk's files are handled so far."""
     roots = StorageRoots.from_dirs(plan.media_root, plan.storage_dirs)
     offline = OfflineRoots.during(roots, plan.offline_roots, plan.root_devices, plan.mounted_roots)
     if plan.dry_run:
@@ -176,7 +183,7 @@ def clean_files(
         chunk.last_id,
         plan.progress_interval_seconds,
         plan.registry,
-        share,
+        files_handled,
         offline,
     )
 

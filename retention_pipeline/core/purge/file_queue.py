@@ -5,7 +5,7 @@ rows' commit, chunk by chunk, by the file step (removing the files no row refere
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 from sqlalchemy.engine import Connection, Engine
@@ -26,7 +26,10 @@ from .file_checks import (
     unlink_chunks,
 )
 from .offline_roots import OfflineRoots
-from .pacing import PROGRESS_EVERY_S, Share
+from .pacing import PROGRESS_EVERY_S
+
+# Told how many files of a range are handled so far (the job tracker's progress).
+FilesHandled = Callable[[int], None]
 
 
 def queue_files(connection: Connection, paths: dict[str, str]) -> int:
@@ -57,12 +60,13 @@ def drain_file_queue(
     last_id: int | None = None,
     progress_every_s: float = PROGRESS_EVERY_S,
     registry: Registry | None = None,
-    share: Share | None = None,
+    files_handled: FilesHandled | None = None,
     offline: OfflineRoots | None = None,
 ) -> FileCounts:
     """Delete the queued files in ids (after_id, last_id] that no row references any more, then forget
     them, chunk by chunk; `last_id` None means to the end of the queue. `offline`: the roots the run found
-    missing or empty when it was planned (looked at now if not given).
+    missing or empty when it was planned (looked at now if not given). `files_handled` is told how many
+    files of the range are handled so far, after each chunk.
 
     The queue rows of a chunk go only after its files are handled, so a crash here repeats the chunk next
     time (a file already gone is then counted as missing).
@@ -75,7 +79,7 @@ def drain_file_queue(
             return FileCounts()
 
     Chunk = tuple[int, list[tuple[int, str, str]], set[str]]
-    span, handled, handled_lock = max(1, last_id - after_id), [0], threading.Lock()
+    handled, handled_lock = [0], threading.Lock()
     links = HardLinks()
     offline = offline or OfflineRoots.look(roots)
 
@@ -110,10 +114,11 @@ def drain_file_queue(
             # tries again.
             if kept := {path: kind for path, kind in entries if path in staying}:
                 queue_files(conn, kept)
-        if share is not None:
+        if files_handled is not None:
+            # Files, not ids: ids have gaps, and the first range starts at 0 whatever the first queued id.
             with handled_lock:
-                handled[0] += rows[-1][0] - start
-                share(min(1.0, handled[0] / span))
+                handled[0] += len(rows)
+                files_handled(handled[0])
         return counts
 
     return in_parallel(chunks(), handle, progress, "files", progress_every_s)
