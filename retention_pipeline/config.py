@@ -3,11 +3,11 @@
 from typing import Annotated
 
 import dagster as dg
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from .core.options import OrphanSweepOptions
-from .core.plan import check_reference_time, parse_reference_time
 from .core.policy import MAX_DAYS
+from .core.reference_time import check_reference_time, cutoff_from, parse_reference_time
 from .settings import MAX_BATCH_SIZE, SettingsError
 
 # Dagster 1.13 does not carry pydantic bounds (ge/le) into the config schema the Launchpad validates
@@ -77,10 +77,23 @@ class CleanupConfig(dg.Config):
 
     @field_validator("reference_time")
     @classmethod
-    def _not_in_the_future(cls, value: str | None) -> str | None:
+    def _not_in_the_future(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value:
             try:
-                check_reference_time(parse_reference_time(value))
+                reference = check_reference_time(parse_reference_time(value))
+                # The days this config gives (validated above it); the environment's and the policy
+                # file's are checked when the run is planned.
+                given = {
+                    "retention_days": info.data.get("retention_days"),
+                    "log_retention_days": info.data.get("log_retention_days"),
+                }
+                given |= {
+                    f"retention_days_by_table.{table}": days
+                    for table, days in (info.data.get("retention_days_by_table") or {}).items()
+                }
+                for source, days in given.items():
+                    if days is not None:
+                        cutoff_from(reference, days, source)
             except SettingsError as exc:  # reported at launch after the field's name, so not twice
                 raise ValueError(str(exc).removeprefix("reference_time ")) from None
         return value

@@ -12,8 +12,9 @@ from .core import cleanup
 from .core.db import DatabaseMissing
 from .core.labels import labelled, readable
 from .core.lock import RunLockLost
-from .core.plan import CleanupPlan, make_plan, parse_reference_time
+from .core.plan import CleanupPlan, make_plan
 from .core.purge import BatchTooSlow, offline_warnings
+from .core.reference_time import parse_reference_time
 from .core.stats import CleanupStats, FileCounts, RowCounts
 from .job_tracker import Stage, start_stage
 from .resources import CameraSystemResource
@@ -56,11 +57,15 @@ def plan_cleanup(
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     context.log.info(plan.describe())
     stage.done()
+    cutoffs = plan.applied_cutoffs
     context.add_output_metadata(
         {
             "dry_run": plan.dry_run,
-            "cutoff": plan.cutoff.isoformat(),
-            "log_cutoff": plan.log_cutoff.isoformat(),
+            # The cutoffs the rules apply, as the report names them (a run that fails before its
+            # report shows these).
+            "cutoff": cutoffs["events"].isoformat(),
+            "log_cutoff": cutoffs["logs"].isoformat(),
+            "cutoffs_by_table": {name: at.isoformat() for name, at in cutoffs.items()},
             "tables": ", ".join(plan.registry.names),
         }
     )
@@ -228,8 +233,7 @@ def report_cleanup(
     op_stage(context, camera_system)
     stats = CleanupStats.combine(
         dry_run=plan.dry_run,
-        cutoff=plan.cutoff,
-        log_cutoff=plan.log_cutoff,
+        cutoffs=plan.applied_cutoffs,
         detections=detections,
         events=events,
         gpu_stats=gpu_stats,

@@ -11,7 +11,7 @@ from sqlalchemy import Column, DateTime, Integer, MetaData, Table, insert, text
 
 from retention_pipeline.core.schema import detections, events, logs
 from retention_pipeline.core.stats import CleanupStats
-from retention_pipeline.history import recent_cleanup_runs
+from retention_pipeline.history import recent_cleanup_runs, step_metadata
 from retention_pipeline.jobs import data_cleanup
 from retention_pipeline.run_processes import recorded_process
 from retention_pipeline.tags import CLEANUP_HEADLINE, EXCLUSIVE_TAG
@@ -118,6 +118,36 @@ def test_real_run_deletes_and_its_stats_reach_the_run_page_and_status(seeded: Ca
     assert row["thumbnails_deleted"] == 1 and row["clips_deleted"] == 1
     assert row["space_reclaimed"] == 350
     assert set(CleanupStats.field_names()) <= set(row)
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_a_runs_own_days_per_table_are_the_cutoffs_it_reports(world: CameraWorld, instance, dry_run: bool):
+    # 10 days old: kept by RETENTION_DAYS (30), gone under this run's 5 days for events, kept by its 20
+    # for detections. The report used to show RETENTION_DAYS's cutoff whatever the run applied.
+    world.event(world.now - timedelta(days=10))
+    world.detection(world.now - timedelta(days=10))
+    own_days = {"events": 5, "detections": 20}
+    config = plan_config(
+        dry_run=dry_run, reference_time=world.now.isoformat(), retention_days_by_table=own_days
+    )
+
+    result = execute(world, instance, config)
+
+    events_cutoff, detections_cutoff = world.now - timedelta(days=5), world.now - timedelta(days=20)
+    stats = result.output_for_node("report_cleanup")
+    assert (stats.events_deleted, stats.detections_deleted) == (1, 0)
+    assert stats.cutoff == events_cutoff and stats.log_cutoff == world.log_cutoff
+    assert stats.cutoffs_by_table == {
+        "detections": detections_cutoff,
+        "events": events_cutoff,
+        "gpu_stats": world.cutoff,
+        "logs": world.log_cutoff,
+    }
+    shown = {name: at.isoformat() for name, at in stats.cutoffs_by_table.items()}
+    [row] = recent_cleanup_runs(instance, limit=1)
+    assert (row["cutoff"], row["cutoffs_by_table"]) == (events_cutoff.isoformat(), shown)
+    planned = step_metadata(instance, result.run_id, "plan_cleanup")
+    assert (planned["cutoff"], planned["cutoffs_by_table"]) == (events_cutoff.isoformat(), shown)
 
 
 def test_status_lists_dry_runs_too_newest_first(seeded: CameraWorld, instance):

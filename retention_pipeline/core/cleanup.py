@@ -208,8 +208,7 @@ def cleanup_pass(
     files = clean_files(engine, plan, progress)
     stats = CleanupStats.combine(
         dry_run=plan.dry_run,
-        cutoff=plan.cutoff,
-        log_cutoff=plan.log_cutoff,
+        cutoffs=plan.applied_cutoffs,
         detections=detections,
         events=events,
         gpu_stats=gpu_stats,

@@ -17,6 +17,9 @@ from ..settings import (
 from .files import StorageRoots
 from .policy import DeclaredRule, registry_with, rules_that_keep_nothing
 from .purge.offline_roots import OfflineRoots, mounted_roots, root_devices
+from .reference_time import check_reference_time, cutoff_from, early_cutoffs
+from .reference_time import parse_reference_time as parse_reference_time  # where it used to live
+from .stats import applied_cutoffs
 from .tables import Expiry, Registry
 
 
@@ -73,56 +76,35 @@ class CleanupPlan:
         """The same run with a shorter data retention (emergency mode); logs keep their own."""
         return replace(self, retention_days=days, cutoff=self.reference_time - timedelta(days=days))
 
+    @property
+    def applied_cutoffs(self) -> dict[str, datetime]:
+        """What the run reports as its cutoffs: those its rules apply (a table's days for this run or a
+        policy rule's included), as `cutoff` (events'), `log_cutoff` (logs') and `cutoffs_by_table`."""
+        return applied_cutoffs(self.expiry.cutoffs)
+
     def describe(self) -> str:
         """One line for the run log."""
         mode = "DRY RUN - nothing will be deleted" if self.dry_run else "deleting"
+        by_table = self.applied_cutoffs
+        cutoff, log_cutoff = by_table.pop("events"), by_table.pop("logs")
+        others = "".join(
+            f", {name} before {at.isoformat()} ({self._days(at)} days)"
+            for name, at in by_table.items()
+            if at != cutoff
+        )
         return (
-            f"{mode}: rows before {self.cutoff.isoformat()} ({self.retention_days} days),"
-            f" logs before {self.log_cutoff.isoformat()} ({self.log_retention_days} days),"
+            f"{mode}: rows before {cutoff.isoformat()} ({self._days(cutoff)} days),"
+            f" logs before {log_cutoff.isoformat()} ({self._days(log_cutoff)} days){others},"
             f" batches of {self.batch_size}{self._target()}, delete_images={self.delete_images}"
         )
+
+    def _days(self, cutoff: datetime) -> int:
+        return (self.reference_time - cutoff).days
 
     def _target(self) -> str:
         if not self.transaction_target_ms:
             return ""
         return f" (fewer when a transaction runs past {self.transaction_target_ms:g} ms)"
-
-
-def parse_reference_time(raw: str) -> datetime:
-    """An ISO 8601 instant with an offset (or Z), as UTC."""
-    try:
-        value = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise SettingsError(f"reference_time must be an ISO 8601 time with an offset, got {raw!r}") from None
-    if value.tzinfo is None:
-        raise SettingsError(f"reference_time must include a UTC offset such as +00:00, got {raw!r}")
-    return _as_utc(value, repr(raw))
-
-
-def _as_utc(value: datetime, shown: str) -> datetime:
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:  # within hours of year 1 or 9999
-        raise SettingsError(
-            f"reference_time {shown} lies outside the years a cutoff can be counted in"
-        ) from None
-
-
-# A schedule's tick and a launch are both in the past; a little ahead only for clocks that disagree.
-CLOCK_SKEW = timedelta(minutes=10)
-
-
-def check_reference_time(value: datetime, now: datetime | None = None) -> datetime:
-    """`value` as UTC, refused when it lies in the future: cutoffs measured from it would delete rows
-    younger than their retention period."""
-    now = now or datetime.now(UTC)
-    value = _as_utc(value, value.isoformat())
-    if value > now + CLOCK_SKEW:
-        raise SettingsError(
-            f"reference_time {value.isoformat()} is in the future (now {now.isoformat(timespec='seconds')}):"
-            " cutoffs measured from it would delete rows younger than their retention period"
-        )
-    return value
 
 
 def make_plan(
@@ -184,13 +166,15 @@ def make_plan(
     if not emergency and (useless := rules_that_keep_nothing(registry, env_days, env_log_days, overridden)):
         raise SettingsError("Invalid run configuration: " + "; ".join(useless))
     reference = check_reference_time(reference_time)
-    try:
-        cutoff, log_cutoff = reference - timedelta(days=days), reference - timedelta(days=log_days)
-    except OverflowError:
-        raise SettingsError(
-            f"reference_time {reference.isoformat()} is too early to count"
-            f" {max(days, log_days)} days of retention back from"
-        ) from None
+    # Where each kind of days came from, for a reference_time too early to count them back from.
+    sources = {
+        "RETENTION_DAYS": "RETENTION_DAYS" if retention_days is None else "retention_days",
+        "LOG_RETENTION_DAYS": "LOG_RETENTION_DAYS" if log_retention_days is None else "log_retention_days",
+    }
+    cutoff = cutoff_from(reference, days, sources["RETENTION_DAYS"])
+    log_cutoff = cutoff_from(reference, log_days, sources["LOG_RETENTION_DAYS"])
+    if early := early_cutoffs(reference, registry, days, log_days, dict(by_table), sources):
+        raise SettingsError("Invalid run configuration: " + "; ".join(early))
     roots = StorageRoots.from_dirs(settings.media_root, settings.storage_roots)
     return CleanupPlan(
         reference_time=reference,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any
@@ -112,6 +113,8 @@ class CleanupStats:
     duration_seconds: float
     # Every purged table, built-in and declared by the policy file -> rows deleted (dry run: would be).
     rows_deleted_by_table: dict[str, int] = field(default_factory=dict)
+    # Every purged table -> the cutoff its rows were deleted at (see `applied_cutoffs`).
+    cutoffs_by_table: dict[str, datetime] = field(default_factory=dict)
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -123,6 +126,7 @@ class CleanupStats:
         out = asdict(self)
         out["cutoff"] = self.cutoff.isoformat()
         out["log_cutoff"] = self.log_cutoff.isoformat()
+        out["cutoffs_by_table"] = {name: at.isoformat() for name, at in self.cutoffs_by_table.items()}
         out["duration_seconds"] = round(self.duration_seconds, 3)
         out["longest_transaction_ms"] = round(self.longest_transaction_ms, 1)
         return out
@@ -143,6 +147,7 @@ class CleanupStats:
             **counts,
             cutoff=later.cutoff,
             log_cutoff=later.log_cutoff,
+            cutoffs_by_table=later.cutoffs_by_table,
             longest_transaction_ms=max(self.longest_transaction_ms, later.longest_transaction_ms),
             # A later pass's duration runs from the run's planning too, so it covers the earlier one.
             duration_seconds=max(self.duration_seconds, later.duration_seconds),
@@ -154,8 +159,7 @@ class CleanupStats:
         cls,
         *,
         dry_run: bool,
-        cutoff: datetime,
-        log_cutoff: datetime,
+        cutoffs: Mapping[str, datetime],
         detections: RowCounts,
         events: RowCounts,
         gpu_stats: RowCounts,
@@ -164,14 +168,14 @@ class CleanupStats:
         duration_seconds: float,
         declared: dict[str, RowCounts] | None = None,
     ) -> CleanupStats:
-        """Fold the per-step counts into one report."""
+        """Fold the per-step counts into one report; `cutoffs` as `applied_cutoffs` gives them."""
         by_table = {"detections": detections, "events": events, **(declared or {})}
         by_table |= {"gpu_stats": gpu_stats, "logs": logs}
         steps = tuple(by_table.values())
         return cls(
             dry_run=dry_run,
-            cutoff=cutoff,
-            log_cutoff=log_cutoff,
+            cutoff=cutoffs["events"],
+            log_cutoff=cutoffs["logs"],
             events_deleted=events.deleted,
             alerts_deleted=events.children_deleted,
             detections_deleted=detections.deleted,
@@ -189,4 +193,17 @@ class CleanupStats:
             longest_transaction_ms=max(s.longest_transaction_ms for s in steps),
             duration_seconds=duration_seconds,
             rows_deleted_by_table={name: counts.deleted for name, counts in by_table.items()},
+            cutoffs_by_table=dict(cutoffs),
         )
+
+
+def applied_cutoffs(cutoffs: Iterable[tuple[str, str, datetime]]) -> dict[str, datetime]:
+    """The cutoff each table's rows go at, from every rule's (table, column, cutoff): on the column of the
+    table's first rule, the latest of the rules there (a row goes when any rule says so); a rule on
+    another column of the table as `table.column`. `cutoff` reports events', `log_cutoff` logs'."""
+    applied: dict[str, datetime] = {}
+    first_column: dict[str, str] = {}
+    for table, column, cutoff in cutoffs:
+        name = table if first_column.setdefault(table, column) == column else f"{table}.{column}"
+        applied[name] = max(cutoff, applied.get(name, cutoff))
+    return applied

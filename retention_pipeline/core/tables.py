@@ -7,7 +7,7 @@ A run turns the registry into an `Expiry`: every rule's cutoff, fixed once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import cache
@@ -171,6 +171,16 @@ class Registry:
         return {**{entry.name: entry.columns for entry in self.tables}, **CHILD_COLUMNS}
 
 
+def rule_days(
+    registry: Registry, data_days: int, log_days: int, overrides: Mapping[str, int]
+) -> Iterator[tuple[RetentionTable, Rule, int]]:
+    """Every rule with the days it keeps rows in a run; `overrides` (a run's days per table) replace
+    every rule of their table."""
+    for entry in registry.tables:
+        for rule in entry.rules:
+            yield entry, rule, overrides.get(entry.name, rule.days_under(data_days, log_days))
+
+
 @dataclass(frozen=True)
 class Expiry:
     """Which rows one run deletes: each rule's cutoff, fixed once, in UTC."""
@@ -188,12 +198,10 @@ class Expiry:
         days_by_table: Mapping[str, int] | None = None,
     ) -> Expiry:
         """Every rule's cutoff for a run at `reference_time`; `days_by_table` overrides a table's rules."""
-        overrides = days_by_table or {}
-        cutoffs = []
-        for entry in registry.tables:
-            for rule in entry.rules:
-                days = overrides.get(entry.name, rule.days_under(data_days, log_days))
-                cutoffs.append((entry.name, rule.column, reference_time - timedelta(days=days)))
+        cutoffs = [
+            (entry.name, rule.column, reference_time - timedelta(days=days))
+            for entry, rule, days in rule_days(registry, data_days, log_days, days_by_table or {})
+        ]
         return cls(registry, tuple(cutoffs))
 
     @classmethod

@@ -4,8 +4,13 @@ from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from retention_pipeline.core.plan import make_plan, parse_reference_time
+from retention_pipeline.config import CleanupConfig
+from retention_pipeline.core.plan import make_plan
+from retention_pipeline.core.policy import DeclaredRule
+from retention_pipeline.core.reference_time import parse_reference_time
+from retention_pipeline.core.tables import OWN, Rule
 from retention_pipeline.settings import Settings, SettingsError
 
 
@@ -115,8 +120,43 @@ def test_a_reference_time_in_the_future_is_refused_before_any_cutoff_exists():
 
 
 def test_a_reference_time_too_early_to_count_back_from_is_refused_with_a_reason():
-    with pytest.raises(SettingsError, match="too early to count 30 days of retention back"):
+    early = r"too early for retention_days \(30 days\): its cutoff would fall before year 1"
+    with pytest.raises(SettingsError, match=early):
         make_plan(Settings(), dry_run=False, reference_time=datetime(1, 1, 2, tzinfo=UTC), retention_days=30)
+
+
+@pytest.mark.parametrize(
+    ("by_table", "policy_days", "named"),
+    [
+        ({"events": 36_500}, None, r"retention_days_by_table\.events \(36500 days\)"),
+        ({}, 36_500, r"the retention_days of RETENTION_POLICY_FILE p\.yaml: tables\[0\] \(audit_logs\)"),
+    ],
+)
+def test_a_reference_time_too_early_for_a_tables_own_days_is_refused_when_planned(
+    by_table: dict[str, object], policy_days: int | None, named: str
+):
+    # RETENTION_DAYS (30) and LOG_RETENTION_DAYS fit after 0050-01-01; a rule with more days does not, and
+    # used to pass planning and crash the first purge step with OverflowError.
+    policy = (
+        ()
+        if policy_days is None
+        else (DeclaredRule("audit_logs", Rule("at", OWN, policy_days, "p.yaml: tables[0]")),)
+    )
+    reference = parse_reference_time("0050-01-01T00:00:00+00:00")
+    with pytest.raises(
+        SettingsError, match=rf"reference_time 0050-01-01.* is too early for {named}.* before year 1"
+    ):
+        make_plan(
+            Settings(policy=policy), dry_run=True, reference_time=reference, retention_days_by_table=by_table
+        )
+
+
+def test_the_launchpad_refuses_a_reference_time_too_early_for_the_days_it_gives():
+    with pytest.raises(
+        ValidationError, match=r"too early for retention_days_by_table\.events \(36500 days\)"
+    ):
+        CleanupConfig(reference_time="0050-01-01T00:00:00+00:00", retention_days_by_table={"events": 36_500})
+    CleanupConfig(reference_time="0150-01-01T00:00:00+00:00", retention_days_by_table={"events": 36_500})
 
 
 @pytest.mark.parametrize("raw", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:00:00-05:00"])
