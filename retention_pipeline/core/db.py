@@ -47,25 +47,32 @@ def make_engine(url: str, read_only: bool = False, create: bool = True) -> Engin
             )
         return _sqlite_engine(url)
     read_only_option = " -c default_transaction_read_only=on" if read_only else ""
-    return create_engine(
+    # Compare TIMESTAMP WITHOUT TIME ZONE columns as UTC, whatever the server's default.
+    # jit=off: the batch statements are short; JIT compiling them costs more than it saves.
+    # Server-side keepalives: when the run's host dies or its network is cut, the server ends the
+    # session, and with it the run lock, within about a minute instead of the kernel's two hours.
+    ours = (
+        f"-c timezone=UTC -c lock_timeout={PG_LOCK_TIMEOUT_MS}"
+        f" -c statement_timeout={PG_STATEMENT_TIMEOUT_MS} -c jit=off{read_only_option}"
+        " -c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3"
+    )
+    engine = create_engine(
         url,
         pool_pre_ping=True,
         # Every check (the keep rule's look-ups, a partition's second check) relies on each statement seeing
         # what was committed when it started, whatever default_transaction_isolation the server sets.
         isolation_level="READ COMMITTED",
-        connect_args={
-            # Compare TIMESTAMP WITHOUT TIME ZONE columns as UTC, whatever the server's default.
-            # jit=off: the batch statements are short; JIT compiling them costs more than it saves.
-            # Server-side keepalives: when the run's host dies or its network is cut, the server ends the
-            # session, and with it the run lock, within about a minute instead of the kernel's two hours.
-            "options": (
-                f"-c timezone=UTC -c lock_timeout={PG_LOCK_TIMEOUT_MS}"
-                f" -c statement_timeout={PG_STATEMENT_TIMEOUT_MS} -c jit=off{read_only_option}"
-                " -c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3"
-            ),
-            "application_name": "retention_pipeline",
-        },
+        connect_args={"application_name": "retention_pipeline"},
     )
+
+    @event.listens_for(engine, "do_connect")
+    def _with_our_options(_dialect: Any, _record: Any, _args: Any, params: dict[str, Any]) -> None:
+        # Added to the URL's own ?options= (a search_path naming the camera schema), which an `options`
+        # connect argument would replace; after them, so where both set one (timezone, the timeouts)
+        # ours win (docs/design.md).
+        params["options"] = " ".join(filter(None, (params.get("options"), ours)))
+
+    return engine
 
 
 def _sqlite_read_only_engine(url: str) -> Engine:
