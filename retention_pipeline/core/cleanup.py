@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError
 from . import purge
 from .files import StorageRoots
 from .plan import CleanupPlan
-from .policy import DeclaredRule, policy_problems, registry_with
+from .policy import DeclaredRule, named, policy_problems, registry_with, table_names
 from .purge import drain_file_queue, preview_file_deletions, queue_ranges
 from .purge.file_queue import FilesHandled
 from .purge.offline_roots import OfflineRoots
@@ -34,13 +34,13 @@ class SchemaError(RuntimeError):
 def schema_problems(engine: Engine, registry: Registry | None = None) -> list[str]:
     """The tables and columns retention needs that the database lacks."""
     inspector = inspect(engine)
-    tables = set(inspector.get_table_names())
+    tables = table_names(engine, inspector.get_table_names())
     problems = []
     for table, needed in (registry or Registry()).required_columns().items():
-        if table not in tables:
+        if (listed := tables.get(named(engine, table))) is None:
             problems.append(f"table {table!r} is missing")
             continue
-        have = {column["name"] for column in inspector.get_columns(table)}
+        have = {column["name"] for column in inspector.get_columns(listed)}
         if missing := needed - have:
             problems.append(f"table {table!r} lacks column(s) {', '.join(sorted(missing))}")
     return problems

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import DateTime, Integer, String, inspect
+from sqlalchemy import JSON, Boolean, DateTime, Integer, LargeBinary, String, Time, inspect
 from sqlalchemy.engine import Engine
 
 from .tables import KIND_OF_ROOT, OWN, MediaColumn, Registry, Rule
@@ -192,15 +192,15 @@ def policy_problems(engine: Engine, rules: tuple[DeclaredRule, ...]) -> list[str
     """What makes the policy's rules unusable on this database: a missing table or column, a time column
     that is not a timestamp, a table without an integer `id`, a file column that is not text."""
     inspector = inspect(engine)
-    tables = set(inspector.get_table_names())
+    tables = table_names(engine, inspector.get_table_names())
     problems = []
     for declared in rules:
         label = f"RETENTION_POLICY_FILE {declared.rule.origin} ({declared.table})"
-        if declared.table not in tables:
+        if (table := tables.get(named(engine, declared.table))) is None:
             problems.append(f"{label}: the database has no table {declared.table!r}")
             continue
-        types = {c["name"]: c["type"] for c in inspector.get_columns(declared.table)}
-        primary_key = inspector.get_pk_constraint(declared.table).get("constrained_columns") or []
+        types = {c["name"]: c["type"] for c in inspector.get_columns(table)}
+        primary_key = inspector.get_pk_constraint(table).get("constrained_columns") or []
         if not isinstance(types.get("id"), Integer) or "id" not in primary_key:
             problems.append(
                 f"{label}: the table needs an integer primary key column 'id' to be purged in batches"
@@ -208,11 +208,40 @@ def policy_problems(engine: Engine, rules: tuple[DeclaredRule, ...]) -> list[str
         time_type = types.get(declared.rule.column)
         if time_type is None:
             problems.append(f"{label}: the table has no column {declared.rule.column!r}")
-        elif not isinstance(time_type, DateTime):
-            problems.append(f"{label}: time_column {declared.rule.column!r} is {time_type}, not a timestamp")
+        elif problem := _not_a_time(engine, time_type):
+            problems.append(f"{label}: time_column {declared.rule.column!r} {problem}")
         for media in declared.files:
             if media.column not in types:
                 problems.append(f"{label}: files names column {media.column!r}, which the table lacks")
             elif not isinstance(types[media.column], String):
                 problems.append(f"{label}: files column {media.column!r} is {types[media.column]}, not text")
     return problems
+
+
+# SQLite keeps a time as whatever its writer stored, and the pipeline reads it whatever the column's declared
+# type (instants.sqlite_instant): ISO 8601 text, a Julian day, unix seconds. These declare something else.
+_NOT_TIMES_ON_SQLITE = (LargeBinary, Boolean, JSON, Time)
+
+
+def _not_a_time(engine: Engine, declared: Any) -> str | None:
+    """Why a column of this reflected type cannot be a rule's time column, or None."""
+    if engine.dialect.name != "sqlite":
+        return None if isinstance(declared, DateTime) else f"is {declared}, not a timestamp"
+    if not isinstance(declared, _NOT_TIMES_ON_SQLITE):
+        return None
+    return (
+        f"is declared {declared}, which holds no point in time; on SQLite declare it TEXT, DATETIME,"
+        " TIMESTAMP, timestamptz, NUMERIC, INTEGER or REAL (or give no type), holding ISO 8601 text as the"
+        " camera system writes it, Julian days or unix seconds"
+    )
+
+
+def named(engine: Engine, table: str) -> str:
+    """How the database tells table names apart: SQLite ignores case, quoted or not (`crops` is the
+    table created as `Crops`); PostgreSQL compares the names as written, as our statements quote them."""
+    return table.lower() if engine.dialect.name == "sqlite" else table
+
+
+def table_names(engine: Engine, names: list[str]) -> dict[str, str]:
+    """`named` spelling -> the table's name as the database lists it."""
+    return {named(engine, name): name for name in names}

@@ -226,6 +226,38 @@ def test_soft_deleted_events_go_after_their_own_days_with_what_the_keep_rule_let
     assert stats.cutoff == world.cutoff  # started_at's rule
 
 
+def test_a_policy_table_named_in_another_case_is_the_same_table_only_where_the_database_says_so(
+    world: CameraWorld, tmp_path: Path
+):
+    crops = Table(
+        "Crops",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("taken_at", DateTime(timezone=True)),
+        Column("thumbnail_url", String(1024)),
+    )
+    crops.create(world.engine)
+    rule = "tables:\n  - table: {}\n    time_column: taken_at\n    retention_days: 30\n"
+    rule += "    files: {{thumbnail_url: thumbnails}}\n"
+    _policy(world, tmp_path, rule.format("crops"))
+    if world.engine.dialect.name == "postgresql":
+        # PostgreSQL keeps a quoted name's case: `crops` is another table, and `Crops` names this one.
+        with pytest.raises(SchemaError, match="the database has no table 'crops'"):
+            prepare_database(world.engine, world.policy)
+        _policy(world, tmp_path, rule.format("Crops"))
+    old_file = world.file(f"{THUMBS}/crop_old.jpg")
+    _row(world.engine, crops, taken_at=world.old(), thumbnail_url=old_file)
+    young = _row(world.engine, crops, taken_at=world.recent(), thumbnail_url=world.file(f"{THUMBS}/crop.jpg"))
+
+    preview = world.run(dry_run=True)
+    stats = world.run()
+
+    assert _ids(world.engine, crops) == {young}
+    assert sum(preview.rows_deleted_by_table.values()) == sum(stats.rows_deleted_by_table.values()) == 1
+    assert not world.exists(old_file) and world.exists(f"{THUMBS}/crop.jpg")
+    assert comparable(preview) == comparable(stats)
+
+
 def test_a_rule_on_a_column_the_database_lacks_is_refused_before_anything_is_deleted(
     world: CameraWorld, tmp_path: Path
 ):
