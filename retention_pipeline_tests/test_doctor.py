@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError
 from retention_pipeline.core.db import make_engine
 from retention_pipeline.core.doctor import diagnose
 from retention_pipeline_tests.conftest import both_shapes
-from retention_pipeline_tests.factories import CLIPS, CameraWorld
+from retention_pipeline_tests.factories import CLIPS, THUMBS, CameraWorld
 from retention_pipeline_tests.test_cli import cli
 
 camera_shape = pytest.mark.parametrize("schema_shape", ["camera"], indirect=True)
@@ -68,6 +68,10 @@ def test_doctor_counts_what_a_run_would_delete_now(world: CameraWorld):
     world.detection(world.recent(), events_=(old_event,))  # young, but goes with its expired event
     world.gpu(world.old())
     world.log(world.log_cutoff - world.log_cutoff.resolution * 1000)
+    shared = world.file(f"{THUMBS}/shared.jpg")
+    world.detection(world.old(), thumbnail=shared)
+    world.detection(world.recent(), thumbnail=shared)  # keeps the file the expired one shares
+    world.detection(world.old(), thumbnail=f"{THUMBS}/gone.jpg")  # its file is already gone
 
     report = diagnose(world.engine, world.plan(dry_run=True, delete_images=True))
     stats = world.run(delete_images=True)
@@ -80,8 +84,10 @@ def test_doctor_counts_what_a_run_would_delete_now(world: CameraWorld):
         "logs": stats.logs_deleted,
         "alerts": stats.alerts_deleted,
     }
-    assert report.expired_rows["detections"] == 2
+    assert report.expired_rows["detections"] == 4
     assert report.expired_files == stats.thumbnails_deleted + stats.images_deleted + stats.clips_deleted
+    assert stats.files_kept_shared == 1 and stats.files_missing == 1
+    assert world.exists(shared)
 
 
 @both_shapes

@@ -62,22 +62,26 @@ def prepare_database(engine: Engine, policy: tuple[DeclaredRule, ...] = ()) -> N
     # with part of its batches committed.
     if blocked := blocking_references_message(references_to_parents(engine, registry.names)):
         raise SchemaError(f"{engine.url.render_as_string(hide_password=True)}: {blocked}")
-    if engine.dialect.name == "sqlite" and not _has_json_functions(engine):
-        # Refused here, not at the file step: by then the rows would be gone and their files stuck queued.
-        raise SchemaError(
-            f"this Python's SQLite library ({sqlite3.sqlite_version}) has no JSON functions, which the"
-            " reference check of the file step needs (built into SQLite since 3.38). Nothing was deleted."
-        )
+    # Refused here, not at the file step: by then the rows would be gone and their files stuck queued.
+    if lacking := json_functions_problem(engine):
+        raise SchemaError(f"{lacking}. Nothing was deleted.")
     ensure_bookkeeping(engine)
 
 
-def _has_json_functions(engine: Engine) -> bool:
+def json_functions_problem(engine: Engine) -> str | None:
+    """SQLite: why the file step's reference check cannot run on this Python's SQLite library, or None."""
+    if engine.dialect.name != "sqlite":
+        return None
     try:
         with engine.connect() as conn:
             conn.execute(path_checks.probe_json_functions())
     except OperationalError:
-        return False
-    return True
+        return (
+            f"this Python's SQLite library ({sqlite3.sqlite_version}) has no JSON functions, which the"
+            " reference check of the file step needs (built into SQLite since 3.38): run the pipeline"
+            " with a Python whose sqlite3 module is newer"
+        )
+    return None
 
 
 def _advising_indexes(engine: Engine, parent: str, run: Callable[[], RowCounts]) -> RowCounts:
@@ -88,10 +92,10 @@ def _advising_indexes(engine: Engine, parent: str, run: Callable[[], RowCounts])
         slow = [r for r in references_to_parents(engine, [parent]) if r.parent == parent and r.slows_deletes]
         if not slow:
             raise
-        advice = " ".join(r.index_advice(engine.dialect.name) for r in slow)
+        advice = " ".join(statement for r in slow for statement in r.index_advice(engine))
         raise purge.BatchTooSlow(
             f"{exc} Each deleted {parent} row makes the database scan every row of"
-            f" {', '.join(r.table for r in slow)}, whose foreign key has no index: {advice}",
+            f" {', '.join(r.name for r in slow)}, whose foreign key has no index: {advice}",
             exc.counts,
         ) from None
 

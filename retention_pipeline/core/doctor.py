@@ -9,29 +9,26 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, inspect, select
+from sqlalchemy import inspect, select
 from sqlalchemy.engine import Engine, make_url
 
-from .cleanup import schema_problems
+from . import doctor_checks as checks
+from .cleanup import json_functions_problem, schema_problems
 from .files import StorageRoots
-from .instants import unreadable
+from .index_advice import index_kinds
 from .plan import CleanupPlan
 from .policy import policy_problems
 from .purge import partition_catalog, partition_ddl, partitions
 from .purge.offline_roots import OfflineRoots
-from .queries import expiring, path_checks
+from .queries import expiring
 from .references import (
     Reference,
     blocking_references_message,
-    cascading_children,
-    index_kinds,
-    index_statement,
     keeping_columns,
     references_to_parents,
     with_cascades,
 )
 from .schema import retention_file_queue
-from .tables import column_of, table_of
 
 
 @dataclass(frozen=True)
@@ -85,18 +82,12 @@ class DoctorReport:
     expired_files: int | None = None
     # Tables whose wholly expired partitions a run drops whole: table -> how many it would drop now.
     partitions_to_drop: dict[str, int] = field(default_factory=dict)
+    # Indexes worth adding, as the statements that add them, in the order to run them (doctor never does).
+    advice: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.blocking
-
-    def advice(self) -> list[str]:
-        """Indexes worth adding, as the statements that add them (doctor never runs them)."""
-        statements = [r.index_advice(self.dialect) for r in self.references if r.slows_deletes]
-        statements += [
-            index_statement(self.dialect, c.table, c.column) for c in self.time_columns if not c.indexed
-        ]
-        return statements
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -115,7 +106,7 @@ class DoctorReport:
             "expired_rows": self.expired_rows,
             "expired_files": self.expired_files,
             "partitions_to_drop": self.partitions_to_drop,
-            "advice": self.advice(),
+            "advice": self.advice,
         }
 
 
@@ -133,79 +124,13 @@ def _root(path: str) -> RootCheck:
     return RootCheck(path, exists, exists and os.access(path, os.W_OK | os.X_OK))
 
 
-def _count(engine: Engine, statement: Any) -> int:
-    with engine.connect() as conn:
-        return int(conn.execute(statement).scalar_one())
-
-
 def _expired_rows(engine: Engine, plan: CleanupPlan) -> dict[str, int]:
     expiry = with_cascades(engine, plan.expiry)
-    counts = {name: _count(engine, expiring.count_expired(expiry, name)) for name in plan.registry.names}
-    counts["alerts"] = _count(engine, expiring.count_alerts_of_expired_events(expiry))
+    counts = {
+        name: checks.count(engine, expiring.count_expired(expiry, name)) for name in plan.registry.names
+    }
+    counts["alerts"] = checks.count(engine, expiring.count_alerts_of_expired_events(expiry))
     return counts
-
-
-def _unreadable_times(engine: Engine, plan: CleanupPlan) -> list[str]:
-    """SQLite: a warning for each rule column holding times that read as no instant, which no run deletes
-    (one read of the column each: its whole index, or the table where it has none)."""
-    warnings = []
-    for entry in plan.registry.tables:
-        for name in dict.fromkeys(r.column for r in entry.rules):
-            column = column_of(entry, name)
-            rows = _count(engine, select(func.count()).select_from(table_of(entry)).where(unreadable(column)))
-            if rows:
-                warnings.append(
-                    f"{rows} rows of {entry.name} hold a {name} that reads as no time (neither ISO 8601"
-                    f" nor unix seconds: '' for instance): no run deletes them by their {name}, and an event"
-                    " kept that way keeps the detections it links. Rewrite them in UTC"
-                    " ('2026-05-17 03:00:00'), or as NULL if they mean no time and the column allows it"
-                )
-    return warnings
-
-
-def _rules(plan: CleanupPlan) -> list[dict[str, Any]]:
-    """Each rule of the run, with the days it applies and where they come from."""
-    cutoffs = iter(plan.expiry.cutoffs)  # in the registry's order, one per rule
-    overrides = dict(plan.days_by_table)
-    rules = []
-    for entry in plan.registry.tables:
-        for rule in entry.rules:
-            _table, _column, cutoff = next(cutoffs)
-            days = rule.days_under(plan.retention_days, plan.log_retention_days)
-            source = rule.setting or rule.origin
-            if entry.name in overrides:
-                days, source = overrides[entry.name], "retention_days_by_table"
-            rules.append(
-                {
-                    "table": entry.name,
-                    "column": rule.column,
-                    "days": days,
-                    "source": source,
-                    "cutoff": cutoff.isoformat(),
-                }
-            )
-    return rules
-
-
-def _unfollowed_cascades(references: list[Reference], expiry: Any) -> list[str]:
-    """Warnings for a policy table a CASCADE empties from a parent a run purges after it or beside it:
-    runs do not follow that cascade."""
-    registry, handled = expiry.registry, cascading_children(references, expiry)
-    warnings = []
-    for r in references:
-        if r.on_delete != "CASCADE" or r.table not in registry or r in handled:
-            continue
-        taken = (
-            "the rows the cascade removes leave their files on disk (the orphan sweep finds them), and a"
-            if registry[r.table].files
-            else "a"
-        )
-        warnings.append(
-            f"{r.table} (a policy table) is also emptied by ON DELETE CASCADE from {r.parent}, which a run"
-            f" purges after it (or beside it): {taken} dry run counts those rows by {r.table}'s own rule"
-            f" only. Reference detections, events or a policy table listed before {r.table}"
-        )
-    return warnings
 
 
 def diagnose(engine: Engine, plan: CleanupPlan, database_url: str | None = None) -> DoctorReport:
@@ -216,9 +141,15 @@ def diagnose(engine: Engine, plan: CleanupPlan, database_url: str | None = None)
     registry = plan.registry
     problems = policy_problems(engine, plan.policy) or schema_problems(engine, registry)
     report.blocking += problems
-    report.rules = _rules(plan)
+    report.rules = checks.rules(plan)
     inspector = inspect(engine)
     tables = set(inspector.get_table_names())
+    queued = retention_file_queue.name in tables  # created by the first run, never by doctor
+    lacking = checks.privilege_problems(engine, registry, tables)
+    report.blocking += lacking
+    # The run refuses to start without them (its file step could not tell a shared file from an orphan).
+    no_json = json_functions_problem(engine)
+    report.blocking += [no_json] if no_json else []
     # Once each: two rules on one column read it through the same index.
     time_columns = list(dict.fromkeys((e.name, r.column) for e in registry.tables for r in e.rules))
     report.time_columns = _columns(inspector, time_columns, tables)
@@ -228,17 +159,17 @@ def diagnose(engine: Engine, plan: CleanupPlan, database_url: str | None = None)
     report.references = references_to_parents(engine, registry.names)
     if blocked := blocking_references_message(report.references):
         report.blocking.append(blocked)
-    report.warnings += _unfollowed_cascades(report.references, plan.expiry)
+    report.warnings += checks.unfollowed_cascades(report.references, plan.expiry)
+    unindexed = [(c.table, c.column) for c in report.time_columns if not c.indexed]
+    report.advice = checks.advice(engine, report.references, unindexed)
     report.roots = [_root(str(root)) for root in _storage_roots(plan)]
-    report.warnings += _root_warnings(engine, plan, report.roots, retention_file_queue.name in tables)
-    if not problems:
+    report.warnings += _root_warnings(engine, plan, report.roots, queued)
+    if not problems and not lacking:  # counting reads what the role may not read, and needs scratch
         report.expired_rows = _expired_rows(engine, plan)
         if engine.dialect.name == "sqlite":  # a PostgreSQL timestamp column holds instants only
-            report.warnings += _unreadable_times(engine, plan)
-        queued = retention_file_queue.name in tables  # created by the first run, never by doctor
-        expiry = with_cascades(engine, plan.expiry)
-        files = path_checks.select_stale_file_candidates(expiry, plan.delete_images, queued).subquery()
-        report.expired_files = _count(engine, select(func.count()).select_from(files))
+            report.warnings += checks.unreadable_times(engine, plan)
+        if not no_json:  # the preview's reference check needs them
+            report.expired_files = checks.files_a_run_deletes(engine, plan, queued)
         report.partitions_to_drop = {
             name: partitions.partitions_to_drop(engine, plan.expiry, name)
             for name in registry.names

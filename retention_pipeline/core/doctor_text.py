@@ -32,19 +32,22 @@ def render(report: DoctorReport) -> str:
             note = "deleted by the purge first"
         else:
             note = "indexed" if r.indexed else "NOT indexed: each deleted row scans the whole table"
-        lines.append(f"  {r.table}.{r.column} -> {r.parent} ON DELETE {r.on_delete}: {note}")
+        lines.append(f"  {r.name}.{r.column} -> {r.parent} ON DELETE {r.on_delete}: {note}")
     lines.append("storage roots:")
     for root in report.roots:
         state = "ok" if root.writable else ("missing" if not root.exists else "not writable")
         lines.append(f"  {root.path}: {state}")
     if report.expired_rows:
         counts = ", ".join(f"{name} {n}" for name, n in report.expired_rows.items())
-        lines.append(f"would expire now: {counts}; files {report.expired_files} (distinct paths)")
+        files = (
+            "" if report.expired_files is None else f"; files {report.expired_files} (as a dry run deletes)"
+        )
+        lines.append(f"would expire now: {counts}{files}")
     for table, count in report.partitions_to_drop.items():
         lines.append(
             f"{table} is range-partitioned: a run would drop {count} wholly expired partitions whole"
         )
-    if advice := report.advice():
+    if advice := report.advice:
         lines.append("indexes worth adding (doctor never changes the schema; run these yourself):")
         lines += [f"  {statement}" for statement in advice]
     for warning in report.warnings:

@@ -10,15 +10,34 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, inspect, select
+from sqlalchemy import func, inspect, select, text
 from sqlalchemy.engine import Engine
 
+from .index_advice import index_kinds, index_statements
 from .tables import Expiry
 
 PARENTS = ("events", "detections")
 # Children the purge deletes itself, in the parent's batch and before it: their ON DELETE never fires.
 DELETED_FIRST = {("alerts", "event_id"), ("event_detections", "event_id")}
 BLOCKING = ("NO ACTION", "RESTRICT")
+_ON_DELETE = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
+
+# PostgreSQL: every foreign key, from any schema, to the parents as unqualified names find them (the
+# pipeline's deletes do), its columns in key order; not the clones PostgreSQL keeps on each partition of a
+# partitioned child, whose parent's key stands for them. One query, however many schemas and tables.
+_PG_REFERENCES = text(
+    "SELECT n.nspname::text, r.relname::text, p.relname::text, c.confdeltype::text,"
+    " ARRAY(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(n, i)"
+    "  JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i),"
+    " ARRAY(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY k(n, i)"
+    "  JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i),"
+    " n.nspname = current_schema()"
+    " FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid"
+    " JOIN pg_namespace n ON n.oid = r.relnamespace JOIN pg_class p ON p.oid = c.confrelid"
+    " WHERE c.contype = 'f' AND c.conparentid = 0 AND c.confrelid IN"
+    "  (SELECT to_regclass(quote_ident(name)) FROM unnest(CAST(:parents AS text[])) AS name)"
+    " ORDER BY n.nspname <> current_schema(), n.nspname, r.relname"
+)
 
 
 @dataclass(frozen=True)
@@ -32,11 +51,23 @@ class Reference:
     indexed: bool
     # The key's column that holds the parent's `id` (a composite key may list it second, or not at all).
     id_column: str | None = None
+    # The child's schema when it is not the one the retention tables are in (PostgreSQL), else None.
+    schema: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The child table as a person names it: schema-qualified when in another schema."""
+        return self.table if self.schema is None else f"{self.schema}.{self.table}"
+
+    @property
+    def home_table(self) -> str | None:
+        """The child's name where it may be a retention table (beside them), else None."""
+        return self.table if self.schema is None else None
 
     @property
     def deleted_first(self) -> bool:
         """The purge deletes these children itself, so the foreign key's action never runs."""
-        return (self.table, self.column) in DELETED_FIRST
+        return (self.home_table, self.column) in DELETED_FIRST
 
     @property
     def blocks_deletes(self) -> bool:
@@ -48,54 +79,20 @@ class Reference:
         """Without an index, every deleted parent row makes the database scan the whole child table."""
         return not self.indexed and not self.deleted_first and not self.blocks_deletes
 
-    def index_advice(self, dialect_name: str) -> str:
-        """The statement that gives the child's column the index its foreign key needs."""
-        return index_statement(dialect_name, self.table, self.column)
+    def index_advice(self, engine: Engine) -> list[str]:
+        """The statements that give the child's column the index its foreign key needs."""
+        return index_statements(engine, self.table, self.column, self.schema)
 
     def as_dict(self) -> dict[str, Any]:
         """The reference as JSON-ready values."""
         return {
-            "table": self.table,
+            "table": self.name,
+            "schema": self.schema,
             "column": self.column,
             "parent": self.parent,
             "on_delete": self.on_delete,
             "indexed": self.indexed,
         }
-
-
-def index_kinds(inspector: Any, table: str) -> dict[str, set[str]]:
-    """Leading column -> kinds of the indexes it leads (primary key and unique constraints as btree)."""
-    kinds: dict[str, set[str]] = {}
-    primary = inspector.get_pk_constraint(table).get("constrained_columns") or []
-    if primary:
-        kinds.setdefault(primary[0], set()).add("btree")
-    for unique in inspector.get_unique_constraints(table):
-        if unique["column_names"]:
-            kinds.setdefault(unique["column_names"][0], set()).add("btree")
-    for index in inspector.get_indexes(table):
-        columns = index["column_names"]
-        options = index.get("dialect_options") or {}
-        if columns and columns[0] is not None and _serves_every_lookup(columns[0], options):
-            kinds.setdefault(columns[0], set()).add(options.get("postgresql_using", "btree"))
-    return kinds
-
-
-def _serves_every_lookup(column: str, options: dict[str, Any]) -> bool:
-    """False for a partial index whose WHERE may leave out rows a look-up by `column` needs; `column IS NOT
-    NULL` leaves out none a look-up of a value can find."""
-    where = options.get("postgresql_where")
-    if where is None:
-        where = options.get("sqlite_where")
-    if where is None:
-        return True
-    spelled = " ".join(str(where).lower().replace("(", " ").replace(")", " ").replace('"', " ").split())
-    return spelled == f"{column.lower()} is not null"
-
-
-def index_statement(dialect_name: str, table: str, column: str) -> str:
-    """The statement that indexes one column, for a person to run (the pipeline never does)."""
-    concurrently = " CONCURRENTLY" if dialect_name == "postgresql" else ""
-    return f"CREATE INDEX{concurrently} ix_{table}_{column} ON {table} ({column});"
 
 
 def column_holding_id(columns: Iterable[str], parent_columns: Iterable[str]) -> str | None:
@@ -107,6 +104,8 @@ def column_holding_id(columns: Iterable[str], parent_columns: Iterable[str]) -> 
 def references_to_parents(engine: Engine, parents: Iterable[str] = PARENTS) -> list[Reference]:
     """Every foreign key in the database that references one of `parents` (the tables retention deletes
     from), in table order."""
+    if engine.dialect.name == "postgresql":
+        return _postgresql_references(engine, list(parents))
     sqlite = engine.dialect.name == "sqlite"
     # SQLite's names are case-insensitive: `REFERENCES Detections (id)` is a key to detections, and a
     # table created as `Crops` is the policy's `crops`.
@@ -142,6 +141,28 @@ def references_to_parents(engine: Engine, parents: Iterable[str] = PARENTS) -> l
     return found
 
 
+def _postgresql_references(engine: Engine, parents: list[str]) -> list[Reference]:
+    """`references_to_parents` from the catalogue: the inspector reads one schema at a time."""
+    with engine.connect() as conn:
+        rows = conn.execute(_PG_REFERENCES, {"parents": parents}).all()
+    inspector = inspect(engine)
+    found = []
+    for schema, table, parent, action, columns, parent_columns, home in rows:
+        in_schema = None if home else schema
+        found.append(
+            Reference(
+                table=table,
+                column=columns[0],
+                parent=parent,
+                on_delete=_ON_DELETE[action],
+                indexed=columns[0] in index_kinds(inspector, table, in_schema),
+                id_column=column_holding_id(columns, parent_columns),
+                schema=in_schema,
+            )
+        )
+    return found
+
+
 def _sqlite_on_delete(engine: Engine, table: str) -> dict[tuple[str, str], str]:
     """(column, parent) -> ON DELETE of `table`'s foreign keys, as SQLite itself reports them."""
     # SQLAlchemy reads the action from the table's SQL text and misses it on a column's inline
@@ -158,7 +179,7 @@ def blocking_references_message(references: list[Reference]) -> str | None:
     blocking = [r for r in references if r.blocks_deletes]
     if not blocking:
         return None
-    named = ", ".join(f"{r.table}.{r.column} -> {r.parent} (ON DELETE {r.on_delete})" for r in blocking)
+    named = ", ".join(f"{r.name}.{r.column} -> {r.parent} (ON DELETE {r.on_delete})" for r in blocking)
     return (
         f"foreign key(s) {named} would make deleting an expired row fail while such a row references it."
         " Nothing was deleted. Change the foreign key to ON DELETE CASCADE or SET NULL, or clear those"
@@ -176,7 +197,7 @@ def cascading_children(references: list[Reference], expiry: Expiry) -> list[Refe
         for r in references
         if r.on_delete == "CASCADE"
         and r.id_column is not None  # one by another column the batches, which walk ids, cannot follow
-        and r.table in registry
+        and r.home_table in registry
         and r.parent in registry.purged_before(r.table)
     ]
 

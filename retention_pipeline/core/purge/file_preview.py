@@ -38,9 +38,10 @@ def preview_file_deletions(
     progress: Progress = no_progress,
     progress_every_s: float = PROGRESS_EVERY_S,
     offline: OfflineRoots | None = None,
+    queued: bool = True,
 ) -> FileCounts:
     """What a real run with this expiry would do to files, without touching any (`offline`: as for
-    `drain_file_queue`).
+    `drain_file_queue`; `queued` False: in a database without the queue yet, as doctor may meet).
 
     The distinct candidate paths (files of rows that would expire, plus files already queued) are
     streamed from the database into a temporary file first, so the read transaction lasts one query,
@@ -49,7 +50,7 @@ def preview_file_deletions(
     """
     offline = offline or OfflineRoots.look(roots)
     expiry = with_cascades(engine, Expiry.of(expiry))
-    statement = path_checks.select_stale_file_candidates(expiry, delete_images)
+    statement = path_checks.select_stale_file_candidates(expiry, delete_images, queued)
     with tempfile.TemporaryFile("w+", newline="", encoding="utf-8", errors="surrogateescape") as spill:
         writer = csv.writer(spill)
         with engine.connect() as conn:

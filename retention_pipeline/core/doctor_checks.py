@@ -1,0 +1,172 @@
+"""The checks `doctor` runs that a report is made of, each reading the database (never changing it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event, func, null, select
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql import ColumnElement
+
+from .files import StorageRoots
+from .index_advice import index_statements
+from .instants import unreadable
+from .plan import CleanupPlan
+from .purge import preview_file_deletions
+from .references import DELETED_FIRST, Reference, cascading_children
+from .schema import retention_file_queue
+from .tables import Registry, column_of, table_of
+
+
+def count(engine: Engine, statement: Any) -> int:
+    """The one number `statement` selects."""
+    with engine.connect() as conn:
+        return int(conn.execute(statement).scalar_one())
+
+
+def unreadable_times(engine: Engine, plan: CleanupPlan) -> list[str]:
+    """SQLite: a warning for each rule column holding times that read as no instant, which no run deletes
+    (one read of the column each: its whole index, or the table where it has none)."""
+    warnings = []
+    for entry in plan.registry.tables:
+        for name in dict.fromkeys(r.column for r in entry.rules):
+            column = column_of(entry, name)
+            rows = count(engine, select(func.count()).select_from(table_of(entry)).where(unreadable(column)))
+            if rows:
+                warnings.append(
+                    f"{rows} rows of {entry.name} hold a {name} that reads as no time (neither ISO 8601"
+                    f" nor unix seconds: '' for instance): no run deletes them by their {name}, and an event"
+                    " kept that way keeps the detections it links. Rewrite them in UTC"
+                    " ('2026-05-17 03:00:00'), or as NULL if they mean no time and the column allows it"
+                )
+    return warnings
+
+
+def rules(plan: CleanupPlan) -> list[dict[str, Any]]:
+    """Each rule of the run, with the days it applies and where they come from."""
+    cutoffs = iter(plan.expiry.cutoffs)  # in the registry's order, one per rule
+    overrides = dict(plan.days_by_table)
+    rules = []
+    for entry in plan.registry.tables:
+        for rule in entry.rules:
+            _table, _column, cutoff = next(cutoffs)
+            days = rule.days_under(plan.retention_days, plan.log_retention_days)
+            source = rule.setting or rule.origin
+            if entry.name in overrides:
+                days, source = overrides[entry.name], "retention_days_by_table"
+            rules.append(
+                {
+                    "table": entry.name,
+                    "column": rule.column,
+                    "days": days,
+                    "source": source,
+                    "cutoff": cutoff.isoformat(),
+                }
+            )
+    return rules
+
+
+def unfollowed_cascades(references: list[Reference], expiry: Any) -> list[str]:
+    """Warnings for a policy table a CASCADE empties from a parent a run purges after it or beside it:
+    runs do not follow that cascade."""
+    registry, handled = expiry.registry, cascading_children(references, expiry)
+    warnings = []
+    for r in references:
+        if r.on_delete != "CASCADE" or r.home_table not in registry or r in handled:
+            continue
+        taken = (
+            "the rows the cascade removes leave their files on disk (the orphan sweep finds them), and a"
+            if registry[r.table].files
+            else "a"
+        )
+        warnings.append(
+            f"{r.table} (a policy table) is also emptied by ON DELETE CASCADE from {r.parent}, which a run"
+            f" purges after it (or beside it): {taken} dry run counts those rows by {r.table}'s own rule"
+            f" only. Reference detections, events or a policy table listed before {r.table}"
+        )
+    return warnings
+
+
+def advice(engine: Engine, references: list[Reference], unindexed: list[tuple[str, str]]) -> list[str]:
+    """The statements that index each slow reference's column and each (table, column) of `unindexed`,
+    each once: a column may be both a time column and a foreign key's."""
+    statements = [s for r in references if r.slows_deletes for s in r.index_advice(engine)]
+    for table, column in unindexed:
+        statements += index_statements(engine, table, column)
+    return list(dict.fromkeys(statements))
+
+
+def files_a_run_deletes(engine: Engine, plan: CleanupPlan, queued: bool) -> int:
+    """The files a dry run would delete now (the dry run's own preview: not a file a surviving row still
+    uses, not one already gone), however the run is split."""
+    roots = StorageRoots.from_dirs(plan.media_root, plan.storage_dirs)
+    if engine.dialect.name == "postgresql":
+        # The preview stages the paths it checks in a temporary table, private to its session and gone
+        # with it, which a read-only transaction may not create: its transactions alone may write (the
+        # listener is this copy's, not the engine's; both share the pool).
+        engine = engine.execution_options()
+        event.listen(engine, "begin", _read_write)
+    counts = preview_file_deletions(engine, roots, plan.expiry, plan.delete_images, queued=queued)
+    return counts.thumbnails_deleted + counts.images_deleted + counts.clips_deleted
+
+
+def _read_write(conn: Connection) -> None:
+    # On the driver's own cursor: a streaming connection would wrap the statement in a server-side one.
+    cursor = conn.connection.cursor()
+    cursor.execute("SET TRANSACTION READ WRITE")
+    cursor.close()
+
+
+def privilege_problems(engine: Engine, registry: Registry, tables: set[str]) -> list[str]:
+    """PostgreSQL: what the role of DATABASE_URL may not do that a run does (read and delete the
+    retention tables and the children the purge deletes first, create or write its queue), as the GRANT
+    statements that fix it. The role's own rights, whoever owns the tables."""
+    if engine.dialect.name != "postgresql":
+        return []  # SQLite: whoever may open the file for writing may do all of it
+    quote = engine.dialect.identifier_preparer.quote
+    needs = [(t, p) for t in registry.names if t in tables for p in ("SELECT", "DELETE")]
+    needs += [(t, "DELETE") for t, _ in sorted(DELETED_FIRST) if t in tables]
+    queue = retention_file_queue.name
+    if queue in tables:
+        needs += [(queue, p) for p in ("SELECT", "INSERT", "UPDATE", "DELETE")]
+    probes: list[ColumnElement[Any]] = [func.has_table_privilege(func.quote_ident(t), p) for t, p in needs]
+    probes.append(func.has_schema_privilege(func.current_schema(), "CREATE"))
+    # NULL (no sequence: not our queue's serial id) counts as granted.
+    sequence = func.pg_get_serial_sequence(func.quote_ident(queue), "id")
+    probes.append(func.has_sequence_privilege(sequence, "USAGE") if queue in tables else null())
+    probes.append(sequence if queue in tables else null())
+    # The file step stages the paths it checks in a temporary table.
+    probes.append(func.has_database_privilege(func.current_database(), "TEMPORARY"))
+    with engine.connect() as conn:
+        *granted, may_create, may_number, sequence_name, may_stage = conn.execute(select(*probes)).one()
+        user, schema, database = conn.execute(
+            select(func.current_user(), func.current_schema(), func.current_database())
+        ).one()
+    missing: dict[str, list[str]] = {}
+    for (table, privilege), ok in zip(needs, granted, strict=True):
+        if not ok:
+            missing.setdefault(table, []).append(privilege)
+    problems = [
+        f"the database role {user} may not {'/'.join(p)} table {table}, which a run does: run"
+        f" GRANT {', '.join(p)} ON {quote(table)} TO {quote(user)}; (or use a role that may in DATABASE_URL)"
+        for table, p in missing.items()
+    ]
+    if may_number is False:
+        problems.append(
+            f"the database role {user} may not use the id sequence of {queue}, which each queued file"
+            f" takes: run GRANT USAGE ON SEQUENCE {sequence_name} TO {quote(user)};"
+        )
+    if not may_stage:
+        problems.append(
+            f"the database role {user} may not create temporary tables, in which the file step checks"
+            " which files rows still use: run"
+            f" GRANT TEMPORARY ON DATABASE {quote(database)} TO {quote(user)};"
+        )
+    if queue not in tables and not may_create:
+        problems.append(
+            f"the database role {user} may not CREATE in schema {schema}, where the first run creates its"
+            f" {queue} table: run GRANT CREATE ON SCHEMA {quote(schema or 'public')} TO {quote(user)};"
+            " or create it once with a role that may (then GRANT SELECT, INSERT, UPDATE, DELETE on it,"
+            f" and USAGE on its id sequence, to {user})"
+        )
+    return problems

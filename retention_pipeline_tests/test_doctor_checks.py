@@ -1,0 +1,109 @@
+"""doctor refuses what the run refuses: a role without the rights a run uses, a SQLite library without the
+JSON functions; and its file count, through the command's read-only connection, is the dry run's."""
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import Engine
+
+from retention_pipeline.core.cleanup import SchemaError, prepare_database
+from retention_pipeline.core.db import make_engine
+from retention_pipeline.core.doctor import diagnose
+from retention_pipeline.core.queries import path_checks
+from retention_pipeline.core.schema import detections
+from retention_pipeline_tests.factories import THUMBS, CameraWorld
+from retention_pipeline_tests.test_cli import cli
+
+
+@pytest.fixture
+def camera_role(world: CameraWorld) -> Iterator[Engine]:
+    """An engine logged in as a role that may read, write and delete every camera table, and no more
+    (PostgreSQL 15's default: no CREATE on a schema it does not own)."""
+    role = f"camera_{uuid.uuid4().hex[:8]}"
+    with world.engine.begin() as conn:
+        conn.execute(text(f"CREATE ROLE {role} LOGIN"))
+        conn.execute(text(f"GRANT USAGE ON SCHEMA public TO {role}"))
+        conn.execute(text(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"))
+        conn.execute(text(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}"))
+    engine = make_engine(world.engine.url.set(username=role).render_as_string(hide_password=False))
+    yield engine
+    engine.dispose()
+    with world.engine.begin() as conn:
+        conn.execute(text(f"DROP OWNED BY {role}"))
+        conn.execute(text(f"DROP ROLE {role}"))
+
+
+def test_doctor_exits_1_for_a_role_that_may_not_create_the_queue_or_delete_and_the_run_agrees(
+    postgresql_only: None, world: CameraWorld, camera_role: Engine
+):
+    world.detection(world.old())
+    role = camera_role.url.username
+
+    cannot_create = diagnose(camera_role, world.plan(dry_run=True)).blocking
+    with pytest.raises(Exception, match="permission denied for schema public"):
+        prepare_database(camera_role)
+    with world.engine.begin() as conn:
+        conn.execute(text(f"GRANT CREATE ON SCHEMA public TO {role}"))
+        conn.execute(text(f"REVOKE DELETE ON detections FROM {role}"))
+    cannot_delete = diagnose(camera_role, world.plan(dry_run=True)).blocking
+
+    assert len(cannot_create) == 1
+    assert (
+        f"the database role {role} may not CREATE in schema public, where the first run creates its"
+        in (cannot_create[0])
+    )
+    assert cannot_delete == [
+        f"the database role {role} may not DELETE table detections, which a run does: run"
+        f" GRANT DELETE ON detections TO {role}; (or use a role that may in DATABASE_URL)"
+    ]
+    with world.engine.begin() as conn:  # the queue made by an administrator, half granted
+        conn.execute(text(f"GRANT DELETE ON detections TO {role}"))
+    prepare_database(world.engine)
+    with world.engine.begin() as conn:
+        conn.execute(text(f"GRANT SELECT, INSERT ON retention_file_queue TO {role}"))
+    cannot_drain = diagnose(camera_role, world.plan(dry_run=True)).blocking
+    assert [p.split(", which")[0] for p in cannot_drain] == [
+        f"the database role {role} may not UPDATE/DELETE table retention_file_queue",
+        f"the database role {role} may not use the id sequence of retention_file_queue",
+    ]
+
+
+def test_doctor_refuses_a_sqlite_library_without_json_functions_as_the_run_does(
+    world: CameraWorld, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(path_checks, "probe_json_functions", lambda: select(func.no_such_json_function()))
+    world.detection(world.old())
+
+    report = diagnose(world.engine, world.plan(dry_run=True))
+
+    if world.engine.dialect.name == "sqlite":
+        with pytest.raises(SchemaError) as refused:
+            prepare_database(world.engine)
+        assert report.blocking == [str(refused.value).removesuffix(". Nothing was deleted.")]
+        assert "has no JSON functions" in report.blocking[0]
+    else:  # PostgreSQL stages names its own way: neither asks
+        prepare_database(world.engine)
+        assert report.ok
+
+
+def test_the_command_s_file_count_is_the_dry_run_s_shared_and_missing_files_left_out(
+    world: CameraWorld, tmp_path: Path
+):
+    shared = world.file(f"{THUMBS}/shared.jpg")
+    world.detection(world.old(), thumbnail=shared)
+    # Young for the command too, whose reference time is the clock's, not the world's.
+    world.detection(max(world.recent(), datetime.now(UTC)), thumbnail=shared)
+    world.detection(world.old(), thumbnail=f"{THUMBS}/gone.jpg")
+    world.detection(world.old())  # its own thumbnail
+
+    done = cli(world, tmp_path, "doctor", "--json")
+    dry = world.run(dry_run=True)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["expired_files"] == dry.thumbnails_deleted == 1
+    assert world.ids(detections) and world.exists(shared)
