@@ -38,6 +38,17 @@ def local_instance_home(announce: Any) -> Path:
     return home_path
 
 
+def logged_at(instance: dg.DagsterInstance, run_id: str, first: bool = True) -> datetime | None:
+    """When the run's first (or last) event was logged, by the event's own clock; None before any.
+
+    Not RunRecord.create_timestamp: PostgreSQL stores it as the database time zone's naive local time and
+    Dagster reads it back as UTC, hours off when that zone is not UTC. The first event is the run's
+    launch (created, enqueued or started), the last one of a finished run its end.
+    """
+    records = instance.get_records_for_run(run_id, limit=1, ascending=first).records
+    return datetime.fromtimestamp(records[0].timestamp, UTC) if records else None
+
+
 def step_metadata(instance: dg.DagsterInstance, run_id: str, step: str) -> dict[str, Any]:
     """One step's output metadata, as the run page shows it ({} if the step has not reported)."""
     records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_OUTPUT).records

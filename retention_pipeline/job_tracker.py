@@ -12,7 +12,7 @@ import dagster as dg
 from .core.abandoned_jobs import KILLED_OR_LOST, RunOutcome, failed, settle_abandoned, succeeded
 from .core.job_status import JobStatusBoard, JobTracker, redacted
 from .core.orphans import OrphanStats
-from .history import JOB_NAME, SWEEP_REPORT_STEP, dry_run_of, run_stats, step_metadata, tag_failure
+from .history import JOB_NAME, SWEEP_REPORT_STEP, dry_run_of, logged_at, run_stats, step_metadata, tag_failure
 from .run_processes import ACTIVE_STATUSES, process_alive
 
 # Each op's share of the job's progress bar (from, to) and what the camera system's Jobs page says
@@ -60,9 +60,9 @@ def _board(
 ) -> JobStatusBoard:
     if (board := _BOARDS.get((tracker, run_id))) is not None:
         return board
-    record = instance.get_run_record_by_id(run_id)
-    created = record.create_timestamp if record else datetime.now(UTC)
-    board = JobStatusBoard(tracker, job_name, run_id, created.astimezone(UTC), log.warning)
+    # Not the run's create_timestamp, hours off on a PostgreSQL instance outside UTC.
+    created = logged_at(instance, run_id) or datetime.now(UTC)
+    board = JobStatusBoard(tracker, job_name, run_id, created, log.warning)
     while len(_BOARDS) >= _BOARDS_KEPT:
         del _BOARDS[next(iter(_BOARDS))]
     _BOARDS[(tracker, run_id)] = board

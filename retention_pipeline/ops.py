@@ -16,6 +16,7 @@ from .core.plan import CleanupPlan, make_plan
 from .core.purge import BatchTooSlow, offline_warnings
 from .core.reference_time import parse_reference_time
 from .core.stats import CleanupStats, FileCounts, RowCounts
+from .history import logged_at
 from .job_tracker import Stage, start_stage
 from .resources import CameraSystemResource
 from .run_lock_ops import claimed_engine, lock_lost
@@ -31,8 +32,9 @@ def _reference_time(context: dg.OpExecutionContext, config: CleanupConfig) -> da
         return parse_reference_time(config.reference_time)
     if tick := context.run_tags.get(SCHEDULED_TIME_TAG):
         return parse_reference_time(tick)
-    record = context.instance.get_run_record_by_id(context.run_id)
-    return record.create_timestamp.astimezone(UTC) if record else datetime.now(UTC)
+    # The run's first event, not its create_timestamp (hours off on a PostgreSQL instance outside UTC):
+    # fixed once the run is launched, so its retried steps measure from the same instant.
+    return logged_at(context.instance, context.run_id) or datetime.now(UTC)
 
 
 def op_stage(context: dg.OpExecutionContext, camera_system: CameraSystemResource) -> Stage:

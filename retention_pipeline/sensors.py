@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from .core.pressure import pressure_volumes
-from .history import PRESSURE_STEP, failure_metadata
+from .history import PRESSURE_STEP, failure_metadata, logged_at
 from .jobs import data_cleanup
 from .pressure_ops import NOT_RELIEVED
 from .resources import CameraSystemResource, DiskSpaceResource
@@ -61,14 +61,17 @@ def disk_pressure_sensor(
 
 
 def _gave_up_since(instance: dg.DagsterInstance, since: float) -> str | None:
-    """The id of this sensor's latest run if it failed because the disk could not be relieved and was
-    created after `since` (epoch seconds); else None."""
+    """The id of this sensor's latest run if it failed because the disk could not be relieved, and ended
+    after `since` (epoch seconds); else None."""
     records = instance.get_run_records(
         dg.RunsFilter(job_name=data_cleanup.name, tags={SENSOR_TAG: SENSOR_NAME}), limit=1
     )
     if not records or records[0].dagster_run.status != dg.DagsterRunStatus.FAILURE:
         return None
-    if records[0].create_timestamp.timestamp() <= since:
-        return None
     run_id = records[0].dagster_run.run_id
+    # When it gave up, from the event log: its create_timestamp is hours off on a PostgreSQL instance
+    # outside UTC, and would make a run that gave up after the disk last had room look stale.
+    ended = records[0].end_time or (at.timestamp() if (at := logged_at(instance, run_id, first=False)) else 0)
+    if ended <= since:
+        return None
     return run_id if NOT_RELIEVED in failure_metadata(instance, run_id, PRESSURE_STEP) else None

@@ -8,6 +8,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -119,17 +120,29 @@ def instance() -> Iterator[dg.DagsterInstance]:
 @pytest.fixture
 def postgres_instance(postgres_database: str) -> Iterator[dg.DagsterInstance]:
     """A Dagster instance whose runs, events and schedules live in PostgreSQL (dagster-postgres)."""
+    with postgres_instance_in(None) as instance:
+        yield instance
+
+
+@contextmanager
+def postgres_instance_in(timezone: str | None) -> Iterator[dg.DagsterInstance]:
+    """A Dagster instance stored in a PostgreSQL database of its own, whose sessions run in `timezone`
+    (the server's default with None), as a database set up in local time would."""
     name = f"dagster_test_{uuid.uuid4().hex[:10]}"
     admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
+        if timezone is not None:
+            conn.execute(text(f"ALTER DATABASE \"{name}\" SET timezone = '{timezone}'"))
     url = make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     storage = {"postgres": {"postgres_url": url}}
-    with dg.instance_for_test(overrides={"storage": storage}) as instance:
-        yield instance
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        with dg.instance_for_test(overrides={"storage": storage}) as instance:
+            yield instance
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 @pytest.fixture
