@@ -8,8 +8,9 @@ from sqlalchemy.engine import Engine
 from .assets import observe_after_cleanup
 from .core.lock import RunLockLost
 from .core.plan import CleanupPlan
-from .core.pressure import PressureNotRelieved, pressure_volumes, relieve_by_cleanup
+from .core.pressure import PressureNotRelieved, relieve_by_cleanup
 from .core.stats import CleanupStats, FileCounts
+from .core.volumes import pressure_volumes
 from .job_tracker import finish
 from .ops import op_stage
 from .resources import CameraSystemResource, DiskSpaceResource
@@ -37,7 +38,7 @@ def relieve_disk_pressure(
         )
         return
     settings = camera_system.settings()
-    volumes = pressure_volumes(plan.registry, plan.delete_images, plan.storage_dirs)
+    volumes = pressure_volumes(plan.registry, plan.delete_images, plan.storage_dirs, dict(plan.days_by_table))
     passes: list[tuple[CleanupStats, FileCounts]] = []
     engine = claimed_engine(context, camera_system)
     try:

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from .core.pressure import pressure_volumes
+from .core.volumes import pressure_volumes
 from .history import PRESSURE_STEP, failure_metadata, logged_at
 from .jobs import data_cleanup
 from .pressure_ops import NOT_RELIEVED
@@ -34,6 +34,11 @@ def disk_pressure_sensor(
 ) -> dg.RunRequest | dg.SkipReason:
     settings = camera_system.settings()
     volumes = pressure_volumes(settings.registry, settings.delete_images, settings.storage_roots)
+    if not volumes:
+        return dg.SkipReason(
+            "no storage root whose files an emergency deletes is online (THUMBNAIL_DIR, CLIPS_DIR, and"
+            " IMAGES_DIR with DELETE_IMAGES or a policy column): deleting data would relieve no disk"
+        )
     free = disk.free_by_volume(volumes)
     shown = ", ".join(f"{percent:.1f}% free on {volume}" for volume, percent in free.items())
     now = datetime.now(UTC)

@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -108,6 +108,25 @@ def engine(database_url: str) -> Iterator[Engine]:
 def world(engine: Engine, tmp_path: Path) -> CameraWorld:
     """A camera database plus a media tree with the three storage roots under tmp_path/media."""
     return CameraWorld(engine, tmp_path / "media", now=NOW)
+
+
+@pytest.fixture
+def other_volume(tmp_path: Path) -> Iterator[Path]:
+    """A directory on another filesystem than the test's media (the tmpfs at /dev/shm)."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on a filesystem of its own")
+    with tempfile.TemporaryDirectory(dir=shm) as other:
+        yield Path(other)
+
+
+@pytest.fixture
+def full(engine: Engine, tmp_path: Path) -> CameraWorld:
+    """One detection per day over the 30-day retention: nothing has expired, yet the disk is 9% free."""
+    world = CameraWorld(engine, tmp_path / "media", now=datetime.now(UTC).replace(microsecond=0))
+    for day in range(30):
+        world.detection(world.now - timedelta(days=day, hours=12))
+    return world
 
 
 @pytest.fixture

@@ -1,8 +1,6 @@
 """disk_pressure_sensor and emergency mode, with free space read from a fake disk that fills with rows."""
 
 import os
-import tempfile
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -65,23 +63,11 @@ class OneVolumeFull(DiskSpaceResource):
         return self.free if os.stat(path).st_dev == os.stat(self.volume).st_dev else 50.0
 
 
-@pytest.fixture
-def other_volume(tmp_path: Path) -> Iterator[Path]:
-    """A directory on another filesystem than the test's media (the tmpfs at /dev/shm)."""
-    shm = Path("/dev/shm")
-    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
-        pytest.skip("needs /dev/shm on a filesystem of its own")
-    with tempfile.TemporaryDirectory(dir=shm) as other:
-        yield Path(other)
-
-
-@pytest.fixture
-def full(engine: Engine, tmp_path: Path) -> CameraWorld:
-    """One detection per day over the 30-day retention: nothing has expired, yet the disk is 9% free."""
-    world = CameraWorld(engine, tmp_path / "media", now=datetime.now(UTC).replace(microsecond=0))
-    for day in range(30):
-        world.detection(world.now - timedelta(days=day, hours=12))
-    return world
+def online(root: Path) -> Path:
+    """A storage root as a mounted volume shows it: not empty (an empty one looks unmounted)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "camera_file.bin").write_bytes(b"x")
+    return root
 
 
 def emergency_run(
@@ -117,7 +103,10 @@ def test_sensor_requests_one_emergency_run_per_hour_below_the_minimum(
     assert isinstance(request, dg.RunRequest)
     config = request.run_config["ops"]["plan_cleanup"]["config"]
     assert config["emergency"] is True and config["dry_run"] is False
-    assert request.run_key == f"disk_pressure_{datetime.now(UTC):%Y%m%d%H}"
+    # The run key names the hour of the instant the sensor ran, which its config carries too.
+    asked_at = datetime.fromisoformat(config["reference_time"])
+    assert abs(datetime.now(UTC) - asked_at) < timedelta(minutes=1)
+    assert request.run_key == f"disk_pressure_{asked_at:%Y%m%d%H}"
     dg.validate_run_config(data_cleanup, request.run_config)
 
 
@@ -261,6 +250,7 @@ def test_the_sensor_measures_the_volume_of_each_storage_root_a_cleanup_deletes_f
             return disk_pressure_sensor(ctx)
 
     full_there = OneVolumeFull(volume=str(other_volume), free=5.0)
+    online(other_volume / "clips")
     clips_there = evaluate(full_there, clips_dir=str(other_volume / "clips"))
     # Original images are deleted only with DELETE_IMAGES: their volume filling is not the cleanup's to fix.
     images_there = evaluate(full_there, images_dir=str(other_volume / "images"))
@@ -274,6 +264,7 @@ def test_emergency_mode_relieves_the_volume_a_storage_root_lives_on(
     full: CameraWorld, instance, other_volume: Path
 ):
     url = full.engine.url.render_as_string(hide_password=False)
+    online(other_volume / "thumbnails")
     camera = CameraSystemResource(
         database_url=url,
         media_root=str(full.media),
@@ -423,16 +414,16 @@ def test_an_images_root_the_cleanup_does_not_delete_from_is_never_looked_at(
     full: CameraWorld, instance, monkeypatch: pytest.MonkeyPatch
 ):
     # /export/foscam may be unreadable to the pipeline, or a stale NFS mount that hangs a stat().
-    import retention_pipeline.core.pressure as pressure
+    import retention_pipeline.core.volumes as volumes
 
-    looked_at = pressure._nearest_existing
+    looked_at = volumes.missing_or_empty
 
-    def guarded(path: Path) -> Path:
-        if IMAGES in str(path):
-            raise PermissionError(13, "Permission denied", str(path))
+    def guarded(path: str) -> bool:
+        if IMAGES in path:
+            raise PermissionError(13, "Permission denied", path)
         return looked_at(path)
 
-    monkeypatch.setattr(pressure, "_nearest_existing", guarded)
+    monkeypatch.setattr(volumes, "missing_or_empty", guarded)
     resources = {"camera_system": camera_resource(full), "disk": FixedDisk(free=40.0)}
 
     with dg.build_sensor_context(instance=instance, resources=resources) as context:

@@ -13,7 +13,7 @@ from retention_pipeline.resources import DiskSpaceResource
 from retention_pipeline.settings import Settings
 from retention_pipeline_tests.dagster_helpers import camera_resource
 from retention_pipeline_tests.factories import THUMBS, CameraWorld
-from retention_pipeline_tests.test_disk_pressure import RowsFillTheDisk, emergency_run, full  # noqa: F401
+from retention_pipeline_tests.test_disk_pressure import RowsFillTheDisk, emergency_run
 
 
 def _disk(world: CameraWorld) -> RowsFillTheDisk:
@@ -22,7 +22,7 @@ def _disk(world: CameraWorld) -> RowsFillTheDisk:
 
 
 def test_a_failed_emergency_run_keeps_the_total_of_every_pass_in_its_tags(
-    full: CameraWorld,  # noqa: F811
+    full: CameraWorld,
     instance,
     monkeypatch: pytest.MonkeyPatch,
 ):
@@ -39,7 +39,7 @@ def test_a_failed_emergency_run_keeps_the_total_of_every_pass_in_its_tags(
     assert status["last_run"]["stats"]["detections_deleted"] == 1
 
 
-def test_status_counts_the_emergency_passes_of_a_run(full: CameraWorld, instance):  # noqa: F811
+def test_status_counts_the_emergency_passes_of_a_run(full: CameraWorld, instance):
     result = emergency_run(full, instance, _disk(full))
 
     assert result.success and full.count(detections) == 28
@@ -74,7 +74,7 @@ def test_dry_sweeps_never_hide_the_last_real_one(world: CameraWorld, instance):
 
 
 def test_a_failed_emergency_runs_job_record_counts_every_pass(
-    full: CameraWorld,  # noqa: F811
+    full: CameraWorld,
     instance,
     redis_server,
     monkeypatch: pytest.MonkeyPatch,

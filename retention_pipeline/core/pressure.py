@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -15,57 +13,18 @@ from .cleanup import cleanup_pass
 from .inventory import oldest_kept
 from .plan import CleanupPlan
 from .stats import CleanupStats, FileCounts
-from .tables import Registry
+from .volumes import emergency_kinds, volumes_by_kind
 
-# The storage roots in the order Settings.storage_roots gives them -> the kind of file kept there.
-_ROOT_KINDS = ("thumbnail", "clip", "image")
 # Passes in a row that deleted files on a volume under the target without freeing any room there.
 FRUITLESS_PASSES = 2
+# Passes in a row that deleted rows naming files on a volume under the target, yet no file there.
+BARREN_PASSES = 3
 
 
 class PressureNotRelieved(RuntimeError):
     """Shortening retention cannot bring the free space to the target: at MIN_RETENTION_DAYS, with nothing
-    left that a shorter retention deletes, or after passes that deleted files and freed nothing."""
-
-
-def pressure_volumes(
-    registry: Registry, delete_images: bool, storage_roots: Iterable[Path]
-) -> tuple[str, ...]:
-    """One path per volume (distinct st_dev) holding a storage root whose files a run deletes.
-
-    Only those volumes can gain room from a cleanup: a root on its own filesystem (IMAGES_DIR on
-    /export/foscam) is measured there, and the images root only when something deletes images there
-    (DELETE_IMAGES, or a policy file's column), so a disk that deleting data cannot relieve never
-    triggers an emergency that would erase retention for nothing.
-    """
-    by_kind = volumes_by_kind(storage_roots, deleted_kinds(registry, delete_images))
-    return tuple(dict.fromkeys(by_kind.values()))
-
-
-def deleted_kinds(registry: Registry, delete_images: bool) -> set[str]:
-    """The kinds of file a run deletes (images only with DELETE_IMAGES or a policy column)."""
-    return {media.kind for entry in registry.tables for media in entry.media(delete_images)}
-
-
-def volumes_by_kind(storage_roots: Iterable[Path], kinds: set[str]) -> dict[str, str]:
-    """kind of file (of `kinds`) -> the path standing for the volume its root lives on (the same path for
-    every root of one volume, as `pressure_volumes` measures it). A root of another kind is never looked
-    at: an images volume the cleanup does not delete from may be unreadable to it, or hang (stale NFS)."""
-    first_on: dict[int, str] = {}
-    by_kind = {}
-    for kind, root in zip(_ROOT_KINDS, storage_roots, strict=True):
-        if kind in kinds:
-            existing = _nearest_existing(Path(root))
-            by_kind[kind] = first_on.setdefault(os.stat(existing).st_dev, str(existing))
-    return by_kind
-
-
-def _nearest_existing(path: Path) -> Path:
-    # A root not created yet lives on the volume of its nearest existing parent, where it will be created.
-    path = path.absolute()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
+    left that a shorter retention deletes, after passes that deleted files and freed nothing, or after
+    passes that deleted rows but none of their files."""
 
 
 @dataclass
@@ -131,14 +90,19 @@ def relieve_pressure(
     passes. `clean_at` returns what its pass deleted (`rows_deleted`, `files_deleted`, ...).
 
     Raises PressureNotRelieved with the numbers when even min_days is not enough, when no row is left
-    that a shorter retention deletes, or when two passes in a row deleted files on volumes under the
-    target (`volumes` in what `clean_at` returns) and neither gained any room there: then the disk is
-    filled by something deleting camera data cannot touch, and cutting further would only erase retention
-    for nothing.
+    that a shorter retention deletes, when two passes in a row deleted files on one volume under the
+    target (`volumes` in what `clean_at` returns) and neither gained any room there (the disk is filled
+    by something deleting camera data cannot touch), or when three passes in a row deleted rows naming
+    files on one such volume (`rows_on`) and no file there, every file they named staying (`unfreed`:
+    queued on an unmounted root, missing, refused, failing, shared): cutting further would only erase
+    retention for nothing.
     """
     free = free_by_volume()
     result = ReliefResult(start_days, start_days, free, free, target)
-    days, fruitless = start_days, 0
+    days = start_days
+    # Counted per volume: a fruitless step on one says nothing of another.
+    fruitless: dict[str, int] = {}
+    barren: dict[str, int] = {}
     while (pressed := _under(free, target)) and days > min_days:
         age = oldest_age_days(days)
         if age is None:
@@ -154,24 +118,9 @@ def relieve_pressure(
         result.steps.append({"retention_days": days, "free_percent": round(_lowest(free), 2), **deleted})
         result.final_days, result.free_after = days, free
         progress(f"emergency: retention {days} days -> {_describe(free)} (target {target}%)")
-        # Judged only where the pass deleted files: rows free no disk space (neither engine shrinks its
-        # files), and a file deleted on a roomy volume frees none on the full one.
-        emptied = [volume for volume in pressed if volume in deleted.get("volumes", ())]
-        if not emptied:
-            continue
-        if any(free[volume] > before[volume] for volume in emptied):
-            fruitless = 0
-            continue
-        # Twice in a row: once can be the camera writing as much as the pass freed.
-        fruitless += 1
-        if fruitless >= FRUITLESS_PASSES:
-            raise PressureNotRelieved(
-                f"cutting retention to {days} days deleted {deleted.get('files_deleted', 0)} files on the"
-                f" volume of {' and of '.join(emptied)}, and the pass before it others, but neither freed"
-                f" anything measurable there ({_describe(free)}; the target is {target}%): what fills it"
-                " is not data retention deletes. Stopped instead of cutting further; free space by other"
-                " means."
-            )
+        for volume in pressed:
+            _judge(volume, deleted, before, free, fruitless, barren)
+        _stop_if_fruitless(days, deleted, free, target, fruitless, barren)
     if _under(free, target):
         raise PressureNotRelieved(
             f"disk still {_describe(free)} after cutting retention from {start_days} to {days} days"
@@ -179,6 +128,52 @@ def relieve_pressure(
             " or lower MIN_RETENTION_DAYS."
         )
     return result
+
+
+def _judge(
+    volume: str,
+    deleted: dict[str, Any],
+    before: dict[str, float],
+    free: dict[str, float],
+    fruitless: dict[str, int],
+    barren: dict[str, int],
+) -> None:
+    """Count one pass on a volume under the target. Judged only where it deleted files: rows free no disk
+    space (neither engine shrinks its files), and a file deleted on a roomy volume frees none on the full
+    one. A pass that deleted rows naming files there but not one file there, while some file it handled
+    stayed, is barren; rows whose file columns were empty leave nothing behind and do not count."""
+    if volume in deleted.get("volumes", ()):
+        barren[volume] = 0
+        # Twice in a row: once can be the camera writing as much as the pass freed.
+        fruitless[volume] = 0 if free[volume] > before[volume] else fruitless.get(volume, 0) + 1
+    elif volume in deleted.get("rows_on", ()) and deleted.get("unfreed"):
+        barren[volume] = barren.get(volume, 0) + 1
+
+
+def _stop_if_fruitless(
+    days: int,
+    deleted: dict[str, Any],
+    free: dict[str, float],
+    target: float,
+    fruitless: dict[str, int],
+    barren: dict[str, int],
+) -> None:
+    if stuck := [volume for volume, n in fruitless.items() if n >= FRUITLESS_PASSES]:
+        raise PressureNotRelieved(
+            f"cutting retention to {days} days deleted {deleted.get('files_deleted', 0)} files on the"
+            f" volume of {' and of '.join(stuck)}, and the last pass deleting files there others, but"
+            f" neither freed anything measurable there ({_describe(free)}; the target is {target}%): what"
+            " fills it is not data retention deletes. Stopped instead of cutting further; free space by"
+            " other means."
+        )
+    if stuck := [volume for volume, n in barren.items() if n >= BARREN_PASSES]:
+        raise PressureNotRelieved(
+            f"the last {BARREN_PASSES} emergency passes, down to {days} days, deleted rows whose files lie"
+            f" on the volume of {' and of '.join(stuck)} but not one of those files ({_describe(free)}; the"
+            f" target is {target}%): they stayed queued (storage root unmounted?), were missing, refused,"
+            " failed or shared. Stopped instead of cutting further; see the passes' file counts, mount"
+            " the storage root or free space by other means."
+        )
 
 
 def relieve_by_cleanup(
@@ -194,7 +189,12 @@ def relieve_by_cleanup(
     its file step's counts) are appended to `passes` as it ends, so a caller can count them even when
     relief fails."""
 
-    volume_of = volumes_by_kind(plan.storage_dirs, deleted_kinds(plan.registry, plan.delete_images))
+    kinds = emergency_kinds(plan.registry, plan.delete_images, dict(plan.days_by_table))
+    volume_of = volumes_by_kind(plan.storage_dirs, kinds)
+    volumes_of_table = {
+        entry.name: {volume_of[m.kind] for m in entry.media(plan.delete_images) if m.kind in volume_of}
+        for entry in plan.registry.tables
+    }
 
     def clean_at(days: int) -> dict[str, Any]:
         step, files = cleanup_pass(engine, plan.with_retention(days), progress)
@@ -206,6 +206,8 @@ def relieve_by_cleanup(
         }
         # Every table's rows (gpu_stats, logs and the policy file's too), not only events and detections.
         rows = sum(step.rows_deleted_by_table.values())
+        named = [volumes_of_table.get(table, set()) for table, n in step.rows_deleted_by_table.items() if n]
+        unfreed = files.files_missing + files.files_refused + files.files_failed + files.files_kept_shared
         return {
             "rows_deleted": rows,
             "files_deleted": sum(by_kind.values()),
@@ -213,6 +215,8 @@ def relieve_by_cleanup(
             "volumes": sorted(
                 {volume_of[kind] for kind, count in by_kind.items() if count and kind in volume_of}
             ),
+            "rows_on": sorted(set().union(*named)),
+            "unfreed": unfreed + sum(files.roots_offline.values()),
         }
 
     def oldest_age_days(days: int) -> float | None:

@@ -1,0 +1,93 @@
+"""relieve_pressure's stopping rules, with scripted passes: what each deletes where, the free space left."""
+
+from typing import Any
+
+import pytest
+
+from retention_pipeline.core.pressure import PressureNotRelieved, relieve_pressure
+
+
+class Script:
+    """Passes at 29, 28, ... days: each deletes what `passes` says (volumes holding the files it deleted,
+    the free space it leaves); past the script, every volume has room."""
+
+    def __init__(self, free: dict[str, float], passes: list[tuple[dict[str, Any], dict[str, float]]]) -> None:
+        self.free, self.passes, self.days = dict(free), passes, []
+
+    def clean_at(self, days: int) -> dict[str, Any]:
+        self.days.append(days)
+        step, free = self.passes.pop(0) if self.passes else ({}, dict.fromkeys(self.free, 50.0))
+        self.free.update(free)
+        return {"rows_deleted": 1, "files_deleted": 1, **step}
+
+    def run(self) -> int:
+        result = relieve_pressure(
+            self.clean_at, lambda: dict(self.free), lambda days: days - 0.5, 30, 1, 15.0, lambda _m: None
+        )
+        return result.final_days
+
+
+def test_fruitless_steps_on_two_volumes_are_counted_apart():
+    # One fruitless step on A, then one on B: neither volume had two in a row.
+    script = Script({"A": 12.0, "B": 12.0}, [({"volumes": ["A"]}, {}), ({"volumes": ["B"]}, {})])
+
+    assert script.run() == 27
+    assert script.days == [29, 28, 27]
+
+
+def test_a_step_that_freed_room_between_two_fruitless_ones_lets_the_run_go_on():
+    script = Script(
+        {"A": 10.0},
+        [
+            ({"volumes": ["A"]}, {}),  # the camera wrote as much as the pass freed
+            ({"volumes": ["A"]}, {"A": 11.0}),
+            ({"volumes": ["A"]}, {}),
+        ],
+    )
+
+    assert script.run() == 26
+
+
+def test_two_fruitless_steps_in_a_row_on_one_volume_stop_the_run():
+    script = Script({"A": 10.0}, [({"volumes": ["A"]}, {}), ({"volumes": ["A"]}, {})])
+
+    with pytest.raises(PressureNotRelieved, match="neither freed anything measurable"):
+        script.run()
+    assert script.days == [29, 28]
+
+
+def barren(volume: str) -> tuple[dict[str, Any], dict[str, float]]:
+    """A pass that deleted rows naming files on `volume`, and not one of those files (they stayed)."""
+    return {"files_deleted": 0, "volumes": [], "rows_on": [volume], "unfreed": 1}, {}
+
+
+def test_passes_that_delete_rows_but_none_of_their_files_on_the_full_volume_stop_the_run():
+    script = Script({"A": 5.0}, [barren("A")] * 10)
+
+    with pytest.raises(PressureNotRelieved, match="not one of those files") as stopped:
+        script.run()
+    assert script.days == [29, 28, 27]
+    assert "storage root unmounted?" in str(stopped.value)
+
+
+@pytest.mark.parametrize(
+    "quiet",
+    [
+        # rows of tables storing no file on the full volume (gpu_stats, another volume's clips)
+        {"files_deleted": 0, "volumes": [], "rows_on": [], "unfreed": 0},
+        {"files_deleted": 1, "volumes": ["B"], "rows_on": ["B"], "unfreed": 0},
+        # rows whose file columns were empty: nothing stayed behind
+        {"files_deleted": 0, "volumes": [], "rows_on": ["A"], "unfreed": 0},
+    ],
+)
+def test_passes_that_delete_rows_naming_no_file_left_behind_there_never_stop_the_run(quiet: dict[str, Any]):
+    script = Script({"A": 5.0, "B": 50.0}, [(quiet, {})] * 10)
+
+    assert script.run() == 19  # the eleventh pass relieved the disk
+
+
+def test_a_pass_that_deletes_files_there_starts_the_barren_count_again():
+    freed = ({"volumes": ["A"], "rows_on": ["A"]}, {"A": 6.0})
+    script = Script({"A": 5.0}, [barren("A"), barren("A"), freed, barren("A"), barren("A")])
+
+    assert script.run() == 24
