@@ -19,6 +19,7 @@ SWEEP_JOB_NAME = "orphaned_file_cleanup"
 DAILY_SCHEDULE = "daily_data_cleanup"
 REPORT_STEP = "report_cleanup"
 PLAN_STEP = "plan_cleanup"
+SWEEP_PLAN_STEP = "plan_orphan_sweep"
 # An emergency run's last step, whose `run_total` counts every pass (the normal one and the emergency ones).
 PRESSURE_STEP = "relieve_disk_pressure"
 SWEEP_REPORT_STEP = "report_orphan_sweep"
@@ -85,10 +86,11 @@ def run_stats(instance: dg.DagsterInstance, run_id: str) -> dict[str, Any]:
 
 
 def dry_run_of(run_config: dict[str, Any]) -> bool:
-    """Whether a run of either job is a dry run: its first op holds `dry_run`, which defaults to true."""
+    """Whether a run of either job is a dry run: its plan op holds `dry_run`, which defaults to true. Read
+    by name: a run config may list other ops (with empty config) before it."""
     ops: dict[str, dict[str, Any]] = run_config.get("ops") or {}
-    first_op = next(iter(ops.values()), {}) or {}
-    return bool((first_op.get("config") or {}).get("dry_run", True))
+    plan_op = ops.get(PLAN_STEP) or ops.get(SWEEP_PLAN_STEP) or {}
+    return bool((plan_op.get("config") or {}).get("dry_run", True))
 
 
 def recent_cleanup_runs(instance: dg.DagsterInstance, limit: int) -> list[dict[str, Any]]:

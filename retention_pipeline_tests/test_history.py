@@ -1,4 +1,5 @@
-"""What the run history says of a run: an emergency run's totals, the last real orphan sweep."""
+"""What the run history says of a run: an emergency run's totals, a failed run's committed counts, the last
+real orphan sweep."""
 
 import json
 import os
@@ -6,12 +7,13 @@ import time
 
 import pytest
 
+from retention_pipeline.core import cleanup
 from retention_pipeline.core.schema import detections
 from retention_pipeline.history import cleanup_status, last_sweep_report
 from retention_pipeline.jobs import orphaned_file_cleanup
 from retention_pipeline.resources import DiskSpaceResource
 from retention_pipeline.settings import Settings
-from retention_pipeline_tests.dagster_helpers import camera_resource
+from retention_pipeline_tests.dagster_helpers import camera_resource, execute, plan_config
 from retention_pipeline_tests.factories import THUMBS, CameraWorld
 from retention_pipeline_tests.test_disk_pressure import RowsFillTheDisk, emergency_run
 
@@ -89,3 +91,40 @@ def test_a_failed_emergency_runs_job_record_counts_every_pass(
     [record] = [json.loads(client.get(f"job:{job_id}")) for job_id in client.zrange("job:status:list", 0, -1)]
     assert record["status"] == "failed" and record["error"].startswith("relieve_disk_pressure failed: ")
     assert record["result"]["detections_deleted"] == 1  # the emergency pass's, as the run's tags say
+
+
+@pytest.fixture
+def expired(world: CameraWorld) -> CameraWorld:
+    """An expired event with its alert and clip, its expired detection with a thumbnail, an expired log
+    line, and a retained event and detection."""
+    old_event = world.event(world.old(), alerts_count=1, clip=world.file("data/clips/old.mp4", 300))
+    world.detection(world.old(), events_=(old_event,), thumbnail=world.file(f"{THUMBS}/old.jpg", 50))
+    world.event(world.recent())
+    world.detection(world.recent())
+    world.log(world.log_cutoff - world.log_cutoff.resolution * 1000)
+    return world
+
+
+def _logs_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_clean_table = cleanup.clean_table
+
+    def clean_table(engine, plan, table, *args):
+        if table == "logs":
+            raise RuntimeError("logs are protected")
+        return real_clean_table(engine, plan, table, *args)
+
+    monkeypatch.setattr(cleanup, "clean_table", clean_table)
+
+
+def test_a_real_run_is_tagged_real_whichever_op_its_config_lists_first(
+    expired: CameraWorld, instance, monkeypatch: pytest.MonkeyPatch
+):
+    _logs_refused(monkeypatch)  # a failed run: its dry_run tag comes from the run config
+    real = plan_config(dry_run=False, reference_time=expired.now.isoformat())
+    # Dagster accepts an empty entry for an op without config; the stored run config sorts the ops by name.
+    config = {"ops": {"delete_expired_files": {}, **real["ops"]}}
+
+    result = execute(expired, instance, config)
+
+    assert not result.success and expired.count(detections) == 1
+    assert instance.get_run_by_id(result.run_id).tags["dry_run"] == "false"
