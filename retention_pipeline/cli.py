@@ -140,6 +140,7 @@ def _open_instance() -> Any:
 
 def _run(job: str, first_op: str, config: dict[str, Any], report_op: str, as_json: bool) -> int:
     from .definitions import defs
+    from .failed_runs import step_failure_reason
     from .run_processes import blocking_runs
     from .tags import RUN_LOCK_BUSY
 
@@ -161,14 +162,15 @@ def _run(job: str, first_op: str, config: dict[str, Any], report_op: str, as_jso
             raise_on_error=False,
         )
     if not result.success:
-        lock_busy, failures = False, []
+        markers: set[str] = set()
+        failures = []
         for event in result.all_events:
-            if event.is_step_failure and event.step_failure_data.error is not None:
-                failures.append(f"{event.step_key} failed: {event.step_failure_data.error.message.strip()}")
+            if event.is_step_failure:
+                failures.append(step_failure_reason(str(event.step_key), event.step_failure_data))
                 user_data = event.step_failure_data.user_failure_data
-                lock_busy = lock_busy or bool(user_data and RUN_LOCK_BUSY in user_data.metadata)
-        # Held by a run this instance does not know (another deployment, another DAGSTER_HOME).
-        code = EXIT_BUSY if lock_busy else EXIT_FAILED
+                markers.update(user_data.metadata if user_data else ())
+        # The lock held by a run this instance does not know (another deployment, another DAGSTER_HOME).
+        code = EXIT_BUSY if RUN_LOCK_BUSY in markers else EXIT_FAILED
         return _failed(code, "\n".join([*failures, f"run {result.run_id} failed"]), as_json, result.run_id)
     stats = result.output_for_node(report_op).as_dict()
     if as_json:

@@ -12,7 +12,7 @@ from .core.labels import unlabelled
 from .core.stats import CleanupStats
 from .run_processes import active_runs
 from .settings import Settings
-from .tags import CLEANUP_HEADLINE, FAILED_STEP_TAG, partial_headline
+from .tags import CLEANUP_HEADLINE, FAILED_STEP_TAG, FILE_FIGURES
 
 JOB_NAME = "data_cleanup"
 SWEEP_JOB_NAME = "orphaned_file_cleanup"
@@ -93,6 +93,39 @@ def dry_run_of(run_config: dict[str, Any]) -> bool:
     return bool((plan_op.get("config") or {}).get("dry_run", True))
 
 
+# Which figures each step's output metadata (or its Failure's, for what it committed before failing)
+# counts: figure -> metadata key. A mapped step (delete_expired_files[…]) counts once per share.
+_COUNTED_BY_STEP = {
+    "purge_detections": {"detections_deleted": "rows_deleted"},
+    "purge_events": {"events_deleted": "rows_deleted"},
+    "purge_gpu_stats": {"gpu_stats_deleted": "rows_deleted"},
+    "purge_logs": {"logs_deleted": "rows_deleted"},
+    "delete_expired_files": {name: name for name in FILE_FIGURES},
+    "scan_orphaned_files": {"orphans_found": "orphans_found"},
+}
+
+
+def committed_counts(instance: dg.DagsterInstance, run_id: str) -> dict[str, int]:
+    """The figures the run's steps have reported so far, the failed ones' from their `Failure` metadata:
+    what a failed run committed (a dry run: what it counted)."""
+    counts: dict[str, int] = {}
+    for event_type in (dg.DagsterEventType.STEP_OUTPUT, dg.DagsterEventType.STEP_FAILURE):
+        for record in instance.get_records_for_run(run_id, of_type=event_type).records:
+            event = record.event_log_entry.dagster_event
+            if event is None or event.step_key is None:
+                continue
+            if event_type == dg.DagsterEventType.STEP_OUTPUT:
+                metadata = event.step_output_data.metadata
+            else:
+                failure = event.step_failure_data.user_failure_data
+                metadata = failure.metadata if failure is not None else {}
+            for figure, key in _COUNTED_BY_STEP.get(event.step_key.split("[")[0], {}).items():
+                value = metadata[key].value if key in metadata else None
+                if isinstance(value, int):
+                    counts[figure] = counts.get(figure, 0) + value
+    return counts
+
+
 def recent_cleanup_runs(instance: dg.DagsterInstance, limit: int) -> list[dict[str, Any]]:
     """The latest data_cleanup runs, newest first, with every CleanupStats field (None if unknown)."""
     rows = []
@@ -109,12 +142,19 @@ def recent_cleanup_runs(instance: dg.DagsterInstance, limit: int) -> list[dict[s
             "start": _iso(record.start_time),
             "end": _iso(record.end_time),
         }
+        # A run that did not report (failed) still says what its steps committed.
+        committed = committed_counts(instance, run.run_id) if not stats else {}
         for name in CleanupStats.field_names():
-            row[name] = stats.get(name, plan.get(name))
+            row[name] = stats.get(name, committed.get(name, plan.get(name)))
         if row["dry_run"] is None:
             row["dry_run"] = config.get("dry_run", True)
-        # The figures the Runs page shows as chips, read from the same tags.
-        row["headline"] = {k: run.tags[k] for k in (*CLEANUP_HEADLINE, FAILED_STEP_TAG) if k in run.tags}
+        # The figures the Runs page shows as chips, read from the same tags. A successful re-execution may
+        # still carry its parent's failed_step (where the tag could not be dropped): not this run's.
+        shown = (
+            *CLEANUP_HEADLINE,
+            *(() if run.status == dg.DagsterRunStatus.SUCCESS else (FAILED_STEP_TAG,)),
+        )
+        row["headline"] = {k: run.tags[k] for k in shown if k in run.tags}
         rows.append(row)
     return rows
 
@@ -177,31 +217,3 @@ def cleanup_status(instance: dg.DagsterInstance, settings: Settings, limit: int)
         },
         "runs": runs,
     }
-
-
-# Which step's output carries each figure a failed run can still report.
-_COUNTED_BY_STEP = {
-    "purge_detections": ("detections_deleted", "rows_deleted"),
-    "purge_events": ("events_deleted", "rows_deleted"),
-    "scan_orphaned_files": ("orphans_found", "orphans_found"),
-}
-
-
-def tag_failure(
-    instance: dg.DagsterInstance, run_id: str, failed_step: str, failure_metadata: dict[str, Any]
-) -> dict[str, str]:
-    """Tag a failed run with the failing step and the counts its finished steps (and the failing one,
-    where it reported them) committed; returns the tags."""
-    run = instance.get_run_by_id(run_id)
-    dry_run = dry_run_of(dict(run.run_config) if run else {})
-    counts: dict[str, int] = {}
-    # relieve_disk_pressure tags the total of every pass itself, even when it fails, over report_cleanup's
-    # tags: the finished steps' counts would put back the figures from before the emergency passes.
-    counted = {} if failed_step == PRESSURE_STEP else _COUNTED_BY_STEP
-    for step, (figure, key) in counted.items():
-        reported = failure_metadata if step == failed_step else step_metadata(instance, run_id, step)
-        if isinstance(reported.get(key), int):
-            counts[figure] = reported[key]
-    tags = {**partial_headline(dry_run, counts), FAILED_STEP_TAG: failed_step}
-    instance.add_run_tags(run_id, tags)
-    return tags

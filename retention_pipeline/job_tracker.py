@@ -12,7 +12,8 @@ import dagster as dg
 from .core.abandoned_jobs import KILLED_OR_LOST, RunOutcome, failed, settle_abandoned, succeeded
 from .core.job_status import JobStatusBoard, JobTracker, redacted
 from .core.orphans import OrphanStats
-from .history import JOB_NAME, SWEEP_REPORT_STEP, dry_run_of, logged_at, run_stats, step_metadata, tag_failure
+from .failed_runs import failure_reason, step_failure_reason, tag_failure
+from .history import JOB_NAME, SWEEP_REPORT_STEP, dry_run_of, logged_at, run_stats, step_metadata
 from .run_processes import ACTIVE_STATUSES, process_alive
 
 # Each op's share of the job's progress bar (from, to) and what the camera system's Jobs page says
@@ -154,10 +155,7 @@ def _failure_reason(instance: dg.DagsterInstance, run_id: str) -> str | None:
                 continue
             if event_type == dg.DagsterEventType.RUN_FAILURE:
                 return event.message
-            data = event.step_failure_data
-            description = data.user_failure_data.description if data.user_failure_data else None
-            error = data.error.message.strip() if data.error else "an unknown error"
-            return f"{event.step_key} failed: {description or error}"
+            return step_failure_reason(str(event.step_key), event.step_failure_data)
     return None
 
 
@@ -171,17 +169,16 @@ def publish_failure(context: dg.HookContext) -> None:
     """A failed op fails the run: its tags say which step and what was committed, and the job tracker's
     record becomes `failed` with the op's message."""
     error = context.op_exception
-    description = getattr(error, "description", None) or str(error) or type(error).__name__
+    reason = failure_reason(context.op.name, getattr(error, "description", None), error)
     try:
         tracker = context.resources.camera_system.settings().job_tracker
         board = _board(tracker, context.instance, context.job_name, context.run_id, context.log)
         # An emergency run's failure carries the total of its passes, which the record keeps too.
         total = (getattr(error, "metadata", None) or {}).get("run_total")
-        board.failed(f"{context.op.name} failed: {description}", getattr(total, "value", None))
+        board.failed(reason, getattr(total, "value", None))
     except Exception as exc:  # bad settings already fail the run with their own message
         context.log.warning(f"could not publish the failure to the job tracker: {exc}")
     try:
-        failure_metadata = {k: v.value for k, v in (getattr(error, "metadata", None) or {}).items()}
-        tag_failure(context.instance, context.run_id, context.op.name, failure_metadata)
+        tag_failure(context.instance, context.run_id)
     except Exception as exc:  # the run has failed already; its tags are a courtesy
         context.log.warning(f"could not tag the failed run with its step and counts: {exc}")

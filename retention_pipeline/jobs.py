@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from .config import CleanupConfig, OrphanSweepConfig
 from .core.options import readable
+from .failed_runs import retag_failed_run
 from .job_tracker import publish_failure
 from .ops import (
     delete_expired_files,
@@ -95,7 +96,7 @@ def build_data_cleanup_job(executor_def: dg.ExecutorDefinition = dg.in_process_e
         name="data_cleanup",
         tags=EXCLUSIVE_TAGS,
         executor_def=executor_def,
-        hooks={publish_failure},
+        hooks={publish_failure, retag_failed_run},
     )
 
 
@@ -120,5 +121,5 @@ orphaned_file_cleanup = refusing_bad_values(
     name="orphaned_file_cleanup",
     tags=EXCLUSIVE_TAGS,
     executor_def=dg.in_process_executor,
-    hooks={publish_failure},
+    hooks={publish_failure, retag_failed_run},
 )

@@ -21,7 +21,7 @@ from .job_tracker import Stage, start_stage
 from .resources import CameraSystemResource
 from .run_lock_ops import claimed_engine, lock_lost
 from .settings import SettingsError
-from .tags import cleanup_headline
+from .tags import FILE_FIGURES, cleanup_headline
 
 SCHEDULED_TIME_TAG = ".dagster/scheduled_execution_time"
 
@@ -215,6 +215,8 @@ def delete_expired_files(
         context.log.warning(f"could not delete {path!r} (permissions, or not a regular file)")
     for warning in offline_warnings(counts, plan.dry_run):
         context.log.warning(warning)
+    # What this share deleted, for a run that fails later: its tags and `status` add the shares up.
+    context.add_output_metadata({name: getattr(counts, name) for name in FILE_FIGURES})
     return counts
 
 

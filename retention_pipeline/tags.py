@@ -14,6 +14,8 @@ FAILED_STEP_TAG = "failed_step"
 # Failure metadata of a step refused the database's run lock: the CLI exits EXIT_BUSY on it.
 RUN_LOCK_BUSY = "run_lock_busy"
 CLEANUP_HEADLINE = ("dry_run", "events_deleted", "detections_deleted", "files_deleted", "space_reclaimed")
+# The file step's figures, in its shares' output metadata: what a failed run's files_deleted adds up.
+FILE_FIGURES = ("thumbnails_deleted", "images_deleted", "clips_deleted", "space_reclaimed")
 SWEEP_HEADLINE = ("dry_run", "orphans_found", "orphans_deleted", "bytes_reclaimed")
 
 
@@ -43,6 +45,14 @@ def sweep_headline(stats: OrphanStats) -> dict[str, str]:
 
 
 def partial_headline(dry_run: bool | None, counts: dict[str, int]) -> dict[str, str]:
-    """What a failed run can still say: whether it was a dry run, and the counts its steps committed."""
+    """What a failed run can still say: whether it was a dry run, and the headline figures of the counts
+    its steps committed (CleanupStats' or OrphanStats' names; figures no step reported are left out)."""
     tags = {} if dry_run is None else {"dry_run": _flag(dry_run)}
-    return {**tags, **{name: str(value) for name, value in counts.items()}}
+    for name in ("events_deleted", "detections_deleted", "orphans_found"):
+        if name in counts:
+            tags[name] = str(counts[name])
+    if files := [counts[name] for name in FILE_FIGURES[:3] if name in counts]:
+        tags["files_deleted"] = str(sum(files))
+    if "space_reclaimed" in counts:
+        tags["space_reclaimed"] = human_bytes(counts["space_reclaimed"])
+    return tags

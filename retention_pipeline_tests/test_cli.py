@@ -4,12 +4,13 @@ import json
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pytest
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from retention_pipeline.core.db import make_engine
@@ -176,6 +177,51 @@ def test_with_json_a_failed_run_and_a_rule_that_cannot_apply_still_print_one_doc
     refusal = json.loads(useless.stdout)
     assert useless.returncode == refusal["exit_code"] == 2
     assert "retention_days 400 on started_at would keep nothing longer" in refusal["error"]
+
+
+def _refuse_deletes_from_logs(engine: Engine) -> None:
+    """A database trigger that fails every DELETE on logs, as a protected table would."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.execute(
+                text(
+                    "CREATE TRIGGER no_log_deletes BEFORE DELETE ON logs"
+                    " BEGIN SELECT RAISE(ABORT, 'logs are protected'); END"
+                )
+            )
+        else:
+            conn.execute(
+                text(
+                    "CREATE FUNCTION refuse_log_deletes() RETURNS trigger LANGUAGE plpgsql"
+                    " AS $$ BEGIN RAISE EXCEPTION 'logs are protected'; END $$"
+                )
+            )
+            conn.execute(
+                text(
+                    "CREATE TRIGGER no_log_deletes BEFORE DELETE ON logs"
+                    " FOR EACH ROW EXECUTE FUNCTION refuse_log_deletes()"
+                )
+            )
+
+
+def test_a_failed_run_says_why_in_its_errors_own_words_and_status_keeps_what_it_committed(
+    live_world: CameraWorld, tmp_path: Path
+):
+    live_world.log(live_world.log_cutoff - timedelta(days=1))
+    _refuse_deletes_from_logs(live_world.engine)
+
+    done = cli(live_world, tmp_path, "run", "--json")
+    status = cli(live_world, tmp_path, "status", "--json")
+
+    report = json.loads(done.stdout)
+    assert done.returncode == report["exit_code"] == 1
+    assert report["error"].startswith("purge_logs failed: ") and "logs are protected" in report["error"]
+    assert "Error occurred while executing op" not in report["error"] and "[SQL: " not in report["error"]
+    # purge_events, which does not depend on purge_logs, still ran after it failed.
+    assert live_world.count(events) == 1
+    [row] = json.loads(status.stdout)["runs"]
+    assert (row["status"], row["events_deleted"], row["detections_deleted"]) == ("FAILURE", 1, 1)
+    assert row["headline"]["events_deleted"] == "1" and row["headline"]["failed_step"] == "purge_logs"
 
 
 @pytest.mark.parametrize("limit", ["0", "99999999999999999999", "ten"])

@@ -8,8 +8,9 @@ import time
 import pytest
 
 from retention_pipeline.core import cleanup
-from retention_pipeline.core.schema import detections
-from retention_pipeline.history import cleanup_status, last_sweep_report
+from retention_pipeline.core.schema import detections, events
+from retention_pipeline.core.stats import CleanupStats
+from retention_pipeline.history import cleanup_status, last_sweep_report, recent_cleanup_runs
 from retention_pipeline.jobs import orphaned_file_cleanup
 from retention_pipeline.resources import DiskSpaceResource
 from retention_pipeline.settings import Settings
@@ -114,6 +115,66 @@ def _logs_refused(monkeypatch: pytest.MonkeyPatch) -> None:
         return real_clean_table(engine, plan, table, *args)
 
     monkeypatch.setattr(cleanup, "clean_table", clean_table)
+
+
+def test_a_failed_run_reports_what_steps_committed_after_the_failing_one(
+    expired: CameraWorld, instance, monkeypatch: pytest.MonkeyPatch
+):
+    _logs_refused(monkeypatch)  # purge_logs fails before purge_events, which does not depend on it, runs
+
+    result = execute(expired, instance, plan_config(dry_run=False, reference_time=expired.now.isoformat()))
+
+    assert not result.success and expired.count(events) == 1 and expired.count(detections) == 1
+    tags = instance.get_run_by_id(result.run_id).tags
+    assert {k: tags.get(k) for k in ("failed_step", "dry_run", "events_deleted", "detections_deleted")} == {
+        "failed_step": "purge_logs",
+        "dry_run": "false",
+        "events_deleted": "1",
+        "detections_deleted": "1",
+    }
+    [row] = recent_cleanup_runs(instance, 1)
+    assert (row["events_deleted"], row["detections_deleted"], row["logs_deleted"]) == (1, 1, None)
+    assert row["headline"]["events_deleted"] == "1" and row["headline"]["failed_step"] == "purge_logs"
+
+
+def test_a_run_failing_in_its_report_still_reports_the_files_it_deleted(
+    expired: CameraWorld, instance, monkeypatch: pytest.MonkeyPatch
+):
+    def no_report(*_args, **_kwargs):
+        raise RuntimeError("the report is lost")
+
+    monkeypatch.setattr(CleanupStats, "combine", no_report)
+
+    result = execute(expired, instance, plan_config(dry_run=False, reference_time=expired.now.isoformat()))
+
+    assert not result.success and not expired.exists(f"{THUMBS}/old.jpg")
+    tags = instance.get_run_by_id(result.run_id).tags
+    assert (tags["failed_step"], tags["files_deleted"], tags["space_reclaimed"]) == (
+        "report_cleanup",
+        "2",
+        "350 B",
+    )
+    [row] = recent_cleanup_runs(instance, 1)
+    assert (row["thumbnails_deleted"], row["clips_deleted"], row["space_reclaimed"]) == (1, 1, 350)
+
+
+@pytest.mark.parametrize("instance_fixture", ["instance", "postgres_instance"])
+def test_a_successful_re_execution_drops_the_failed_step_its_parent_had(
+    expired: CameraWorld, instance_fixture: str, request: pytest.FixtureRequest
+):
+    dagster = request.getfixturevalue(instance_fixture)
+    # The UI's re-execution and the retry daemon copy the parent run's tags to the new run.
+    parent_tags = {"failed_step": "purge_logs", "dry_run": "false", "detections_deleted": "1"}
+
+    result = execute(
+        expired, dagster, plan_config(dry_run=False, reference_time=expired.now.isoformat()), tags=parent_tags
+    )
+
+    assert result.success
+    tags = dagster.get_run_by_id(result.run_id).tags
+    assert "failed_step" not in tags and tags["events_deleted"] == "1"
+    [row] = recent_cleanup_runs(dagster, 1)
+    assert "failed_step" not in row["headline"]
 
 
 def test_a_real_run_is_tagged_real_whichever_op_its_config_lists_first(

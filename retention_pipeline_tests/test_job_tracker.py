@@ -335,3 +335,24 @@ def test_trouble_settling_earlier_runs_does_not_quiet_this_runs_own_record(
     assert [(r["status"], r["progress"]) for r in own] == [("completed", 100)]
     logged = [entry.user_message for entry in instance.all_logs(result.run_id)]
     assert any("could not settle the job tracker's records of earlier runs" in m for m in logged)
+
+
+def test_a_failed_runs_reason_is_its_errors_own_words_not_dagsters_wrapper(
+    tracked: CameraWorld, redis_server: RedisServer, instance, monkeypatch: pytest.MonkeyPatch
+):
+    real_clean_table = cleanup.clean_table
+
+    def clean_table(engine, plan, table, *args):
+        if table == "logs":
+            raise RuntimeError("logs are protected")
+        return real_clean_table(engine, plan, table, *args)
+
+    monkeypatch.setattr(cleanup, "clean_table", clean_table)
+    failed_run = _run(tracked, instance, dry_run=False)
+
+    # What the next run writes into the record of a run whose own final write was lost.
+    outcome = job_tracker.run_outcome(instance, failed_run.run_id)
+
+    assert outcome is not None and outcome.error == "purge_logs failed: logs are protected"
+    [record] = _records(redis_server)  # the failure hook's own words are the same
+    assert (record["status"], record["error"]) == ("failed", outcome.error)
