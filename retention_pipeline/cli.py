@@ -142,7 +142,7 @@ def _run(job: str, first_op: str, config: dict[str, Any], report_op: str, as_jso
     from .definitions import defs
     from .failed_runs import step_failure_reason
     from .run_processes import blocking_runs
-    from .tags import RUN_LOCK_BUSY
+    from .tags import INVALID_CONFIG, RUN_LOCK_BUSY
 
     with _open_instance() as instance:
         if busy := blocking_runs(instance):
@@ -171,6 +171,8 @@ def _run(job: str, first_op: str, config: dict[str, Any], report_op: str, as_jso
                 markers.update(user_data.metadata if user_data else ())
         # The lock held by a run this instance does not know (another deployment, another DAGSTER_HOME).
         code = EXIT_BUSY if RUN_LOCK_BUSY in markers else EXIT_FAILED
+        if INVALID_CONFIG in markers:  # a policy rule that can never apply, as doctor says too
+            code = EXIT_BAD_CONFIG
         return _failed(code, "\n".join([*failures, f"run {result.run_id} failed"]), as_json, result.run_id)
     stats = result.output_for_node(report_op).as_dict()
     if as_json:

@@ -21,7 +21,7 @@ from .job_tracker import Stage, start_stage
 from .resources import CameraSystemResource
 from .run_lock_ops import claimed_engine, lock_lost
 from .settings import SettingsError
-from .tags import FILE_FIGURES, cleanup_headline
+from .tags import FILE_FIGURES, INVALID_CONFIG, cleanup_headline
 
 SCHEDULED_TIME_TAG = ".dagster/scheduled_execution_time"
 
@@ -55,7 +55,9 @@ def plan_cleanup(
             **config.model_dump(exclude={"reference_time"}),
         )
         cleanup.prepare_database(claimed_engine(context, camera_system), plan.policy)
-    except (SettingsError, cleanup.SchemaError, DatabaseMissing) as exc:
+    except SettingsError as exc:  # a policy rule that can never apply: the CLI exits EXIT_BAD_CONFIG on it
+        raise dg.Failure(description=str(exc), metadata={INVALID_CONFIG: True}, allow_retries=False) from None
+    except (cleanup.SchemaError, DatabaseMissing) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     context.log.info(plan.describe())
     stage.done()

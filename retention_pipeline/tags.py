@@ -13,6 +13,8 @@ EXCLUSIVE_TAGS = {EXCLUSIVE_TAG: "true"}
 FAILED_STEP_TAG = "failed_step"
 # Failure metadata of a step refused the database's run lock: the CLI exits EXIT_BUSY on it.
 RUN_LOCK_BUSY = "run_lock_busy"
+# Failure metadata of a step refused by invalid configuration: the CLI exits EXIT_BAD_CONFIG on it.
+INVALID_CONFIG = "invalid_configuration"
 CLEANUP_HEADLINE = ("dry_run", "events_deleted", "detections_deleted", "files_deleted", "space_reclaimed")
 # The file step's figures, in its shares' output metadata: what a failed run's files_deleted adds up.
 FILE_FIGURES = ("thumbnails_deleted", "images_deleted", "clips_deleted", "space_reclaimed")

@@ -179,6 +179,23 @@ def test_with_json_a_failed_run_and_a_rule_that_cannot_apply_still_print_one_doc
     assert "retention_days 400 on started_at would keep nothing longer" in refusal["error"]
 
 
+def test_run_exits_2_on_a_policy_rule_that_cannot_apply_as_doctor_does(
+    live_world: CameraWorld, tmp_path: Path
+):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("tables:\n  - table: events\n    time_column: started_at\n    retention_days: 400\n")
+
+    done = cli(live_world, tmp_path, "run", "--json", RETENTION_POLICY_FILE=str(policy))
+
+    report = json.loads(done.stdout)
+    assert done.returncode == report["exit_code"] == 2
+    assert report["error"].startswith(
+        "plan_cleanup failed: Invalid run configuration: RETENTION_POLICY_FILE "
+    )
+    assert "would keep nothing longer" in report["error"] and "dagster._core" not in report["error"]
+    assert live_world.count(events) == 2
+
+
 def _refuse_deletes_from_logs(engine: Engine) -> None:
     """A database trigger that fails every DELETE on logs, as a protected table would."""
     with engine.begin() as conn:
