@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event, func, null, select
+from sqlalchemy import event, func, literal, null, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import ColumnElement
 
 from .files import StorageRoots
 from .index_advice import index_statements
-from .instants import unreadable
+from .instants import sqlite_instant, unreadable
 from .plan import CleanupPlan
 from .purge import preview_file_deletions
 from .references import DELETED_FIRST, Reference, cascading_children
 from .schema import retention_file_queue
-from .tables import Registry, column_of, table_of
+from .tables import OWN, Registry, column_of, table_of
 
 
 def count(engine: Engine, statement: Any) -> int:
@@ -40,6 +40,33 @@ def unreadable_times(engine: Engine, plan: CleanupPlan) -> list[str]:
                     " ('2026-05-17 03:00:00'), or as NULL if they mean no time and the column allows it"
                 )
     return warnings
+
+
+# No camera system wrote a time before this; a policy's time column holding one holds something else.
+_EPOCH = func.julianday(literal("1970-01-01"))
+
+
+def times_before_1970(engine: Engine, plan: CleanupPlan) -> list[str]:
+    """SQLite: why a policy rule's column looks like no time column (its values read as times before
+    1970, as small numbers do: 3 is a Julian day in 4713 BC), which a run would expire row after row.
+    Read exactly (one read of the column), not through the run's text bound, which spares '3' stored as
+    text but not 3 or '0'."""
+    problems = []
+    for entry in plan.registry.tables:
+        for name in dict.fromkeys(r.column for r in entry.rules if r.retention == OWN):
+            column = column_of(entry, name)
+            statement = (
+                select(func.count()).select_from(table_of(entry)).where(sqlite_instant(column) < _EPOCH)
+            )
+            if rows := count(engine, statement):
+                problems.append(
+                    f"{rows} rows of {entry.name} hold a {name} that reads as a time before 1970 (a number"
+                    f" such as a priority or a score reads as a Julian day: 3 is in 4713 BC), which a run"
+                    f" takes for long expired and deletes. If {name} is not the rows' time, name the column"
+                    " that is in RETENTION_POLICY_FILE's time_column; if it is, rewrite those values in"
+                    " UTC ('2026-05-17 03:00:00')"
+                )
+    return problems
 
 
 def rules(plan: CleanupPlan) -> list[dict[str, Any]]:

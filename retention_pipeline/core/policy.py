@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import JSON, Boolean, DateTime, Integer, LargeBinary, String, Time, inspect
+from sqlalchemy import DateTime, Integer, String, inspect
 from sqlalchemy.engine import Engine
 
+from . import time_declarations
 from .tables import KIND_OF_ROOT, OWN, MediaColumn, Registry, Rule
 
 MAX_DAYS = 36_500  # a century; larger values overflow date arithmetic and are surely typos
@@ -208,7 +209,7 @@ def policy_problems(engine: Engine, rules: tuple[DeclaredRule, ...]) -> list[str
         time_type = types.get(declared.rule.column)
         if time_type is None:
             problems.append(f"{label}: the table has no column {declared.rule.column!r}")
-        elif problem := _not_a_time(engine, time_type):
+        elif problem := _not_a_time(engine, table, declared.rule.column, time_type):
             problems.append(f"{label}: time_column {declared.rule.column!r} {problem}")
         for media in declared.files:
             if media.column not in types:
@@ -218,22 +219,12 @@ def policy_problems(engine: Engine, rules: tuple[DeclaredRule, ...]) -> list[str
     return problems
 
 
-# SQLite keeps a time as whatever its writer stored, and the pipeline reads it whatever the column's declared
-# type (instants.sqlite_instant): ISO 8601 text, a Julian day, unix seconds. These declare something else.
-_NOT_TIMES_ON_SQLITE = (LargeBinary, Boolean, JSON, Time)
-
-
-def _not_a_time(engine: Engine, declared: Any) -> str | None:
-    """Why a column of this reflected type cannot be a rule's time column, or None."""
+def _not_a_time(engine: Engine, table: str, column: str, reflected: Any) -> str | None:
+    """Why this column cannot be a rule's time column, or None."""
     if engine.dialect.name != "sqlite":
-        return None if isinstance(declared, DateTime) else f"is {declared}, not a timestamp"
-    if not isinstance(declared, _NOT_TIMES_ON_SQLITE):
-        return None
-    return (
-        f"is declared {declared}, which holds no point in time; on SQLite declare it TEXT, DATETIME,"
-        " TIMESTAMP, timestamptz, NUMERIC, INTEGER or REAL (or give no type), holding ISO 8601 text as the"
-        " camera system writes it, Julian days or unix seconds"
-    )
+        return None if isinstance(reflected, DateTime) else f"is {reflected}, not a timestamp"
+    declared = time_declarations.declared_types(engine, table).get(column, "")
+    return time_declarations.refusal(declared) if time_declarations.holds_no_time(declared) else None
 
 
 def named(engine: Engine, table: str) -> str:

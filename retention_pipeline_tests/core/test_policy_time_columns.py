@@ -1,15 +1,17 @@
-"""A policy rule's time column as the database declares it: on SQLite any declaration that can hold a time
-the pipeline reads (the camera system's text spellings) is served; PostgreSQL needs a timestamp type."""
+"""A policy rule's time column as the database declares it: on SQLite a declaration that holds the camera
+system's text spellings is served, a numeric one refused (its small numbers read as Julian days thousands of
+years ago, so every row would expire); PostgreSQL needs a timestamp type."""
 
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, Table, column, insert, table
+from sqlalchemy import Column, Integer, MetaData, Table, column, insert, table, text
 from sqlalchemy.types import UserDefinedType
 
 from retention_pipeline.core.cleanup import SchemaError, prepare_database
+from retention_pipeline.core.doctor import diagnose
 from retention_pipeline.core.policy import read_policy
 from retention_pipeline_tests.factories import CameraWorld
 
@@ -58,7 +60,8 @@ def _write(world: CameraWorld, times: list[datetime]) -> list[int]:
 
 
 @pytest.mark.parametrize(
-    "declared", ["DATETIME", "TIMESTAMP", "timestamptz", "TIMESTAMP WITH TIME ZONE", "TEXT", "NUMERIC", ""]
+    "declared",
+    ["DATETIME", "TIMESTAMP", "timestamptz", "TIMESTAMP WITH TIME ZONE", "TEXT", "VARCHAR(40)", "DATE", ""],
 )
 def test_a_policy_time_column_the_engine_can_read_is_served(
     world: CameraWorld, tmp_path: Path, declared: str
@@ -79,7 +82,18 @@ def test_a_policy_time_column_the_engine_can_read_is_served(
 
 
 @pytest.mark.parametrize(
-    ("declared", "sqlite_accepts"), [("TEXT", True), ("BLOB", False), ("BOOLEAN", False)]
+    ("declared", "sqlite_accepts"),
+    [
+        ("TEXT", True),
+        ("BLOB", False),
+        ("BOOLEAN", False),
+        ("INTEGER", False),
+        ("BIGINT", False),
+        ("REAL", False),
+        ("DOUBLE PRECISION", False),
+        ("NUMERIC", False),
+        ("DECIMAL(10, 2)", False),
+    ],
 )
 def test_a_time_column_that_holds_no_time_is_refused_saying_what_is_accepted(
     world: CameraWorld, tmp_path: Path, declared: str, sqlite_accepts: bool
@@ -88,7 +102,67 @@ def test_a_time_column_that_holds_no_time_is_refused_saying_what_is_accepted(
     if sqlite and sqlite_accepts:
         pytest.skip("served on SQLite: above")
     _audit_logs(world, tmp_path, "BYTEA" if declared == "BLOB" and not sqlite else declared)
-    expected = "on SQLite declare it TEXT, DATETIME, TIMESTAMP, timestamptz" if sqlite else "not a timestamp"
+    expected = (
+        "on SQLite declare it TEXT, VARCHAR, CHAR, CLOB, DATE, DATETIME" if sqlite else "not a timestamp"
+    )
 
     with pytest.raises(SchemaError, match=rf"\(audit_logs\): time_column 'created_at' .*{expected}"):
         prepare_database(world.engine, world.policy)
+
+
+def _audit_notes(world: CameraWorld, tmp_path: Path, priority: str) -> set[int]:
+    """Notes written today, with a priority 0-4 (declared `priority`), and a policy whose time_column
+    names the priority by mistake; their ids."""
+    stamp = "TIMESTAMP WITH TIME ZONE" if world.engine.dialect.name == "postgresql" else "DATETIME"
+    with world.engine.begin() as conn:
+        conn.execute(
+            text(
+                f"CREATE TABLE audit_notes (id INTEGER PRIMARY KEY, created_at {stamp}, priority {priority})"
+            )
+        )
+        for i in range(10):
+            conn.execute(
+                text("INSERT INTO audit_notes (id, created_at, priority) VALUES (:i, :at, :p)"),
+                {"i": i + 1, "at": world.recent(1), "p": i % 5},
+            )
+    policy = "tables:\n  - table: audit_notes\n    time_column: priority\n    retention_days: 30\n"
+    (tmp_path / "policy.yaml").write_text(policy)
+    world.policy = read_policy(tmp_path / "policy.yaml")
+    return set(range(1, 11))
+
+
+def _notes_left(world: CameraWorld) -> set[int]:
+    return world.ids(Table("audit_notes", MetaData(), Column("id", Integer)))
+
+
+def test_a_rule_on_a_numeric_column_is_refused_by_doctor_and_the_run_and_nothing_is_deleted(
+    world: CameraWorld, tmp_path: Path
+):
+    notes = _audit_notes(world, tmp_path, "INTEGER")
+
+    report = diagnose(world.engine, world.plan(dry_run=True))
+    with pytest.raises(SchemaError, match=r"\(audit_notes\): time_column 'priority' is (declared )?INTEGER"):
+        world.run()
+
+    assert not report.ok
+    assert any("time_column 'priority' is" in problem for problem in report.blocking)
+    assert _notes_left(world) == notes
+
+
+@pytest.mark.parametrize("priority", ["TEXT", ""])
+def test_doctor_blocks_a_sqlite_policy_column_whose_values_read_as_times_before_1970(
+    world: CameraWorld, tmp_path: Path, priority: str
+):
+    if world.engine.dialect.name == "postgresql":
+        pytest.skip("a PostgreSQL timestamp column holds instants only; its numeric columns are refused")
+    notes = _audit_notes(world, tmp_path, priority)
+
+    report = diagnose(world.engine, world.plan(dry_run=True))
+
+    assert [p for p in report.blocking if "before 1970" in p] == [
+        "10 rows of audit_notes hold a priority that reads as a time before 1970 (a number such as a"
+        " priority or a score reads as a Julian day: 3 is in 4713 BC), which a run takes for long expired and"
+        " deletes. If priority is not the rows' time, name the column that is in RETENTION_POLICY_FILE's"
+        " time_column; if it is, rewrite those values in UTC ('2026-05-17 03:00:00')"
+    ]
+    assert _notes_left(world) == notes
