@@ -10,15 +10,17 @@ from sqlalchemy.engine import Engine
 
 # The table and, when it is partitioned, its partitions at every depth, each with its parent (0 for the
 # table): PostgreSQL builds no index CONCURRENTLY on a partitioned table, so its partitions get theirs
-# one by one. `home`: the relation lies in the schema unqualified names resolve to.
+# one by one. `home`: an unqualified name finds the relation (pg_table_is_visible), as it finds the table
+# itself when no schema is given: through the search path, whose first schema may not hold it.
 _PARTITION_TREE = text(
     "WITH RECURSIVE tree(oid, parent, depth) AS ("
     " SELECT c.oid, CAST(0 AS oid), 0 FROM pg_class c"
-    "  WHERE c.oid = to_regclass(format('%I.%I', coalesce(:schema, current_schema()), :table))"
+    "  WHERE c.oid = CASE WHEN :schema IS NULL THEN to_regclass(quote_ident(:table))"
+    "   ELSE to_regclass(format('%I.%I', :schema, :table)) END"
     " UNION ALL SELECT i.inhrelid, i.inhparent, t.depth + 1 FROM tree t"
     "  JOIN pg_class p ON p.oid = t.oid AND p.relkind = 'p' JOIN pg_inherits i ON i.inhparent = t.oid)"
     " SELECT t.oid, t.parent, n.nspname::text, c.relname::text, c.relkind::text,"
-    "  n.nspname = current_schema()"
+    "  pg_table_is_visible(c.oid)"
     " FROM tree t JOIN pg_class c ON c.oid = t.oid JOIN pg_namespace n ON n.oid = c.relnamespace"
     " ORDER BY t.depth, c.relname"
 )

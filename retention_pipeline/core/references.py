@@ -25,18 +25,21 @@ _ON_DELETE = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL"
 # PostgreSQL: every foreign key, from any schema, to the parents as unqualified names find them (the
 # pipeline's deletes do), its columns in key order; not the clones PostgreSQL keeps on each partition of a
 # partitioned child, whose parent's key stands for them. One query, however many schemas and tables.
+# A child is at home beside its parent, where the pipeline's unqualified names find it too: not in
+# current_schema(), which with search_path "$user", public (or scratch, camera) is an empty schema before
+# the tables' own.
 _PG_REFERENCES = text(
     "SELECT n.nspname::text, r.relname::text, p.relname::text, c.confdeltype::text,"
     " ARRAY(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(n, i)"
     "  JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i),"
     " ARRAY(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY k(n, i)"
     "  JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i),"
-    " n.nspname = current_schema()"
+    " r.relnamespace = p.relnamespace AND pg_table_is_visible(r.oid)"
     " FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid"
     " JOIN pg_namespace n ON n.oid = r.relnamespace JOIN pg_class p ON p.oid = c.confrelid"
     " WHERE c.contype = 'f' AND c.conparentid = 0 AND c.confrelid IN"
     "  (SELECT to_regclass(quote_ident(name)) FROM unnest(CAST(:parents AS text[])) AS name)"
-    " ORDER BY n.nspname <> current_schema(), n.nspname, r.relname"
+    " ORDER BY r.relnamespace <> p.relnamespace, n.nspname, r.relname"
 )
 
 
