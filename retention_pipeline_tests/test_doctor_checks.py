@@ -2,6 +2,7 @@
 JSON functions; and its file count, through the command's read-only connection, is the dry run's."""
 
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -11,11 +12,13 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 
-from retention_pipeline.core.cleanup import SchemaError, prepare_database
+from retention_pipeline.core.cleanup import SchemaError, prepare_database, run_cleanup
 from retention_pipeline.core.db import make_engine
 from retention_pipeline.core.doctor import diagnose
 from retention_pipeline.core.queries import path_checks
 from retention_pipeline.core.schema import detections
+from retention_pipeline.core.stats import CleanupStats
+from retention_pipeline_tests.conftest import both_shapes
 from retention_pipeline_tests.factories import THUMBS, CameraWorld
 from retention_pipeline_tests.test_cli import cli
 
@@ -45,7 +48,7 @@ def test_doctor_exits_1_for_a_role_that_may_not_create_the_queue_or_delete_and_t
     role = camera_role.url.username
 
     cannot_create = diagnose(camera_role, world.plan(dry_run=True)).blocking
-    with pytest.raises(Exception, match="permission denied for schema public"):
+    with pytest.raises(SchemaError, match=f"the database role {role} may not CREATE in schema public"):
         prepare_database(camera_role)
     with world.engine.begin() as conn:
         conn.execute(text(f"GRANT CREATE ON SCHEMA public TO {role}"))
@@ -107,3 +110,73 @@ def test_the_command_s_file_count_is_the_dry_run_s_shared_and_missing_files_left
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads(done.stdout)["expired_files"] == dry.thumbnails_deleted == 1
     assert world.ids(detections) and world.exists(shared)
+
+
+@pytest.fixture
+def bare_role(world: CameraWorld) -> Iterator[Engine]:
+    """An engine logged in as a role that may use and create in schema public, and no more."""
+    role = f"bare_{uuid.uuid4().hex[:8]}"
+    with world.engine.begin() as conn:
+        conn.execute(text(f"CREATE ROLE {role} LOGIN"))
+        conn.execute(text(f"GRANT USAGE, CREATE ON SCHEMA public TO {role}"))
+    engine = make_engine(world.engine.url.set(username=role).render_as_string(hide_password=False))
+    yield engine
+    engine.dispose()
+    with world.engine.begin() as conn:
+        conn.execute(text(f"DROP OWNED BY {role}"))
+        conn.execute(text(f"DROP ROLE {role}"))
+
+
+def _lacking(problems: list[str]) -> dict[str, str]:
+    """table -> the rights doctor says the role lacks on it."""
+    found = (re.match(r"the database role \S+ may not (\S+) table (\S+),", p) for p in problems)
+    return {m[2]: m[1] for m in found if m}
+
+
+@both_shapes
+def test_a_role_given_the_grants_doctor_prints_runs_and_one_short_of_them_is_refused_before_any_delete(
+    postgresql_only: None, world: CameraWorld, bare_role: Engine, schema_shape: str
+):
+    old_event = world.event(world.old(), clip=world.file("data/clips/old.mp4"))
+    expired = {world.detection(world.old(), events_=(old_event,)) for _ in range(3)}
+    with world.engine.connect() as conn:
+        thumbnails = list(conn.execute(select(detections.c.thumbnail_path)).scalars())
+
+    def run_as_role() -> CleanupStats:
+        prepare_database(bare_role, world.policy)
+        return run_cleanup(bare_role, world.plan())
+
+    lacking = diagnose(bare_role, world.plan(dry_run=True)).blocking
+    # Every GRANT doctor printed but the last (on the camera's schema: the table only the file step reads).
+    grants = [re.search(r"run (GRANT [^;]*;)", p)[1] for p in lacking]  # type: ignore[index]
+    with world.engine.begin() as conn:
+        for grant in grants[:-1]:
+            conn.execute(text(grant))
+    one_short = diagnose(bare_role, world.plan(dry_run=True)).blocking
+    with pytest.raises(SchemaError) as refused:
+        run_as_role()
+    left_after_refusal = world.ids(detections)
+    with world.engine.begin() as conn:
+        conn.execute(text(grants[-1]))
+    granted = diagnose(bare_role, world.plan(dry_run=True))
+    stats = run_as_role()
+
+    # What the run does: lock the batches of the tables with files or children (FOR UPDATE: UPDATE),
+    # read and delete their alerts and links, read the rows that keep their files.
+    expected = {
+        "detections": "SELECT/UPDATE/DELETE",
+        "events": "SELECT/UPDATE/DELETE",
+        "alerts": "SELECT/DELETE",
+        "event_detections": "SELECT/DELETE",
+        "gpu_stats": "SELECT/DELETE",
+        "logs": "SELECT/DELETE",
+    }
+    if schema_shape == "camera":
+        expected["zone_anomalies"] = "SELECT"
+    assert _lacking(lacking) == expected
+    assert len(one_short) == 1 and str(refused.value) == one_short[0] + ". Nothing was deleted."
+    assert left_after_refusal == expired
+    assert granted.ok, granted.blocking
+    assert stats.detections_deleted == 3 and stats.events_deleted == 1
+    assert not world.ids(detections) & expired
+    assert not any(world.exists(p) for p in [*thumbnails, "data/clips/old.mp4"])

@@ -15,6 +15,7 @@ from . import purge
 from .files import StorageRoots
 from .plan import CleanupPlan
 from .policy import DeclaredRule, named, policy_problems, registry_with, table_names
+from .privileges import privilege_problems
 from .purge import drain_file_queue, preview_file_deletions, queue_ranges
 from .purge.file_queue import FilesHandled
 from .purge.offline_roots import OfflineRoots
@@ -46,9 +47,10 @@ def schema_problems(engine: Engine, registry: Registry | None = None) -> list[st
     return problems
 
 
-def prepare_database(engine: Engine, policy: tuple[DeclaredRule, ...] = ()) -> None:
+def prepare_database(engine: Engine, policy: tuple[DeclaredRule, ...] = (), dry_run: bool = False) -> None:
     """Check the camera tables retention needs (and the policy file's) and that nothing would refuse
-    their deletes, then create the bookkeeping queue if missing."""
+    their deletes (for a real run, the role's rights too), then create the bookkeeping queue if
+    missing."""
     if problems := policy_problems(engine, policy):
         raise SchemaError("; ".join(problems) + ". Nothing was deleted.")
     registry = registry_with(policy)
@@ -65,6 +67,11 @@ def prepare_database(engine: Engine, policy: tuple[DeclaredRule, ...] = ()) -> N
     # Refused here, not at the file step: by then the rows would be gone and their files stuck queued.
     if lacking := json_functions_problem(engine):
         raise SchemaError(f"{lacking}. Nothing was deleted.")
+    # The same, and doctor's, words for a right missing; a dry run deletes nothing and is let run.
+    if not dry_run and (
+        lacking_rights := privilege_problems(engine, registry, set(inspect(engine).get_table_names()))
+    ):
+        raise SchemaError("; ".join(lacking_rights) + ". Nothing was deleted.")
     ensure_bookkeeping(engine)
 
 

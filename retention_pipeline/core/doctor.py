@@ -18,6 +18,7 @@ from .files import StorageRoots
 from .index_advice import index_kinds
 from .plan import CleanupPlan
 from .policy import policy_problems
+from .privileges import privilege_problems
 from .purge import partition_catalog, partition_ddl, partitions
 from .purge.offline_roots import OfflineRoots
 from .queries import expiring
@@ -145,7 +146,7 @@ def diagnose(engine: Engine, plan: CleanupPlan, database_url: str | None = None)
     inspector = inspect(engine)
     tables = set(inspector.get_table_names())
     queued = retention_file_queue.name in tables  # created by the first run, never by doctor
-    lacking = checks.privilege_problems(engine, registry, tables)
+    lacking = privilege_problems(engine, registry, tables)
     report.blocking += lacking
     # The run refuses to start without them (its file step could not tell a shared file from an orphan).
     no_json = json_functions_problem(engine)
@@ -163,7 +164,7 @@ def diagnose(engine: Engine, plan: CleanupPlan, database_url: str | None = None)
     unindexed = [(c.table, c.column) for c in report.time_columns if not c.indexed]
     report.advice = checks.advice(engine, report.references, unindexed)
     report.roots = [_root(str(root)) for root in _storage_roots(plan)]
-    report.warnings += _root_warnings(engine, plan, report.roots, queued)
+    report.warnings += _root_warnings(engine, plan, report.roots, queued and not lacking)
     if not problems and not lacking:  # counting reads what the role may not read, and needs scratch
         report.expired_rows = _expired_rows(engine, plan)
         if engine.dialect.name == "sqlite":  # a PostgreSQL timestamp column holds instants only

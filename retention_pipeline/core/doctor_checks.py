@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event, func, literal, null, select
+from sqlalchemy import event, func, literal, select
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.sql import ColumnElement
 
 from .files import StorageRoots
 from .index_advice import index_statements
 from .instants import sqlite_instant, unreadable
 from .plan import CleanupPlan
 from .purge import preview_file_deletions
-from .references import DELETED_FIRST, Reference, cascading_children
-from .schema import retention_file_queue
-from .tables import OWN, Registry, column_of, table_of
+from .references import Reference, cascading_children
+from .tables import OWN, column_of, table_of
 
 
 def count(engine: Engine, statement: Any) -> int:
@@ -142,58 +140,3 @@ def _read_write(conn: Connection) -> None:
     cursor = conn.connection.cursor()
     cursor.execute("SET TRANSACTION READ WRITE")
     cursor.close()
-
-
-def privilege_problems(engine: Engine, registry: Registry, tables: set[str]) -> list[str]:
-    """PostgreSQL: what the role of DATABASE_URL may not do that a run does (read and delete the
-    retention tables and the children the purge deletes first, create or write its queue), as the GRANT
-    statements that fix it. The role's own rights, whoever owns the tables."""
-    if engine.dialect.name != "postgresql":
-        return []  # SQLite: whoever may open the file for writing may do all of it
-    quote = engine.dialect.identifier_preparer.quote
-    needs = [(t, p) for t in registry.names if t in tables for p in ("SELECT", "DELETE")]
-    needs += [(t, "DELETE") for t, _ in sorted(DELETED_FIRST) if t in tables]
-    queue = retention_file_queue.name
-    if queue in tables:
-        needs += [(queue, p) for p in ("SELECT", "INSERT", "UPDATE", "DELETE")]
-    probes: list[ColumnElement[Any]] = [func.has_table_privilege(func.quote_ident(t), p) for t, p in needs]
-    probes.append(func.has_schema_privilege(func.current_schema(), "CREATE"))
-    # NULL (no sequence: not our queue's serial id) counts as granted.
-    sequence = func.pg_get_serial_sequence(func.quote_ident(queue), "id")
-    probes.append(func.has_sequence_privilege(sequence, "USAGE") if queue in tables else null())
-    probes.append(sequence if queue in tables else null())
-    # The file step stages the paths it checks in a temporary table.
-    probes.append(func.has_database_privilege(func.current_database(), "TEMPORARY"))
-    with engine.connect() as conn:
-        *granted, may_create, may_number, sequence_name, may_stage = conn.execute(select(*probes)).one()
-        user, schema, database = conn.execute(
-            select(func.current_user(), func.current_schema(), func.current_database())
-        ).one()
-    missing: dict[str, list[str]] = {}
-    for (table, privilege), ok in zip(needs, granted, strict=True):
-        if not ok:
-            missing.setdefault(table, []).append(privilege)
-    problems = [
-        f"the database role {user} may not {'/'.join(p)} table {table}, which a run does: run"
-        f" GRANT {', '.join(p)} ON {quote(table)} TO {quote(user)}; (or use a role that may in DATABASE_URL)"
-        for table, p in missing.items()
-    ]
-    if may_number is False:
-        problems.append(
-            f"the database role {user} may not use the id sequence of {queue}, which each queued file"
-            f" takes: run GRANT USAGE ON SEQUENCE {sequence_name} TO {quote(user)};"
-        )
-    if not may_stage:
-        problems.append(
-            f"the database role {user} may not create temporary tables, in which the file step checks"
-            " which files rows still use: run"
-            f" GRANT TEMPORARY ON DATABASE {quote(database)} TO {quote(user)};"
-        )
-    if queue not in tables and not may_create:
-        problems.append(
-            f"the database role {user} may not CREATE in schema {schema}, where the first run creates its"
-            f" {queue} table: run GRANT CREATE ON SCHEMA {quote(schema or 'public')} TO {quote(user)};"
-            " or create it once with a role that may (then GRANT SELECT, INSERT, UPDATE, DELETE on it,"
-            f" and USAGE on its id sequence, to {user})"
-        )
-    return problems

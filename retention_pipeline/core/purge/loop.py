@@ -116,6 +116,14 @@ def _id_span(engine: Engine, statement: Any) -> tuple[int | None, int | None]:
     return low, high
 
 
+def locks_its_rows(expiry: Expiry, table: str, delete_images: bool) -> bool:
+    """Whether each batch of `table` locks its rows before deleting them, on PostgreSQL with SELECT ... FOR
+    UPDATE, for which the role needs UPDATE on the table (privileges.py asks this too): a table with files
+    to queue or children to delete does."""
+    entry = expiry.registry[table]
+    return bool(entry.media(delete_images)) or children_deleter(expiry, table, entry.children) is not None
+
+
 def table_batches(
     engine: Engine, expiry: Expiry, table: str, delete_images: bool = False, time_cap_ms: float | None = None
 ) -> Step:
@@ -126,7 +134,7 @@ def table_batches(
     media = entry.media(delete_images)
     on_postgresql = engine.dialect.name == "postgresql"
     children = children_deleter(expiry, table, entry.children, on_postgresql, engine.dialect.name)
-    if not media and children is None:
+    if not locks_its_rows(expiry, table, delete_images):
         if on_postgresql:
             return postgresql.plain_rows(engine, expiry, table, time_cap_ms)
         return sqlite.plain_rows(engine, expiry, table)
