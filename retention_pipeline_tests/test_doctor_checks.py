@@ -7,11 +7,13 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 
+from retention_pipeline.core import doctor_checks
 from retention_pipeline.core.cleanup import SchemaError, prepare_database, run_cleanup
 from retention_pipeline.core.db import make_engine
 from retention_pipeline.core.doctor import diagnose
@@ -180,3 +182,60 @@ def test_a_role_given_the_grants_doctor_prints_runs_and_one_short_of_them_is_ref
     assert stats.detections_deleted == 3 and stats.events_deleted == 1
     assert not world.ids(detections) & expired
     assert not any(world.exists(p) for p in [*thumbnails, "data/clips/old.mp4"])
+
+
+# A hot standby cannot be made here, and no setting makes SET TRANSACTION READ WRITE fail on a primary
+# (default_transaction_read_only=on for the role only sets the default, which the preview overrides). So
+# each of a standby's two answers is injected: pg_is_in_recovery() true, through a function of that name
+# that a search path listing pg_catalog last finds first; and a writable transaction refused, by leaving the
+# preview's transactions read-only (its temporary table is then refused as on a read-only server).
+@pytest.fixture
+def standby_url(postgresql_only: None, world: CameraWorld) -> Iterator[str]:
+    """DATABASE_URL of a server that says it is in recovery."""
+    with world.engine.begin() as conn:
+        conn.execute(
+            text("CREATE FUNCTION public.pg_is_in_recovery() RETURNS boolean LANGUAGE sql AS 'SELECT true'")
+        )
+    url = world.engine.url.update_query_dict({"options": "-csearch_path=public,pg_catalog"})
+    yield url.render_as_string(hide_password=False)
+    with world.engine.begin() as conn:
+        conn.execute(text("DROP FUNCTION public.pg_is_in_recovery()"))
+
+
+def test_on_a_standby_doctor_completes_saying_why_the_files_are_not_counted(
+    world: CameraWorld, tmp_path: Path, standby_url: str
+):
+    world.detection(world.old())
+
+    done = cli(world, tmp_path, "doctor", "--json", DATABASE_URL=standby_url)
+    text_report = cli(world, tmp_path, "doctor", DATABASE_URL=standby_url)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["ok"] and report["expired_rows"]["detections"] == 1
+    assert report["expired_files"] is None
+    assert report["expired_files_not_counted"].startswith("the server is a read-only standby (in recovery)")
+    assert text_report.returncode == 0
+    assert "; files not counted: the server is a read-only standby" in text_report.stdout
+
+
+def test_where_the_preview_s_transaction_cannot_write_doctor_completes_saying_why(
+    postgresql_only: None, world: CameraWorld, monkeypatch: pytest.MonkeyPatch
+):
+    world.detection(world.old())
+
+    def stays_read_only(conn: Any) -> None:
+        cursor = conn.connection.cursor()
+        cursor.execute("SET TRANSACTION READ ONLY")
+        cursor.close()
+
+    monkeypatch.setattr(doctor_checks, "_read_write", stays_read_only)
+    report = diagnose(
+        make_engine(str(world.engine.url.render_as_string(False)), read_only=True), world.plan()
+    )
+
+    assert report.ok, report.blocking
+    assert report.expired_rows["detections"] == 1
+    assert report.expired_files is None
+    assert report.expired_files_not_counted is not None
+    assert "cannot execute CREATE TABLE in a read-only transaction" in report.expired_files_not_counted

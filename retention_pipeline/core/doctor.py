@@ -81,6 +81,8 @@ class DoctorReport:
     rules: list[dict[str, Any]] = field(default_factory=list)
     expired_rows: dict[str, int] = field(default_factory=dict)
     expired_files: int | None = None
+    # Why expired_files was not counted (a read-only standby), or None.
+    expired_files_not_counted: str | None = None
     # Tables whose wholly expired partitions a run drops whole: table -> how many it would drop now.
     partitions_to_drop: dict[str, int] = field(default_factory=dict)
     # Indexes worth adding, as the statements that add them, in the order to run them (doctor never does).
@@ -106,6 +108,7 @@ class DoctorReport:
             "rules": self.rules,
             "expired_rows": self.expired_rows,
             "expired_files": self.expired_files,
+            "expired_files_not_counted": self.expired_files_not_counted,
             "partitions_to_drop": self.partitions_to_drop,
             "advice": self.advice,
         }
@@ -173,7 +176,10 @@ def diagnose(engine: Engine, plan: CleanupPlan, database_url: str | None = None)
             # column): such a run deletes rows it should keep, which no later run can undo.
             report.blocking += checks.times_before_1970(engine, plan)
         if not no_json:  # the preview's reference check needs them
-            report.expired_files = checks.files_a_run_deletes(engine, plan, queued)
+            try:
+                report.expired_files = checks.files_a_run_deletes(engine, plan, queued)
+            except checks.FilesNotCounted as exc:  # not blocking: a run on the primary is not affected
+                report.expired_files_not_counted = str(exc)
         report.partitions_to_drop = {
             name: partitions.partitions_to_drop(engine, plan.expiry, name)
             for name in registry.names

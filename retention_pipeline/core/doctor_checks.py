@@ -121,17 +121,44 @@ def advice(engine: Engine, references: list[Reference], unindexed: list[tuple[st
     return list(dict.fromkeys(statements))
 
 
+class FilesNotCounted(Exception):
+    """The dry run's file preview cannot run on this server; the message says why."""
+
+
+# read_only_sql_transaction, and feature_not_supported: a hot standby refusing SET TRANSACTION READ WRITE
+# ("cannot set transaction read-write mode during recovery").
+_READ_ONLY_CODES = {"25006", "0A000"}
+
+
 def files_a_run_deletes(engine: Engine, plan: CleanupPlan, queued: bool) -> int:
     """The files a dry run would delete now (the dry run's own preview: not a file a surviving row still
-    uses, not one already gone), however the run is split."""
+    uses, not one already gone), however the run is split; FilesNotCounted where the server allows no
+    transaction to write, not even to a temporary table (a hot standby)."""
     roots = StorageRoots.from_dirs(plan.media_root, plan.storage_dirs)
     if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            if conn.execute(select(func.pg_is_in_recovery())).scalar_one():
+                raise FilesNotCounted(
+                    "the server is a read-only standby (in recovery), where the preview cannot create the"
+                    " temporary table it checks paths in; run doctor against the primary to count them"
+                )
         # The preview stages the paths it checks in a temporary table, private to its session and gone
         # with it, which a read-only transaction may not create: its transactions alone may write (the
         # listener is this copy's, not the engine's; both share the pool).
         engine = engine.execution_options()
         event.listen(engine, "begin", _read_write)
-    counts = preview_file_deletions(engine, roots, plan.expiry, plan.delete_images, queued=queued)
+    try:
+        counts = preview_file_deletions(engine, roots, plan.expiry, plan.delete_images, queued=queued)
+    except Exception as exc:
+        # Raised through SQLAlchemy (DBAPIError: .orig) or, from the begin listener, by the driver itself.
+        code = getattr(getattr(exc, "orig", exc), "pgcode", None)
+        if code not in _READ_ONLY_CODES:
+            raise
+        message = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        raise FilesNotCounted(
+            f"the server refused the preview's writable transaction ({message}); run doctor against a"
+            " server that accepts writes to count them"
+        ) from None
     return counts.thumbnails_deleted + counts.images_deleted + counts.clips_deleted
 
 

@@ -42,6 +42,8 @@ def render(report: DoctorReport) -> str:
         files = (
             "" if report.expired_files is None else f"; files {report.expired_files} (as a dry run deletes)"
         )
+        if report.expired_files_not_counted:
+            files = f"; files not counted: {report.expired_files_not_counted}"
         lines.append(f"would expire now: {counts}{files}")
     for table, count in report.partitions_to_drop.items():
         lines.append(
