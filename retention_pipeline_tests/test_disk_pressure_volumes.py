@@ -1,19 +1,26 @@
 """Which volumes disk_pressure_sensor watches and emergency mode presses: only those where shortening
 retention deletes files; and the emergency that deletes rows but none of their files stops."""
 
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
 import pytest
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, text
 
-from retention_pipeline.core.schema import detections
+from retention_pipeline.core.schema import detections, events
 from retention_pipeline.jobs import data_cleanup
 from retention_pipeline.resources import CameraSystemResource, DiskSpaceResource
 from retention_pipeline.sensors import disk_pressure_sensor
 from retention_pipeline_tests.dagster_helpers import failure_messages, plan_config
 from retention_pipeline_tests.factories import CLIPS, IMAGES, THUMBS, CameraWorld
-from retention_pipeline_tests.test_disk_pressure import FixedDisk, OneVolumeFull, emergency_run, online
+from retention_pipeline_tests.test_disk_pressure import (
+    FilesFillTheDisk,
+    FixedDisk,
+    OneVolumeFull,
+    emergency_run,
+    online,
+)
 
 
 def evaluate(
@@ -128,3 +135,41 @@ def test_an_emergency_whose_passes_delete_rows_but_none_of_their_files_stops(ful
     assert not result.success
     assert "deleted rows whose files lie on the volume of" in failure_messages(result)
     assert full.count(detections) == 27  # three passes, not 29 days of 30
+
+
+def test_old_rows_without_clips_do_not_stop_an_emergency_on_the_full_clips_volume(
+    full: CameraWorld, instance, other_volume: Path
+):
+    # Clips on a volume of their own, full, recorded only over the last 8 days: older events have no clip.
+    # The old detections' thumbnails, on the roomy media volume, are gone already. Passes over the old
+    # days handle no clip at all: they must neither count against the clips volume nor stop the run.
+    clips = other_volume / "clips"
+    clips.mkdir()
+    for day in range(30):
+        clip = None
+        if day < 8:
+            clip = clips / f"c{day}.mp4"
+            clip.write_bytes(b"x" * 100)
+        full.event(full.now - timedelta(days=day, hours=13), clip=str(clip) if clip else None)
+    for n, thumb in enumerate(sorted((full.media / THUMBS).iterdir())):
+        if n % 2 == 0:
+            thumb.unlink()
+    disk = FilesFillTheDisk(folder=str(clips), capacity=9, volume=str(other_volume))  # 11.1% free
+    camera = CameraSystemResource(
+        database_url=full.engine.url.render_as_string(hide_password=False),
+        media_root=str(full.media),
+        thumbnail_dir=THUMBS,
+        clips_dir=str(clips),
+        images_dir=IMAGES,
+    )
+
+    result = data_cleanup.execute_in_process(
+        run_config=plan_config(dry_run=False, emergency=True, reference_time=full.now.isoformat()),
+        resources={"camera_system": camera, "disk": disk},
+        instance=instance,
+        raise_on_error=False,
+    )
+
+    assert result.success, failure_messages(result)
+    assert sorted(path.name for path in clips.iterdir()) == [f"c{day}.mp4" for day in range(7)]
+    assert full.count(events) == 7  # before the fix: stopped at 27 days, clips volume still full

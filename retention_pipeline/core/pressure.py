@@ -12,19 +12,15 @@ from sqlalchemy.engine import Engine
 from .cleanup import cleanup_pass
 from .inventory import oldest_kept
 from .plan import CleanupPlan
+from .relief_verdicts import Verdicts
 from .stats import CleanupStats, FileCounts
 from .volumes import emergency_kinds, volumes_by_kind
-
-# Passes in a row that deleted files on a volume under the target without freeing any room there.
-FRUITLESS_PASSES = 2
-# Passes in a row that deleted rows naming files on a volume under the target, yet no file there.
-BARREN_PASSES = 3
 
 
 class PressureNotRelieved(RuntimeError):
     """Shortening retention cannot bring the free space to the target: at MIN_RETENTION_DAYS, with nothing
-    left that a shorter retention deletes, after passes that deleted files and freed nothing, or after
-    passes that deleted rows but none of their files."""
+    left that a shorter retention deletes, or when every volume under the target is stuck: its passes
+    deleted files and freed nothing, or deleted rows but none of their files."""
 
 
 @dataclass
@@ -90,19 +86,18 @@ def relieve_pressure(
     passes. `clean_at` returns what its pass deleted (`rows_deleted`, `files_deleted`, ...).
 
     Raises PressureNotRelieved with the numbers when even min_days is not enough, when no row is left
-    that a shorter retention deletes, when two passes in a row deleted files on one volume under the
-    target (`volumes` in what `clean_at` returns) and neither gained any room there (the disk is filled
-    by something deleting camera data cannot touch), or when three passes in a row deleted rows naming
-    files on one such volume (`rows_on`) and no file there, every file they named staying (`unfreed`:
-    queued on an unmounted root, missing, refused, failing, shared): cutting further would only erase
-    retention for nothing.
+    that a shorter retention deletes, or when every volume still under the target is stuck (cutting
+    further would only erase retention for nothing): two passes that deleted files there (`volumes` in
+    what `clean_at` returns) gained no room there (the disk is filled by something deleting camera data
+    cannot touch), or three passes handled files there (`unfreed_on`: some stayed, queued on an unmounted
+    root, missing, refused, failing, shared) and deleted none. Passes that handled no file on a volume
+    are skipped in its count (see `Verdicts`). While one pressed volume is not stuck, retention goes on
+    shortening: a volume nothing relieves must not leave another to fill.
     """
     free = free_by_volume()
     result = ReliefResult(start_days, start_days, free, free, target)
     days = start_days
-    # Counted per volume: a fruitless step on one says nothing of another.
-    fruitless: dict[str, int] = {}
-    barren: dict[str, int] = {}
+    verdicts = Verdicts()
     while (pressed := _under(free, target)) and days > min_days:
         age = oldest_age_days(days)
         if age is None:
@@ -118,9 +113,10 @@ def relieve_pressure(
         result.steps.append({"retention_days": days, "free_percent": round(_lowest(free), 2), **deleted})
         result.final_days, result.free_after = days, free
         progress(f"emergency: retention {days} days -> {_describe(free)} (target {target}%)")
-        for volume in pressed:
-            _judge(volume, deleted, before, free, fruitless, barren)
-        _stop_if_fruitless(days, deleted, free, target, fruitless, barren)
+        verdicts.judge(pressed, deleted, before, free)
+        files_deleted = deleted.get("files_deleted", 0)
+        if reason := verdicts.give_up(_under(free, target), days, files_deleted, _describe(free), target):
+            raise PressureNotRelieved(reason)
     if _under(free, target):
         raise PressureNotRelieved(
             f"disk still {_describe(free)} after cutting retention from {start_days} to {days} days"
@@ -128,52 +124,6 @@ def relieve_pressure(
             " or lower MIN_RETENTION_DAYS."
         )
     return result
-
-
-def _judge(
-    volume: str,
-    deleted: dict[str, Any],
-    before: dict[str, float],
-    free: dict[str, float],
-    fruitless: dict[str, int],
-    barren: dict[str, int],
-) -> None:
-    """Count one pass on a volume under the target. Judged only where it deleted files: rows free no disk
-    space (neither engine shrinks its files), and a file deleted on a roomy volume frees none on the full
-    one. A pass that deleted rows naming files there but not one file there, while some file it handled
-    stayed, is barren; rows whose file columns were empty leave nothing behind and do not count."""
-    if volume in deleted.get("volumes", ()):
-        barren[volume] = 0
-        # Twice in a row: once can be the camera writing as much as the pass freed.
-        fruitless[volume] = 0 if free[volume] > before[volume] else fruitless.get(volume, 0) + 1
-    elif volume in deleted.get("rows_on", ()) and deleted.get("unfreed"):
-        barren[volume] = barren.get(volume, 0) + 1
-
-
-def _stop_if_fruitless(
-    days: int,
-    deleted: dict[str, Any],
-    free: dict[str, float],
-    target: float,
-    fruitless: dict[str, int],
-    barren: dict[str, int],
-) -> None:
-    if stuck := [volume for volume, n in fruitless.items() if n >= FRUITLESS_PASSES]:
-        raise PressureNotRelieved(
-            f"cutting retention to {days} days deleted {deleted.get('files_deleted', 0)} files on the"
-            f" volume of {' and of '.join(stuck)}, and the last pass deleting files there others, but"
-            f" neither freed anything measurable there ({_describe(free)}; the target is {target}%): what"
-            " fills it is not data retention deletes. Stopped instead of cutting further; free space by"
-            " other means."
-        )
-    if stuck := [volume for volume, n in barren.items() if n >= BARREN_PASSES]:
-        raise PressureNotRelieved(
-            f"the last {BARREN_PASSES} emergency passes, down to {days} days, deleted rows whose files lie"
-            f" on the volume of {' and of '.join(stuck)} but not one of those files ({_describe(free)}; the"
-            f" target is {target}%): they stayed queued (storage root unmounted?), were missing, refused,"
-            " failed or shared. Stopped instead of cutting further; see the passes' file counts, mount"
-            " the storage root or free space by other means."
-        )
 
 
 def relieve_by_cleanup(
@@ -191,10 +141,9 @@ def relieve_by_cleanup(
 
     kinds = emergency_kinds(plan.registry, plan.delete_images, dict(plan.days_by_table))
     volume_of = volumes_by_kind(plan.storage_dirs, kinds)
-    volumes_of_table = {
-        entry.name: {volume_of[m.kind] for m in entry.media(plan.delete_images) if m.kind in volume_of}
-        for entry in plan.registry.tables
-    }
+
+    def volumes(counts: dict[str, int]) -> list[str]:
+        return sorted({volume_of[kind] for kind, n in counts.items() if n and kind in volume_of})
 
     def clean_at(days: int) -> dict[str, Any]:
         step, files = cleanup_pass(engine, plan.with_retention(days), progress)
@@ -206,17 +155,14 @@ def relieve_by_cleanup(
         }
         # Every table's rows (gpu_stats, logs and the policy file's too), not only events and detections.
         rows = sum(step.rows_deleted_by_table.values())
-        named = [volumes_of_table.get(table, set()) for table, n in step.rows_deleted_by_table.items() if n]
-        unfreed = files.files_missing + files.files_refused + files.files_failed + files.files_kept_shared
         return {
             "rows_deleted": rows,
             "files_deleted": sum(by_kind.values()),
             "bytes": step.space_reclaimed,
-            "volumes": sorted(
-                {volume_of[kind] for kind, count in by_kind.items() if count and kind in volume_of}
-            ),
-            "rows_on": sorted(set().union(*named)),
-            "unfreed": unfreed + sum(files.roots_offline.values()),
+            "files_not_freed": sum(files.unfreed_by_kind.values()),
+            # By the kind of each file, so a file of another volume never counts for this one.
+            "volumes": volumes(by_kind),
+            "unfreed_on": volumes(files.unfreed_by_kind),
         }
 
     def oldest_age_days(days: int) -> float | None:

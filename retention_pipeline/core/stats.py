@@ -51,6 +51,10 @@ class FileCounts:
     # Storage root (as configured) that was missing or empty -> its missing files, which stayed queued
     # (not counted in files_missing): an unmounted volume's files are out of sight, not gone.
     roots_offline: dict[str, int] = field(default_factory=dict)
+    # Kind (thumbnail, image, clip) -> its files handled but not freed: missing, refused, failed, kept
+    # shared or left queued under an offline root. Emergency mode tells by it which volume a pass
+    # touched without gaining room there; the totals above stay as reported.
+    unfreed_by_kind: dict[str, int] = field(default_factory=dict)
     refused_examples: list[str] = field(default_factory=list)
     failed_examples: list[str] = field(default_factory=list)
 
@@ -59,11 +63,15 @@ class FileCounts:
     clip_bytes: int = 0
 
     def count_deleted(self, kind: str, freed: int) -> None:
-        kind = kind if kind in ("thumbnail", "image") else "clip"
+        kind = _counted_kind(kind)
         plural = {"thumbnail": "thumbnails", "image": "images", "clip": "clips"}[kind]
         setattr(self, f"{plural}_deleted", getattr(self, f"{plural}_deleted") + 1)
         setattr(self, f"{kind}_bytes", getattr(self, f"{kind}_bytes") + freed)
         self.space_reclaimed += freed
+
+    def count_unfreed(self, kind: str) -> None:
+        kind = _counted_kind(kind)
+        self.unfreed_by_kind[kind] = self.unfreed_by_kind.get(kind, 0) + 1
 
     @classmethod
     def merge(cls, parts: list[FileCounts]) -> FileCounts:
@@ -86,6 +94,10 @@ class FileCounts:
         # Only a handful of examples are kept so memory stays bounded on a run with millions of files.
         if len(examples) < keep:
             examples.append(text)
+
+
+def _counted_kind(kind: str) -> str:
+    return kind if kind in ("thumbnail", "image") else "clip"
 
 
 @dataclass(frozen=True)

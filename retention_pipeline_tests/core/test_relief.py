@@ -57,8 +57,12 @@ def test_two_fruitless_steps_in_a_row_on_one_volume_stop_the_run():
 
 
 def barren(volume: str) -> tuple[dict[str, Any], dict[str, float]]:
-    """A pass that deleted rows naming files on `volume`, and not one of those files (they stayed)."""
-    return {"files_deleted": 0, "volumes": [], "rows_on": [volume], "unfreed": 1}, {}
+    """A pass that handled files on `volume` (deleted rows naming them), and not one of them (they stayed)."""
+    return {"files_deleted": 0, "volumes": [], "unfreed_on": [volume]}, {}
+
+
+# A pass that handled no file on the full volume: rows only, or files of another volume.
+NEUTRAL: tuple[dict[str, Any], dict[str, float]] = ({"files_deleted": 0, "volumes": [], "unfreed_on": []}, {})
 
 
 def test_passes_that_delete_rows_but_none_of_their_files_on_the_full_volume_stop_the_run():
@@ -73,11 +77,11 @@ def test_passes_that_delete_rows_but_none_of_their_files_on_the_full_volume_stop
 @pytest.mark.parametrize(
     "quiet",
     [
-        # rows of tables storing no file on the full volume (gpu_stats, another volume's clips)
-        {"files_deleted": 0, "volumes": [], "rows_on": [], "unfreed": 0},
-        {"files_deleted": 1, "volumes": ["B"], "rows_on": ["B"], "unfreed": 0},
-        # rows whose file columns were empty: nothing stayed behind
-        {"files_deleted": 0, "volumes": [], "rows_on": ["A"], "unfreed": 0},
+        # rows of tables storing no file (gpu_stats), or whose file columns were empty
+        {"files_deleted": 0, "volumes": [], "unfreed_on": []},
+        # files of another volume: deleted, or missing there
+        {"files_deleted": 1, "volumes": ["B"], "unfreed_on": ["B"]},
+        {"files_deleted": 0, "volumes": [], "unfreed_on": ["B"]},
     ],
 )
 def test_passes_that_delete_rows_naming_no_file_left_behind_there_never_stop_the_run(quiet: dict[str, Any]):
@@ -86,8 +90,43 @@ def test_passes_that_delete_rows_naming_no_file_left_behind_there_never_stop_the
     assert script.run() == 19  # the eleventh pass relieved the disk
 
 
-def test_a_pass_that_deletes_files_there_starts_the_barren_count_again():
-    freed = ({"volumes": ["A"], "rows_on": ["A"]}, {"A": 6.0})
-    script = Script({"A": 5.0}, [barren("A"), barren("A"), freed, barren("A"), barren("A")])
+@pytest.mark.parametrize("free_after", [{"A": 6.0}, {}], ids=["freed", "fruitless"])
+def test_a_pass_that_deletes_files_there_starts_the_barren_count_again(free_after: dict[str, float]):
+    deleting = ({"volumes": ["A"], "unfreed_on": ["A"]}, free_after)
+    script = Script({"A": 5.0}, [barren("A"), barren("A"), deleting, barren("A"), barren("A")])
 
     assert script.run() == 24
+
+
+def test_a_volume_nothing_relieves_does_not_stop_the_run_while_another_gains_room():
+    # A gains room with every pass; B is filled by something else. B's fruitless passes must not leave A
+    # under its target (the sensor would hold off while A fills).
+    gaining = [({"volumes": ["A", "B"]}, {"A": 8.0 + n, "B": 8.0}) for n in range(1, 10)]
+    script = Script({"A": 8.0, "B": 8.0}, gaining)
+
+    with pytest.raises(PressureNotRelieved, match="neither freed anything measurable") as stopped:
+        script.run()
+    assert script.days == [29, 28, 27, 26, 25, 24, 23]  # A has 15% free: only B is left under the target
+    assert script.free["A"] == 15.0
+    assert "on the volume of B neither" in str(stopped.value)
+
+
+def test_barren_passes_count_in_a_row_past_passes_that_handled_no_file_there():
+    script = Script({"A": 5.0}, [barren("A"), NEUTRAL, barren("A"), NEUTRAL, barren("A")])
+
+    with pytest.raises(PressureNotRelieved, match="not one of those files"):
+        script.run()
+    assert script.days == [29, 28, 27, 26, 25]
+
+
+def test_the_run_stops_only_once_every_volume_under_the_target_is_stuck():
+    # Every pass deletes files on A that free nothing, and handles files on B that all stay.
+    both = ({"volumes": ["A"], "unfreed_on": ["B"]}, {})
+    script = Script({"A": 10.0, "B": 10.0}, [both] * 5)
+
+    with pytest.raises(PressureNotRelieved) as stopped:
+        script.run()
+    assert script.days == [29, 28, 27]  # A stuck after two passes, B after three
+    message = str(stopped.value)
+    assert "on the volume of A neither freed anything measurable" in message
+    assert "files lie on the volume of B but not one of those files" in message

@@ -61,6 +61,8 @@ def test_clips_of_events_deleted_while_their_volume_is_unmounted_are_deleted_onc
 
     assert comparable(preview) == comparable(real)
     assert predicted.roots_offline == files.roots_offline == {str(world.media / CLIPS): 3}
+    # Emergency mode attributes them to the clips' volume, and the thumbnail deleted to the thumbnails'.
+    assert predicted.unfreed_by_kind == files.unfreed_by_kind == {"clip": 3}
     assert real.events_deleted == 3 and world.count(events) == 0
     assert real.files_missing == 0 and real.clips_deleted == 0
     assert real.thumbnails_deleted == 1  # the mounted roots are drained as usual

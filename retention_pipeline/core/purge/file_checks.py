@@ -124,8 +124,13 @@ def delete_unreferenced(
     and missing files under a root in `offline` (which a dry run counts alike).
     """
     resolved_dirs: dict[str, str] = {}  # shared by this chunk only
-    counts.files_kept_shared += sum(1 for path, _kind in entries if path in referenced)
-    doomed = [(path, kind) for path, kind in entries if path not in referenced]
+    doomed = []
+    for path, kind in entries:
+        if path in referenced:
+            counts.files_kept_shared += 1
+            counts.count_unfreed(kind)
+        else:
+            doomed.append((path, kind))
     stored = [path for path, _kind in doomed]
     if dry_run:
         outcomes = [remove_file(roots, path, True, resolved_dirs, links) for path in stored]
@@ -135,7 +140,9 @@ def delete_unreferenced(
     for (path, kind), (outcome, freed) in zip(doomed, outcomes, strict=True):
         if outcome is Outcome.DELETED:
             counts.count_deleted(kind, freed)
-        elif outcome is Outcome.MISSING:
+            continue
+        counts.count_unfreed(kind)
+        if outcome is Outcome.MISSING:
             root = offline.holding(path, resolved_dirs) if offline is not None else None
             if root is None:
                 counts.files_missing += 1

@@ -1,0 +1,86 @@
+"""Emergency mode's verdict on each pass for each volume under the target, and when to give up."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+# Passes in a row that deleted files on a volume under the target without freeing any room there.
+FRUITLESS_PASSES = 2
+# Passes in a row that handled files on a volume under the target (deleted rows naming them) yet deleted
+# not one of them.
+BARREN_PASSES = 3
+
+
+@dataclass
+class Verdicts:
+    """Per volume, the fruitless and barren passes in a row so far (passes that handled no file there
+    are skipped: they say nothing of it)."""
+
+    fruitless: dict[str, int] = field(default_factory=dict)
+    barren: dict[str, int] = field(default_factory=dict)
+
+    def judge(
+        self,
+        pressed: Iterable[str],
+        deleted: dict[str, Any],
+        before: dict[str, float],
+        free: dict[str, float],
+    ) -> None:
+        """Count one pass on the volumes that were under the target when it began.
+
+        Only files count: rows free no disk space (neither engine shrinks its files), and a file handled
+        on a roomy volume says nothing of the full one. `deleted["volumes"]`: the volumes where the pass
+        deleted a file; `deleted["unfreed_on"]`: those where a file it handled stayed (missing, refused,
+        failed, shared, queued under an offline root)."""
+        for volume in pressed:
+            if volume in deleted.get("volumes", ()):
+                self.barren[volume] = 0
+                if free[volume] > before[volume]:
+                    self.fruitless[volume] = 0
+                else:
+                    # Twice in a row: once can be the camera writing as much as the pass freed.
+                    self.fruitless[volume] = self.fruitless.get(volume, 0) + 1
+            elif volume in deleted.get("unfreed_on", ()):
+                # Leaves the fruitless count as it was: a pass that deleted nothing there cannot tell
+                # whether deleting frees room there.
+                self.barren[volume] = self.barren.get(volume, 0) + 1
+
+    def is_fruitless(self, volume: str) -> bool:
+        return self.fruitless.get(volume, 0) >= FRUITLESS_PASSES
+
+    def is_barren(self, volume: str) -> bool:
+        return self.barren.get(volume, 0) >= BARREN_PASSES
+
+    def give_up(
+        self, pressed: list[str], days: int, files_deleted: int, described: str, target: float
+    ) -> str | None:
+        """Why the emergency stops, when every volume still under the target (`pressed`) is stuck; None
+        while one of them may still gain room from a shorter retention."""
+        if not pressed or not all(self.is_fruitless(v) or self.is_barren(v) for v in pressed):
+            return None
+        fruitless = [volume for volume in pressed if self.is_fruitless(volume)]
+        barren = [volume for volume in pressed if volume not in fruitless]
+        reasons = []
+        if fruitless:
+            reasons.append(
+                f"the last {FRUITLESS_PASSES} passes deleting files on the volume of {_names(fruitless)}"
+                " neither freed anything measurable there: what fills it is not data retention deletes"
+            )
+        if barren:
+            reasons.append(
+                f"the last {BARREN_PASSES} passes deleted rows whose files lie on the volume of"
+                f" {_names(barren)} but not one of those files: they stayed queued (storage root"
+                " unmounted?), were missing, refused, failed or shared"
+            )
+        return (
+            f"cutting retention to {days} days deleted {files_deleted} files, and no volume still under the"
+            f" {target}% target can gain room from a shorter retention ({described}): {'; '.join(reasons)}."
+            " Stopped instead of cutting further; see the passes' file counts, mount the storage root or"
+            " free space by other means."
+        )
+
+
+def _names(volumes: list[str]) -> str:
+    return " and of ".join(volumes)
