@@ -44,6 +44,13 @@ _FILE_ASSETS = [
         description="Event clips under CLIPS_DIR: deleted with their event.",
     ),
 ]
+MEDIA_STORES = frozenset(spec.key.to_user_string() for spec in _FILE_ASSETS)
+
+
+def table_key(name: str) -> dg.AssetKey:
+    """A table's asset key: its name, or `table/<name>` for a policy table named like a media store (a
+    camera database may well hold a `clips` table), so the two assets never share a key."""
+    return dg.AssetKey(["table", name]) if name in MEDIA_STORES else dg.AssetKey(name)
 
 
 def _describe(entry: RetentionTable) -> str:
@@ -59,7 +66,7 @@ def camera_assets(registry: Registry) -> list[dg.AssetSpec]:
     """One asset per retention table (the built-in four and the policy file's) and one per file kind."""
     tables = [
         dg.AssetSpec(
-            entry.name,
+            table_key(entry.name),
             group_name=GROUP,
             deps=["events"] if entry.name == "detections" else [],
             description=_describe(entry),
@@ -91,7 +98,7 @@ def _table_observations(
         }
         if stats is not None:
             metadata["rows_deleted"] = stats.rows_deleted_by_table.get(entry.name, 0)
-        observations.append(dg.AssetObservation(asset_key=entry.name, metadata=metadata))
+        observations.append(dg.AssetObservation(asset_key=table_key(entry.name), metadata=metadata))
     return observations
 
 

@@ -6,7 +6,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
+from sqlalchemy import inspect
 
+from .assets import table_key
 from .core.inventory import retention_health
 from .core.tables import Registry, RetentionTable
 from .history import last_sweep_report
@@ -18,7 +20,7 @@ MEDIA_ASSETS = ("thumbnails", "clips", "images")
 
 def _retention_check(entry: RetentionTable) -> dg.AssetChecksDefinition:
     @dg.asset_check(
-        asset=entry.name,
+        asset=table_key(entry.name),
         name="retention_enforced",
         description="Passes while no row is left that a run one day ago would have deleted (rows reach"
         " their retention + 1 day just before each daily run; rows the keep rule keeps are not overdue)."
@@ -26,8 +28,23 @@ def _retention_check(entry: RetentionTable) -> dg.AssetChecksDefinition:
     )
     def check(camera_system: CameraSystemResource) -> dg.AssetCheckResult:
         settings = camera_system.settings()
+        engine = camera_system.engine()
+        if not inspect(engine).has_table(entry.name):
+            # Dropped or renamed since the code location loaded: nothing enforces its rules any more.
+            todo = (
+                "check DATABASE_URL"
+                if entry.built_in
+                else "restore the table, or remove its rules from RETENTION_POLICY_FILE and reload"
+            )
+            return dg.AssetCheckResult(
+                passed=False,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=f"The database has no table {entry.name!r}: its retention is not enforced;"
+                f" {todo}.",
+                metadata={"table_missing": True},
+            )
         health = retention_health(
-            camera_system.engine(),
+            engine,
             settings.registry,
             entry.name,
             settings.retention_days,

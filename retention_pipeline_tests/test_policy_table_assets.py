@@ -1,0 +1,123 @@
+"""Policy tables as assets: their keys beside the media stores', and their checks when the table is gone."""
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from sqlalchemy import Column, DateTime, Integer, MetaData, Table, insert, text
+from sqlalchemy.engine import Engine
+
+from retention_pipeline.assets import camera_assets
+from retention_pipeline.checks import orphan_checks, retention_checks, retention_health_job
+from retention_pipeline.definitions import defs
+from retention_pipeline.resources import CameraSystemResource, DiskSpaceResource
+from retention_pipeline.settings import Settings
+from retention_pipeline_tests.dagster_helpers import (
+    environment_for,
+    latest_observation,
+    plan_config,
+)
+from retention_pipeline_tests.factories import CLIPS, CameraWorld
+
+
+@pytest.fixture
+def live_world(engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CameraWorld:
+    """A world on the real clock, with the environment pointing the Definitions' resources at it."""
+    world = CameraWorld(engine, tmp_path / "media", now=datetime.now(UTC))
+    for name, value in environment_for(world).items():
+        monkeypatch.setenv(name, value)
+    return world
+
+
+def policy_table(engine: Engine, name: str) -> Table:
+    table = Table(
+        name,
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+    )
+    table.create(engine)
+    return table
+
+
+def policy_definitions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str) -> dg.Definitions:
+    """The code location's Definitions, built as definitions.py builds them, with this policy file."""
+    path = tmp_path / "policy.yaml"
+    path.write_text(policy)
+    monkeypatch.setenv("RETENTION_POLICY_FILE", str(path))
+    registry = Settings.from_env().registry
+    return dg.Definitions(
+        assets=camera_assets(registry),
+        asset_checks=[*retention_checks(registry), *orphan_checks],
+        jobs=[retention_health_job, defs.resolve_job_def("data_cleanup")],
+        resources={"camera_system": CameraSystemResource(), "disk": DiskSpaceResource()},
+    )
+
+
+def checks_of(
+    definitions: dg.Definitions, instance: dg.DagsterInstance
+) -> dict[str, dg.AssetCheckEvaluation]:
+    result = definitions.resolve_job_def("retention_health").execute_in_process(instance=instance)
+    assert result.success
+    return {f"{e.asset_key.to_user_string()}:{e.check_name}": e for e in result.get_asset_check_evaluations()}
+
+
+def test_a_policy_table_named_like_a_media_store_is_its_own_asset_beside_the_store(
+    live_world: CameraWorld, instance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    clips_table = policy_table(live_world.engine, "clips")
+    with live_world.engine.begin() as conn:  # 90 days allowed: 93 is two missed runs past due
+        conn.execute(insert(clips_table).values(created_at=live_world.now - timedelta(days=93)))
+    live_world.event(live_world.now - timedelta(days=40), clip=live_world.file(f"{CLIPS}/c.mp4", 300))
+    policy = "tables:\n  - table: clips\n    time_column: created_at\n    retention_days: 90\n"
+
+    definitions = policy_definitions(tmp_path, monkeypatch, policy)
+
+    keys = {key.to_user_string() for key in definitions.resolve_asset_graph().get_all_asset_keys()}
+    assert keys == {
+        "events",
+        "detections",
+        "gpu_stats",
+        "logs",
+        "thumbnails",
+        "images",
+        "clips",
+        "table/clips",
+    }
+    before = checks_of(definitions, instance)
+    assert not before["table/clips:retention_enforced"].passed
+    assert before["table/clips:retention_enforced"].metadata["allowed_age_days"].value == 91
+    assert before["clips:no_orphans_in_last_sweep"].passed
+
+    cleaned = definitions.resolve_job_def("data_cleanup").execute_in_process(
+        run_config=plan_config(dry_run=False), instance=instance
+    )
+
+    assert cleaned.success
+    records = instance.fetch_observations(dg.AssetKey(["table", "clips"]), limit=1).records
+    assert records[0].asset_observation.metadata["rows_deleted"].value == 1
+    assert latest_observation(instance, "clips") == {"files_deleted": 1, "bytes_deleted": 300}
+    assert all(e.passed for e in checks_of(definitions, instance).values())
+
+
+def test_the_check_of_a_policy_table_the_database_lost_fails_saying_so(
+    live_world: CameraWorld, instance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    policy_table(live_world.engine, "audit_logs")
+    policy = "tables:\n  - table: audit_logs\n    time_column: created_at\n    retention_days: 90\n"
+    definitions = policy_definitions(tmp_path, monkeypatch, policy)
+    with live_world.engine.begin() as conn:  # dropped after the code location loaded the policy
+        conn.execute(text("DROP TABLE audit_logs"))
+    live_world.gpu(live_world.now - timedelta(days=33))
+
+    checks = checks_of(definitions, instance)
+
+    audit = checks["audit_logs:retention_enforced"]
+    assert not audit.passed and audit.severity == dg.AssetCheckSeverity.ERROR
+    assert audit.description is not None
+    assert audit.description.startswith("The database has no table 'audit_logs'")
+    assert "RETENTION_POLICY_FILE" in audit.description
+    # The other checks still answer.
+    assert not checks["gpu_stats:retention_enforced"].passed
+    assert checks["events:retention_enforced"].passed
