@@ -213,7 +213,11 @@ class Settings:
         take("progress_interval_seconds", "PROGRESS_INTERVAL_SECONDS", parse_seconds)
         take("job_status_redis_url", "JOB_STATUS_REDIS_URL", _parse_redis_url)
         take("job_status_ttl_seconds", "JOB_STATUS_TTL_SECONDS", _parse_ttl)
-        take("policy", "RETENTION_POLICY_FILE", lambda _name, raw: read_policy(Path(raw.strip())))
+        # SQLite matches table names ignoring case: the policy's tables are folded onto one spelling there.
+        sqlite = (
+            make_url(str(values.get("database_url", DEFAULT_DATABASE_URL))).get_backend_name() == "sqlite"
+        )
+        take("policy", "RETENTION_POLICY_FILE", lambda _name, raw: read_policy(Path(raw.strip()), sqlite))
         take("policy_file", "RETENTION_POLICY_FILE", lambda _name, raw: Path(raw.strip()).absolute())
         # The roots as the settings resolve them (a variable that failed to parse keeps its default).
         defaults = cls(**values)  # type: ignore[arg-type]

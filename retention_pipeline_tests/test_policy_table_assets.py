@@ -5,16 +5,19 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from sqlalchemy import Column, DateTime, Integer, MetaData, Table, insert, text
+from sqlalchemy import Column, DateTime, Integer, MetaData, Table, insert, text, update
 from sqlalchemy.engine import Engine
 
 from retention_pipeline.assets import camera_assets
 from retention_pipeline.checks import orphan_checks, retention_checks, retention_health_job
+from retention_pipeline.core.schema import alerts, detections, events
 from retention_pipeline.definitions import defs
 from retention_pipeline.resources import CameraSystemResource, DiskSpaceResource
 from retention_pipeline.settings import Settings
+from retention_pipeline_tests import camera_schema
 from retention_pipeline_tests.dagster_helpers import (
     environment_for,
+    failure_messages,
     latest_observation,
     plan_config,
 )
@@ -121,3 +124,80 @@ def test_the_check_of_a_policy_table_the_database_lost_fails_saying_so(
     # The other checks still answer.
     assert not checks["gpu_stats:retention_enforced"].passed
     assert checks["events:retention_enforced"].passed
+
+
+@pytest.mark.parametrize("schema_shape", ["camera"], indirect=True)  # events.deleted_at is the camera's
+@pytest.mark.parametrize("spelling", ["events", "Events"])
+def test_a_rule_on_events_spelled_in_another_case_is_the_events_rule_where_the_database_ignores_case(
+    spelling: str, live_world: CameraWorld, instance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    world, now = live_world, live_world.now
+    policy = f"tables:\n  - table: {spelling}\n    time_column: deleted_at\n    retention_days: 7\n"
+    definitions = policy_definitions(tmp_path, monkeypatch, policy)
+    keys = {key.to_user_string() for key in definitions.resolve_asset_graph().get_all_asset_keys()}
+    if world.engine.dialect.name == "postgresql" and spelling != "events":
+        # PostgreSQL keeps a quoted name's case: `Events` is another table, which this database lacks.
+        assert "Events" in keys
+        refused = definitions.resolve_job_def("data_cleanup").execute_in_process(
+            run_config=plan_config(dry_run=False), instance=instance, raise_on_error=False
+        )
+        assert not refused.success and "the database has no table 'Events'" in failure_messages(refused)
+        return
+    assert keys == {"events", "detections", "gpu_stats", "logs", "thumbnails", "images", "clips"}
+    gone_clip = world.file(f"{CLIPS}/gone.mp4")
+    gone = world.event(now - timedelta(days=10), clip=gone_clip, alerts_count=2)
+    with world.engine.begin() as conn:  # soft-deleted 9 days ago: 7 days allowed, two missed runs
+        soft = camera_schema.events
+        conn.execute(update(soft).where(soft.c.id == gone).values(deleted_at=now - timedelta(days=9)))
+    only_its = world.detection(now - timedelta(days=10), events_=(gone,))
+    retained = world.event(now - timedelta(days=10))
+    shared = world.detection(now - timedelta(days=10), events_=(gone, retained))
+
+    before = checks_of(definitions, instance)["events:retention_enforced"]
+    cleaned = definitions.resolve_job_def("data_cleanup").execute_in_process(
+        run_config=plan_config(dry_run=False), instance=instance
+    )
+    after = checks_of(definitions, instance)["events:retention_enforced"]
+
+    assert not before.passed and before.metadata["overdue_rows"].value == 1
+    assert cleaned.success and world.ids(events) == {retained}
+    assert world.ids(detections) == {shared}  # the keep rule: a retained event still links it
+    assert only_its not in world.ids(detections)
+    assert world.count(alerts) == 0 and not world.exists(gone_clip)
+    assert latest_observation(instance, "events")["rows_deleted"] == 1
+    assert after.passed
+
+
+BUILT_IN_NAMES = ["detections", "events", "gpu_stats", "logs"]
+
+
+@pytest.mark.parametrize(
+    ("database_url", "rules_by_table"),
+    [
+        (
+            "sqlite:///camera.db",
+            {"events": ["started_at", "deleted_at"], "Crops": ["taken_at", "cut_at"]},
+        ),
+        (  # PostgreSQL keeps a quoted name's case: three more tables
+            "postgresql://camera@db/camera",
+            {"events": ["started_at"], "Events": ["deleted_at"], "Crops": ["taken_at"], "crops": ["cut_at"]},
+        ),
+    ],
+)
+def test_where_the_database_ignores_case_each_policy_table_is_one_registry_entry(
+    database_url: str, rules_by_table: dict[str, list[str]], tmp_path: Path
+):
+    path = tmp_path / "policy.yaml"
+    rule = "  - table: {}\n    time_column: {}\n    retention_days: 30\n"
+    path.write_text(
+        "tables:\n"
+        + rule.format("Events", "deleted_at")
+        + rule.format("Crops", "taken_at")
+        + rule.format("crops", "cut_at")
+    )
+
+    registry = Settings.from_env({"DATABASE_URL": database_url, "RETENTION_POLICY_FILE": str(path)}).registry
+
+    assert registry.names == [*BUILT_IN_NAMES, *(t for t in rules_by_table if t not in BUILT_IN_NAMES)]
+    for table, columns in rules_by_table.items():
+        assert [r.column for r in registry[table].rules] == columns

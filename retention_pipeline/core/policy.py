@@ -10,7 +10,7 @@ before anything is deleted, with messages naming the file, the entry and the pro
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from sqlalchemy import DateTime, Integer, String, inspect
 from sqlalchemy.engine import Engine
 
 from . import time_declarations
-from .tables import KIND_OF_ROOT, OWN, MediaColumn, Registry, Rule
+from .tables import BUILT_IN, KIND_OF_ROOT, OWN, MediaColumn, Registry, Rule
 
 MAX_DAYS = 36_500  # a century; larger values overflow date arithmetic and are surely typos
 _KEYS = {"table", "time_column", "retention_days", "files"}
@@ -75,8 +75,9 @@ def _load(text: str) -> Any:
     return yaml.safe_load(text)
 
 
-def read_policy(path: Path) -> tuple[DeclaredRule, ...]:
-    """The rules of a policy file; PolicyError listing every problem it has."""
+def read_policy(path: Path, ignore_case: bool = False) -> tuple[DeclaredRule, ...]:
+    """The rules of a policy file; PolicyError listing every problem it has. `ignore_case` (SQLite, where
+    `Events` is the table `events`): each table under one spelling (`folded`)."""
     where = f"RETENTION_POLICY_FILE {path}"
     try:
         document = _load(path.read_text(encoding="utf-8"))
@@ -96,9 +97,19 @@ def read_policy(path: Path) -> tuple[DeclaredRule, ...]:
             rules.append(_entry(entry, index, f"{path}: tables[{index}]"))
         except PolicyError as exc:
             problems.append(str(exc))
+    if ignore_case:
+        rules = folded(rules)
     if problems or (problems := _columns_given_another_kind(rules)):
         raise PolicyError(f"{where}: " + "; ".join(problems))
     return tuple(rules)
+
+
+def folded(rules: list[DeclaredRule]) -> list[DeclaredRule]:
+    """The rules with every table named as the built-in table, or else as the first rule on it, spelled
+    in whatever case: on SQLite `Events` is `events`, and a second registry entry for it would skip the
+    keep rule, the alerts and the clips, and escape the events check."""
+    spelling = {entry.name: entry.name for entry in BUILT_IN}
+    return [replace(d, table=spelling.setdefault(d.table.lower(), d.table)) for d in rules]
 
 
 def _columns_given_another_kind(rules: list[DeclaredRule]) -> list[str]:
