@@ -1,0 +1,66 @@
+"""What a real orphan sweep observes: the tables' sizes, and each media store's files counted once."""
+
+import os
+import time
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from retention_pipeline import assets, orphan_ops
+from retention_pipeline.jobs import orphaned_file_cleanup
+from retention_pipeline.resources import CameraSystemResource
+from retention_pipeline_tests.dagster_helpers import camera_resource, latest_observation
+from retention_pipeline_tests.factories import THUMBS, CameraWorld
+
+
+def old_file(world: CameraWorld, relative: str, size: int = 10) -> str:
+    world.file(relative, size)
+    stamp = time.time() - 48 * 3600
+    os.utime(world.media / relative, (stamp, stamp))
+    return relative
+
+
+def real_sweep(world: CameraWorld, instance: dg.DagsterInstance, **dirs: str) -> dg.ExecuteInProcessResult:
+    """A real sweep with the storage roots `dirs` (thumbnail_dir, clips_dir...) or the world's."""
+    resource = CameraSystemResource(**{**camera_resource(world).model_dump(), **dirs})
+    return orphaned_file_cleanup.execute_in_process(
+        run_config={"ops": {"plan_orphan_sweep": {"config": {"dry_run": False}}}},
+        resources={"camera_system": resource},
+        instance=instance,
+        raise_on_error=False,
+    )
+
+
+def test_a_failed_read_of_the_tables_sizes_after_the_sweep_deleted_is_a_warning_not_a_failed_run(
+    world: CameraWorld, instance, monkeypatch: pytest.MonkeyPatch
+):
+    def unreadable(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("no such table: audit_logs")
+
+    finished: list[str] = []
+    tracker_finish = orphan_ops.finish
+
+    def finish(stage: Any, result: Any, message: str) -> None:
+        finished.append(message)
+        tracker_finish(stage, result, message)
+
+    world.detection(world.recent(), thumbnail=old_file(world, f"{THUMBS}/kept.jpg"))
+    old_file(world, f"{THUMBS}/orphan.jpg")
+    monkeypatch.setattr(assets, "table_inventory", unreadable)
+    monkeypatch.setattr(orphan_ops, "finish", finish)
+
+    result = real_sweep(world, instance)
+
+    assert result.success and finished == ["Completed"]
+    assert not world.exists(f"{THUMBS}/orphan.jpg") and world.exists(f"{THUMBS}/kept.jpg")
+    assert latest_observation(instance, "thumbnails")["orphans_deleted_by_sweep"] == 1
+    assert not instance.fetch_observations(dg.AssetKey("detections"), limit=1).records
+    warnings = [
+        event.message
+        for event in instance.all_logs(result.run_id)
+        if event.level == 30 and "asset observations" in (event.message or "")
+    ]
+    assert warnings == [
+        "could not read the tables' sizes for their asset observations: no such table: audit_logs"
+    ]
