@@ -1,5 +1,6 @@
 """The camera system's data as external assets, and the observations that plot their size over time."""
 
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -44,6 +45,8 @@ _FILE_ASSETS = [
         description="Event clips under CLIPS_DIR: deleted with their event.",
     ),
 ]
+# The media assets in the order of Settings.storage_roots.
+MEDIA_ASSETS = ("thumbnails", "clips", "images")
 MEDIA_STORES = frozenset(spec.key.to_user_string() for spec in _FILE_ASSETS)
 
 
@@ -141,20 +144,11 @@ def observe_after_sweep(
         tables = []
     for observation in tables:
         context.log_event(observation)
-    media_root = settings.media_root.absolute()
-    for asset, folder in (
-        ("thumbnails", settings.thumbnail_dir),
-        ("clips", settings.clips_dir),
-        ("images", settings.images_dir),
-    ):
-        totals = next(
-            (
-                t
-                for root, t in stats.per_root.items()
-                if root == str((media_root / folder).resolve(strict=False)) or root.endswith(str(folder))
-            ),
-            None,
-        )
+    # The sweep keys its totals by each store's root as configured; one directory named twice (or through
+    # a symlink) is counted under one of its names: matched by the real path, never by a suffix.
+    swept = {os.path.realpath(root): totals for root, totals in stats.per_root.items()}
+    for asset, root in zip(MEDIA_ASSETS, settings.storage_roots, strict=True):
+        totals = swept.get(os.path.realpath(root))
         if totals is None:
             continue  # not swept this time (images are swept only with include_images)
         oldest = totals["oldest_mtime"]

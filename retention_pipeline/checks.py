@@ -8,14 +8,11 @@ from typing import Any
 import dagster as dg
 from sqlalchemy import inspect
 
-from .assets import table_key
+from .assets import MEDIA_ASSETS, table_key
 from .core.inventory import retention_health
 from .core.tables import Registry, RetentionTable
 from .history import last_sweep_report
 from .resources import CameraSystemResource
-
-# The media assets, in the order of Settings.storage_roots.
-MEDIA_ASSETS = ("thumbnails", "clips", "images")
 
 
 def _retention_check(entry: RetentionTable) -> dg.AssetChecksDefinition:

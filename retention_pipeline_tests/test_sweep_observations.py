@@ -11,7 +11,7 @@ from retention_pipeline import assets, orphan_ops
 from retention_pipeline.jobs import orphaned_file_cleanup
 from retention_pipeline.resources import CameraSystemResource
 from retention_pipeline_tests.dagster_helpers import camera_resource, latest_observation
-from retention_pipeline_tests.factories import THUMBS, CameraWorld
+from retention_pipeline_tests.factories import CLIPS, THUMBS, CameraWorld
 
 
 def old_file(world: CameraWorld, relative: str, size: int = 10) -> str:
@@ -64,3 +64,30 @@ def test_a_failed_read_of_the_tables_sizes_after_the_sweep_deleted_is_a_warning_
     assert warnings == [
         "could not read the tables' sizes for their asset observations: no such table: audit_logs"
     ]
+
+
+@pytest.mark.parametrize(
+    ("layout", "thumbnail_dir", "clips_dir"),
+    [
+        ("hard links", THUMBS, CLIPS),
+        ("nested", "data", "data/clips"),  # the layout docs/design.md names
+        ("a root ending like another", "previews/clips", "clips"),
+    ],
+)
+def test_each_media_store_counts_its_own_files_and_each_stored_file_once(
+    layout: str, thumbnail_dir: str, clips_dir: str, world: CameraWorld, instance
+):
+    world.detection(world.recent(), thumbnail=old_file(world, f"{thumbnail_dir}/a.jpg", 1000))
+    if layout == "hard links":  # one thumbnail stored under two names (identical crops de-duplicated)
+        os.link(world.media / thumbnail_dir / "a.jpg", world.media / thumbnail_dir / "b.jpg")
+        world.detection(world.recent(), thumbnail=f"{thumbnail_dir}/b.jpg")
+    world.event(world.recent(), clip=old_file(world, f"{clips_dir}/c.mp4", 5000))
+
+    result = real_sweep(world, instance, thumbnail_dir=thumbnail_dir, clips_dir=clips_dir)
+
+    assert result.success
+    thumbnails = latest_observation(instance, "thumbnails")
+    clips = latest_observation(instance, "clips")
+    names = 2 if layout == "hard links" else 1
+    assert (thumbnails["files"], thumbnails["bytes"]) == (names, 1000)
+    assert (clips["files"], clips["bytes"]) == (1, 5000)

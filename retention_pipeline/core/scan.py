@@ -144,6 +144,16 @@ def walk_roots(
     protected_dirs = tuple(os.path.join(p, "") for p in protected)
     unswept_set = set(unswept)
     real_of = dict(zip(roots.walk_roots, roots.roots, strict=True))
+    # Each store's totals: a file counts for the innermost root holding it (THUMBNAIL_DIR=data with
+    # CLIPS_DIR=data/clips: a clip is the clips' even when the walk of data reaches it), and a file with
+    # several names in one store once, as the cleanup counts freed bytes.
+    first_of = {real: root for root, real in reversed(real_of.items()) if real not in unswept_set}
+    stores = sorted(
+        ((os.path.join(real, ""), root) for real, root in first_of.items()), key=len, reverse=True
+    )
+    for _, root in stores:
+        per_root.setdefault(root, {"files": 0, "bytes": 0, "oldest_mtime": 0.0})
+    counted: dict[str, set[tuple[int, int]]] = {}
     mounts = mount_points()
     for root in _outermost(roots, unswept, mounts):
         real_root = real_of[root]
@@ -151,7 +161,6 @@ def walk_roots(
             # Also a root this sweep leaves alone (IMAGES_DIR = THUMBNAIL_DIR without include_images):
             # its files cannot be told apart, so none are taken for orphans.
             continue
-        totals = per_root.setdefault(root, {"files": 0, "bytes": 0, "oldest_mtime": 0.0})
 
         # The walk follows no symlink below the root, so a real path is the root's plus the rest.
         def pruned(path: str, root: str = root, real_root: str = real_root) -> bool:
@@ -162,8 +171,13 @@ def walk_roots(
             if protected and (real in protected_files or real.startswith(protected_dirs)):
                 counts.protected_skipped += 1
                 continue
+            store = next((r for prefix, r in stores if real.startswith(prefix)), root)
+            totals = per_root[store]
             totals["files"] += 1
-            totals["bytes"] += found.size
+            if found.links == 1 or found.inode not in (seen := counted.setdefault(store, set())):
+                totals["bytes"] += found.size
+                if found.links > 1:
+                    seen.add(found.inode)
             if not totals["oldest_mtime"] or found.mtime < totals["oldest_mtime"]:
                 totals["oldest_mtime"] = found.mtime
             yield found
