@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from retention_pipeline import assets
 from retention_pipeline.assets import camera_assets
 from retention_pipeline.checks import retention_checks, retention_health_job
-from retention_pipeline.core import inventory
+from retention_pipeline.core import estimates, inventory
 from retention_pipeline.core.db import make_engine
 from retention_pipeline.core.schema import camera_metadata
 from retention_pipeline.core.schema import detections as detections_table
@@ -97,7 +97,7 @@ def test_a_failed_read_of_the_tables_sizes_after_the_deletes_is_a_warning_not_a_
 def test_a_large_tables_estimate_is_lowered_by_the_rows_the_cleanup_deleted(
     postgresql_only: None, world: CameraWorld, instance, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setattr(inventory, "EXACT_COUNT_ROWS", 0)  # every table counts as large: no count(*)
+    monkeypatch.setattr(estimates, "EXACT_COUNT_ROWS", 0)  # every table counts as large: no count(*)
     for _ in range(4):
         world.gpu(world.old())
     world.gpu(world.recent())
@@ -112,7 +112,7 @@ def test_a_large_tables_estimate_is_lowered_by_the_rows_the_cleanup_deleted(
 def test_an_estimate_refreshed_after_the_deletes_is_not_lowered_again(
     postgresql_only: None, world: CameraWorld, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setattr(inventory, "EXACT_COUNT_ROWS", 0)
+    monkeypatch.setattr(estimates, "EXACT_COUNT_ROWS", 0)
     for _ in range(4):
         world.gpu(world.old())
     world.gpu(world.recent())

@@ -10,25 +10,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, Table, column, func, literal, not_, or_, select, table, type_coerce
+from sqlalchemy import String, func, literal, not_, or_, select, type_coerce
 from sqlalchemy.engine import Connection, Engine
 
+from .estimates import row_count
 from .instants import older, sqlite_instant
 from .queries import expiring
 from .schema import UTCDateTime
 from .tables import DATA, Expiry, Registry, RetentionTable, column_of, table_of
-
-_pg_class = table("pg_class", column("oid"), column("reltuples"))
-_pg_stat_user_tables = table(
-    "pg_stat_user_tables",
-    column("relid"),
-    column("last_vacuum"),
-    column("last_autovacuum"),
-    column("last_analyze"),
-    column("last_autoanalyze"),
-)
-# Below this many rows (PostgreSQL's estimate) an exact count(*) costs a few milliseconds: count.
-EXACT_COUNT_ROWS = 100_000
 
 
 @dataclass(frozen=True)
@@ -42,28 +31,6 @@ class TableInventory:
     def age_days(self, now: datetime) -> float | None:
         """Age of the oldest row in days."""
         return None if self.oldest is None else (now - self.oldest).total_seconds() / 86400
-
-
-def _row_count(conn: Connection, target: Table, deleted: int, since: datetime | None) -> tuple[int, bool]:
-    # An exact count(*) scans the whole table on PostgreSQL; the planner's estimate is free and is
-    # refreshed by (auto)vacuum/analyze. A table never analyzed reports -1: then count.
-    if conn.dialect.name == "postgresql":
-        # By oid, as the search path resolves the name: pg_class holds one row per schema with that name.
-        relation = func.to_regclass(conn.dialect.identifier_preparer.quote(target.name))
-        estimate = conn.execute(select(_pg_class.c.reltuples).where(_pg_class.c.oid == relation)).scalar()
-        if estimate is not None and estimate > EXACT_COUNT_ROWS:
-            # The estimate predates a cleanup's deletes until (auto)vacuum or analyze refreshes it.
-            if deleted and since is not None and not _refreshed_since(conn, relation, since):
-                estimate = max(0, estimate - deleted)
-            return int(estimate), True
-    return int(conn.execute(select(func.count()).select_from(target)).scalar_one()), False
-
-
-def _refreshed_since(conn: Connection, relation: Any, since: datetime) -> bool:
-    t = _pg_stat_user_tables.c
-    last = func.greatest(t.last_vacuum, t.last_autovacuum, t.last_analyze, t.last_autoanalyze)
-    refreshed = conn.execute(select(last).where(t.relid == relation)).scalar()
-    return refreshed is not None and refreshed >= since
 
 
 def _oldest(conn: Connection, entry: RetentionTable) -> datetime | None:
@@ -145,7 +112,7 @@ def table_inventory(
     """
     target = table_of(entry)
     with engine.connect() as conn:
-        rows, estimated = _row_count(conn, target, deleted, since)
+        rows, estimated = row_count(conn, target, deleted, since)
         oldest = _oldest(conn, entry)
     return TableInventory(rows, estimated, oldest)
 
