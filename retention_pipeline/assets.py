@@ -1,6 +1,7 @@
 """The camera system's data as external assets, and the observations that plot their size over time."""
 
 import os
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,7 +11,7 @@ from sqlalchemy.engine import Engine
 from .core.inventory import table_inventory
 from .core.orphans import OrphanStats
 from .core.stats import CleanupStats, FileCounts
-from .core.tables import Registry, RetentionTable
+from .core.tables import Expiry, Registry, RetentionTable
 from .settings import Settings
 
 GROUP = "camera_system"
@@ -85,15 +86,18 @@ def _table_observations(
     now: datetime,
     stats: CleanupStats | None,
     whole_run: CleanupStats | None = None,
+    horizons: Mapping[str, datetime] | None = None,
 ) -> list[dg.AssetObservation]:
     observations = []
     # What the run deleted since it started, against a PostgreSQL estimate read before (its duration
     # runs from the plan); `stats` may be only its later passes.
     whole_run = whole_run or stats
     since = None if whole_run is None else now - timedelta(seconds=whole_run.duration_seconds)
+    # Each table's oldest row is looked for from its first rule's cutoff, the run's when there was one.
+    horizons = horizons if stats is None else stats.cutoffs_by_table
     for entry in registry.tables:
         deleted = 0 if whole_run is None else whole_run.rows_deleted_by_table.get(entry.name, 0)
-        inventory = table_inventory(engine, entry, deleted, since)
+        inventory = table_inventory(engine, entry, deleted, since, (horizons or {}).get(entry.name))
         metadata: dict[str, Any] = {
             "rows": inventory.rows,
             "rows_estimated": inventory.rows_estimated,  # True: PostgreSQL's planner estimate
@@ -138,7 +142,9 @@ def observe_after_sweep(
     """One observation per asset after a real orphan sweep, which has just counted the files."""
     now = datetime.now(UTC)
     try:
-        tables = _table_observations(engine, settings.registry, now, None)
+        expiry = Expiry.at(settings.registry, now, settings.retention_days, settings.log_retention_days)
+        horizons = {entry.name: expiry.cutoff(entry.name) for entry in settings.registry.tables}
+        tables = _table_observations(engine, settings.registry, now, None, horizons=horizons)
     except Exception as exc:  # a read after the deletes: the sweep's own numbers stand without it
         context.log.warning(f"could not read the tables' sizes for their asset observations: {exc}")
         tables = []

@@ -33,10 +33,18 @@ class TableInventory:
         return None if self.oldest is None else (now - self.oldest).total_seconds() / 86400
 
 
-def _oldest(conn: Connection, entry: RetentionTable) -> datetime | None:
+# Windows above the horizon widen from a day, doubling, at most this many before one last open search.
+_WINDOWS = 16
+
+
+def _oldest(conn: Connection, entry: RetentionTable, horizon: datetime | None = None) -> datetime | None:
+    """The oldest time in the table's first rule's column (`horizon`: about where it is, e.g. the rule's
+    cutoff, which lets PostgreSQL read only the block ranges around it)."""
     # The first rule's column: for the built-in tables the one with the time index.
     ts = column_of(entry, entry.rules[0].column)
     if conn.dialect.name != "sqlite":
+        if horizon is not None:
+            return _as_utc(_oldest_near(conn, ts, horizon))
         return _as_utc(conn.execute(select(func.min(ts))).scalar())
     # Read as stored (one entry of the time index): an ISO text is the oldest day, give or take the
     # spellings of one day. A number (unix time) or text that reads as no instant sorts first and would
@@ -50,6 +58,24 @@ def _oldest(conn: Connection, entry: RetentionTable) -> datetime | None:
     instant = sqlite_instant(ts)
     oldest = conn.execute(select(func.strftime("%Y-%m-%d %H:%M:%f", func.min(instant)))).scalar()
     return None if oldest is None else datetime.fromisoformat(oldest).replace(tzinfo=UTC)
+
+
+def _oldest_near(conn: Connection, ts: Any, horizon: datetime) -> Any:
+    # A bare min() reads the whole table where the time column has only a BRIN index (the camera system's
+    # gpu_stats): BRIN serves range predicates, not order. Rows older than the horizon are few after a
+    # cleanup, and lie in few block ranges; when there are none, the oldest row is the first one found in
+    # windows above it, each twice as wide as the last, then anything later (a clock set far ahead).
+    oldest = conn.execute(select(func.min(ts)).where(older(ts, horizon))).scalar()
+    low, width, now = horizon, timedelta(days=1), datetime.now(UTC)
+    for _ in range(_WINDOWS):
+        if oldest is not None or low > now:
+            break
+        high = low + width
+        oldest = conn.execute(select(func.min(ts)).where(not_(older(ts, low)), older(ts, high))).scalar()
+        low, width = high, width * 2
+    if oldest is None:
+        oldest = conn.execute(select(func.min(ts)).where(not_(older(ts, low)))).scalar()
+    return oldest
 
 
 def _as_utc(value: Any) -> datetime | None:
@@ -103,17 +129,22 @@ def _oldest_from(conn: Connection, ts: Any, cutoff: datetime) -> datetime | None
 
 
 def table_inventory(
-    engine: Engine, entry: RetentionTable, deleted: int = 0, since: datetime | None = None
+    engine: Engine,
+    entry: RetentionTable,
+    deleted: int = 0,
+    since: datetime | None = None,
+    horizon: datetime | None = None,
 ) -> TableInventory:
     """Rows and oldest timestamp of one retention table (min() uses the timestamp index).
 
     `deleted`: rows a cleanup that started at `since` deleted, taken off a PostgreSQL estimate read before
-    them (exact counts need nothing).
+    them (exact counts need nothing). `horizon`: the cutoff of the table's first rule, near which its
+    oldest row is looked for first.
     """
     target = table_of(entry)
     with engine.connect() as conn:
         rows, estimated = row_count(conn, target, deleted, since)
-        oldest = _oldest(conn, entry)
+        oldest = _oldest(conn, entry, horizon)
     return TableInventory(rows, estimated, oldest)
 
 
@@ -153,12 +184,14 @@ def retention_health(
         severity = "OK"
         if overdue:
             severity = "ERROR" if _count_expired(conn, two_runs_ago, table) else "WARN"
-        oldest = _oldest(conn, entry)
+        oldest = _oldest(conn, entry, one_run_ago.cutoff(table))
     allowed = (now - one_run_ago.cutoff(table)).total_seconds() / 86400
     return RetentionHealth(severity == "OK", severity, overdue, oldest, allowed)
 
 
 def _count_expired(conn: Connection, expiry: Expiry, table: str) -> int:
+    if conn.dialect.name != "sqlite" and not _any_older(conn, expiry, table):
+        return 0
     # Within the id span the purge would walk, found through the time indexes: the keep rule's look-ups
     # then run on the few candidate rows, not on every row of a big table.
     span = (
@@ -173,3 +206,17 @@ def _count_expired(conn: Connection, expiry: Expiry, table: str) -> int:
     in_span = target.c.id.between(low, high)
     statement = select(func.count()).select_from(target).where(in_span, expiring.expired(expiry, table))
     return int(conn.execute(statement).scalar_one())
+
+
+def _any_older(conn: Connection, expiry: Expiry, table: str) -> bool:
+    """Whether a row of `table` is before one of its rules' cutoffs (for detections, or of events, whose
+    expired rows take their detections): without one nothing is expired. Asked one rule at a time with a
+    range predicate, which a BRIN index serves (the camera system's gpu_stats has only that); the id span
+    would walk the primary key through every retained row to find that none is older."""
+    for name in (table, "events") if table == "detections" else (table,):
+        entry = expiry.registry[name]
+        for column_name, cutoff in expiry.rules_of(name):
+            ts = column_of(entry, column_name)
+            if conn.execute(select(func.min(ts)).where(older(ts, cutoff))).scalar() is not None:
+                return True
+    return False

@@ -1,13 +1,20 @@
 """What the observations and the retention_enforced checks read: row estimates of partitioned tables, and
 the oldest row of a table whose time column has only a BRIN index (the camera system's gpu_stats)."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, insert, text
 from sqlalchemy.engine import Engine
 
 from retention_pipeline.core import estimates
-from retention_pipeline.core.inventory import table_inventory
+from retention_pipeline.core.inventory import retention_health, table_inventory
 from retention_pipeline.core.tables import Registry
+from retention_pipeline_tests.camera_schema import gpu_stats
+from retention_pipeline_tests.factories import LOG_RETENTION_DAYS, RETENTION_DAYS, CameraWorld
 
 BRIN = "Bitmap Index Scan on ix_cs_gpu_stats_recorded_at_brin"
 
@@ -50,3 +57,65 @@ def test_a_partitioned_tables_rows_are_its_analyzed_partitions_estimates(
 
     assert (half_analyzed.rows, half_analyzed.rows_estimated) == (500, False)  # counted: p1 never analyzed
     assert (analyzed.rows, analyzed.rows_estimated) == (500, True)
+
+
+@contextmanager
+def statements_on_gpu_stats(engine: Engine) -> Iterator[list[tuple[str, Any]]]:
+    seen: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
+        if "FROM gpu_stats" in statement:
+            seen.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def plans(engine: Engine, statements: list[tuple[str, Any]]) -> list[str]:
+    """Each statement's plan where PostgreSQL takes any other path it has over a sequential scan (at this
+    size it would read the few pages whole): a statement BRIN cannot serve still reads the whole table."""
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SET enable_seqscan = off")
+        return [
+            "\n".join(row[0] for row in conn.exec_driver_sql("EXPLAIN " + statement, parameters))
+            for statement, parameters in statements
+        ]
+
+
+@pytest.mark.parametrize("schema_shape", ["camera"], indirect=True)
+@pytest.mark.parametrize("expired", [False, True])
+def test_the_oldest_gpu_stat_and_its_check_are_read_through_the_brin_index(
+    expired: bool, world: CameraWorld, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(estimates, "EXACT_COUNT_ROWS", 0)  # the estimate: no count(*)
+    now = world.now
+    first = now - timedelta(days=40 if expired else RETENTION_DAYS - 1, minutes=7)
+    times = [first + timedelta(hours=n) for n in range(int((now - first).total_seconds() // 3600))]
+    with world.engine.begin() as conn:
+        conn.execute(insert(gpu_stats), [{"recorded_at": at} for at in times])
+    if world.engine.dialect.name == "postgresql":
+        with world.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM ANALYZE gpu_stats"))
+    entry = Registry()["gpu_stats"]
+
+    with statements_on_gpu_stats(world.engine) as seen:
+        observed = table_inventory(world.engine, entry, horizon=now - timedelta(days=RETENTION_DAYS))
+        health = retention_health(
+            world.engine, Registry(), "gpu_stats", RETENTION_DAYS, LOG_RETENTION_DAYS, now
+        )
+
+    assert observed.oldest == health.oldest == first
+    assert table_inventory(world.engine, entry).oldest == first  # the same as a plain min()
+    overdue = sum(at < now - timedelta(days=RETENTION_DAYS + 1) for at in times)  # a run one day ago's
+    assert bool(overdue) == expired
+    assert (health.passed, health.overdue_rows) == (not expired, overdue)
+    if world.engine.dialect.name == "postgresql":
+        # Nothing expired, the health check reads nothing but BRIN ranges; when something is, only its
+        # count (the purge's own predicate, within the id span of the expired rows) takes another path.
+        counting = ("min(gpu_stats.id)", "count(*)")
+        assert expired or not any(c in s[0] for s in seen for c in counting)
+        reads = plans(world.engine, [s for s in seen if not any(c in s[0] for c in counting)])
+        assert reads and all(BRIN in plan and "Seq Scan" not in plan for plan in reads), reads
