@@ -164,6 +164,8 @@ def diagnose(engine: Engine, plan: CleanupPlan, database_url: str | None = None)
     if blocked := blocking_references_message(report.references):
         report.blocking.append(blocked)
     report.warnings += checks.unfollowed_cascades(report.references, plan.expiry)
+    if not problems:
+        report.warnings += checks.partitions_not_owned(engine, plan)
     unindexed = [(c.table, c.column) for c in report.time_columns if not c.indexed]
     report.advice = checks.advice(engine, report.references, unindexed)
     report.roots = [_root(str(root)) for root in _storage_roots(plan)]

@@ -11,7 +11,7 @@ from .files import StorageRoots
 from .index_advice import index_statements
 from .instants import sqlite_instant, unreadable
 from .plan import CleanupPlan
-from .purge import preview_file_deletions
+from .purge import partition_catalog, preview_file_deletions
 from .references import Reference, cascading_children
 from .tables import OWN, column_of, table_of
 
@@ -167,3 +167,21 @@ def _read_write(conn: Connection) -> None:
     cursor = conn.connection.cursor()
     cursor.execute("SET TRANSACTION READ WRITE")
     cursor.close()
+
+
+def partitions_not_owned(engine: Engine, plan: CleanupPlan) -> list[str]:
+    """PostgreSQL: a warning for each partitioned retention table whose expired partitions a run would drop
+    whole but may not, not owning it (no GRANT gives DETACH or DROP): the run deletes its rows in batches."""
+    warnings = []
+    for name in plan.registry.names:
+        if partition_catalog.partitioned(engine, plan.expiry, name, owned_only=False) is None:
+            continue
+        owned, owner = partition_catalog.owner_of(engine, name)
+        if not owned:
+            warnings.append(
+                f"the database role of DATABASE_URL does not own table {name} (owner: {owner}), and dropping"
+                " or detaching its expired partitions needs the owner: a run deletes their rows in batches"
+                " instead (slower, and the space returns only after VACUUM). To drop them whole, run as"
+                f" {owner} or GRANT {owner} TO the role of DATABASE_URL"
+            )
+    return warnings

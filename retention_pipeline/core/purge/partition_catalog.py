@@ -6,13 +6,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import text
+from sqlalchemy import Text, cast, column, func, or_, select, table, text
 from sqlalchemy.engine import Engine
 
 from ..queries.partition_drop import ForeignKey
 from ..tables import Expiry
 
 DETACHED_PREFIX = "retention_detached_"
+
+_pg_class = table("pg_class", column("oid"), column("relowner"))
+_pg_inherits = table("pg_inherits", column("inhrelid"), column("inhparent"))
 
 _ON_DELETE = {"c": "CASCADE", "n": "SET NULL"}
 
@@ -71,10 +74,16 @@ class PartitionedTable:
     foreign_keys: tuple[ForeignKey, ...]
 
 
-def partitioned(engine: Engine, expiry: Expiry, table: str) -> PartitionedTable | None:
+def partitioned(
+    engine: Engine, expiry: Expiry, table: str, owned_only: bool = True
+) -> PartitionedTable | None:
     """`table` when its partitions may go whole: PostgreSQL, range-partitioned on one of its rules'
-    columns, and referenced by no foreign key but ON DELETE CASCADE or SET NULL ones."""
+    columns, referenced by no foreign key but ON DELETE CASCADE or SET NULL ones, and (`owned_only`)
+    owned, with its partitions, by a role the run's role acts as."""
     if engine.dialect.name != "postgresql" or len(detached_prefix(table)) > 50:  # our names fit in 63
+        return None
+    if owned_only and not owner_of(engine, table)[0]:
+        # DETACH and DROP need ownership, which no GRANT of a right gives: its rows go in batches.
         return None
     with engine.connect() as conn:
         key = conn.execute(_PARTITION_KEY, {"parent": table}).first()
@@ -104,3 +113,20 @@ def expired_partitions(engine: Engine, table: str, cutoff: datetime) -> list[Par
 def detached_prefix(table: str) -> str:
     """How a partition of `table` detached by a run is renamed (followed by its own name)."""
     return f"{DETACHED_PREFIX}{table}__"
+
+
+def owner_of(engine: Engine, table: str) -> tuple[bool, str]:
+    """(whether the run's role owns, or is a member of the role owning, `table` and every partition of
+    it, as DETACH and DROP require; the owner's name)."""
+    parent = func.to_regclass(func.quote_ident(table))
+    partitions = select(_pg_inherits.c.inhrelid).where(_pg_inherits.c.inhparent == parent)
+    with engine.connect() as conn:
+        may, owner = conn.execute(
+            select(
+                func.bool_and(func.pg_has_role(_pg_class.c.relowner, "USAGE")),
+                func.max(cast(func.pg_get_userbyid(_pg_class.c.relowner), Text)).filter(
+                    _pg_class.c.oid == parent
+                ),
+            ).where(or_(_pg_class.c.oid == parent, _pg_class.c.oid.in_(partitions)))
+        ).one()
+    return bool(may), str(owner)

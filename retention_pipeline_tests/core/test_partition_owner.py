@@ -1,0 +1,57 @@
+"""A role given every GRANT doctor prints but not owning the range-partitioned `logs` (PostgreSQL): no GRANT
+lets it detach or drop a partition, so its run deletes the expired rows in batches, and doctor says why."""
+
+import re
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from retention_pipeline.core.cleanup import prepare_database, run_cleanup
+from retention_pipeline.core.db import make_engine
+from retention_pipeline.core.doctor import diagnose
+from retention_pipeline_tests.core.test_partitions import _partitions_left, _timestamps, log_world
+from retention_pipeline_tests.factories import CameraWorld
+
+__all__ = ["log_world"]  # the fixture
+
+
+@pytest.fixture
+def granted_role(log_world: CameraWorld) -> Iterator[Engine]:
+    """An engine logged in as a role holding every right doctor asks for, owning no camera table."""
+    world = log_world
+    role = f"tenant_{uuid.uuid4().hex[:8]}"
+    with world.engine.begin() as conn:
+        conn.execute(text(f"CREATE ROLE {role} LOGIN"))
+        conn.execute(text(f"GRANT USAGE, CREATE ON SCHEMA public TO {role}"))
+    engine = make_engine(world.engine.url.set(username=role).render_as_string(hide_password=False))
+    lacking = diagnose(engine, world.plan(dry_run=True)).blocking
+    with world.engine.begin() as conn:
+        for problem in lacking:
+            conn.execute(text(re.search(r"run (GRANT [^;]*;)", problem)[1]))  # type: ignore[index]
+    yield engine
+    engine.dispose()
+    with world.engine.begin() as conn:
+        conn.execute(text(f"DROP OWNED BY {role}"))
+        conn.execute(text(f"DROP ROLE {role}"))
+
+
+def test_a_role_not_owning_a_partitioned_table_deletes_its_expired_rows_in_batches(
+    postgresql_only: None, log_world: CameraWorld, granted_role: Engine
+):
+    world = log_world
+    partitions = _partitions_left(world.engine)
+    kept = [at for at in _timestamps(world.engine) if at >= world.log_cutoff]
+
+    report = diagnose(granted_role, world.plan(dry_run=True))
+    prepare_database(granted_role, world.policy)
+    stats = run_cleanup(granted_role, world.plan())
+
+    assert report.ok, report.blocking
+    owner_warnings = [w for w in report.warnings if "does not own table logs" in w]
+    assert len(owner_warnings) == 1 and "GRANT postgres TO" in owner_warnings[0]
+    assert stats.logs_deleted == 11
+    assert _timestamps(world.engine) == kept
+    assert _partitions_left(world.engine) == partitions  # none dropped: emptied by the batches
