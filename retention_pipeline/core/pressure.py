@@ -14,7 +14,7 @@ from .inventory import oldest_kept
 from .plan import CleanupPlan
 from .relief_verdicts import Verdicts
 from .stats import CleanupStats, FileCounts
-from .volumes import emergency_kinds, volumes_by_kind
+from .volumes import emergency_kinds, emergency_media, names_a_file, volumes_by_kind
 
 
 class PressureNotRelieved(RuntimeError):
@@ -76,6 +76,7 @@ def relieve_pressure(
     min_days: int,
     target: float,
     progress: Callable[[str], None],
+    names_files: Callable[[str], bool] = lambda volume: True,
 ) -> ReliefResult:
     """Run `clean_at(days)` at ever shorter retentions, down to min_days, until every volume has `target`%
     free.
@@ -91,8 +92,9 @@ def relieve_pressure(
     what `clean_at` returns) gained no room there (the disk is filled by something deleting camera data
     cannot touch), or three passes handled files there (`unfreed_on`: some stayed, queued on an unmounted
     root, missing, refused, failing, shared) and deleted none. Passes that handled no file on a volume
-    are skipped in its count (see `Verdicts`). While one pressed volume is not stuck, retention goes on
-    shortening: a volume nothing relieves must not leave another to fill.
+    are skipped in its count (see `Verdicts`), unless no row left names a file there
+    (`names_files(volume)` false): then it is stuck at once. While one pressed volume is not stuck,
+    retention goes on shortening: a volume nothing relieves must not leave another to fill.
     """
     free = free_by_volume()
     result = ReliefResult(start_days, start_days, free, free, target)
@@ -113,7 +115,7 @@ def relieve_pressure(
         result.steps.append({"retention_days": days, "free_percent": round(_lowest(free), 2), **deleted})
         result.final_days, result.free_after = days, free
         progress(f"emergency: retention {days} days -> {_describe(free)} (target {target}%)")
-        verdicts.judge(pressed, deleted, before, free)
+        verdicts.judge(pressed, deleted, before, free, names_files)
         files_deleted = deleted.get("files_deleted", 0)
         if reason := verdicts.give_up(_under(free, target), days, files_deleted, _describe(free), target):
             raise PressureNotRelieved(reason)
@@ -170,8 +172,20 @@ def relieve_by_cleanup(
         oldest = oldest_kept(engine, plan.registry, plan.with_retention(days).cutoff, skip)
         return None if oldest is None else (plan.reference_time - oldest).total_seconds() / 86400
 
+    media = emergency_media(plan.registry, plan.delete_images, dict(plan.days_by_table))
+
+    def names_files(volume: str) -> bool:
+        return names_a_file(engine, [(t, m) for t, m in media if volume_of.get(m.kind) == volume])
+
     return relieve_pressure(
-        clean_at, free_by_volume, oldest_age_days, plan.retention_days, min_days, target, progress
+        clean_at,
+        free_by_volume,
+        oldest_age_days,
+        plan.retention_days,
+        min_days,
+        target,
+        progress,
+        names_files,
     )
 
 

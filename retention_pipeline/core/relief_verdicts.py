@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,10 +16,12 @@ BARREN_PASSES = 3
 @dataclass
 class Verdicts:
     """Per volume, the fruitless and barren passes in a row so far (passes that handled no file there
-    are skipped: they say nothing of it)."""
+    are skipped: they say nothing of it), and the volumes whose last pass handled no file there while no
+    row left names one (idle: no shorter retention can free anything there)."""
 
     fruitless: dict[str, int] = field(default_factory=dict)
     barren: dict[str, int] = field(default_factory=dict)
+    idle: set[str] = field(default_factory=set)
 
     def judge(
         self,
@@ -27,14 +29,24 @@ class Verdicts:
         deleted: dict[str, Any],
         before: dict[str, float],
         free: dict[str, float],
+        names_files: Callable[[str], bool] = lambda volume: True,
     ) -> None:
         """Count one pass on the volumes that were under the target when it began.
 
         Only files count: rows free no disk space (neither engine shrinks its files), and a file handled
         on a roomy volume says nothing of the full one. `deleted["volumes"]`: the volumes where the pass
         deleted a file; `deleted["unfreed_on"]`: those where a file it handled stayed (missing, refused,
-        failed, shared, queued under an offline root)."""
+        failed, shared, queued under an offline root). `names_files(volume)`: whether a row of the tables the
+        emergency shortens still names a file of that volume's kinds, asked only after a pass that handled
+        none there."""
         for volume in pressed:
+            handled = volume in deleted.get("volumes", ()) or volume in deleted.get("unfreed_on", ())
+            # A pass handling no file there says nothing of it while rows still name its files (they may
+            # be younger than the cutoffs so far); with none left, no shorter retention frees anything.
+            if handled or names_files(volume):
+                self.idle.discard(volume)
+            else:
+                self.idle.add(volume)
             if volume in deleted.get("volumes", ()):
                 self.barren[volume] = 0
                 if free[volume] > before[volume]:
@@ -53,15 +65,19 @@ class Verdicts:
     def is_barren(self, volume: str) -> bool:
         return self.barren.get(volume, 0) >= BARREN_PASSES
 
+    def is_stuck(self, volume: str) -> bool:
+        return self.is_fruitless(volume) or self.is_barren(volume) or volume in self.idle
+
     def give_up(
         self, pressed: list[str], days: int, files_deleted: int, described: str, target: float
     ) -> str | None:
         """Why the emergency stops, when every volume still under the target (`pressed`) is stuck; None
         while one of them may still gain room from a shorter retention."""
-        if not pressed or not all(self.is_fruitless(v) or self.is_barren(v) for v in pressed):
+        if not pressed or not all(self.is_stuck(v) for v in pressed):
             return None
         fruitless = [volume for volume in pressed if self.is_fruitless(volume)]
-        barren = [volume for volume in pressed if volume not in fruitless]
+        barren = [volume for volume in pressed if volume not in fruitless and self.is_barren(volume)]
+        idle = [volume for volume in pressed if volume not in fruitless and volume not in barren]
         reasons = []
         if fruitless:
             reasons.append(
@@ -73,6 +89,11 @@ class Verdicts:
                 f"the last {BARREN_PASSES} passes deleted rows whose files lie on the volume of"
                 f" {_names(barren)} but not one of those files: they stayed queued (storage root"
                 " unmounted?), were missing, refused, failed or shared"
+            )
+        if idle:
+            reasons.append(
+                f"no row left in the tables retention shortens names a file on the volume of {_names(idle)}:"
+                " what fills it is not files data retention deletes"
             )
         return (
             f"cutting retention to {days} days deleted {files_deleted} files, and no volume still under the"

@@ -6,8 +6,11 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from sqlalchemy import String, exists, or_, select
+from sqlalchemy.engine import Engine
+
 from .purge.offline_roots import missing_or_empty
-from .tables import DATA, Registry
+from .tables import DATA, MediaColumn, Registry, RetentionTable, column_of
 
 # The storage roots in the order Settings.storage_roots gives them -> the kind of file kept there.
 _ROOT_KINDS = ("thumbnail", "clip", "image")
@@ -34,6 +37,14 @@ def emergency_kinds(registry: Registry, delete_images: bool, own_days: Iterable[
     """The kinds of file in the tables whose rows a shorter RETENTION_DAYS deletes (images only with
     DELETE_IMAGES or a policy column): those with a rule following it, unless the run fixes their days,
     and those whose rows go by ON DELETE CASCADE with such a table's."""
+    return {media.kind for _, media in emergency_media(registry, delete_images, own_days)}
+
+
+def emergency_media(
+    registry: Registry, delete_images: bool, own_days: Iterable[str] = ()
+) -> list[tuple[RetentionTable, MediaColumn]]:
+    """The media columns, with their tables, whose files a shorter RETENTION_DAYS deletes (see
+    `emergency_kinds`)."""
     fixed = set(own_days)
     shortened = {
         entry.name
@@ -46,7 +57,23 @@ def emergency_kinds(registry: Registry, delete_images: bool, own_days: Iterable[
         if entry.name not in shortened and any(parent in shortened for parent, _ in entry.cascades_from)
     }:
         shortened |= more
-    return {media.kind for name in shortened for media in registry[name].media(delete_images)}
+    return [
+        (registry[name], media) for name in sorted(shortened) for media in registry[name].media(delete_images)
+    ]
+
+
+def names_a_file(engine: Engine, columns: Iterable[tuple[RetentionTable, MediaColumn]]) -> bool:
+    """Whether any row of these tables names a file in these columns: one statement, each EXISTS stopping
+    at its first hit (no path index needed; the camera system has none on its path columns)."""
+    found = [
+        exists().where(column.isnot(None), column != "")
+        for entry, media in columns
+        for column in [column_of(entry, media.column, String)]
+    ]
+    if not found:
+        return False
+    with engine.connect() as conn:
+        return bool(conn.execute(select(or_(*found))).scalar())
 
 
 def volumes_by_kind(storage_roots: Iterable[Path], kinds: set[str]) -> dict[str, str]:

@@ -11,8 +11,14 @@ class Script:
     """Passes at 29, 28, ... days: each deletes what `passes` says (volumes holding the files it deleted,
     the free space it leaves); past the script, every volume has room."""
 
-    def __init__(self, free: dict[str, float], passes: list[tuple[dict[str, Any], dict[str, float]]]) -> None:
-        self.free, self.passes, self.days = dict(free), passes, []
+    def __init__(
+        self,
+        free: dict[str, float],
+        passes: list[tuple[dict[str, Any], dict[str, float]]],
+        unnamed: tuple[str, ...] = (),
+    ) -> None:
+        """`unnamed`: volumes on which no row left names a file."""
+        self.free, self.passes, self.days, self.unnamed = dict(free), passes, [], unnamed
 
     def clean_at(self, days: int) -> dict[str, Any]:
         self.days.append(days)
@@ -22,7 +28,14 @@ class Script:
 
     def run(self) -> int:
         result = relieve_pressure(
-            self.clean_at, lambda: dict(self.free), lambda days: days - 0.5, 30, 1, 15.0, lambda _m: None
+            self.clean_at,
+            lambda: dict(self.free),
+            lambda days: days - 0.5,
+            30,
+            1,
+            15.0,
+            lambda _m: None,
+            lambda volume: volume not in self.unnamed,
         )
         return result.final_days
 
@@ -130,3 +143,22 @@ def test_the_run_stops_only_once_every_volume_under_the_target_is_stuck():
     message = str(stopped.value)
     assert "on the volume of A neither freed anything measurable" in message
     assert "files lie on the volume of B but not one of those files" in message
+
+
+def test_a_volume_no_row_names_a_file_on_is_stuck_once_a_pass_handles_none_there():
+    # A is filled by something else (its deleted files free nothing); B holds only files no row names.
+    fruitless_on_a = ({"volumes": ["A"]}, {})
+    script = Script({"A": 5.0, "B": 5.0}, [fruitless_on_a] * 10, unnamed=("B",))
+
+    with pytest.raises(PressureNotRelieved) as stopped:
+        script.run()
+    assert script.days == [29, 28]  # before: on down to MIN_RETENTION_DAYS, 1
+    assert "no row left in the tables retention shortens names a file on the volume of B" in str(
+        stopped.value
+    )
+
+
+def test_a_volume_whose_files_rows_still_name_stays_pressed_through_passes_handling_none():
+    script = Script({"A": 5.0}, [NEUTRAL] * 4)  # rows still name files on A, younger than the cutoffs
+
+    assert script.run() == 25
