@@ -234,8 +234,7 @@ def _not_a_time(engine: Engine, table: str, column: str, reflected: Any) -> str 
     """Why this column cannot be a rule's time column, or None."""
     if engine.dialect.name != "sqlite":
         return None if isinstance(reflected, DateTime) else f"is {reflected}, not a timestamp"
-    declared = time_declarations.declared_types(engine, table).get(column, "")
-    return time_declarations.refusal(declared) if time_declarations.holds_no_time(declared) else None
+    return time_declarations.problem(engine, table, column)
 
 
 def named(engine: Engine, table: str) -> str:

@@ -1,6 +1,7 @@
 """A policy rule's time column as the database declares it: on SQLite a declaration that holds the camera
-system's text spellings is served, a numeric one refused (its small numbers read as Julian days thousands of
-years ago, so every row would expire); PostgreSQL needs a timestamp type."""
+system's text spellings is served, a numeric one too while its values read as times since 1970 (unix seconds,
+Julian days), refused when its smallest does not (a priority 0-4 reads as a Julian day thousands of years
+ago, so every row would expire); PostgreSQL needs a timestamp type."""
 
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -87,12 +88,14 @@ def test_a_policy_time_column_the_engine_can_read_is_served(
         ("TEXT", True),
         ("BLOB", False),
         ("BOOLEAN", False),
-        ("INTEGER", False),
-        ("BIGINT", False),
-        ("REAL", False),
-        ("DOUBLE PRECISION", False),
-        ("NUMERIC", False),
-        ("DECIMAL(10, 2)", False),
+        ("TIME", False),
+        ("JSON", False),
+        ("INTEGER", True),
+        ("BIGINT", True),
+        ("REAL", True),
+        ("DOUBLE PRECISION", True),
+        ("NUMERIC", True),
+        ("DECIMAL(10, 2)", True),
     ],
 )
 def test_a_time_column_that_holds_no_time_is_refused_saying_what_is_accepted(
@@ -108,6 +111,33 @@ def test_a_time_column_that_holds_no_time_is_refused_saying_what_is_accepted(
 
     with pytest.raises(SchemaError, match=rf"\(audit_logs\): time_column 'created_at' .*{expected}"):
         prepare_database(world.engine, world.policy)
+
+
+@pytest.mark.parametrize("declared", ["INTEGER", "REAL", "NUMERIC"])
+def test_a_sqlite_policy_time_column_of_unix_seconds_is_served(
+    world: CameraWorld, tmp_path: Path, declared: str
+):
+    if world.engine.dialect.name == "postgresql":
+        pytest.skip("PostgreSQL needs a timestamp type: refused above")
+    _audit_logs(world, tmp_path, declared)
+    raw = table("audit_logs", column("id"), column("created_at"))
+
+    def write(times: list[datetime]) -> list[int]:
+        with world.engine.begin() as conn:
+            return [
+                conn.execute(
+                    insert(raw).values(created_at=int(at.timestamp())).returning(raw.c.id)
+                ).scalar_one()
+                for at in times
+            ]
+
+    old = write([world.old(1), world.old(40), world.cutoff - timedelta(seconds=1)])
+    young = write([world.cutoff, world.recent(1), world.recent(20)])
+
+    stats = world.run()
+
+    assert world.ids(Table("audit_logs", MetaData(), Column("id", Integer))) == set(young)
+    assert stats.rows_deleted_by_table["audit_logs"] == len(old)
 
 
 def _audit_notes(world: CameraWorld, tmp_path: Path, priority: str) -> set[int]:
