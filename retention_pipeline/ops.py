@@ -54,7 +54,9 @@ def plan_cleanup(
             reference_time=_reference_time(context, config),
             **config.model_dump(exclude={"reference_time"}),
         )
-        cleanup.prepare_database(claimed_engine(context, camera_system), plan.policy, plan.dry_run)
+        cleanup.prepare_database(
+            claimed_engine(context, camera_system), plan.policy, plan.dry_run, plan.delete_images
+        )
     except SettingsError as exc:  # a policy rule that can never apply: the CLI exits EXIT_BAD_CONFIG on it
         raise dg.Failure(description=str(exc), metadata={INVALID_CONFIG: True}, allow_retries=False) from None
     except (cleanup.SchemaError, DatabaseMissing) as exc:

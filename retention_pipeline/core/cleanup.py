@@ -47,7 +47,9 @@ def schema_problems(engine: Engine, registry: Registry | None = None) -> list[st
     return problems
 
 
-def prepare_database(engine: Engine, policy: tuple[DeclaredRule, ...] = (), dry_run: bool = False) -> None:
+def prepare_database(
+    engine: Engine, policy: tuple[DeclaredRule, ...] = (), dry_run: bool = False, delete_images: bool = True
+) -> None:
     """Check the camera tables retention needs (and the policy file's) and that nothing would refuse
     their deletes (for a real run, the role's rights too), then create the bookkeeping queue if
     missing."""
@@ -69,7 +71,9 @@ def prepare_database(engine: Engine, policy: tuple[DeclaredRule, ...] = (), dry_
         raise SchemaError(f"{lacking}. Nothing was deleted.")
     # The same, and doctor's, words for a right missing; a dry run deletes nothing and is let run.
     if not dry_run and (
-        lacking_rights := privilege_problems(engine, registry, set(inspect(engine).get_table_names()))
+        lacking_rights := privilege_problems(
+            engine, registry, set(inspect(engine).get_table_names()), delete_images
+        )
     ):
         raise SchemaError("; ".join(lacking_rights) + ". Nothing was deleted.")
     ensure_bookkeeping(engine)

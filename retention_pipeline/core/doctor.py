@@ -149,7 +149,7 @@ def diagnose(engine: Engine, plan: CleanupPlan, database_url: str | None = None)
     inspector = inspect(engine)
     tables = set(inspector.get_table_names())
     queued = retention_file_queue.name in tables  # created by the first run, never by doctor
-    lacking = privilege_problems(engine, registry, tables)
+    lacking = privilege_problems(engine, registry, tables, plan.delete_images)
     report.blocking += lacking
     # The run refuses to start without them (its file step could not tell a shared file from an orphan).
     no_json = json_functions_problem(engine)

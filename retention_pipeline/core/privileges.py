@@ -27,22 +27,27 @@ class Need:
     table: str
     privilege: str
     column: str | None = None
+    # SELECT ... FOR UPDATE takes its row locks with UPDATE on any one column (GRANT UPDATE (id) ON ...).
+    any_column: bool = False
 
 
-def needs(engine: Engine, registry: Registry, tables: set[str]) -> list[Need]:
+def needs(engine: Engine, registry: Registry, tables: set[str], delete_images: bool = True) -> list[Need]:
     """What a run does to the tables this database has: it reads and deletes the retention tables, locks
     the batches of those with files or children (FOR UPDATE: UPDATE), reads and deletes their children
     (alerts, event_detections) itself, reads the columns whose rows keep their files, and fills and drains
     its queue."""
     # The cascades read from the database, as the purge reads them: a policy table emptied by one makes
-    # its parent's batches queue files, so lock. Images count: DELETE_IMAGES may be set for one run.
+    # its parent's batches queue files, so lock. Images count as the run's DELETE_IMAGES says, as the purge
+    # decides.
     expiry = with_cascades(engine, Expiry(registry, ()))
     found: list[Need] = []
     for entry in registry.tables:
         if entry.name not in tables:
             continue
-        locks = locks_its_rows(expiry, entry.name, delete_images=True)
-        found += [Need(entry.name, p) for p in ("SELECT", "UPDATE", "DELETE") if p != "UPDATE" or locks]
+        found += [Need(entry.name, "SELECT")]
+        if locks_its_rows(expiry, entry.name, delete_images):
+            found += [Need(entry.name, "UPDATE", any_column=True)]
+        found += [Need(entry.name, "DELETE")]
         found += [Need(c.table, p) for c in entry.children if c.table in tables for p in ("SELECT", "DELETE")]
     found += [Need(table, "SELECT", column) for table, column in keeping_columns(engine)]
     if _QUEUE in tables:
@@ -54,16 +59,20 @@ def _granted(need: Need) -> ColumnElement[Any]:
     table = func.quote_ident(need.table)  # resolved through the search path, as the run's statements are
     if need.column is not None:
         return func.has_column_privilege(table, need.column, need.privilege)
+    if need.any_column:
+        return func.has_any_column_privilege(table, need.privilege)
     return func.has_table_privilege(table, need.privilege)
 
 
-def privilege_problems(engine: Engine, registry: Registry, tables: set[str]) -> list[str]:
+def privilege_problems(
+    engine: Engine, registry: Registry, tables: set[str], delete_images: bool = True
+) -> list[str]:
     """PostgreSQL: what the role of DATABASE_URL may not do that a run does, as the GRANT statements that
     fix it. The role's own rights, whoever owns the tables."""
     if engine.dialect.name != "postgresql":
         return []  # SQLite: whoever may open the file for writing may do all of it
     quote = engine.dialect.identifier_preparer.quote
-    needed = needs(engine, registry, tables)
+    needed = needs(engine, registry, tables, delete_images)
     probes = [_granted(n) for n in needed]
     # Where an unqualified CREATE puts the queue: the first existing schema of the search path.
     probes.append(func.has_schema_privilege(func.current_schema(), "CREATE"))
