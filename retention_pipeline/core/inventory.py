@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, func, literal, not_, or_, select, type_coerce
+from sqlalchemy import String, func, inspect, literal, not_, or_, select, type_coerce
 from sqlalchemy.engine import Connection, Engine
 
 from .estimates import row_count
@@ -43,7 +43,7 @@ def _oldest(conn: Connection, entry: RetentionTable, horizon: datetime | None = 
     # The first rule's column: for the built-in tables the one with the time index.
     ts = column_of(entry, entry.rules[0].column)
     if conn.dialect.name != "sqlite":
-        if horizon is not None:
+        if horizon is not None and _brin_only(conn, entry.name, entry.rules[0].column):
             return _as_utc(_oldest_near(conn, ts, horizon))
         return _as_utc(conn.execute(select(func.min(ts))).scalar())
     # Read as stored (one entry of the time index): an ISO text is the oldest day, give or take the
@@ -58,6 +58,18 @@ def _oldest(conn: Connection, entry: RetentionTable, horizon: datetime | None = 
     instant = sqlite_instant(ts)
     oldest = conn.execute(select(func.strftime("%Y-%m-%d %H:%M:%f", func.min(instant)))).scalar()
     return None if oldest is None else datetime.fromisoformat(oldest).replace(tzinfo=UTC)
+
+
+def _brin_only(conn: Connection, table: str, column: str) -> bool:
+    """Whether the indexes leading on `column` are all BRIN (or others that serve ranges, not order): then
+    a bare min() reads the whole table and the windows read few block ranges. With a btree min() reads one
+    entry; with no index at all each window would be one more full scan."""
+    using = [
+        index.get("dialect_options", {}).get("postgresql_using", "btree")
+        for index in inspect(conn).get_indexes(table)
+        if index["column_names"][:1] == [column]
+    ]
+    return bool(using) and "btree" not in using
 
 
 def _oldest_near(conn: Connection, ts: Any, horizon: datetime) -> Any:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, insert, text
+from sqlalchemy import event, insert, inspect, text
 from sqlalchemy.engine import Engine
 
 from retention_pipeline.core import estimates
@@ -128,3 +128,25 @@ def test_the_oldest_gpu_stat_and_its_check_are_read_through_the_brin_index(
         assert expired or not any(c in s[0] for s in seen for c in counting)
         reads = plans(world.engine, [s for s in seen if not any(c in s[0] for c in counting)])
         assert reads and all(BRIN in plan and "Seq Scan" not in plan for plan in reads), reads
+
+
+@pytest.mark.parametrize("schema_shape", ["camera"], indirect=True)
+@pytest.mark.parametrize("index", ["none", "btree"])
+def test_the_oldest_row_of_a_table_without_a_brin_only_time_column_is_one_min(index: str, world: CameraWorld):
+    # The windows serve a BRIN index only: with no index each would be one more full scan, with a btree
+    # one min() reads one entry.
+    now = world.now
+    first = now - timedelta(days=RETENTION_DAYS - 1, minutes=7)
+    with world.engine.begin() as conn:
+        for found in inspect(conn).get_indexes("gpu_stats"):
+            if found["column_names"][:1] == ["recorded_at"]:
+                conn.execute(text(f"DROP INDEX {found['name']}"))
+        if index == "btree":
+            conn.execute(text("CREATE INDEX ix_gpu_stats_recorded_at_btree ON gpu_stats (recorded_at)"))
+        conn.execute(insert(gpu_stats), [{"recorded_at": first + timedelta(hours=n)} for n in range(48)])
+
+    with statements_on_gpu_stats(world.engine) as seen:
+        observed = table_inventory(world.engine, Registry()["gpu_stats"], horizon=now - timedelta(days=30))
+
+    assert observed.oldest == first
+    assert len([s for s in seen if "min(gpu_stats.recorded_at)" in s[0]]) == 1, seen
