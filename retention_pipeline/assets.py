@@ -1,7 +1,7 @@
 """The camera system's data as external assets, and the observations that plot their size over time."""
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -85,6 +85,7 @@ def _table_observations(
     registry: Registry,
     now: datetime,
     stats: CleanupStats | None,
+    warn: Callable[[str], None],
     whole_run: CleanupStats | None = None,
     horizons: Mapping[str, datetime] | None = None,
 ) -> list[dg.AssetObservation]:
@@ -97,7 +98,11 @@ def _table_observations(
     horizons = horizons if stats is None else stats.cutoffs_by_table
     for entry in registry.tables:
         deleted = 0 if whole_run is None else whole_run.rows_deleted_by_table.get(entry.name, 0)
-        inventory = table_inventory(engine, entry, deleted, since, (horizons or {}).get(entry.name))
+        try:
+            inventory = table_inventory(engine, entry, deleted, since, (horizons or {}).get(entry.name))
+        except Exception as exc:  # one table gone (a dropped policy table) must not hide the others
+            warn(f"could not read table {entry.name} for its asset observation, left out: {exc}")
+            continue
         metadata: dict[str, Any] = {
             "rows": inventory.rows,
             "rows_estimated": inventory.rows_estimated,  # True: PostgreSQL's planner estimate
@@ -120,7 +125,9 @@ def observe_after_cleanup(
     """One observation per asset after a real data_cleanup run, or after its emergency passes (`stats`
     and `files` theirs alone, `whole_run` the run's total): each says what was deleted since the last."""
     try:
-        tables = _table_observations(engine, registry, datetime.now(UTC), stats, whole_run)
+        tables = _table_observations(
+            engine, registry, datetime.now(UTC), stats, context.log.warning, whole_run
+        )
     except Exception as exc:  # a read after the deletes: the run's own numbers stand without it
         context.log.warning(f"could not read the tables' sizes for their asset observations: {exc}")
         tables = []
@@ -144,7 +151,9 @@ def observe_after_sweep(
     try:
         expiry = Expiry.at(settings.registry, now, settings.retention_days, settings.log_retention_days)
         horizons = {entry.name: expiry.cutoff(entry.name) for entry in settings.registry.tables}
-        tables = _table_observations(engine, settings.registry, now, None, horizons=horizons)
+        tables = _table_observations(
+            engine, settings.registry, now, None, context.log.warning, horizons=horizons
+        )
     except Exception as exc:  # a read after the deletes: the sweep's own numbers stand without it
         context.log.warning(f"could not read the tables' sizes for their asset observations: {exc}")
         tables = []

@@ -89,9 +89,12 @@ def test_a_failed_read_of_the_tables_sizes_after_the_deletes_is_a_warning_not_a_
     warnings = [
         event.message
         for event in instance.all_logs(result.run_id)
-        if event.level == 30 and "asset observations" in (event.message or "")
+        if event.level == 30 and "asset observation" in (event.message or "")
     ]
-    assert warnings == ["could not read the tables' sizes for their asset observations: the server went away"]
+    assert warnings == [
+        f"could not read table {name} for its asset observation, left out: the server went away"
+        for name in ("detections", "events", "gpu_stats", "logs")
+    ]
 
 
 def test_a_large_tables_estimate_is_lowered_by_the_rows_the_cleanup_deleted(

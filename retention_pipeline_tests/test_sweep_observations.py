@@ -35,8 +35,12 @@ def real_sweep(world: CameraWorld, instance: dg.DagsterInstance, **dirs: str) ->
 def test_a_failed_read_of_the_tables_sizes_after_the_sweep_deleted_is_a_warning_not_a_failed_run(
     world: CameraWorld, instance, monkeypatch: pytest.MonkeyPatch
 ):
-    def unreadable(*_args: Any, **_kwargs: Any) -> None:
-        raise RuntimeError("no such table: audit_logs")
+    table_inventory = assets.table_inventory
+
+    def unreadable(engine: Any, entry: Any, *args: Any) -> Any:
+        if entry.name == "detections":  # the first table: a dropped one must not hide those after it
+            raise RuntimeError("no such table: detections")
+        return table_inventory(engine, entry, *args)
 
     finished: list[str] = []
     tracker_finish = orphan_ops.finish
@@ -56,13 +60,15 @@ def test_a_failed_read_of_the_tables_sizes_after_the_sweep_deleted_is_a_warning_
     assert not world.exists(f"{THUMBS}/orphan.jpg") and world.exists(f"{THUMBS}/kept.jpg")
     assert latest_observation(instance, "thumbnails")["orphans_deleted_by_sweep"] == 1
     assert not instance.fetch_observations(dg.AssetKey("detections"), limit=1).records
+    assert latest_observation(instance, "events")["rows"] == 0
+    assert latest_observation(instance, "logs")["rows"] == 0
     warnings = [
         event.message
         for event in instance.all_logs(result.run_id)
-        if event.level == 30 and "asset observations" in (event.message or "")
+        if event.level == 30 and "asset observation" in (event.message or "")
     ]
     assert warnings == [
-        "could not read the tables' sizes for their asset observations: no such table: audit_logs"
+        "could not read table detections for its asset observation, left out: no such table: detections"
     ]
 
 
