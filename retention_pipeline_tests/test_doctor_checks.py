@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
 from retention_pipeline.core import doctor_checks
 from retention_pipeline.core.cleanup import SchemaError, prepare_database, run_cleanup
@@ -239,3 +240,18 @@ def test_where_the_preview_s_transaction_cannot_write_doctor_completes_saying_wh
     assert report.expired_files is None
     assert report.expired_files_not_counted is not None
     assert "cannot execute CREATE TABLE in a read-only transaction" in report.expired_files_not_counted
+
+
+def test_a_primary_s_feature_not_supported_error_in_the_preview_is_not_taken_for_a_standby(
+    postgresql_only: None, world: CameraWorld, monkeypatch: pytest.MonkeyPatch
+):
+    world.detection(world.old())
+
+    def unsupported(engine: Engine, *_args: Any, **_kwargs: Any) -> None:
+        with engine.connect() as conn:  # SQLSTATE 0A000 on any server, in recovery or not
+            conn.execute(text("SELECT count(*) FROM detections FOR UPDATE"))
+
+    monkeypatch.setattr(doctor_checks, "preview_file_deletions", unsupported)
+
+    with pytest.raises(DBAPIError, match="FOR UPDATE is not allowed with aggregate functions"):
+        diagnose(world.engine, world.plan())

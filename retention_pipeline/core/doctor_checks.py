@@ -125,9 +125,11 @@ class FilesNotCounted(Exception):
     """The dry run's file preview cannot run on this server; the message says why."""
 
 
-# read_only_sql_transaction, and feature_not_supported: a hot standby refusing SET TRANSACTION READ WRITE
-# ("cannot set transaction read-write mode during recovery").
-_READ_ONLY_CODES = {"25006", "0A000"}
+# read_only_sql_transaction. A hot standby refuses SET TRANSACTION READ WRITE with feature_not_supported
+# ("cannot set transaction read-write mode during recovery"), which many other failures raise too: that
+# one counts only from a server in recovery.
+_READ_ONLY = "25006"
+_IN_RECOVERY_ONLY = "0A000"
 
 
 def files_a_run_deletes(engine: Engine, plan: CleanupPlan, queued: bool) -> int:
@@ -136,12 +138,11 @@ def files_a_run_deletes(engine: Engine, plan: CleanupPlan, queued: bool) -> int:
     transaction to write, not even to a temporary table (a hot standby)."""
     roots = StorageRoots.from_dirs(plan.media_root, plan.storage_dirs)
     if engine.dialect.name == "postgresql":
-        with engine.connect() as conn:
-            if conn.execute(select(func.pg_is_in_recovery())).scalar_one():
-                raise FilesNotCounted(
-                    "the server is a read-only standby (in recovery), where the preview cannot create the"
-                    " temporary table it checks paths in; run doctor against the primary to count them"
-                )
+        if _in_recovery(engine):
+            raise FilesNotCounted(
+                "the server is a read-only standby (in recovery), where the preview cannot create the"
+                " temporary table it checks paths in; run doctor against the primary to count them"
+            )
         # The preview stages the paths it checks in a temporary table, private to its session and gone
         # with it, which a read-only transaction may not create: its transactions alone may write (the
         # listener is this copy's, not the engine's; both share the pool).
@@ -152,7 +153,7 @@ def files_a_run_deletes(engine: Engine, plan: CleanupPlan, queued: bool) -> int:
     except Exception as exc:
         # Raised through SQLAlchemy (DBAPIError: .orig) or, from the begin listener, by the driver itself.
         code = getattr(getattr(exc, "orig", exc), "pgcode", None)
-        if code not in _READ_ONLY_CODES:
+        if code != _READ_ONLY and not (code == _IN_RECOVERY_ONLY and _in_recovery(engine)):
             raise
         message = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
         raise FilesNotCounted(
@@ -160,6 +161,11 @@ def files_a_run_deletes(engine: Engine, plan: CleanupPlan, queued: bool) -> int:
             " server that accepts writes to count them"
         ) from None
     return counts.thumbnails_deleted + counts.images_deleted + counts.clips_deleted
+
+
+def _in_recovery(engine: Engine) -> bool:
+    with engine.connect() as conn:
+        return bool(conn.execute(select(func.pg_is_in_recovery())).scalar_one())
 
 
 def _read_write(conn: Connection) -> None:
