@@ -13,11 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import column, func, literal, select, table
+from sqlalchemy import column, func, select, table
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.expression import ColumnClause
-
-from .instants import sqlite_instant
 
 ACCEPTED = (
     "TEXT, VARCHAR, CHAR, CLOB, DATE, DATETIME, TIMESTAMP, timestamptz or TIMESTAMP WITH TIME ZONE"
@@ -25,7 +23,8 @@ ACCEPTED = (
 )
 
 # No camera system wrote a time before this; a numeric time column holding one holds something else.
-_EPOCH = func.julianday(literal("1970-01-01"))
+# 1970-01-01 as a Julian day: every number below it reads as a time before 1970, or as none at all.
+_EPOCH_JULIAN_DAY = 2440587.5
 
 
 def declared_types(engine: Engine, table_name: str) -> dict[str, str]:
@@ -67,7 +66,7 @@ def refusal(declared: str) -> str:
 
 def problem(engine: Engine, table_name: str, column_name: str) -> str | None:
     """SQLite: why this column cannot be a rule's time column, or None: its declaration, or, declared
-    numeric, its smallest value reading as a time before 1970 (a run would take every such row for long
+    numeric, a number in it reading as a time before 1970 (a run would take every such row for long
     expired)."""
     declared = declared_types(engine, table_name).get(column_name, "")
     if holds_no_time(declared):
@@ -75,10 +74,20 @@ def problem(engine: Engine, table_name: str, column_name: str) -> str | None:
     if not numeric(declared):
         return None
     time: ColumnClause[Any] = column(column_name)
+    # Not min() read as a time: a sentinel too far back to read as any date (INT64_MIN, -1e300) reads as
+    # none, and would hide the small numbers above it. SQLite orders every number below every text, so an
+    # index on the column serves this range, and text values never fall in it.
+    early = (
+        select(time)
+        .select_from(table(table_name, time))
+        .where(time < _EPOCH_JULIAN_DAY, func.typeof(time).in_(["integer", "real"]))
+        .order_by(time)
+        .limit(1)
+    )
     with engine.connect() as conn:
-        smallest = conn.execute(select(func.min(time)).select_from(table(table_name, time))).scalar()
-        if smallest is None or not conn.execute(select(sqlite_instant(literal(smallest)) < _EPOCH)).scalar():
-            return None
+        smallest = conn.execute(early).scalar()
+    if smallest is None:
+        return None
     return (
         f"is declared {declared} and its smallest value, {smallest}, reads as a time before 1970 (a number"
         " such as a priority or a score reads as a Julian day: 3 is in 4713 BC), so a run would delete"

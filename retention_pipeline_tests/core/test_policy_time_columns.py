@@ -179,6 +179,22 @@ def test_a_rule_on_a_numeric_column_is_refused_by_doctor_and_the_run_and_nothing
     assert _notes_left(world) == notes
 
 
+@pytest.mark.parametrize("sentinel", [-9223372036854775808, -1e12, -1e300])
+def test_a_sentinel_too_far_back_to_read_as_a_date_does_not_hide_the_small_numbers_above_it(
+    world: CameraWorld, tmp_path: Path, sentinel: float
+):
+    if world.engine.dialect.name == "postgresql":
+        pytest.skip("a PostgreSQL number column is refused by its type, whatever it holds")
+    notes = _audit_notes(world, tmp_path, "INTEGER")
+    with world.engine.begin() as conn:
+        conn.execute(text("INSERT INTO audit_notes (id, priority) VALUES (11, :p)"), {"p": sentinel})
+
+    with pytest.raises(SchemaError, match=r"time_column 'priority' is declared INTEGER and its smallest"):
+        world.run()
+
+    assert _notes_left(world) == notes | {11}
+
+
 @pytest.mark.parametrize("priority", ["TEXT", ""])
 def test_doctor_blocks_a_sqlite_policy_column_whose_values_read_as_times_before_1970(
     world: CameraWorld, tmp_path: Path, priority: str
