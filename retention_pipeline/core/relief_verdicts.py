@@ -22,6 +22,9 @@ class Verdicts:
     fruitless: dict[str, int] = field(default_factory=dict)
     barren: dict[str, int] = field(default_factory=dict)
     idle: set[str] = field(default_factory=set)
+    # Volumes a row was found naming a file of since the last pass that handled one there: asked once,
+    # not at every pass (without path indexes the question may read a whole table).
+    named: set[str] = field(default_factory=set)
 
     def judge(
         self,
@@ -43,7 +46,11 @@ class Verdicts:
             handled = volume in deleted.get("volumes", ()) or volume in deleted.get("unfreed_on", ())
             # A pass handling no file there says nothing of it while rows still name its files (they may
             # be younger than the cutoffs so far); with none left, no shorter retention frees anything.
-            if handled or names_files(volume):
+            if handled:
+                self.named.discard(volume)  # the rows that named its files may be the ones just deleted
+                self.idle.discard(volume)
+            elif volume in self.named or names_files(volume):
+                self.named.add(volume)
                 self.idle.discard(volume)
             else:
                 self.idle.add(volume)

@@ -162,3 +162,28 @@ def test_a_volume_whose_files_rows_still_name_stays_pressed_through_passes_handl
     script = Script({"A": 5.0}, [NEUTRAL] * 4)  # rows still name files on A, younger than the cutoffs
 
     assert script.run() == 25
+
+
+def test_whether_rows_still_name_a_volumes_files_is_asked_once_until_a_pass_handles_files_there():
+    asked: list[str] = []
+    passes = [NEUTRAL] * 3 + [({"volumes": ["A"]}, {"A": 6.0})] + [NEUTRAL] * 2
+    script = Script({"A": 5.0}, passes)
+
+    def names_files(volume: str) -> bool:
+        asked.append(volume)
+        return True
+
+    relieve_pressure(
+        script.clean_at,
+        lambda: dict(script.free),
+        lambda d: d - 0.5,
+        30,
+        1,
+        15.0,
+        lambda _m: None,
+        names_files,
+    )
+
+    # Without path indexes each question may read a whole table: once for the three neutral passes, once
+    # again after the pass that deleted files there (the rows naming them may be the ones it deleted).
+    assert asked == ["A", "A"]
