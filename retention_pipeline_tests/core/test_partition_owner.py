@@ -55,3 +55,18 @@ def test_a_role_not_owning_a_partitioned_table_deletes_its_expired_rows_in_batch
     assert stats.logs_deleted == 11
     assert _timestamps(world.engine) == kept
     assert _partitions_left(world.engine) == partitions  # none dropped: emptied by the batches
+
+
+def test_doctor_names_the_owner_of_a_partition_the_role_lacks_not_the_tables_own_owner(
+    postgresql_only: None, log_world: CameraWorld, granted_role: Engine
+):
+    world = log_world
+    role = granted_role.url.username
+    with world.engine.begin() as conn:
+        conn.execute(text(f"ALTER TABLE logs OWNER TO {role}"))  # its partitions stay postgres's
+
+    report = diagnose(granted_role, world.plan(dry_run=True))
+
+    owner_warnings = [w for w in report.warnings if "does not own table logs" in w]
+    assert len(owner_warnings) == 1
+    assert "(owner: postgres)" in owner_warnings[0] and "GRANT postgres TO" in owner_warnings[0]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Text, cast, column, func, or_, select, table, text
+from sqlalchemy import Text, cast, column, distinct, func, literal, not_, or_, select, table, text
 from sqlalchemy.engine import Engine
 
 from ..queries.partition_drop import ForeignKey
@@ -117,16 +117,18 @@ def detached_prefix(table: str) -> str:
 
 def owner_of(engine: Engine, table: str) -> tuple[bool, str]:
     """(whether the run's role owns, or is a member of the role owning, `table` and every partition of
-    it, as DETACH and DROP require; the owner's name)."""
+    it, as DETACH and DROP require; the owners it would need, or the table's owner when none is missing)."""
     parent = func.to_regclass(func.quote_ident(table))
     partitions = select(_pg_inherits.c.inhrelid).where(_pg_inherits.c.inhparent == parent)
+    may_act = func.pg_has_role(_pg_class.c.relowner, "USAGE")
+    owner = cast(func.pg_get_userbyid(_pg_class.c.relowner), Text)
     with engine.connect() as conn:
-        may, owner = conn.execute(
+        may, lacking, parent_owner = conn.execute(
             select(
-                func.bool_and(func.pg_has_role(_pg_class.c.relowner, "USAGE")),
-                func.max(cast(func.pg_get_userbyid(_pg_class.c.relowner), Text)).filter(
-                    _pg_class.c.oid == parent
-                ),
+                func.bool_and(may_act),
+                # A partition may have another owner than its table: name the owners the role lacks.
+                func.string_agg(distinct(owner), literal(", ")).filter(not_(may_act)),
+                func.max(owner).filter(_pg_class.c.oid == parent),
             ).where(or_(_pg_class.c.oid == parent, _pg_class.c.oid.in_(partitions)))
         ).one()
-    return bool(may), str(owner)
+    return bool(may), str(lacking or parent_owner)
