@@ -133,9 +133,6 @@ def recent_cleanup_runs(instance: dg.DagsterInstance, limit: int) -> list[dict[s
         run = record.dagster_run
         plan = step_metadata(instance, run.run_id, PLAN_STEP)
         stats = run_stats(instance, run.run_id)
-        run_config: dict[str, Any] = dict(run.run_config)
-        ops: dict[str, Any] = run_config.get("ops") or {}
-        config: dict[str, Any] = (ops.get(PLAN_STEP) or {}).get("config", {})
         row: dict[str, Any] = {
             "run_id": run.run_id,
             "status": run.status.value,
@@ -147,7 +144,7 @@ def recent_cleanup_runs(instance: dg.DagsterInstance, limit: int) -> list[dict[s
         for name in CleanupStats.field_names():
             row[name] = stats.get(name, committed.get(name, plan.get(name)))
         if row["dry_run"] is None:
-            row["dry_run"] = config.get("dry_run", True)
+            row["dry_run"] = dry_run_of(dict(run.run_config))
         # The figures the Runs page shows as chips, read from the same tags. A successful re-execution may
         # still carry its parent's failed_step (where the tag could not be dropped): not this run's.
         shown = (

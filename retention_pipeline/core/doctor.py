@@ -174,8 +174,9 @@ def diagnose(engine: Engine, plan: CleanupPlan, database_url: str | None = None)
         report.expired_rows = _expired_rows(engine, plan)
         if engine.dialect.name == "sqlite":  # a PostgreSQL timestamp column holds instants only
             report.warnings += checks.unreadable_times(engine, plan)
-            # Blocking, though the run does not refuse it (that would cost every run a read of the
-            # column): such a run deletes rows it should keep, which no later run can undo.
+            # Blocking, though the run refuses it only in a column declared numeric (in a text one, finding
+            # them would cost every run a read of the column): such a run deletes rows it should keep,
+            # which no later run can undo.
             report.blocking += checks.times_before_1970(engine, plan)
         if not no_json:  # the preview's reference check needs them
             try:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event, func, literal, select
+from sqlalchemy import event, func, select
 from sqlalchemy.engine import Connection, Engine
 
 from .files import StorageRoots
 from .index_advice import index_statements
-from .instants import sqlite_instant, unreadable
+from .instants import EPOCH_JULIAN_DAY, sqlite_instant, unreadable
 from .plan import CleanupPlan
 from .purge import partition_catalog, preview_file_deletions
 from .references import Reference, cascading_children
@@ -40,10 +40,6 @@ def unreadable_times(engine: Engine, plan: CleanupPlan) -> list[str]:
     return warnings
 
 
-# No camera system wrote a time before this; a policy's time column holding one holds something else.
-_EPOCH = func.julianday(literal("1970-01-01"))
-
-
 def times_before_1970(engine: Engine, plan: CleanupPlan) -> list[str]:
     """SQLite: why a policy rule's column looks like no time column (its values read as times before
     1970, as small numbers do: 3 is a Julian day in 4713 BC), which a run would expire row after row.
@@ -54,7 +50,9 @@ def times_before_1970(engine: Engine, plan: CleanupPlan) -> list[str]:
         for name in dict.fromkeys(r.column for r in entry.rules if r.retention == OWN):
             column = column_of(entry, name)
             statement = (
-                select(func.count()).select_from(table_of(entry)).where(sqlite_instant(column) < _EPOCH)
+                select(func.count())
+                .select_from(table_of(entry))
+                .where(sqlite_instant(column) < EPOCH_JULIAN_DAY)
             )
             if rows := count(engine, statement):
                 problems.append(

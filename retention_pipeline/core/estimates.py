@@ -72,8 +72,7 @@ def row_count(conn: Connection, target: Table, deleted: int, since: datetime | N
 
 
 def _refreshed_since(conn: Connection, relids: Any, since: datetime) -> bool:
-    """Whether every relation of `relids` (a table, or a partitioned table's leaves) was vacuumed or
-    analyzed at or after `since`."""
+    """Whether every relation of `relids` was vacuumed or analyzed at or after `since`."""
     t = _pg_stat_user_tables.c
     last = func.greatest(t.last_vacuum, t.last_autovacuum, t.last_analyze, t.last_autoanalyze)
     refreshed = conn.execute(

@@ -12,6 +12,10 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from .schema import UTCDateTime
 
+# 1970-01-01 as a Julian day. No camera system wrote a time before it: a policy time column holding one holds
+# something else (a priority, a score), which a run would take for long expired.
+EPOCH_JULIAN_DAY = 2440587.5
+
 
 class older_than(FunctionElement[bool]):  # lower case: it reads like the SQL function it stands for
     """`column < cutoff`, compared as instants on every engine. The third clause, text no stored spelling

@@ -147,7 +147,7 @@ def table_inventory(
     since: datetime | None = None,
     horizon: datetime | None = None,
 ) -> TableInventory:
-    """Rows and oldest timestamp of one retention table (min() uses the timestamp index).
+    """Rows and oldest timestamp of one retention table.
 
     `deleted`: rows a cleanup that started at `since` deleted, taken off a PostgreSQL estimate read before
     them (exact counts need nothing). `horizon`: the cutoff of the table's first rule, near which its

@@ -18,7 +18,6 @@ from .files import StorageRoots
 from .policy import DeclaredRule, registry_with, rules_that_keep_nothing
 from .purge.offline_roots import OfflineRoots, mounted_roots, root_devices
 from .reference_time import check_reference_time, cutoff_from, early_cutoffs
-from .reference_time import parse_reference_time as parse_reference_time  # where it used to live
 from .stats import applied_cutoffs
 from .tables import Expiry, Registry
 

@@ -182,8 +182,8 @@ def relieve_by_cleanup(
         except DBAPIError as exc:
             if not is_query_cancelled(exc):
                 raise
-            # A table too large to answer within the statement timeout: take it as naming files, as
-            # before the question was asked (the run goes on instead of failing without its marker).
+            # A table too large to answer within the statement timeout: take it as naming files, so the
+            # volume stays pressed, rather than fail the run without the marker the sensor waits on.
             progress(
                 "emergency: could not tell within the statement timeout whether a row still names a file"
                 f" on {volume}; going on"

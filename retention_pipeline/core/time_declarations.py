@@ -5,8 +5,8 @@ SQLite keeps whatever a writer stores, and the time comparison (instants.sqlite_
 Julian day, or as unix seconds past the Julian days. A column declared as text, as a date or time stamp,
 or with no type holds the camera system's ISO 8601 text; one declared numeric (INTEGER, REAL, NUMERIC...)
 may hold unix seconds or Julian days, or something else: a priority of 3 reads as a day in 4713 BC, older
-than any cutoff, so a rule naming such a column by mistake would expire every row. Its smallest value
-tells them apart (one min(), served by an index on the column where there is one).
+than any cutoff, so a rule naming such a column by mistake would expire every row. A number in it below
+1970's Julian day tells them apart (one range query, served by an index on the column where there is one).
 """
 
 from __future__ import annotations
@@ -17,14 +17,12 @@ from sqlalchemy import column, func, select, table
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.expression import ColumnClause
 
+from .instants import EPOCH_JULIAN_DAY
+
 ACCEPTED = (
     "TEXT, VARCHAR, CHAR, CLOB, DATE, DATETIME, TIMESTAMP, timestamptz or TIMESTAMP WITH TIME ZONE"
     " (ISO 8601 text), or INTEGER, REAL or NUMERIC (unix seconds or Julian days)"
 )
-
-# No camera system wrote a time before this; a numeric time column holding one holds something else.
-# 1970-01-01 as a Julian day: every number below it reads as a time before 1970, or as none at all.
-_EPOCH_JULIAN_DAY = 2440587.5
 
 
 def declared_types(engine: Engine, table_name: str) -> dict[str, str]:
@@ -80,7 +78,7 @@ def problem(engine: Engine, table_name: str, column_name: str) -> str | None:
     early = (
         select(time)
         .select_from(table(table_name, time))
-        .where(time < _EPOCH_JULIAN_DAY, func.typeof(time).in_(["integer", "real"]))
+        .where(time < EPOCH_JULIAN_DAY, func.typeof(time).in_(["integer", "real"]))
         .order_by(time)
         .limit(1)
     )
@@ -89,7 +87,8 @@ def problem(engine: Engine, table_name: str, column_name: str) -> str | None:
     if smallest is None:
         return None
     return (
-        f"is declared {declared} and its smallest value, {smallest}, reads as a time before 1970 (a number"
+        f"is declared {declared} and its smallest value, {smallest}, reads as a time before 1970 or as none"
+        " (a number"
         " such as a priority or a score reads as a Julian day: 3 is in 4713 BC), so a run would delete"
         " every such row. Name the column that holds the row's time (unix seconds, Julian days or ISO"
         " 8601 text), or rewrite those values"
