@@ -12,7 +12,7 @@ import dagster as dg
 from .core.abandoned_jobs import KILLED_OR_LOST, RunOutcome, failed, settle_abandoned, succeeded
 from .core.job_status import JobStatusBoard, JobTracker, redacted
 from .core.orphans import OrphanStats
-from .failed_runs import failure_reason, step_failure_reason, tag_failure
+from .failed_runs import failure_reason, first_failure, step_failure_reason, tag_failure
 from .history import JOB_NAME, SWEEP_REPORT_STEP, dry_run_of, logged_at, run_stats, step_metadata
 from .run_processes import ACTIVE_STATUSES, process_alive
 
@@ -148,14 +148,11 @@ def _sweep_stats(instance: dg.DagsterInstance, run_id: str) -> dict[str, Any]:
 def _failure_reason(instance: dg.DagsterInstance, run_id: str) -> str | None:
     """Its first failed step and that step's error, worded as `publish_failure` words it, else the run's
     own failure message (a run failed from outside, e.g. by `blocking_runs`)."""
-    for event_type in (dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE):
-        for record in instance.get_records_for_run(run_id, of_type=event_type).records:
-            event = record.event_log_entry.dagster_event
-            if event is None:
-                continue
-            if event_type == dg.DagsterEventType.RUN_FAILURE:
-                return event.message
-            return step_failure_reason(str(event.step_key), event.step_failure_data)
+    if failed := first_failure(instance, run_id):
+        return step_failure_reason(*failed)
+    for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records:
+        if (event := record.event_log_entry.dagster_event) is not None:
+            return event.message
     return None
 
 
