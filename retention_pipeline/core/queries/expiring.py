@@ -11,6 +11,7 @@ from sqlalchemy import (
     Table,
     and_,
     exists,
+    false,
     func,
     not_,
     or_,
@@ -34,7 +35,8 @@ def by_rules(expiry: Expiry, table: str) -> ColumnElement[bool]:
         # expired" (false), not unknown: NOT (unknown) is unknown too, and would hide a retained event.
         nullable = name not in {r.column for r in entry.rules if r.origin == "built-in"}
         terms.append(and_(column.is_not(None), older(column, cutoff)) if nullable else older(column, cutoff))
-    return or_(*terms)
+    # No rule (an expiry without cutoffs, built only to look at a statement's shape): nothing expires.
+    return or_(false(), *terms)
 
 
 def _linked_to(events_where: ColumnElement[bool]) -> ColumnElement[bool]:
