@@ -14,6 +14,7 @@ from sqlalchemy import String, func, inspect, literal, not_, or_, select, type_c
 from sqlalchemy.engine import Connection, Engine
 
 from .estimates import row_count
+from .index_advice import index_kinds
 from .instants import older, sqlite_instant
 from .queries import expiring
 from .schema import UTCDateTime
@@ -64,12 +65,8 @@ def _brin_only(conn: Connection, table: str, column: str) -> bool:
     """Whether the indexes leading on `column` are all BRIN (or others that serve ranges, not order): then
     a bare min() reads the whole table and the windows read few block ranges. With a btree min() reads one
     entry; with no index at all each window would be one more full scan."""
-    using = [
-        index.get("dialect_options", {}).get("postgresql_using", "btree")
-        for index in inspect(conn).get_indexes(table)
-        if index["column_names"][:1] == [column]
-    ]
-    return bool(using) and "btree" not in using
+    kinds = index_kinds(inspect(conn), table).get(column, set())
+    return bool(kinds) and "btree" not in kinds
 
 
 def _oldest_near(conn: Connection, ts: Any, horizon: datetime) -> Any:
