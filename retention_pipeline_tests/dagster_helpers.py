@@ -9,12 +9,12 @@ from retention_pipeline.resources import CameraSystemResource, DiskSpaceResource
 from retention_pipeline_tests.factories import CLIPS, IMAGES, THUMBS, CameraWorld
 
 
-def camera_resource(world: CameraWorld) -> CameraSystemResource:
+def camera_resource(world: CameraWorld, clips_dir: str = CLIPS) -> CameraSystemResource:
     return CameraSystemResource(
         database_url=world.engine.url.render_as_string(hide_password=False),
         media_root=str(world.media),
         thumbnail_dir=THUMBS,
-        clips_dir=CLIPS,
+        clips_dir=clips_dir,
         images_dir=IMAGES,
     )
 

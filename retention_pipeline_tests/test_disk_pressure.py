@@ -71,11 +71,16 @@ def online(root: Path) -> Path:
 
 
 def emergency_run(
-    world: CameraWorld, instance, disk: DiskSpaceResource, tags: dict[str, str] | None = None, **config: Any
+    world: CameraWorld,
+    instance,
+    disk: DiskSpaceResource,
+    tags: dict[str, str] | None = None,
+    clips_dir: str = CLIPS,
+    **config: Any,
 ) -> dg.ExecuteInProcessResult:
     return data_cleanup.execute_in_process(
         run_config=plan_config(dry_run=False, emergency=True, reference_time=world.now.isoformat(), **config),
-        resources={"camera_system": camera_resource(world), "disk": disk},
+        resources={"camera_system": camera_resource(world, clips_dir), "disk": disk},
         instance=instance,
         tags=tags,
         raise_on_error=False,
@@ -215,20 +220,8 @@ def test_files_deleted_on_a_roomy_volume_do_not_count_as_freeing_nothing_on_the_
         clip.write_bytes(b"x" * 100)
         full.event(full.now - timedelta(days=day, hours=13), clip=str(clip))
     disk = FilesFillTheDisk(folder=str(clips), capacity=31, volume=str(other_volume))  # 9.7% free
-    camera = CameraSystemResource(
-        database_url=full.engine.url.render_as_string(hide_password=False),
-        media_root=str(full.media),
-        thumbnail_dir=THUMBS,
-        clips_dir=str(clips),
-        images_dir=IMAGES,
-    )
 
-    result = data_cleanup.execute_in_process(
-        run_config=plan_config(dry_run=False, emergency=True, reference_time=full.now.isoformat()),
-        resources={"camera_system": camera, "disk": disk},
-        instance=instance,
-        raise_on_error=False,
-    )
+    result = emergency_run(full, instance, disk, clips_dir=str(clips))
 
     assert result.success, failure_messages(result)
     assert disk.free_percent(str(clips)) >= 15.0

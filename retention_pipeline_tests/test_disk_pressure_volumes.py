@@ -155,20 +155,8 @@ def test_old_rows_without_clips_do_not_stop_an_emergency_on_the_full_clips_volum
         if n % 2 == 0:
             thumb.unlink()
     disk = FilesFillTheDisk(folder=str(clips), capacity=9, volume=str(other_volume))  # 11.1% free
-    camera = CameraSystemResource(
-        database_url=full.engine.url.render_as_string(hide_password=False),
-        media_root=str(full.media),
-        thumbnail_dir=THUMBS,
-        clips_dir=str(clips),
-        images_dir=IMAGES,
-    )
 
-    result = data_cleanup.execute_in_process(
-        run_config=plan_config(dry_run=False, emergency=True, reference_time=full.now.isoformat()),
-        resources={"camera_system": camera, "disk": disk},
-        instance=instance,
-        raise_on_error=False,
-    )
+    result = emergency_run(full, instance, disk, clips_dir=str(clips))
 
     assert result.success, failure_messages(result)
     assert sorted(path.name for path in clips.iterdir()) == [f"c{day}.mp4" for day in range(7)]
@@ -184,20 +172,8 @@ def test_a_full_volume_no_row_names_a_file_on_stops_the_emergency_at_its_first_p
     for day in range(30):
         full.event(full.now - timedelta(days=day, hours=13), clip=None)
     disk = OneVolumeFull(volume=str(other_volume), free=5.0)
-    camera = CameraSystemResource(
-        database_url=full.engine.url.render_as_string(hide_password=False),
-        media_root=str(full.media),
-        thumbnail_dir=THUMBS,
-        clips_dir=str(clips),
-        images_dir=IMAGES,
-    )
 
-    result = data_cleanup.execute_in_process(
-        run_config=plan_config(dry_run=False, emergency=True, reference_time=full.now.isoformat()),
-        resources={"camera_system": camera, "disk": disk},
-        instance=instance,
-        raise_on_error=False,
-    )
+    result = emergency_run(full, instance, disk, clips_dir=str(clips))
 
     assert not result.success
     assert "no row left in the tables retention shortens names a file" in failure_messages(result)
