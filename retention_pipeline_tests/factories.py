@@ -1,7 +1,9 @@
 """A small camera world for tests: rows in a real database, real files under real storage roots."""
 
+import contextlib
 import itertools
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,7 @@ from sqlalchemy import Table, column, func, insert, inspect, select, table, text
 from sqlalchemy.engine import Engine
 
 from retention_pipeline.core.cleanup import prepare_database, run_cleanup
+from retention_pipeline.core.db import make_engine
 from retention_pipeline.core.plan import CleanupPlan, make_plan
 from retention_pipeline.core.policy import DeclaredRule
 from retention_pipeline.core.schema import (
@@ -181,3 +184,22 @@ def detached_partitions(engine: Engine) -> dict[str, int]:
             text("SELECT relname FROM pg_class WHERE relkind = 'r' AND relname LIKE 'retention\\_detached%'")
         ).scalars()
         return {name: conn.execute(text(f'SELECT count(*) FROM "{name}"')).scalar_one() for name in names}
+
+
+@contextlib.contextmanager
+def login_role(admin: Engine, prefix: str, *grants: str) -> Iterator[Engine]:
+    """PostgreSQL: an engine logged in as a new role given `grants` (each a GRANT statement with `{role}` for
+    its name), dropped with everything it owns afterwards."""
+    role = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE ROLE {role} LOGIN"))
+        for grant in grants:
+            conn.execute(text(grant.format(role=role)))
+    engine = make_engine(admin.url.set(username=role).render_as_string(hide_password=False))
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP OWNED BY {role}"))
+            conn.execute(text(f"DROP ROLE {role}"))

@@ -3,7 +3,6 @@ JSON functions; and its file count, through the command's read-only connection, 
 
 import json
 import re
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +21,7 @@ from retention_pipeline.core.queries import path_checks
 from retention_pipeline.core.schema import detections
 from retention_pipeline.core.stats import CleanupStats
 from retention_pipeline_tests.conftest import both_shapes
-from retention_pipeline_tests.factories import THUMBS, CameraWorld
+from retention_pipeline_tests.factories import THUMBS, CameraWorld, login_role
 from retention_pipeline_tests.test_cli import cli
 
 
@@ -30,18 +29,14 @@ from retention_pipeline_tests.test_cli import cli
 def camera_role(world: CameraWorld) -> Iterator[Engine]:
     """An engine logged in as a role that may read, write and delete every camera table, and no more
     (PostgreSQL 15's default: no CREATE on a schema it does not own)."""
-    role = f"camera_{uuid.uuid4().hex[:8]}"
-    with world.engine.begin() as conn:
-        conn.execute(text(f"CREATE ROLE {role} LOGIN"))
-        conn.execute(text(f"GRANT USAGE ON SCHEMA public TO {role}"))
-        conn.execute(text(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"))
-        conn.execute(text(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}"))
-    engine = make_engine(world.engine.url.set(username=role).render_as_string(hide_password=False))
-    yield engine
-    engine.dispose()
-    with world.engine.begin() as conn:
-        conn.execute(text(f"DROP OWNED BY {role}"))
-        conn.execute(text(f"DROP ROLE {role}"))
+    with login_role(
+        world.engine,
+        "camera",
+        "GRANT USAGE ON SCHEMA public TO {role}",
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
+        "GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}",
+    ) as engine:
+        yield engine
 
 
 def test_doctor_exits_1_for_a_role_that_may_not_create_the_queue_or_delete_and_the_run_agrees(
@@ -118,16 +113,8 @@ def test_the_command_s_file_count_is_the_dry_run_s_shared_and_missing_files_left
 @pytest.fixture
 def bare_role(world: CameraWorld) -> Iterator[Engine]:
     """An engine logged in as a role that may use and create in schema public, and no more."""
-    role = f"bare_{uuid.uuid4().hex[:8]}"
-    with world.engine.begin() as conn:
-        conn.execute(text(f"CREATE ROLE {role} LOGIN"))
-        conn.execute(text(f"GRANT USAGE, CREATE ON SCHEMA public TO {role}"))
-    engine = make_engine(world.engine.url.set(username=role).render_as_string(hide_password=False))
-    yield engine
-    engine.dispose()
-    with world.engine.begin() as conn:
-        conn.execute(text(f"DROP OWNED BY {role}"))
-        conn.execute(text(f"DROP ROLE {role}"))
+    with login_role(world.engine, "bare", "GRANT USAGE, CREATE ON SCHEMA public TO {role}") as engine:
+        yield engine
 
 
 def _lacking(problems: list[str]) -> dict[str, str]:

@@ -2,7 +2,6 @@
 lets it detach or drop a partition, so its run deletes the expired rows in batches, and doctor says why."""
 
 import re
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -10,10 +9,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from retention_pipeline.core.cleanup import prepare_database, run_cleanup
-from retention_pipeline.core.db import make_engine
 from retention_pipeline.core.doctor import diagnose
 from retention_pipeline_tests.core.test_partitions import _partitions_left, _timestamps, log_world
-from retention_pipeline_tests.factories import CameraWorld
+from retention_pipeline_tests.factories import CameraWorld, login_role
 
 __all__ = ["log_world"]  # the fixture
 
@@ -22,20 +20,12 @@ __all__ = ["log_world"]  # the fixture
 def granted_role(log_world: CameraWorld) -> Iterator[Engine]:
     """An engine logged in as a role holding every right doctor asks for, owning no camera table."""
     world = log_world
-    role = f"tenant_{uuid.uuid4().hex[:8]}"
-    with world.engine.begin() as conn:
-        conn.execute(text(f"CREATE ROLE {role} LOGIN"))
-        conn.execute(text(f"GRANT USAGE, CREATE ON SCHEMA public TO {role}"))
-    engine = make_engine(world.engine.url.set(username=role).render_as_string(hide_password=False))
-    lacking = diagnose(engine, world.plan(dry_run=True)).blocking
-    with world.engine.begin() as conn:
-        for problem in lacking:
-            conn.execute(text(re.search(r"run (GRANT [^;]*;)", problem)[1]))  # type: ignore[index]
-    yield engine
-    engine.dispose()
-    with world.engine.begin() as conn:
-        conn.execute(text(f"DROP OWNED BY {role}"))
-        conn.execute(text(f"DROP ROLE {role}"))
+    with login_role(world.engine, "tenant", "GRANT USAGE, CREATE ON SCHEMA public TO {role}") as engine:
+        lacking = diagnose(engine, world.plan(dry_run=True)).blocking
+        with world.engine.begin() as conn:
+            for problem in lacking:
+                conn.execute(text(re.search(r"run (GRANT [^;]*;)", problem)[1]))  # type: ignore[index]
+        yield engine
 
 
 def test_a_role_not_owning_a_partitioned_table_deletes_its_expired_rows_in_batches(
