@@ -3,7 +3,9 @@
 from typing import Any
 
 import dagster as dg
+import pytest
 
+from retention_pipeline.core import cleanup
 from retention_pipeline.jobs import data_cleanup
 from retention_pipeline.resources import CameraSystemResource, DiskSpaceResource
 from retention_pipeline_tests.factories import CLIPS, IMAGES, THUMBS, CameraWorld
@@ -63,3 +65,15 @@ def latest_observation(instance: dg.DagsterInstance, key: str) -> dict[str, Any]
     assert records, f"no observation of {key}"
     observation = records[0].asset_observation
     return {k: v.value for k, v in observation.metadata.items()}
+
+
+def refuse_table(monkeypatch: pytest.MonkeyPatch, table: str, message: str) -> None:
+    """Make the purge of `table` fail with RuntimeError(message); every other table is purged as usual."""
+    real_clean_table = cleanup.clean_table
+
+    def clean_table(engine: Any, plan: Any, name: str, *args: Any) -> Any:
+        if name == table:
+            raise RuntimeError(message)
+        return real_clean_table(engine, plan, name, *args)
+
+    monkeypatch.setattr(cleanup, "clean_table", clean_table)

@@ -7,14 +7,13 @@ import time
 
 import pytest
 
-from retention_pipeline.core import cleanup
 from retention_pipeline.core.schema import detections, events
 from retention_pipeline.core.stats import CleanupStats
 from retention_pipeline.history import cleanup_status, last_sweep_report, recent_cleanup_runs
 from retention_pipeline.jobs import orphaned_file_cleanup
 from retention_pipeline.resources import DiskSpaceResource
 from retention_pipeline.settings import Settings
-from retention_pipeline_tests.dagster_helpers import camera_resource, execute, plan_config
+from retention_pipeline_tests.dagster_helpers import camera_resource, execute, plan_config, refuse_table
 from retention_pipeline_tests.factories import THUMBS, CameraWorld
 from retention_pipeline_tests.test_disk_pressure import RowsFillTheDisk, emergency_run
 
@@ -107,14 +106,7 @@ def expired(world: CameraWorld) -> CameraWorld:
 
 
 def _logs_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    real_clean_table = cleanup.clean_table
-
-    def clean_table(engine, plan, table, *args):
-        if table == "logs":
-            raise RuntimeError("logs are protected")
-        return real_clean_table(engine, plan, table, *args)
-
-    monkeypatch.setattr(cleanup, "clean_table", clean_table)
+    refuse_table(monkeypatch, "logs", "logs are protected")
 
 
 def test_a_failed_run_reports_what_steps_committed_after_the_failing_one(

@@ -20,7 +20,7 @@ from retention_pipeline.jobs import data_cleanup, orphaned_file_cleanup
 from retention_pipeline.resources import DiskSpaceResource
 from retention_pipeline.run_processes import record_process
 from retention_pipeline_tests.conftest import RedisServer
-from retention_pipeline_tests.dagster_helpers import camera_resource, execute, plan_config
+from retention_pipeline_tests.dagster_helpers import camera_resource, execute, plan_config, refuse_table
 from retention_pipeline_tests.factories import THUMBS, CameraWorld
 
 
@@ -340,14 +340,7 @@ def test_trouble_settling_earlier_runs_does_not_quiet_this_runs_own_record(
 def test_a_failed_runs_reason_is_its_errors_own_words_not_dagsters_wrapper(
     tracked: CameraWorld, redis_server: RedisServer, instance, monkeypatch: pytest.MonkeyPatch
 ):
-    real_clean_table = cleanup.clean_table
-
-    def clean_table(engine, plan, table, *args):
-        if table == "logs":
-            raise RuntimeError("logs are protected")
-        return real_clean_table(engine, plan, table, *args)
-
-    monkeypatch.setattr(cleanup, "clean_table", clean_table)
+    refuse_table(monkeypatch, "logs", "logs are protected")
     failed_run = _run(tracked, instance, dry_run=False)
 
     # What the next run writes into the record of a run whose own final write was lost.

@@ -15,7 +15,7 @@ from retention_pipeline.history import recent_cleanup_runs, step_metadata
 from retention_pipeline.jobs import data_cleanup
 from retention_pipeline.run_processes import recorded_process
 from retention_pipeline.tags import CLEANUP_HEADLINE, EXCLUSIVE_TAG
-from retention_pipeline_tests.dagster_helpers import execute, failure_messages, plan_config
+from retention_pipeline_tests.dagster_helpers import execute, failure_messages, plan_config, refuse_table
 from retention_pipeline_tests.factories import THUMBS, CameraWorld
 
 
@@ -80,16 +80,7 @@ def test_a_runs_headline_figures_become_tags_that_status_reads_too(seeded: Camer
 def test_a_failed_run_names_its_step_and_keeps_the_counts_it_committed(
     seeded: CameraWorld, instance, monkeypatch: pytest.MonkeyPatch
 ):
-    from retention_pipeline.core import cleanup
-
-    real_clean_table = cleanup.clean_table
-
-    def events_fail(engine, plan, table, *args):
-        if table == "events":
-            raise RuntimeError("the events table is on fire")
-        return real_clean_table(engine, plan, table, *args)
-
-    monkeypatch.setattr(cleanup, "clean_table", events_fail)
+    refuse_table(monkeypatch, "events", "the events table is on fire")
 
     result = execute(seeded, instance, plan_config(dry_run=False, reference_time=seeded.now.isoformat()))
 
