@@ -180,12 +180,32 @@ def partitions_not_owned(engine: Engine, plan: CleanupPlan) -> list[str]:
     for name in plan.registry.names:
         if partition_catalog.partitioned(engine, plan.expiry, name, owned_only=False) is None:
             continue
-        owned, owner = partition_catalog.owner_of(engine, name)
-        if not owned:
-            warnings.append(
-                f"the database role of DATABASE_URL does not own table {name} (owner: {owner}), and dropping"
-                " or detaching its expired partitions needs the owner: a run deletes their rows in batches"
-                " instead (slower, and the space returns only after VACUUM). To drop them whole, run as"
-                f" {owner} or GRANT {owner} TO the role of DATABASE_URL"
-            )
+        lacking = partition_catalog.not_owned(engine, name)
+        if lacking:
+            warnings.append(_not_owned_warning(engine, name, lacking))
     return warnings
+
+
+def _not_owned_warning(engine: Engine, table: str, lacking: list[tuple[str, str]]) -> str:
+    """Which of `table` and its partitions the role does not own, by whom they are owned, and the way out."""
+    partitions = [relation for relation, _owner in lacking if relation != table]
+    what = [f"table {table}"] if len(partitions) < len(lacking) else []
+    if partitions:
+        shown = ", ".join(partitions[:3]) + (
+            f" and {len(partitions) - 3} more" if len(partitions) > 3 else ""
+        )
+        what.append(
+            f"{len(partitions)} of its partitions ({shown})"
+            if what
+            else f"partitions {shown} of table {table}"
+        )
+    owners = sorted({owner for _relation, owner in lacking})
+    quoted = ", ".join(engine.dialect.identifier_preparer.quote(owner) for owner in owners)
+    way_out = f"run as {owners[0]} or GRANT {quoted}" if len(owners) == 1 else f"GRANT {quoted}"
+    owned_by = f"owner: {owners[0]}" if len(owners) == 1 else f"owners: {', '.join(owners)}"
+    return (
+        f"the database role of DATABASE_URL does not own {' and '.join(what)} ({owned_by}), and dropping or"
+        " detaching its expired partitions needs the owner: a run deletes their rows in batches instead"
+        f" (slower, and the space returns only after VACUUM). To drop them whole, {way_out} TO the role of"
+        " DATABASE_URL"
+    )

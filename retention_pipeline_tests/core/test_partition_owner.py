@@ -2,6 +2,7 @@
 lets it detach or drop a partition, so its run deletes the expired rows in batches, and doctor says why."""
 
 import re
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -57,6 +58,38 @@ def test_doctor_names_the_owner_of_a_partition_the_role_lacks_not_the_tables_own
 
     report = diagnose(granted_role, world.plan(dry_run=True))
 
-    owner_warnings = [w for w in report.warnings if "does not own table logs" in w]
+    owner_warnings = [w for w in report.warnings if "of table logs" in w]
     assert len(owner_warnings) == 1
-    assert "(owner: postgres)" in owner_warnings[0] and "GRANT postgres TO" in owner_warnings[0]
+    assert "does not own table logs" not in owner_warnings[0]  # it does: only its partitions it does not
+    assert "does not own partitions logs_" in owner_warnings[0]
+    assert (
+        "(owner: postgres)" in owner_warnings[0]
+        and "run as postgres or GRANT postgres TO" in owner_warnings[0]
+    )
+
+
+def test_doctor_names_every_owner_of_the_partitions_the_role_lacks_quoted_for_the_grant(
+    postgresql_only: None, log_world: CameraWorld, granted_role: Engine
+):
+    world = log_world
+    role = granted_role.url.username
+    partition = sorted(_partitions_left(world.engine))[0]
+    other = f"Camera Ops {uuid.uuid4().hex[:8]}"  # roles are the cluster's: not shared with another run
+    with world.engine.begin() as conn:
+        conn.execute(text(f'CREATE ROLE "{other}"'))
+    try:
+        with world.engine.begin() as conn:
+            conn.execute(text(f"ALTER TABLE logs OWNER TO {role}"))
+            conn.execute(text(f'ALTER TABLE {partition} OWNER TO "{other}"'))
+
+        report = diagnose(granted_role, world.plan(dry_run=True))
+    finally:
+        with world.engine.begin() as conn:
+            conn.execute(text(f"ALTER TABLE {partition} OWNER TO postgres"))
+            conn.execute(text(f'DROP ROLE "{other}"'))
+
+    owner_warnings = [w for w in report.warnings if "of table logs" in w]
+    assert len(owner_warnings) == 1
+    assert f"(owners: {other}, postgres)" in owner_warnings[0]
+    # One GRANT a person can paste: no single role to run as.
+    assert f'GRANT "{other}", postgres TO' in owner_warnings[0] and "run as" not in owner_warnings[0]

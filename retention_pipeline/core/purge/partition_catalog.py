@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Text, cast, column, distinct, func, literal, not_, or_, select, table, text
+from sqlalchemy import Text, cast, column, func, not_, or_, select, table, text
 from sqlalchemy.engine import Engine
 
 from ..queries.partition_drop import ForeignKey
@@ -14,7 +14,7 @@ from ..tables import Expiry
 
 DETACHED_PREFIX = "retention_detached_"
 
-_pg_class = table("pg_class", column("oid"), column("relowner"))
+_pg_class = table("pg_class", column("oid"), column("relname"), column("relowner"))
 _pg_inherits = table("pg_inherits", column("inhrelid"), column("inhparent"))
 
 _ON_DELETE = {"c": "CASCADE", "n": "SET NULL"}
@@ -82,7 +82,7 @@ def partitioned(
     owned, with its partitions, by a role the run's role acts as."""
     if engine.dialect.name != "postgresql" or len(detached_prefix(table)) > 50:  # our names fit in 63
         return None
-    if owned_only and not owner_of(engine, table)[0]:
+    if owned_only and not_owned(engine, table):
         # DETACH and DROP need ownership, which no GRANT of a right gives: its rows go in batches.
         return None
     with engine.connect() as conn:
@@ -115,20 +115,16 @@ def detached_prefix(table: str) -> str:
     return f"{DETACHED_PREFIX}{table}__"
 
 
-def owner_of(engine: Engine, table: str) -> tuple[bool, str]:
-    """(whether the run's role owns, or is a member of the role owning, `table` and every partition of
-    it, as DETACH and DROP require; the owners it would need, or the table's owner when none is missing)."""
+def not_owned(engine: Engine, table: str) -> list[tuple[str, str]]:
+    """(relation, owner) for `table` and each partition of it whose owner the run's role neither is nor acts
+    as, which DETACH and DROP require (a partition may have another owner than its table); [] when none."""
     parent = func.to_regclass(func.quote_ident(table))
     partitions = select(_pg_inherits.c.inhrelid).where(_pg_inherits.c.inhparent == parent)
-    may_act = func.pg_has_role(_pg_class.c.relowner, "USAGE")
-    owner = cast(func.pg_get_userbyid(_pg_class.c.relowner), Text)
     with engine.connect() as conn:
-        may, lacking, parent_owner = conn.execute(
-            select(
-                func.bool_and(may_act),
-                # A partition may have another owner than its table: name the owners the role lacks.
-                func.string_agg(distinct(owner), literal(", ")).filter(not_(may_act)),
-                func.max(owner).filter(_pg_class.c.oid == parent),
-            ).where(or_(_pg_class.c.oid == parent, _pg_class.c.oid.in_(partitions)))
-        ).one()
-    return bool(may), str(lacking or parent_owner)
+        rows = conn.execute(
+            select(cast(_pg_class.c.relname, Text), cast(func.pg_get_userbyid(_pg_class.c.relowner), Text))
+            .where(or_(_pg_class.c.oid == parent, _pg_class.c.oid.in_(partitions)))
+            .where(not_(func.pg_has_role(_pg_class.c.relowner, "USAGE")))
+            .order_by(_pg_class.c.relname)
+        ).all()
+    return [(relation, owner) for relation, owner in rows]
