@@ -16,9 +16,12 @@ from retention_pipeline.core import db, pressure
 from retention_pipeline.core.schema import events
 from retention_pipeline.history import PRESSURE_STEP, failure_metadata
 from retention_pipeline.pressure_ops import NOT_RELIEVED
+from retention_pipeline_tests.conftest import both_shapes
 from retention_pipeline_tests.dagster_helpers import failure_messages
 from retention_pipeline_tests.factories import CameraWorld
 from retention_pipeline_tests.test_disk_pressure import OneVolumeFull, emergency_run, online
+
+IDLE = "no row left in the tables retention shortens names a file"
 
 
 @contextmanager
@@ -90,3 +93,32 @@ def test_a_question_the_statement_timeout_cuts_off_counts_as_naming_files_down_t
     # Taken as "yes" and kept: asking again would cost the whole timeout at every pass.
     assert answers == [None]
     assert full.count(events) == 27
+
+
+@both_shapes
+def test_a_question_a_lock_holds_past_the_lock_timeout_is_asked_again_after_the_next_pass(
+    full: CameraWorld, instance, other_volume: Path, monkeypatch: pytest.MonkeyPatch
+):
+    disk, clips = clips_volume_no_event_names(full, other_volume)
+    answers = lock_during_questions(monkeypatch, full, locked=1)
+
+    result = emergency_run(full, instance, disk, clips_dir=clips)
+
+    logged = run_log(instance, result)
+    assert not result.success
+    assert IDLE in failure_messages(result)
+    # The sensor's marker: it asks for no emergency run until the disk has had room.
+    assert failure_metadata(instance, result.run_id, PRESSURE_STEP).get(NOT_RELIEVED) is True
+    if full.engine.dialect.name == "postgresql":
+        # The plain SELECT waited behind the ACCESS EXCLUSIVE lock until lock_timeout (500 ms) ended it:
+        # the volume stayed pressed for one more pass, after which the question was answered. Before the
+        # fix the run failed on the lock timeout, without the marker.
+        assert logged("could not tell within the lock timeout whether a row still names a file on")
+        assert answers == [None, False]  # the first question got no answer, the second one "no"
+        assert full.count(events) == 28
+    else:
+        # A SQLite reader never waits for a writer (WAL: it reads the last commit) and has no statement
+        # timeout: the question is answered at once and the run stops at its first pass.
+        assert not logged("could not tell")
+        assert answers == [False]
+        assert full.count(events) == 29

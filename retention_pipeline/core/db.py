@@ -174,6 +174,11 @@ def is_query_cancelled(error: BaseException) -> bool:
     return getattr(getattr(error, "orig", None), "pgcode", None) == "57014"
 
 
+def is_lock_timeout(error: BaseException) -> bool:
+    """True when PostgreSQL ended a wait for a lock at lock_timeout (lock_not_available)."""
+    return getattr(getattr(error, "orig", None), "pgcode", None) == "55P03"
+
+
 def is_transient(error: BaseException) -> bool:
     """True for lock timeouts, deadlocks, busy SQLite files and dropped connections."""
     if not isinstance(error, DBAPIError):

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
 from .cleanup import cleanup_pass
-from .db import is_query_cancelled
+from .db import is_lock_timeout, is_query_cancelled
 from .inventory import oldest_kept
 from .plan import CleanupPlan
 from .relief_verdicts import Verdicts
@@ -78,7 +78,7 @@ def relieve_pressure(
     min_days: int,
     target: float,
     progress: Callable[[str], None],
-    names_files: Callable[[str], bool] = lambda volume: True,
+    names_files: Callable[[str], bool | None] = lambda volume: True,
 ) -> ReliefResult:
     """Run `clean_at(days)` at ever shorter retentions, down to min_days, until every volume has `target`%
     free.
@@ -95,8 +95,9 @@ def relieve_pressure(
     cannot touch), or three passes handled files there (`unfreed_on`: some stayed, queued on an unmounted
     root, missing, refused, failing, shared) and deleted none. Passes that handled no file on a volume
     are skipped in its count (see `Verdicts`), unless no row left names a file there
-    (`names_files(volume)` false): then it is stuck at once. While one pressed volume is not stuck,
-    retention goes on shortening: a volume nothing relieves must not leave another to fill.
+    (`names_files(volume)` false; None, could not tell, counts as naming files for that pass only): then
+    it is stuck at once. While one pressed volume is not stuck, retention goes on shortening: a volume
+    nothing relieves must not leave another to fill.
     """
     free = free_by_volume()
     result = ReliefResult(start_days, start_days, free, free, target)
@@ -176,19 +177,28 @@ def relieve_by_cleanup(
 
     media = emergency_media(plan.registry, plan.delete_images, dict(plan.days_by_table))
 
-    def names_files(volume: str) -> bool:
+    def names_files(volume: str) -> bool | None:
         try:
             return names_a_file(engine, [(t, m) for t, m in media if volume_of.get(m.kind) == volume])
         except DBAPIError as exc:
-            if not is_query_cancelled(exc):
+            # Either way the volume stays pressed, rather than the run failing without the marker the
+            # sensor waits on.
+            if is_query_cancelled(exc):
+                # A table too large to answer within the statement timeout: taken as naming files, and
+                # kept, since asking again would cost the whole timeout at every pass.
+                within, answer = "the statement timeout", True
+            elif is_lock_timeout(exc):
+                # Even a plain SELECT waits behind an ACCESS EXCLUSIVE lock on a table or a partition of it
+                # (the camera system's ALTER TABLE, a partition's DETACH or DROP), or behind a request for
+                # one queued ahead of it: short-lived, so taken as naming files for this pass only.
+                within, answer = "the lock timeout", None
+            else:
                 raise
-            # A table too large to answer within the statement timeout: take it as naming files, so the
-            # volume stays pressed, rather than fail the run without the marker the sensor waits on.
             progress(
-                "emergency: could not tell within the statement timeout whether a row still names a file"
-                f" on {volume}; going on"
+                f"emergency: could not tell within {within} whether a row still names a file on {volume};"
+                " going on"
             )
-            return True
+            return answer
 
     return relieve_pressure(
         clean_at,

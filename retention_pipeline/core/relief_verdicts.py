@@ -32,7 +32,7 @@ class Verdicts:
         deleted: dict[str, Any],
         before: dict[str, float],
         free: dict[str, float],
-        names_files: Callable[[str], bool] = lambda volume: True,
+        names_files: Callable[[str], bool | None] = lambda volume: True,
     ) -> None:
         """Count one pass on the volumes that were under the target when it began.
 
@@ -41,7 +41,8 @@ class Verdicts:
         deleted a file; `deleted["unfreed_on"]`: those where a file it handled stayed (missing, refused,
         failed, shared, queued under an offline root). `names_files(volume)`: whether a row of the tables the
         emergency shortens still names a file of that volume's kinds, asked only after a pass that handled
-        none there."""
+        none there; None when it could not tell (a lock held the tables), taken as "yes" for this pass
+        and asked again after the next."""
         for volume in pressed:
             handled = volume in deleted.get("volumes", ()) or volume in deleted.get("unfreed_on", ())
             # A pass handling no file there says nothing of it while rows still name its files (they may
@@ -49,11 +50,14 @@ class Verdicts:
             if handled:
                 self.named.discard(volume)  # the rows that named its files may be the ones just deleted
                 self.idle.discard(volume)
-            elif volume in self.named or names_files(volume):
-                self.named.add(volume)
+            elif volume in self.named:
                 self.idle.discard(volume)
-            else:
+            elif (named := names_files(volume)) is False:
                 self.idle.add(volume)
+            else:
+                if named:  # "could not tell" (None) is not kept: asked again after the next pass
+                    self.named.add(volume)
+                self.idle.discard(volume)
             if volume in deleted.get("volumes", ()):
                 self.barren[volume] = 0
                 if free[volume] > before[volume]:

@@ -187,3 +187,26 @@ def test_whether_rows_still_name_a_volumes_files_is_asked_once_until_a_pass_hand
     # Without path indexes each question may read a whole table: once for the three neutral passes, once
     # again after the pass that deleted files there (the rows naming them may be the ones it deleted).
     assert asked == ["A", "A"]
+
+
+def test_a_question_that_got_no_answer_keeps_the_volume_pressed_for_that_pass_and_is_asked_again():
+    # None: a lock held the tables past lock_timeout; neither "no" (stuck at once) nor a "yes" to keep.
+    answers: list[bool | None] = [None, None, False]
+    script = Script({"A": 5.0}, [NEUTRAL] * 10)
+
+    with pytest.raises(PressureNotRelieved) as stopped:
+        relieve_pressure(
+            script.clean_at,
+            lambda: dict(script.free),
+            lambda d: d - 0.5,
+            30,
+            1,
+            15.0,
+            lambda _m: None,
+            lambda volume: answers.pop(0),
+        )
+
+    assert script.days == [29, 28, 27] and answers == []
+    assert "no row left in the tables retention shortens names a file on the volume of A" in str(
+        stopped.value
+    )
