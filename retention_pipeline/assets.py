@@ -1,6 +1,9 @@
 """The camera system's data as external assets, and the observations that plot their size over time."""
 
+import hashlib
 import os
+import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -51,10 +54,31 @@ MEDIA_ASSETS = ("thumbnails", "clips", "images")
 MEDIA_STORES = frozenset(spec.key.to_user_string() for spec in _FILE_ASSETS)
 
 
+# The characters Dagster 1.13 accepts in an op name, which an asset check's op is named after: its asset
+# key's components joined by `__` (only `-` and `.` turned into `_`). A key component itself may hold
+# anything, but a check on it would stop the code location from loading.
+_DAGSTER_NAME = re.compile(r"[A-Za-z0-9_]+")
+
+
 def table_key(name: str) -> dg.AssetKey:
     """A table's asset key: its name, or `table/<name>` for a policy table named like a media store (a
-    camera database may well hold a `clips` table), so the two assets never share a key."""
-    return dg.AssetKey(["table", name]) if name in MEDIA_STORES else dg.AssetKey(name)
+    camera database may well hold a `clips` table), so the two assets never share a key; a name Dagster
+    would refuse for the table's check (`Audit Logs`, `événements`, `audit-logs`) is `table/<safe name>`."""
+    if name in MEDIA_STORES:
+        return dg.AssetKey(["table", name])
+    if _DAGSTER_NAME.fullmatch(name):
+        return dg.AssetKey(name)
+    return dg.AssetKey(["table", dagster_safe(name)])
+
+
+def dagster_safe(name: str) -> str:
+    """`name` in Dagster's characters, accents dropped and the rest turned into `_`, with 8 hex digits of
+    its hash: `audit-logs` is another table than `audit_logs` (and `Audit Logs` than `Audit_Logs`), so
+    their keys and check ops must differ, and from the name alone, so a key never changes as tables come."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    stem = "_".join(re.findall(r"[A-Za-z0-9]+", ascii_name))[:48].rstrip("_")
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{stem}_{digest}" if stem else f"t_{digest}"
 
 
 def _describe(entry: RetentionTable) -> str:
@@ -74,6 +98,8 @@ def camera_assets(registry: Registry) -> list[dg.AssetSpec]:
             group_name=GROUP,
             deps=["events"] if entry.name == "detections" else [],
             description=_describe(entry),
+            # The key may be a spelling Dagster accepts (`table/Audit_Logs_…`): the table's name as is.
+            metadata={"table": entry.name},
         )
         for entry in registry.tables
     ]

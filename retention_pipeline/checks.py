@@ -22,6 +22,7 @@ def _retention_check(entry: RetentionTable) -> dg.AssetChecksDefinition:
         description="Passes while no row is left that a run one day ago would have deleted (rows reach"
         " their retention + 1 day just before each daily run; rows the keep rule keeps are not overdue)."
         " WARN: such rows (one missed run); ERROR: rows a run two days ago would have deleted.",
+        metadata={"table": entry.name},  # its asset key may spell it otherwise (assets.table_key)
     )
     def check(camera_system: CameraSystemResource) -> dg.AssetCheckResult:
         settings = camera_system.settings()
