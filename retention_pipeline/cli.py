@@ -9,7 +9,7 @@ import traceback
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 EXIT_FAILED = 1
 EXIT_BAD_CONFIG = 2
@@ -42,8 +42,28 @@ def _positive(raw: str) -> int:
     return value
 
 
+class UsageError(Exception):
+    """A command line argparse refuses: reported as any failure, so --json still gets its one document."""
+
+    def __init__(self, usage: str, message: str) -> None:
+        super().__init__(message)
+        self.usage = usage
+
+
+class _Parser(argparse.ArgumentParser):
+    # argparse would print its message and exit on its own, leaving stdout empty. The subcommands'
+    # parsers are of this class too: add_subparsers makes them of the parent's.
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(self.format_usage().rstrip(), f"{self.prog}: {message}")
+
+
+def _wants_json(words: Sequence[str]) -> bool:
+    """Whether a command line argparse refused asked for --json (argparse also takes `--js`)."""
+    return any(len(word) > 3 and "--json".startswith(word) for word in words)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="retention-pipeline", description=__doc__)
+    parser = _Parser(prog="retention-pipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="(re)create the demo database and media under data/")
     demo.add_argument("--dir", type=Path, default=Path("."), help="where data/ goes (default: .)")
@@ -78,7 +98,11 @@ def console() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except UsageError as exc:
+        _say(exc.usage)
+        return _failed(EXIT_BAD_CONFIG, str(exc), _wants_json(sys.argv[1:] if argv is None else argv))
     # Dagster warns about beta parameters of its own sensor machinery each time the definitions load; the
     # CLI's output holds only what the user asked for.
     warnings.filterwarnings("ignore", message=r".*is currently in beta")

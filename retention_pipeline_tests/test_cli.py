@@ -252,6 +252,20 @@ def test_a_status_limit_out_of_range_is_refused_with_the_range(
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    "args", [("status", "--json", "--limit", "0"), ("run", "--json", "--dry-rn"), ("--json",)]
+)
+def test_with_json_a_command_line_argparse_refuses_still_prints_one_document(
+    live_world: CameraWorld, tmp_path: Path, args: tuple[str, ...]
+):
+    done = cli(live_world, tmp_path, *args)
+
+    report = json.loads(done.stdout)
+    assert done.returncode == report["exit_code"] == 2 and report["ok"] is False
+    assert report["error"].startswith("retention-pipeline") and "usage:" in done.stderr
+    assert live_world.count(events) == 2
+
+
 def test_failed_run_exits_non_zero_with_the_error(live_world: CameraWorld, tmp_path: Path):
     (tmp_path / "not-a-camera.db").write_bytes(b"")  # an empty SQLite database
     done = cli(live_world, tmp_path, "run", DATABASE_URL=f"sqlite:///{tmp_path / 'not-a-camera.db'}")
