@@ -122,7 +122,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _failed(EXIT_BAD_CONFIG, str(exc), getattr(args, "json", False))
     try:
         return _command(args)
-    except Exception as exc:  # unforeseen (a broken dagster.yaml, DAGSTER_HOME a file): still one document
+    except SettingsError as exc:  # DAGSTER_HOME that cannot hold an instance
+        return _failed(EXIT_BAD_CONFIG, str(exc), getattr(args, "json", False))
+    except Exception as exc:  # unforeseen (a broken dagster.yaml): still one document
         _say(traceback.format_exc())
         return _failed(EXIT_FAILED, f"{type(exc).__name__}: {exc}", getattr(args, "json", False))
 

@@ -11,7 +11,7 @@ from dagster._utils.schedules import cron_string_iterator
 from .core.labels import unlabelled
 from .core.stats import CleanupStats
 from .run_processes import active_runs
-from .settings import Settings
+from .settings import Settings, SettingsError
 from .tags import CLEANUP_HEADLINE, FAILED_STEP_TAG, FILE_FIGURES
 
 JOB_NAME = "data_cleanup"
@@ -28,10 +28,20 @@ ABANDONED = "ABANDONED"
 
 
 def local_instance_home(announce: Any) -> Path:
-    """DAGSTER_HOME, or a local instance directory under the working directory when it is unset."""
+    """DAGSTER_HOME, or a local instance directory under the working directory when it is unset; raises
+    SettingsError when DAGSTER_HOME cannot be an instance directory."""
     if home := os.environ.get("DAGSTER_HOME"):
-        Path(home).mkdir(parents=True, exist_ok=True)
-        return Path(home)
+        path = Path(home)
+        # Checked before anything is created: Dagster refuses a relative path only once it has made it.
+        if not path.is_absolute():
+            raise SettingsError(f"DAGSTER_HOME must be an absolute path, got {home!r}")
+        if path.exists() and not path.is_dir():
+            raise SettingsError(f"DAGSTER_HOME must be a directory, got {home!r}, which is not one")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SettingsError(f"DAGSTER_HOME {home!r} cannot be created: {exc.strerror}") from None
+        return path
     home_path = Path.cwd() / ".dagster_home"
     home_path.mkdir(exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(home_path)

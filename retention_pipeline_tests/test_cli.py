@@ -363,11 +363,32 @@ def test_a_killed_run_does_not_block_the_next_one(live_world: CameraWorld, tmp_p
 
 
 @pytest.mark.parametrize("command", ["run", "status"])
-def test_with_json_an_unusable_dagster_home_still_prints_one_document(
+@pytest.mark.parametrize("kind", ["relative", "a file"])
+def test_a_dagster_home_that_cannot_hold_an_instance_exits_2_naming_the_variable(
+    live_world: CameraWorld, tmp_path: Path, command: str, kind: str
+):
+    if kind == "a file":
+        home = str(tmp_path / "home_is_a_file")
+        Path(home).write_text("")
+        message = f"DAGSTER_HOME must be a directory, got '{home}', which is not one"
+    else:
+        home, message = "dh", "DAGSTER_HOME must be an absolute path, got 'dh'"
+
+    done = cli(live_world, tmp_path, command, "--json", DAGSTER_HOME=home)
+
+    assert done.returncode == 2, done.stderr
+    assert json.loads(done.stdout) == {"ok": False, "exit_code": 2, "error": message, "run_id": None}
+    assert "Traceback" not in done.stderr and not (tmp_path / "dh").exists()
+    assert live_world.count(events) == 2
+
+
+@pytest.mark.parametrize("command", ["run", "status"])
+def test_with_json_an_unusable_dagster_instance_still_prints_one_document(
     live_world: CameraWorld, tmp_path: Path, command: str
 ):
-    home = tmp_path / "home_is_a_file"
-    home.write_text("")
+    home = tmp_path / "broken_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("run_storage: [not, a, storage]\n")
 
     done = cli(live_world, tmp_path, command, "--json", DAGSTER_HOME=str(home))
 
