@@ -249,42 +249,14 @@ def _doctor(as_json: bool) -> int:
 
 
 def _status(limit: int, as_json: bool) -> int:
-    from .core.labels import readable
+    from .core.status_text import render
     from .history import cleanup_status
     from .settings import Settings
 
     with _open_instance() as instance:
         status = cleanup_status(instance, Settings.from_env(), limit)
-    if as_json:
-        print(json.dumps(status))
-        return 0
-    print(
-        f"retention: {status['retention_days']} days (logs {status['log_retention_days']}),"
-        f" images {'deleted' if status['delete_images'] else 'kept'};"
-        f" daily at {status['cleanup_time']} {status['timezone']};"
-        f" next run: {status['next_cleanup'] or 'schedule stopped'};"
-        f" {'a cleanup is running now' if status['running'] else 'nothing running'}"
-    )
-    rows = status["runs"]
-    if not rows:
-        print("no data_cleanup runs yet")
-        return 0
-    # Imported here: pandas costs every other command about 0.45 s of start-up.
-    import pandas as pd
-
-    frame = pd.DataFrame([_table_row(row, readable) for row in rows]).set_index("run_id").T
-    frame.columns = [run_id[:8] for run_id in frame.columns]
-    print(frame.to_string())
+    print(json.dumps(status) if as_json else render(status))
     return 0
-
-
-def _table_row(row: dict[str, Any], readable: Any) -> dict[str, Any]:
-    """One run as a table column: the Runs page's figures first, then the statistics as `readable` shows
-    them (per-table counts one line each, sizes in binary units)."""
-    headline = row.get("headline") or {}
-    figures = {f"[{name}]": value for name, value in headline.items()}
-    rest = {name: value for name, value in row.items() if name not in ("run_id", "headline")}
-    return {"run_id": row["run_id"], **figures, **readable(rest, dry_run=False)}
 
 
 if __name__ == "__main__":

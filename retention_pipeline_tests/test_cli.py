@@ -148,6 +148,28 @@ def test_a_dry_run_table_says_what_would_be_deleted_and_sizes_read_in_binary_uni
     assert live_world.exists(big)
 
 
+def test_the_status_table_shows_a_dry_runs_counts_as_what_would_be_deleted(
+    live_world: CameraWorld, tmp_path: Path
+):
+    cli(live_world, tmp_path, "run", "--dry-run")
+    dry_only = cli(live_world, tmp_path, "status", "--limit", "1")
+    cli(live_world, tmp_path, "run")
+    both = cli(live_world, tmp_path, "status", "--limit", "2")
+
+    rows = dict(line.split(None, 1) for line in dry_only.stdout.splitlines()[2:])
+    assert rows["dry_run"].strip() == "True" and rows["events_to_delete"].strip() == "1"
+    assert rows["space_to_reclaim"].strip().endswith("B)") and "rows_to_delete_by_table.events" in rows
+    assert not {"events_deleted", "space_reclaimed", "rows_deleted_by_table.events"} & set(rows)
+    # Newest first, the real run's column then the dry run's: each fills only its own kind of row.
+    header, *lines = both.stdout.splitlines()[1:]
+    real_run, dry_run = header.split()
+    shown = {line.split()[0]: line.rstrip() for line in lines}
+    assert shown["events_deleted"].endswith(" 1") and shown["events_to_delete"].endswith(" 1")
+    assert len(shown["events_deleted"]) == header.index(real_run) + len(real_run)
+    assert len(shown["events_to_delete"]) == header.index(dry_run) + len(dry_run)
+    assert list(shown).index("events_to_delete") == list(shown).index("events_deleted") + 1
+
+
 def test_invalid_configuration_exits_2_and_deletes_nothing(live_world: CameraWorld, tmp_path: Path):
     done = cli(live_world, tmp_path, "run", "--json", RETENTION_DAYS="0")
 
