@@ -168,7 +168,7 @@ def publish_failure(context: dg.HookContext) -> None:
     error = context.op_exception
     reason = failure_reason(context.op.name, getattr(error, "description", None), error)
     try:
-        tracker = context.resources.camera_system.settings().job_tracker
+        tracker = context.resources.camera_system.job_tracker()
         board = _board(tracker, context.instance, context.job_name, context.run_id, context.log)
         # An emergency run's failure carries the total of its passes, which the record keeps too.
         total = (getattr(error, "metadata", None) or {}).get("run_total")

@@ -39,7 +39,7 @@ def _reference_time(context: dg.OpExecutionContext, config: CleanupConfig) -> da
 
 def op_stage(context: dg.OpExecutionContext, camera_system: CameraSystemResource) -> Stage:
     """This op's stage in the camera system's job tracker (a no-op without JOB_STATUS_REDIS_URL)."""
-    return start_stage(context, camera_system.settings().job_tracker)
+    return start_stage(context, camera_system.job_tracker())
 
 
 @dg.op(description="Validate the policy and fix the cutoffs once for the whole run.")

@@ -27,8 +27,9 @@ def plan_orphan_sweep(
     context: dg.OpExecutionContext, config: OrphanSweepConfig, camera_system: CameraSystemResource
 ) -> orphans.OrphanSweepPlan:
     try:
+        # The stage first: a run failing on invalid settings still reaches the camera system's job tracker.
+        stage = start_stage(context, camera_system.job_tracker())
         settings = camera_system.settings()
-        stage = start_stage(context, settings.job_tracker)
         policy = orphans.OrphanPolicy(**config.model_dump(), registry=settings.registry)
         configured = [settings.thumbnail_dir, settings.clips_dir, settings.images_dir]
         roots = StorageRoots.from_dirs(settings.media_root, configured[: 3 if policy.include_images else 2])
@@ -73,7 +74,7 @@ def _dagster_directories(instance: dg.DagsterInstance) -> list[str]:
 def scan_orphaned_files(
     context: dg.OpExecutionContext, plan: orphans.OrphanSweepPlan, camera_system: CameraSystemResource
 ) -> orphans.OrphanStats:
-    start_stage(context, camera_system.settings().job_tracker)
+    start_stage(context, camera_system.job_tracker())
     # Each step asks for the lock: a re-execution from failure starts at the failed one.
     stats = orphans.scan_for_orphans(
         claimed_engine(context, camera_system),
@@ -113,7 +114,7 @@ def delete_orphaned_files(
     scanned: orphans.OrphanStats,
     camera_system: CameraSystemResource,
 ) -> orphans.OrphanStats:
-    start_stage(context, camera_system.settings().job_tracker)
+    start_stage(context, camera_system.job_tracker())
     try:
         reason = orphans.check_safety(scanned, plan.policy)
     except orphans.SafetyStop as exc:
@@ -139,7 +140,7 @@ def delete_orphaned_files(
 def report_orphan_sweep(
     context: dg.OpExecutionContext, stats: orphans.OrphanStats, camera_system: CameraSystemResource
 ) -> orphans.OrphanStats:
-    stage = start_stage(context, camera_system.settings().job_tracker)
+    stage = start_stage(context, camera_system.job_tracker())
     rows = orphans.orphan_report_rows(stats.report_csv, REPORT_ROWS)
     table = "| path | size | mtime |\n|---|---|---|\n" + "".join(
         f"| `{r['path']}` | {r['size']} | {datetime.fromtimestamp(float(r['mtime']), UTC):%Y-%m-%d %H:%M} |\n"

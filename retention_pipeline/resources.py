@@ -9,8 +9,9 @@ from pydantic import Field, PrivateAttr
 from sqlalchemy.engine import Engine
 
 from .core.db import make_engine
+from .core.job_status import JobTracker
 from .core.lock import ExclusiveRunLock
-from .settings import Settings
+from .settings import Settings, SettingsError
 
 _DEFAULTS = Settings()
 # Resource field -> the environment variable it stands for.
@@ -21,6 +22,8 @@ ENVIRONMENT = {
     "clips_dir": "CLIPS_DIR",
     "images_dir": "IMAGES_DIR",
 }
+
+_TRACKER_VARIABLES = ("JOB_STATUS_REDIS_URL", "JOB_STATUS_TTL_SECONDS")
 
 
 class CameraSystemResource(dg.ConfigurableResource):  # type: ignore[type-arg]
@@ -66,6 +69,19 @@ class CameraSystemResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         if self._settings is None:
             self._settings = self._read_settings()
         return self._settings
+
+    def job_tracker(self) -> JobTracker:
+        """Where the run publishes its status: the settings' tracker, or, when other settings are invalid,
+        one read from JOB_STATUS_REDIS_URL and JOB_STATUS_TTL_SECONDS alone, so the camera system's Jobs
+        page still shows the run failing on them (off if those are invalid too)."""
+        try:
+            return self.settings().job_tracker
+        except SettingsError:
+            tracker_only = {var: os.environ[var] for var in _TRACKER_VARIABLES if var in os.environ}
+            try:
+                return Settings.from_env(tracker_only).job_tracker
+            except SettingsError:
+                return JobTracker(None)
 
     def _read_settings(self) -> Settings:
         # A field at its default is not an override: the environment read just now decides. The others go

@@ -8,7 +8,7 @@ from .config import CleanupConfig, OrphanSweepConfig
 from .dagster_history import DagsterHistoryConfig
 from .jobs import data_cleanup, orphaned_file_cleanup
 from .run_processes import blocking_runs
-from .settings import Settings
+from .settings import Settings, SettingsError
 
 
 def scheduled_run_config(settings: Settings, tick: datetime, emergency: bool = False) -> dg.RunConfig:
@@ -23,6 +23,13 @@ def scheduled_run_config(settings: Settings, tick: datetime, emergency: bool = F
         emergency=emergency,
         reference_time=tick.astimezone(UTC).isoformat(),
     )
+    return dg.RunConfig(ops={"plan_cleanup": config})
+
+
+def unread_settings_run_config(tick: datetime) -> dg.RunConfig:
+    """A real run at the tick, every other setting left to the environment of the run: for a tick that
+    could not read the settings, so that its run reports why."""
+    config = CleanupConfig(dry_run=False, reference_time=tick.astimezone(UTC).isoformat())
     return dg.RunConfig(ops={"plan_cleanup": config})
 
 
@@ -41,8 +48,16 @@ def build_daily_schedule(settings: Settings) -> dg.ScheduleDefinition:
         tick = context.scheduled_execution_time or datetime.now(UTC)
         # A run whose process died would hold the exclusive slot and queue this one forever.
         blocking_runs(context.instance)
-        # The policy is read again at each tick, so a changed RETENTION_DAYS applies without reload.
-        return dg.RunRequest(run_config=scheduled_run_config(Settings.from_env(), tick))
+        # Read again at each tick, though only the policy file can have changed since the load: the
+        # environment (RETENTION_DAYS...) is this process's, fixed until the code location reloads.
+        try:
+            return dg.RunRequest(run_config=scheduled_run_config(Settings.from_env(), tick))
+        except SettingsError as exc:
+            # A failed tick shows only in Dagster's tick log. A run fails where operators look, the run
+            # history and the camera system's job tracker: its plan_cleanup reads the settings again and
+            # fails with this message, as a manual launch does.
+            context.log.warning(f"{exc}; requesting the run anyway: its plan_cleanup reports this")
+            return dg.RunRequest(run_config=unread_settings_run_config(tick))
 
     return daily_data_cleanup
 

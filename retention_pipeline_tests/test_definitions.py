@@ -58,6 +58,23 @@ def test_schedule_sends_a_complete_real_run_config_with_its_tick(monkeypatch: py
     assert schedule.execution_timezone == "Europe/Berlin"
 
 
+def test_a_tick_that_cannot_read_the_settings_still_requests_a_real_run_at_its_tick(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    schedule = build_daily_schedule(Settings())
+    monkeypatch.setenv("RETENTION_DAYS", "0")
+    tick = datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
+
+    with dg.instance_for_test() as instance:
+        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)
+        [request] = schedule.evaluate_tick(context).run_requests or []
+
+    # The rest is left to the run's environment: its plan_cleanup reads it again and fails on it.
+    config = dg.validate_run_config(data_cleanup, request.run_config)["ops"]["plan_cleanup"]["config"]
+    assert (config["dry_run"], config["reference_time"]) == (False, tick.isoformat())
+    assert config["retention_days"] is None and config["emergency"] is False
+
+
 def test_cleanup_time_sets_the_cron_schedule():
     schedule = build_daily_schedule(Settings.from_env({"CLEANUP_TIME": "23:45"}))
 

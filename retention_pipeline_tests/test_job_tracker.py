@@ -19,6 +19,9 @@ from retention_pipeline.core.schema import detections, events
 from retention_pipeline.jobs import data_cleanup, orphaned_file_cleanup
 from retention_pipeline.resources import DiskSpaceResource
 from retention_pipeline.run_processes import record_process
+from retention_pipeline.schedules import build_daily_schedule
+from retention_pipeline.settings import Settings
+from retention_pipeline.tags import INVALID_CONFIG
 from retention_pipeline_tests.conftest import RedisServer
 from retention_pipeline_tests.dagster_helpers import camera_resource, execute, plan_config, refuse_table
 from retention_pipeline_tests.factories import THUMBS, CameraWorld
@@ -86,6 +89,28 @@ def test_a_failed_run_ends_failed_with_its_message(
     assert record["status"] == "failed"
     assert record["error"] == "plan_cleanup failed: table 'events' is missing"
     assert tracked.count(detections) == 2
+
+
+def test_a_schedule_tick_meeting_a_broken_policy_file_starts_a_run_that_fails_with_its_message(
+    tracked: CameraWorld, redis_server: RedisServer, instance, tmp_path, monkeypatch: pytest.MonkeyPatch
+):
+    # Saved after the code location loaded: the tick is the first to read it.
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("tables:\n  - table: audit_logs\n    time_column: created_at\n    retention_days: 0\n")
+    monkeypatch.setenv("RETENTION_POLICY_FILE", str(policy))
+    tick = dg.build_schedule_context(instance=instance, scheduled_execution_time=tracked.now)
+
+    [request] = build_daily_schedule(Settings()).evaluate_tick(tick).run_requests or []
+    result = execute(tracked, instance, request.run_config)
+
+    [failure] = [event for event in result.all_events if event.is_step_failure]
+    expected = f"RETENTION_POLICY_FILE {policy}: tables[0] (audit_logs): retention_days must be"
+    assert failure.step_key == "plan_cleanup" and expected in failure.step_failure_data.error.message
+    assert INVALID_CONFIG in failure.step_failure_data.user_failure_data.metadata
+    [record] = _records(redis_server)
+    assert record["status"] == "failed" and record["dagster_run_id"] == result.run_id
+    assert record["error"].startswith(f"plan_cleanup failed: Invalid configuration: {expected}")
+    assert tracked.count(events) == 2 and tracked.count(detections) == 2
 
 
 def test_redis_stopped_mid_run_changes_nothing_but_one_warning(
