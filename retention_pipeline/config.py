@@ -58,8 +58,9 @@ class CleanupConfig(dg.Config):
         default=None,
         ge=1,
         le=MAX_BATCH_SIZE,
-        description="Queued files per delete_expired_files share (default 50000); shares run in parallel"
-        " under a multiprocess, Celery or Kubernetes executor.",
+        description="Queued files per delete_expired_files share; shares run in parallel under a"
+        " multiprocess, Celery or Kubernetes executor (default 50000 there; one share under the default"
+        " in-process executor, where shares would run one after another).",
     )
     emergency: bool = Field(
         default=False,

@@ -24,6 +24,9 @@ from .settings import SettingsError
 from .tags import FILE_FIGURES, INVALID_CONFIG, cleanup_headline
 
 SCHEDULED_TIME_TAG = ".dagster/scheduled_execution_time"
+# Executors running a job's steps one after another in the run's process (execute_in_process, which the
+# CLI and tests use, swaps the job's executor for its own).
+SEQUENTIAL_EXECUTORS = frozenset({dg.in_process_executor.name, "execute_in_process_executor"})
 
 
 def _reference_time(context: dg.OpExecutionContext, config: CleanupConfig) -> datetime:
@@ -194,7 +197,8 @@ def plan_file_chunks(
     # every file of every deleted row is queued; on a parallel executor none is left for the next run.
     engine = claimed_engine(context, camera_system, beside_the_chain=True)
     op_stage(context, camera_system)
-    for chunk in cleanup.file_chunks(engine, plan, plan.file_chunk_size):
+    parallel = context.job_def.executor_def.name not in SEQUENTIAL_EXECUTORS
+    for chunk in cleanup.file_chunks(engine, plan, parallel):
         yield dg.DynamicOutput(chunk, mapping_key=chunk.key)
 
 

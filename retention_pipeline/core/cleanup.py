@@ -162,11 +162,19 @@ class FileChunk:
         return "preview" if self.preview else f"ids_{self.after_id}_{self.last_id or 'end'}"
 
 
-def file_chunks(engine: Engine, plan: CleanupPlan, size: int) -> Iterator[FileChunk]:
-    """How the file step splits: queue ranges of `size` files, or one preview for a dry run."""
+# Files per share when the shares run in parallel and the run's file_chunk_size does not say.
+PARALLEL_FILE_CHUNK = 50_000
+
+
+def file_chunks(engine: Engine, plan: CleanupPlan, parallel: bool) -> Iterator[FileChunk]:
+    """How the file step splits: queue ranges of the plan's file_chunk_size, or one preview for a dry run.
+    Without a size, shares that run one after another (`parallel` false) are one: each share starts its
+    drain's overlap of reference checks and unlinks again, which split shares pay in files/s and gain
+    nothing for (the drain's memory is bounded by its own chunks, and a crash repeats none of it)."""
     if plan.dry_run:
         yield FileChunk(preview=True)
         return
+    size = plan.file_chunk_size or (PARALLEL_FILE_CHUNK if parallel else None)
     ranges = list(queue_ranges(engine, size))
     with engine.connect() as conn:  # the ranges run to the end of the queue: every queued file is in one
         queued = int(conn.execute(queue.count_queued_files()).scalar() or 0)

@@ -37,7 +37,7 @@ class CleanupPlan:
     media_root: Path
     storage_dirs: tuple[Path, ...]
     planned_at: datetime
-    file_chunk_size: int = 50_000
+    file_chunk_size: int | None = None  # None: the file step's executor decides (cleanup.file_chunks)
     emergency: bool = False
     progress_interval_seconds: float = Settings.progress_interval_seconds
     transaction_target_ms: float = Settings.transaction_target_ms
@@ -138,7 +138,7 @@ def make_plan(
     log_days = pick("log_retention_days", log_retention_days, settings.log_retention_days, parse_days)
     size = pick("batch_size", batch_size, settings.batch_size, parse_batch_size)
     images = pick("delete_images", delete_images, settings.delete_images, parse_bool)
-    chunk = pick("file_chunk_size", file_chunk_size, 50_000, parse_batch_size)
+    chunk = pick("file_chunk_size", file_chunk_size, None, parse_batch_size)
     target = pick(
         "transaction_target_ms",
         transaction_target_ms,
@@ -157,7 +157,7 @@ def make_plan(
     if errors:
         raise SettingsError("Invalid run configuration: " + "; ".join(errors))
     assert isinstance(days, int) and isinstance(log_days, int) and isinstance(size, int)
-    assert isinstance(chunk, int) and isinstance(target, float | int)
+    assert (chunk is None or isinstance(chunk, int)) and isinstance(target, float | int)
     # Against the environment's days, a mistake of the configuration: a run's own shorter days (a one-off
     # Launchpad run, an emergency pass) make longer rules moot on purpose.
     overridden = frozenset(table for table, _days in by_table)

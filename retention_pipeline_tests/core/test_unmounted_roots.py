@@ -126,7 +126,10 @@ def test_a_root_an_earlier_share_of_the_file_step_empties_does_not_keep_later_mi
     for table in ("detections", "events"):
         clean_table(world.engine, plan, table, lambda _message: None)
 
-    shares = [clean_files(world.engine, plan, lambda _m: None, c) for c in file_chunks(world.engine, plan, 2)]
+    shares = [
+        clean_files(world.engine, plan, lambda _m: None, c)
+        for c in file_chunks(world.engine, plan, parallel=True)
+    ]
     real = FileCounts.merge(shares)
 
     assert len(shares) == 2 and (real.clips_deleted, real.files_missing, real.roots_offline) == (2, 1, {})
@@ -208,7 +211,10 @@ def test_a_mounted_root_the_run_empties_itself_counts_its_other_missing_files_mi
     plan = world.plan(file_chunk_size=1)
     clean_table(world.engine, plan, "events", lambda _message: None)
 
-    shares = [clean_files(world.engine, plan, lambda _m: None, c) for c in file_chunks(world.engine, plan, 1)]
+    shares = [
+        clean_files(world.engine, plan, lambda _m: None, c)
+        for c in file_chunks(world.engine, plan, parallel=True)
+    ]
 
     real = FileCounts.merge(shares)
     assert (real.clips_deleted, real.files_missing, real.roots_offline) == (1, 1, {})

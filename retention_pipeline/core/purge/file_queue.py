@@ -124,8 +124,9 @@ def drain_file_queue(
     return in_parallel(chunks(), handle, progress, "files", progress_every_s)
 
 
-def queue_ranges(engine: Engine, size: int) -> Iterator[tuple[int, int | None]]:
-    """Split the queue into id ranges of about `size` files, so workers can drain them in parallel.
+def queue_ranges(engine: Engine, size: int | None) -> Iterator[tuple[int, int | None]]:
+    """Split the queue into id ranges of about `size` files (None: one range), so workers can drain them
+    in parallel.
 
     Always yields at least one range, so the file step runs (and reports) even with an empty queue. The
     last range ends at today's end of the queue too: a file an earlier range queues again after a failed
@@ -134,7 +135,9 @@ def queue_ranges(engine: Engine, size: int) -> Iterator[tuple[int, int | None]]:
     after_id = 0
     while True:
         with engine.connect() as conn:
-            boundary = conn.execute(queue.select_queue_boundary(after_id, size)).scalar()
+            boundary = (
+                None if size is None else conn.execute(queue.select_queue_boundary(after_id, size)).scalar()
+            )
             last_id = conn.execute(queue.select_last_queued_id()).scalar() if boundary is None else None
         if boundary is None:
             if after_id == 0 or (last_id or 0) > after_id:  # no empty share after the others
