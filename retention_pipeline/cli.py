@@ -165,9 +165,11 @@ def _open_instance() -> Any:
 
 
 def _run(job: str, first_op: str, config: dict[str, Any], report_op: str, as_json: bool) -> int:
+    from dagster._core.utils import make_new_run_id
+
     from .definitions import defs
     from .failed_runs import step_failure_reason
-    from .run_processes import blocking_runs
+    from .run_processes import blocking_runs, process_tags
     from .tags import INVALID_CONFIG, RUN_LOCK_BUSY
 
     with _open_instance() as instance:
@@ -178,6 +180,7 @@ def _run(job: str, first_op: str, config: dict[str, Any], report_op: str, as_jso
                 " not starting a second one. Try again when it has finished.",
                 as_json,
             )
+        run_id = make_new_run_id()
         result = defs.resolve_job_def(job).execute_in_process(
             run_config={
                 "ops": {first_op: {"config": config}},
@@ -186,6 +189,9 @@ def _run(job: str, first_op: str, config: dict[str, Any], report_op: str, as_jso
             },
             instance=instance,
             raise_on_error=False,
+            run_id=run_id,
+            # Noted from its creation: killed before its first op notes it, it is not live forever.
+            tags=process_tags(run_id),
         )
     if not result.success:
         markers: set[str] = set()

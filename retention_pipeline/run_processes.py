@@ -1,6 +1,7 @@
 """Which retention runs are still going: each run notes the process that runs it, and a run whose process
 is gone is dead, whatever Dagster still says of it (the default run launcher cannot tell)."""
 
+import json
 import os
 import socket
 from typing import Any
@@ -15,6 +16,10 @@ PROCESS_EVENT = "retention run process"
 # Dagster's own engine events carry a "pid" too; these keys are ours alone.
 PID_KEY, HOST_KEY = "retention_run_pid", "retention_run_host"
 STARTED_KEY = "retention_run_process_started"
+# The CLI's runs are born with their process in this tag, so that no moment of theirs goes unnoted.
+# Dagster's GraphQL leaves out tags under ".dagster/": the Runs page shows no chip for it.
+PROCESS_TAG = ".dagster/retention_run_process"
+RUN_ID_KEY = "run_id"
 ACTIVE_STATUSES = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -44,25 +49,54 @@ def record_process(
     )
 
 
+def process_tags(run_id: str) -> dict[str, str]:
+    """The tag noting this process in the run `run_id` it is about to create and run in process itself
+    (the CLI's `execute_in_process`), like `record_process` does, but from the run's very creation.
+
+    `record_process` is first called by the first op, about a second after Dagster created the run
+    (NOT_STARTED, then STARTED): a run killed in between would otherwise be noted nowhere and count as live
+    forever. The note names its run, as a re-execution or an automatic retry may copy its parent's tags.
+    """
+    pid = os.getpid()
+    note: dict[str, Any] = {RUN_ID_KEY: run_id, PID_KEY: pid, HOST_KEY: socket.gethostname()}
+    if (started := start_identity(pid)) is not None:
+        note[STARTED_KEY] = started
+    return {PROCESS_TAG: json.dumps(note)}
+
+
 def recorded_process(instance: dg.DagsterInstance, run_id: str) -> tuple[int, str] | None:
-    """The last process `record_process` noted for a run (pid, host), if any."""
-    noted = _noted_process(instance, run_id)
+    """The last process noted for a run (pid, host), if any."""
+    run = instance.get_run_by_id(run_id)
+    noted = None if run is None else _noted_process(instance, run)
     return None if noted is None else (int(noted[PID_KEY]), str(noted[HOST_KEY]))
 
 
-def _noted_process(instance: dg.DagsterInstance, run_id: str) -> dict[str, Any] | None:
-    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT).records
+def _noted_process(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dict[str, Any] | None:
+    """The last process `record_process` noted in the run's log, else the one its creator tagged it with."""
+    records = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT).records
     for record in reversed(records):
         event = record.event_log_entry.dagster_event
         data = event.engine_event_data if event is not None else None
         if data is not None and PID_KEY in data.metadata and HOST_KEY in data.metadata:
             return {key: value.value for key, value in data.metadata.items()}
-    return None
+    return _tagged_process(run)
+
+
+def _tagged_process(run: dg.DagsterRun) -> dict[str, Any] | None:
+    try:
+        note = json.loads(run.tags.get(PROCESS_TAG, "null"))
+    except ValueError:
+        return None
+    # A copied tag names the run it was copied from: it says nothing of this one.
+    if not isinstance(note, dict) or note.get(RUN_ID_KEY) != run.run_id:
+        return None
+    # Whoever launches a run may set any tag: a note that is not one is no note.
+    return note if isinstance(note.get(PID_KEY), int) and isinstance(note.get(HOST_KEY), str) else None
 
 
 def process_alive(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool | None:
-    """True/False for a run whose process on this host was recorded, None when it cannot tell."""
-    noted = _noted_process(instance, run.run_id)
+    """True/False for a run whose process on this host was noted, None when it cannot tell."""
+    noted = _noted_process(instance, run)
     if noted is None or noted[HOST_KEY] != socket.gethostname():
         return None
     started = noted.get(STARTED_KEY)  # runs recorded before start identities were: the pid alone
@@ -85,7 +119,8 @@ def active_runs(
 def blocking_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
     """Retention runs still in progress; runs whose process died are marked failed instead.
 
-    Every retention run notes its pid and host when it starts (see `record_process`). A
+    Every retention run notes its pid and host: the CLI's from their creation (`process_tags`), the
+    others when their first op takes the run lock (`record_process`). A
     run whose process is gone (killed, host crashed and rebooted) would otherwise stay STARTED forever
     (the default run launcher cannot check its worker's health) and hold the one concurrency slot of
     the exclusive tag: it must not become a stale lock.

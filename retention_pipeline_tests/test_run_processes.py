@@ -1,24 +1,38 @@
 """Which runs are still going: a run whose recorded process is gone (or whose pid another process got)
 is neither shown as running nor kept as in progress."""
 
+import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import dagster as dg
+import pytest
+from dagster._core.utils import make_new_run_id
 
 from retention_pipeline.core.processes import start_identity, still_running
 from retention_pipeline.history import cleanup_status
 from retention_pipeline.job_tracker import run_outcome
 from retention_pipeline.jobs import data_cleanup
-from retention_pipeline.run_processes import blocking_runs, record_process
+from retention_pipeline.run_processes import blocking_runs, process_tags, record_process
 from retention_pipeline.settings import Settings
 from retention_pipeline.tags import EXCLUSIVE_TAGS
 
 
 def _started(instance: dg.DagsterInstance) -> dg.DagsterRun:
     return instance.create_run_for_job(data_cleanup, status=dg.DagsterRunStatus.STARTED, tags=EXCLUSIVE_TAGS)
+
+
+def _tags_of_an_exited_process(run_id: str) -> dict[str, str]:
+    """The tags a CLI process gave the run `run_id` it created, the process being gone since."""
+    code = (
+        "import json; from retention_pipeline.run_processes import process_tags;"
+        f" print(json.dumps(process_tags({run_id!r})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return dict(json.loads(out.stdout))
 
 
 def _exited_pid() -> int:
@@ -91,3 +105,37 @@ def test_a_process_start_identity_is_its_own_and_stable():
     assert mine is not None and mine == start_identity(os.getpid())
     assert still_running(os.getpid(), mine) is True
     assert still_running(os.getpid(), "another-boot:" + mine.rpartition(":")[2]) is False
+
+
+@pytest.mark.parametrize("status", [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTED])
+def test_a_run_tagged_at_creation_by_a_process_now_gone_is_dead_before_any_op_notes_it(instance, status):
+    # As the CLI does: tagged with its process from its creation, then killed before its first op.
+    dead_id, alive_id = make_new_run_id(), make_new_run_id()
+    tags = {**EXCLUSIVE_TAGS, **_tags_of_an_exited_process(dead_id)}
+    instance.create_run_for_job(data_cleanup, run_id=dead_id, status=status, tags=tags)
+    instance.create_run_for_job(
+        data_cleanup, run_id=alive_id, status=status, tags={**EXCLUSIVE_TAGS, **process_tags(alive_id)}
+    )
+
+    status_before = cleanup_status(instance, Settings(), limit=5)
+    blocking = blocking_runs(instance)
+
+    assert {row["run_id"]: row["status"] for row in status_before["runs"]} == {
+        dead_id: "ABANDONED",
+        alive_id: status.value,
+    }
+    assert [run.run_id for run in blocking] == [alive_id]
+    assert instance.get_run_by_id(dead_id).status == dg.DagsterRunStatus.FAILURE
+
+
+def test_a_process_tag_copied_from_another_run_says_nothing_of_this_one(instance):
+    # A re-execution or retry of a CLI run may carry its parent's tags, the parent's long-gone pid with them.
+    parent_id = make_new_run_id()
+    copied = {**EXCLUSIVE_TAGS, **_tags_of_an_exited_process(parent_id)}
+    waiting = instance.create_run_for_job(data_cleanup, status=dg.DagsterRunStatus.NOT_STARTED, tags=copied)
+    started = instance.create_run_for_job(data_cleanup, status=dg.DagsterRunStatus.STARTED, tags=copied)
+
+    blocking = blocking_runs(instance)
+
+    assert {run.run_id for run in blocking} == {waiting.run_id, started.run_id}
+    assert instance.get_run_by_id(started.run_id).status == dg.DagsterRunStatus.STARTED
