@@ -372,7 +372,7 @@ def run_naive(url: str, media: Path, n: int) -> dict:
     }
 
 
-def run_job(url: str, media: Path, dry_run: bool) -> dict:
+def run_job(url: str, media: Path, dry_run: bool, **overrides: object) -> dict:
     import dagster as dg
 
     from retention_pipeline.jobs import data_cleanup
@@ -391,6 +391,7 @@ def run_job(url: str, media: Path, dry_run: bool) -> dict:
         "batch_size": BATCH_SIZE,
         "transaction_target_ms": TARGET_MS,
         "reference_time": NOW.isoformat(),
+        **overrides,
     }
     with dg.instance_for_test() as instance:
         started = time.perf_counter()

@@ -4,8 +4,9 @@
 one tree can differ from the next by a third, which is as large as the difference it looks for. Here the
 queue is filled once by the row purges, then, for each round, a fresh tree is written and synced and
 either `data_cleanup` runs on a copy of the purged database (its purges find nothing; its file step drains
-the queue), or the core drain the step calls runs alone on such a copy (no Dagster: where the step loses
-time, if it does), or a single-threaded `os.unlink` loop removes the same files. Prints each round and
+the queue), as it is or with its queue split into shares of 50,000 files run one after another, or the
+core drain the step calls runs alone on such a copy (no Dagster: where the step loses time, if it does),
+or a single-threaded `os.unlink` loop removes the same files. Prints each round and
 the medians, and writes benchmarks/results/file_step_<engine>.json.
 
     python benchmarks/bench_file_step.py [--n 100000] [--rounds 3] [--engine sqlite|postgresql]
@@ -25,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import bench_cleanup as generator
 
 from retention_pipeline.core import purge
-from retention_pipeline.core.cleanup import prepare_database
+from retention_pipeline.core.cleanup import PARALLEL_FILE_CHUNK, prepare_database
 from retention_pipeline.core.db import make_engine
 from retention_pipeline.core.files import StorageRoots
 from retention_pipeline.core.purge.file_queue import drain_file_queue
@@ -74,6 +75,13 @@ def file_step(url: str, media: Path) -> float:
     return figures["files"] / figures["file_seconds"]
 
 
+def file_step_in_shares(url: str, media: Path) -> float:
+    """Files per second of the file step split into shares of 50,000 files, one after another (the default
+    before 2026-12-07's sixth session; a parallel executor's default now)."""
+    figures = generator.run_job(url, media, dry_run=False, file_chunk_size=PARALLEL_FILE_CHUNK)
+    return figures["files"] / figures["file_seconds"]
+
+
 def drain_alone(url: str, media: Path) -> float:
     """Files per second of the core drain the file step calls, without Dagster around it."""
     engine = make_engine(url)
@@ -85,7 +93,7 @@ def drain_alone(url: str, media: Path) -> float:
     return (counts.thumbnails_deleted + counts.images_deleted + counts.clips_deleted) / seconds
 
 
-VARIANTS = {"file_step": file_step, "drain_alone": drain_alone}
+VARIANTS = {"file_step": file_step, "in_shares": file_step_in_shares, "drain_alone": drain_alone}
 
 
 def main() -> None:
@@ -95,8 +103,8 @@ def main() -> None:
     parser.add_argument("--engine", choices=("sqlite", "postgresql"), default="sqlite")
     args = parser.parse_args()
     paths = generator.expired_files(args.n)
-    figures: dict[str, list[float]] = {"bare_loop": [], "file_step": [], "drain_alone": []}
-    order = ["file_step", "bare_loop", "drain_alone"]
+    order = ["file_step", "bare_loop", "in_shares", "drain_alone"]
+    figures: dict[str, list[float]] = {variant: [] for variant in order}
     with tempfile.TemporaryDirectory(prefix="bench_file_step_") as tmp:
         workdir = Path(tmp)
         purged = purged_database(workdir, args.n, args.engine)
@@ -114,8 +122,10 @@ def main() -> None:
     ratio = medians["file_step"] / medians["bare_loop"]
     print(f"{args.engine}, camera schema, {len(paths)} files; median files/s:", end=" ")
     print(f"file step {medians['file_step']:,.0f},", end=" ")
+    print(f"in shares of 50,000 {medians['in_shares']:,.0f},", end=" ")
     print(f"drain alone {medians['drain_alone']:,.0f},", end=" ")
     print(f"bare loop {medians['bare_loop']:,.0f}; file step / bare loop {ratio:.2f}x,", end=" ")
+    print(f"in shares / bare loop {medians['in_shares'] / medians['bare_loop']:.2f}x,", end=" ")
     print(f"drain alone / bare loop {medians['drain_alone'] / medians['bare_loop']:.2f}x")
     RESULTS.mkdir(exist_ok=True)
     out = {"engine": args.engine, "shape": "camera", "n": args.n, "files": len(paths)}

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import sqlalchemy.exc
 
 from retention_pipeline.cli import EXIT_BUSY
 from retention_pipeline.history import JOB_NAME
@@ -56,10 +57,15 @@ def _frozen_run(
             time.sleep(0.001)
         else:
             raise AssertionError(f"no {status.value} run in 60s:\n{process.log()[-3000:]}")
-        run = instance.get_run_by_id(runs[0].run_id)
-        assert run is not None
-        if run.status == status and not _noted_by_an_op(instance, run.run_id):
-            return process, run
+        try:
+            run = instance.get_run_by_id(runs[0].run_id)
+            assert run is not None
+            if run.status == status and not _noted_by_an_op(instance, run.run_id):
+                return process, run
+        except sqlalchemy.exc.OperationalError:
+            # Frozen while holding a lock of the instance's SQLite storage ("locking protocol"): a killed
+            # process would release it, a stopped one does not, and nothing else could read the runs.
+            pass
         os.kill(process.pid, signal.SIGCONT)  # too late: let it finish and try again
         assert process.wait() == 0, process.log()[-3000:]
     raise AssertionError(
