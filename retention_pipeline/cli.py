@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import traceback
+import uuid
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -165,8 +166,6 @@ def _open_instance() -> Any:
 
 
 def _run(job: str, first_op: str, config: dict[str, Any], report_op: str, as_json: bool) -> int:
-    from dagster._core.utils import make_new_run_id
-
     from .definitions import defs
     from .failed_runs import step_failure_reason
     from .run_processes import blocking_runs, process_tags
@@ -180,7 +179,7 @@ def _run(job: str, first_op: str, config: dict[str, Any], report_op: str, as_jso
                 " not starting a second one. Try again when it has finished.",
                 as_json,
             )
-        run_id = make_new_run_id()
+        run_id = str(uuid.uuid4())  # as Dagster makes its run ids: known before the run exists
         result = defs.resolve_job_def(job).execute_in_process(
             run_config={
                 "ops": {first_op: {"config": config}},
