@@ -19,14 +19,11 @@ from .core.stats import CleanupStats, FileCounts, RowCounts
 from .history import logged_at
 from .job_tracker import Stage, start_stage
 from .resources import CameraSystemResource
-from .run_lock_ops import claimed_engine, lock_lost
+from .run_lock_ops import claimed_engine, lock_lost, runs_in_process
 from .settings import SettingsError
 from .tags import FILE_FIGURES, INVALID_CONFIG, cleanup_headline
 
 SCHEDULED_TIME_TAG = ".dagster/scheduled_execution_time"
-# Executors running a job's steps one after another in the run's process (execute_in_process, which the
-# CLI and tests use, swaps the job's executor for its own).
-SEQUENTIAL_EXECUTORS = frozenset({dg.in_process_executor.name, "execute_in_process_executor"})
 
 
 def _reference_time(context: dg.OpExecutionContext, config: CleanupConfig) -> datetime:
@@ -197,7 +194,7 @@ def plan_file_chunks(
     # every file of every deleted row is queued; on a parallel executor none is left for the next run.
     engine = claimed_engine(context, camera_system, beside_the_chain=True)
     op_stage(context, camera_system)
-    parallel = context.job_def.executor_def.name not in SEQUENTIAL_EXECUTORS
+    parallel = not runs_in_process(context)
     for chunk in cleanup.file_chunks(engine, plan, parallel):
         yield dg.DynamicOutput(chunk, mapping_key=chunk.key)
 
