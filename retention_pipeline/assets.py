@@ -66,7 +66,9 @@ def table_key(name: str) -> dg.AssetKey:
     would refuse for the table's check (`Audit Logs`, `événements`, `audit-logs`) is `table/<safe name>`."""
     if name in MEDIA_STORES:
         return dg.AssetKey(["table", name])
-    if _DAGSTER_NAME.fullmatch(name):
+    # A check's op is named after its key's path joined by `__`: a plain `table__x` would take the op name
+    # of the key table/x.
+    if _DAGSTER_NAME.fullmatch(name) and not name.startswith("table__"):
         return dg.AssetKey(name)
     return dg.AssetKey(["table", dagster_safe(name)])
 

@@ -24,6 +24,8 @@ KEYS = {
     "événements": "table/evenements_a0374a88",
     "audit-logs": "table/audit_logs_dbb300d1",
     "audit_logs": "audit_logs",
+    # Plain, but its check's op would be named as the check of the key table/Audit_Logs_5428d7fe.
+    "table__Audit_Logs_5428d7fe": "table/table_Audit_Logs_5428d7fe_ef435f80",
 }
 POLICY = "tables:\n" + "".join(RULE.format(f'"{name}"') for name in KEYS)
 
