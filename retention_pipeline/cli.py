@@ -59,8 +59,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _wants_json(words: Sequence[str]) -> bool:
-    """Whether a command line argparse refused asked for --json (argparse also takes `--js`)."""
-    return any(len(word) > 3 and "--json".startswith(word) for word in words)
+    """Whether a command line argparse refused asked for --json (argparse also takes `--j`, and a person
+    may write `--json=yes`, which it refuses)."""
+    return any(len(flag) > 2 and "--json".startswith(flag) for flag in (w.split("=", 1)[0] for w in words))
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -160,6 +160,8 @@ def test_the_status_table_shows_a_dry_runs_counts_as_what_would_be_deleted(
     assert rows["dry_run"].strip() == "True" and rows["events_to_delete"].strip() == "1"
     assert rows["space_to_reclaim"].strip().endswith("B)") and "rows_to_delete_by_table.events" in rows
     assert not {"events_deleted", "space_reclaimed", "rows_deleted_by_table.events"} & set(rows)
+    assert rows["[events_to_delete]"].strip() == "1" and "[space_to_reclaim]" in rows  # the Runs page's too
+    assert not {"[events_deleted]", "[space_reclaimed]"} & set(rows)
     # Newest first, the real run's column then the dry run's: each fills only its own kind of row.
     header, *lines = both.stdout.splitlines()[1:]
     real_run, dry_run = header.split()
@@ -168,6 +170,7 @@ def test_the_status_table_shows_a_dry_runs_counts_as_what_would_be_deleted(
     assert len(shown["events_deleted"]) == header.index(real_run) + len(real_run)
     assert len(shown["events_to_delete"]) == header.index(dry_run) + len(dry_run)
     assert list(shown).index("events_to_delete") == list(shown).index("events_deleted") + 1
+    assert list(shown).index("[events_to_delete]") == list(shown).index("[events_deleted]") + 1
 
 
 def test_invalid_configuration_exits_2_and_deletes_nothing(live_world: CameraWorld, tmp_path: Path):
@@ -275,7 +278,14 @@ def test_a_status_limit_out_of_range_is_refused_with_the_range(
 
 
 @pytest.mark.parametrize(
-    "args", [("status", "--json", "--limit", "0"), ("run", "--json", "--dry-rn"), ("--json",)]
+    "args",
+    [
+        ("status", "--json", "--limit", "0"),
+        ("run", "--json", "--dry-rn"),
+        ("--json",),
+        ("status", "--j", "--limit", "0"),  # argparse takes any prefix of --json
+        ("run", "--json=yes"),
+    ],
 )
 def test_with_json_a_command_line_argparse_refuses_still_prints_one_document(
     live_world: CameraWorld, tmp_path: Path, args: tuple[str, ...]

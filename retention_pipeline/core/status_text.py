@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .labels import readable, real_name
+from .labels import labelled, readable, real_name
 
 
 def render(status: dict[str, Any]) -> str:
@@ -22,20 +22,23 @@ def render(status: dict[str, Any]) -> str:
     # Imported here: pandas costs every other command about 0.45 s of start-up.
     import pandas as pd
 
-    columns = {row["run_id"][:8]: _column(row) for row in status["runs"]}
+    # Keyed by the whole run id: two runs whose ids share their first 8 characters are two columns.
+    columns = {row["run_id"]: _column(row) for row in status["runs"]}
     names = _beside_each_other(name for column in columns.values() for name in column)
     # A row another kind of run fills stays empty here, not NaN (which would also show 45 as 45.0).
     filled = {run: {name: column.get(name, "") for name in names} for run, column in columns.items()}
     frame = pd.DataFrame(filled, dtype=object).reindex(names)
+    frame.columns = [run[:8] for run in frame.columns]
     return f"{header}\n{frame.to_string()}"
 
 
 def _column(row: dict[str, Any]) -> dict[str, Any]:
-    """One run: the Runs page's figures first (the tags, by their names), then the statistics as
-    `readable` shows them, a dry run's counts as what a real run would delete."""
-    figures = {f"[{name}]": value for name, value in (row.get("headline") or {}).items()}
+    """One run: the Runs page's figures first (its tags), then the statistics as `readable` shows them,
+    both a dry run's counts named for what a real run would delete."""
     rest = {name: value for name, value in row.items() if name not in ("run_id", "headline")}
-    return {**figures, **readable(rest, dry_run=bool(rest.get("dry_run")))}
+    dry_run = bool(rest.get("dry_run"))
+    headline = labelled(row.get("headline") or {}, dry_run)
+    return {**{f"[{name}]": value for name, value in headline.items()}, **readable(rest, dry_run)}
 
 
 def _beside_each_other(names: Iterable[str]) -> list[str]:
@@ -43,8 +46,9 @@ def _beside_each_other(names: Iterable[str]) -> list[str]:
     `events_deleted` (a per-table row `rows_to_delete_by_table.logs` too)."""
 
     def field(name: str) -> str:
-        head, dot, rest = name.partition(".")
-        return real_name(head) + dot + rest
+        tag = name.startswith("[")  # a Runs-page figure, `[events_to_delete]` beside `[events_deleted]`
+        head, dot, rest = name.strip("[]").partition(".")
+        return ("[" if tag else "") + real_name(head) + dot + rest
 
     seen = list(dict.fromkeys(names))
     first: dict[str, int] = {}
