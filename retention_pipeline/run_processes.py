@@ -9,13 +9,15 @@ from typing import Any
 import dagster as dg
 from dagster._core.events import EngineEventData
 
-from .core.processes import start_identity, still_running
+from .core.processes import pid_namespace, start_identity, still_running
 from .tags import EXCLUSIVE_TAGS
 
 PROCESS_EVENT = "retention run process"
 # Dagster's own engine events carry a "pid" too; these keys are ours alone.
 PID_KEY, HOST_KEY = "retention_run_pid", "retention_run_host"
 STARTED_KEY = "retention_run_process_started"
+# The noter's pid namespace ("" where it could not read it): its pids mean nothing in another namespace.
+PID_NAMESPACE_KEY = "retention_run_pid_namespace"
 # The CLI's runs are born with their process in this tag, so that no moment of theirs goes unnoted.
 # Dagster's GraphQL leaves out tags under ".dagster/": the Runs page shows no chip for it.
 PROCESS_TAG = ".dagster/retention_run_process"
@@ -36,12 +38,13 @@ def record_process(
 
     An engine event, not a tag: the Runs page shows every tag as a chip, and this is bookkeeping. With the
     pid goes the process's start identity (`started`: the pid's own by default), so a pid another process
-    got later is not taken for the run's.
+    got later is not taken for the run's, and this process's pid namespace, in which any pid it notes is
+    numbered.
     """
     pid = os.getpid() if pid is None else pid
     started = start_identity(pid) if started is None else started
     run = instance.get_run_by_id(run_id)
-    metadata: dict[str, Any] = {PID_KEY: pid, HOST_KEY: socket.gethostname()}
+    metadata: dict[str, Any] = {PID_KEY: pid, HOST_KEY: socket.gethostname(), **_namespace_note()}
     if started is not None:
         metadata[STARTED_KEY] = started
     instance.report_engine_event(
@@ -58,10 +61,21 @@ def process_tags(run_id: str) -> dict[str, str]:
     forever. The note names its run, as a re-execution or an automatic retry may copy its parent's tags.
     """
     pid = os.getpid()
-    note: dict[str, Any] = {RUN_ID_KEY: run_id, PID_KEY: pid, HOST_KEY: socket.gethostname()}
+    note: dict[str, Any] = {
+        RUN_ID_KEY: run_id,
+        PID_KEY: pid,
+        HOST_KEY: socket.gethostname(),
+        **_namespace_note(),
+    }
     if (started := start_identity(pid)) is not None:
         note[STARTED_KEY] = started
     return {PROCESS_TAG: json.dumps(note)}
+
+
+def _namespace_note() -> dict[str, str]:
+    # Noted even when unreadable (""), so that a judge can tell such a note from one written before
+    # namespaces were noted.
+    return {PID_NAMESPACE_KEY: pid_namespace() or ""}
 
 
 def recorded_process(instance: dg.DagsterInstance, run_id: str) -> tuple[int, str] | None:
@@ -95,9 +109,16 @@ def _tagged_process(run: dg.DagsterRun) -> dict[str, Any] | None:
 
 
 def process_alive(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool | None:
-    """True/False for a run whose process on this host was noted, None when it cannot tell."""
+    """True/False for a run whose process on this host and in this pid namespace was noted, None when it
+    cannot tell (so the run counts as live: a live run judged dead would lose its slot)."""
     noted = _noted_process(instance, run)
     if noted is None or noted[HOST_KEY] != socket.gethostname():
+        return None
+    # Containers sharing a host name (host networking, a pod's containers) number their processes apart.
+    # If either side could not read its namespace, they may differ too. A note from before namespaces were
+    # noted has none: judged as it was, by pid, host and start identity.
+    namespace = noted.get(PID_NAMESPACE_KEY)
+    if namespace is not None and str(namespace) != (pid_namespace() or ""):
         return None
     started = noted.get(STARTED_KEY)  # runs recorded before start identities were: the pid alone
     return still_running(int(noted[PID_KEY]), None if started is None else str(started))
@@ -107,7 +128,8 @@ def active_runs(
     instance: dg.DagsterInstance, **selection: Any
 ) -> tuple[list[dg.DagsterRun], list[dg.DagsterRun]]:
     """The queued and in-progress runs `selection` (RunsFilter's fields) picks, as (live, dead): dead are
-    those noted on this host whose process is gone; runs it cannot judge count as live."""
+    those noted on this host and in this pid namespace whose process is gone; runs it cannot judge count
+    as live."""
     live: list[dg.DagsterRun] = []
     dead: list[dg.DagsterRun] = []
     for record in instance.get_run_records(dg.RunsFilter(statuses=ACTIVE_STATUSES, **selection)):
@@ -119,11 +141,11 @@ def active_runs(
 def blocking_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
     """Retention runs still in progress; runs whose process died are marked failed instead.
 
-    Every retention run notes its pid and host: the CLI's from their creation (`process_tags`), the
-    others when their first op takes the run lock (`record_process`). A
-    run whose process is gone (killed, host crashed and rebooted) would otherwise stay STARTED forever
-    (the default run launcher cannot check its worker's health) and hold the one concurrency slot of
-    the exclusive tag: it must not become a stale lock.
+    Every retention run notes its pid, host and pid namespace: the CLI's from their creation
+    (`process_tags`), the others when their first op takes the run lock (`record_process`). A run whose
+    process is gone (killed, host crashed and rebooted) would otherwise stay STARTED forever (the default
+    run launcher cannot check its worker's health) and hold the one concurrency slot of the exclusive tag:
+    it must not become a stale lock.
     """
     live, dead = active_runs(instance, tags=EXCLUSIVE_TAGS)
     for run in dead:

@@ -12,11 +12,18 @@ import dagster as dg
 import pytest
 from dagster._core.utils import make_new_run_id
 
-from retention_pipeline.core.processes import start_identity, still_running
+from retention_pipeline import run_processes
+from retention_pipeline.core.processes import pid_namespace, start_identity, still_running
 from retention_pipeline.history import cleanup_status
 from retention_pipeline.job_tracker import run_outcome
 from retention_pipeline.jobs import data_cleanup
-from retention_pipeline.run_processes import blocking_runs, process_tags, record_process
+from retention_pipeline.run_processes import (
+    PID_NAMESPACE_KEY,
+    PROCESS_TAG,
+    blocking_runs,
+    process_tags,
+    record_process,
+)
 from retention_pipeline.settings import Settings
 from retention_pipeline.tags import EXCLUSIVE_TAGS
 
@@ -94,6 +101,7 @@ def test_without_proc_a_live_pid_is_all_there_is_to_go_by(tmp_path: Path):
     no_proc = tmp_path / "no_proc"
 
     assert start_identity(os.getpid(), no_proc) is None
+    assert pid_namespace(no_proc) is None
     assert still_running(os.getpid(), "some-boot:12345", no_proc) is True
     assert still_running(_exited_pid(), "some-boot:12345", no_proc) is False
     assert still_running(os.getpid(), None) is True
@@ -139,3 +147,56 @@ def test_a_process_tag_copied_from_another_run_says_nothing_of_this_one(instance
 
     assert {run.run_id for run in blocking} == {waiting.run_id, started.run_id}
     assert instance.get_run_by_id(started.run_id).status == dg.DagsterRunStatus.STARTED
+
+
+# No pid namespace has inode 1 (those of the proc filesystem start far above): one this test is not in.
+ANOTHER_NAMESPACE = "pid:[1]"
+
+
+def _noted_in(namespace: str | None, tags: dict[str, str]) -> dict[str, str]:
+    """`tags` with their process noted in pid namespace `namespace` ("": its noter could not read it; None:
+    noted before namespaces were)."""
+    note = json.loads(tags[PROCESS_TAG])
+    note.pop(PID_NAMESPACE_KEY)
+    if namespace is not None:
+        note[PID_NAMESPACE_KEY] = namespace
+    return {**tags, PROCESS_TAG: json.dumps(note)}
+
+
+@pytest.mark.parametrize("instance_fixture", ["instance", "postgres_instance"])
+def test_a_run_noted_in_another_pid_namespace_is_not_judged_by_this_ones_pids(
+    instance_fixture: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+):
+    # Containers sharing a host name (host networking, a pod's containers) but not a pid namespace: the
+    # noted pid is no process here, yet the run may well be alive in its own container.
+    instance = request.getfixturevalue(instance_fixture)
+    assert pid_namespace() not in (None, ANOTHER_NAMESPACE)
+    ids = {name: make_new_run_id() for name in ("other", "unreadable", "here", "before")}
+    namespaces = {"other": ANOTHER_NAMESPACE, "unreadable": "", "here": pid_namespace(), "before": None}
+    for name, run_id in ids.items():
+        tags = {**EXCLUSIVE_TAGS, **_noted_in(namespaces[name], _tags_of_an_exited_process(run_id))}
+        instance.create_run_for_job(
+            data_cleanup, run_id=run_id, status=dg.DagsterRunStatus.STARTED, tags=tags
+        )
+    # The same, noted by a first op (the run's log) rather than by the CLI's tag.
+    logged = _started(instance)
+    with monkeypatch.context() as patched:
+        patched.setattr(run_processes, "pid_namespace", lambda: ANOTHER_NAMESPACE)
+        record_process(instance, logged.run_id, pid=_exited_pid())
+
+    status = cleanup_status(instance, Settings(), limit=10)
+    blocking = blocking_runs(instance)
+
+    alive = {ids["other"], ids["unreadable"], logged.run_id}
+    assert status["running"] is True
+    assert {row["run_id"]: row["status"] for row in status["runs"]} == {
+        **dict.fromkeys(alive, "STARTED"),
+        ids["here"]: "ABANDONED",
+        ids["before"]: "ABANDONED",
+    }
+    assert {run.run_id for run in blocking} == alive
+    assert {run_id: instance.get_run_by_id(run_id).status for run_id in [*ids.values(), logged.run_id]} == {
+        **dict.fromkeys(alive, dg.DagsterRunStatus.STARTED),
+        ids["here"]: dg.DagsterRunStatus.FAILURE,
+        ids["before"]: dg.DagsterRunStatus.FAILURE,
+    }

@@ -27,6 +27,16 @@ def start_identity(pid: int, proc: Path = PROC) -> str | None:
     return f"{boot}:{fields[19]}"  # field 22 of stat, the 20th after the name
 
 
+def pid_namespace(proc: Path = PROC) -> str | None:
+    """This process's pid namespace (`pid:[inode]`, Linux), None where /proc cannot tell. A pid means a
+    process only in the namespace it was read in: containers sharing a host name (host networking, a pod's
+    containers) each number their own processes, so the host name does not tell them apart."""
+    try:
+        return os.readlink(proc / "self" / "ns" / "pid")
+    except OSError:
+        return None
+
+
 def still_running(pid: int, identity: str | None, proc: Path = PROC) -> bool:
     """Whether `pid` is alive and, if its start identity was recorded and can be read now, still the same
     process. Without /proc (or with no identity recorded) the pid's existence is all there is to go by."""
