@@ -213,7 +213,8 @@ class Settings:
         take("progress_interval_seconds", "PROGRESS_INTERVAL_SECONDS", parse_seconds)
         take("job_status_redis_url", "JOB_STATUS_REDIS_URL", _parse_redis_url)
         take("job_status_ttl_seconds", "JOB_STATUS_TTL_SECONDS", _parse_ttl)
-        # SQLite matches table names ignoring case: the policy's tables are folded onto one spelling there.
+        # SQLite matches table names ignoring the case of ASCII letters: the policy's tables are folded onto
+        # one spelling there (`Événements` and `événements` stay two tables, as in SQLite).
         sqlite = (
             make_url(str(values.get("database_url", DEFAULT_DATABASE_URL))).get_backend_name() == "sqlite"
         )

@@ -12,9 +12,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
 from . import purge
+from .db import named, table_names
 from .files import StorageRoots
 from .plan import CleanupPlan
-from .policy import DeclaredRule, named, policy_problems, registry_with, table_names
+from .policy import DeclaredRule, policy_problems, registry_with
 from .privileges import privilege_problems
 from .purge import drain_file_queue, preview_file_deletions, queue_ranges
 from .purge.file_queue import FilesHandled

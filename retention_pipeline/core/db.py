@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import string
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +26,28 @@ _TRANSIENT_PG_CODES = {"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57
 _TRANSIENT_SQLITE_TEXT = ("database is locked", "database table is locked", "busy")
 # Set on connections that delete or queue: SQLite begins them IMMEDIATE, the run lock checks itself first.
 WRITE_OPTION = "retention_write"
+# SQLite folds only the 26 ASCII letters when it compares names (sqlite3StrICmp): str.lower() would also
+# fold `É` to `é` and make the two tables `Événements` and `événements` one.
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def sqlite_name(name: str) -> str:
+    """A table or column name as SQLite tells names apart, quoted or not: `Audit` is `audit`, but
+    `Événements` is not `événements`. Whatever folds a SQLite name folds it here (columns are matched as
+    the table spells them, which SQLite resolves too)."""
+    return name.translate(_ASCII_LOWER)
+
+
+def named(engine: Engine, table: str) -> str:
+    """How the database tells table names apart: SQLite ignores the case of ASCII letters only, quoted or
+    not (`crops` is the table created as `Crops`, `Événements` is not `événements`); PostgreSQL compares
+    the names as written, as our statements quote them."""
+    return sqlite_name(table) if engine.dialect.name == "sqlite" else table
+
+
+def table_names(engine: Engine, names: list[str]) -> dict[str, str]:
+    """`named` spelling -> the table's name as the database lists it."""
+    return {named(engine, name): name for name in names}
 
 
 class DatabaseMissing(ValueError):

@@ -10,6 +10,7 @@ before anything is deleted, with messages naming the file, the entry and the pro
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from sqlalchemy import DateTime, Integer, String, inspect
 from sqlalchemy.engine import Engine
 
 from . import time_declarations
+from .db import named, sqlite_name, table_names
 from .tables import BUILT_IN, KIND_OF_ROOT, OWN, MediaColumn, Registry, Rule
 
 MAX_DAYS = 36_500  # a century; larger values overflow date arithmetic and are surely typos
@@ -77,7 +79,8 @@ def _load(text: str) -> Any:
 
 def read_policy(path: Path, ignore_case: bool = False) -> tuple[DeclaredRule, ...]:
     """The rules of a policy file; PolicyError listing every problem it has. `ignore_case` (SQLite, where
-    `Events` is the table `events`): each table under one spelling (`folded`)."""
+    `Events` is the table `events`, but `Événements` not `événements`): each table under one spelling
+    (`folded`)."""
     where = f"RETENTION_POLICY_FILE {path}"
     try:
         document = _load(path.read_text(encoding="utf-8"))
@@ -106,10 +109,11 @@ def read_policy(path: Path, ignore_case: bool = False) -> tuple[DeclaredRule, ..
 
 def folded(rules: list[DeclaredRule]) -> list[DeclaredRule]:
     """The rules with every table named as the built-in table, or else as the first rule on it, spelled
-    in whatever case: on SQLite `Events` is `events`, and a second registry entry for it would skip the
-    keep rule, the alerts and the clips, and escape the events check."""
+    with other cases of ASCII letters: on SQLite `Events` is `events`, and a second registry entry for it
+    would skip the keep rule, the alerts and the clips, and escape the events check. `Événements` and
+    `événements` stay two tables, as SQLite keeps them."""
     spelling = {entry.name: entry.name for entry in BUILT_IN}
-    return [replace(d, table=spelling.setdefault(d.table.lower(), d.table)) for d in rules]
+    return [replace(d, table=spelling.setdefault(sqlite_name(d.table), d.table)) for d in rules]
 
 
 def _columns_given_another_kind(rules: list[DeclaredRule]) -> list[str]:
@@ -209,7 +213,8 @@ def policy_problems(engine: Engine, rules: tuple[DeclaredRule, ...]) -> list[str
     for declared in rules:
         label = f"RETENTION_POLICY_FILE {declared.rule.origin} ({declared.table})"
         if (table := tables.get(named(engine, declared.table))) is None:
-            problems.append(f"{label}: the database has no table {declared.table!r}")
+            hint = _spelled(declared.table, tables.values())
+            problems.append(f"{label}: the database has no table {declared.table!r}{hint}")
             continue
         types = {c["name"]: c["type"] for c in inspector.get_columns(table)}
         primary_key = inspector.get_pk_constraint(table).get("constrained_columns") or []
@@ -219,12 +224,14 @@ def policy_problems(engine: Engine, rules: tuple[DeclaredRule, ...]) -> list[str
             )
         time_type = types.get(declared.rule.column)
         if time_type is None:
-            problems.append(f"{label}: the table has no column {declared.rule.column!r}")
+            hint = _spelled(declared.rule.column, types)
+            problems.append(f"{label}: the table has no column {declared.rule.column!r}{hint}")
         elif problem := _not_a_time(engine, table, declared.rule.column, time_type):
             problems.append(f"{label}: time_column {declared.rule.column!r} {problem}")
         for media in declared.files:
             if media.column not in types:
-                problems.append(f"{label}: files names column {media.column!r}, which the table lacks")
+                hint = _spelled(media.column, types)
+                problems.append(f"{label}: files names column {media.column!r}, which the table lacks{hint}")
             elif not isinstance(types[media.column], String):
                 problems.append(f"{label}: files column {media.column!r} is {types[media.column]}, not text")
     return problems
@@ -237,12 +244,8 @@ def _not_a_time(engine: Engine, table: str, column: str, reflected: Any) -> str 
     return time_declarations.problem(engine, table, column)
 
 
-def named(engine: Engine, table: str) -> str:
-    """How the database tells table names apart: SQLite ignores case, quoted or not (`crops` is the
-    table created as `Crops`); PostgreSQL compares the names as written, as our statements quote them."""
-    return table.lower() if engine.dialect.name == "sqlite" else table
-
-
-def table_names(engine: Engine, names: list[str]) -> dict[str, str]:
-    """`named` spelling -> the table's name as the database lists it."""
-    return {named(engine, name): name for name in names}
+def _spelled(name: str, names: Iterable[str]) -> str:
+    """A hint naming the database's spelling when it differs from `name` only in letters' case (a non-ASCII
+    letter's, which SQLite tells apart; any on PostgreSQL), else ''. Columns are matched as spelled."""
+    other = next((n for n in names if n != name and n.casefold() == name.casefold()), None)
+    return "" if other is None else f" (it spells it {other!r}: write the name as the database does)"

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import func, inspect, select, text
 from sqlalchemy.engine import Engine
 
+from .db import sqlite_name
 from .index_advice import index_kinds, index_statements
 from .tables import Expiry
 
@@ -110,12 +111,12 @@ def references_to_parents(engine: Engine, parents: Iterable[str] = PARENTS) -> l
     if engine.dialect.name == "postgresql":
         return _postgresql_references(engine, list(parents))
     sqlite = engine.dialect.name == "sqlite"
-    # SQLite's names are case-insensitive: `REFERENCES Detections (id)` is a key to detections, and a
-    # table created as `Crops` is the policy's `crops`.
-    named = {(name.lower() if sqlite else name): name for name in parents}
+    # SQLite's names ignore the case of ASCII letters: `REFERENCES Detections (id)` is a key to detections,
+    # and a table created as `Crops` is the policy's `crops` (but `Événements` is not `événements`).
+    named = {(sqlite_name(name) if sqlite else name): name for name in parents}
 
     def known(name: str) -> str | None:
-        return named.get(name.lower() if sqlite else name)
+        return named.get(sqlite_name(name) if sqlite else name)
 
     inspector = inspect(engine)
     found = []
@@ -128,7 +129,9 @@ def references_to_parents(engine: Engine, parents: Iterable[str] = PARENTS) -> l
             columns = key["constrained_columns"]
             column = columns[0]
             on_delete = ((key.get("options") or {}).get("ondelete") or "NO ACTION").upper()
-            on_delete = sqlite_actions.get((column, key["referred_table"].lower()), on_delete)
+            on_delete = sqlite_actions.get(
+                (sqlite_name(column), sqlite_name(key["referred_table"])), on_delete
+            )
             found.append(
                 Reference(
                     table=known(table) or table,
@@ -174,7 +177,7 @@ def _sqlite_on_delete(engine: Engine, table: str) -> dict[tuple[str, str], str]:
     keys = func.pragma_foreign_key_list(table).table_valued("from", "table", "on_delete")
     with engine.connect() as conn:
         rows = conn.execute(select(keys.c["from"], keys.c.table, keys.c.on_delete)).all()
-    return {(column, parent.lower()): action.upper() for column, parent, action in rows}
+    return {(sqlite_name(column), sqlite_name(parent)): action.upper() for column, parent, action in rows}
 
 
 def blocking_references_message(references: list[Reference]) -> str | None:
