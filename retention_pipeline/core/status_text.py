@@ -28,8 +28,16 @@ def render(status: dict[str, Any]) -> str:
     # A row another kind of run fills stays empty here, not NaN (which would also show 45 as 45.0).
     filled = {run: {name: column.get(name, "") for name in names} for run, column in columns.items()}
     frame = pd.DataFrame(filled, dtype=object).reindex(names)
-    frame.columns = [run[:8] for run in frame.columns]
+    frame.columns = _short_ids(list(frame.columns))
     return f"{header}\n{frame.to_string()}"
+
+
+def _short_ids(run_ids: list[str]) -> list[str]:
+    """The runs' ids as short as tells them apart: their first 8 characters, more where two share those."""
+    for width in range(8, max(map(len, run_ids), default=8)):
+        if len({run_id[:width] for run_id in run_ids}) == len(run_ids):
+            return [run_id[:width] for run_id in run_ids]
+    return run_ids
 
 
 def _column(row: dict[str, Any]) -> dict[str, Any]:
