@@ -147,6 +147,32 @@ def test_doctor_covers_the_policy_files_tables_and_exits_1_on_a_rule_the_databas
     )
 
 
+def test_doctor_finds_a_policy_table_spelled_in_another_case_where_the_database_does_and_names_it_as_created(
+    world: CameraWorld, tmp_path: Path
+):
+    with world.engine.begin() as conn:
+        conn.execute(text('CREATE TABLE "Crops" (id INTEGER PRIMARY KEY, created_at TIMESTAMP NOT NULL)'))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("tables:\n  - table: crops\n    time_column: created_at\n    retention_days: 7\n")
+
+    done = cli(world, tmp_path, "doctor", "--json", RETENTION_POLICY_FILE=str(policy))
+
+    report = json.loads(done.stdout)
+    if world.engine.dialect.name == "postgresql":  # names are compared as written: crops is not "Crops"
+        assert done.returncode == 1
+        assert any("the database has no table 'crops'" in b for b in report["blocking"])
+        assert not [c for c in report["time_columns"] if c["table"].lower() == "crops"]
+        policy.write_text('tables:\n  - table: "Crops"\n    time_column: created_at\n    retention_days: 7\n')
+        exact = json.loads(cli(world, tmp_path, "doctor", "--json", RETENTION_POLICY_FILE=str(policy)).stdout)
+        assert 'CREATE INDEX CONCURRENTLY "ix_Crops_created_at" ON "Crops" (created_at);' in exact["advice"]
+        return
+    # SQLite: crops is the table created as Crops; its unindexed time column is reported, and the index
+    # advice names the table as the database spells it.
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert {"table": "Crops", "column": "created_at", "indexed": False, "kinds": []} in report["time_columns"]
+    assert 'CREATE INDEX "ix_Crops_created_at" ON "Crops" (created_at);' in report["advice"]
+
+
 def test_doctor_shows_every_rule_with_its_days_and_the_database_it_read(world: CameraWorld, tmp_path: Path):
     policy = tmp_path / "policy.yaml"
     policy.write_text(

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from . import doctor_checks as checks
 from .cleanup import json_functions_problem, schema_problems
+from .db import named, table_names
 from .files import StorageRoots
 from .index_advice import index_kinds
 from .plan import CleanupPlan
@@ -114,13 +115,17 @@ class DoctorReport:
         }
 
 
-def _columns(inspector: Any, pairs: list[tuple[str, str]], tables: set[str]) -> list[ColumnIndex]:
+def _columns(
+    engine: Engine, inspector: Any, pairs: list[tuple[str, str]], listed: dict[str, str]
+) -> list[ColumnIndex]:
+    """Each pair whose table the database has, under the name the database lists it by: on SQLite the
+    policy's `crops` is the table created `Crops`, and the CREATE INDEX advice must name it as created."""
     found = []
     for table, column in pairs:
-        if table in tables:
-            kinds = index_kinds(inspector, table).get(column, set())
-            found.append(ColumnIndex(table, column, tuple(sorted(kinds))))
-    return found
+        if (spelled := listed.get(named(engine, table))) is not None:
+            kinds = index_kinds(inspector, spelled).get(column, set())
+            found.append(ColumnIndex(spelled, column, tuple(sorted(kinds))))
+    return list(dict.fromkeys(found))  # once each: two spellings of one table name one column once
 
 
 def _root(path: str) -> RootCheck:
@@ -147,7 +152,8 @@ def diagnose(engine: Engine, plan: CleanupPlan, database_url: str | None = None)
     report.blocking += problems
     report.rules = checks.rules(plan)
     inspector = inspect(engine)
-    tables = set(inspector.get_table_names())
+    listed = table_names(engine, inspector.get_table_names())
+    tables = set(listed.values())
     queued = retention_file_queue.name in tables  # created by the first run, never by doctor
     lacking = privilege_problems(engine, registry, tables, plan.delete_images)
     report.blocking += lacking
@@ -156,10 +162,10 @@ def diagnose(engine: Engine, plan: CleanupPlan, database_url: str | None = None)
     report.blocking += [no_json] if no_json else []
     # Once each: two rules on one column read it through the same index.
     time_columns = list(dict.fromkeys((e.name, r.column) for e in registry.tables for r in e.rules))
-    report.time_columns = _columns(inspector, time_columns, tables)
+    report.time_columns = _columns(engine, inspector, time_columns, listed)
     # Columns whose rows keep their files though retention never deletes them are read by the check too.
     path_columns = [(e.name, f.column) for e in registry.tables for f in e.files] + keeping_columns(engine)
-    report.path_columns = _columns(inspector, path_columns, tables)
+    report.path_columns = _columns(engine, inspector, path_columns, listed)
     report.references = references_to_parents(engine, registry.names)
     if blocked := blocking_references_message(report.references):
         report.blocking.append(blocked)
