@@ -13,9 +13,10 @@ from .core.db import DatabaseMissing
 from .core.labels import labelled, readable
 from .core.lock import RunLockLost
 from .core.plan import CleanupPlan, make_plan
-from .core.purge import BatchTooSlow, offline_warnings
+from .core.purge import BatchTooSlow, FilesFailed, offline_warnings
 from .core.reference_time import parse_reference_time
 from .core.stats import CleanupStats, FileCounts, RowCounts
+from .failed_runs import error_reason
 from .history import logged_at
 from .job_tracker import Stage, start_stage
 from .resources import CameraSystemResource
@@ -212,6 +213,13 @@ def delete_expired_files(
         counts = cleanup.clean_files(
             engine, plan, context.log.info, chunk, stage.files(chunk.key, chunk.queued)
         )
+    except FilesFailed as exc:
+        # The chunks handled before the failure deleted their files: the run's tags and `status` count
+        # them. The error stays the failure's cause; a lost lock is not retried, as everywhere.
+        figures = _file_figures(exc.counts)
+        if isinstance(exc, RunLockLost):
+            raise lock_lost(exc, figures) from exc.error
+        raise dg.Failure(description=error_reason(exc.error), metadata=figures) from exc.error
     except RunLockLost as exc:
         raise lock_lost(exc) from None
     for path in counts.refused_examples:
@@ -221,8 +229,12 @@ def delete_expired_files(
     for warning in offline_warnings(counts, plan.dry_run):
         context.log.warning(warning)
     # What this share deleted, for a run that fails later: its tags and `status` add the shares up.
-    context.add_output_metadata({name: getattr(counts, name) for name in FILE_FIGURES})
+    context.add_output_metadata(_file_figures(counts))
     return counts
+
+
+def _file_figures(counts: FileCounts) -> dict[str, int]:
+    return {name: getattr(counts, name) for name in FILE_FIGURES}
 
 
 @dg.op(description="Report the run's CleanupStats on the run page.")

@@ -19,9 +19,10 @@ def lock_busy(exc: RunLockBusy) -> dg.Failure:
     return dg.Failure(description=str(exc), metadata={RUN_LOCK_BUSY: True}, allow_retries=False)
 
 
-def lock_lost(exc: RunLockLost) -> dg.Failure:
-    """The failure of a step whose run lost the database's run lock; a retry would find it lost again."""
-    return dg.Failure(description=str(exc), allow_retries=False)
+def lock_lost(exc: RunLockLost, metadata: dict[str, Any] | None = None) -> dg.Failure:
+    """The failure of a step whose run lost the database's run lock; a retry would find it lost again.
+    `metadata`: what the step committed before."""
+    return dg.Failure(description=str(exc), metadata=metadata, allow_retries=False)
 
 
 def runs_in_process(context: dg.OpExecutionContext) -> bool:

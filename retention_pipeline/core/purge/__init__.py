@@ -18,13 +18,15 @@ The engine is code:
 - `sqlite.py`     batches under the database's write lock, and the writers' turns between them
 - `file_queue.py` the durable file queue: queueing paths, and draining it (the file step);
                   `file_preview.py` the dry run's preview of it, `file_checks.py` what both share
-                  (reference checks, removing and counting, worker threads), `offline_roots.py` the
-                  storage roots that look unmounted, whose missing files stay queued
+                  (reference checks, removing and counting), `file_workers.py` their worker threads
+                  (and what a failed drain had counted), `offline_roots.py` the storage roots that
+                  look unmounted, whose missing files stay queued
 """
 
 from .file_checks import CHECK_CHUNK, REFERENCE_CHUNK, chunked, referenced_paths
 from .file_preview import preview_file_deletions
 from .file_queue import drain_file_queue, queue_files, queue_ranges
+from .file_workers import FilesFailed
 from .loop import BatchTooSlow, count_rows, purge_table, table_batches
 from .offline_roots import offline_warnings
 from .pacing import PROGRESS_EVERY_S, BatchSizer, EverySoOften, Progress, Share, with_retries
@@ -36,6 +38,7 @@ __all__ = [
     "BatchSizer",
     "BatchTooSlow",
     "EverySoOften",
+    "FilesFailed",
     "Progress",
     "Share",
     "chunked",

@@ -1,11 +1,10 @@
 """What the file step and its preview share: which queued paths a row still references, removing the rest
-and counting every outcome, and handling chunks of paths on worker threads.
+and counting every outcome, and the chunks they work in (`file_workers.py` hands them to worker threads).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from itertools import islice
 from typing import TypeVar
 
@@ -21,7 +20,6 @@ from ..stats import FileCounts
 from ..tables import Expiry, Registry
 from . import partition_ddl
 from .offline_roots import OfflineRoots
-from .pacing import EverySoOften
 
 Progress = Callable[[str], None]
 T = TypeVar("T")
@@ -31,9 +29,6 @@ CHECK_CHUNK = 2000
 # staged names' own index on SQLite): without indexes on the path columns a check per unlink chunk made
 # the file step quadratic in the table's size, so chunks of unlinks share one check.
 REFERENCE_CHUNK = 25_000
-# Chunks handled at once. An unlink mostly waits on the file system, so more threads than cores overlap
-# those waits; past eight, threads mostly wait for the GIL instead.
-FILE_WORKERS = 8
 
 
 def no_progress(_message: str) -> None:
@@ -160,48 +155,6 @@ def delete_unreferenced(
     return staying
 
 
-def in_parallel(
-    chunks: Iterable[T],
-    handle: Callable[[T], FileCounts],
-    progress: Progress,
-    label: str,
-    progress_every_s: float,
-) -> FileCounts:
-    """Handle chunks on worker threads, a few in flight at a time, and sum their counts.
-
-    The reference check of one chunk waits on the database while another chunk's unlinks wait on the
-    file system; both release the GIL, so the two overlap. At most 2 x FILE_WORKERS chunks are held.
-    """
-    total = FileCounts()
-    every_so_often = EverySoOften(progress, progress_every_s)
-    with ThreadPoolExecutor(FILE_WORKERS) as pool:
-        pending: set[Future[FileCounts]] = set()
-        try:
-            for chunk in chunks:
-                pending.add(pool.submit(handle, chunk))
-                if len(pending) >= 2 * FILE_WORKERS:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    total = _add(total, done, every_so_often, label)
-            total = _add(total, pending, every_so_often, label, last=True)
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
-    return total
-
-
-def _add(
-    total: FileCounts,
-    done: Iterable[Future[FileCounts]],
-    progress: EverySoOften,
-    label: str,
-    last: bool = False,
-) -> FileCounts:
-    total = FileCounts.merge([total, *(future.result() for future in done)])
-    progress(f"{label}: {_summary(total)}", always=last)
-    return total
-
-
 def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
     """Lists of `size` items (the last one shorter), read lazily from `items`."""
     iterator = iter(items)
@@ -235,13 +188,3 @@ def chunked_growing(items: Iterable[T]) -> Iterator[list[T]]:
         if not chunk:
             return
         yield chunk
-
-
-def _summary(counts: FileCounts) -> str:
-    deleted = counts.thumbnails_deleted + counts.images_deleted + counts.clips_deleted
-    offline = sum(counts.roots_offline.values())
-    return (
-        f"{deleted} deleted ({counts.space_reclaimed} bytes), {counts.files_kept_shared} kept shared,"
-        f" {counts.files_missing} missing, {counts.files_refused} refused,"
-        f" {counts.files_failed} failed"
-    ) + (f", {offline} left queued (storage root missing or empty)" if offline else "")

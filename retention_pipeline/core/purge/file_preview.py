@@ -21,11 +21,11 @@ from .file_checks import (
     Progress,
     chunked_growing,
     delete_unreferenced,
-    in_parallel,
     no_progress,
     referenced_paths,
     unlink_chunks,
 )
+from .file_workers import in_parallel
 from .offline_roots import OfflineRoots
 from .pacing import PROGRESS_EVERY_S
 

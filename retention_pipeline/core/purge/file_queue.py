@@ -20,11 +20,11 @@ from .file_checks import (
     Progress,
     check_sizes,
     delete_unreferenced,
-    in_parallel,
     no_progress,
     referenced_paths,
     unlink_chunks,
 )
+from .file_workers import in_parallel
 from .offline_roots import OfflineRoots
 from .pacing import PROGRESS_EVERY_S
 
@@ -69,7 +69,8 @@ def drain_file_queue(
     files of the range are handled so far, after each chunk.
 
     The queue rows of a chunk go only after its files are handled, so a crash here repeats the chunk next
-    time (a file already gone is then counted as missing).
+    time (a file already gone is then counted as missing). A failing chunk raises FilesFailed (a
+    RunLockLost too when the lock was lost) with the counts of the chunks handled.
     """
     if last_id is None:
         # Stop at today's end of the queue: files re-queued after a failure wait for the next run.
@@ -121,7 +122,8 @@ def drain_file_queue(
                 files_handled(handled[0])
         return counts
 
-    return in_parallel(chunks(), handle, progress, "files", progress_every_s)
+    # A failure carries what the chunks before it deleted: their files are gone whatever happens next.
+    return in_parallel(chunks(), handle, progress, "files", progress_every_s, counted_failure=True)
 
 
 def queue_ranges(engine: Engine, size: int | None) -> Iterator[tuple[int, int | None]]:

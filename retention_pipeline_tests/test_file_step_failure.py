@@ -1,0 +1,82 @@
+"""A file step that fails half-way (a database error at a chunk, a lost run lock): the failed run still
+reports the files its chunks deleted, and a re-execution from failure reports the rest."""
+
+import os
+
+import dagster as dg
+import pytest
+
+from retention_pipeline.core.lock import LOST_MESSAGE, RunLockLost
+from retention_pipeline.core.purge import file_checks, file_queue
+from retention_pipeline.history import recent_cleanup_runs
+from retention_pipeline.tags import EXCLUSIVE_TAGS
+from retention_pipeline_tests.dagster_helpers import environment_for, plan_config
+from retention_pipeline_tests.factories import THUMBS, CameraWorld
+from retention_pipeline_tests.test_run_lock import data_cleanup_in_process
+
+
+def _seventh_chunk_fails(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+    """Unlink chunks of 5 files; the 7th chunk of the run meets `error` before unlinking anything."""
+    monkeypatch.setattr(file_checks, "CHECK_CHUNK", 5)
+    real, calls = file_queue.raise_if_lost, [0]
+
+    def failing(engine):
+        calls[0] += 1
+        if calls[0] == 7:
+            raise error
+        return real(engine)
+
+    monkeypatch.setattr(file_queue, "raise_if_lost", failing)
+
+
+def _failure_text(instance: dg.DagsterInstance, run_id: str) -> str:
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records
+    return " ".join(str(r.event_log_entry.dagster_event.event_specific_data) for r in records)
+
+
+@pytest.mark.parametrize(
+    "error, words",
+    [
+        (RuntimeError("server closed the connection unexpectedly"), "server closed the connection"),
+        (RunLockLost(LOST_MESSAGE), "lost its lock on the database"),
+    ],
+    ids=["database_error", "lock_lost"],
+)
+def test_a_file_step_failing_in_one_share_reports_the_files_it_deleted(
+    world: CameraWorld,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    error: Exception,
+    words: str,
+):
+    for name, value in environment_for(world).items():
+        monkeypatch.setenv(name, value)
+    thumbs = [world.file(f"{THUMBS}/t{i}.jpg", 10) for i in range(40)]
+    for thumb in thumbs:
+        world.detection(world.old(), thumbnail=thumb)
+    _seventh_chunk_fails(monkeypatch, error)
+    job = dg.reconstructable(data_cleanup_in_process)
+    config = plan_config(dry_run=False, reference_time=world.now.isoformat())
+
+    failed = dg.execute_job(job, instance, run_config=config, tags=EXCLUSIVE_TAGS, raise_on_error=False)
+
+    gone = sum(not os.path.exists(world.media / thumb) for thumb in thumbs)
+    assert not failed.success and gone == 35  # every chunk but the failing one (one share: the default)
+    assert words in _failure_text(instance, failed.run_id)
+    tags = instance.get_run_by_id(failed.run_id).tags
+    assert tags["failed_step"].startswith("delete_expired_files[")
+    assert (tags["files_deleted"], tags["space_reclaimed"]) == ("35", "350 B")
+    [row] = recent_cleanup_runs(instance, 1)
+    assert (row["thumbnails_deleted"], row["space_reclaimed"]) == (35, 350)
+
+    # The failing chunk's files stayed queued: a re-execution from failure deletes them and reports them,
+    # and only them (the failed run reported the other 35).
+    if isinstance(error, RunLockLost):
+        return
+    retried = dg.execute_job(
+        job, instance, reexecution_options=dg.ReexecutionOptions.from_failure(failed.run_id, instance)
+    )
+    assert retried.success and not any(os.path.exists(world.media / thumb) for thumb in thumbs)
+    rows = {r["run_id"]: r for r in recent_cleanup_runs(instance, 2)}
+    assert rows[retried.run_id]["thumbnails_deleted"] == 5
+    assert instance.get_run_by_id(retried.run_id).tags["files_deleted"] == "5"
