@@ -11,8 +11,10 @@ from retention_pipeline.core import cleanup
 from retention_pipeline.core.cleanup import clean_files, file_chunks, prepare_database
 from retention_pipeline.core.db import write_transaction
 from retention_pipeline.core.purge.file_queue import queue_files
-from retention_pipeline_tests.dagster_helpers import execute, plan_config
+from retention_pipeline.tags import EXCLUSIVE_TAGS
+from retention_pipeline_tests.dagster_helpers import environment_for, execute, plan_config
 from retention_pipeline_tests.factories import THUMBS, CameraWorld
+from retention_pipeline_tests.test_run_lock import data_cleanup_on_either_executor
 
 
 def _old_thumbnails(world: CameraWorld, n: int) -> list[str]:
@@ -39,6 +41,28 @@ def test_the_in_process_file_step_is_one_share_however_long_the_queue(
     assert result.success
     assert len(_shares(instance, result.run_id)) == 1
     assert result.output_for_node("report_cleanup").thumbnails_deleted == 7
+    assert not any(os.path.exists(world.media / thumb) for thumb in thumbs)
+
+
+def test_a_run_the_run_config_puts_in_process_gets_one_file_share(
+    world: CameraWorld, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+):
+    # A deployment on multi_or_in_process_executor told `in_process` runs its shares one after another.
+    for name, value in environment_for(world).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(cleanup, "PARALLEL_FILE_CHUNK", 2)
+    thumbs = _old_thumbnails(world, 7)
+    config = {
+        **plan_config(dry_run=False, reference_time=world.now.isoformat()),
+        "execution": {"config": {"in_process": {}}},
+    }
+
+    result = dg.execute_job(
+        dg.reconstructable(data_cleanup_on_either_executor), instance, run_config=config, tags=EXCLUSIVE_TAGS
+    )
+
+    assert result.success
+    assert len(_shares(instance, result.run_id)) == 1
     assert not any(os.path.exists(world.media / thumb) for thumb in thumbs)
 
 
