@@ -1,6 +1,7 @@
 """A file step that fails half-way (a database error at a chunk, a lost run lock): the failed run still
 reports the files its chunks deleted, and a re-execution from failure reports the rest."""
 
+import contextlib
 import os
 
 import dagster as dg
@@ -80,3 +81,42 @@ def test_a_file_step_failing_in_one_share_reports_the_files_it_deleted(
     rows = {r["run_id"]: r for r in recent_cleanup_runs(instance, 2)}
     assert rows[retried.run_id]["thumbnails_deleted"] == 5
     assert instance.get_run_by_id(retried.run_id).tags["files_deleted"] == "5"
+
+
+def test_a_chunk_failing_at_its_commit_after_its_unlinks_is_counted_with_the_failure(
+    world: CameraWorld, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+):
+    for name, value in environment_for(world).items():
+        monkeypatch.setenv(name, value)
+    thumbs = [world.file(f"{THUMBS}/t{i}.jpg", 10) for i in range(40)]
+    for thumb in thumbs:
+        world.detection(world.old(), thumbnail=thumb)
+    monkeypatch.setattr(file_checks, "CHECK_CHUNK", 5)
+    real, calls = file_queue.write_transaction, [0]
+
+    @contextlib.contextmanager
+    def failing_commit(engine):
+        calls[0] += 1
+        seventh = calls[0] == 7  # now: the workers' later calls move the count on meanwhile
+        with real(engine) as conn:
+            yield conn
+            if seventh:  # the 7th chunk's files are unlinked; its queue commit fails
+                raise RuntimeError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(file_queue, "write_transaction", failing_commit)
+    job = dg.reconstructable(data_cleanup_in_process)
+    config = plan_config(dry_run=False, reference_time=world.now.isoformat())
+
+    failed = dg.execute_job(job, instance, run_config=config, tags=EXCLUSIVE_TAGS, raise_on_error=False)
+
+    gone = sum(not os.path.exists(world.media / thumb) for thumb in thumbs)
+    assert not failed.success and "server closed the connection" in _failure_text(instance, failed.run_id)
+    # Every chunk was in flight when the 7th failed: all 40 are gone, and the failed run says so.
+    assert gone == 40
+    assert instance.get_run_by_id(failed.run_id).tags["files_deleted"] == "40"
+    # The failed chunk's queue rows stayed: the re-execution finds its files missing, deletes nothing more.
+    with dg.execute_job(
+        job, instance, reexecution_options=dg.ReexecutionOptions.from_failure(failed.run_id, instance)
+    ) as retried:
+        stats = retried.output_for_node("report_cleanup")
+    assert retried.success and (stats.thumbnails_deleted, stats.files_missing) == (0, 5)

@@ -24,7 +24,7 @@ from .file_checks import (
     referenced_paths,
     unlink_chunks,
 )
-from .file_workers import in_parallel
+from .file_workers import ChunkFailed, in_parallel
 from .offline_roots import OfflineRoots
 from .pacing import PROGRESS_EVERY_S
 
@@ -109,12 +109,17 @@ def drain_file_queue(
         # workers stop before unlinking, not only at their commit.
         raise_if_lost(engine)
         staying = delete_unreferenced(counts, roots, entries, referenced, False, links, offline)
-        with write_transaction(engine) as conn:
-            conn.execute(queue.delete_queued_files(start, rows[-1][0]))
-            # A file that could not be deleted, or whose volume looks unmounted, stays queued: the next run
-            # tries again.
-            if kept := {path: kind for path, kind in entries if path in staying}:
-                queue_files(conn, kept)
+        try:
+            with write_transaction(engine) as conn:
+                conn.execute(queue.delete_queued_files(start, rows[-1][0]))
+                # A file that could not be deleted, or whose volume looks unmounted, stays queued: the next
+                # run tries again.
+                if kept := {path: kind for path, kind in entries if path in staying}:
+                    queue_files(conn, kept)
+        except Exception as exc:
+            # Its files are gone though its queue rows stay (the next run finds them missing): counted
+            # with the failure, or the run would report less than it deleted.
+            raise ChunkFailed(counts) from exc
         if files_handled is not None:
             # Files, not ids: ids have gaps, and the first range starts at 0 whatever the first queued id.
             with handled_lock:

@@ -30,6 +30,15 @@ class FilesFailedLockLost(FilesFailed, RunLockLost):
     """The run's lock was lost during the file step: still a RunLockLost to whoever stops on one."""
 
 
+class ChunkFailed(Exception):
+    """A chunk that failed after handling its files (its commit, say): `counts` is what it deleted, which
+    is gone whatever the queue says; the error is its cause."""
+
+    def __init__(self, counts: FileCounts) -> None:
+        super().__init__("a chunk failed after handling its files")
+        self.counts = counts
+
+
 def in_parallel(
     chunks: Iterable[T],
     handle: Callable[[T], FileCounts],
@@ -54,14 +63,15 @@ def in_parallel(
                 if len(pending) >= 2 * FILE_WORKERS:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     _add(total, done, every_so_often, label)
-            done, pending = pending, set()
-            _add(total, done, every_so_often, label, last=True)
+            while pending:  # one at a time: a failure here still cancels the chunks not started
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                _add(total, done, every_so_often, label, last=not pending)
         except Exception as exc:
             for future in pending:
                 future.cancel()
             # The chunks already running finish (their files are gone, their queue rows forgotten):
             # counted too, so the figures match the disk.
-            _add(total, wait(pending).done, every_so_often, label, last=True, failed=True)
+            _add(total, wait(pending).done, every_so_often, label, last=bool(pending), failed=True)
             if not counted_failure:
                 raise
             raise (FilesFailedLockLost if isinstance(exc, RunLockLost) else FilesFailed)(
@@ -82,13 +92,18 @@ def _add(
     last: bool = False,
     failed: bool = False,
 ) -> None:
-    """Add the counts of the chunks handled in `done` to total[0], then raise the first chunk's error
-    (unless `failed`: one was raised already)."""
-    handled = [f for f in done if not f.cancelled() and f.exception() is None]
-    total[0] = FileCounts.merge([total[0], *(future.result() for future in handled)])
+    """Add the counts of the chunks handled in `done` to total[0] (a ChunkFailed's own counts too), then
+    raise the first failed chunk's error (unless `failed`: one was raised already)."""
+    finished = [f for f in done if not f.cancelled()]
+    errors = [error for f in finished if (error := f.exception()) is not None]
+    counts = [f.result() for f in finished if f.exception() is None]
+    counts += [error.counts for error in errors if isinstance(error, ChunkFailed)]
+    total[0] = FileCounts.merge([total[0], *counts])
     progress(f"{label}: {_summary(total[0])}", always=last)
-    if not failed and (error := next((f.exception() for f in done if f not in handled), None)):
-        raise error
+    if not failed and errors:
+        error = errors[0]
+        # Unwrapped: the run reports the chunk's own error.
+        raise (error.__cause__ or error) if isinstance(error, ChunkFailed) else error
 
 
 def _summary(counts: FileCounts) -> str:

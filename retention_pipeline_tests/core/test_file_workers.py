@@ -1,0 +1,50 @@
+"""The file step's worker threads: what a failing chunk stops, and what it leaves counted (no database:
+the chunks are stand-ins)."""
+
+import threading
+import time
+
+import pytest
+
+from retention_pipeline.core.purge.file_workers import ChunkFailed, FilesFailed, in_parallel
+from retention_pipeline.core.stats import FileCounts
+
+
+def _quiet(_message: str, always: bool = False) -> None:
+    pass
+
+
+def test_a_chunk_failing_among_the_last_ones_still_stops_the_chunks_not_started():
+    started: list[int] = []
+    lock = threading.Lock()
+
+    def handle(chunk: int) -> FileCounts:
+        with lock:
+            started.append(chunk)
+        if chunk == 0:
+            raise RuntimeError("the database went away")
+        time.sleep(0.3)  # the other workers are busy when the failure is seen
+        return FileCounts(thumbnails_deleted=1)
+
+    # 12 chunks: fewer than the 16 held at once, so all are submitted before the first result is read.
+    with pytest.raises(FilesFailed) as failed:
+        in_parallel(range(12), handle, _quiet, "files", 60, counted_failure=True)
+
+    assert len(started) < 12
+    assert failed.value.counts.thumbnails_deleted == len(started) - 1  # every chunk that ran, counted
+
+
+def test_a_chunk_failing_after_its_unlinks_counts_them_and_reports_its_own_error():
+    def handle(chunk: int) -> FileCounts:
+        if chunk == 3:
+            try:
+                raise RuntimeError("could not commit")
+            except RuntimeError as exc:
+                raise ChunkFailed(FileCounts(thumbnails_deleted=5)) from exc
+        return FileCounts(thumbnails_deleted=5)
+
+    with pytest.raises(FilesFailed) as failed:
+        in_parallel(range(4), handle, _quiet, "files", 60, counted_failure=True)
+
+    assert failed.value.counts.thumbnails_deleted == 20
+    assert str(failed.value) == "could not commit"
