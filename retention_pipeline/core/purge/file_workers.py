@@ -100,10 +100,10 @@ def _add(
     counts += [error.counts for error in errors if isinstance(error, ChunkFailed)]
     total[0] = FileCounts.merge([total[0], *counts])
     progress(f"{label}: {_summary(total[0])}", always=last)
-    if not failed and errors:
-        error = errors[0]
-        # Unwrapped: the run reports the chunk's own error.
-        raise (error.__cause__ or error) if isinstance(error, ChunkFailed) else error
+    # Unwrapped, the run reports the chunk's own error; a lost lock first, whose failure is not retried.
+    causes = [(e.__cause__ or e) if isinstance(e, ChunkFailed) else e for e in errors]
+    if not failed and causes:
+        raise next((cause for cause in causes if isinstance(cause, RunLockLost)), causes[0])
 
 
 def _summary(counts: FileCounts) -> str:
