@@ -1,6 +1,6 @@
 """Policy tables as assets: their keys beside the media stores', and their checks when the table is gone."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -16,21 +16,14 @@ from retention_pipeline.resources import CameraSystemResource, DiskSpaceResource
 from retention_pipeline.settings import Settings
 from retention_pipeline_tests import camera_schema
 from retention_pipeline_tests.dagster_helpers import (
-    environment_for,
     failure_messages,
     latest_observation,
     plan_config,
 )
 from retention_pipeline_tests.factories import CLIPS, CameraWorld
+from retention_pipeline_tests.test_assets_and_checks import live_world
 
-
-@pytest.fixture
-def live_world(engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CameraWorld:
-    """A world on the real clock, with the environment pointing the Definitions' resources at it."""
-    world = CameraWorld(engine, tmp_path / "media", now=datetime.now(UTC))
-    for name, value in environment_for(world).items():
-        monkeypatch.setenv(name, value)
-    return world
+__all__ = ["live_world"]  # the fixture
 
 
 def policy_table(engine: Engine, name: str) -> Table:

@@ -4,17 +4,19 @@ system's tables, which the code location must load, purge, observe and check und
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
 import pytest
 from sqlalchemy import insert, select
-from sqlalchemy.engine import Engine
 
-from retention_pipeline_tests.dagster_helpers import environment_for, plan_config
+from retention_pipeline_tests.dagster_helpers import plan_config
 from retention_pipeline_tests.factories import CameraWorld
+from retention_pipeline_tests.test_assets_and_checks import live_world
 from retention_pipeline_tests.test_policy_table_assets import checks_of, policy_definitions, policy_table
+
+__all__ = ["live_world"]  # the fixture
 
 RULE = "  - table: {}\n    time_column: created_at\n    retention_days: 30\n"
 # The names as Dagster sees them: written out, so a key that changed between versions fails here (its
@@ -28,14 +30,6 @@ KEYS = {
     "table__Audit_Logs_5428d7fe": "table/table_Audit_Logs_5428d7fe_ef435f80",
 }
 POLICY = "tables:\n" + "".join(RULE.format(f'"{name}"') for name in KEYS)
-
-
-@pytest.fixture
-def live_world(engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CameraWorld:
-    world = CameraWorld(engine, tmp_path / "media", now=datetime.now(UTC))
-    for name, value in environment_for(world).items():
-        monkeypatch.setenv(name, value)
-    return world
 
 
 def test_the_code_location_loads_with_its_schedules_when_policy_tables_have_names_dagster_refuses(

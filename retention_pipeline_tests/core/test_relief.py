@@ -1,5 +1,6 @@
 """relieve_pressure's stopping rules, with scripted passes: what each deletes where, the free space left."""
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -26,7 +27,8 @@ class Script:
         self.free.update(free)
         return {"rows_deleted": 1, "files_deleted": 1, **step}
 
-    def run(self) -> int:
+    def run(self, names_files: Callable[[str], bool | None] | None = None) -> int:
+        """`names_files`: the answers to "does a row still name a file there" (default: by `unnamed`)."""
         result = relieve_pressure(
             self.clean_at,
             lambda: dict(self.free),
@@ -35,7 +37,7 @@ class Script:
             1,
             15.0,
             lambda _m: None,
-            lambda volume: volume not in self.unnamed,
+            names_files or (lambda volume: volume not in self.unnamed),
         )
         return result.final_days
 
@@ -173,16 +175,7 @@ def test_whether_rows_still_name_a_volumes_files_is_asked_once_until_a_pass_hand
         asked.append(volume)
         return True
 
-    relieve_pressure(
-        script.clean_at,
-        lambda: dict(script.free),
-        lambda d: d - 0.5,
-        30,
-        1,
-        15.0,
-        lambda _m: None,
-        names_files,
-    )
+    script.run(names_files)
 
     # Without path indexes each question may read a whole table: once for the three neutral passes, once
     # again after the pass that deleted files there (the rows naming them may be the ones it deleted).
@@ -195,16 +188,7 @@ def test_a_question_that_got_no_answer_keeps_the_volume_pressed_for_that_pass_an
     script = Script({"A": 5.0}, [NEUTRAL] * 10)
 
     with pytest.raises(PressureNotRelieved) as stopped:
-        relieve_pressure(
-            script.clean_at,
-            lambda: dict(script.free),
-            lambda d: d - 0.5,
-            30,
-            1,
-            15.0,
-            lambda _m: None,
-            lambda volume: answers.pop(0),
-        )
+        script.run(lambda volume: answers.pop(0))
 
     assert script.days == [29, 28, 27] and answers == []
     assert "no row left in the tables retention shortens names a file on the volume of A" in str(
