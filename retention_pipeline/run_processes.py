@@ -42,11 +42,8 @@ def record_process(
     numbered.
     """
     pid = os.getpid() if pid is None else pid
-    started = start_identity(pid) if started is None else started
     run = instance.get_run_by_id(run_id)
-    metadata: dict[str, Any] = {PID_KEY: pid, HOST_KEY: socket.gethostname(), **_namespace_note()}
-    if started is not None:
-        metadata[STARTED_KEY] = started
+    metadata = _process_note(pid, start_identity(pid) if started is None else started)
     instance.report_engine_event(
         f"{PROCESS_EVENT}: pid {pid} on {socket.gethostname()}", run, EngineEventData(metadata=metadata)
     )
@@ -60,22 +57,22 @@ def process_tags(run_id: str) -> dict[str, str]:
     (NOT_STARTED, then STARTED): a run killed in between would otherwise be noted nowhere and count as live
     forever. The note names its run, as a re-execution or an automatic retry may copy its parent's tags.
     """
-    pid = os.getpid()
-    note: dict[str, Any] = {
-        RUN_ID_KEY: run_id,
-        PID_KEY: pid,
-        HOST_KEY: socket.gethostname(),
-        **_namespace_note(),
-    }
-    if (started := start_identity(pid)) is not None:
-        note[STARTED_KEY] = started
+    note = {RUN_ID_KEY: run_id, **_process_note(os.getpid(), start_identity(os.getpid()))}
     return {PROCESS_TAG: json.dumps(note)}
 
 
-def _namespace_note() -> dict[str, str]:
-    # Noted even when unreadable (""), so that a judge can tell such a note from one written before
-    # namespaces were noted.
-    return {PID_NAMESPACE_KEY: pid_namespace() or ""}
+def _process_note(pid: int, started: str | None) -> dict[str, Any]:
+    """What a note says of a process: its pid, host, pid namespace and (when known) start identity."""
+    # The namespace is noted even when unreadable (""), so that a judge can tell such a note from one
+    # written before namespaces were noted.
+    note: dict[str, Any] = {
+        PID_KEY: pid,
+        HOST_KEY: socket.gethostname(),
+        PID_NAMESPACE_KEY: pid_namespace() or "",
+    }
+    if started is not None:
+        note[STARTED_KEY] = started
+    return note
 
 
 def recorded_process(instance: dg.DagsterInstance, run_id: str) -> tuple[int, str] | None:
