@@ -8,7 +8,8 @@ from pydantic import Field, ValidationInfo, field_validator
 from .core.options import OrphanSweepOptions
 from .core.policy import MAX_DAYS
 from .core.reference_time import check_reference_time, cutoff_from, parse_reference_time
-from .settings import MAX_BATCH_SIZE, SettingsError
+from .setting_values import MAX_BATCH_SIZE
+from .settings import SettingsError
 
 # Dagster 1.13 does not carry pydantic bounds (ge/le) into the config schema the Launchpad validates
 # against; the jobs' launch check (jobs.refusing_bad_values) builds these models so a value out of

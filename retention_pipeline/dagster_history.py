@@ -11,7 +11,8 @@ from pydantic import Field
 from .core.policy import MAX_DAYS
 from .jobs import refusing_bad_values
 from .resources import CameraSystemResource
-from .settings import SettingsError, parse_days
+from .setting_values import parse_days
+from .settings import SettingsError
 
 FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 PAGE = 100

@@ -6,14 +6,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from ..settings import (
-    Settings,
-    SettingsError,
-    parse_batch_size,
-    parse_bool,
-    parse_days,
-    parse_transaction_target,
-)
+from ..setting_values import parse_batch_size, parse_bool, parse_days, parse_transaction_target
+from ..settings import Settings, SettingsError
 from .files import StorageRoots
 from .policy import DeclaredRule, registry_with, rules_that_keep_nothing
 from .purge.offline_roots import OfflineRoots, mounted_roots, root_devices

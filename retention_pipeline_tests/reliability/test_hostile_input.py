@@ -17,8 +17,10 @@ from hypothesis import strategies as st
 
 from retention_pipeline.core.files import StorageRoots, remove_file, remove_files
 from retention_pipeline.core.plan import make_plan
+from retention_pipeline.core.policy import MAX_DAYS
 from retention_pipeline.core.spellings import Spellings
-from retention_pipeline.settings import MAX_BATCH_SIZE, MAX_DAYS, Settings, SettingsError
+from retention_pipeline.setting_values import MAX_BATCH_SIZE
+from retention_pipeline.settings import Settings, SettingsError
 from retention_pipeline_tests.factories import CLIPS, IMAGES, THUMBS, CameraWorld
 
 from .invariants import Policy, snapshot_files, take_snapshot, verify_finished_run
