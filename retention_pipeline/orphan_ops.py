@@ -8,7 +8,7 @@ import dagster as dg
 
 from .assets import observe_after_sweep
 from .config import OrphanSweepConfig
-from .core import orphans
+from .core import orphan_safety, orphans
 from .core.files import StorageRoots
 from .core.labels import labelled, readable
 from .core.lock import RunLockLost
@@ -116,8 +116,8 @@ def delete_orphaned_files(
 ) -> orphans.OrphanStats:
     start_stage(context, camera_system.job_tracker())
     try:
-        reason = orphans.check_safety(scanned, plan.policy)
-    except orphans.SafetyStop as exc:
+        reason = orphan_safety.check_safety(scanned, plan.policy)
+    except orphan_safety.SafetyStop as exc:
         raise dg.Failure(description=str(exc), metadata=scanned.as_dict(), allow_retries=False) from None
     if reason:
         context.log.warning(("a real run would stop: " if plan.policy.dry_run else "forced past: ") + reason)

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from retention_pipeline.core import orphans, scan
+from retention_pipeline.core import orphan_safety, orphans, scan
 from retention_pipeline.core.db import make_engine
 from retention_pipeline.core.files import StorageRoots
 from retention_pipeline.core.scan import RootMissing, RootRefused
@@ -38,7 +38,7 @@ def sweep(world: CameraWorld, tmp_path: Path, include_images: bool = False, **po
     stats = orphans.scan_for_orphans(
         world.engine, roots, rules, tmp_path / "orphans.csv", now, lambda _m: None
     )
-    orphans.check_safety(stats, rules)
+    orphan_safety.check_safety(stats, rules)
     return orphans.delete_orphans(world.engine, roots, rules, stats, now, lambda _m: None)
 
 
@@ -108,7 +108,7 @@ def test_file_referenced_between_scan_and_delete_is_kept(live: CameraWorld, tmp_
 def test_an_empty_database_stops_the_sweep(world: CameraWorld, tmp_path: Path):
     files = [aged(world, f"{THUMBS}/f{n}.jpg", 48) for n in range(3)]
 
-    with pytest.raises(orphans.SafetyStop, match="no rows referencing media"):
+    with pytest.raises(orphan_safety.SafetyStop, match="no rows referencing media"):
         sweep(world, tmp_path, dry_run=False)
 
     assert all(world.exists(f) for f in files)
@@ -118,7 +118,7 @@ def test_an_empty_database_stops_the_sweep(world: CameraWorld, tmp_path: Path):
 def test_too_many_orphans_stop_the_sweep_unless_forced(live: CameraWorld, tmp_path: Path):
     extra = [aged(live, f"{THUMBS}/o{n}.jpg", 48) for n in range(10)]
 
-    with pytest.raises(orphans.SafetyStop, match="look orphaned, more than max_orphan_fraction 50%"):
+    with pytest.raises(orphan_safety.SafetyStop, match="look orphaned, more than max_orphan_fraction 50%"):
         sweep(live, tmp_path, dry_run=False)
     assert all(live.exists(f) for f in extra)
 
@@ -131,7 +131,7 @@ def test_too_many_orphans_stop_the_sweep_unless_forced(live: CameraWorld, tmp_pa
 def test_too_many_bytes_stop_the_sweep(live: CameraWorld, tmp_path: Path):
     aged(live, f"{THUMBS}/big.jpg", 48, size=5000)
 
-    with pytest.raises(orphans.SafetyStop, match="more than max_delete_bytes 1000"):
+    with pytest.raises(orphan_safety.SafetyStop, match="more than max_delete_bytes 1000"):
         sweep(live, tmp_path, dry_run=False, max_delete_bytes=1000)
     assert live.exists(f"{THUMBS}/big.jpg")
 
