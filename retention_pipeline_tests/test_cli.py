@@ -102,7 +102,9 @@ def test_status_lists_runs_newest_first_with_every_stat(live_world: CameraWorld,
 
 def test_status_carries_what_the_camera_systems_cleanup_status_shows(live_world: CameraWorld, tmp_path: Path):
     cli(live_world, tmp_path, "run")
-    env = {"RETENTION_DAYS": "14", "CLEANUP_TIME": "02:30", "CLEANUP_TIMEZONE": "Europe/Berlin"}
+    # Half a day away: each command reckons the next cleanup from its own clock, seconds apart.
+    far = (datetime.now(UTC) + timedelta(hours=12)).astimezone(ZoneInfo("Europe/Berlin"))
+    env = {"RETENTION_DAYS": "14", "CLEANUP_TIME": f"{far:%H:%M}", "CLEANUP_TIMEZONE": "Europe/Berlin"}
 
     shown = cli(live_world, tmp_path, "status", "--json", **env)
     header = cli(live_world, tmp_path, "status", **env)
@@ -114,19 +116,23 @@ def test_status_carries_what_the_camera_systems_cleanup_status_shows(live_world:
         "log_retention_days": 7,
     }
     assert (status["cleanup_time"], status["timezone"], status["delete_images"]) == (
-        "02:30",
+        f"{far:%H:%M}",
         "Europe/Berlin",
         False,
     )
     next_cleanup = datetime.fromisoformat(status["next_cleanup"])
+    # An hour later when the time falls in a spring-forward gap.
     assert next_cleanup > datetime.now(UTC) and next_cleanup.astimezone(ZoneInfo("Europe/Berlin")).hour in (
-        2,
-        3,
+        far.hour,
+        (far.hour + 1) % 24,
     )
     last = status["last_run"]
     assert (last["status"], last["run_id"]) == ("SUCCESS", status["runs"][0]["run_id"])
     assert last["started"] and last["finished"] and last["stats"]["events_deleted"] == 1
-    assert "retention: 14 days (logs 7)" in header.stdout and "daily at 02:30 Europe/Berlin" in header.stdout
+    assert (
+        "retention: 14 days (logs 7)" in header.stdout
+        and f"daily at {far:%H:%M} Europe/Berlin" in header.stdout
+    )
     assert status["next_cleanup"] in header.stdout
 
 

@@ -20,6 +20,9 @@ from sqlalchemy.engine import Engine
 from retention_pipeline.core.schema import detections, event_detections, events
 
 PACE_S = 0.02  # between two transactions of one writer: ~40 writes a second, a busy camera system
+# Each writer goes on past `stop` until it has this many transactions: a cleanup that ends fast beside slow
+# writers (a loaded machine) would otherwise leave too few to judge them by.
+MIN_TRANSACTIONS = 20
 
 
 @dataclass
@@ -58,14 +61,15 @@ class WriterReport:
 def record_detections(
     url: str, media_root: str, now_iso: str, event_ids: list[int], stop: Any, out: str, late_every: int = 7
 ) -> None:
-    """Insert detections with thumbnails linked to recent events until `stop` is set; every
+    """Insert detections with thumbnails linked to recent events until `stop` is set (and at least
+    MIN_TRANSACTIONS are done); every
     `late_every`-th one arrives late, with a timestamp already past the cutoff and no link."""
     engine = create_engine(url)
     now = datetime.fromisoformat(now_iso)
     rng = random.Random(7)
     report = WriterReport()
     n = 0
-    while not stop.is_set():
+    while not stop.is_set() or report.transactions < MIN_TRANSACTIONS:
         n += 1
         late = n % late_every == 0
         thumbnail = f"data/thumbnails/live/w{n}.jpg"
@@ -110,11 +114,12 @@ def record_detections(
 
 
 def update_recent_rows(url: str, event_ids: list[int], detection_ids: list[int], stop: Any, out: str) -> None:
-    """Mark recent events reviewed and re-score recent detections until `stop` is set."""
+    """Mark recent events reviewed and re-score recent detections until `stop` is set (and at least
+    MIN_TRANSACTIONS are done)."""
     engine = create_engine(url)
     rng = random.Random(11)
     report = WriterReport()
-    while not stop.is_set():
+    while not stop.is_set() or report.transactions < MIN_TRANSACTIONS:
         event_id, detection_id = rng.choice(event_ids), rng.choice(detection_ids)
 
         def write(conn: Any, event_id: int = event_id, detection_id: int = detection_id) -> None:
