@@ -93,14 +93,12 @@ def _rows_metadata(context: dg.OpExecutionContext, counts: RowCounts) -> None:
     context.add_output_metadata(_rows_figures(counts))
 
 
-def _failing_when_too_slow(context: dg.OpExecutionContext, purge: Callable[[], RowCounts]) -> RowCounts:
+def _failing_when_too_slow(purge: Callable[[], RowCounts]) -> RowCounts:
     """Run a purge whose batches are time-capped; a database too slow for the cap fails the step with
     the advice and what was already committed, and no retry (the next one would be as slow). A lock
-    lost meanwhile fails it with no retry either; an interrupt, with what was committed."""
+    lost meanwhile fails it with no retry either."""
     try:
         return purge()
-    except Interrupted as exc:
-        raise counted_interruption(context, exc, _rows_figures(exc.counts)) from exc.interrupt
     except BatchTooSlow as exc:
         raise dg.Failure(
             description=str(exc), metadata=_rows_figures(exc.counts), allow_retries=False
@@ -115,7 +113,7 @@ def purge_detections(
 ) -> RowCounts:
     engine, stage = claimed_engine(context, camera_system), op_stage(context, camera_system)
     counts = _failing_when_too_slow(
-        context, lambda: cleanup.clean_table(engine, plan, "detections", context.log.info, stage.share)
+        lambda: cleanup.clean_table(engine, plan, "detections", context.log.info, stage.share)
     )
     _rows_metadata(context, counts)
     return counts
@@ -132,7 +130,7 @@ def purge_events(
     # detection of an expired event expire with it.
     engine, stage = claimed_engine(context, camera_system), op_stage(context, camera_system)
     counts = _failing_when_too_slow(
-        context, lambda: cleanup.clean_table(engine, plan, "events", context.log.info, stage.share)
+        lambda: cleanup.clean_table(engine, plan, "events", context.log.info, stage.share)
     )
     _rows_metadata(context, counts)
     return counts
@@ -145,7 +143,7 @@ def purge_gpu_stats(
     engine = claimed_engine(context, camera_system, beside_the_chain=True)
     stage = op_stage(context, camera_system)
     counts = _failing_when_too_slow(
-        context, lambda: cleanup.clean_table(engine, plan, "gpu_stats", context.log.info, stage.share)
+        lambda: cleanup.clean_table(engine, plan, "gpu_stats", context.log.info, stage.share)
     )
     _rows_metadata(context, counts)
     return counts
@@ -158,7 +156,7 @@ def purge_logs(
     engine = claimed_engine(context, camera_system, beside_the_chain=True)
     stage = op_stage(context, camera_system)
     counts = _failing_when_too_slow(
-        context, lambda: cleanup.clean_table(engine, plan, "logs", context.log.info, stage.share)
+        lambda: cleanup.clean_table(engine, plan, "logs", context.log.info, stage.share)
     )
     _rows_metadata(context, counts)
     return counts
@@ -175,8 +173,7 @@ def purge_declared_tables(
     by_table: dict[str, RowCounts] = {}
     for entry in plan.registry.declared:
         by_table[entry.name] = _failing_when_too_slow(
-            context,
-            functools.partial(cleanup.clean_table, engine, plan, entry.name, context.log.info, stage.share),
+            functools.partial(cleanup.clean_table, engine, plan, entry.name, context.log.info, stage.share)
         )
     context.add_output_metadata({name: counts.deleted for name, counts in by_table.items()})
     return by_table

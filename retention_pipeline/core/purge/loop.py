@@ -19,7 +19,6 @@ from ..tables import Expiry
 from . import partition_catalog, partitions, postgresql, sqlite
 from .batch import Batch, Step, children_deleter
 from .durability import flush_commits
-from .interrupted import Interrupted
 from .pacing import PROGRESS_EVERY_S, BatchSizer, EverySoOften, Progress, Share, with_retries
 from .sqlite import WriterTurns
 
@@ -79,13 +78,11 @@ def _purge_in_batches(
             if share is not None:
                 # Ids of expired rows are spread over the span, so the share of it walked is the share done.
                 share((after_id - first_id + 1) / (until_id - first_id + 1))
-    except BaseException as exc:
+    except BaseException:
         # What committed before the failure is reported as deleted too: have it on disk if the server
         # still answers, without hiding the failure behind one of the flush's own.
         with contextlib.suppress(Exception):
             flush_commits(engine)
-        if not isinstance(exc, Exception):  # an interrupt: the batches committed are counted with it
-            raise Interrupted(exc, counts) from exc
         raise
     with_retries(functools.partial(flush_commits, engine), counts, progress)
     progress(f"{name}: done, {counts.deleted} deleted in {counts.batches} batches{_queued(counts)}")
@@ -205,8 +202,8 @@ def purge_table(
             progress_every_s,
             share,
         )
-    except (BatchTooSlow, Interrupted) as exc:
-        # What the failed or interrupted step reports includes the dropped partitions.
+    except BatchTooSlow as exc:
+        # What the failed step reports includes the dropped partitions.
         exc.counts.deleted += dropped.rows
         exc.counts.children_deleted += dropped.children
         raise
