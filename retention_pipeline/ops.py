@@ -13,12 +13,11 @@ from .core.db import DatabaseMissing
 from .core.labels import labelled, readable
 from .core.lock import RunLockLost
 from .core.plan import CleanupPlan, make_plan
-from .core.purge import BatchTooSlow, FilesFailed, Interrupted, offline_warnings
+from .core.purge import BatchTooSlow, FilesFailed, offline_warnings
 from .core.reference_time import parse_reference_time
 from .core.stats import CleanupStats, FileCounts, RowCounts
 from .failed_runs import error_reason
 from .history import logged_at
-from .interruptions import counted_interruption
 from .job_tracker import Stage, start_stage
 from .resources import CameraSystemResource
 from .run_lock_ops import claimed_engine, lock_lost, runs_in_process
@@ -221,8 +220,6 @@ def delete_expired_files(
         if isinstance(exc, RunLockLost):
             raise lock_lost(exc, figures) from exc.error
         raise dg.Failure(description=error_reason(exc.error), metadata=figures) from exc.error
-    except Interrupted as exc:  # Terminate, SIGTERM, Ctrl-C: what the chunks deleted is counted too
-        raise counted_interruption(context, exc, _file_figures(exc.counts)) from exc.interrupt
     except RunLockLost as exc:
         raise lock_lost(exc) from None
     for path in counts.refused_examples:

@@ -6,7 +6,6 @@ import dagster as dg
 from sqlalchemy.engine import Engine
 
 from .core.lock import RunLockBusy, RunLockLost
-from .interruptions import stop_if_interrupted
 from .resources import CameraSystemResource
 from .run_processes import record_process
 from .tags import RUN_LOCK_BUSY
@@ -47,7 +46,6 @@ def claimed_engine(
     (GPU stats, logs, the file step); there it would be refused the lock its own run holds in another
     step process, so it goes without (design.md, "One run at a time").
     """
-    stop_if_interrupted(context)
     in_process = runs_in_process(context)
     if beside_the_chain and not in_process:
         return camera_system.engine()

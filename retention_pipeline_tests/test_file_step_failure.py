@@ -3,16 +3,15 @@ reports the files its chunks deleted, and a re-execution from failure reports th
 
 import contextlib
 import os
-import signal
 
 import dagster as dg
 import pytest
 
 from retention_pipeline.core.lock import LOST_MESSAGE, RunLockLost
 from retention_pipeline.core.purge import file_checks, file_queue
-from retention_pipeline.history import committed_counts, recent_cleanup_runs
+from retention_pipeline.history import recent_cleanup_runs
 from retention_pipeline.tags import EXCLUSIVE_TAGS
-from retention_pipeline_tests.dagster_helpers import environment_for, execute, plan_config
+from retention_pipeline_tests.dagster_helpers import environment_for, plan_config
 from retention_pipeline_tests.factories import THUMBS, CameraWorld
 from retention_pipeline_tests.test_run_lock import data_cleanup_in_process
 
@@ -121,54 +120,3 @@ def test_a_chunk_failing_at_its_commit_after_its_unlinks_is_counted_with_the_fai
     ) as retried:
         stats = retried.output_for_node("report_cleanup")
     assert retried.success and (stats.thumbnails_deleted, stats.files_missing) == (0, 5)
-
-
-@pytest.mark.parametrize("terminated", [True, False], ids=["terminated_from_the_ui", "ctrl_c_on_the_cli"])
-def test_an_interrupted_file_step_reports_the_files_it_deleted_and_runs_no_later_share(
-    world: CameraWorld, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch, terminated: bool
-):
-    for name, value in environment_for(world).items():
-        monkeypatch.setenv(name, value)
-    thumbs = [world.file(f"{THUMBS}/t{i}.jpg", 10) for i in range(40)]
-    for thumb in thumbs:
-        world.detection(world.old(), thumbnail=thumb)
-    monkeypatch.setattr(file_checks, "CHECK_CHUNK", 5)
-    real, calls = file_queue.raise_if_lost, [0]
-
-    def interrupted_at_the_third_chunk(engine):
-        calls[0] += 1
-        if calls[0] == 3:  # the UI's Terminate marks the run CANCELING, then signals its process
-            if terminated:
-                instance.report_run_canceling(instance.get_runs(limit=1)[0])
-            os.kill(os.getpid(), signal.SIGINT)
-        return real(engine)
-
-    monkeypatch.setattr(file_queue, "raise_if_lost", interrupted_at_the_third_chunk)
-    # Two shares of 20 files, one after the other: the second must not start once the first is interrupted.
-    config = plan_config(dry_run=False, reference_time=world.now.isoformat(), file_chunk_size=20)
-    if terminated:
-        job = dg.reconstructable(data_cleanup_in_process)
-        run = dg.execute_job(job, instance, run_config=config, tags=EXCLUSIVE_TAGS, raise_on_error=False)
-    else:  # as `retention-pipeline run` runs it
-        run = execute(world, instance, run_config=config, tags=EXCLUSIVE_TAGS)
-
-    status = instance.get_run_by_id(run.run_id).status
-    assert status == (dg.DagsterRunStatus.CANCELED if terminated else dg.DagsterRunStatus.FAILURE)
-    gone = sum(not os.path.exists(world.media / thumb) for thumb in thumbs)
-    # The three chunks started before the interrupt finished; the second share never ran.
-    assert 15 <= gone <= 20
-    assert committed_counts(instance, run.run_id)["thumbnails_deleted"] == gone
-    tags = instance.get_run_by_id(run.run_id).tags
-    assert tags["failed_step"].startswith("delete_expired_files[")
-    assert (tags["files_deleted"], tags["space_reclaimed"]) == (str(gone), f"{gone * 10} B")
-    [row] = recent_cleanup_runs(instance, 1)
-    assert (row["thumbnails_deleted"], row["space_reclaimed"]) == (gone, gone * 10)
-
-    # What the interrupted run did not get to stayed queued: the next run deletes it, and only it.
-    monkeypatch.setattr(file_queue, "raise_if_lost", real)
-    with dg.execute_job(
-        dg.reconstructable(data_cleanup_in_process), instance, run_config=config, tags=EXCLUSIVE_TAGS
-    ) as after:
-        stats = after.output_for_node("report_cleanup")
-    assert not any(os.path.exists(world.media / thumb) for thumb in thumbs)
-    assert (stats.thumbnails_deleted, stats.files_missing) == (40 - gone, 0)
