@@ -1,6 +1,7 @@
 """data_cleanup's emergency passes: shorten retention, oldest data first, until the disk has room again."""
 
 import functools
+from typing import Any
 
 import dagster as dg
 from sqlalchemy.engine import Engine
@@ -11,6 +12,7 @@ from .core.plan import CleanupPlan
 from .core.pressure import PressureNotRelieved, relieve_by_cleanup
 from .core.stats import CleanupStats, FileCounts
 from .core.volumes import pressure_volumes
+from .failed_runs import error_reason
 from .job_tracker import finish
 from .ops import op_stage
 from .resources import CameraSystemResource, DiskSpaceResource
@@ -52,16 +54,17 @@ def relieve_disk_pressure(
             context.log.info,
         )
     except RunLockLost as exc:
-        raise lock_lost(exc) from None
+        raise lock_lost(exc, _run_total(stats, passes)) from None
     except PressureNotRelieved as exc:
-        # The marker tells disk_pressure_sensor not to ask again until the disk has had room; the total
-        # is what `status` reports for the run.
-        total = functools.reduce(CleanupStats.then, [step for step, _ in passes], stats)
+        # The marker tells disk_pressure_sensor not to ask again until the disk has had room.
         raise dg.Failure(
             description=str(exc),
-            metadata={NOT_RELIEVED: True, "run_total": dg.MetadataValue.json(total.as_dict())},
+            metadata={NOT_RELIEVED: True, **_run_total(stats, passes)},
             allow_retries=False,
         ) from None
+    except Exception as exc:
+        # A pass failing part-way (a database error, a file chunk) deleted rows and files all the same.
+        raise dg.Failure(description=error_reason(exc), metadata=_run_total(stats, passes)) from exc
     finally:
         # The run's headline counts every pass, the emergency ones too, even when they fell short; the
         # assets' sizes are read again after them.
@@ -73,6 +76,13 @@ def relieve_disk_pressure(
         {**relief.metadata(), "steps": relief.steps, "run_total": dg.MetadataValue.json(total.as_dict())}
     )
     finish(stage, {**total.as_dict(), **relief.metadata()}, "Completed (disk pressure relieved)")
+
+
+def _run_total(stats: CleanupStats, passes: list[tuple[CleanupStats, FileCounts]]) -> dict[str, Any]:
+    """A failure's metadata: the total of every pass, a failed one's committed part too, which `status`
+    and the job record report for the run."""
+    total = functools.reduce(CleanupStats.then, [step for step, _ in passes], stats)
+    return {"run_total": dg.MetadataValue.json(total.as_dict())}
 
 
 def _observe_passes(

@@ -113,10 +113,16 @@ def _advising_indexes(engine: Engine, parent: str, run: Callable[[], RowCounts])
 
 
 def clean_table(
-    engine: Engine, plan: CleanupPlan, table: str, progress: Progress, share: purge.Share | None = None
+    engine: Engine,
+    plan: CleanupPlan,
+    table: str,
+    progress: Progress,
+    share: purge.Share | None = None,
+    committed: RowCounts | None = None,
 ) -> RowCounts:
     """Delete (or count) the expired rows of one retention table, their children and their files' queue
-    entries; for events, `children_deleted` counts their alerts."""
+    entries; for events, `children_deleted` counts their alerts. `committed`: the counts a real purge
+    fills, batch by batch, so that they hold what it deleted even when it fails."""
     if plan.dry_run:
         expiry = with_cascades(engine, plan.expiry)
         counts = RowCounts(deleted=purge.count_rows(engine, expiring.count_expired(expiry, table)))
@@ -138,13 +144,9 @@ def clean_table(
             plan.transaction_target_s,
             plan.delete_images,
             share,
+            committed,
         ),
     )
-
-
-def clean_declared_tables(engine: Engine, plan: CleanupPlan, progress: Progress) -> dict[str, RowCounts]:
-    """Delete (or count) the expired rows of every table only the policy file names, one after another."""
-    return {entry.name: clean_table(engine, plan, entry.name, progress) for entry in plan.registry.declared}
 
 
 @dataclass(frozen=True)
@@ -218,27 +220,45 @@ def run_cleanup(engine: Engine, plan: CleanupPlan, progress: Progress | None = N
 
 
 def cleanup_pass(
-    engine: Engine, plan: CleanupPlan, progress: Progress | None = None
+    engine: Engine,
+    plan: CleanupPlan,
+    progress: Progress | None = None,
+    counted: Callable[[tuple[CleanupStats, FileCounts]], None] | None = None,
 ) -> tuple[CleanupStats, FileCounts]:
-    """`run_cleanup`, with the file step's own counts (bytes by kind): one emergency pass."""
+    """`run_cleanup`, with the file step's own counts (bytes by kind): one emergency pass. `counted` is
+    given them when the pass ends, also when it fails part-way: then what its steps had committed (rows
+    of the batches committed, files of the chunks handled), which is gone all the same."""
     progress = progress or (lambda _message: None)
-    detections = clean_table(engine, plan, "detections", progress)
-    events = clean_table(engine, plan, "events", progress)
-    declared = clean_declared_tables(engine, plan, progress)
     # Every purge before the file step, as in the job: a policy file may give gpu_stats or logs media
     # columns, whose files a drain that ran first would leave queued until the next run.
-    gpu_stats = clean_table(engine, plan, "gpu_stats", progress)
-    logs = clean_table(engine, plan, "logs", progress)
-    files = clean_files(engine, plan, progress)
-    stats = CleanupStats.combine(
-        dry_run=plan.dry_run,
-        cutoffs=plan.applied_cutoffs,
-        detections=detections,
-        events=events,
-        gpu_stats=gpu_stats,
-        logs=logs,
-        declared=declared,
-        files=files,
-        duration_seconds=(datetime.now(UTC) - plan.planned_at).total_seconds(),
-    )
-    return stats, files
+    order = ["detections", "events", *(entry.name for entry in plan.registry.declared), "gpu_stats", "logs"]
+    rows = {table: RowCounts() for table in order}
+    files = FileCounts()
+
+    def so_far() -> tuple[CleanupStats, FileCounts]:
+        return CleanupStats.combine(
+            dry_run=plan.dry_run,
+            cutoffs=plan.applied_cutoffs,
+            detections=rows["detections"],
+            events=rows["events"],
+            gpu_stats=rows["gpu_stats"],
+            logs=rows["logs"],
+            declared={entry.name: rows[entry.name] for entry in plan.registry.declared},
+            files=files,
+            duration_seconds=(datetime.now(UTC) - plan.planned_at).total_seconds(),
+        ), files
+
+    try:
+        for table in order:
+            rows[table] = clean_table(engine, plan, table, progress, committed=rows[table])
+        files = clean_files(engine, plan, progress)
+    except BaseException as exc:
+        if isinstance(exc, purge.FilesFailed):
+            files = exc.counts
+        if counted is not None:
+            counted(so_far())
+        raise
+    result = so_far()
+    if counted is not None:
+        counted(result)
+    return result

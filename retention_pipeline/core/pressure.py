@@ -142,7 +142,7 @@ def relieve_by_cleanup(
 ) -> ReliefResult:
     """`relieve_pressure` with whole cleanups of `plan` at shorter retentions; each pass's statistics (and
     its file step's counts) are appended to `passes` as it ends, so a caller can count them even when
-    relief fails."""
+    relief fails: a pass that fails part-way too, with what it had deleted before its error."""
 
     kinds = emergency_kinds(plan.registry, plan.delete_images, dict(plan.days_by_table))
     volume_of = volumes_by_kind(plan.storage_dirs, kinds)
@@ -151,8 +151,7 @@ def relieve_by_cleanup(
         return sorted({volume_of[kind] for kind, n in counts.items() if n and kind in volume_of})
 
     def clean_at(days: int) -> dict[str, Any]:
-        step, files = cleanup_pass(engine, plan.with_retention(days), progress)
-        passes.append((step, files))
+        step, files = cleanup_pass(engine, plan.with_retention(days), progress, passes.append)
         by_kind = {
             "thumbnail": step.thumbnails_deleted,
             "clip": step.clips_deleted,

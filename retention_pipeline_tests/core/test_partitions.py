@@ -12,9 +12,11 @@ from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
+from retention_pipeline.core.cleanup import clean_table, prepare_database
 from retention_pipeline.core.policy import read_policy
 from retention_pipeline.core.purge import partition_catalog, partition_ddl, partitions
 from retention_pipeline.core.schema import logs
+from retention_pipeline.core.stats import RowCounts
 from retention_pipeline_tests.factories import THUMBS, CameraWorld, comparable, detached_partitions
 
 # Daily partitions whose bounds fall half a day off the cutoff: P4 ends half a day before it, P5 straddles it.
@@ -265,6 +267,33 @@ def test_a_drop_repeated_after_its_commit_was_lost_finds_the_partition_gone(
     assert lost and stats.logs_deleted == expired  # its rows counted once
     assert _partitions_left(world.engine) == {"logs_p5", "logs_p6", "logs_default"}
     assert detached_partitions(world.engine) == {}
+
+
+def test_a_purge_failing_after_some_partitions_went_counts_their_rows_as_committed(
+    postgresql_only: None, log_world: CameraWorld, monkeypatch: pytest.MonkeyPatch
+):
+    world = log_world
+    expired = _expired(world)
+    drop, drops = partition_ddl.drop, [0]
+
+    def third_fails(engine: Engine, name: str) -> tuple[bool, float]:
+        drops[0] += 1
+        if drops[0] == 3:
+            raise RuntimeError("permission denied for table")
+        return drop(engine, name)
+
+    monkeypatch.setattr(partition_ddl, "drop", third_fails)
+    prepare_database(world.engine)
+    committed = RowCounts()
+
+    with pytest.raises(RuntimeError, match="permission denied"):
+        clean_table(world.engine, world.plan(), "logs", lambda _message: None, committed=committed)
+
+    # Two partitions of two rows each went before the failure: an emergency pass counts them. The third,
+    # detached but not dropped, is counted by the run that drops it, as after a kill.
+    assert committed.deleted == 4
+    monkeypatch.undo()
+    assert world.run().logs_deleted == expired - 4 and _expired(world) == 0
 
 
 SNAPSHOTS_POLICY = "tables:\n  - table: snapshots\n    time_column: taken_at\n    retention_days: 30\n"

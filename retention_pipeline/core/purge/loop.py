@@ -47,8 +47,9 @@ def _purge_in_batches(
     progress: Progress,
     progress_every_s: float,
     share: Share | None = None,
+    counts: RowCounts | None = None,
 ) -> RowCounts:
-    counts = RowCounts()
+    counts = RowCounts() if counts is None else counts
     first_id, until_id = with_retries(functools.partial(_id_span, engine, id_span), counts, progress)
     if first_id is None or until_id is None:
         progress(f"{name}: nothing expired")
@@ -170,29 +171,33 @@ def purge_table(
     target_s: float | None = None,
     delete_images: bool = False,
     share: Share | None = None,
+    committed: RowCounts | None = None,
 ) -> RowCounts:
     """Delete every expired row of one retention table, batch by batch, its children first and its files
-    queued (images only with `delete_images`). A datetime stands for the built-in rules at that cutoff."""
+    queued (images only with `delete_images`). A datetime stands for the built-in rules at that cutoff.
+    `committed`: the counts to fill (and return), which hold what was committed when the purge fails."""
     expiry = with_cascades(engine, Expiry.of(expiry))
+    counts = RowCounts() if committed is None else committed
     sizer = BatchSizer(batch_size, target_s)
     dropped, retried = partitions.Dropped(), RowCounts()
-    if (partitioned := partition_catalog.partitioned(engine, expiry, table)) is not None:
-        dropped = partitions.drop_expired_partitions(
-            engine,
-            expiry,
-            partitioned,
-            progress,
-            delete_images,
-            sizer,
-            functools.partial(with_retries, counts=retried, progress=progress),
-        )
     span = (
         expiring.select_expired_detection_id_span(expiry)
         if table == "detections"
         else expiring.select_expired_id_span(expiry, table)
     )
     try:
-        counts = _purge_in_batches(
+        if (partitioned := partition_catalog.partitioned(engine, expiry, table)) is not None:
+            partitions.drop_expired_partitions(
+                engine,
+                expiry,
+                partitioned,
+                progress,
+                delete_images,
+                sizer,
+                functools.partial(with_retries, counts=retried, progress=progress),
+                dropped,
+            )
+        _purge_in_batches(
             engine,
             table,
             span,
@@ -201,11 +206,13 @@ def purge_table(
             progress,
             progress_every_s,
             share,
+            counts,
         )
-    except BatchTooSlow as exc:
-        # What the failed step reports includes the dropped partitions.
-        exc.counts.deleted += dropped.rows
-        exc.counts.children_deleted += dropped.children
+    except BaseException:
+        # What the failed step reports (BatchTooSlow's counts, `committed`) includes the partitions it
+        # dropped, which are gone.
+        counts.deleted += dropped.rows
+        counts.children_deleted += dropped.children
         raise
     counts.deleted += dropped.rows
     counts.children_deleted += dropped.children

@@ -102,11 +102,13 @@ def drop_expired_partitions(
     delete_images: bool,
     sizer: BatchSizer,
     retry: Retry,
+    totals: Dropped | None = None,
 ) -> Dropped:
-    """Drop the table's wholly expired partitions, and any a killed run detached but did not drop."""
+    """Drop the table's wholly expired partitions, and any a killed run detached but did not drop.
+    `totals`: the counts to fill (and return), which hold the partitions dropped when it fails."""
     table = target.table
     work = Work(delete_images, sizer, retry)
-    totals = Dropped()
+    totals = Dropped() if totals is None else totals
     entry = expiry.registry[table]
     media = entry.media(delete_images)
     # No files, no children, no foreign key to it (logs, gpu_stats): nothing to do before the detach.
