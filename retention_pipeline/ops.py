@@ -92,18 +92,24 @@ def _rows_metadata(context: dg.OpExecutionContext, counts: RowCounts) -> None:
     context.add_output_metadata(_rows_figures(counts))
 
 
-def _failing_when_too_slow(purge: Callable[[], RowCounts]) -> RowCounts:
-    """Run a purge whose batches are time-capped; a database too slow for the cap fails the step with
-    the advice and what was already committed, and no retry (the next one would be as slow). A lock
-    lost meanwhile fails it with no retry either."""
+def _failing_when_too_slow(purge: Callable[[RowCounts], RowCounts]) -> RowCounts:
+    """Run a purge whose batches are time-capped, filling the counts it is given; a database too slow for
+    the cap fails the step with the advice and what was already committed, and no retry (the next one
+    would be as slow). A lock lost meanwhile fails it with no retry either. A failure after some batches
+    committed reports them: their rows are gone, and the run's tags and `status` count them."""
+    committed = RowCounts()
     try:
-        return purge()
+        return purge(committed)
     except BatchTooSlow as exc:
         raise dg.Failure(
             description=str(exc), metadata=_rows_figures(exc.counts), allow_retries=False
         ) from None
     except RunLockLost as exc:
-        raise lock_lost(exc) from None
+        raise lock_lost(exc, _rows_figures(committed) if committed.deleted else None) from None
+    except Exception as exc:
+        if not committed.deleted:
+            raise
+        raise dg.Failure(description=error_reason(exc), metadata=_rows_figures(committed)) from exc
 
 
 @dg.op(description="Delete expired detections in batches, queueing their files in the same commit.")
@@ -112,7 +118,7 @@ def purge_detections(
 ) -> RowCounts:
     engine, stage = claimed_engine(context, camera_system), op_stage(context, camera_system)
     counts = _failing_when_too_slow(
-        lambda: cleanup.clean_table(engine, plan, "detections", context.log.info, stage.share)
+        lambda counts: cleanup.clean_table(engine, plan, "detections", context.log.info, stage.share, counts)
     )
     _rows_metadata(context, counts)
     return counts
@@ -129,7 +135,7 @@ def purge_events(
     # detection of an expired event expire with it.
     engine, stage = claimed_engine(context, camera_system), op_stage(context, camera_system)
     counts = _failing_when_too_slow(
-        lambda: cleanup.clean_table(engine, plan, "events", context.log.info, stage.share)
+        lambda counts: cleanup.clean_table(engine, plan, "events", context.log.info, stage.share, counts)
     )
     _rows_metadata(context, counts)
     return counts
@@ -142,7 +148,7 @@ def purge_gpu_stats(
     engine = claimed_engine(context, camera_system, beside_the_chain=True)
     stage = op_stage(context, camera_system)
     counts = _failing_when_too_slow(
-        lambda: cleanup.clean_table(engine, plan, "gpu_stats", context.log.info, stage.share)
+        lambda counts: cleanup.clean_table(engine, plan, "gpu_stats", context.log.info, stage.share, counts)
     )
     _rows_metadata(context, counts)
     return counts
@@ -155,7 +161,7 @@ def purge_logs(
     engine = claimed_engine(context, camera_system, beside_the_chain=True)
     stage = op_stage(context, camera_system)
     counts = _failing_when_too_slow(
-        lambda: cleanup.clean_table(engine, plan, "logs", context.log.info, stage.share)
+        lambda counts: cleanup.clean_table(engine, plan, "logs", context.log.info, stage.share, counts)
     )
     _rows_metadata(context, counts)
     return counts

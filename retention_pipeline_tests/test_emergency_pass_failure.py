@@ -32,7 +32,7 @@ def _thumbnails(world: CameraWorld) -> int:
     return sum(1 for path in (world.media / THUMBS).rglob("*") if path.is_file())
 
 
-def _third_batch_fails(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+def third_batch_fails(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
     """Every purge's 3rd batch of the run meets `error` (the normal pass has nothing expired: no batch)."""
     real, calls = loop.table_batches, [0]
 
@@ -66,7 +66,7 @@ def test_a_pass_failing_at_a_later_row_batch_counts_the_batches_it_committed(
     full: CameraWorld, instance, monkeypatch: pytest.MonkeyPatch, error: Exception, words: str
 ):
     _oldest_day(full, 5)
-    _third_batch_fails(monkeypatch, error)
+    third_batch_fails(monkeypatch, error)
 
     result = emergency_run(full, instance, FixedDisk(free=5.0), batch_size=2, transaction_target_ms=0)
 

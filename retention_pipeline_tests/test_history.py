@@ -7,15 +7,23 @@ import time
 
 import pytest
 
+from retention_pipeline.core.lock import LOST_MESSAGE, RunLockLost
 from retention_pipeline.core.schema import detections, events
 from retention_pipeline.core.stats import CleanupStats
 from retention_pipeline.history import cleanup_status, last_sweep_report, recent_cleanup_runs
 from retention_pipeline.jobs import orphaned_file_cleanup
 from retention_pipeline.resources import DiskSpaceResource
 from retention_pipeline.settings import Settings
-from retention_pipeline_tests.dagster_helpers import camera_resource, execute, plan_config, refuse_table
+from retention_pipeline_tests.dagster_helpers import (
+    camera_resource,
+    execute,
+    failure_messages,
+    plan_config,
+    refuse_table,
+)
 from retention_pipeline_tests.factories import THUMBS, CameraWorld
 from retention_pipeline_tests.test_disk_pressure import RowsFillTheDisk, emergency_run
+from retention_pipeline_tests.test_emergency_pass_failure import third_batch_fails
 
 
 def _disk(world: CameraWorld) -> RowsFillTheDisk:
@@ -181,3 +189,31 @@ def test_a_real_run_is_tagged_real_whichever_op_its_config_lists_first(
 
     assert not result.success and expired.count(detections) == 1
     assert instance.get_run_by_id(result.run_id).tags["dry_run"] == "false"
+
+
+@pytest.mark.parametrize(
+    "error, words",
+    [
+        (RuntimeError("server closed the connection"), "server closed"),
+        (RunLockLost(LOST_MESSAGE), "lost its lock"),
+    ],
+    ids=["database_error", "lock_lost"],
+)
+def test_a_purge_failing_at_a_later_batch_reports_the_batches_it_committed(
+    world: CameraWorld, instance, monkeypatch: pytest.MonkeyPatch, error: Exception, words: str
+):
+    for _ in range(6):
+        world.detection(world.old())
+    third_batch_fails(monkeypatch, error)
+
+    config = plan_config(
+        dry_run=False, reference_time=world.now.isoformat(), batch_size=2, transaction_target_ms=0
+    )
+    result = execute(world, instance, config)
+
+    gone = 6 - world.count(detections)
+    assert not result.success and words in failure_messages(result) and gone == 4
+    tags = instance.get_run_by_id(result.run_id).tags
+    assert (tags["failed_step"], tags["detections_deleted"]) == ("purge_detections", "4")
+    [row] = recent_cleanup_runs(instance, 1)
+    assert row["detections_deleted"] == 4
