@@ -11,6 +11,7 @@ import pytest
 from retention_pipeline.core.lock import LOST_MESSAGE, RunLockLost
 from retention_pipeline.core.purge import loop
 from retention_pipeline.core.schema import detections
+from retention_pipeline.failed_runs import first_failure, step_failure_reason
 from retention_pipeline.history import cleanup_status
 from retention_pipeline.settings import Settings
 from retention_pipeline_tests.dagster_helpers import failure_messages
@@ -72,6 +73,9 @@ def test_a_pass_failing_at_a_later_row_batch_counts_the_batches_it_committed(
 
     gone = 35 - full.count(detections)
     assert not result.success and words in failure_messages(result)
+    # What operators read (the CLI, the job tracker): the error's own words, not only its chained cause.
+    failure = first_failure(instance, result.run_id)
+    assert failure is not None and words in step_failure_reason(*failure)
     assert gone == 4  # two batches of two committed, the third failed
     tags, status = _reported(instance, result.run_id)
     assert (tags["failed_step"], tags["detections_deleted"]) == ("relieve_disk_pressure", str(gone))

@@ -10,6 +10,7 @@ import pytest
 from retention_pipeline.core.lock import LOST_MESSAGE, RunLockLost
 from retention_pipeline.core.schema import detections, events
 from retention_pipeline.core.stats import CleanupStats
+from retention_pipeline.failed_runs import first_failure, step_failure_reason
 from retention_pipeline.history import cleanup_status, last_sweep_report, recent_cleanup_runs
 from retention_pipeline.jobs import orphaned_file_cleanup
 from retention_pipeline.resources import DiskSpaceResource
@@ -213,6 +214,9 @@ def test_a_purge_failing_at_a_later_batch_reports_the_batches_it_committed(
 
     gone = 6 - world.count(detections)
     assert not result.success and words in failure_messages(result) and gone == 4
+    # What operators read (the CLI, the job tracker): the error's own words, not only its chained cause.
+    failure = first_failure(instance, result.run_id)
+    assert failure is not None and words in step_failure_reason(*failure)
     tags = instance.get_run_by_id(result.run_id).tags
     assert (tags["failed_step"], tags["detections_deleted"]) == ("purge_detections", "4")
     [row] = recent_cleanup_runs(instance, 1)
