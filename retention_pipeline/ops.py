@@ -92,24 +92,28 @@ def _rows_metadata(context: dg.OpExecutionContext, counts: RowCounts) -> None:
     context.add_output_metadata(_rows_figures(counts))
 
 
-def _failing_when_too_slow(purge: Callable[[RowCounts], RowCounts]) -> RowCounts:
+def _failing_when_too_slow(
+    purge: Callable[[RowCounts], RowCounts], earlier: list[RowCounts] | None = None
+) -> RowCounts:
     """Run a purge whose batches are time-capped, filling the counts it is given; a database too slow for
     the cap fails the step with the advice and what was already committed, and no retry (the next one
     would be as slow). A lock lost meanwhile fails it with no retry either. A failure after some batches
-    committed reports them: their rows are gone, and the run's tags and `status` count them."""
+    committed reports them: their rows are gone, and the run's tags and `status` count them. `earlier`:
+    what the step's purges before this one deleted, reported with it."""
     committed = RowCounts()
     try:
         return purge(committed)
     except BatchTooSlow as exc:
-        raise dg.Failure(
-            description=str(exc), metadata=_rows_figures(exc.counts), allow_retries=False
-        ) from None
+        step = RowCounts.merge([*(earlier or []), exc.counts])
+        raise dg.Failure(description=str(exc), metadata=_rows_figures(step), allow_retries=False) from None
     except RunLockLost as exc:
-        raise lock_lost(exc, _rows_figures(committed) if committed.deleted else None) from None
+        step = RowCounts.merge([*(earlier or []), committed])
+        raise lock_lost(exc, _rows_figures(step) if step.deleted else None) from None
     except Exception as exc:
-        if not committed.deleted:
+        step = RowCounts.merge([*(earlier or []), committed])
+        if not step.deleted:
             raise
-        raise dg.Failure(description=error_reason(exc), metadata=_rows_figures(committed)) from exc
+        raise dg.Failure(description=error_reason(exc), metadata=_rows_figures(step)) from exc
 
 
 @dg.op(description="Delete expired detections in batches, queueing their files in the same commit.")
@@ -178,7 +182,8 @@ def purge_declared_tables(
     by_table: dict[str, RowCounts] = {}
     for entry in plan.registry.declared:
         by_table[entry.name] = _failing_when_too_slow(
-            functools.partial(cleanup.clean_table, engine, plan, entry.name, context.log.info, stage.share)
+            functools.partial(cleanup.clean_table, engine, plan, entry.name, context.log.info, stage.share),
+            list(by_table.values()),
         )
     context.add_output_metadata({name: counts.deleted for name, counts in by_table.items()})
     return by_table

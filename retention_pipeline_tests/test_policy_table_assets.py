@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -10,8 +11,10 @@ from sqlalchemy.engine import Engine
 
 from retention_pipeline.assets import camera_assets
 from retention_pipeline.checks import orphan_checks, retention_checks, retention_health_job
+from retention_pipeline.core.purge import loop
 from retention_pipeline.core.schema import alerts, detections, events
 from retention_pipeline.definitions import defs
+from retention_pipeline.history import failure_metadata
 from retention_pipeline.resources import CameraSystemResource, DiskSpaceResource
 from retention_pipeline.settings import Settings
 from retention_pipeline_tests import camera_schema
@@ -194,3 +197,44 @@ def test_where_the_database_ignores_case_each_policy_table_is_one_registry_entry
     assert registry.names == [*BUILT_IN_NAMES, *(t for t in rules_by_table if t not in BUILT_IN_NAMES)]
     for table, columns in rules_by_table.items():
         assert [r.column for r in registry[table].rules] == columns
+
+
+def test_a_policy_table_step_failing_in_its_second_table_reports_the_first_tables_rows_too(
+    live_world: CameraWorld, instance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    now = live_world.now
+    tables = {name: policy_table(live_world.engine, name) for name in ("alpha", "beta")}
+    with live_world.engine.begin() as conn:
+        for table in tables.values():
+            conn.execute(
+                insert(table), [{"id": i, "created_at": now - timedelta(days=33)} for i in range(1, 7)]
+            )
+    rule = "  - table: {}\n    time_column: created_at\n    retention_days: 30\n"
+    definitions = policy_definitions(
+        tmp_path, monkeypatch, "tables:\n" + rule.format("alpha") + rule.format("beta")
+    )
+    real, calls = loop.table_batches, [0]
+
+    def batches(engine: Engine, expiry: Any, table: str, *args: Any, **kwargs: Any) -> Any:
+        step = real(engine, expiry, table, *args, **kwargs)
+        if table != "beta":
+            return step
+
+        def third_fails(*batch: Any) -> Any:
+            calls[0] += 1
+            if calls[0] == 3:
+                raise RuntimeError("permission denied for table beta")
+            return step(*batch)
+
+        return third_fails
+
+    monkeypatch.setattr(loop, "table_batches", batches)
+    result = definitions.resolve_job_def("data_cleanup").execute_in_process(
+        run_config=plan_config(dry_run=False, batch_size=2, transaction_target_ms=0),
+        instance=instance,
+        raise_on_error=False,
+    )
+
+    gone = {name: 6 - live_world.count(table) for name, table in tables.items()}
+    assert gone == {"alpha": 6, "beta": 4}
+    assert failure_metadata(instance, result.run_id, "purge_declared_tables")["rows_deleted"] == 10

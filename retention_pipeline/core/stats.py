@@ -35,6 +35,19 @@ class RowCounts:
         self.retries += 1
         self.longest_transaction_ms = max(self.longest_transaction_ms, seconds * 1000)
 
+    @classmethod
+    def merge(cls, parts: list[RowCounts]) -> RowCounts:
+        """The sum of several purges (the policy tables of one step), with the longest transaction of any."""
+        total = cls()
+        for part in parts:
+            total.deleted += part.deleted
+            total.children_deleted += part.children_deleted
+            total.files_queued += part.files_queued
+            total.batches += part.batches
+            total.retries += part.retries
+            total.longest_transaction_ms = max(total.longest_transaction_ms, part.longest_transaction_ms)
+        return total
+
 
 @dataclass
 class FileCounts:
