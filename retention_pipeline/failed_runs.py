@@ -13,7 +13,7 @@ from dagster._serdes import serialize_value
 from dagster_shared.error import SerializableErrorInfo
 from sqlalchemy import and_
 
-from .history import PRESSURE_STEP, committed_counts, dry_run_of
+from .history import PRESSURE_STEP, committed_counts, dry_run_of, interrupted_steps
 from .tags import FAILED_STEP_TAG, partial_headline
 
 
@@ -58,29 +58,42 @@ def first_failure(instance: dg.DagsterInstance, run_id: str) -> tuple[str, StepF
     return None
 
 
+def failed_step(instance: dg.DagsterInstance, run_id: str) -> str | None:
+    """The first step this run saw fail, or interrupted: an interrupted step records what it had deleted
+    (interruptions.py) before Dagster logs its failure, and its tags are due from then on."""
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE, limit=1).records
+    failures = [
+        (r.storage_id, e.step_key) for r in records if (e := r.event_log_entry.dagster_event) and e.step_key
+    ]
+    firsts = failures[:1] + [
+        (storage_id, step) for storage_id, step, _ in interrupted_steps(instance, run_id)[:1]
+    ]
+    return min(firsts)[1] if firsts else None
+
+
 def tag_failure(instance: dg.DagsterInstance, run_id: str) -> dict[str, str]:
-    """Tag a failed run with its first failed step and the counts every step has committed so far (the
-    failing ones' from their `Failure` metadata); returns the tags ({} if no step has failed)."""
-    failure = first_failure(instance, run_id)
+    """Tag a failed run with its first failed (or interrupted) step and the counts every step has committed
+    so far (the failing ones' from their `Failure` metadata); returns the tags ({} if no step has failed)."""
+    failed = failed_step(instance, run_id)
     run = instance.get_run_by_id(run_id)
-    if failure is None or run is None:
+    if failed is None or run is None:
         return {}
-    failed_step = failure[0]
     # relieve_disk_pressure tags the total of every pass itself, even when it fails, over report_cleanup's
     # tags: the steps' counts would put back the figures from before the emergency passes.
-    counts = {} if failed_step == PRESSURE_STEP else committed_counts(instance, run_id)
-    tags = {**partial_headline(dry_run_of(dict(run.run_config)), counts), FAILED_STEP_TAG: failed_step}
+    counts = {} if failed == PRESSURE_STEP else committed_counts(instance, run_id)
+    tags = {**partial_headline(dry_run_of(dict(run.run_config)), counts), FAILED_STEP_TAG: failed}
     instance.add_run_tags(run_id, tags)
     return tags
 
 
 @dg.success_hook
 def retag_failed_run(context: dg.HookContext) -> None:
-    """A step that succeeds in a run where another one failed: the run's tags gain what it committed
-    (ops that do not depend on the failed step still run, after the failure hook tagged the run). In a run
-    with no failure, a `failed_step` tag copied from the parent run (a re-execution) is dropped."""
+    """A step that succeeds in a run where another one failed (or was interrupted): the run's tags gain
+    what it committed (ops that do not depend on the failed step still run, after the failure hook tagged
+    the run). In a run with no failure, a `failed_step` tag copied from the parent run (a re-execution) is
+    dropped."""
     try:
-        if first_failure(context.instance, context.run_id) is not None:
+        if failed_step(context.instance, context.run_id) is not None:
             tag_failure(context.instance, context.run_id)
         else:
             drop_run_tag(context.instance, context.run_id, FAILED_STEP_TAG)

@@ -12,7 +12,7 @@ from .core.labels import unlabelled
 from .core.stats import CleanupStats
 from .run_processes import active_runs
 from .settings import Settings, SettingsError
-from .tags import CLEANUP_HEADLINE, FAILED_STEP_TAG, FILE_FIGURES
+from .tags import CLEANUP_HEADLINE, FAILED_STEP_TAG, FILE_FIGURES, INTERRUPTED_STEP
 
 JOB_NAME = "data_cleanup"
 SWEEP_JOB_NAME = "orphaned_file_cleanup"
@@ -103,8 +103,9 @@ def dry_run_of(run_config: dict[str, Any]) -> bool:
     return bool((plan_op.get("config") or {}).get("dry_run", True))
 
 
-# Which figures each step's output metadata (or its Failure's, for what it committed before failing)
-# counts: figure -> metadata key. A mapped step (delete_expired_files[…]) counts once per share.
+# Which figures each step's output metadata (or its Failure's, for what it committed before failing, or
+# the figures it recorded when interrupted) counts: figure -> metadata key. A mapped step
+# (delete_expired_files[…]) counts once per share.
 _COUNTED_BY_STEP = {
     "purge_detections": {"detections_deleted": "rows_deleted"},
     "purge_events": {"events_deleted": "rows_deleted"},
@@ -115,10 +116,25 @@ _COUNTED_BY_STEP = {
 }
 
 
+def interrupted_steps(instance: dg.DagsterInstance, run_id: str) -> list[tuple[int, str, dict[str, Any]]]:
+    """The steps of the run that recorded what they had deleted when interrupted, in the log's order:
+    (storage id, step key, figures)."""
+    found = []
+    for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT).records:
+        event = record.event_log_entry.dagster_event
+        data = event.engine_event_data if event is not None else None
+        if event is None or event.step_key is None or data is None or INTERRUPTED_STEP not in data.metadata:
+            continue
+        figures = {k: v.value for k, v in data.metadata.items() if k != INTERRUPTED_STEP}
+        found.append((record.storage_id, event.step_key, figures))
+    return found
+
+
 def committed_counts(instance: dg.DagsterInstance, run_id: str) -> dict[str, int]:
-    """The figures the run's steps have reported so far, the failed ones' from their `Failure` metadata:
-    what a failed run committed (a dry run: what it counted)."""
-    counts: dict[str, int] = {}
+    """The figures the run's steps have reported so far, the failed ones' from their `Failure` metadata,
+    the interrupted ones' from what they recorded: what a failed or interrupted run committed (a dry run:
+    what it counted)."""
+    reported: list[tuple[str, dict[str, Any]]] = []
     for event_type in (dg.DagsterEventType.STEP_OUTPUT, dg.DagsterEventType.STEP_FAILURE):
         for record in instance.get_records_for_run(run_id, of_type=event_type).records:
             event = record.event_log_entry.dagster_event
@@ -129,10 +145,14 @@ def committed_counts(instance: dg.DagsterInstance, run_id: str) -> dict[str, int
             else:
                 failure = event.step_failure_data.user_failure_data
                 metadata = failure.metadata if failure is not None else {}
-            for figure, key in _COUNTED_BY_STEP.get(event.step_key.split("[")[0], {}).items():
-                value = metadata[key].value if key in metadata else None
-                if isinstance(value, int):
-                    counts[figure] = counts.get(figure, 0) + value
+            reported.append((event.step_key, {k: v.value for k, v in metadata.items()}))
+    reported += [(step, figures) for _, step, figures in interrupted_steps(instance, run_id)]
+    counts: dict[str, int] = {}
+    for step, figures in reported:
+        for figure, key in _COUNTED_BY_STEP.get(step.split("[")[0], {}).items():
+            value = figures.get(key)
+            if isinstance(value, int):
+                counts[figure] = counts.get(figure, 0) + value
     return counts
 
 

@@ -18,6 +18,7 @@ from .core.reference_time import parse_reference_time
 from .core.stats import CleanupStats, FileCounts, RowCounts
 from .failed_runs import error_reason
 from .history import logged_at
+from .interruptions import counted_if_interrupted
 from .job_tracker import Stage, start_stage
 from .resources import CameraSystemResource
 from .run_lock_ops import claimed_engine, lock_lost, runs_in_process
@@ -88,19 +89,14 @@ def _rows_figures(counts: RowCounts) -> dict[str, float]:
     }
 
 
-def _rows_metadata(context: dg.OpExecutionContext, counts: RowCounts) -> None:
-    context.add_output_metadata(_rows_figures(counts))
-
-
 def _failing_when_too_slow(
-    purge: Callable[[RowCounts], RowCounts], earlier: list[RowCounts] | None = None
+    purge: Callable[[RowCounts], RowCounts], committed: RowCounts, earlier: list[RowCounts] | None = None
 ) -> RowCounts:
-    """Run a purge whose batches are time-capped, filling the counts it is given; a database too slow for
-    the cap fails the step with the advice and what was already committed, and no retry (the next one
-    would be as slow). A lock lost meanwhile fails it with no retry either. A failure after some batches
-    committed reports them: their rows are gone, and the run's tags and `status` count them. `earlier`:
-    what the step's purges before this one deleted, reported with it."""
-    committed = RowCounts()
+    """Run a purge whose batches are time-capped, filling `committed` batch by batch (what its op records
+    if interrupted); a database too slow for the cap fails the step with the advice and what was already
+    committed, and no retry (the next one would be as slow). A lock lost meanwhile fails it with no retry
+    either. A failure after some batches committed reports them: their rows are gone, and the run's tags
+    and `status` count them. `earlier`: what the step's purges before this one deleted, reported with it."""
     try:
         return purge(committed)
     except BatchTooSlow as exc:
@@ -116,16 +112,32 @@ def _failing_when_too_slow(
         raise dg.Failure(description=error_reason(exc), metadata=_rows_figures(step)) from exc
 
 
+def _purged(
+    context: dg.OpExecutionContext,
+    plan: CleanupPlan,
+    camera_system: CameraSystemResource,
+    table: str,
+    beside_the_chain: bool = False,
+) -> RowCounts:
+    """One row purge op's work: purge `table`, report what it deleted; interrupted, record what it had
+    committed (a dry run's count fills nothing: it records what it counted, once it has)."""
+    engine = claimed_engine(context, camera_system, beside_the_chain=beside_the_chain)
+    stage = op_stage(context, camera_system)
+    committed = RowCounts()
+    with counted_if_interrupted(context, _rows_figures, None if plan.dry_run else committed) as known:
+        counts = known.counts = _failing_when_too_slow(
+            lambda counts: cleanup.clean_table(engine, plan, table, context.log.info, stage.share, counts),
+            committed,
+        )
+        context.add_output_metadata(_rows_figures(counts))
+    return counts
+
+
 @dg.op(description="Delete expired detections in batches, queueing their files in the same commit.")
 def purge_detections(
     context: dg.OpExecutionContext, plan: CleanupPlan, camera_system: CameraSystemResource
 ) -> RowCounts:
-    engine, stage = claimed_engine(context, camera_system), op_stage(context, camera_system)
-    counts = _failing_when_too_slow(
-        lambda counts: cleanup.clean_table(engine, plan, "detections", context.log.info, stage.share, counts)
-    )
-    _rows_metadata(context, counts)
-    return counts
+    return _purged(context, plan, camera_system, "detections")
 
 
 @dg.op(description="Delete expired events, their alerts and links in batches, queueing clips.")
@@ -137,38 +149,21 @@ def purge_events(
 ) -> RowCounts:
     # Runs after purge_detections: deleting events first would cut the links that make a young
     # detection of an expired event expire with it.
-    engine, stage = claimed_engine(context, camera_system), op_stage(context, camera_system)
-    counts = _failing_when_too_slow(
-        lambda counts: cleanup.clean_table(engine, plan, "events", context.log.info, stage.share, counts)
-    )
-    _rows_metadata(context, counts)
-    return counts
+    return _purged(context, plan, camera_system, "events")
 
 
 @dg.op(description="Delete GPU statistics older than the data cutoff in batches.")
 def purge_gpu_stats(
     context: dg.OpExecutionContext, plan: CleanupPlan, camera_system: CameraSystemResource
 ) -> RowCounts:
-    engine = claimed_engine(context, camera_system, beside_the_chain=True)
-    stage = op_stage(context, camera_system)
-    counts = _failing_when_too_slow(
-        lambda counts: cleanup.clean_table(engine, plan, "gpu_stats", context.log.info, stage.share, counts)
-    )
-    _rows_metadata(context, counts)
-    return counts
+    return _purged(context, plan, camera_system, "gpu_stats", beside_the_chain=True)
 
 
 @dg.op(description="Delete log lines older than the log cutoff in batches.")
 def purge_logs(
     context: dg.OpExecutionContext, plan: CleanupPlan, camera_system: CameraSystemResource
 ) -> RowCounts:
-    engine = claimed_engine(context, camera_system, beside_the_chain=True)
-    stage = op_stage(context, camera_system)
-    counts = _failing_when_too_slow(
-        lambda counts: cleanup.clean_table(engine, plan, "logs", context.log.info, stage.share, counts)
-    )
-    _rows_metadata(context, counts)
-    return counts
+    return _purged(context, plan, camera_system, "logs", beside_the_chain=True)
 
 
 @dg.op(description="Delete the expired rows of the tables RETENTION_POLICY_FILE adds, queueing their files.")
@@ -180,13 +175,22 @@ def purge_declared_tables(
 ) -> dict[str, RowCounts]:
     engine, stage = claimed_engine(context, camera_system), op_stage(context, camera_system)
     by_table: dict[str, RowCounts] = {}
-    for entry in plan.registry.declared:
-        by_table[entry.name] = _failing_when_too_slow(
-            functools.partial(cleanup.clean_table, engine, plan, entry.name, context.log.info, stage.share),
-            list(by_table.values()),
-        )
-    context.add_output_metadata({name: counts.deleted for name, counts in by_table.items()})
+    # Interrupted, the step records every table's rows: those finished and the interrupted one's batches.
+    with counted_if_interrupted(context, _by_table_figures, by_table):
+        for entry in plan.registry.declared:
+            earlier, committed = list(by_table.values()), RowCounts()
+            if not plan.dry_run:  # a dry run's count fills nothing
+                by_table[entry.name] = committed
+            table = functools.partial(cleanup.clean_table, engine, plan, entry.name, context.log.info)
+            by_table[entry.name] = _failing_when_too_slow(
+                functools.partial(table, stage.share), committed, earlier
+            )
+        context.add_output_metadata(_by_table_figures(by_table))
     return by_table
+
+
+def _by_table_figures(by_table: dict[str, RowCounts]) -> dict[str, int]:
+    return {name: counts.deleted for name, counts in by_table.items()}
 
 
 @dg.op(
@@ -220,27 +224,31 @@ def delete_expired_files(
 ) -> FileCounts:
     engine = claimed_engine(context, camera_system, beside_the_chain=True)
     stage = op_stage(context, camera_system)
-    try:
-        counts = cleanup.clean_files(
-            engine, plan, context.log.info, chunk, stage.files(chunk.key, chunk.queued)
-        )
-    except FilesFailed as exc:
-        # The chunks handled before the failure deleted their files: the run's tags and `status` count
-        # them. The error stays the failure's cause; a lost lock is not retried, as everywhere.
-        figures = _file_figures(exc.counts)
-        if isinstance(exc, RunLockLost):
-            raise lock_lost(exc, figures) from exc.error
-        raise dg.Failure(description=error_reason(exc.error), metadata=figures) from exc.error
-    except RunLockLost as exc:
-        raise lock_lost(exc) from None
-    for path in counts.refused_examples:
-        context.log.warning(f"refused to delete a path outside the storage roots: {path!r}")
-    for path in counts.failed_examples:
-        context.log.warning(f"could not delete {path!r} (permissions, or not a regular file)")
-    for warning in offline_warnings(counts, plan.dry_run):
-        context.log.warning(warning)
-    # What this share deleted, for a run that fails later: its tags and `status` add the shares up.
-    context.add_output_metadata(_file_figures(counts))
+    # Interrupted in the drain or after it (its warnings are writes to the event log, where an interrupt
+    # may land), the share records the files it had deleted.
+    with counted_if_interrupted(context, _file_figures) as known:
+        try:
+            counts = cleanup.clean_files(
+                engine, plan, context.log.info, chunk, stage.files(chunk.key, chunk.queued)
+            )
+        except FilesFailed as exc:
+            # The chunks handled before the failure deleted their files: the run's tags and `status` count
+            # them. The error stays the failure's cause; a lost lock is not retried, as everywhere.
+            figures = _file_figures(exc.counts)
+            if isinstance(exc, RunLockLost):
+                raise lock_lost(exc, figures) from exc.error
+            raise dg.Failure(description=error_reason(exc.error), metadata=figures) from exc.error
+        except RunLockLost as exc:
+            raise lock_lost(exc) from None
+        known.counts = counts
+        for path in counts.refused_examples:
+            context.log.warning(f"refused to delete a path outside the storage roots: {path!r}")
+        for path in counts.failed_examples:
+            context.log.warning(f"could not delete {path!r} (permissions, or not a regular file)")
+        for warning in offline_warnings(counts, plan.dry_run):
+            context.log.warning(warning)
+        # What this share deleted, for a run that fails later: its tags and `status` add the shares up.
+        context.add_output_metadata(_file_figures(counts))
     return counts
 
 

@@ -10,6 +10,7 @@ from .assets import observe_after_cleanup
 from .core.lock import RunLockLost
 from .core.plan import CleanupPlan
 from .core.pressure import PressureNotRelieved, relieve_by_cleanup
+from .core.purge import Interrupted
 from .core.stats import CleanupStats, FileCounts
 from .core.volumes import pressure_volumes
 from .failed_runs import error_reason
@@ -53,6 +54,10 @@ def relieve_disk_pressure(
             settings.disk_free_target_percent,
             context.log.info,
         )
+    except Interrupted as exc:
+        # Dagster must see the interrupt itself: the multiprocess executor tells one by its class. The
+        # interrupted pass's rows and files are in `passes` all the same, tagged below.
+        raise exc.interrupt from None
     except RunLockLost as exc:
         raise lock_lost(exc, _run_total(stats, passes)) from None
     except PressureNotRelieved as exc:

@@ -15,6 +15,9 @@ FAILED_STEP_TAG = "failed_step"
 RUN_LOCK_BUSY = "run_lock_busy"
 # Failure metadata of a step refused by invalid configuration: the CLI exits EXIT_BAD_CONFIG on it.
 INVALID_CONFIG = "invalid_configuration"
+# Metadata of the engine event an interrupted step records with what it had deleted (interruptions.py):
+# the step's key, beside its figures.
+INTERRUPTED_STEP = "retention_interrupted_step"
 CLEANUP_HEADLINE = ("dry_run", "events_deleted", "detections_deleted", "files_deleted", "space_reclaimed")
 # The file step's figures, in its shares' output metadata: what a failed run's files_deleted adds up.
 FILE_FIGURES = ("thumbnails_deleted", "images_deleted", "clips_deleted", "space_reclaimed")

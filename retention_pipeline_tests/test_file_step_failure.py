@@ -7,12 +7,14 @@ import os
 import dagster as dg
 import pytest
 
+from retention_pipeline import ops
 from retention_pipeline.core.lock import LOST_MESSAGE, RunLockLost
 from retention_pipeline.core.purge import file_checks, file_queue
-from retention_pipeline.history import recent_cleanup_runs
+from retention_pipeline.history import committed_counts, interrupted_steps, recent_cleanup_runs
 from retention_pipeline.tags import EXCLUSIVE_TAGS
-from retention_pipeline_tests.dagster_helpers import environment_for, plan_config
+from retention_pipeline_tests.dagster_helpers import environment_for, execute, plan_config
 from retention_pipeline_tests.factories import THUMBS, CameraWorld
+from retention_pipeline_tests.test_interrupted_purge import assert_ended_as_interrupted, interrupter
 from retention_pipeline_tests.test_run_lock import data_cleanup_in_process
 
 
@@ -120,3 +122,71 @@ def test_a_chunk_failing_at_its_commit_after_its_unlinks_is_counted_with_the_fai
     ) as retried:
         stats = retried.output_for_node("report_cleanup")
     assert retried.success and (stats.thumbnails_deleted, stats.files_missing) == (0, 5)
+
+
+@pytest.mark.parametrize("terminated", [True, False], ids=["terminated_from_the_ui", "ctrl_c_on_the_cli"])
+@pytest.mark.parametrize("where", ["in_the_drain", "after_the_drain"])
+def test_an_interrupted_file_step_reports_the_files_it_deleted_and_runs_no_later_share(
+    world: CameraWorld,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    terminated: bool,
+    where: str,
+):
+    for name, value in environment_for(world).items():
+        monkeypatch.setenv(name, value)
+    thumbs = [world.file(f"{THUMBS}/t{i}.jpg", 10) for i in range(40)]
+    for thumb in thumbs:
+        world.detection(world.old(), thumbnail=thumb)
+    monkeypatch.setattr(file_checks, "CHECK_CHUNK", 5)
+    interrupt = interrupter(instance, terminated)
+    real_check, calls = file_queue.raise_if_lost, [0]
+    real_warnings = ops.offline_warnings
+
+    def interrupted_at_the_third_chunk(engine):
+        calls[0] += 1
+        if calls[0] == 3:
+            interrupt()
+        return real_check(engine)
+
+    def interrupted_at_its_warnings(counts, dry_run):  # the share's writes to the event log, after the drain
+        interrupt()
+        return real_warnings(counts, dry_run)
+
+    if where == "in_the_drain":
+        monkeypatch.setattr(file_queue, "raise_if_lost", interrupted_at_the_third_chunk)
+    else:
+        monkeypatch.setattr(ops, "offline_warnings", interrupted_at_its_warnings)
+    # Two shares of 20 files, one after the other: the second must not start once the first is interrupted.
+    config = plan_config(dry_run=False, reference_time=world.now.isoformat(), file_chunk_size=20)
+    if terminated:
+        job = dg.reconstructable(data_cleanup_in_process)
+        run = dg.execute_job(job, instance, run_config=config, tags=EXCLUSIVE_TAGS, raise_on_error=False)
+    else:  # as `retention-pipeline run` runs it
+        run = execute(world, instance, run_config=config, tags=EXCLUSIVE_TAGS)
+
+    first_share = "delete_expired_files[ids_0_20]"
+    assert_ended_as_interrupted(instance, run.run_id, first_share, terminated)
+    gone = sum(not os.path.exists(world.media / thumb) for thumb in thumbs)
+    # In the drain: the chunks started before the interrupt (three at least) finished. The second share
+    # never ran.
+    assert 15 <= gone <= 20 if where == "in_the_drain" else gone == 20
+    [(_, step, figures)] = interrupted_steps(instance, run.run_id)
+    assert (step, figures["thumbnails_deleted"]) == (first_share, gone)
+    assert committed_counts(instance, run.run_id)["thumbnails_deleted"] == gone
+    tags = instance.get_run_by_id(run.run_id).tags
+    assert tags["failed_step"] == first_share
+    assert (tags["files_deleted"], tags["space_reclaimed"]) == (str(gone), f"{gone * 10} B")
+    [row] = recent_cleanup_runs(instance, 1)
+    assert (row["thumbnails_deleted"], row["space_reclaimed"]) == (gone, gone * 10)
+
+    # What the interrupted run did not get to stayed queued: the next run deletes it, and only it.
+    monkeypatch.setattr(file_queue, "raise_if_lost", real_check)
+    monkeypatch.setattr(ops, "offline_warnings", real_warnings)
+    with dg.execute_job(
+        dg.reconstructable(data_cleanup_in_process), instance, run_config=config, tags=EXCLUSIVE_TAGS
+    ) as after:
+        stats = after.output_for_node("report_cleanup")
+    assert not any(os.path.exists(world.media / thumb) for thumb in thumbs)
+    assert (stats.thumbnails_deleted, stats.files_missing) == (40 - gone, 0)
+    assert "failed_step" not in instance.get_run_by_id(after.run_id).tags

@@ -226,8 +226,8 @@ def cleanup_pass(
     counted: Callable[[tuple[CleanupStats, FileCounts]], None] | None = None,
 ) -> tuple[CleanupStats, FileCounts]:
     """`run_cleanup`, with the file step's own counts (bytes by kind): one emergency pass. `counted` is
-    given them when the pass ends, also when it fails part-way: then what its steps had committed (rows
-    of the batches committed, files of the chunks handled), which is gone all the same."""
+    given them when the pass ends, also when it fails or is interrupted part-way: then what its steps had
+    committed (rows of the batches committed, files of the chunks handled), which is gone all the same."""
     progress = progress or (lambda _message: None)
     # Every purge before the file step, as in the job: a policy file may give gpu_stats or logs media
     # columns, whose files a drain that ran first would leave queued until the next run.
@@ -253,7 +253,7 @@ def cleanup_pass(
             rows[table] = clean_table(engine, plan, table, progress, committed=rows[table])
         files = clean_files(engine, plan, progress)
     except BaseException as exc:
-        if isinstance(exc, purge.FilesFailed):
+        if isinstance(exc, purge.FilesFailed | purge.Interrupted):
             files = exc.counts
         if counted is not None:
             counted(so_far())

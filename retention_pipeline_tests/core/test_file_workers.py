@@ -1,12 +1,15 @@
 """The file step's worker threads: what a failing chunk stops, and what it leaves counted (no database:
 the chunks are stand-ins)."""
 
+import os
+import signal
 import threading
 import time
 
 import pytest
 
 from retention_pipeline.core.purge.file_workers import ChunkFailed, FilesFailed, in_parallel
+from retention_pipeline.core.purge.interrupted import Interrupted
 from retention_pipeline.core.stats import FileCounts
 
 
@@ -48,3 +51,29 @@ def test_a_chunk_failing_after_its_unlinks_counts_them_and_reports_its_own_error
 
     assert failed.value.counts.thumbnails_deleted == 20
     assert str(failed.value) == "could not commit"
+
+
+def test_an_interrupted_drain_counts_the_chunks_it_handled_and_those_in_flight():
+    started: list[int] = []
+    handled: list[int] = []
+    lock = threading.Lock()
+
+    def handle(chunk: int) -> FileCounts:
+        with lock:
+            started.append(chunk)
+        if chunk == 2:  # SIGINT, as Ctrl-C or Dagster's termination sends it, while the caller waits
+            os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)  # the chunks in flight still unlink after the interrupt
+        with lock:
+            handled.append(chunk)
+        return FileCounts(thumbnails_deleted=1)
+
+    with pytest.raises(KeyboardInterrupt) as interrupted:
+        in_parallel(range(40), handle, _quiet, "files", 60, counted_failure=True)
+
+    assert isinstance(interrupted.value, Interrupted)
+    assert isinstance(interrupted.value.interrupt, KeyboardInterrupt)
+    # The chunks in flight (the interrupting one among them) ran to their end; those not started did not.
+    assert 2 in handled and len(handled) < 40
+    assert sorted(handled) == sorted(started)
+    assert interrupted.value.counts.thumbnails_deleted == len(handled)

@@ -21,12 +21,14 @@ The engine is code:
                   (reference checks, removing and counting), `file_workers.py` their worker threads
                   (and what a failed drain had counted), `offline_roots.py` the storage roots that
                   look unmounted, whose missing files stay queued
+- `interrupted.py` what an interrupted file drain had deleted, carried with the interrupt
 """
 
 from .file_checks import CHECK_CHUNK, REFERENCE_CHUNK, chunked, referenced_paths
 from .file_preview import preview_file_deletions
 from .file_queue import drain_file_queue, queue_files, queue_ranges
 from .file_workers import FilesFailed
+from .interrupted import Interrupted
 from .loop import BatchTooSlow, count_rows, purge_table, table_batches
 from .offline_roots import offline_warnings
 from .pacing import PROGRESS_EVERY_S, BatchSizer, EverySoOften, Progress, Share, with_retries
@@ -39,6 +41,7 @@ __all__ = [
     "BatchTooSlow",
     "EverySoOften",
     "FilesFailed",
+    "Interrupted",
     "Progress",
     "Share",
     "chunked",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TypeVar
@@ -9,6 +10,7 @@ from typing import TypeVar
 from ..lock import RunLockLost
 from ..stats import FileCounts
 from .file_checks import Progress
+from .interrupted import Interrupted
 from .pacing import EverySoOften
 
 T = TypeVar("T")
@@ -39,6 +41,42 @@ class ChunkFailed(Exception):
         self.counts = counts
 
 
+class _Tally:
+    """What the chunks handled add up to, kept by the chunks themselves as they end: the caller's thread
+    may be interrupted anywhere, even inside the pool's submit, where a chunk's future is not yet known."""
+
+    def __init__(self) -> None:
+        self.total = FileCounts()
+        self._running = 0
+        self._stopped = False
+        self._changed = threading.Condition()
+
+    def run(self, handle: Callable[[T], FileCounts], chunk: T) -> FileCounts:
+        with self._changed:
+            if self._stopped:  # still queued when the step stopped: not started
+                return FileCounts()
+            self._running += 1
+        counts = FileCounts()
+        try:
+            counts = handle(chunk)
+        except ChunkFailed as failed:  # its files are gone though its commit failed
+            counts = failed.counts
+            raise
+        finally:
+            with self._changed:
+                self.total = FileCounts.merge([self.total, counts])
+                self._running -= 1
+                self._changed.notify_all()
+        return counts
+
+    def stop(self) -> FileCounts:
+        """Let no more chunks start, wait for those running (a chunk is small) and return the total."""
+        with self._changed:
+            self._stopped = True
+            self._changed.wait_for(lambda: self._running == 0)
+            return self.total
+
+
 def in_parallel(
     chunks: Iterable[T],
     handle: Callable[[T], FileCounts],
@@ -48,61 +86,51 @@ def in_parallel(
     counted_failure: bool = False,
 ) -> FileCounts:
     """Handle chunks on worker threads, a few in flight at a time, and sum their counts. `counted_failure`:
-    a failure raises FilesFailed with the counts of every chunk handled (else the error itself).
+    a failure raises FilesFailed, an interrupt Interrupted, with the counts of every chunk handled (else
+    the error itself).
 
     The reference check of one chunk waits on the database while another chunk's unlinks wait on the
     file system; both release the GIL, so the two overlap. At most 2 x FILE_WORKERS chunks are held.
     """
-    total = [FileCounts()]
+    tally = _Tally()
     every_so_often = EverySoOften(progress, progress_every_s)
     with ThreadPoolExecutor(FILE_WORKERS) as pool:
         pending: set[Future[FileCounts]] = set()
         try:
             for chunk in chunks:
-                pending.add(pool.submit(handle, chunk))
+                pending.add(pool.submit(tally.run, handle, chunk))
                 if len(pending) >= 2 * FILE_WORKERS:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    _add(total, done, every_so_often, label)
+                    _check(done, tally.total, every_so_often, label)
             while pending:  # one at a time: a failure here still cancels the chunks not started
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                _add(total, done, every_so_often, label, last=not pending)
-        except Exception as exc:
-            for future in pending:
-                future.cancel()
-            # The chunks already running finish (their files are gone, their queue rows forgotten):
-            # counted too, so the figures match the disk.
-            _add(total, wait(pending).done, every_so_often, label, last=bool(pending), failed=True)
+                _check(done, tally.total, every_so_often, label, last=not pending)
+        except BaseException as exc:
+            # The chunks already running finish (their files are gone, their queue rows forgotten), also
+            # on an interrupt: counted too, so the figures match the disk. The others do not start.
+            total = tally.stop()
+            every_so_often(f"{label}: {_summary(total)}", always=True)
             if not counted_failure:
                 raise
-            raise (FilesFailedLockLost if isinstance(exc, RunLockLost) else FilesFailed)(
-                exc, total[0]
-            ) from exc
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
-    return total[0]
+            if not isinstance(exc, Exception):
+                raise Interrupted(exc, total) from exc
+            raise (FilesFailedLockLost if isinstance(exc, RunLockLost) else FilesFailed)(exc, total) from exc
+    return tally.total
 
 
-def _add(
-    total: list[FileCounts],
+def _check(
     done: Iterable[Future[FileCounts]],
+    total: FileCounts,
     progress: EverySoOften,
     label: str,
     last: bool = False,
-    failed: bool = False,
 ) -> None:
-    """Add the counts of the chunks handled in `done` to total[0] (a ChunkFailed's own counts too), then
-    raise the first failed chunk's error (unless `failed`: one was raised already)."""
-    finished = [f for f in done if not f.cancelled()]
-    errors = [error for f in finished if (error := f.exception()) is not None]
-    counts = [f.result() for f in finished if f.exception() is None]
-    counts += [error.counts for error in errors if isinstance(error, ChunkFailed)]
-    total[0] = FileCounts.merge([total[0], *counts])
-    progress(f"{label}: {_summary(total[0])}", always=last)
-    # Unwrapped, the run reports the chunk's own error; a lost lock first, whose failure is not retried.
+    """Report the total so far, then raise the first error of the chunks in `done` (unwrapped, the run
+    reports the chunk's own error; a lost lock first, whose failure is not retried)."""
+    progress(f"{label}: {_summary(total)}", always=last)
+    errors = [error for f in done if not f.cancelled() and (error := f.exception()) is not None]
     causes = [(e.__cause__ or e) if isinstance(e, ChunkFailed) else e for e in errors]
-    if not failed and causes:
+    if causes:
         raise next((cause for cause in causes if isinstance(cause, RunLockLost)), causes[0])
 
 

@@ -79,14 +79,15 @@ def _purge_in_batches(
             if share is not None:
                 # Ids of expired rows are spread over the span, so the share of it walked is the share done.
                 share((after_id - first_id + 1) / (until_id - first_id + 1))
+        with_retries(functools.partial(flush_commits, engine), counts, progress)
+        progress(f"{name}: done, {counts.deleted} deleted in {counts.batches} batches{_queued(counts)}")
     except BaseException:
-        # What committed before the failure is reported as deleted too: have it on disk if the server
-        # still answers, without hiding the failure behind one of the flush's own.
+        # What committed before the failure (or an interrupt, which may land in the final flush or the
+        # "done" line: event-log writes) is reported as deleted too: have it on disk if the server still
+        # answers, without hiding the failure behind one of the flush's own.
         with contextlib.suppress(Exception):
             flush_commits(engine)
         raise
-    with_retries(functools.partial(flush_commits, engine), counts, progress)
-    progress(f"{name}: done, {counts.deleted} deleted in {counts.batches} batches{_queued(counts)}")
     return counts
 
 
@@ -209,11 +210,16 @@ def purge_table(
             counts,
         )
     except BaseException:
-        # What the failed step reports (BatchTooSlow's counts, `committed`) includes the partitions it
-        # dropped, which are gone.
-        counts.deleted += dropped.rows
-        counts.children_deleted += dropped.children
+        # What a failed or interrupted step reports (BatchTooSlow's counts, `committed`) includes the
+        # partitions it dropped, which are gone: also when it stopped while dropping them or before its
+        # batches began.
+        _with_dropped(counts, dropped, retried)
         raise
+    return _with_dropped(counts, dropped, retried)
+
+
+def _with_dropped(counts: RowCounts, dropped: partitions.Dropped, retried: RowCounts) -> RowCounts:
+    """`counts` with the partitions dropped (each a batch) and the drops' retries added."""
     counts.deleted += dropped.rows
     counts.children_deleted += dropped.children
     counts.files_queued += dropped.queued
