@@ -12,6 +12,7 @@ from dagster._utils.interrupts import capture_interrupts
 
 from .core.purge import Interrupted
 from .failed_runs import tag_failure
+from .history import dry_run_of
 from .tags import INTERRUPTED_STEP
 
 INTERRUPTED_EVENT = "retention step interrupted"
@@ -56,8 +57,12 @@ def _record(context: dg.OpExecutionContext, figures: Mapping[str, Any]) -> None:
     # A second interrupt (Ctrl-C twice) waits: the first one is raised after this anyway.
     with capture_interrupts():
         try:
+            # A dry run's figures are what it had counted: nothing was deleted.
+            done = (
+                "had counted (dry run)" if dry_run_of(dict(context.dagster_run.run_config)) else "had deleted"
+            )
             context.instance.report_engine_event(
-                f"{INTERRUPTED_EVENT}: {step} had deleted {dict(figures)}",
+                f"{INTERRUPTED_EVENT}: {step} {done} {dict(figures)}",
                 context.dagster_run,
                 EngineEventData(metadata={INTERRUPTED_STEP: step, **figures}),
                 step_key=step,

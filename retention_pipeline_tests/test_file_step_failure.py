@@ -11,6 +11,7 @@ from retention_pipeline import ops
 from retention_pipeline.core.lock import LOST_MESSAGE, RunLockLost
 from retention_pipeline.core.purge import file_checks, file_queue
 from retention_pipeline.history import committed_counts, interrupted_steps, recent_cleanup_runs
+from retention_pipeline.interruptions import INTERRUPTED_EVENT
 from retention_pipeline.tags import EXCLUSIVE_TAGS
 from retention_pipeline_tests.dagster_helpers import environment_for, execute, plan_config
 from retention_pipeline_tests.factories import THUMBS, CameraWorld
@@ -190,3 +191,36 @@ def test_an_interrupted_file_step_reports_the_files_it_deleted_and_runs_no_later
     assert not any(os.path.exists(world.media / thumb) for thumb in thumbs)
     assert (stats.thumbnails_deleted, stats.files_missing) == (40 - gone, 0)
     assert "failed_step" not in instance.get_run_by_id(after.run_id).tags
+
+
+def test_a_dry_run_interrupted_after_its_file_preview_says_it_counted_not_deleted(
+    world: CameraWorld, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+):
+    for name, value in environment_for(world).items():
+        monkeypatch.setenv(name, value)
+    thumbs = [world.file(f"{THUMBS}/t{i}.jpg", 10) for i in range(10)]
+    for thumb in thumbs:
+        world.detection(world.old(), thumbnail=thumb)
+    interrupt, real_warnings = interrupter(instance, False), ops.offline_warnings
+
+    def interrupted_at_its_warnings(counts, dry_run):
+        interrupt()
+        return real_warnings(counts, dry_run)
+
+    monkeypatch.setattr(ops, "offline_warnings", interrupted_at_its_warnings)
+    run = execute(
+        world,
+        instance,
+        run_config=plan_config(dry_run=True, reference_time=world.now.isoformat()),
+        tags=EXCLUSIVE_TAGS,
+    )
+
+    assert all(os.path.exists(world.media / thumb) for thumb in thumbs)
+    events = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT).records
+    messages = [m for record in events if (m := _engine_message(record)).startswith(INTERRUPTED_EVENT)]
+    assert len(messages) == 1 and "had counted (dry run)" in messages[0] and "deleted {" not in messages[0]
+
+
+def _engine_message(record: dg.EventLogRecord) -> str:
+    event = record.event_log_entry.dagster_event
+    return (event.message or "") if event is not None else ""

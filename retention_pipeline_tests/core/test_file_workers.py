@@ -77,3 +77,28 @@ def test_an_interrupted_drain_counts_the_chunks_it_handled_and_those_in_flight()
     assert 2 in handled and len(handled) < 40
     assert sorted(handled) == sorted(started)
     assert interrupted.value.counts.thumbnails_deleted == len(handled)
+
+
+def test_a_second_interrupt_while_the_drain_waits_for_its_chunks_in_flight_keeps_their_counts():
+    handled: list[int] = []
+    lock, second_running = threading.Lock(), threading.Event()
+
+    def handle(chunk: int) -> FileCounts:
+        if chunk == 0:
+            second_running.wait(10)
+            os.kill(os.getpid(), signal.SIGINT)  # the first Ctrl-C, with chunk 1 in flight
+        elif chunk == 1:
+            second_running.set()
+            # The second, while the caller waits for this chunk (on a slow machine, merged with the first).
+            time.sleep(0.3)
+            os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.6)
+        with lock:
+            handled.append(chunk)
+        return FileCounts(thumbnails_deleted=1)
+
+    with pytest.raises(KeyboardInterrupt) as interrupted:
+        in_parallel(range(100), handle, _quiet, "files", 60, counted_failure=True)
+
+    assert isinstance(interrupted.value, Interrupted)
+    assert 1 in handled and interrupted.value.counts.thumbnails_deleted == len(handled)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
@@ -108,14 +109,40 @@ def in_parallel(
         except BaseException as exc:
             # The chunks already running finish (their files are gone, their queue rows forgotten), also
             # on an interrupt: counted too, so the figures match the disk. The others do not start.
-            total = tally.stop()
-            every_so_often(f"{label}: {_summary(total)}", always=True)
+            total = _through_interrupts(tally.stop)
+            # A further interrupt (Ctrl-C twice) while the first goes on must not lose the counts.
+            with _interrupts_ignored():
+                every_so_often(f"{label}: {_summary(total)}", always=True)
             if not counted_failure:
                 raise
             if not isinstance(exc, Exception):
                 raise Interrupted(exc, total) from exc
             raise (FilesFailedLockLost if isinstance(exc, RunLockLost) else FilesFailed)(exc, total) from exc
     return tally.total
+
+
+def _through_interrupts(wait_out: Callable[[], FileCounts]) -> FileCounts:
+    """`wait_out()`, started again if a further interrupt (Ctrl-C twice, a process group's SIGTERM beside
+    the executor's SIGINT) cuts it short: the chunks in flight are small, and their files are gone whether
+    or not they are counted."""
+    while True:
+        try:
+            return wait_out()
+        except Exception:
+            raise
+        except BaseException:
+            continue
+
+
+@contextlib.contextmanager
+def _interrupts_ignored() -> Iterator[None]:
+    """Swallow a further interrupt: the first one is on its way out already."""
+    try:
+        yield
+    except Exception:
+        raise
+    except BaseException:
+        pass
 
 
 def _check(
