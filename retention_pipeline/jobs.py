@@ -9,11 +9,10 @@ from pydantic import ValidationError
 from .config import CleanupConfig, OrphanSweepConfig
 from .core.options import readable
 from .failed_runs import retag_failed_run
+from .file_ops import delete_expired_files, plan_file_chunks
 from .job_tracker import publish_failure
 from .ops import (
-    delete_expired_files,
     plan_cleanup,
-    plan_file_chunks,
     purge_declared_tables,
     purge_detections,
     purge_events,

@@ -1,7 +1,7 @@
 """Thin ops: read config and resources, call one core function, log, attach metadata."""
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -13,7 +13,7 @@ from .core.db import DatabaseMissing
 from .core.labels import labelled, readable
 from .core.lock import RunLockLost
 from .core.plan import CleanupPlan, make_plan
-from .core.purge import BatchTooSlow, FilesFailed, offline_warnings
+from .core.purge import BatchTooSlow
 from .core.reference_time import parse_reference_time
 from .core.stats import CleanupStats, FileCounts, RowCounts
 from .failed_runs import error_reason
@@ -21,9 +21,9 @@ from .history import logged_at
 from .interruptions import counted_if_interrupted
 from .job_tracker import Stage, start_stage
 from .resources import CameraSystemResource
-from .run_lock_ops import claimed_engine, lock_lost, runs_in_process
+from .run_lock_ops import claimed_engine, lock_lost
 from .settings import SettingsError
-from .tags import FILE_FIGURES, INVALID_CONFIG, cleanup_headline
+from .tags import INVALID_CONFIG, cleanup_headline
 
 SCHEDULED_TIME_TAG = ".dagster/scheduled_execution_time"
 
@@ -191,69 +191,6 @@ def purge_declared_tables(
 
 def _by_table_figures(by_table: dict[str, RowCounts]) -> dict[str, int]:
     return {name: counts.deleted for name, counts in by_table.items()}
-
-
-@dg.op(
-    description="Split the file step into shares of the durable queue (one preview share for a dry run).",
-    out=dg.DynamicOut(cleanup.FileChunk),
-)
-def plan_file_chunks(
-    context: dg.OpExecutionContext,
-    plan: CleanupPlan,
-    detections: RowCounts,
-    declared: dict[str, RowCounts],
-    gpu_stats: RowCounts,
-    logs: RowCounts,
-    camera_system: CameraSystemResource,
-) -> Iterator[dg.DynamicOutput[cleanup.FileChunk]]:
-    # Runs after every row purge that can queue files (a policy may give gpu_stats or logs files too), so
-    # every file of every deleted row is queued; on a parallel executor none is left for the next run.
-    engine = claimed_engine(context, camera_system, beside_the_chain=True)
-    op_stage(context, camera_system)
-    parallel = not runs_in_process(context)
-    for chunk in cleanup.file_chunks(engine, plan, parallel):
-        yield dg.DynamicOutput(chunk, mapping_key=chunk.key)
-
-
-@dg.op(description="Delete one share of queued files that no surviving row references.")
-def delete_expired_files(
-    context: dg.OpExecutionContext,
-    plan: CleanupPlan,
-    chunk: cleanup.FileChunk,
-    camera_system: CameraSystemResource,
-) -> FileCounts:
-    engine = claimed_engine(context, camera_system, beside_the_chain=True)
-    stage = op_stage(context, camera_system)
-    # Interrupted in the drain or after it (its warnings are writes to the event log, where an interrupt
-    # may land), the share records the files it had deleted.
-    with counted_if_interrupted(context, _file_figures) as known:
-        try:
-            counts = cleanup.clean_files(
-                engine, plan, context.log.info, chunk, stage.files(chunk.key, chunk.queued)
-            )
-        except FilesFailed as exc:
-            # The chunks handled before the failure deleted their files: the run's tags and `status` count
-            # them. The error stays the failure's cause; a lost lock is not retried, as everywhere.
-            figures = _file_figures(exc.counts)
-            if isinstance(exc, RunLockLost):
-                raise lock_lost(exc, figures) from exc.error
-            raise dg.Failure(description=error_reason(exc.error), metadata=figures) from exc.error
-        except RunLockLost as exc:
-            raise lock_lost(exc) from None
-        known.counts = counts
-        for path in counts.refused_examples:
-            context.log.warning(f"refused to delete a path outside the storage roots: {path!r}")
-        for path in counts.failed_examples:
-            context.log.warning(f"could not delete {path!r} (permissions, or not a regular file)")
-        for warning in offline_warnings(counts, plan.dry_run):
-            context.log.warning(warning)
-        # What this share deleted, for a run that fails later: its tags and `status` add the shares up.
-        context.add_output_metadata(_file_figures(counts))
-    return counts
-
-
-def _file_figures(counts: FileCounts) -> dict[str, int]:
-    return {name: getattr(counts, name) for name in FILE_FIGURES}
 
 
 @dg.op(description="Report the run's CleanupStats on the run page.")

@@ -7,7 +7,7 @@ import os
 import dagster as dg
 import pytest
 
-from retention_pipeline import ops
+from retention_pipeline import file_ops
 from retention_pipeline.core.lock import LOST_MESSAGE, RunLockLost
 from retention_pipeline.core.purge import file_checks, file_queue
 from retention_pipeline.history import committed_counts, interrupted_steps, recent_cleanup_runs
@@ -142,7 +142,7 @@ def test_an_interrupted_file_step_reports_the_files_it_deleted_and_runs_no_later
     monkeypatch.setattr(file_checks, "CHECK_CHUNK", 5)
     interrupt = interrupter(instance, terminated)
     real_check, calls = file_queue.raise_if_lost, [0]
-    real_warnings = ops.offline_warnings
+    real_warnings = file_ops.offline_warnings
 
     def interrupted_at_the_third_chunk(engine):
         calls[0] += 1
@@ -157,7 +157,7 @@ def test_an_interrupted_file_step_reports_the_files_it_deleted_and_runs_no_later
     if where == "in_the_drain":
         monkeypatch.setattr(file_queue, "raise_if_lost", interrupted_at_the_third_chunk)
     else:
-        monkeypatch.setattr(ops, "offline_warnings", interrupted_at_its_warnings)
+        monkeypatch.setattr(file_ops, "offline_warnings", interrupted_at_its_warnings)
     # Two shares of 20 files, one after the other: the second must not start once the first is interrupted.
     config = plan_config(dry_run=False, reference_time=world.now.isoformat(), file_chunk_size=20)
     if terminated:
@@ -183,7 +183,7 @@ def test_an_interrupted_file_step_reports_the_files_it_deleted_and_runs_no_later
 
     # What the interrupted run did not get to stayed queued: the next run deletes it, and only it.
     monkeypatch.setattr(file_queue, "raise_if_lost", real_check)
-    monkeypatch.setattr(ops, "offline_warnings", real_warnings)
+    monkeypatch.setattr(file_ops, "offline_warnings", real_warnings)
     with dg.execute_job(
         dg.reconstructable(data_cleanup_in_process), instance, run_config=config, tags=EXCLUSIVE_TAGS
     ) as after:
@@ -201,13 +201,13 @@ def test_a_dry_run_interrupted_after_its_file_preview_says_it_counted_not_delete
     thumbs = [world.file(f"{THUMBS}/t{i}.jpg", 10) for i in range(10)]
     for thumb in thumbs:
         world.detection(world.old(), thumbnail=thumb)
-    interrupt, real_warnings = interrupter(instance, False), ops.offline_warnings
+    interrupt, real_warnings = interrupter(instance, False), file_ops.offline_warnings
 
     def interrupted_at_its_warnings(counts, dry_run):
         interrupt()
         return real_warnings(counts, dry_run)
 
-    monkeypatch.setattr(ops, "offline_warnings", interrupted_at_its_warnings)
+    monkeypatch.setattr(file_ops, "offline_warnings", interrupted_at_its_warnings)
     run = execute(
         world,
         instance,
