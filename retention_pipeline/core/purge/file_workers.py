@@ -109,7 +109,7 @@ def in_parallel(
         except BaseException as exc:
             # The chunks already running finish (their files are gone, their queue rows forgotten), also
             # on an interrupt: counted too, so the figures match the disk. The others do not start.
-            total = _through_interrupts(tally.stop)
+            total = _through_interrupts(tally)
             # A further interrupt (Ctrl-C twice) while the first goes on must not lose the counts.
             with _interrupts_ignored():
                 every_so_often(f"{label}: {_summary(total)}", always=True)
@@ -121,17 +121,19 @@ def in_parallel(
     return tally.total
 
 
-def _through_interrupts(wait_out: Callable[[], FileCounts]) -> FileCounts:
-    """`wait_out()`, started again if a further interrupt (Ctrl-C twice, a process group's SIGTERM beside
+def _through_interrupts(tally: _Tally) -> FileCounts:
+    """`tally.stop()`, started again if a further interrupt (Ctrl-C twice, a process group's SIGTERM beside
     the executor's SIGINT) cuts it short: the chunks in flight are small, and their files are gone whether
-    or not they are counted."""
-    while True:
+    or not they are counted. After three more, the total so far (without the chunks still in flight): who
+    insists that hard wants the process to end, for a chunk that hangs (a dead network mount)."""
+    for _ in range(3):
         try:
-            return wait_out()
+            return tally.stop()
         except Exception:
             raise
         except BaseException:
             continue
+    return tally.total
 
 
 @contextlib.contextmanager
