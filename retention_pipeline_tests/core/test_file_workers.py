@@ -102,3 +102,28 @@ def test_a_second_interrupt_while_the_drain_waits_for_its_chunks_in_flight_keeps
 
     assert isinstance(interrupted.value, Interrupted)
     assert 1 in handled and interrupted.value.counts.thumbnails_deleted == len(handled)
+
+
+def test_an_interrupt_while_the_drain_fails_stops_it_as_interrupted_with_its_counts():
+    handled: list[int] = []
+    lock, second_running = threading.Lock(), threading.Event()
+
+    def handle(chunk: int) -> FileCounts:
+        if chunk == 0:
+            second_running.wait(10)
+            raise RuntimeError("server closed the connection")
+        if chunk == 1:
+            second_running.set()
+            time.sleep(0.3)  # while the caller, failing, waits for this chunk (or before it saw the error)
+            os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.6)
+        with lock:
+            handled.append(chunk)
+        return FileCounts(thumbnails_deleted=1)
+
+    with pytest.raises(KeyboardInterrupt) as interrupted:
+        in_parallel(range(100), handle, _quiet, "files", 60, counted_failure=True)
+
+    # Not a FilesFailed that would let the run go on to its next step: the Ctrl-C is not lost.
+    assert isinstance(interrupted.value, Interrupted)
+    assert 1 in handled and interrupted.value.counts.thumbnails_deleted == len(handled)

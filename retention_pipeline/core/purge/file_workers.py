@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
@@ -109,42 +108,37 @@ def in_parallel(
         except BaseException as exc:
             # The chunks already running finish (their files are gone, their queue rows forgotten), also
             # on an interrupt: counted too, so the figures match the disk. The others do not start.
-            total = _through_interrupts(tally)
-            # A further interrupt (Ctrl-C twice) while the first goes on must not lose the counts.
-            with _interrupts_ignored():
+            total, interrupt = _waited_out(tally)
+            try:
                 every_so_often(f"{label}: {_summary(total)}", always=True)
-            if not counted_failure:
+            except Exception:
                 raise
+            except BaseException as again:
+                interrupt = interrupt or again
+            if interrupt is not None and isinstance(exc, Exception):
+                exc = interrupt  # interrupted while failing: the run stops as interrupted, counts kept
+            if not counted_failure:
+                raise exc
             if not isinstance(exc, Exception):
                 raise Interrupted(exc, total) from exc
             raise (FilesFailedLockLost if isinstance(exc, RunLockLost) else FilesFailed)(exc, total) from exc
     return tally.total
 
 
-def _through_interrupts(tally: _Tally) -> FileCounts:
-    """`tally.stop()`, started again if a further interrupt (Ctrl-C twice, a process group's SIGTERM beside
-    the executor's SIGINT) cuts it short: the chunks in flight are small, and their files are gone whether
-    or not they are counted. After three more, the total so far (without the chunks still in flight): who
+def _waited_out(tally: _Tally) -> tuple[FileCounts, BaseException | None]:
+    """`tally.stop()`, and the first interrupt that cut it short. The wait starts again after a further
+    interrupt (Ctrl-C twice, a process group's SIGTERM beside the executor's SIGINT), so that the counts of
+    the chunks in flight (small, their files gone) are not lost to it; after three, the total so far: who
     insists that hard wants the process to end, for a chunk that hangs (a dead network mount)."""
+    interrupt: BaseException | None = None
     for _ in range(3):
         try:
-            return tally.stop()
+            return tally.stop(), interrupt
         except Exception:
             raise
-        except BaseException:
-            continue
-    return tally.total
-
-
-@contextlib.contextmanager
-def _interrupts_ignored() -> Iterator[None]:
-    """Swallow a further interrupt: the first one is on its way out already."""
-    try:
-        yield
-    except Exception:
-        raise
-    except BaseException:
-        pass
+        except BaseException as again:
+            interrupt = interrupt or again
+    return tally.total, interrupt
 
 
 def _check(
