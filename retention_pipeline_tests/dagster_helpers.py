@@ -59,6 +59,12 @@ def environment_for(world: CameraWorld) -> dict[str, str]:
     }
 
 
+def point_environment_at(world: CameraWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Set `environment_for(world)` for the test: the Definitions' own resources then use `world`."""
+    for name, value in environment_for(world).items():
+        monkeypatch.setenv(name, value)
+
+
 def latest_observation(instance: dg.DagsterInstance, key: str) -> dict[str, Any]:
     """The metadata of an asset's last observation."""
     records = instance.fetch_observations(dg.AssetKey(key), limit=1).records

@@ -130,6 +130,13 @@ class CameraWorld:
     def log(self, at: datetime) -> int:
         return self._insert(logs, timestamp=at, level="INFO", component="t", message="m")
 
+    def old_thumbnails(self, n: int) -> list[str]:
+        """`n` expired detections, each with its own 10-byte thumbnail on disk; returns their paths."""
+        thumbs = [self.file(f"{THUMBS}/t{i}.jpg", 10) for i in range(n)]
+        for thumb in thumbs:
+            self.detection(self.old(), thumbnail=thumb)
+        return thumbs
+
     def old(self, days: float = 1) -> datetime:
         """`days` before the data cutoff (expired)."""
         return self.cutoff - timedelta(days=days)

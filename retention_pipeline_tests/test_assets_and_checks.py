@@ -24,7 +24,12 @@ from retention_pipeline.core.tables import Registry
 from retention_pipeline.definitions import defs
 from retention_pipeline.resources import CameraSystemResource, DiskSpaceResource
 from retention_pipeline.settings import Settings
-from retention_pipeline_tests.dagster_helpers import environment_for, execute, latest_observation, plan_config
+from retention_pipeline_tests.dagster_helpers import (
+    execute,
+    latest_observation,
+    plan_config,
+    point_environment_at,
+)
 from retention_pipeline_tests.factories import CLIPS, THUMBS, CameraWorld
 
 
@@ -32,8 +37,7 @@ from retention_pipeline_tests.factories import CLIPS, THUMBS, CameraWorld
 def live_world(engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CameraWorld:
     """A world on the real clock, with the environment pointing the Definitions' resources at it."""
     world = CameraWorld(engine, tmp_path / "media", now=datetime.now(UTC))
-    for name, value in environment_for(world).items():
-        monkeypatch.setenv(name, value)
+    point_environment_at(world, monkeypatch)
     return world
 
 

@@ -12,16 +12,9 @@ from retention_pipeline.core.cleanup import clean_files, file_chunks, prepare_da
 from retention_pipeline.core.db import write_transaction
 from retention_pipeline.core.purge.file_queue import queue_files
 from retention_pipeline.tags import EXCLUSIVE_TAGS
-from retention_pipeline_tests.dagster_helpers import environment_for, execute, plan_config
+from retention_pipeline_tests.dagster_helpers import execute, plan_config, point_environment_at
 from retention_pipeline_tests.factories import THUMBS, CameraWorld
 from retention_pipeline_tests.test_run_lock import data_cleanup_on_either_executor
-
-
-def _old_thumbnails(world: CameraWorld, n: int) -> list[str]:
-    thumbs = [world.file(f"{THUMBS}/t{i}.jpg", 10) for i in range(n)]
-    for thumb in thumbs:
-        world.detection(world.old(), thumbnail=thumb)
-    return thumbs
 
 
 def _shares(instance: dg.DagsterInstance, run_id: str) -> list[str]:
@@ -34,7 +27,7 @@ def test_the_in_process_file_step_is_one_share_however_long_the_queue(
     world: CameraWorld, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.setattr(cleanup, "PARALLEL_FILE_CHUNK", 2)  # 7 files would make 4 parallel shares
-    thumbs = _old_thumbnails(world, 7)
+    thumbs = world.old_thumbnails(7)
 
     result = execute(world, instance, plan_config(dry_run=False, reference_time=world.now.isoformat()))
 
@@ -48,10 +41,9 @@ def test_a_run_the_run_config_puts_in_process_gets_one_file_share(
     world: CameraWorld, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ):
     # A deployment on multi_or_in_process_executor told `in_process` runs its shares one after another.
-    for name, value in environment_for(world).items():
-        monkeypatch.setenv(name, value)
+    point_environment_at(world, monkeypatch)
     monkeypatch.setattr(cleanup, "PARALLEL_FILE_CHUNK", 2)
-    thumbs = _old_thumbnails(world, 7)
+    thumbs = world.old_thumbnails(7)
     config = {
         **plan_config(dry_run=False, reference_time=world.now.isoformat()),
         "execution": {"config": {"in_process": {}}},
@@ -69,7 +61,7 @@ def test_a_run_the_run_config_puts_in_process_gets_one_file_share(
 def test_a_runs_file_chunk_size_splits_the_in_process_file_step_too(
     world: CameraWorld, instance: dg.DagsterInstance
 ):
-    thumbs = _old_thumbnails(world, 7)
+    thumbs = world.old_thumbnails(7)
     config = plan_config(dry_run=False, reference_time=world.now.isoformat(), file_chunk_size=2)
 
     result = execute(world, instance, config)

@@ -13,8 +13,8 @@ from retention_pipeline.core.purge import file_checks, file_queue
 from retention_pipeline.history import committed_counts, interrupted_steps, recent_cleanup_runs
 from retention_pipeline.interruptions import INTERRUPTED_EVENT
 from retention_pipeline.tags import EXCLUSIVE_TAGS
-from retention_pipeline_tests.dagster_helpers import environment_for, execute, plan_config
-from retention_pipeline_tests.factories import THUMBS, CameraWorld
+from retention_pipeline_tests.dagster_helpers import execute, plan_config, point_environment_at
+from retention_pipeline_tests.factories import CameraWorld
 from retention_pipeline_tests.test_interrupted_purge import assert_ended_as_interrupted, interrupter
 from retention_pipeline_tests.test_run_lock import data_cleanup_in_process
 
@@ -53,11 +53,8 @@ def test_a_file_step_failing_in_one_share_reports_the_files_it_deleted(
     error: Exception,
     words: str,
 ):
-    for name, value in environment_for(world).items():
-        monkeypatch.setenv(name, value)
-    thumbs = [world.file(f"{THUMBS}/t{i}.jpg", 10) for i in range(40)]
-    for thumb in thumbs:
-        world.detection(world.old(), thumbnail=thumb)
+    point_environment_at(world, monkeypatch)
+    thumbs = world.old_thumbnails(40)
     _seventh_chunk_fails(monkeypatch, error)
     job = dg.reconstructable(data_cleanup_in_process)
     config = plan_config(dry_run=False, reference_time=world.now.isoformat())
@@ -89,11 +86,8 @@ def test_a_file_step_failing_in_one_share_reports_the_files_it_deleted(
 def test_a_chunk_failing_at_its_commit_after_its_unlinks_is_counted_with_the_failure(
     world: CameraWorld, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ):
-    for name, value in environment_for(world).items():
-        monkeypatch.setenv(name, value)
-    thumbs = [world.file(f"{THUMBS}/t{i}.jpg", 10) for i in range(40)]
-    for thumb in thumbs:
-        world.detection(world.old(), thumbnail=thumb)
+    point_environment_at(world, monkeypatch)
+    thumbs = world.old_thumbnails(40)
     monkeypatch.setattr(file_checks, "CHECK_CHUNK", 5)
     real, calls = file_queue.write_transaction, [0]
 
@@ -134,11 +128,8 @@ def test_an_interrupted_file_step_reports_the_files_it_deleted_and_runs_no_later
     terminated: bool,
     where: str,
 ):
-    for name, value in environment_for(world).items():
-        monkeypatch.setenv(name, value)
-    thumbs = [world.file(f"{THUMBS}/t{i}.jpg", 10) for i in range(40)]
-    for thumb in thumbs:
-        world.detection(world.old(), thumbnail=thumb)
+    point_environment_at(world, monkeypatch)
+    thumbs = world.old_thumbnails(40)
     monkeypatch.setattr(file_checks, "CHECK_CHUNK", 5)
     interrupt = interrupter(instance, terminated)
     real_check, calls = file_queue.raise_if_lost, [0]
@@ -196,11 +187,8 @@ def test_an_interrupted_file_step_reports_the_files_it_deleted_and_runs_no_later
 def test_a_dry_run_interrupted_after_its_file_preview_says_it_counted_not_deleted(
     world: CameraWorld, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ):
-    for name, value in environment_for(world).items():
-        monkeypatch.setenv(name, value)
-    thumbs = [world.file(f"{THUMBS}/t{i}.jpg", 10) for i in range(10)]
-    for thumb in thumbs:
-        world.detection(world.old(), thumbnail=thumb)
+    point_environment_at(world, monkeypatch)
+    thumbs = world.old_thumbnails(10)
     interrupt, real_warnings = interrupter(instance, False), file_ops.offline_warnings
 
     def interrupted_at_its_warnings(counts, dry_run):

@@ -18,7 +18,7 @@ from retention_pipeline.core.purge import loop, sqlite
 from retention_pipeline.core.schema import detections, gpu_stats, logs
 from retention_pipeline.history import committed_counts, interrupted_steps, recent_cleanup_runs
 from retention_pipeline.tags import EXCLUSIVE_TAGS
-from retention_pipeline_tests.dagster_helpers import environment_for, plan_config
+from retention_pipeline_tests.dagster_helpers import plan_config, point_environment_at
 from retention_pipeline_tests.factories import CameraWorld
 from retention_pipeline_tests.test_assets_and_checks import live_world
 from retention_pipeline_tests.test_disk_pressure import RowsFillTheDisk, emergency_run
@@ -68,8 +68,7 @@ def test_an_interrupted_row_purge_reports_the_batches_it_committed_and_stops_the
     terminated: bool,
     where: str,
 ):
-    for name, value in environment_for(world).items():
-        monkeypatch.setenv(name, value)
+    point_environment_at(world, monkeypatch)
     for _ in range(40):
         world.detection(world.old())
     for _ in range(3):  # purged by the steps after purge_detections, which must not run

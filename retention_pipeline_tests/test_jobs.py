@@ -15,7 +15,13 @@ from retention_pipeline.history import recent_cleanup_runs, step_metadata
 from retention_pipeline.jobs import data_cleanup
 from retention_pipeline.run_processes import recorded_process
 from retention_pipeline.tags import CLEANUP_HEADLINE, EXCLUSIVE_TAG
-from retention_pipeline_tests.dagster_helpers import execute, failure_messages, plan_config, refuse_table
+from retention_pipeline_tests.dagster_helpers import (
+    execute,
+    failure_messages,
+    plan_config,
+    point_environment_at,
+    refuse_table,
+)
 from retention_pipeline_tests.factories import THUMBS, CameraWorld
 
 
@@ -330,7 +336,6 @@ def test_the_code_locations_resource_shows_effective_settings_and_reads_the_run_
 ):
     from retention_pipeline.jobs import data_cleanup
     from retention_pipeline.resources import CameraSystemResource, DiskSpaceResource
-    from retention_pipeline_tests.dagster_helpers import environment_for
 
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'not_the_camera.db'}")
     for name in ("MEDIA_ROOT", "THUMBNAIL_DIR", "CLIPS_DIR", "IMAGES_DIR"):
@@ -342,8 +347,7 @@ def test_the_code_locations_resource_shows_effective_settings_and_reads_the_run_
     assert isinstance(shown.database_url, dg.EnvVar) and shown.database_url.env_var_name == "DATABASE_URL"
     assert (shown.media_root, shown.thumbnail_dir, shown.clips_dir) == (".", "data/thumbnails", "data/clips")
     # A run reads the environment when it starts, whatever it was when the resource was built.
-    for name, value in environment_for(seeded).items():
-        monkeypatch.setenv(name, value)
+    point_environment_at(seeded, monkeypatch)
     result = data_cleanup.execute_in_process(
         run_config=plan_config(dry_run=False, reference_time=seeded.now.isoformat()),
         resources={"camera_system": shown, "disk": DiskSpaceResource()},

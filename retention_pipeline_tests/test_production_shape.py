@@ -7,7 +7,7 @@ from retention_pipeline.core.schema import detections
 from retention_pipeline.jobs import build_data_cleanup_job
 from retention_pipeline.resources import CameraSystemResource, DiskSpaceResource
 from retention_pipeline.run_processes import recorded_process
-from retention_pipeline_tests.dagster_helpers import environment_for
+from retention_pipeline_tests.dagster_helpers import point_environment_at
 from retention_pipeline_tests.factories import THUMBS, CameraWorld
 
 
@@ -31,8 +31,7 @@ def test_file_shares_run_as_separate_steps_under_the_multiprocess_executor(
     for thumb in thumbs:
         world.detection(world.old(), thumbnail=thumb)
     world.detection(world.recent())
-    for name, value in environment_for(world).items():
-        monkeypatch.setenv(name, value)
+    point_environment_at(world, monkeypatch)
     config = {
         "dry_run": False,
         "reference_time": world.now.isoformat(),

@@ -20,10 +20,10 @@ from retention_pipeline.run_processes import recorded_process
 from retention_pipeline.tags import EXCLUSIVE_TAGS
 from retention_pipeline_tests.dagster_helpers import (
     camera_resource,
-    environment_for,
     execute,
     failure_messages,
     plan_config,
+    point_environment_at,
 )
 from retention_pipeline_tests.factories import THUMBS, CameraWorld
 
@@ -148,8 +148,7 @@ def test_a_re_execution_of_a_failed_side_step_takes_the_lock_and_notes_its_proce
     instance: dg.DagsterInstance,
     monkeypatch: pytest.MonkeyPatch,
 ):
-    for name, value in environment_for(expired).items():
-        monkeypatch.setenv(name, value)
+    point_environment_at(expired, monkeypatch)
     _fail_purge_logs_once(monkeypatch)
     job = dg.reconstructable(data_cleanup_in_process)
     config = plan_config(dry_run=False, reference_time=expired.now.isoformat())
@@ -168,8 +167,7 @@ def test_a_re_execution_of_a_failed_side_step_takes_the_lock_and_notes_its_proce
 def test_a_run_the_run_config_puts_in_process_notes_its_process(
     expired: CameraWorld, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ):
-    for name, value in environment_for(expired).items():
-        monkeypatch.setenv(name, value)
+    point_environment_at(expired, monkeypatch)
     config = {
         **plan_config(dry_run=False, reference_time=expired.now.isoformat()),
         "execution": {"config": {"in_process": {}}},
@@ -195,8 +193,7 @@ def test_a_re_execution_of_the_orphan_sweeps_delete_step_takes_the_lock(
     instance: dg.DagsterInstance,
     monkeypatch: pytest.MonkeyPatch,
 ):
-    for name, value in environment_for(world).items():
-        monkeypatch.setenv(name, value)
+    point_environment_at(world, monkeypatch)
     orphan = _an_old_orphan_beside_live_files(world)
     real_delete, failed_once = orphans.delete_orphans, []
 
