@@ -99,14 +99,15 @@ def _failing_when_too_slow(
     and `status` count them. `earlier`: what the step's purges before this one deleted, reported with it."""
     try:
         return purge(committed)
-    except BatchTooSlow as exc:
-        step = RowCounts.merge([*(earlier or []), exc.counts])
-        raise dg.Failure(description=str(exc), metadata=_rows_figures(step), allow_retries=False) from None
-    except RunLockLost as exc:
-        step = RowCounts.merge([*(earlier or []), committed])
-        raise lock_lost(exc, _rows_figures(step) if step.deleted else None) from None
     except Exception as exc:
+        # The purge filled `committed` up to the failure (BatchTooSlow carries the same counts).
         step = RowCounts.merge([*(earlier or []), committed])
+        if isinstance(exc, BatchTooSlow):
+            raise dg.Failure(
+                description=str(exc), metadata=_rows_figures(step), allow_retries=False
+            ) from None
+        if isinstance(exc, RunLockLost):
+            raise lock_lost(exc, _rows_figures(step) if step.deleted else None) from None
         if not step.deleted:
             raise
         raise dg.Failure(description=error_reason(exc), metadata=_rows_figures(step)) from exc
@@ -181,10 +182,10 @@ def purge_declared_tables(
             earlier, committed = list(by_table.values()), RowCounts()
             if not plan.dry_run:  # a dry run's count fills nothing
                 by_table[entry.name] = committed
-            table = functools.partial(cleanup.clean_table, engine, plan, entry.name, context.log.info)
-            by_table[entry.name] = _failing_when_too_slow(
-                functools.partial(table, stage.share), committed, earlier
+            purge = functools.partial(
+                cleanup.clean_table, engine, plan, entry.name, context.log.info, stage.share
             )
+            by_table[entry.name] = _failing_when_too_slow(purge, committed, earlier)
         context.add_output_metadata(_by_table_figures(by_table))
     return by_table
 
