@@ -14,10 +14,14 @@ from retention_pipeline.core.schema import detections
 from retention_pipeline.failed_runs import first_failure, step_failure_reason
 from retention_pipeline.history import cleanup_status
 from retention_pipeline.settings import Settings
+from retention_pipeline_tests.conftest import both_shapes
 from retention_pipeline_tests.dagster_helpers import failure_messages
 from retention_pipeline_tests.factories import THUMBS, CameraWorld
 from retention_pipeline_tests.test_disk_pressure import FixedDisk, emergency_run
 from retention_pipeline_tests.test_file_step_failure import _seventh_chunk_fails
+
+# The camera system's real shape too: no path indexes, CASCADE / SET NULL children, uuid alerts.
+pytestmark = both_shapes
 
 DATABASE_ERROR = "server closed the connection unexpectedly"
 

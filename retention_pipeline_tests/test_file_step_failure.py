@@ -13,10 +13,14 @@ from retention_pipeline.core.purge import file_checks, file_queue
 from retention_pipeline.history import committed_counts, interrupted_steps, recent_cleanup_runs
 from retention_pipeline.interruptions import INTERRUPTED_EVENT
 from retention_pipeline.tags import EXCLUSIVE_TAGS
+from retention_pipeline_tests.conftest import both_shapes
 from retention_pipeline_tests.dagster_helpers import execute, plan_config, point_environment_at
 from retention_pipeline_tests.factories import CameraWorld
 from retention_pipeline_tests.test_interrupted_purge import assert_ended_as_interrupted, interrupter
 from retention_pipeline_tests.test_run_lock import data_cleanup_in_process
+
+# The camera system's real shape too: no path indexes, CASCADE / SET NULL children, uuid alerts.
+pytestmark = both_shapes
 
 
 def _seventh_chunk_fails(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:

@@ -15,6 +15,7 @@ from retention_pipeline.history import cleanup_status, last_sweep_report, recent
 from retention_pipeline.jobs import orphaned_file_cleanup
 from retention_pipeline.resources import DiskSpaceResource
 from retention_pipeline.settings import Settings
+from retention_pipeline_tests.conftest import both_shapes
 from retention_pipeline_tests.dagster_helpers import (
     camera_resource,
     execute,
@@ -192,6 +193,7 @@ def test_a_real_run_is_tagged_real_whichever_op_its_config_lists_first(
     assert instance.get_run_by_id(result.run_id).tags["dry_run"] == "false"
 
 
+@both_shapes
 @pytest.mark.parametrize(
     "error, words",
     [

@@ -18,12 +18,16 @@ from retention_pipeline.core.purge import loop, sqlite
 from retention_pipeline.core.schema import detections, gpu_stats, logs
 from retention_pipeline.history import committed_counts, interrupted_steps, recent_cleanup_runs
 from retention_pipeline.tags import EXCLUSIVE_TAGS
+from retention_pipeline_tests.conftest import both_shapes
 from retention_pipeline_tests.dagster_helpers import plan_config, point_environment_at
 from retention_pipeline_tests.factories import CameraWorld
 from retention_pipeline_tests.test_assets_and_checks import live_world
 from retention_pipeline_tests.test_disk_pressure import RowsFillTheDisk, emergency_run
 from retention_pipeline_tests.test_policy_table_assets import policy_definitions, policy_table
 from retention_pipeline_tests.test_run_lock import data_cleanup_in_process
+
+# The camera system's real shape too: no path indexes, CASCADE / SET NULL children, uuid alerts.
+pytestmark = both_shapes
 
 __all__ = ["live_world"]  # a fixture
 

@@ -8,8 +8,12 @@ import pytest
 from retention_pipeline.core import purge
 from retention_pipeline.core.purge import loop, partition_ddl
 from retention_pipeline.core.stats import RowCounts
+from retention_pipeline_tests.conftest import both_shapes
 from retention_pipeline_tests.core.test_partitions import _timestamps, log_world
 from retention_pipeline_tests.factories import CameraWorld
+
+# The camera system's real shape too: no path indexes, CASCADE / SET NULL children, uuid alerts.
+pytestmark = both_shapes
 
 __all__ = ["log_world"]  # a fixture
 
