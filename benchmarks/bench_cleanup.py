@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -184,14 +185,18 @@ def mount_roots(media: Path) -> None:
 
 
 def build_files(media: Path, paths: list[str]) -> None:
-    made: set[str] = set()
-    for relative in paths:
-        folder = os.path.dirname(relative)
-        if folder not in made:
-            (media / folder).mkdir(parents=True, exist_ok=True)
-            made.add(folder)
-        with open(media / relative, "wb") as handle:
-            handle.write(b"x" * 256)
+    """Write a 256-byte file at each path under `media`, on several threads: writing the trees one file at a
+    time was most of a file benchmark's time (the unlink floor measured on either tree is the same)."""
+    for folder in sorted({os.path.dirname(relative) for relative in paths}):
+        (media / folder).mkdir(parents=True, exist_ok=True)
+
+    def write(part: list[str]) -> None:
+        for relative in part:
+            with open(media / relative, "wb") as handle:
+                handle.write(b"x" * 256)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(write, [paths[i : i + 2000] for i in range(0, len(paths), 2000)]))
 
 
 def pg_url(name: str) -> str:

@@ -56,7 +56,7 @@ def _split_check(engine, roots: StorageRoots, paths: list[str]) -> dict:
         staging = path_checks.stage_check_names(dialect)
         _, stage_s = _timed(lambda: conn.execute(staging, path_checks.check_names_param(names)))
         if dialect == "postgresql":
-            conn.execute(path_checks.prefer_index_lookups())
+            conn.execute(path_checks.steer_reference_check_plan())
         hits, join_s = _timed(lambda: conn.execute(path_checks.select_referenced_names(Registry())).all())
         conn.execute(path_checks.clear_check_names())
         conn.commit()

@@ -74,7 +74,7 @@ def referenced_paths(
             raw = [{"raw": text_bytes(name)} for name in undecodable]
             conn.execute(path_checks.stage_check_names_from_bytes(), raw)
         if dialect == "postgresql":
-            conn.execute(path_checks.prefer_index_lookups())
+            conn.execute(path_checks.steer_reference_check_plan())
         referenced_names = path_checks.select_referenced_names(registry, surviving, keeping)
         hits = set(conn.execute(referenced_names).scalars())
         if dialect == "sqlite":
