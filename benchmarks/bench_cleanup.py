@@ -60,6 +60,7 @@ from sqlalchemy import (
 )
 
 from retention_pipeline.core.db import make_engine
+from retention_pipeline.core.purge import chunked
 from retention_pipeline.core.schema import (
     alerts,
     camera_metadata,
@@ -196,7 +197,7 @@ def build_files(media: Path, paths: list[str]) -> None:
                 handle.write(b"x" * 256)
 
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(write, [paths[i : i + 2000] for i in range(0, len(paths), 2000)]))
+        list(pool.map(write, chunked(paths, 2000)))
 
 
 def pg_url(name: str) -> str:

@@ -8,7 +8,7 @@ from retention_pipeline.jobs import build_data_cleanup_job
 from retention_pipeline.resources import CameraSystemResource, DiskSpaceResource
 from retention_pipeline.run_processes import recorded_process
 from retention_pipeline_tests.dagster_helpers import point_environment_at
-from retention_pipeline_tests.factories import THUMBS, CameraWorld
+from retention_pipeline_tests.factories import CameraWorld
 
 
 def multiprocess_data_cleanup() -> dg.JobDefinition:
@@ -27,9 +27,7 @@ def test_file_shares_run_as_separate_steps_under_the_multiprocess_executor(
 ):
     if world.engine.dialect.name != "postgresql":
         pytest.skip("the production shape is PostgreSQL throughout; one run of ~12 processes is enough")
-    thumbs = [world.file(f"{THUMBS}/t{n}.jpg", 10) for n in range(7)]
-    for thumb in thumbs:
-        world.detection(world.old(), thumbnail=thumb)
+    thumbs = world.old_thumbnails(7)
     world.detection(world.recent())
     point_environment_at(world, monkeypatch)
     config = {
